@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * driftwatch kernel sensor: tracepoints only (tp_btf), so it loads where
+ * kprobes, fentry and BPF-LSM are unavailable.
+ *
+ *   sched_process_exec  decide, in the kernel, whether a container exec is drift
+ *   sched_process_fork  keep lineage (drifted ancestors) for container processes
+ *   sched_process_exit  forget the process
+ */
+#include "include/vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "include/abi.h"
+#include "maps.h"
+#include "helpers/emit.h"
+#include "helpers/task.h"
+#include "helpers/file.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+static __always_inline u32 comm_class(const char comm[DW_COMM_LEN])
+{
+	struct dw_comm_key key = {};
+	__builtin_memcpy(key.comm, comm, DW_COMM_LEN);
+	u32 *cls = bpf_map_lookup_elem(&exec_names, &key);
+	return cls ? *cls : 0;
+}
+
+/* The verdict on an exec, computed before anything is reserved. Kept apart
+ * from the emitting code so a prevent mode can act on it (bpf_send_signal
+ * from this tracepoint stops the new image before its first instruction). */
+struct exec_verdict {
+	u32 exe_source;
+	u32 script_source;
+	u32 flags;
+	u32 magic;
+	u32 nlink;
+	u64 ino;
+};
+
+static __always_inline void judge_exec(struct task_struct *task, struct linux_binprm *bprm,
+				       struct exec_verdict *v)
+{
+	struct vfsmount *root_mnt = BPF_CORE_READ(task, fs, root.mnt);
+	u32 root_magic = (u32)BPF_CORE_READ(root_mnt, mnt_sb, s_magic);
+	bool overlay_root = root_magic == OVERLAYFS_SUPER_MAGIC;
+	struct file *file = BPF_CORE_READ(bprm, file);
+
+	if (overlay_root)
+		v->flags |= DW_EXEC_OVERLAY_ROOT;
+	v->exe_source = file_source(file, root_mnt, overlay_root, &v->magic, &v->nlink, &v->ino);
+	if (source_is_drift(v->exe_source))
+		v->flags |= DW_EXEC_DRIFT;
+
+	/* A script run through its #! line: bprm->file is the interpreter and
+	 * bprm->filename the script. The kernel has released the script's file by
+	 * now, so its layer is judged only when binfmt_misc kept it open
+	 * (bprm->executable); otherwise userspace gets its path. */
+	if (BPF_CORE_READ(bprm, filename) != BPF_CORE_READ(bprm, interp)) {
+		v->flags |= DW_EXEC_SCRIPT;
+		v->script_source = DW_SRC_UNKNOWN;
+		if (bpf_core_field_exists(bprm->executable)) {
+			struct file *script = BPF_CORE_READ(bprm, executable);
+			if (script && script != file) {
+				u32 m, n;
+				u64 ino;
+				v->script_source = file_source(script, root_mnt, overlay_root, &m, &n, &ino);
+				if (source_is_drift(v->script_source))
+					v->flags |= DW_EXEC_DRIFT;
+			}
+		}
+	}
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	u32 mntns = task_mntns(task);
+	if (mntns == host_mntns || mntns == 0) {
+		kstat_inc(DW_KSTAT_HOST_EXEC_FILTERED);
+		return 0;
+	}
+	kstat_inc(DW_KSTAT_CONTAINER_EXEC);
+
+	u32 tgid = BPF_CORE_READ(task, tgid);
+	struct exec_verdict v = {};
+	judge_exec(task, bprm, &v);
+
+	/* The first exec in a mount namespace we have not seen is the container's
+	 * entrypoint, whatever the runtime. */
+	if (!bpf_map_lookup_elem(&seen_mntns, &mntns)) {
+		u8 one = 1;
+		v.flags |= DW_EXEC_ENTRYPOINT;
+		if (bpf_map_update_elem(&seen_mntns, &mntns, &one, BPF_ANY))
+			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
+	}
+
+	/* Lineage: inherit drift from the parent recorded at fork. */
+	struct dw_proc *me = bpf_map_lookup_elem(&procs, &tgid);
+	struct dw_proc entry = {};
+	if (me)
+		entry = *me;
+	else
+		entry.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	entry.exec_ktime_ns = bpf_ktime_get_boot_ns();
+	if (entry.flags & (DW_PROC_DRIFTED | DW_PROC_ANCESTOR_DRIFTED)) {
+		entry.flags |= DW_PROC_ANCESTOR_DRIFTED;
+		v.flags |= DW_EXEC_ANCESTOR_DRIFT;
+	}
+	entry.flags &= ~DW_PROC_DRIFTED;
+	if (v.flags & DW_EXEC_DRIFT)
+		entry.flags |= DW_PROC_DRIFTED;
+	if (bpf_map_update_elem(&procs, &tgid, &entry, BPF_ANY))
+		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
+
+	char comm[DW_COMM_LEN] = {};
+	bpf_probe_read_kernel(comm, sizeof(comm), task->comm);
+	u32 cls = comm_class(comm);
+
+	/* In-kernel filter: only drift, named classes (shells, package managers,
+	 * interpreters whose argv userspace inspects), entrypoints and children of
+	 * drifted processes cost ring-buffer space. */
+	bool interesting = (v.flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT)) || cls;
+	if (!interesting && !emit_all_execs) {
+		kstat_inc(DW_KSTAT_EXEC_FILTERED);
+		return 0;
+	}
+
+	struct dw_exec *e = emit_reserve(DW_KIND_EXEC, sizeof(*e));
+	if (!e)
+		return 0;
+
+	e->hdr.kind = DW_KIND_EXEC;
+	e->hdr.size = sizeof(*e);
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	e->hdr.ktime_ns = entry.exec_ktime_ns;
+	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
+	e->hdr.tgid = tgid;
+	e->hdr.pid = BPF_CORE_READ(task, pid);
+	e->ppid = entry.ppid;
+	e->uid = BPF_CORE_READ(task, cred, uid.val);
+	e->gid = BPF_CORE_READ(task, cred, gid.val);
+	e->mntns = mntns;
+	if (task_has_tty(task))
+		v.flags |= DW_EXEC_TTY;
+	e->exe_source = v.exe_source;
+	e->script_source = v.script_source;
+	e->exe_fs_magic = v.magic;
+	e->exe_nlink = v.nlink;
+	e->exe_ino = v.ino;
+	e->name_class = cls;
+	__builtin_memcpy(e->comm, comm, DW_COMM_LEN);
+	bpf_probe_read_kernel_str(e->parent_comm, DW_COMM_LEN, BPF_CORE_READ(task, real_parent, comm));
+
+	struct path root = BPF_CORE_READ(task, fs, root);
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct path fpath = BPF_CORE_READ(file, f_path);
+	bool trunc = false;
+	e->path_len = resolve_path(&fpath, &root, e->path, DW_PATH_LEN, &trunc);
+	e->script_len = 0;
+	if (v.flags & DW_EXEC_SCRIPT) {
+		long n = bpf_probe_read_kernel_str(e->script, DW_SCRIPT_LEN, BPF_CORE_READ(bprm, filename));
+		e->script_len = n > 0 ? n - 1 : 0;
+	}
+	if (trunc) {
+		v.flags |= DW_EXEC_PATH_TRUNC;
+		kstat_inc(DW_KSTAT_PATH_TRUNCATED);
+	}
+
+	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(task, mm, arg_end);
+	unsigned long alen = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (alen > DW_ARGS_LEN) {
+		alen = DW_ARGS_LEN;
+		v.flags |= DW_EXEC_ARGS_TRUNC;
+	}
+	u32 rlen = alen;
+	barrier_var(rlen);
+	if (rlen >= DW_ARGS_LEN)
+		rlen = DW_ARGS_LEN;
+	else
+		rlen &= DW_ARGS_LEN - 1;
+	if (rlen && bpf_probe_read_user(e->args, rlen, (void *)arg_start))
+		alen = 0;
+	e->args_len = alen;
+
+	task_cgroup_names(task, e->cgroup);
+	e->flags = v.flags;
+
+	bool wake = (v.flags & DW_EXEC_DRIFT) || (cls & (DW_NAME_SHELL | DW_NAME_PACKAGE));
+	emit_submit(e, DW_KIND_EXEC, wake);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(dw_fork, struct task_struct *parent, struct task_struct *child)
+{
+	u32 child_tgid = BPF_CORE_READ(child, tgid);
+	u32 child_pid = BPF_CORE_READ(child, pid);
+	if (child_tgid != child_pid) /* a new thread, not a new process */
+		return 0;
+	u32 ptgid = BPF_CORE_READ(parent, tgid);
+	struct dw_proc *p = bpf_map_lookup_elem(&procs, &ptgid);
+	if (!p) /* untracked: host process, or started before the agent */
+		return 0;
+	struct dw_proc c = {
+		.ppid = ptgid,
+		.flags = (p->flags & (DW_PROC_DRIFTED | DW_PROC_ANCESTOR_DRIFTED)) ?
+				 DW_PROC_ANCESTOR_DRIFTED :
+				 0,
+		.exec_ktime_ns = p->exec_ktime_ns,
+	};
+	/* fork image == parent image: a drifted parent's child runs drifted code */
+	if (p->flags & DW_PROC_DRIFTED)
+		c.flags |= DW_PROC_DRIFTED;
+	if (bpf_map_update_elem(&procs, &child_tgid, &c, BPF_ANY))
+		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(dw_exit, struct task_struct *task)
+{
+	u32 tgid = BPF_CORE_READ(task, tgid);
+	u32 pid = BPF_CORE_READ(task, pid);
+	if (tgid == pid)
+		bpf_map_delete_elem(&procs, &tgid);
+	return 0;
+}

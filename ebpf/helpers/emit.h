@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Counters and ring-buffer reserve/submit: every failed reserve is counted. */
+#ifndef DRIFTWATCH_EMIT_H
+#define DRIFTWATCH_EMIT_H
+
+#include "../maps.h"
+
+static __always_inline struct dw_kstats *kstats_get(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&kstats, &zero);
+}
+
+static __always_inline void kstat_inc(u32 idx)
+{
+	struct dw_kstats *s = kstats_get();
+	if (s && idx < DW_KSTAT_MAX)
+		s->counters[idx]++;
+}
+
+/* Reserve a record of `size` bytes for `kind`; counts a drop on failure. */
+static __always_inline void *emit_reserve(u32 kind, u64 size)
+{
+	void *rec = bpf_ringbuf_reserve(&events, size, 0);
+	if (!rec) {
+		struct dw_kstats *s = kstats_get();
+		if (s && kind < DW_KIND_MAX)
+			s->ringbuf_full[kind]++;
+	}
+	return rec;
+}
+
+/* Submit; wake the reader only when asked (drift): otherwise it drains on a timer,
+ * which keeps wakeups (expensive on small nodes) off the hot path. */
+static __always_inline void emit_submit(void *rec, u32 kind, bool wake)
+{
+	struct dw_kstats *s = kstats_get();
+	if (s && kind < DW_KIND_MAX)
+		s->submitted[kind]++;
+	bpf_ringbuf_submit(rec, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+#endif

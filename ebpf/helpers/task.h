@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Facts about a task: namespaces, cgroup, terminal, credentials. */
+#ifndef DRIFTWATCH_TASK_H
+#define DRIFTWATCH_TASK_H
+
+#include "../maps.h"
+#include <bpf/bpf_core_read.h>
+
+static __always_inline u32 task_mntns(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+}
+
+static __always_inline bool task_has_tty(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, signal, tty) != NULL;
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	struct kernfs_node___old *old = (void *)kn;
+	return BPF_CORE_READ(old, parent);
+}
+
+/* The task's cgroup: the v1 memory controller's when it is mounted on a v1
+ * hierarchy (hybrid nodes put containers there), else the v2 cgroup. On a pure
+ * v2 node both are the same cgroup. */
+static __always_inline struct cgroup *task_cgroup(struct task_struct *t)
+{
+	struct cgroup *cg = NULL;
+	if (bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
+		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+		if (id >= 0 && id < 12)
+			cg = BPF_CORE_READ(t, cgroups, subsys[id], cgroup);
+	}
+	if (!cg)
+		cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+	return cg;
+}
+
+/* Copy the last DW_CGROUP_LEVELS names of the task's cgroup path, leaf first.
+ * Container ids live in the last one or two components for every runtime. */
+static __always_inline void task_cgroup_names(struct task_struct *t,
+					      char out[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN])
+{
+	struct cgroup *cg = task_cgroup(t);
+	struct kernfs_node *kn = cg ? BPF_CORE_READ(cg, kn) : NULL;
+#pragma unroll
+	for (int i = 0; i < DW_CGROUP_LEVELS; i++) {
+		if (!kn)
+			break;
+		struct kernfs_node *parent = kn_parent(kn);
+		if (!parent) /* the root's name is "/": leave the slot empty */
+			break;
+		const char *name = BPF_CORE_READ(kn, name);
+		bpf_probe_read_kernel_str(out[i], DW_CGROUP_NAME_LEN, name);
+		kn = parent;
+	}
+}
+
+#endif

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * THE kernel <-> user contract of driftwatch.
+ *
+ * Compiled into the eBPF object by clang and turned into Rust by bindgen
+ * (build.rs), so both sides share this one definition. Rules:
+ *  - fixed-width types only, no kernel types, no pointers;
+ *  - every ring-buffer record starts with struct dw_header;
+ *  - kinds and flag bits are stable numbers: append, never renumber;
+ *  - a layout test (tests in src/abi.rs) pins sizes and offsets.
+ */
+#ifndef DRIFTWATCH_ABI_H
+#define DRIFTWATCH_ABI_H
+
+#ifdef __BPF__
+typedef unsigned char dw_u8;
+typedef unsigned short dw_u16;
+typedef unsigned int dw_u32;
+typedef unsigned long long dw_u64;
+#else
+#include <stdint.h>
+typedef uint8_t dw_u8;
+typedef uint16_t dw_u16;
+typedef uint32_t dw_u32;
+typedef uint64_t dw_u64;
+#endif
+
+#define DW_ABI_VERSION 1
+
+/* Record kinds (dw_header.kind). 0 is never valid. */
+enum dw_kind {
+	DW_KIND_EXEC = 1,
+	DW_KIND_MAX = 8, /* size of the per-kind counter arrays */
+};
+
+#define DW_COMM_LEN 16
+#define DW_PATH_LEN 512 /* resolved executable path */
+#define DW_SCRIPT_LEN 256 /* script path when the kernel ran an interpreter */
+#define DW_ARGS_LEN 512 /* argv, NUL separated */
+#define DW_CGROUP_LEVELS 4
+#define DW_CGROUP_NAME_LEN 128
+
+/* Where the executed file lives (dw_exec.exe_source). */
+enum dw_exe_source {
+	DW_SRC_UNKNOWN = 0, /* root is not overlayfs: image membership unknown */
+	DW_SRC_IMAGE = 1, /* overlay lower layer: part of the image */
+	DW_SRC_UPPER = 2, /* overlay upper layer: new or copied-up file */
+	DW_SRC_MEMFD = 3, /* memfd_create() file: fileless */
+	DW_SRC_DELETED = 4, /* no links left: fileless */
+	DW_SRC_TMPFS = 5, /* a tmpfs mount other than the root (emptyDir medium Memory) */
+	DW_SRC_VOLUME = 6, /* another mount inside the container (emptyDir, hostPath, ...) */
+};
+
+/* dw_exec.flags */
+#define DW_EXEC_DRIFT (1u << 0) /* kernel verdict: exe or script is not from the image */
+#define DW_EXEC_ENTRYPOINT (1u << 1) /* first exec in a new container mount namespace */
+#define DW_EXEC_TTY (1u << 2) /* process has a controlling terminal */
+#define DW_EXEC_ANCESTOR_DRIFT (1u << 3) /* an ancestor executed a drifted file */
+#define DW_EXEC_PATH_TRUNC (1u << 4) /* exe path did not fit / too deep */
+#define DW_EXEC_ARGS_TRUNC (1u << 5) /* argv did not fit */
+#define DW_EXEC_SCRIPT (1u << 6) /* script_path holds the script run by an interpreter */
+#define DW_EXEC_OVERLAY_ROOT (1u << 7) /* container root is overlayfs */
+#define DW_EXEC_KILLED (1u << 8) /* prevent mode sent SIGKILL (reserved) */
+
+/* Name classes, values of the exec_names map (filled by userspace). */
+#define DW_NAME_SHELL (1u << 0)
+#define DW_NAME_PACKAGE (1u << 1)
+#define DW_NAME_INTERPRETER (1u << 2)
+
+/* Common header of every ring-buffer record. */
+struct dw_header {
+	dw_u16 kind; /* enum dw_kind */
+	dw_u16 size; /* total record size in bytes, header included */
+	dw_u32 cpu;
+	dw_u64 ktime_ns; /* bpf_ktime_get_boot_ns() */
+	dw_u64 cgroup_id; /* cgroup v2 id of the task */
+	dw_u32 tgid;
+	dw_u32 pid;
+};
+
+struct dw_exec {
+	struct dw_header hdr;
+	dw_u32 ppid; /* tgid of real_parent */
+	dw_u32 uid;
+	dw_u32 gid;
+	dw_u32 mntns; /* mount namespace inode number */
+	dw_u32 flags; /* DW_EXEC_* */
+	dw_u32 exe_source; /* enum dw_exe_source, for the executed binary */
+	dw_u32 script_source; /* enum dw_exe_source, for the script (DW_EXEC_SCRIPT) */
+	dw_u32 exe_fs_magic; /* super_block magic of the executed file */
+	dw_u32 name_class; /* DW_NAME_* bits of comm */
+	dw_u32 exe_nlink;
+	dw_u64 exe_ino;
+	dw_u16 path_len; /* bytes used in path, without NUL */
+	dw_u16 script_len;
+	dw_u16 args_len; /* bytes used in args */
+	dw_u16 _pad0;
+	char comm[DW_COMM_LEN];
+	char parent_comm[DW_COMM_LEN];
+	char path[DW_PATH_LEN];
+	char script[DW_SCRIPT_LEN];
+	char args[DW_ARGS_LEN];
+	/* cgroup path components, leaf first (cgroup[0] is the task's own cgroup) */
+	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+};
+
+/* Kernel-side counters, one per CPU (summed by userspace). */
+enum dw_kstat {
+	DW_KSTAT_HOST_EXEC_FILTERED = 0, /* host execs dropped by the in-kernel filter */
+	DW_KSTAT_CONTAINER_EXEC = 1, /* container execs seen */
+	DW_KSTAT_EXEC_FILTERED = 2, /* container execs not interesting enough to send */
+	DW_KSTAT_PROC_TABLE_FULL = 3, /* lineage inserts that failed */
+	DW_KSTAT_MNTNS_TABLE_FULL = 4,
+	DW_KSTAT_PATH_TRUNCATED = 5,
+	DW_KSTAT_MAX = 16,
+};
+
+struct dw_kstats {
+	dw_u64 submitted[DW_KIND_MAX]; /* records submitted, per kind */
+	dw_u64 ringbuf_full[DW_KIND_MAX]; /* failed reserves, per kind */
+	dw_u64 counters[DW_KSTAT_MAX];
+};
+
+/* Lineage entry, per tgid, kernel only (the map is read for diagnostics). */
+struct dw_proc {
+	dw_u32 ppid;
+	dw_u32 flags; /* DW_PROC_* */
+	dw_u64 exec_ktime_ns;
+};
+
+#define DW_PROC_DRIFTED (1u << 0) /* this process image is drift */
+#define DW_PROC_ANCESTOR_DRIFTED (1u << 1)
+
+#endif

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run every test: formatting, lints, unit tests, and the privileged end-to-end
+# tests on the real kernel with real containers (a private containerd).
+# Needs root. Installs missing packages first. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+# The e2e tests start a private containerd (tests/support) and leave it
+# running for reuse; stop it when this script ends.
+trap 'bash scripts/stop-test-containerd.sh >/dev/null 2>&1 || true' EXIT
+
+echo "== cargo test (unit + privileged end-to-end)"
+export DRIFTWATCH_PRIVILEGED_TESTS=1
+cargo test --locked --all-targets 2>&1

@@ -1,0 +1,136 @@
+//! Wires the stages: sensor -> reader thread -> pipeline (enrich, classify)
+//! -> sinks, plus the HTTP server. Every arrow is a bounded queue.
+
+use crate::{
+    bpf::{self, Sensor, SensorOptions},
+    classify::Classifier,
+    config::Config,
+    enrich,
+    event::Event,
+    server::{self, Health},
+    sink::{json, metrics::Metrics},
+};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Bpf(#[from] bpf::BpfError),
+    #[error("cannot listen on {addr} for /metrics: {source} (choose another with --metrics-addr)")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start thread {name}: {source}")]
+    Thread { name: &'static str, source: std::io::Error },
+}
+
+/// Queue name for findings waiting for the stdout sink.
+const FINDINGS_QUEUE: &str = "findings_stdout";
+
+pub struct Options {
+    pub emit_all_execs: bool,
+}
+
+/// Runs until SIGINT/SIGTERM or until `cancel` fires.
+pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Result<(), AgentError> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let listener =
+        server::bind(cfg.metrics_addr).await.map_err(|source| AgentError::Listen { addr: cfg.metrics_addr, source })?;
+    let local = listener.local_addr().unwrap_or(cfg.metrics_addr);
+    tokio::spawn(server::serve(listener, metrics.clone(), health.clone(), cancel.clone()));
+    tracing::info!(addr = %local, "serving /metrics, /healthz, /readyz");
+
+    let classifier = Classifier::new(&cfg);
+    metrics.declare_findings(&classifier.catalog());
+    let mut sopts = SensorOptions::from_config(&cfg.sensor);
+    sopts.emit_all_execs = opts.emit_all_execs;
+    let names = classifier.names().kernel_entries();
+    let mut sensor = tokio::task::block_in_place(|| Sensor::load(&sopts, &names))?;
+    if let Some(k) = sensor.take_kstats() {
+        metrics.set_kernel_source(k);
+    }
+    metrics.set_programs_attached(sensor.attached as i64);
+
+    let cap = cfg.pipeline.queue_capacity;
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(cap);
+    let (find_tx, find_rx) = mpsc::channel(cap);
+    metrics.declare_queue(FINDINGS_QUEUE);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ring = sensor.take_ring().expect("ring buffer is taken once");
+    let reader = bpf::reader::spawn(
+        ring,
+        Duration::from_millis(cfg.sensor.drain_interval_ms),
+        ev_tx,
+        metrics.clone(),
+        stop.clone(),
+    )
+    .map_err(|source| AgentError::Thread { name: "dw-ringbuf", source })?;
+    let m = metrics.clone();
+    let stdout_sink = std::thread::Builder::new()
+        .name("dw-stdout".into())
+        .spawn(move || json::run_stdout(find_rx, m))
+        .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
+
+    let m = metrics.clone();
+    let pipeline = tokio::spawn(async move {
+        while let Some(ev) = ev_rx.recv().await {
+            let Event::Exec(ev) = ev;
+            let container = match enrich::container_of(&ev) {
+                Ok(c) => c,
+                Err(e) => {
+                    m.enrich_failure(e.reason());
+                    tracing::trace!(error = %e, "exec outside a container");
+                    continue;
+                }
+            };
+            match classifier.exec(&ev, &container) {
+                Ok(f) => {
+                    m.finding(&f);
+                    if find_tx.try_send(f).is_err() {
+                        m.queue_drop(FINDINGS_QUEUE);
+                    }
+                }
+                Err(reason) => m.no_finding(reason.as_str()),
+            }
+        }
+    });
+
+    health.set_ready(true);
+    tracing::info!(
+        programs = sensor.attached,
+        host_mntns = sensor.host_mntns,
+        "driftwatch sensor attached; findings stream to stdout"
+    );
+
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down");
+    health.set_ready(false);
+    cancel.cancel();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let _ = pipeline.await; // ends when the reader drops its sender
+    let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
+    drop(sensor);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,52 @@
+//! Checks that explain, in one line, why the sensor cannot load.
+
+use super::BpfError;
+use std::path::Path;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability bits from /proc/self/status.
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+pub fn check() -> Result<(), BpfError> {
+    let caps = effective_caps().unwrap_or(0);
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        return Err(BpfError::NotPrivileged);
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(BpfError::NoBtf);
+    }
+    Ok(())
+}
+
+/// Mount namespace inode of the host. /proc/1 is the host's init when the
+/// agent runs on the host or with hostPID; some sandboxes hide it, and then
+/// the agent's own namespace stands in (correct when it runs on the host).
+pub fn host_mntns() -> Result<(u32, &'static str), BpfError> {
+    if let Some(ino) = mntns_of("/proc/1/ns/mnt") {
+        return Ok((ino, "/proc/1/ns/mnt"));
+    }
+    mntns_of("/proc/self/ns/mnt").map(|ino| (ino, "/proc/self/ns/mnt")).ok_or(BpfError::NoMntns)
+}
+
+pub fn mntns_of(link: &str) -> Option<u32> {
+    let target = std::fs::read_link(link).ok()?;
+    let s = target.to_str()?;
+    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_mntns_parses() {
+        assert!(super::mntns_of("/proc/self/ns/mnt").is_some());
+        assert!(super::mntns_of("/nonexistent").is_none());
+    }
+}

@@ -1,0 +1,120 @@
+//! The finding: the agent's outside contract (stdout JSON, later OTLP and
+//! Alertmanager). Flat keys, OpenTelemetry semantic-convention names where one
+//! exists, our own under `driftwatch.`. Extend, never rename.
+
+use crate::config::Severity;
+use serde::Serialize;
+
+/// Drift kind (the `kind` key and metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Binary,
+    Shell,
+    Package,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Binary => "binary",
+            Self::Shell => "shell",
+            Self::Package => "package",
+        }
+    }
+}
+
+/// The response-playbook step the on-call engineer should take next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaybookStep {
+    Detect,
+    Validate,
+    Isolate,
+    Investigate,
+    Evict,
+    Remediate,
+}
+
+impl PlaybookStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Detect => "detect",
+            Self::Validate => "validate",
+            Self::Isolate => "isolate",
+            Self::Investigate => "investigate",
+            Self::Evict => "evict",
+            Self::Remediate => "remediate",
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// RFC 3339 with nanoseconds, from the kernel timestamp of the event.
+    pub time: String,
+    pub kind: Kind,
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub playbook_step: PlaybookStep,
+    pub message: String,
+    #[serde(rename = "container.id")]
+    pub container_id: String,
+    #[serde(rename = "container.runtime.name")]
+    pub container_runtime: &'static str,
+    #[serde(rename = "process.pid")]
+    pub pid: u32,
+    #[serde(rename = "process.parent_pid")]
+    pub parent_pid: u32,
+    #[serde(rename = "process.executable.path")]
+    pub exe_path: String,
+    #[serde(rename = "process.executable.name")]
+    pub exe_name: String,
+    #[serde(rename = "process.command_args")]
+    pub command_args: Vec<String>,
+    #[serde(rename = "process.user.id")]
+    pub uid: u32,
+    #[serde(rename = "process.group.id")]
+    pub gid: u32,
+    /// Has a controlling terminal (OTel `process.interactive`).
+    #[serde(rename = "process.interactive")]
+    pub interactive: bool,
+    #[serde(rename = "driftwatch.process.parent.name")]
+    pub parent_name: String,
+    /// Where the executed file lives: image | upper_layer | memfd | deleted | tmpfs | volume | unknown.
+    #[serde(rename = "driftwatch.exe.source")]
+    pub exe_source: &'static str,
+    #[serde(rename = "driftwatch.exe.inode")]
+    pub exe_inode: u64,
+    #[serde(rename = "driftwatch.script.path", skip_serializing_if = "Option::is_none")]
+    pub script_path: Option<String>,
+    #[serde(rename = "driftwatch.script.source", skip_serializing_if = "Option::is_none")]
+    pub script_source: Option<&'static str>,
+    /// An ancestor of this process (or an earlier image of it) executed drift.
+    #[serde(rename = "driftwatch.lineage.drifted_ancestor")]
+    pub drifted_ancestor: bool,
+    #[serde(rename = "driftwatch.shell.name", skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    #[serde(rename = "driftwatch.package.manager", skip_serializing_if = "Option::is_none")]
+    pub package_manager: Option<String>,
+    #[serde(rename = "driftwatch.cgroup.path")]
+    pub cgroup_path: String,
+    #[serde(rename = "driftwatch.exe.path_truncated", skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+    #[serde(rename = "driftwatch.process.args_truncated", skip_serializing_if = "is_false")]
+    pub args_truncated: bool,
+    /// Kernel timestamp, for the detection-latency metric; not serialized.
+    #[serde(skip)]
+    pub ktime_ns: u64,
+}
+
+impl Finding {
+    /// One JSON line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,226 @@
+//! Program-name tables compiled from the config: shells, package managers,
+//! interpreters. Also exported to the kernel's `exec_names` filter map.
+
+use crate::{abi, config::Rules};
+use std::collections::{HashMap, HashSet};
+
+/// What an exec is, judged by its name and arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameMatch {
+    /// A shell; `via` names the wrapper (busybox) when there was one.
+    Shell { name: String },
+    /// A package manager; `name` is the manager ("pip", "apt-get", "go install").
+    Package { name: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NameTables {
+    shells: HashSet<String>,
+    packages: HashSet<String>,
+    subcommands: HashMap<String, HashSet<String>>,
+    interpreters: HashSet<String>,
+}
+
+fn basename(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+/// The comm the kernel would record for a name (TASK_COMM_LEN - 1 bytes).
+fn comm_of(name: &str) -> &str {
+    let mut end = name.len().min(crate::config::COMM_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+impl NameTables {
+    pub fn from_rules(r: &Rules) -> Self {
+        let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
+        Self {
+            shells: set(&r.shell.names),
+            packages: set(&r.package.names),
+            subcommands: r.package.subcommands.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect(),
+            interpreters: set(&r.interpreters),
+        }
+    }
+
+    pub fn is_shell(&self, name: &str) -> bool {
+        self.shells.contains(basename(name))
+    }
+
+    pub fn is_package(&self, name: &str) -> bool {
+        self.packages.contains(basename(name))
+    }
+
+    /// Entries for the kernel filter map: comm -> DW_NAME_* bits.
+    pub fn kernel_entries(&self) -> HashMap<String, u32> {
+        let mut m: HashMap<String, u32> = HashMap::new();
+        for s in &self.shells {
+            // A shell can also run a package-manager script: "sh /usr/bin/apt-get".
+            *m.entry(comm_of(s).to_string()).or_default() |= abi::DW_NAME_SHELL | abi::DW_NAME_INTERPRETER;
+        }
+        for p in &self.packages {
+            *m.entry(comm_of(p).to_string()).or_default() |= abi::DW_NAME_PACKAGE;
+        }
+        for i in self.interpreters.iter().chain(self.subcommands.keys()) {
+            *m.entry(comm_of(i).to_string()).or_default() |= abi::DW_NAME_INTERPRETER;
+        }
+        m
+    }
+
+    /// Classifies an exec by the kernel's comm (the basename of the executed
+    /// path, or of the script for `#!` scripts) and its argv. Package managers
+    /// win over shells: `sh /usr/bin/apt-get` is package drift.
+    pub fn classify(&self, comm: &str, args: &[String]) -> Option<NameMatch> {
+        if let Some(pkg) = self.package_in(comm, args) {
+            return Some(NameMatch::Package { name: pkg });
+        }
+        if self.is_shell(comm) {
+            return Some(NameMatch::Shell { name: comm.to_string() });
+        }
+        // busybox acting as a shell: "busybox sh", "busybox ash -c ...".
+        if comm == "busybox"
+            && let Some(applet) = args.get(1)
+            && self.is_shell(applet)
+        {
+            return Some(NameMatch::Shell { name: format!("busybox {}", basename(applet)) });
+        }
+        None
+    }
+
+    fn package_in(&self, comm: &str, args: &[String]) -> Option<String> {
+        let name = basename(comm);
+        if self.packages.contains(name) {
+            return Some(name.to_string());
+        }
+        if let Some(subs) = self.subcommands.get(name) {
+            return args
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .filter(|a| subs.contains(a.as_str()))
+                .map(|a| format!("{name} {a}"));
+        }
+        if !(self.interpreters.contains(name) || self.shells.contains(name)) {
+            return None;
+        }
+        // Interpreter: "-m pip" names a module; otherwise the first operand is
+        // the script ("python3 /usr/bin/pip", "sh ./apt-get", "env apt-get").
+        let mut it = args.iter().skip(1);
+        while let Some(a) = it.next() {
+            if a == "-m" {
+                let module = it.next()?;
+                let module = module.split('.').next().unwrap_or(module);
+                return self.packages.contains(module).then(|| module.to_string());
+            }
+            if let Some(m) = a.strip_prefix("-m")
+                && !m.is_empty()
+            {
+                return self.packages.contains(m).then(|| m.to_string());
+            }
+            if a == "-c" || a == "-e" {
+                return None; // inline code: not a script path
+            }
+            if a.starts_with('-') {
+                continue;
+            }
+            let script = basename(a);
+            if self.packages.contains(script) {
+                return Some(script.to_string());
+            }
+            if name == "busybox" || name == "env" {
+                // "busybox sh /usr/bin/pip": look one level further.
+                return self.package_in(script, &args[args.iter().position(|x| x == a)?..]);
+            }
+            return None;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn t() -> NameTables {
+        NameTables::from_rules(&Config::default().rules)
+    }
+
+    fn a(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn shells() {
+        let t = t();
+        for s in ["sh", "bash", "dash", "zsh", "ash", "ksh", "csh", "tcsh", "fish"] {
+            assert_eq!(t.classify(s, &a(&[s])), Some(NameMatch::Shell { name: s.into() }), "{s}");
+        }
+        assert_eq!(
+            t.classify("busybox", &a(&["busybox", "sh", "-c", "id"])),
+            Some(NameMatch::Shell { name: "busybox sh".into() })
+        );
+        assert_eq!(t.classify("busybox", &a(&["busybox", "ls"])), None);
+        assert_eq!(t.classify("ls", &a(&["ls", "-l"])), None);
+        assert_eq!(t.classify("shx", &a(&["shx"])), None);
+    }
+
+    #[test]
+    fn package_managers_by_name() {
+        let t = t();
+        for p in [
+            "apt", "apt-get", "dpkg", "yum", "dnf", "rpm", "microdnf", "apk", "pip", "pip3", "npm", "yarn", "gem",
+            "conda",
+        ] {
+            assert_eq!(t.classify(p, &a(&[p, "install", "x"])), Some(NameMatch::Package { name: p.into() }), "{p}");
+        }
+    }
+
+    #[test]
+    fn package_managers_by_subcommand() {
+        let t = t();
+        assert_eq!(
+            t.classify("go", &a(&["go", "install", "example.com/x@latest"])),
+            Some(NameMatch::Package { name: "go install".into() })
+        );
+        assert_eq!(t.classify("go", &a(&["go", "build", "./..."])), None);
+        assert_eq!(
+            t.classify("cargo", &a(&["cargo", "install", "ripgrep"])),
+            Some(NameMatch::Package { name: "cargo install".into() })
+        );
+        assert_eq!(t.classify("cargo", &a(&["cargo", "build"])), None);
+    }
+
+    #[test]
+    fn package_managers_through_interpreters() {
+        let t = t();
+        let pkg = |n: &str| Some(NameMatch::Package { name: n.into() });
+        assert_eq!(t.classify("python3", &a(&["python3", "-m", "pip", "install", "x"])), pkg("pip"));
+        assert_eq!(t.classify("python3.11", &a(&["python3.11", "-mpip", "install"])), pkg("pip"));
+        assert_eq!(t.classify("python3", &a(&["python3", "/usr/bin/pip3", "install"])), pkg("pip3"));
+        assert_eq!(t.classify("python3", &a(&["python3", "-u", "/usr/local/bin/pip", "install"])), pkg("pip"));
+        assert_eq!(t.classify("sh", &a(&["sh", "/usr/bin/apt-get", "install", "curl"])), pkg("apt-get"));
+        assert_eq!(t.classify("node", &a(&["node", "/usr/lib/node_modules/npm/bin/npm-cli.js"])), None);
+        assert_eq!(t.classify("node", &a(&["node", "/usr/bin/npm", "i"])), pkg("npm"));
+        assert_eq!(t.classify("busybox", &a(&["busybox", "sh", "/usr/bin/pip", "install"])), pkg("pip"));
+        assert_eq!(t.classify("env", &a(&["env", "apt-get", "update"])), pkg("apt-get"));
+        // Not package managers:
+        assert_eq!(t.classify("python3", &a(&["python3", "-c", "import pip"])), None);
+        assert_eq!(t.classify("python3", &a(&["python3", "app.py"])), None);
+        assert_eq!(t.classify("python3", &a(&["python3", "-m", "http.server"])), None);
+        // A shell running a normal script is still a shell.
+        assert_eq!(t.classify("sh", &a(&["sh", "/start.sh"])), Some(NameMatch::Shell { name: "sh".into() }));
+    }
+
+    #[test]
+    fn kernel_entries_cover_every_class() {
+        let m = t().kernel_entries();
+        assert_eq!(m["sh"] & abi::DW_NAME_SHELL, abi::DW_NAME_SHELL);
+        assert_eq!(m["apt-get"], abi::DW_NAME_PACKAGE);
+        assert_eq!(m["python3"], abi::DW_NAME_INTERPRETER);
+        assert_eq!(m["go"], abi::DW_NAME_INTERPRETER);
+        assert!(m.keys().all(|k| k.len() <= 15));
+    }
+}

@@ -1,0 +1,56 @@
+//! Enrichment: which container an event belongs to.
+//!
+//! Today: the container id from the cgroup path the kernel captured at exec
+//! time (race-free: the process may already be gone), with /proc as a fallback.
+//! Runtime (CRI) and Kubernetes metadata plug in here later.
+
+pub mod cgroup;
+
+pub use cgroup::{CgroupLayout, ContainerRef};
+
+use crate::event::ExecEvent;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrichError {
+    /// The process is not in a recognisable container cgroup (a host process
+    /// in a private mount namespace, for example).
+    #[error("no container id in cgroup path {path:?} of pid {pid}")]
+    NotContainer { pid: u32, path: String },
+}
+
+impl EnrichError {
+    /// Bounded metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotContainer { .. } => "not_container",
+        }
+    }
+}
+
+impl CgroupLayout {
+    /// Runtime implied by the layout, as the OTel `container.runtime.name` value.
+    pub fn runtime(&self) -> &'static str {
+        match self {
+            Self::ContainerdCgroupfs | Self::ContainerdSystemd => "containerd",
+            Self::CrioCgroupfs | Self::CrioSystemd => "cri-o",
+            Self::DockerCgroupfs | Self::DockerSystemd => "docker",
+            Self::PodmanSystemd => "podman",
+            Self::KubepodsCgroupfs => "cri",
+        }
+    }
+}
+
+/// Resolves the container of an exec event.
+pub fn container_of(ev: &ExecEvent) -> Result<ContainerRef, EnrichError> {
+    if let Some(c) = cgroup::container_from_cgroup_path(&ev.cgroup_path) {
+        return Ok(c);
+    }
+    // The kernel keeps only the last few path components; a deeper layout may
+    // need the full path, which /proc still has if the process is alive.
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/cgroup", ev.tgid))
+        && let Some(c) = cgroup::container_from_proc_cgroup(&text)
+    {
+        return Ok(c);
+    }
+    Err(EnrichError::NotContainer { pid: ev.tgid, path: ev.cgroup_path.clone() })
+}

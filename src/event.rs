@@ -1,0 +1,354 @@
+//! Decoding ring-buffer records into owned, validated events.
+//!
+//! Records are bounds-checked and copied out field by field; nothing from the
+//! kernel is transmuted into a Rust enum. Bad records become a [`DecodeError`]
+//! whose [`DecodeError::reason`] is a metric label.
+
+use crate::abi;
+use std::mem::size_of;
+
+/// Where an executed file came from (mirrors `enum dw_exe_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExeSource {
+    Unknown,
+    Image,
+    UpperLayer,
+    Memfd,
+    Deleted,
+    Tmpfs,
+    Volume,
+}
+
+impl ExeSource {
+    fn from_raw(v: u32) -> Result<Self, DecodeError> {
+        Ok(match v {
+            abi::DW_SRC_UNKNOWN => Self::Unknown,
+            abi::DW_SRC_IMAGE => Self::Image,
+            abi::DW_SRC_UPPER => Self::UpperLayer,
+            abi::DW_SRC_MEMFD => Self::Memfd,
+            abi::DW_SRC_DELETED => Self::Deleted,
+            abi::DW_SRC_TMPFS => Self::Tmpfs,
+            abi::DW_SRC_VOLUME => Self::Volume,
+            other => return Err(DecodeError::BadValue { field: "exe_source", value: other as u64 }),
+        })
+    }
+
+    /// The JSON value of `driftwatch.exe.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Image => "image",
+            Self::UpperLayer => "upper_layer",
+            Self::Memfd => "memfd",
+            Self::Deleted => "deleted",
+            Self::Tmpfs => "tmpfs",
+            Self::Volume => "volume",
+        }
+    }
+
+    /// True when the file is not part of the container image.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Self::UpperLayer | Self::Memfd | Self::Deleted | Self::Tmpfs | Self::Volume)
+    }
+}
+
+/// `DW_EXEC_*` flag bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecFlags(pub u32);
+
+impl ExecFlags {
+    pub fn drift(self) -> bool {
+        self.0 & abi::DW_EXEC_DRIFT != 0
+    }
+    pub fn entrypoint(self) -> bool {
+        self.0 & abi::DW_EXEC_ENTRYPOINT != 0
+    }
+    pub fn tty(self) -> bool {
+        self.0 & abi::DW_EXEC_TTY != 0
+    }
+    pub fn ancestor_drift(self) -> bool {
+        self.0 & abi::DW_EXEC_ANCESTOR_DRIFT != 0
+    }
+    pub fn path_truncated(self) -> bool {
+        self.0 & abi::DW_EXEC_PATH_TRUNC != 0
+    }
+    pub fn args_truncated(self) -> bool {
+        self.0 & abi::DW_EXEC_ARGS_TRUNC != 0
+    }
+    pub fn script(self) -> bool {
+        self.0 & abi::DW_EXEC_SCRIPT != 0
+    }
+    pub fn overlay_root(self) -> bool {
+        self.0 & abi::DW_EXEC_OVERLAY_ROOT != 0
+    }
+}
+
+/// A process executed a new image inside a container (`DW_KIND_EXEC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mntns: u32,
+    pub flags: ExecFlags,
+    pub exe_source: ExeSource,
+    /// Set when the kernel ran a script through its `#!` interpreter.
+    pub script: Option<(String, ExeSource)>,
+    pub fs_magic: u32,
+    pub nlink: u32,
+    pub ino: u64,
+    pub name_class: u32,
+    pub comm: String,
+    pub parent_comm: String,
+    pub path: String,
+    pub args: Vec<String>,
+    /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>").
+    pub cgroup_path: String,
+}
+
+/// Every kind of record the agent understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exec(Box<ExecEvent>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {need}-byte {what}")]
+    Truncated { what: &'static str, need: usize, got: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+    #[error("header size {declared} does not match the {got}-byte record")]
+    BadSize { declared: u16, got: usize },
+    #[error("field {field} has invalid value {value}")]
+    BadValue { field: &'static str, value: u64 },
+}
+
+impl DecodeError {
+    /// Bounded metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Truncated { .. } => "truncated",
+            Self::UnknownKind(_) => "unknown_kind",
+            Self::BadSize { .. } => "bad_size",
+            Self::BadValue { .. } => "bad_value",
+        }
+    }
+}
+
+/// Copies a POD struct out of a byte slice after checking its length.
+fn read_pod<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    if buf.len() < size_of::<T>() {
+        return Err(DecodeError::Truncated { what, need: size_of::<T>(), got: buf.len() });
+    }
+    // SAFETY: length checked above; T is a bindgen POD of integers and byte
+    // arrays (any bit pattern valid); read_unaligned tolerates any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
+    // SAFETY: c_char and u8 have the same size and alignment.
+    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
+}
+
+/// A NUL-terminated string from a fixed buffer.
+fn c_str(raw: &[std::ffi::c_char]) -> String {
+    let b = c_bytes(raw);
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// A string of `len` bytes from a fixed buffer (len clamped to the buffer).
+fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> String {
+    let b = c_bytes(raw);
+    let len = (len as usize).min(b.len());
+    let b = &b[..len];
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// argv as the kernel copied it: NUL-separated, possibly cut mid-argument.
+fn split_args(raw: &[std::ffi::c_char], len: u16) -> Vec<String> {
+    let b = c_bytes(raw);
+    let len = (len as usize).min(b.len());
+    b[..len]
+        .split(|&c| c == 0)
+        .enumerate()
+        .filter(|(i, s)| !s.is_empty() || *i == 0)
+        .map(|(_, s)| String::from_utf8_lossy(s).into_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let hdr: abi::dw_header = read_pod(buf, "header")?;
+    if (hdr.size as usize) > buf.len() || (hdr.size as usize) < size_of::<abi::dw_header>() {
+        return Err(DecodeError::BadSize { declared: hdr.size, got: buf.len() });
+    }
+    match hdr.kind as u32 {
+        abi::DW_KIND_EXEC => decode_exec(&buf[..hdr.size as usize]).map(|e| Event::Exec(Box::new(e))),
+        _ => Err(DecodeError::UnknownKind(hdr.kind)),
+    }
+}
+
+fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
+    let r: abi::dw_exec = read_pod(buf, "exec record")?;
+    let flags = ExecFlags(r.flags);
+    let script = if flags.script() {
+        Some((c_str_len(&r.script, r.script_len), ExeSource::from_raw(r.script_source)?))
+    } else {
+        None
+    };
+    // Leaf first in the record; a path reads root first.
+    let mut cgroup_path = String::new();
+    for level in r.cgroup.iter().rev() {
+        let name = c_str(level);
+        if name.is_empty() {
+            continue;
+        }
+        if !cgroup_path.is_empty() {
+            cgroup_path.push('/');
+        }
+        cgroup_path.push_str(&name);
+    }
+    Ok(ExecEvent {
+        ktime_ns: r.hdr.ktime_ns,
+        cgroup_id: r.hdr.cgroup_id,
+        tgid: r.hdr.tgid,
+        pid: r.hdr.pid,
+        ppid: r.ppid,
+        uid: r.uid,
+        gid: r.gid,
+        mntns: r.mntns,
+        flags,
+        exe_source: ExeSource::from_raw(r.exe_source)?,
+        script,
+        fs_magic: r.exe_fs_magic,
+        nlink: r.exe_nlink,
+        ino: r.exe_ino,
+        name_class: r.name_class,
+        comm: c_str(&r.comm),
+        parent_comm: c_str(&r.parent_comm),
+        path: c_str_len(&r.path, r.path_len),
+        args: split_args(&r.args, r.args_len),
+        cgroup_path,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
+        for (d, b) in dst.iter_mut().zip(s) {
+            *d = *b as std::ffi::c_char;
+        }
+    }
+
+    /// A well-formed exec record, as the kernel would write it.
+    pub(crate) fn exec_record(f: impl FnOnce(&mut abi::dw_exec)) -> Vec<u8> {
+        let mut r = abi::dw_exec::default();
+        r.hdr.kind = abi::DW_KIND_EXEC as u16;
+        r.hdr.size = size_of::<abi::dw_exec>() as u16;
+        r.hdr.tgid = 42;
+        r.hdr.pid = 42;
+        r.ppid = 7;
+        r.exe_source = abi::DW_SRC_UPPER;
+        r.flags = abi::DW_EXEC_DRIFT;
+        put(&mut r.comm, b"x");
+        put(&mut r.parent_comm, b"sh");
+        put(&mut r.path, b"/tmp/x");
+        r.path_len = 6;
+        put(&mut r.args, b"/tmp/x\0-v\0");
+        r.args_len = 10;
+        put(&mut r.cgroup[0], b"0123");
+        put(&mut r.cgroup[1], b"k8s.io");
+        f(&mut r);
+        let mut v = vec![0u8; size_of::<abi::dw_exec>()];
+        // SAFETY: writing a POD into a buffer of exactly its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_exec>(), r) };
+        v
+    }
+
+    #[test]
+    fn decodes_exec() {
+        let Event::Exec(e) = decode(&exec_record(|_| {})).unwrap();
+        assert_eq!(e.tgid, 42);
+        assert_eq!(e.ppid, 7);
+        assert_eq!(e.path, "/tmp/x");
+        assert_eq!(e.args, vec!["/tmp/x", "-v"]);
+        assert_eq!(e.cgroup_path, "k8s.io/0123");
+        assert_eq!(e.exe_source, ExeSource::UpperLayer);
+        assert!(e.flags.drift());
+        assert_eq!(e.comm, "x");
+        assert_eq!(e.parent_comm, "sh");
+        assert!(e.script.is_none());
+    }
+
+    #[test]
+    fn rejects_truncated_and_garbage() {
+        assert_eq!(decode(&[]).unwrap_err().reason(), "truncated");
+        assert_eq!(decode(&[1, 0, 3]).unwrap_err().reason(), "truncated");
+        let rec = exec_record(|_| {});
+        // Cut anywhere inside the record: the declared size no longer fits.
+        for cut in [32, 100, rec.len() - 1] {
+            assert_eq!(decode(&rec[..cut]).unwrap_err().reason(), "bad_size", "cut {cut}");
+        }
+        // Header says a size smaller than the exec struct.
+        let small = exec_record(|r| r.hdr.size = 40);
+        assert_eq!(decode(&small).unwrap_err().reason(), "truncated");
+        let unknown = exec_record(|r| r.hdr.kind = 999);
+        assert_eq!(decode(&unknown).unwrap_err(), DecodeError::UnknownKind(999));
+        let zero = exec_record(|r| r.hdr.kind = 0);
+        assert_eq!(decode(&zero).unwrap_err().reason(), "unknown_kind");
+        let bad_src = exec_record(|r| r.exe_source = 77);
+        assert_eq!(decode(&bad_src).unwrap_err().reason(), "bad_value");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Deterministic pseudo-random buffers of every small length.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for len in 0..2100 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = decode(&buf);
+        }
+    }
+
+    #[test]
+    fn lengths_are_clamped_and_strings_lossy() {
+        let rec = exec_record(|r| {
+            r.path_len = u16::MAX;
+            r.args_len = u16::MAX;
+            put(&mut r.comm, &[0xff, 0xfe, b'a']);
+        });
+        let Event::Exec(e) = decode(&rec).unwrap();
+        assert_eq!(e.path, "/tmp/x");
+        assert_eq!(e.args, vec!["/tmp/x", "-v"]);
+        assert!(e.comm.contains('\u{fffd}'));
+    }
+
+    #[test]
+    fn script_source_is_decoded() {
+        let rec = exec_record(|r| {
+            r.flags |= abi::DW_EXEC_SCRIPT;
+            r.script_source = abi::DW_SRC_TMPFS;
+            put(&mut r.script, b"/scratch/run.sh");
+            r.script_len = 15;
+        });
+        let Event::Exec(e) = decode(&rec).unwrap();
+        assert_eq!(e.script, Some(("/scratch/run.sh".to_string(), ExeSource::Tmpfs)));
+    }
+}

@@ -1,0 +1,82 @@
+//! driftwatch command line. The agent lives in the library (src/agent.rs).
+
+use clap::{Parser, Subcommand};
+use driftwatch::{agent, config::Config};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "driftwatch", version, about = "Detects container drift on this node with eBPF")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load the eBPF sensor and stream findings as JSON lines on stdout (needs root or CAP_BPF+CAP_PERFMON).
+    Run {
+        /// YAML config merged over the embedded defaults (see `driftwatch default-config`).
+        #[arg(long, short = 'c', env = "DRIFTWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:8789, or metrics_addr from the config].
+        #[arg(long, env = "DRIFTWATCH_METRICS_ADDR")]
+        metrics_addr: Option<SocketAddr>,
+        /// Send every container exec to userspace, not only suspicious ones (for benchmarks and debugging).
+        #[arg(long, hide = true)]
+        emit_all_execs: bool,
+    },
+    /// Validate a config file and print the effective configuration's errors, if any.
+    CheckConfig {
+        /// The YAML file to check.
+        config: PathBuf,
+    },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match cli.cmd {
+        Cmd::DefaultConfig => {
+            print!("{}", driftwatch::config::DEFAULT_YAML);
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                eprintln!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Cmd::Run { config, metrics_addr, emit_all_execs } => {
+            let mut cfg = match config.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            if let Some(a) = metrics_addr {
+                cfg.metrics_addr = a;
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            let opts = agent::Options { emit_all_execs };
+            match rt.block_on(agent::run(cfg, opts, CancellationToken::new())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+/// One clear line on stderr, non-zero exit.
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("driftwatch: error: {e}");
+    ExitCode::FAILURE
+}

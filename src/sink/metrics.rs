@@ -1,0 +1,330 @@
+//! Prometheus metrics (OpenMetrics text via prometheus-client).
+//!
+//! Labels are bounded: kind, rule, severity, reasons, stage and queue names;
+//! never pids, paths, container ids or digests.
+
+use crate::{abi, classify::Finding};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::Histogram,
+        info::Info,
+    },
+    registry::Registry,
+};
+use std::sync::{Arc, OnceLock};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub kind: &'static str,
+    pub rule: &'static str,
+    pub severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    abi_version: String,
+    bpf_objects: &'static str,
+}
+
+/// Reads the kernel's per-CPU counters (summed) at scrape time.
+pub trait KernelStatsSource: Send + Sync + std::fmt::Debug {
+    fn read(&self) -> Option<abi::dw_kstats>;
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    findings: Family<FindingLabels, Counter>,
+    events: Family<KindLabel, Counter>,
+    decode_errors: Family<ReasonLabel, Counter>,
+    enrich_failures: Family<ReasonLabel, Counter>,
+    no_finding: Family<ReasonLabel, Counter>,
+    queue_dropped: Family<QueueLabel, Counter>,
+    sink_writes: Family<SinkLabels, Counter>,
+    latency: Histogram,
+    programs_attached: Gauge,
+    kernel: Arc<KernelCollector>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct KernelCollector {
+    source: OnceLock<Box<dyn KernelStatsSource>>,
+}
+
+fn kind_name(i: usize) -> Option<&'static str> {
+    match i as u32 {
+        abi::DW_KIND_EXEC => Some("exec"),
+        _ => None,
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&'static str, &'static str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (key, value, v) in values {
+        let labels = [(*key, *value)];
+        let fam = m.encode_family(&labels)?;
+        ConstCounter::new(*v).encode(fam)?;
+    }
+    Ok(())
+}
+
+impl Collector for KernelCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.source.get().and_then(|s| s.read()) else { return Ok(()) };
+        let per_kind = |arr: &[u64]| -> Vec<(&'static str, &'static str, u64)> {
+            arr.iter().enumerate().filter_map(|(i, v)| kind_name(i).map(|k| ("kind", k, *v))).collect()
+        };
+        counter(
+            &mut enc,
+            "kernel_events",
+            "Records the kernel submitted to the ring buffer, by kind.",
+            &per_kind(&s.submitted),
+        )?;
+        counter(
+            &mut enc,
+            "kernel_ringbuf_drops",
+            "Records the kernel could not reserve in the full ring buffer (lost), by kind.",
+            &per_kind(&s.ringbuf_full),
+        )?;
+        let c = |i: u32| s.counters[i as usize];
+        counter(
+            &mut enc,
+            "kernel_execs",
+            "Execs seen by the kernel sensor, by in-kernel verdict.",
+            &[
+                ("verdict", "host_filtered", c(abi::DW_KSTAT_HOST_EXEC_FILTERED)),
+                ("verdict", "container_filtered", c(abi::DW_KSTAT_EXEC_FILTERED)),
+                (
+                    "verdict",
+                    "container_sent",
+                    c(abi::DW_KSTAT_CONTAINER_EXEC).saturating_sub(c(abi::DW_KSTAT_EXEC_FILTERED)),
+                ),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "kernel_table_full",
+            "Kernel map updates that failed because the table was full.",
+            &[
+                ("table", "procs", c(abi::DW_KSTAT_PROC_TABLE_FULL)),
+                ("table", "seen_mntns", c(abi::DW_KSTAT_MNTNS_TABLE_FULL)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "kernel_paths_truncated",
+            "Executable paths the kernel truncated (too deep or too long).",
+            &[("kind", "exec", c(abi::DW_KSTAT_PATH_TRUNCATED))],
+        )?;
+        Ok(())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("driftwatch");
+        let findings = Family::<FindingLabels, Counter>::default();
+        registry.register("findings", "Drift findings emitted, by kind, rule and severity", findings.clone());
+        let events = Family::<KindLabel, Counter>::default();
+        registry.register("events", "Kernel records decoded by the agent, by kind", events.clone());
+        let decode_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register("decode_errors", "Kernel records that failed to decode, by reason", decode_errors.clone());
+        let enrich_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "enrich_failures",
+            "Events whose container could not be resolved, by reason (not_container events are dropped)",
+            enrich_failures.clone(),
+        );
+        let no_finding = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "execs_not_findings",
+            "Container execs judged not to be drift, by reason",
+            no_finding.clone(),
+        );
+        let queue_dropped = Family::<QueueLabel, Counter>::default();
+        registry.register(
+            "userspace_drops",
+            "Items dropped because a bounded userspace queue was full, by queue",
+            queue_dropped.clone(),
+        );
+        let sink_writes = Family::<SinkLabels, Counter>::default();
+        registry.register("sink_writes", "Findings written by each sink, by result (ok, error)", sink_writes.clone());
+        let latency = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+        registry.register(
+            "detection_latency_seconds",
+            "Time from the kernel event to the finding being emitted",
+            latency.clone(),
+        );
+        let programs_attached = Gauge::default();
+        registry.register("bpf_programs_attached", "eBPF programs loaded and attached", programs_attached.clone());
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                abi_version: abi::DW_ABI_VERSION.to_string(),
+                bpf_objects: "driftwatch.bpf.o",
+            }),
+        );
+        let kernel = Arc::new(KernelCollector::default());
+        registry.register_collector(Box::new(kernel.clone()));
+        Self {
+            registry,
+            findings,
+            events,
+            decode_errors,
+            enrich_failures,
+            no_finding,
+            queue_dropped,
+            sink_writes,
+            latency,
+            programs_attached,
+            kernel,
+        }
+    }
+
+    pub fn set_kernel_source(&self, src: Box<dyn KernelStatsSource>) {
+        let _ = self.kernel.source.set(src);
+    }
+
+    /// Pre-creates every finding series at 0, so `increase()` in alerts sees
+    /// the first finding of a kind (a series born at 1 looks like no change).
+    pub fn declare_findings(&self, catalog: &[(&'static str, &'static str, &'static str)]) {
+        for (kind, rule, severity) in catalog {
+            let _ = self.findings.get_or_create(&FindingLabels { kind, rule, severity });
+        }
+        let _ = self.events.get_or_create(&KindLabel { kind: "exec" });
+    }
+
+    pub fn finding(&self, f: &Finding) {
+        self.findings
+            .get_or_create(&FindingLabels { kind: f.kind.as_str(), rule: f.rule, severity: f.severity.as_str() })
+            .inc();
+        let secs = crate::clock::BootClock::since_ns(f.ktime_ns) as f64 / 1e9;
+        self.latency.observe(secs);
+    }
+
+    pub fn event(&self, kind: &'static str) {
+        self.events.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn decode_error(&self, reason: &'static str) {
+        self.decode_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn enrich_failure(&self, reason: &'static str) {
+        self.enrich_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn no_finding(&self, reason: &'static str) {
+        self.no_finding.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn queue_drop(&self, queue: &'static str) {
+        self.queue_dropped.get_or_create(&QueueLabel { queue }).inc();
+    }
+
+    /// Pre-creates a queue's drop series at 0 so alerts and dashboards see it.
+    pub fn declare_queue(&self, queue: &'static str) {
+        let _ = self.queue_dropped.get_or_create(&QueueLabel { queue });
+    }
+
+    pub fn sink_result(&self, sink: &'static str, ok: bool) {
+        self.sink_writes.get_or_create(&SinkLabels { sink, result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    pub fn set_programs_attached(&self, n: i64) {
+        self.programs_attached.set(n);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(8 * 1024);
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed;
+    impl KernelStatsSource for Fixed {
+        fn read(&self) -> Option<abi::dw_kstats> {
+            let mut s = abi::dw_kstats::default();
+            s.submitted[abi::DW_KIND_EXEC as usize] = 5;
+            s.ringbuf_full[abi::DW_KIND_EXEC as usize] = 2;
+            s.counters[abi::DW_KSTAT_HOST_EXEC_FILTERED as usize] = 9;
+            Some(s)
+        }
+    }
+
+    #[test]
+    fn exposition_has_contract_metrics() {
+        let m = Metrics::new();
+        m.set_kernel_source(Box::new(Fixed));
+        m.declare_queue("events");
+        m.decode_error("truncated");
+        m.declare_findings(&[("binary", "exec_new_binary", "critical")]);
+        let text = m.encode();
+        for needle in [
+            "driftwatch_build_info{version=\"",
+            "driftwatch_kernel_events_total{kind=\"exec\"} 5",
+            "driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"} 2",
+            "driftwatch_kernel_execs_total{verdict=\"host_filtered\"} 9",
+            "driftwatch_userspace_drops_total{queue=\"events\"} 0",
+            "driftwatch_decode_errors_total{reason=\"truncated\"} 1",
+            "driftwatch_findings_total{kind=\"binary\",rule=\"exec_new_binary\",severity=\"critical\"} 0",
+            "# HELP driftwatch_decode_errors Kernel records that failed to decode, by reason.\n",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Sinks: where findings and counters go.
+
+pub mod json;
+pub mod metrics;

@@ -1,0 +1,265 @@
+//! End to end on the real kernel, in real containers (private containerd +
+//! runc + overlayfs, see tests/support): the agent binary loads its eBPF
+//! sensor, containers drift, and the exact findings come out on stdout.
+//!
+//! Run with: DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test e2e_exec
+mod support;
+
+use serde_json::{Value, json};
+use support::{RunSpec, agent::Agent};
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+/// Drives a sentinel drift (a shell) in `c` and waits for it. The kernel
+/// writes one ordered ring buffer, so once the sentinel is out, every earlier
+/// event of the container has been judged: what is missing was not reported.
+fn settle(agent: &Agent, c: &support::Container) {
+    let marker = format!("sentinel-{}", c.pid);
+    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
+    agent.wait_for("sentinel shell", |f| {
+        f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains(&marker)
+    });
+}
+
+/// Findings of `c` except the sentinel shells.
+fn real_findings(agent: &Agent, c: &support::Container) -> Vec<Value> {
+    agent
+        .findings_of(&c.id)
+        .into_iter()
+        .filter(|f| !f["process.command_args"].to_string().contains("sentinel-"))
+        .collect()
+}
+
+fn assert_common(f: &Value, c: &support::Container) {
+    assert_eq!(f["container.id"], c.id.as_str());
+    assert_eq!(f["container.runtime.name"], "containerd");
+    assert!(f["process.pid"].as_u64().unwrap() > 1, "{f}");
+    assert!(f["process.parent_pid"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["process.user.id"], 0);
+    assert!(s(f, "driftwatch.cgroup.path").ends_with(&c.id), "{f}");
+    let t = s(f, "time");
+    assert!(t.len() == 30 && t.ends_with('Z'), "RFC 3339 with ns: {t}");
+}
+
+#[test]
+fn dropped_binary_in_upper_layer() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/bin/cp", "/bin/busybox", "/tmp/busybox"]);
+    c.exec_ok(&["/tmp/busybox", "true"]);
+    settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    assert_eq!(f.len(), 1, "exactly one finding: {f:#?}");
+    let f = &f[0];
+    assert_common(f, &c);
+    assert_eq!(f["kind"], "binary");
+    assert_eq!(f["rule"], "exec_new_binary");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["playbook_step"], "isolate");
+    assert_eq!(f["process.executable.path"], "/tmp/busybox");
+    assert_eq!(f["process.executable.name"], "busybox");
+    assert_eq!(f["process.command_args"], json!(["/tmp/busybox", "true"]));
+    assert_eq!(f["driftwatch.exe.source"], "upper_layer");
+    assert_eq!(f["driftwatch.lineage.drifted_ancestor"], false);
+    assert!(s(f, "message").contains("/tmp/busybox"), "{f}");
+}
+
+#[test]
+fn image_binary_overwritten_in_place() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    // Before: an image binary runs quietly.
+    assert_eq!(c.exec_ok(&["/usr/bin/hello"]).trim(), "hello");
+    // Overwrite it in place (overlayfs copies it up), then run it.
+    c.exec_ok(&["/bin/cp", "/bin/busybox", "/usr/bin/hello"]);
+    let _ = c.exec(&["/usr/bin/hello"]); // busybox: "hello: applet not found"
+    settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    assert_eq!(f.len(), 1, "only the overwritten binary: {f:#?}");
+    assert_common(&f[0], &c);
+    assert_eq!(f[0]["rule"], "exec_new_binary");
+    assert_eq!(f[0]["process.executable.path"], "/usr/bin/hello");
+    assert_eq!(f[0]["driftwatch.exe.source"], "upper_layer");
+}
+
+#[test]
+fn memfd_exec_is_fileless_drift() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_common(&f[0], &c);
+    assert_eq!(f[0]["kind"], "binary");
+    assert_eq!(f[0]["rule"], "exec_fileless_memfd");
+    assert_eq!(f[0]["driftwatch.exe.source"], "memfd");
+    assert_eq!(f[0]["process.executable.path"], "/memfd:payload");
+    assert_eq!(f[0]["process.command_args"], json!(["/bin/busybox", "true"]));
+}
+
+#[test]
+fn exec_from_tmpfs_volume() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper().tmpfs("/scratch"));
+    c.exec_ok(&["/bin/cp", "/bin/busybox", "/scratch/busybox"]);
+    c.exec_ok(&["/scratch/busybox", "true"]);
+    settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_common(&f[0], &c);
+    assert_eq!(f[0]["rule"], "exec_from_tmpfs");
+    assert_eq!(f[0]["driftwatch.exe.source"], "tmpfs");
+    assert_eq!(f[0]["process.executable.path"], "/scratch/busybox");
+}
+
+#[test]
+fn shell_in_container() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/bin/sh", "-c", "/bin/true; /bin/true"]);
+    let f = agent.wait_for("shell", |f| f["container.id"] == c.id.as_str() && f["kind"] == "shell");
+    assert_common(&f, &c);
+    assert_eq!(f["rule"], "shell_in_container");
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["playbook_step"], "validate");
+    assert_eq!(f["driftwatch.shell.name"], "sh");
+    assert_eq!(f["process.interactive"], false);
+    assert_eq!(f["driftwatch.exe.source"], "image");
+    assert_eq!(f["process.command_args"], json!(["/bin/sh", "-c", "/bin/true; /bin/true"]));
+    assert!(!s(&f, "driftwatch.process.parent.name").is_empty(), "{f}");
+    settle(&agent, &c);
+    // One finding for the shell; the image binaries it ran are quiet.
+    assert_eq!(real_findings(&agent, &c).len(), 1, "{:#?}", real_findings(&agent, &c));
+}
+
+#[test]
+fn package_managers_direct_and_through_an_interpreter() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/usr/bin/apt-get", "install", "-y", "curl"]);
+    c.exec_ok(&["/bin/sh", "/usr/bin/pip", "install", "requests"]);
+    settle(&agent, &c);
+    let mut f = real_findings(&agent, &c);
+    assert_eq!(f.len(), 2, "{f:#?}");
+    f.sort_by_key(|v| s(v, "driftwatch.package.manager"));
+    for v in &f {
+        assert_common(v, &c);
+        assert_eq!(v["kind"], "package");
+        assert_eq!(v["rule"], "package_manager_exec");
+        assert_eq!(v["playbook_step"], "validate");
+    }
+    // The #! script: the kernel runs /bin/sh (busybox) with the script's name.
+    assert_eq!(f[0]["driftwatch.package.manager"], "apt-get");
+    assert_eq!(f[0]["process.executable.name"], "apt-get");
+    assert_eq!(f[0]["driftwatch.script.path"], "/usr/bin/apt-get");
+    // The kernel has released the script file at exec: its layer is not judged yet.
+    assert_eq!(f[0]["driftwatch.script.source"], "unknown");
+    // An interpreter running the package manager's script: not a shell finding.
+    assert_eq!(f[1]["driftwatch.package.manager"], "pip");
+    assert_eq!(f[1]["process.command_args"], json!(["/bin/sh", "/usr/bin/pip", "install", "requests"]));
+}
+
+#[test]
+fn entrypoint_image_binaries_and_runc_exec_are_quiet() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    // A shell entrypoint: the container's own start is not drift.
+    let c = support::containerd().run(RunSpec::new(&["/bin/sh", "-c", "/bin/sleep 300"]));
+    c.exec_ok(&["/usr/bin/hello"]);
+    c.exec_ok(&["/bin/ls", "/"]);
+    c.exec_ok(&["/bin/cat", "/etc/hostname"]);
+    // Through containerd's shim, as kubectl exec would: runc re-executes itself
+    // from a memfd, which must not count as fileless drift.
+    let out = c.exec_ctr(&["/bin/true"]);
+    assert!(out.status.success(), "{out:?}");
+    settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    assert!(f.is_empty(), "expected no findings, got {f:#?}");
+    assert!(agent.metric("driftwatch_execs_not_findings_total{reason=\"entrypoint\"}").unwrap_or(0.0) >= 1.0);
+}
+
+#[test]
+fn the_same_actions_on_the_host_are_quiet() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let before = agent.metric("driftwatch_kernel_execs_total{verdict=\"host_filtered\"}").unwrap_or(0.0);
+    let dir = std::env::temp_dir().join(format!("dw-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bb = dir.join("busybox");
+    std::fs::copy("/bin/busybox", &bb).unwrap();
+    let marker = dir.display().to_string();
+    let run = |args: &[&str]| {
+        let st = std::process::Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    run(&[bb.to_str().unwrap(), "true"]);
+    run(&["/bin/sh", "-c", &format!("true {marker}")]);
+    run(&[bb.to_str().unwrap(), "sh", "-c", &format!("true {marker}")]);
+    // Settle through a container sentinel (same ordered ring buffer).
+    let c = support::containerd().run(RunSpec::sleeper());
+    settle(&agent, &c);
+    let leaked: Vec<Value> = agent
+        .findings()
+        .into_iter()
+        .filter(|f| f.to_string().contains(&marker) || f["process.executable.path"] == bb.to_str().unwrap())
+        .collect();
+    assert!(leaked.is_empty(), "host activity reported: {leaked:#?}");
+    let after = agent.metric("driftwatch_kernel_execs_total{verdict=\"host_filtered\"}").unwrap_or(0.0);
+    assert!(after >= before + 3.0, "host execs filtered in the kernel: {before} -> {after}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn metrics_and_health_endpoints() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let (st, _, _) = support::agent::http_get(agent.addr, "/healthz").unwrap();
+    assert_eq!(st, 200);
+    let (st, _, _) = support::agent::http_get(agent.addr, "/readyz").unwrap();
+    assert_eq!(st, 200);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    agent.wait_for("memfd", |f| f["container.id"] == c.id.as_str() && f["rule"] == "exec_fileless_memfd");
+    let (st, ctype, body) = support::agent::http_get(agent.addr, "/metrics").unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(ctype, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics must end with # EOF");
+    let v = |series: &str| agent.metric(series).unwrap_or_else(|| panic!("missing {series} in\n{body}"));
+    assert!(v("driftwatch_findings_total{kind=\"binary\",rule=\"exec_fileless_memfd\",severity=\"critical\"}") >= 1.0);
+    assert!(v("driftwatch_kernel_events_total{kind=\"exec\"}") >= 1.0);
+    assert_eq!(v("driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}"), 0.0);
+    assert_eq!(v("driftwatch_userspace_drops_total{queue=\"events\"}"), 0.0);
+    assert!(v("driftwatch_events_total{kind=\"exec\"}") >= 1.0);
+    assert_eq!(v("driftwatch_bpf_programs_attached"), 3.0);
+    assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
+    assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");
+    let (st, _, _) = support::agent::http_get(agent.addr, "/nope").unwrap();
+    assert_eq!(st, 404);
+}

@@ -1,0 +1,156 @@
+//! Runs the real `driftwatch` binary for end-to-end tests: collects its JSON
+//! findings from stdout and reads its HTTP endpoints.
+
+use serde_json::Value;
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub struct Agent {
+    child: Child,
+    pub addr: SocketAddr,
+    findings: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+/// GET over plain HTTP/1.1; returns (status, content-type, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let ctype = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim()))
+        .unwrap_or("")
+        .to_string();
+    Ok((status, ctype, body.to_string()))
+}
+
+impl Agent {
+    /// Starts `driftwatch run` with extra args and waits for /readyz.
+    pub fn start(extra: &[&str]) -> Agent {
+        let addr = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(["run", "--metrics-addr", &addr.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn driftwatch");
+        let findings = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let f = findings.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => f.lock().unwrap().push(v),
+                    Err(e) => panic!("agent wrote a non-JSON line on stdout ({e}): {line}"),
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let e = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = e.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut agent = Agent { child, addr, findings, stderr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("driftwatch exited early ({status}):\n{}", agent.stderr());
+            }
+            if let Ok((200, _, _)) = http_get(addr, "/readyz") {
+                return agent;
+            }
+            if Instant::now() > deadline {
+                panic!("driftwatch not ready after 60s:\n{}", agent.stderr());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// All findings so far.
+    pub fn findings(&self) -> Vec<Value> {
+        self.findings.lock().unwrap().clone()
+    }
+
+    /// Findings of one container so far.
+    pub fn findings_of(&self, container_id: &str) -> Vec<Value> {
+        self.findings().into_iter().filter(|f| f["container.id"] == container_id).collect()
+    }
+
+    /// Waits until `pred` holds for some finding; returns it, or panics with
+    /// everything seen so far.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(f) = self.findings().into_iter().find(|f| pred(f)) {
+                return f;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no finding for {what} within 15s. Findings:\n{:#?}\nagent stderr:\n{}\nmetrics:\n{}",
+                    self.findings(),
+                    self.stderr(),
+                    self.metrics()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").map(|r| r.2).unwrap_or_else(|e| format!("<metrics unavailable: {e}>"))
+    }
+
+    /// Value of one sample line (exact name with labels) in /metrics.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SIGTERM, then a bounded wait: the agent must shut down cleanly.
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
