@@ -89,11 +89,13 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	judge_exec(task, bprm, &v);
 
 	/* The first exec in a mount namespace we have not seen is the container's
-	 * entrypoint, whatever the runtime. */
-	if (!bpf_map_lookup_elem(&seen_mntns, &mntns)) {
+	 * entrypoint, whatever the runtime, unless the namespace predates us. */
+	u64 ns_id = task_mntns_id(task);
+	if (!bpf_map_lookup_elem(&seen_mntns, &ns_id)) {
 		u8 one = 1;
-		v.flags |= DW_EXEC_ENTRYPOINT;
-		if (bpf_map_update_elem(&seen_mntns, &mntns, &one, BPF_ANY))
+		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns))
+			v.flags |= DW_EXEC_ENTRYPOINT;
+		if (bpf_map_update_elem(&seen_mntns, &ns_id, &one, BPF_ANY))
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
 	}
 

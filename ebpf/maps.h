@@ -33,14 +33,22 @@ struct {
 	__type(value, struct dw_proc);
 } procs SEC(".maps");
 
-/* Container mount namespaces that already ran their entrypoint. Userspace
- * seeds it with the namespaces of processes alive at startup. */
+/* Container mount namespaces (unique ids) that already ran their entrypoint. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, u32);
+	__type(key, u64);
 	__type(value, u8);
 } seen_mntns SEC(".maps");
+
+/* Mount namespaces (inode numbers) of processes alive when the agent started:
+ * their entrypoint ran before us. Userspace seeds it and prunes dead ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u8);
+} preexisting_mntns SEC(".maps");
 
 /* comm -> DW_NAME_* class (shells, package managers, interpreters), from policy. */
 struct dw_comm_key {

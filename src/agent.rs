@@ -31,8 +31,11 @@ pub enum AgentError {
 /// Queue name for findings waiting for the stdout sink.
 const FINDINGS_QUEUE: &str = "findings_stdout";
 
+#[derive(Debug, Default)]
 pub struct Options {
     pub emit_all_execs: bool,
+    /// Kernel BTF file instead of /sys/kernel/btf/vmlinux.
+    pub btf: Option<std::path::PathBuf>,
 }
 
 /// Runs until SIGINT/SIGTERM or until `cancel` fires.
@@ -49,6 +52,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     metrics.declare_findings(&classifier.catalog());
     let mut sopts = SensorOptions::from_config(&cfg.sensor);
     sopts.emit_all_execs = opts.emit_all_execs;
+    sopts.btf_path = opts.btf;
     let names = classifier.names().kernel_entries();
     let mut sensor = tokio::task::block_in_place(|| Sensor::load(&sopts, &names))?;
     if let Some(k) = sensor.take_kstats() {
@@ -100,6 +104,33 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
             }
         }
     });
+
+    if let Some(mut pre) = sensor.take_preexisting() {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let (p, left) = match tokio::task::spawn_blocking(move || {
+                    let left = pre.prune();
+                    (pre, left)
+                })
+                .await
+                {
+                    Ok(v) => v,
+                    Err(_) => return,
+                };
+                pre = p;
+                if left == 0 {
+                    return; // every container that predates the agent is gone
+                }
+            }
+        });
+    }
 
     health.set_ready(true);
     tracing::info!(

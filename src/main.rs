@@ -22,6 +22,9 @@ enum Cmd {
         /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:8789, or metrics_addr from the config].
         #[arg(long, env = "DRIFTWATCH_METRICS_ADDR")]
         metrics_addr: Option<SocketAddr>,
+        /// Kernel BTF file, for kernels without /sys/kernel/btf/vmlinux (e.g. from BTFHub).
+        #[arg(long, env = "DRIFTWATCH_BTF")]
+        btf: Option<PathBuf>,
         /// Send every container exec to userspace, not only suspicious ones (for benchmarks and debugging).
         #[arg(long, hide = true)]
         emit_all_execs: bool,
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Cmd::Run { config, metrics_addr, emit_all_execs } => {
+        Cmd::Run { config, metrics_addr, btf, emit_all_execs } => {
             let mut cfg = match config.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
-            let opts = agent::Options { emit_all_execs };
+            let opts = agent::Options { emit_all_execs, btf };
             match rt.block_on(agent::run(cfg, opts, CancellationToken::new())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),

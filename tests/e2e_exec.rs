@@ -263,3 +263,42 @@ fn metrics_and_health_endpoints() {
     let (st, _, _) = support::agent::http_get(agent.addr, "/nope").unwrap();
     assert_eq!(st, 404);
 }
+
+#[test]
+fn agent_started_after_the_container_still_reports_exec_shells() {
+    if !support::privileged() {
+        return;
+    }
+    // The container's entrypoint ran before the agent: the agent must not take
+    // the next exec in that namespace (a kubectl exec) for the entrypoint.
+    let c = support::containerd().run(RunSpec::sleeper());
+    let agent = Agent::start(&[]);
+    c.exec_ok(&["/bin/sh", "-c", ": late"]);
+    let f = agent.wait_for("shell after agent start", |f| {
+        f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains("late")
+    });
+    assert_eq!(f["rule"], "shell_in_container");
+}
+
+#[test]
+fn container_churn_never_reports_entrypoints() {
+    if !support::privileged() {
+        return;
+    }
+    // Short-lived containers with shell entrypoints, one after the other: their
+    // mount namespaces' inode numbers are recycled, their unique ids are not.
+    let agent = Agent::start(&[]);
+    let ctrd = support::containerd();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let (id, out) = ctrd.run_once(RunSpec::new(&["/bin/sh", "-c", "/bin/true"]));
+        assert!(out.status.success(), "{out:?}");
+        ids.push(id);
+    }
+    let c = ctrd.run(RunSpec::sleeper());
+    settle(&agent, &c);
+    let reported: Vec<Value> =
+        agent.findings().into_iter().filter(|f| ids.iter().any(|id| f["container.id"] == id.as_str())).collect();
+    assert!(reported.is_empty(), "entrypoints reported: {reported:#?}");
+    assert!(agent.metric("driftwatch_execs_not_findings_total{reason=\"entrypoint\"}").unwrap_or(0.0) >= 6.0);
+}

@@ -11,6 +11,18 @@ static __always_inline u32 task_mntns(struct task_struct *t)
 	return BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
 }
 
+/* A mount namespace id that is never reused (inode numbers are), so a new
+ * container cannot inherit a dead one's "entrypoint already ran" mark. */
+static __always_inline u64 task_mntns_id(struct task_struct *t)
+{
+	struct mnt_namespace *ns = BPF_CORE_READ(t, nsproxy, mnt_ns);
+	if (bpf_core_field_exists(ns->ns.ns_id))
+		return BPF_CORE_READ(ns, ns.ns_id);
+	if (bpf_core_field_exists(ns->seq))
+		return BPF_CORE_READ(ns, seq);
+	return BPF_CORE_READ(ns, ns.inum);
+}
+
 static __always_inline bool task_has_tty(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, signal, tty) != NULL;

@@ -83,11 +83,13 @@ struct linux_binprm {
 };
 
 struct ns_common {
-	unsigned int inum;
+	unsigned int inum; /* recycled when the namespace dies */
+	u64 ns_id; /* 6.18+: unique for the boot */
 };
 
 struct mnt_namespace {
 	struct ns_common ns;
+	u64 seq; /* before 6.18: unique for the boot */
 };
 
 struct nsproxy {

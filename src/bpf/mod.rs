@@ -19,14 +19,31 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dr
 pub const PROGRAMS: [(&str, &str); 3] =
     [("dw_exit", "sched_process_exit"), ("dw_fork", "sched_process_fork"), ("dw_exec", "sched_process_exec")];
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verifier_complaint_is_the_prose_before_the_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n; int x = 1; @ a.c:3\n1202: (85) call bpf_probe_read_kernel#113\n\
+                   invalid access to memory, mem_size=1912 off=632 size=1536\n\
+                   R1 min value is outside of the allowed memory range\n\
+                   verification time 145406 usec\nstack depth 224\n\
+                   processed 26488 insns (limit 1000000) max_states_per_insn 10\n";
+        assert_eq!(
+            super::verifier_complaint(log),
+            "invalid access to memory, mem_size=1912 off=632 size=1536 / R1 min value is outside of the allowed memory range"
+        );
+        assert_eq!(super::verifier_complaint(""), "no verifier message");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error("not privileged: run as root, or grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)")]
     NotPrivileged,
     #[error(
-        "kernel BTF missing (/sys/kernel/btf/vmlinux): the kernel needs CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.8 with BTF)"
+        "kernel BTF missing ({0}): the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass --btf FILE with BTF for this kernel"
     )]
-    NoBtf,
+    NoBtf(String),
     #[error("cannot read the host mount namespace from /proc/1/ns/mnt or /proc/self/ns/mnt: is /proc mounted?")]
     NoMntns,
     #[error("cannot parse kernel BTF: {0}")]
@@ -51,7 +68,7 @@ impl BpfError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NotPrivileged => "not_privileged",
-            Self::NoBtf => "no_btf",
+            Self::NoBtf(_) => "no_btf",
             Self::NoMntns => "no_mntns",
             Self::Btf(_) => "btf",
             Self::Load(_) => "load",
@@ -62,30 +79,34 @@ impl BpfError {
     }
 }
 
-/// The last informative line of a verifier log (the full log goes to debug logs).
+/// The verifier's complaint, for a one-line error (the full log goes to debug logs).
 fn verifier_reason(e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
             tracing::debug!(verifier_log = %log, "verifier log");
-            // The verifier's complaint is the prose after the last instruction
-            // line, before its statistics.
-            let mut reason: Vec<&str> = log
-                .lines()
-                .rev()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .skip_while(|l| {
-                    l.starts_with("processed ") || l.starts_with("verification time") || l.starts_with("stack depth")
-                })
-                .take_while(|l| !l.starts_with(|c: char| c.is_ascii_digit() || c == ';'))
-                .take(3)
-                .collect();
-            reason.reverse();
-            format!("{io_error}; verifier: {} (RUST_LOG=debug prints the full log)", reason.join(" / "))
+            format!("{io_error}; verifier: {} (RUST_LOG=debug prints the full log)", verifier_complaint(&log))
         }
         other => other.to_string(),
     }
+}
+
+/// The prose after the last instruction line of a verifier log, before its
+/// statistics: that is where the verifier says what it refused.
+pub fn verifier_complaint(log: &str) -> String {
+    let mut reason: Vec<&str> = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .skip_while(|l| {
+            l.starts_with("processed ") || l.starts_with("verification time") || l.starts_with("stack depth")
+        })
+        .take_while(|l| !l.starts_with(|c: char| c.is_ascii_digit() || c == ';'))
+        .take(3)
+        .collect();
+    reason.reverse();
+    if reason.is_empty() { "no verifier message".to_string() } else { reason.join(" / ") }
 }
 
 pub struct Sensor {
@@ -93,6 +114,7 @@ pub struct Sensor {
     _ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
     kstats: Option<PerCpuArray<MapData, abi::dw_kstats>>,
+    preexisting: Option<Preexisting>,
     pub host_mntns: u32,
     pub attached: usize,
 }
@@ -101,20 +123,23 @@ pub struct Sensor {
 #[derive(Debug, Clone)]
 pub struct SensorOptions {
     pub ringbuf_bytes: u32,
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    pub btf_path: Option<std::path::PathBuf>,
     /// Send every container exec, not only interesting ones (benchmarks).
     pub emit_all_execs: bool,
 }
 
 impl SensorOptions {
     pub fn from_config(c: &config::Sensor) -> Self {
-        Self { ringbuf_bytes: c.ringbuf_bytes, emit_all_execs: false }
+        Self { ringbuf_bytes: c.ringbuf_bytes, btf_path: None, emit_all_execs: false }
     }
 }
 
 impl Sensor {
     /// Loads and attaches the sensor; `names` fills the kernel's name filter.
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
-        preflight::check()?;
+        let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
+        preflight::check(&btf_path)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
             tracing::warn!(
@@ -122,7 +147,7 @@ impl Sensor {
                  (correct when the agent runs on the host; in a pod, use hostPID)"
             );
         }
-        let btf = Btf::from_sys_fs()?;
+        let btf = Btf::parse_file(&btf_path, aya::Endianness::default())?;
         let emit_all: u8 = opts.emit_all_execs.into();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
@@ -143,7 +168,7 @@ impl Sensor {
                 .insert(key, class, 0)
                 .map_err(|e| BpfError::Map { map: "exec_names", reason: format!("insert {name:?}: {e}") })?;
         }
-        seed_seen_mntns(&mut ebpf, host_mntns)?;
+        let by_inode = seed_preexisting(&mut ebpf, host_mntns)?;
 
         let mut attached = 0;
         for (program, tracepoint) in PROGRAMS {
@@ -169,12 +194,30 @@ impl Sensor {
             ebpf.take_map("kstats").ok_or(BpfError::Map { map: "kstats", reason: "missing".into() })?,
         )
         .map_err(|e| BpfError::Map { map: "kstats", reason: e.to_string() })?;
-        Ok(Self { _ebpf: ebpf, ring: Some(ring), kstats: Some(kstats), host_mntns, attached })
+        let pre = BpfHashMap::try_from(
+            ebpf.take_map("preexisting_mntns")
+                .ok_or(BpfError::Map { map: "preexisting_mntns", reason: "missing".into() })?,
+        )
+        .map_err(|e| BpfError::Map { map: "preexisting_mntns", reason: e.to_string() })?;
+        Ok(Self {
+            _ebpf: ebpf,
+            ring: Some(ring),
+            kstats: Some(kstats),
+            // Only the inode-number fallback needs pruning.
+            preexisting: by_inode.then_some(Preexisting { map: pre, host: host_mntns }),
+            host_mntns,
+            attached,
+        })
     }
 
     /// The ring buffer, for the reader thread (once).
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
         self.ring.take()
+    }
+
+    /// The preexisting-namespace table, for the pruning task (once).
+    pub fn take_preexisting(&mut self) -> Option<Preexisting> {
+        self.preexisting.take()
     }
 
     /// The kernel counters, for the metrics collector (once).
@@ -183,25 +226,92 @@ impl Sensor {
     }
 }
 
-/// Marks the mount namespaces of processes already running as seen, so their
-/// next exec (a `kubectl exec`) is not mistaken for a container entrypoint.
-fn seed_seen_mntns(ebpf: &mut Ebpf, host: u32) -> Result<(), BpfError> {
-    let mut seen: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-        ebpf.map_mut("seen_mntns").ok_or(BpfError::Map { map: "seen_mntns", reason: "missing".into() })?,
-    )
-    .map_err(|e| BpfError::Map { map: "seen_mntns", reason: e.to_string() })?;
-    let mut done = std::collections::HashSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Ok(()) };
+/// Mount namespaces of every live process but the host's: inode number and
+/// one /proc path to open it by.
+pub fn live_mntns(host: u32) -> std::collections::HashMap<u32, String> {
+    let mut set = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return set };
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Some(ns) = preflight::mntns_of(&format!("/proc/{pid}/ns/mnt")) else { continue };
-        if ns != host && done.insert(ns) {
-            let _ = seen.insert(ns, 1, 0);
+        let link = format!("/proc/{pid}/ns/mnt");
+        if let Some(ns) = preflight::mntns_of(&link)
+            && ns != host
+        {
+            set.entry(ns).or_insert(link);
         }
     }
-    tracing::debug!(namespaces = done.len(), "seeded running container mount namespaces");
-    Ok(())
+    set
+}
+
+/// NS_GET_MNTNS_ID (Linux 6.8+): the namespace's never-reused id, the same
+/// value the kernel program keys `seen_mntns` by.
+fn mntns_unique_id(link: &str) -> Option<u64> {
+    const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+    let f = std::fs::File::open(link).ok()?;
+    let mut id: u64 = 0;
+    // SAFETY: the ioctl writes one u64 into `id`; the fd is valid for the call.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_MNTNS_ID as _, &mut id) };
+    (rc == 0).then_some(id)
+}
+
+/// Tells the kernel which mount namespaces predate the agent, so their next
+/// exec (a `kubectl exec`) is not mistaken for a container entrypoint. With
+/// NS_GET_MNTNS_ID their unique ids go straight into `seen_mntns`; older
+/// kernels get the inode-number table, which must then be pruned.
+fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
+    let live = live_mntns(host);
+    let mut fallback = Vec::new();
+    {
+        let mut seen: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
+            ebpf.map_mut("seen_mntns").ok_or(BpfError::Map { map: "seen_mntns", reason: "missing".into() })?,
+        )
+        .map_err(|e| BpfError::Map { map: "seen_mntns", reason: e.to_string() })?;
+        for (ino, link) in &live {
+            match mntns_unique_id(link) {
+                Some(id) => {
+                    let _ = seen.insert(id, 1, 0);
+                }
+                None => fallback.push(*ino),
+            }
+        }
+    }
+    if !fallback.is_empty() {
+        let mut pre: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            ebpf.map_mut("preexisting_mntns")
+                .ok_or(BpfError::Map { map: "preexisting_mntns", reason: "missing".into() })?,
+        )
+        .map_err(|e| BpfError::Map { map: "preexisting_mntns", reason: e.to_string() })?;
+        for ns in &fallback {
+            let _ = pre.insert(ns, 1, 0);
+        }
+    }
+    tracing::debug!(namespaces = live.len(), by_inode = fallback.len(), "seeded running container mount namespaces");
+    Ok(!fallback.is_empty())
+}
+
+/// The preexisting-namespace table, pruned as those namespaces die: their
+/// inode numbers are recycled, and a new container must not inherit one.
+pub struct Preexisting {
+    map: BpfHashMap<MapData, u32, u8>,
+    host: u32,
+}
+
+impl Preexisting {
+    /// Removes namespaces no live process uses any more; returns how many are left.
+    pub fn prune(&mut self) -> usize {
+        let live = live_mntns(self.host);
+        let keys: Vec<u32> = self.map.keys().filter_map(Result::ok).collect();
+        let mut left = 0;
+        for k in keys {
+            if live.contains_key(&k) {
+                left += 1;
+            } else {
+                let _ = self.map.remove(&k);
+            }
+        }
+        left
+    }
 }
 
 struct KStats(Mutex<PerCpuArray<MapData, abi::dw_kstats>>);

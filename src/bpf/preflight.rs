@@ -14,14 +14,14 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-pub fn check() -> Result<(), BpfError> {
+pub fn check(btf: &Path) -> Result<(), BpfError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
         return Err(BpfError::NotPrivileged);
     }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Err(BpfError::NoBtf);
+    if !btf.exists() {
+        return Err(BpfError::NoBtf(btf.display().to_string()));
     }
     Ok(())
 }

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Overhead benchmark for the driftwatch agent. Run as root on a test node:
+#
+#   bench/overhead.sh [--quick] [--out FILE] [--rounds N] [--port PORT] [--bin PATH] [--keep]
+#
+# Workloads (fixed amount of work, wall time measured by the workload itself):
+#   container_exec_true  fork+exec /bin/true (image binary) in a container: filtered in the kernel
+#   container_exec_sh    fork+exec /bin/sh -c : in a container: every exec is a shell finding
+#   host_open_read       open+read+close a small file on the host (control: no hooks there)
+#   host_exec_true       fork+exec /bin/true on the host: filtered in the kernel as host
+# Modes: baseline (no agent), agent (default flags), emit_all (--emit-all-execs, container
+# storms only: host execs are dropped before that switch is consulted).
+# Each round runs every mode of a workload back to back, the mode order rotating from
+# round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
+# agent/baseline medians; per-round ratios are shown as a range.
+#
+# Prints a table on stdout and writes JSON (summary + raw runs) to --out
+# (default /tmp/driftwatch-bench.json). Exits 1 if the agent dropped anything at
+# nominal load (default flags).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+
+SOCK=/run/driftwatch-test/containerd.sock
+NS=k8s.io
+IMAGE=localhost/driftwatch-test:1
+RUNC_ROOT=/run/containerd/runc/$NS
+
+quick=0
+out=/tmp/driftwatch-bench.json
+rounds=
+port=18789
+bin=$REPO/target/release/driftwatch
+keep=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --out) out=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    --port) port=$2; shift ;;
+    --bin) bin=$2; shift ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "overhead.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# Work per run. Full sizes take each run to ~5-15 s on a 2-core VM: long enough that
+# agent start-up and scheduler noise are small against it.
+if ((quick)); then
+  : "${rounds:=2}"; n_cexec=5000; n_open=500000; n_hexec=3000
+else
+  : "${rounds:=3}"; n_cexec=20000; n_open=2000000; n_hexec=10000
+fi
+
+log() { echo "[overhead] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+ctr_() { ctr --address "$SOCK" -n "$NS" --timeout 60s "$@"; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (loads eBPF, enters container namespaces)"
+for tool in ctr runc gcc curl python3; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+work=$(mktemp -d /tmp/driftwatch-bench.XXXXXX)
+runs=$work/runs.jsonl
+findings=$work/findings.jsonl # agent stdout: a file, so a full pipe can never stall it
+agent_log=$work/agent.log
+agent_pid=
+cid=
+
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $agent_pid ]] && stop_agent
+  if [[ -n $cid ]]; then
+    ctr_ tasks kill --signal SIGKILL "$cid" >/dev/null 2>&1
+    ctr_ tasks delete --force "$cid" >/dev/null 2>&1
+    ctr_ containers delete "$cid" >/dev/null 2>&1
+  fi
+  if ((keep)); then log "kept $work"; else rm -rf "$work"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- 1. binaries ------------------------------------------------------------------
+if [[ ! -x $bin ]]; then
+  log "building $bin"
+  (cd "$REPO" && cargo build --release) >&2
+fi
+# Static, so the same binary runs on the host and inside a busybox container.
+for prog in execstorm openstorm; do
+  gcc -O2 -static -Wall -o "$work/$prog" "$HERE/$prog.c"
+done
+
+# --- 2. container -----------------------------------------------------------------
+if ! ctr --address "$SOCK" --connect-timeout 3s version >/dev/null 2>&1 \
+  || ! ctr_ images ls -q | grep -qxF "$IMAGE"; then
+  # The test harness (tests/support/mod.rs) starts the private containerd, imports the
+  # test image and leaves both in place for later runs.
+  log "private containerd or $IMAGE missing: starting it through the smoke test"
+  (cd "$REPO" && DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test containerd_smoke) >&2
+fi
+cid=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') # 64 hex, like a CRI container id
+ctr_ run -d --label driftwatch-bench=1 "$IMAGE" "$cid" /bin/sleep 3600 >/dev/null
+cpid=$(runc --root "$RUNC_ROOT" state "$cid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+log "container ${cid:0:12} init pid $cpid"
+
+# cgroup.procs files of every hierarchy pid $1 belongs to (v1, v2 or hybrid).
+cgroup_procs_files() {
+  local _hier ctrls path mnt
+  while IFS=: read -r _hier ctrls path; do
+    if [[ -z $ctrls ]]; then
+      mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+    else
+      mnt=$(awk -v c="$ctrls" '$3 == "cgroup" {
+          n = split(c, want, ","); ok = 1
+          for (i = 1; i <= n; i++) if (index("," $4 ",", "," want[i] ",") == 0) ok = 0
+          if (ok) { print $2; exit } }' /proc/mounts)
+    fi
+    if [[ -n $mnt ]]; then echo "$mnt$path/cgroup.procs"; fi
+  done <"/proc/$1/cgroup"
+}
+mapfile -t container_cgroups < <(cgroup_procs_files "$cpid")
+((${#container_cgroups[@]})) || die "no cgroups found for container pid $cpid"
+
+small=$work/small.txt
+head -c 100 /dev/urandom >"$small"
+
+# Runs workload $1 with $2 iterations; prints its wall time in seconds.
+# Container storms: the subshell joins the container's cgroups (as runc exec does) and
+# execstorm then enters its pid+mount namespaces itself. Running execstorm from the
+# container's /tmp instead would make it drift, and every child of a drifted process
+# reaches userspace (exec_by_drifted_process), so /bin/true would no longer be quiet.
+run_workload() {
+  local w=$1 n=$2
+  case $w in
+    container_exec_true|container_exec_sh)
+      (
+        for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
+        if [[ $w == container_exec_true ]]; then
+          exec "$work/execstorm" -t "$cpid" "$n" /bin/true
+        else
+          exec "$work/execstorm" -t "$cpid" "$n" /bin/sh -c :
+        fi
+      ) ;;
+    host_open_read) "$work/openstorm" "$n" "$small" ;;
+    host_exec_true) "$work/execstorm" "$n" /bin/true ;;
+  esac
+}
+
+# --- agent ------------------------------------------------------------------------
+url=http://127.0.0.1:$port
+if curl -s -o /dev/null --max-time 2 "$url/metrics"; then
+  die "something already listens on 127.0.0.1:$port (use --port)"
+fi
+
+start_agent() { # $@: extra flags
+  "$bin" run --metrics-addr "127.0.0.1:$port" "$@" >>"$findings" 2>>"$agent_log" &
+  agent_pid=$!
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if curl -sf -o /dev/null --max-time 1 "$url/readyz"; then
+      sleep 0.3 # let start-up work (e.g. scanning existing containers) finish
+      return 0
+    fi
+    kill -0 "$agent_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$agent_log" >&2
+  die "agent did not become ready"
+}
+
+stop_agent() {
+  local i
+  kill -TERM "$agent_pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$agent_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$agent_pid" 2>/dev/null || true
+  wait "$agent_pid" 2>/dev/null || true
+  agent_pid=
+}
+
+# Sum of the samples whose "name{labels}" matches ERE $2 in scrape file $1.
+msum() {
+  awk -v re="$2" '!/^#/ { v = $NF; $NF = ""; if ($0 ~ re) s += v } END { printf "%d\n", s }' "$1"
+}
+
+# Change of the samples matching ERE $3 from scrape $1 to scrape $2.
+delta() { echo $(($(msum "$2" "$3") - $(msum "$1" "$3"))); }
+
+# Agent CPU (utime+stime, clock ticks, all threads). Fields counted after "comm)".
+agent_ticks() { sed 's/.*) //' "/proc/$agent_pid/stat" | awk '{ print $12 + $13 }'; }
+
+scrape() { curl -sf --max-time 5 "$url/metrics" >"$1"; }
+
+# Waits until the agent has handled everything the kernel submitted (decoded count
+# caught up and the counters stop moving), so its CPU for this workload is all counted.
+drain() {
+  local before=$1 cur=$work/drain.prom prev="" now i
+  for ((i = 0; i < 300; i++)); do
+    scrape "$cur"
+    now="$(msum "$cur" '^driftwatch_(events|decode_errors|findings|sink_writes|userspace_drops)_total')"
+    if (($(msum "$cur" '^driftwatch_(events|decode_errors)_total') - $(msum "$before" '^driftwatch_(events|decode_errors)_total') \
+      + $(msum "$cur" '^driftwatch_userspace_drops_total\{queue="events"') - $(msum "$before" '^driftwatch_userspace_drops_total\{queue="events"') \
+      >= $(msum "$cur" '^driftwatch_kernel_events_total') - $(msum "$before" '^driftwatch_kernel_events_total') \
+      - $(msum "$cur" '^driftwatch_kernel_ringbuf_drops_total') + $(msum "$before" '^driftwatch_kernel_ringbuf_drops_total'))) \
+      && [[ $now == "$prev" ]]; then
+      return 0
+    fi
+    prev=$now
+    sleep 0.1
+  done
+  log "warning: agent still busy 30 s after the workload"
+}
+
+# One measured run: workload $1, mode $2, round $3, iterations $4. Appends a JSON line.
+measure() {
+  local w=$1 mode=$2 round=$3 n=$4 secs
+  if [[ $mode == baseline ]]; then
+    secs=$(run_workload "$w" "$n")
+    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s}\n' \
+      "$w" "$mode" "$round" "$n" "$secs" >>"$runs"
+    log "round $round $w $mode: ${secs}s"
+    return
+  fi
+  local flags=()
+  [[ $mode == emit_all ]] && flags=(--emit-all-execs)
+  start_agent "${flags[@]}"
+  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 f0 f1 hwm cpu
+  scrape "$m0"
+  f0=$(wc -l <"$findings")
+  t0=$(agent_ticks)
+  secs=$(run_workload "$w" "$n")
+  drain "$m0"
+  t1=$(agent_ticks)
+  scrape "$m1"
+  f1=$(wc -l <"$findings")
+  hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
+  stop_agent
+  cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
+  local -A c=(
+    [kernel_events]='^driftwatch_kernel_events_total'
+    [kernel_ringbuf_drops]='^driftwatch_kernel_ringbuf_drops_total'
+    [userspace_drops_events]='^driftwatch_userspace_drops_total\{queue="events"'
+    [userspace_drops_findings]='^driftwatch_userspace_drops_total\{queue="findings_stdout"'
+    [events_decoded]='^driftwatch_events_total'
+    [findings]='^driftwatch_findings_total'
+    [host_filtered]='^driftwatch_kernel_execs_total\{verdict="host_filtered"'
+    [container_filtered]='^driftwatch_kernel_execs_total\{verdict="container_filtered"'
+    [container_sent]='^driftwatch_kernel_execs_total\{verdict="container_sent"'
+  )
+  local json k
+  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
+    "$w" "$mode" "$round" "$n" "$secs" "$cpu" "$hwm" $((f1 - f0)))
+  for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
+  echo "$json}" >>"$runs"
+  log "round $round $w $mode: ${secs}s, agent cpu ${cpu}s, $(delta "$m0" "$m1" "${c[kernel_events]}") kernel events"
+}
+
+# --- 3. measure -------------------------------------------------------------------
+workloads=(container_exec_true container_exec_sh host_open_read host_exec_true)
+declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec
+  [host_open_read]=$n_open [host_exec_true]=$n_hexec)
+declare -A modes=([container_exec_true]="baseline agent emit_all" [container_exec_sh]="baseline agent emit_all"
+  [host_open_read]="baseline agent" [host_exec_true]="baseline agent")
+
+log "warm-up (page cache, first-exec costs)"
+for w in "${workloads[@]}"; do run_workload "$w" $((size[$w] / 20)) >/dev/null; done
+
+for ((r = 0; r < rounds; r++)); do
+  for w in "${workloads[@]}"; do
+    read -ra ms <<<"${modes[$w]}"
+    for ((k = 0; k < ${#ms[@]}; k++)); do
+      measure "$w" "${ms[(k + r) % ${#ms[@]}]}" "$r" "${size[$w]}"
+    done
+  done
+done
+
+# --- 4. report --------------------------------------------------------------------
+python3 "$HERE/summarize.py" --runs "$runs" --out "$out" --quick "$quick" \
+  --agent-version "$("$bin" --version 2>/dev/null || echo unknown)"
