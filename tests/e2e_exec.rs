@@ -302,3 +302,47 @@ fn container_churn_never_reports_entrypoints() {
     assert!(reported.is_empty(), "entrypoints reported: {reported:#?}");
     assert!(agent.metric("driftwatch_execs_not_findings_total{reason=\"entrypoint\"}").unwrap_or(0.0) >= 6.0);
 }
+
+#[test]
+fn ring_buffer_overflow_is_counted_not_lost() {
+    if !support::privileged() {
+        return;
+    }
+    // A one-page ring buffer (two exec records) drained once a second, and every
+    // container exec sent: most records cannot be reserved. Every one of them
+    // must show up in the counters: sent = delivered + dropped.
+    let dir = std::env::temp_dir().join(format!("dw-overflow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny.yaml");
+    std::fs::write(&cfg, "sensor:\n  ringbuf_bytes: 4096\n  drain_interval_ms: 1000\n").unwrap();
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap(), "--emit-all-execs"]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/bin/sh", "-c", "i=0; while [ $i -lt 200 ]; do /usr/bin/hello >/dev/null; i=$((i+1)); done"]);
+    // Other tests run containers concurrently and every exec counts here, so
+    // compare counters from one scrape, once the pipeline has caught up.
+    let series = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("missing {name} in\n{text}"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(1200)); // > one drain period
+        let text = agent.metrics();
+        let sent = series(&text, "driftwatch_kernel_execs_total{verdict=\"container_sent\"}");
+        let delivered = series(&text, "driftwatch_kernel_events_total{kind=\"exec\"}");
+        let dropped = series(&text, "driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}");
+        let decoded = series(&text, "driftwatch_events_total{kind=\"exec\"}");
+        assert!(sent >= 200.0, "sent {sent}");
+        assert!(dropped > 0.0, "a 4 KiB ring cannot hold 200 records: dropped {dropped}");
+        // Every exec is delivered or counted as dropped; all delivered is decoded.
+        if delivered + dropped == sent && decoded == delivered {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters never balanced: sent {sent} delivered {delivered} dropped {dropped} decoded {decoded}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

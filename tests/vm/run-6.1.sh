@@ -30,6 +30,8 @@
 #   DW_VM_RUST_LOG   RUST_LOG for the agent in the VM (default info; "debug"
 #                    prints the verifier log when a program is rejected)
 #   DW_VM_ACCEL      QEMU accelerator (default tcg; KVM is broken on some hosts)
+#   DW_VM_CGROUP_CONTROLLERS  controllers enabled down to the container's
+#                    cgroup (default "+memory +pids", as on a node; "" = none)
 set -euo pipefail
 
 t_start=$(date +%s)
@@ -40,6 +42,7 @@ CACHE=${DW_VM_CACHE:-/var/cache/driftwatch-vm}
 LOG=${DW_VM_LOG:-$CACHE/run-6.1.log}
 TIMEOUT=${DW_VM_TIMEOUT:-300}
 RUST_LOG_VM=${DW_VM_RUST_LOG:-info}
+CONTROLLERS=${DW_VM_CGROUP_CONTROLLERS-+memory +pids}
 ACCEL=${DW_VM_ACCEL:-tcg}
 # Container id the simulated container's cgroup carries (k8s.io/<id>, the
 # containerd cgroupfs layout).
@@ -140,7 +143,7 @@ if grep -q '^CONFIG_OVERLAY_FS=m' "$KCONFIG"; then
 elif ! grep -q '^CONFIG_OVERLAY_FS=y' "$KCONFIG"; then
   die "$KREL has no overlayfs"
 fi
-say "kernel $KREL ($(basename "$kdir")), BTF: yes, overlay: ${OVL_KO:+module}${OVL_KO:-built in}"
+say "kernel $KREL ($(basename "$kdir")), BTF: yes, overlay: $([ -n "$OVL_KO" ] && echo "module $(basename "$OVL_KO")" || echo "built in")"
 
 # --------------------------------------------------------------- initramfs
 work=$(mktemp -d "$CACHE/work.XXXXXX")
@@ -186,6 +189,7 @@ chmod 755 "$img/entry.sh"
 cat >"$root/etc/dw-vm.env" <<EOF
 CID=$CID
 RUST_LOG_VM=$RUST_LOG_VM
+CONTROLLERS="$CONTROLLERS"
 EOF
 
 cat >"$root/init" <<'EOF'
@@ -212,9 +216,9 @@ finish() {
     cat /tmp/ct.log
     echo "===== DW-VM CONTAINER OUTPUT END ====="
   fi
-  if wget -q -O /tmp/metrics http://127.0.0.1:8789/metrics 2>/dev/null; then
+  if [ -s /tmp/metrics ]; then
     echo "===== DW-VM METRICS BEGIN ====="
-    grep -E '^driftwatch_(findings_total|kernel_execs_total|bpf_programs_attached|enrich_failures_total|decode_errors_total|execs_not_findings_total|kernel_ringbuf_drops_total)' /tmp/metrics | grep -v ' 0$'
+    grep -E '^driftwatch_(findings_total|kernel_execs_total|bpf_programs_attached|enrich_failures_total|decode_errors_total|execs_not_findings_total|kernel_ringbuf_drops_total|userspace_drops_total)' /tmp/metrics | grep -v ' 0$'
     echo "===== DW-VM METRICS END ====="
   fi
   echo "DW-VM: $1"
@@ -236,12 +240,18 @@ ip link set lo up
 
 # A node's cgroup tree: controllers enabled down to the container's cgroup,
 # as systemd/containerd/kubelet do.
-echo "+memory +pids" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 mkdir -p /sys/fs/cgroup/k8s.io/$CID
-echo "+memory +pids" >/sys/fs/cgroup/k8s.io/cgroup.subtree_control 2>/dev/null
+if [ -n "$CONTROLLERS" ]; then
+  for c in $CONTROLLERS; do
+    echo "$c" >/sys/fs/cgroup/cgroup.subtree_control
+    echo "$c" >/sys/fs/cgroup/k8s.io/cgroup.subtree_control
+  done
+fi
+echo "DW-VM: cgroup controllers of k8s.io/<id>: $(cat /sys/fs/cgroup/k8s.io/$CID/cgroup.controllers)"
 
 echo "DW-VM: starting driftwatch"
-RUST_LOG=$RUST_LOG_VM /bin/driftwatch run --metrics-addr 127.0.0.1:8789 >/tmp/dw.out 2>/tmp/dw.err &
+: >/tmp/dw.err
+RUST_LOG=$RUST_LOG_VM /bin/driftwatch run --metrics-addr 127.0.0.1:8789 >/tmp/dw.out 2>>/tmp/dw.err &
 DW=$!
 t=0
 while ! grep -q 'driftwatch sensor attached' /tmp/dw.err; do
@@ -285,8 +295,10 @@ while ! { grep -q '"upper_layer"' /tmp/dw.out && grep -q '"kind":"shell"' /tmp/d
   [ $t -ge 60 ] && break
   sleep 0.5; t=$((t+1))
 done
+wget -q -O /tmp/metrics http://127.0.0.1:8789/metrics 2>/dev/null || echo "DW-VM: GET /metrics failed"
 kill -INT $DW 2>/dev/null
-sleep 1
+t=0
+while kill -0 $DW 2>/dev/null && [ $t -lt 10 ]; do sleep 0.5; t=$((t+1)); done
 finish "done"
 EOF
 chmod 755 "$root/init"
