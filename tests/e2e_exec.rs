@@ -176,7 +176,7 @@ fn package_managers_direct_and_through_an_interpreter() {
     // The kernel has released the script file at exec: its layer is not judged yet.
     assert_eq!(f[0]["driftwatch.script.source"], "unknown");
     // An interpreter running the package manager's script: not a shell finding.
-    assert_eq!(f[1]["driftwatch.package.manager"], "pip");
+    assert_eq!(f[1]["driftwatch.package.manager"], "pip install");
     assert_eq!(f[1]["process.command_args"], json!(["/bin/sh", "/usr/bin/pip", "install", "requests"]));
 }
 

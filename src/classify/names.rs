@@ -89,49 +89,49 @@ impl NameTables {
         None
     }
 
-    fn package_in(&self, comm: &str, args: &[String]) -> Option<String> {
-        let name = basename(comm);
+    /// `name` is a package manager run with `rest` as its arguments: always
+    /// for plain managers, only with a listed subcommand for the others.
+    fn manager(&self, name: &str, rest: &[String]) -> Option<String> {
         if self.packages.contains(name) {
             return Some(name.to_string());
         }
-        if let Some(subs) = self.subcommands.get(name) {
-            return args
-                .iter()
-                .skip(1)
-                .find(|a| !a.starts_with('-'))
-                .filter(|a| subs.contains(a.as_str()))
-                .map(|a| format!("{name} {a}"));
+        let subs = self.subcommands.get(name)?;
+        let sub = rest.iter().find(|a| !a.starts_with('-'))?;
+        subs.contains(sub.as_str()).then(|| format!("{name} {sub}"))
+    }
+
+    fn package_in(&self, comm: &str, args: &[String]) -> Option<String> {
+        let name = basename(comm);
+        if self.packages.contains(name) || self.subcommands.contains_key(name) {
+            return self.manager(name, args.get(1..).unwrap_or_default());
         }
         if !(self.interpreters.contains(name) || self.shells.contains(name)) {
             return None;
         }
         // Interpreter: "-m pip" names a module; otherwise the first operand is
         // the script ("python3 /usr/bin/pip", "sh ./apt-get", "env apt-get").
-        let mut it = args.iter().skip(1);
-        while let Some(a) = it.next() {
-            if a == "-m" {
-                let module = it.next()?;
+        let mut i = 1;
+        while i < args.len() {
+            let a = args[i].as_str();
+            if a == "-m" || (a.starts_with("-m") && a.len() > 2) {
+                let (module, rest_at) = if a == "-m" { (args.get(i + 1)?.as_str(), i + 2) } else { (&a[2..], i + 1) };
                 let module = module.split('.').next().unwrap_or(module);
-                return self.packages.contains(module).then(|| module.to_string());
-            }
-            if let Some(m) = a.strip_prefix("-m")
-                && !m.is_empty()
-            {
-                return self.packages.contains(m).then(|| m.to_string());
+                return self.manager(module, args.get(rest_at..).unwrap_or_default());
             }
             if a == "-c" || a == "-e" {
                 return None; // inline code: not a script path
             }
             if a.starts_with('-') {
+                i += 1;
                 continue;
             }
             let script = basename(a);
-            if self.packages.contains(script) {
-                return Some(script.to_string());
+            if let Some(m) = self.manager(script, &args[i + 1..]) {
+                return Some(m);
             }
             if name == "busybox" || name == "env" {
                 // "busybox sh /usr/bin/pip": look one level further.
-                return self.package_in(script, &args[args.iter().position(|x| x == a)?..]);
+                return self.package_in(script, &args[i..]);
             }
             return None;
         }
@@ -170,12 +170,22 @@ mod tests {
     #[test]
     fn package_managers_by_name() {
         let t = t();
-        for p in [
-            "apt", "apt-get", "dpkg", "yum", "dnf", "rpm", "microdnf", "apk", "pip", "pip3", "npm", "yarn", "gem",
-            "conda",
-        ] {
+        for p in ["apt", "apt-get", "dpkg", "yum", "dnf", "rpm", "microdnf", "apk"] {
             assert_eq!(t.classify(p, &a(&[p, "install", "x"])), Some(NameMatch::Package { name: p.into() }), "{p}");
+            assert_eq!(t.classify(p, &a(&[p])), Some(NameMatch::Package { name: p.into() }), "{p}");
         }
+        for p in ["pip", "pip3", "npm", "yarn", "gem", "conda"] {
+            let want = Some(NameMatch::Package { name: format!("{p} install") });
+            assert_eq!(t.classify(p, &a(&[p, "install", "x"])), want, "{p}");
+        }
+        // Running an app through a package manager is not package drift.
+        assert_eq!(t.classify("npm", &a(&["npm", "start"])), None);
+        assert_eq!(t.classify("npm", &a(&["npm", "run", "build"])), None);
+        assert_eq!(t.classify("pip", &a(&["pip", "freeze"])), None);
+        assert_eq!(
+            t.classify("npm", &a(&["npm", "-g", "install", "x"])),
+            Some(NameMatch::Package { name: "npm install".into() })
+        );
     }
 
     #[test]
@@ -197,14 +207,16 @@ mod tests {
     fn package_managers_through_interpreters() {
         let t = t();
         let pkg = |n: &str| Some(NameMatch::Package { name: n.into() });
-        assert_eq!(t.classify("python3", &a(&["python3", "-m", "pip", "install", "x"])), pkg("pip"));
-        assert_eq!(t.classify("python3.11", &a(&["python3.11", "-mpip", "install"])), pkg("pip"));
-        assert_eq!(t.classify("python3", &a(&["python3", "/usr/bin/pip3", "install"])), pkg("pip3"));
-        assert_eq!(t.classify("python3", &a(&["python3", "-u", "/usr/local/bin/pip", "install"])), pkg("pip"));
+        assert_eq!(t.classify("python3", &a(&["python3", "-m", "pip", "install", "x"])), pkg("pip install"));
+        assert_eq!(t.classify("python3.11", &a(&["python3.11", "-mpip", "install"])), pkg("pip install"));
+        assert_eq!(t.classify("python3", &a(&["python3", "-m", "pip", "list"])), None);
+        assert_eq!(t.classify("python3", &a(&["python3", "/usr/bin/pip3", "install"])), pkg("pip3 install"));
+        assert_eq!(t.classify("python3", &a(&["python3", "-u", "/usr/local/bin/pip", "install"])), pkg("pip install"));
         assert_eq!(t.classify("sh", &a(&["sh", "/usr/bin/apt-get", "install", "curl"])), pkg("apt-get"));
         assert_eq!(t.classify("node", &a(&["node", "/usr/lib/node_modules/npm/bin/npm-cli.js"])), None);
-        assert_eq!(t.classify("node", &a(&["node", "/usr/bin/npm", "i"])), pkg("npm"));
-        assert_eq!(t.classify("busybox", &a(&["busybox", "sh", "/usr/bin/pip", "install"])), pkg("pip"));
+        assert_eq!(t.classify("node", &a(&["node", "/usr/bin/npm", "i"])), pkg("npm i"));
+        assert_eq!(t.classify("node", &a(&["node", "/usr/bin/npm", "start"])), None);
+        assert_eq!(t.classify("busybox", &a(&["busybox", "sh", "/usr/bin/pip", "install"])), pkg("pip install"));
         assert_eq!(t.classify("env", &a(&["env", "apt-get", "update"])), pkg("apt-get"));
         // Not package managers:
         assert_eq!(t.classify("python3", &a(&["python3", "-c", "import pip"])), None);

@@ -312,13 +312,14 @@ say "booting $KREL under qemu ($ACCEL), timeout ${TIMEOUT}s, console -> $LOG"
 t_boot=$(date +%s)
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
-  -accel "$ACCEL" -cpu max -m 1024 -smp 2 -nographic -no-reboot \
+  -accel "$ACCEL" -cpu max -m 1024 -smp 2 -nographic -no-reboot -net none \
   -kernel "$VMLINUZ" -initrd "$INITRD" \
   -append "console=ttyS0 panic=-1 quiet" </dev/null >"$LOG" 2>&1
 qrc=$?
 set -e
 t_vm=$(($(date +%s) - t_boot))
-tr -d '\r' <"$LOG" >"$LOG.tmp" && mv "$LOG.tmp" "$LOG"
+# Plain text: no CRs, no terminal control sequences from the firmware.
+sed -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' "$LOG" >"$LOG.tmp" && mv "$LOG.tmp" "$LOG"
 
 # ------------------------------------------------------------------- check
 out=$(sed -n '/^===== DW-VM AGENT STDOUT BEGIN =====$/,/^===== DW-VM AGENT STDOUT END =====$/p' "$LOG" | grep '^{' || true)
@@ -341,5 +342,10 @@ if [ ${#fails[@]} -eq 0 ]; then
 fi
 echo "run-6.1: FAIL on $KREL (qemu status $qrc, VM ${t_vm}s, total $(elapsed)s). Log: $LOG"
 for f in "${fails[@]}"; do echo "  - $f"; done
-grep -E 'DW-VM:|verifier|rejected|error' "$LOG" | head -40 | sed 's/^/  | /'
+grep -E '^DW-VM:|Kernel panic' "$LOG" | sed 's/^/  | /'
+if grep -q '^===== DW-VM AGENT STDERR BEGIN' "$LOG"; then
+  echo "  agent stderr (last 60 lines; DW_VM_RUST_LOG=debug for the verifier log):"
+  sed -n '/^===== DW-VM AGENT STDERR BEGIN =====$/,/^===== DW-VM AGENT STDERR END =====$/p' "$LOG" |
+    sed '1d;$d' | tail -n 60 | sed 's/^/  | /'
+fi
 exit 1
