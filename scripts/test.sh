@@ -19,3 +19,9 @@ trap 'bash scripts/stop-test-containerd.sh >/dev/null 2>&1 || true' EXIT
 echo "== cargo test (unit + privileged end-to-end)"
 export DRIFTWATCH_PRIVILEGED_TESTS=1
 cargo test --locked --all-targets 2>&1
+
+# The probe on the kernel most clusters run (Debian 12's 6.1, under qemu), with
+# memory delegated to the container's cgroup (as on a node) and without.
+echo "== eBPF sensor on Linux 6.1 (qemu)"
+bash tests/vm/run-6.1.sh
+DW_VM_CGROUP_CONTROLLERS= bash tests/vm/run-6.1.sh

@@ -36,20 +36,22 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 	return BPF_CORE_READ(old, parent);
 }
 
-/* The task's cgroup: the v1 memory controller's when it is mounted on a v1
- * hierarchy (hybrid nodes put containers there), else the v2 cgroup. On a pure
- * v2 node both are the same cgroup. */
+/* The task's cgroup: the v1 memory controller's when that controller is on a
+ * v1 hierarchy (hybrid nodes put containers there), else the v2 cgroup. On a
+ * v2 node where memory is not delegated down to the container, the memory
+ * css is an ancestor's: the v2 cgroup is the right one there too. */
 static __always_inline struct cgroup *task_cgroup(struct task_struct *t)
 {
-	struct cgroup *cg = NULL;
+	struct cgroup *dfl = BPF_CORE_READ(t, cgroups, dfl_cgrp);
 	if (bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
 		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-		if (id >= 0 && id < 12)
-			cg = BPF_CORE_READ(t, cgroups, subsys[id], cgroup);
+		if (id >= 0 && id < 12) {
+			struct cgroup *mem = BPF_CORE_READ(t, cgroups, subsys[id], cgroup);
+			if (mem && dfl && BPF_CORE_READ(mem, root) != BPF_CORE_READ(dfl, root))
+				return mem;
+		}
 	}
-	if (!cg)
-		cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
-	return cg;
+	return dfl;
 }
 
 /* Copy the last DW_CGROUP_LEVELS names of the task's cgroup path, leaf first.

@@ -109,8 +109,11 @@ struct kernfs_node___old {
 	struct kernfs_node *parent;
 };
 
+struct cgroup_root;
+
 struct cgroup {
 	struct kernfs_node *kn;
+	struct cgroup_root *root; /* the hierarchy it belongs to */
 };
 
 struct cgroup_subsys_state {

@@ -330,6 +330,9 @@ grep -q 'driftwatch sensor attached' "$LOG" || fails+=("sensor did not attach")
 binary=$(echo "$out" | grep '"kind":"binary"' | grep '"driftwatch.exe.source":"upper_layer"' | grep '"process.executable.path":"/tmp/busybox"' || true)
 [ -n "$binary" ] || fails+=("no binary finding with driftwatch.exe.source upper_layer for /tmp/busybox")
 [ -z "$binary" ] || echo "$binary" | grep -q "\"container.id\":\"$CID\"" || fails+=("binary finding lacks container.id $CID")
+# The cgroup path must come from the kernel (not a /proc fallback), whatever
+# controllers are delegated.
+[ -z "$binary" ] || echo "$binary" | grep -q "\"driftwatch.cgroup.path\":\"k8s.io/$CID\"" || fails+=("binary finding lacks the kernel cgroup path k8s.io/$CID")
 shell=$(echo "$out" | grep '"kind":"shell"' | grep '"driftwatch.process.parent.name":"nsenter"' || true)
 [ -n "$shell" ] || fails+=("no shell finding for sh -c true (parent nsenter)")
 echo "$out" | grep -q 'entry\.sh' && fails+=("the entrypoint (sh /entry.sh) was reported")
