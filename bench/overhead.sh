@@ -3,7 +3,8 @@
 #
 #   bench/overhead.sh [--quick] [--out FILE] [--rounds N] [--port PORT] [--bin PATH] [--keep]
 #
-# Workloads (fixed amount of work, wall time measured by the workload itself):
+# Workloads (fixed amount of work; the workload itself measures its wall time and its
+# own CPU time, user+sys of it and its children):
 #   container_exec_true  fork+exec /bin/true (image binary) in a container: filtered in the kernel
 #   container_exec_sh    fork+exec /bin/sh -c : in a container: every exec is a shell finding
 #   host_open_read       open+read+close a small file on the host (control: no hooks there)
@@ -12,7 +13,9 @@
 # storms only: host execs are dropped before that switch is consulted).
 # Each round runs every mode of a workload back to back, the mode order rotating from
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
-# agent/baseline medians; per-round ratios are shown as a range.
+# agent/baseline medians; per-round ratios are shown as a range. Agent runs also record
+# the agent's CPU (/proc/<pid>/stat, until it has drained), kernel events, drops
+# (ring buffer + userspace queues) and findings (metric and lines on its stdout, a file).
 #
 # Prints a table on stdout and writes JSON (summary + raw runs) to --out
 # (default /tmp/driftwatch-bench.json). Exits 1 if the agent dropped anything at
@@ -130,7 +133,7 @@ mapfile -t container_cgroups < <(cgroup_procs_files "$cpid")
 small=$work/small.txt
 head -c 100 /dev/urandom >"$small"
 
-# Runs workload $1 with $2 iterations; prints its wall time in seconds.
+# Runs workload $1 with $2 iterations; prints its wall time and CPU time in seconds.
 # Container storms: the subshell joins the container's cgroups (as runc exec does) and
 # execstorm then enters its pid+mount namespaces itself. Running execstorm from the
 # container's /tmp instead would make it drift, and every child of a drifted process
@@ -221,12 +224,13 @@ drain() {
 
 # One measured run: workload $1, mode $2, round $3, iterations $4. Appends a JSON line.
 measure() {
-  local w=$1 mode=$2 round=$3 n=$4 secs
+  local w=$1 mode=$2 round=$3 n=$4 res secs wcpu
   if [[ $mode == baseline ]]; then
-    secs=$(run_workload "$w" "$n")
-    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s}\n' \
-      "$w" "$mode" "$round" "$n" "$secs" >>"$runs"
-    log "round $round $w $mode: ${secs}s"
+    res=$(run_workload "$w" "$n") # a plain assignment, so set -e stops on a failed workload
+    read -r secs wcpu <<<"$res"
+    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s}\n' \
+      "$w" "$mode" "$round" "$n" "$secs" "$wcpu" >>"$runs"
+    log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s)"
     return
   fi
   local flags=()
@@ -236,7 +240,8 @@ measure() {
   scrape "$m0"
   f0=$(wc -l <"$findings")
   t0=$(agent_ticks)
-  secs=$(run_workload "$w" "$n")
+  res=$(run_workload "$w" "$n")
+  read -r secs wcpu <<<"$res"
   drain "$m0"
   t1=$(agent_ticks)
   scrape "$m1"
@@ -256,11 +261,11 @@ measure() {
     [container_sent]='^driftwatch_kernel_execs_total\{verdict="container_sent"'
   )
   local json k
-  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
-    "$w" "$mode" "$round" "$n" "$secs" "$cpu" "$hwm" $((f1 - f0)))
+  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
+    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$hwm" $((f1 - f0)))
   for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
   echo "$json}" >>"$runs"
-  log "round $round $w $mode: ${secs}s, agent cpu ${cpu}s, $(delta "$m0" "$m1" "${c[kernel_events]}") kernel events"
+  log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), agent cpu ${cpu}s, $(delta "$m0" "$m1" "${c[kernel_events]}") kernel events"
 }
 
 # --- 3. measure -------------------------------------------------------------------

@@ -191,8 +191,9 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	task_cgroup_names(task, e->cgroup);
 	e->flags = v.flags;
 
-	bool wake = (v.flags & DW_EXEC_DRIFT) || (cls & (DW_NAME_SHELL | DW_NAME_PACKAGE));
-	emit_submit(e, DW_KIND_EXEC, wake);
+	/* Only binary drift wakes the reader at once: a shell storm must not cost
+	 * one wakeup per exec; everything else waits for the drain timer. */
+	emit_submit(e, DW_KIND_EXEC, v.flags & DW_EXEC_DRIFT);
 	return 0;
 }
 

@@ -8,7 +8,7 @@ use crate::{
     enrich,
     event::Event,
     server::{self, Health},
-    sink::{json, metrics::Metrics},
+    sink::{Fanout, json, metrics::Metrics},
 };
 use std::{
     net::SocketAddr,
@@ -29,7 +29,7 @@ pub enum AgentError {
 }
 
 /// Queue name for findings waiting for the stdout sink.
-const FINDINGS_QUEUE: &str = "findings_stdout";
+const STDOUT_QUEUE: &str = "findings_stdout";
 
 #[derive(Debug, Default)]
 pub struct Options {
@@ -62,8 +62,9 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
 
     let cap = cfg.pipeline.queue_capacity;
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(cap);
-    let (find_tx, find_rx) = mpsc::channel(cap);
-    metrics.declare_queue(FINDINGS_QUEUE);
+    let mut fanout = Fanout::default();
+    let (stdout_tx, stdout_rx) = mpsc::channel(cap);
+    fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
 
     let stop = Arc::new(AtomicBool::new(false));
     let ring = sensor.take_ring().expect("ring buffer is taken once");
@@ -78,7 +79,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let m = metrics.clone();
     let stdout_sink = std::thread::Builder::new()
         .name("dw-stdout".into())
-        .spawn(move || json::run_stdout(find_rx, m))
+        .spawn(move || json::run_stdout(stdout_rx, m))
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
 
     let m = metrics.clone();
@@ -96,9 +97,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
             match classifier.exec(&ev, &container) {
                 Ok(f) => {
                     m.finding(&f);
-                    if find_tx.try_send(f).is_err() {
-                        m.queue_drop(FINDINGS_QUEUE);
-                    }
+                    fanout.send(f, &m);
                 }
                 Err(reason) => m.no_finding(reason.as_str()),
             }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 /// Writes findings until the channel closes. Runs on a blocking thread so a
 /// slow stdout (a full pipe) never blocks a tokio worker; its bounded queue
 /// absorbs bursts and counts what overflows.
-pub fn run_stdout(mut rx: mpsc::Receiver<Finding>, metrics: Arc<Metrics>) {
+pub fn run_stdout(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>) {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     while let Some(f) = rx.blocking_recv() {
