@@ -5,8 +5,8 @@ use crate::{
     bpf::{self, Sensor, SensorOptions},
     classify::Classifier,
     config::Config,
-    enrich,
     event::Event,
+    pipeline::Pipeline,
     server::{self, Health},
     sink::{Fanout, json, metrics::Metrics},
 };
@@ -61,7 +61,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     metrics.set_programs_attached(sensor.attached as i64);
 
     let cap = cfg.pipeline.queue_capacity;
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(cap);
+    let (ev_tx, ev_rx) = mpsc::channel::<Vec<Event>>(bpf::reader::batch_capacity(cap));
     let mut fanout = Fanout::default();
     let (stdout_tx, stdout_rx) = mpsc::channel(cap);
     fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
@@ -82,27 +82,8 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         .spawn(move || json::run_stdout(stdout_rx, m))
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
 
-    let m = metrics.clone();
-    let pipeline = tokio::spawn(async move {
-        while let Some(ev) = ev_rx.recv().await {
-            let Event::Exec(ev) = ev;
-            let container = match enrich::container_of(&ev) {
-                Ok(c) => c,
-                Err(e) => {
-                    m.enrich_failure(e.reason());
-                    tracing::trace!(error = %e, "exec outside a container");
-                    continue;
-                }
-            };
-            match classifier.exec(&ev, &container) {
-                Ok(f) => {
-                    m.finding(&f);
-                    fanout.send(f, &m);
-                }
-                Err(reason) => m.no_finding(reason.as_str()),
-            }
-        }
-    });
+    let pipeline = Pipeline { classifier, fanout, metrics: metrics.clone() };
+    let pipeline = tokio::spawn(pipeline.run(ev_rx));
 
     if let Some(mut pre) = sensor.take_preexisting() {
         let cancel = cancel.clone();

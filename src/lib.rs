@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data:
 //! kernel ([`bpf`]) -> [`event`] decoding -> [`enrich`] (container identity)
-//! -> [`classify`] (rules -> findings) -> [`sink`] (stdout JSON, metrics) and [`server`].
+//! -> [`classify`] (rules -> findings) -> [`sink`] (stdout JSON, metrics) and [`server`];
+//! [`pipeline`] runs those userspace stages, [`agent`] wires everything.
 
 pub mod abi;
 pub mod agent;
@@ -12,5 +13,6 @@ pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod event;
+pub mod pipeline;
 pub mod server;
 pub mod sink;

@@ -17,10 +17,19 @@ use tokio::sync::mpsc;
 /// Queue name used in `driftwatch_userspace_drops_total`.
 pub const QUEUE: &str = "events";
 
+/// Most events handed to the pipeline in one message. One message per drain
+/// (not per event) keeps the pipeline from waking for every record.
+pub const BATCH: usize = 256;
+
+/// Sizes the batch queue so it holds about `events` events.
+pub fn batch_capacity(events: usize) -> usize {
+    events.div_ceil(BATCH).max(4)
+}
+
 pub fn spawn(
     mut ring: RingBuf<MapData>,
     interval: Duration,
-    tx: mpsc::Sender<event::Event>,
+    tx: mpsc::Sender<Vec<event::Event>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -32,27 +41,45 @@ pub fn spawn(
             let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd; the fd lives as long as `ring`.
             let _ = unsafe { libc::poll(&mut pfd, 1, timeout) };
-            while let Some(item) = ring.next() {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut decoded = 0u64;
+            loop {
+                let Some(item) = ring.next() else { break };
                 match event::decode(&item) {
                     Ok(ev) => {
-                        metrics.event(match ev {
-                            event::Event::Exec(_) => "exec",
-                        });
-                        // Never block the reader: a stalled pipeline must not
-                        // back up into the kernel. Overflow is counted.
-                        if tx.try_send(ev).is_err() {
-                            metrics.queue_drop(QUEUE);
-                        }
+                        decoded += 1;
+                        batch.push(ev);
                     }
                     Err(e) => {
                         metrics.decode_error(e.reason());
                         tracing::debug!(error = %e, "undecodable kernel record");
                     }
                 }
+                drop(item);
+                if batch.len() == BATCH {
+                    send(&tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &metrics);
+                }
+            }
+            if decoded > 0 {
+                metrics.events("exec", decoded);
+            }
+            if !batch.is_empty() {
+                send(&tx, batch, &metrics);
             }
             if tx.is_closed() {
                 break;
             }
         }
     })
+}
+
+/// Never blocks the reader: a stalled pipeline must not back up into the
+/// kernel. What does not fit is counted, event by event.
+fn send(tx: &mpsc::Sender<Vec<event::Event>>, batch: Vec<event::Event>, metrics: &Metrics) {
+    if let Err(e) = tx.try_send(batch) {
+        let lost = match e {
+            mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b.len(),
+        };
+        metrics.queue_drops(QUEUE, lost as u64);
+    }
 }

@@ -5,6 +5,8 @@
 //! Runtime (CRI) and Kubernetes metadata plug in here later.
 
 pub mod cgroup;
+pub mod cri;
+pub mod image;
 
 pub use cgroup::{CgroupLayout, ContainerRef};
 

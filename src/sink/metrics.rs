@@ -252,6 +252,10 @@ impl Metrics {
         self.events.get_or_create(&KindLabel { kind }).inc();
     }
 
+    pub fn events(&self, kind: &'static str, n: u64) {
+        self.events.get_or_create(&KindLabel { kind }).inc_by(n);
+    }
+
     pub fn decode_error(&self, reason: &'static str) {
         self.decode_errors.get_or_create(&ReasonLabel { reason }).inc();
     }
@@ -266,6 +270,10 @@ impl Metrics {
 
     pub fn queue_drop(&self, queue: &'static str) {
         self.queue_dropped.get_or_create(&QueueLabel { queue }).inc();
+    }
+
+    pub fn queue_drops(&self, queue: &'static str, n: u64) {
+        self.queue_dropped.get_or_create(&QueueLabel { queue }).inc_by(n);
     }
 
     /// Pre-creates a queue's drop series at 0 so alerts and dashboards see it.
