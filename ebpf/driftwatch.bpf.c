@@ -28,18 +28,9 @@ static __always_inline u32 comm_class(const char comm[DW_COMM_LEN])
 	return cls ? *cls : 0;
 }
 
-/* The verdict on an exec, computed before anything is reserved. Kept apart
- * from the emitting code so a prevent mode can act on it (bpf_send_signal
- * from this tracepoint stops the new image before its first instruction). */
-struct exec_verdict {
-	u32 exe_source;
-	u32 script_source;
-	u32 flags;
-	u32 magic;
-	u32 nlink;
-	u64 ino;
-};
-
+/* judge_exec computes the verdict apart from the emitting code so a prevent
+ * mode can act on it (bpf_send_signal from this tracepoint stops the new image
+ * before its first instruction). */
 static __always_inline void judge_exec(struct task_struct *task, struct linux_binprm *bprm,
 				       struct exec_verdict *v)
 {
@@ -82,19 +73,28 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		kstat_inc(DW_KSTAT_HOST_EXEC_FILTERED);
 		return 0;
 	}
+	u64 ns_id = task_mntns_id(task);
+	if (bpf_map_lookup_elem(&not_container_mntns, &ns_id)) {
+		kstat_inc(DW_KSTAT_NOT_CONTAINER_FILTERED);
+		return 0;
+	}
 	kstat_inc(DW_KSTAT_CONTAINER_EXEC);
 
 	u32 tgid = BPF_CORE_READ(task, tgid);
-	struct exec_verdict v = {};
-	judge_exec(task, bprm, &v);
+	u32 zero = 0;
+	struct dw_scratch *scr = bpf_map_lookup_elem(&scratch, &zero);
+	if (!scr)
+		return 0;
+	struct exec_verdict *vp = &scr->v;
+	__builtin_memset(vp, 0, sizeof(*vp));
+	judge_exec(task, bprm, vp);
 
 	/* The first exec in a mount namespace we have not seen is the container's
 	 * entrypoint, whatever the runtime, unless the namespace predates us. */
-	u64 ns_id = task_mntns_id(task);
 	if (!bpf_map_lookup_elem(&seen_mntns, &ns_id)) {
 		u8 one = 1;
 		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns))
-			v.flags |= DW_EXEC_ENTRYPOINT;
+			vp->flags |= DW_EXEC_ENTRYPOINT;
 		if (bpf_map_update_elem(&seen_mntns, &ns_id, &one, BPF_ANY))
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
 	}
@@ -109,10 +109,10 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	entry.exec_ktime_ns = bpf_ktime_get_boot_ns();
 	if (entry.flags & (DW_PROC_DRIFTED | DW_PROC_ANCESTOR_DRIFTED)) {
 		entry.flags |= DW_PROC_ANCESTOR_DRIFTED;
-		v.flags |= DW_EXEC_ANCESTOR_DRIFT;
+		vp->flags |= DW_EXEC_ANCESTOR_DRIFT;
 	}
 	entry.flags &= ~DW_PROC_DRIFTED;
-	if (v.flags & DW_EXEC_DRIFT)
+	if (vp->flags & DW_EXEC_DRIFT)
 		entry.flags |= DW_PROC_DRIFTED;
 	if (bpf_map_update_elem(&procs, &tgid, &entry, BPF_ANY))
 		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
@@ -124,7 +124,7 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	/* In-kernel filter: only drift, named classes (shells, package managers,
 	 * interpreters whose argv userspace inspects), entrypoints and children of
 	 * drifted processes cost ring-buffer space. */
-	bool interesting = (v.flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT)) || cls;
+	bool interesting = (vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT)) || cls;
 	if (!interesting && !emit_all_execs) {
 		kstat_inc(DW_KSTAT_EXEC_FILTERED);
 		return 0;
@@ -145,13 +145,14 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->uid = BPF_CORE_READ(task, cred, uid.val);
 	e->gid = BPF_CORE_READ(task, cred, gid.val);
 	e->mntns = mntns;
+	e->mntns_id = ns_id;
 	if (task_has_tty(task))
-		v.flags |= DW_EXEC_TTY;
-	e->exe_source = v.exe_source;
-	e->script_source = v.script_source;
-	e->exe_fs_magic = v.magic;
-	e->exe_nlink = v.nlink;
-	e->exe_ino = v.ino;
+		vp->flags |= DW_EXEC_TTY;
+	e->exe_source = vp->exe_source;
+	e->script_source = vp->script_source;
+	e->exe_fs_magic = vp->magic;
+	e->exe_nlink = vp->nlink;
+	e->exe_ino = vp->ino;
 	e->name_class = cls;
 	__builtin_memcpy(e->comm, comm, DW_COMM_LEN);
 	bpf_probe_read_kernel_str(e->parent_comm, DW_COMM_LEN, BPF_CORE_READ(task, real_parent, comm));
@@ -159,15 +160,14 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct path root = BPF_CORE_READ(task, fs, root);
 	struct file *file = BPF_CORE_READ(bprm, file);
 	struct path fpath = BPF_CORE_READ(file, f_path);
-	bool trunc = false;
-	e->path_len = resolve_path(&fpath, &root, e->path, DW_PATH_LEN, &trunc);
+	e->path_len = resolve_path(&fpath, &root, e->path, DW_PATH_LEN, &vp->trunc);
 	e->script_len = 0;
-	if (v.flags & DW_EXEC_SCRIPT) {
+	if (vp->flags & DW_EXEC_SCRIPT) {
 		long n = bpf_probe_read_kernel_str(e->script, DW_SCRIPT_LEN, BPF_CORE_READ(bprm, filename));
 		e->script_len = n > 0 ? n - 1 : 0;
 	}
-	if (trunc) {
-		v.flags |= DW_EXEC_PATH_TRUNC;
+	if (vp->trunc) {
+		vp->flags |= DW_EXEC_PATH_TRUNC;
 		kstat_inc(DW_KSTAT_PATH_TRUNCATED);
 	}
 
@@ -176,7 +176,7 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	unsigned long alen = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (alen > DW_ARGS_LEN) {
 		alen = DW_ARGS_LEN;
-		v.flags |= DW_EXEC_ARGS_TRUNC;
+		vp->flags |= DW_EXEC_ARGS_TRUNC;
 	}
 	u32 rlen = alen;
 	barrier_var(rlen);
@@ -189,11 +189,11 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->args_len = alen;
 
 	task_cgroup_names(task, e->cgroup);
-	e->flags = v.flags;
+	e->flags = vp->flags;
 
 	/* Only binary drift wakes the reader at once: a shell storm must not cost
 	 * one wakeup per exec; everything else waits for the drain timer. */
-	emit_submit(e, DW_KIND_EXEC, v.flags & DW_EXEC_DRIFT);
+	emit_submit(e, DW_KIND_EXEC, vp->flags & DW_EXEC_DRIFT);
 	return 0;
 }
 

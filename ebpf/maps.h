@@ -50,6 +50,15 @@ struct {
 	__type(value, u8);
 } preexisting_mntns SEC(".maps");
 
+/* Mount namespaces (unique ids) userspace found not to be containers (host
+ * services with a private mount namespace): dropped like host execs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u64);
+	__type(value, u8);
+} not_container_mntns SEC(".maps");
+
 /* comm -> DW_NAME_* class (shells, package managers, interpreters), from policy. */
 struct dw_comm_key {
 	char comm[DW_COMM_LEN];
@@ -61,10 +70,26 @@ struct {
 	__type(value, u32);
 } exec_names SEC(".maps");
 
-/* Scratch space for building paths backwards (too big for the 512-byte stack). */
+/* The verdict on an exec, computed before anything is reserved. */
+struct exec_verdict {
+	u32 exe_source;
+	u32 script_source;
+	u32 flags;
+	u32 magic;
+	u32 nlink;
+	u32 trunc;
+	u64 ino;
+};
+
+/* Per-CPU scratch: paths are built backwards in buf (too big for the 512-byte
+ * stack), and the exec verdict lives here rather than on the stack: the
+ * verifier does not track map memory, so flag bits set on different paths do
+ * not become distinct constant states (older verifiers, e.g. 6.1, otherwise
+ * explore every combination and hit the 1M-instruction limit). */
 #define DW_SCRATCH_LEN 1024 /* power of two, >= DW_PATH_LEN */
 struct dw_scratch {
 	char buf[DW_SCRATCH_LEN * 2];
+	struct exec_verdict v;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -7,6 +7,7 @@ PKGS=(
   clang-19 libclang1-19 llvm-19 libbpf-dev linux-libc-dev
   containerd runc busybox-static
   gcc libc6-dev protobuf-compiler python3 ca-certificates
+  python3-prometheus-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,6 +27,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Alertmanager for tests/e2e_alertmanager.rs (run by the test on a free loopback
+# port). Installed with service starts denied (policy-rc.d), so no system
+# Alertmanager is started; an existing policy-rc.d is left alone.
+if ! dpkg-query -W -f='${db:Status-Status}' prometheus-alertmanager 2>/dev/null | grep -qx installed; then
+  echo "install-deps.sh: installing: prometheus-alertmanager (service start denied)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  [ "${#missing[@]}" -gt 0 ] || apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+  if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # The Debian containerd package may start the system containerd via systemd; the

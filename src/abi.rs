@@ -34,16 +34,17 @@ mod layout {
         assert_eq!(offset_of!(dw_exec, hdr), 0);
         assert_eq!(offset_of!(dw_exec, ppid), 32);
         assert_eq!(offset_of!(dw_exec, exe_ino), 72);
-        assert_eq!(offset_of!(dw_exec, path_len), 80);
-        assert_eq!(offset_of!(dw_exec, comm), 88);
-        assert_eq!(offset_of!(dw_exec, parent_comm), 104);
-        assert_eq!(offset_of!(dw_exec, path), 120);
-        assert_eq!(offset_of!(dw_exec, script), 120 + DW_PATH_LEN as usize);
-        assert_eq!(offset_of!(dw_exec, args), 120 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
-        assert_eq!(offset_of!(dw_exec, cgroup), 120 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize);
+        assert_eq!(offset_of!(dw_exec, mntns_id), 80);
+        assert_eq!(offset_of!(dw_exec, path_len), 88);
+        assert_eq!(offset_of!(dw_exec, comm), 96);
+        assert_eq!(offset_of!(dw_exec, parent_comm), 112);
+        assert_eq!(offset_of!(dw_exec, path), 128);
+        assert_eq!(offset_of!(dw_exec, script), 128 + DW_PATH_LEN as usize);
+        assert_eq!(offset_of!(dw_exec, args), 128 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
+        assert_eq!(offset_of!(dw_exec, cgroup), 128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize);
         assert_eq!(
             size_of::<dw_exec>(),
-            120 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize
+            128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize
                 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize
         );
         // The kernel stores the record size in a u16.

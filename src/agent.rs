@@ -26,6 +26,8 @@ pub enum AgentError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start thread {name}: {source}")]
     Thread { name: &'static str, source: std::io::Error },
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// Queue name for findings waiting for the stdout sink.
@@ -54,7 +56,8 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     sopts.emit_all_execs = opts.emit_all_execs;
     sopts.btf_path = opts.btf;
     let names = classifier.names().kernel_entries();
-    let mut sensor = tokio::task::block_in_place(|| Sensor::load(&sopts, &names))?;
+    let mut sensor =
+        tokio::task::block_in_place(|| tracing::info_span!("sensor.load").in_scope(|| Sensor::load(&sopts, &names)))?;
     if let Some(k) = sensor.take_kstats() {
         metrics.set_kernel_source(k);
     }
@@ -65,6 +68,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let mut fanout = Fanout::default();
     let (stdout_tx, stdout_rx) = mpsc::channel(cap);
     fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
+    let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let ring = sensor.take_ring().expect("ring buffer is taken once");
@@ -82,7 +86,24 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         .spawn(move || json::run_stdout(stdout_rx, m))
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
 
-    let pipeline = Pipeline { classifier, fanout, metrics: metrics.clone() };
+    let mut pipeline = Pipeline::new(classifier, fanout, metrics.clone());
+    pipeline.not_container = sensor.take_not_container();
+    pipeline.metadata_wait = Duration::from_millis(cfg.runtime.metadata_wait_ms);
+    if cfg.runtime.enabled {
+        let endpoint = match cfg.runtime.endpoint.as_str() {
+            "" => None,
+            e => crate::enrich::cri::parse_endpoint(e).ok(),
+        };
+        let cri_cfg = crate::enrich::cri::CriConfig {
+            endpoint,
+            grace: Duration::from_secs(cfg.runtime.grace_s),
+            ..Default::default()
+        };
+        pipeline.cri = Some(crate::enrich::cri::Cri::spawn(cri_cfg, cancel.clone()));
+    } else {
+        tracing::info!("runtime metadata disabled: findings carry container ids only (node-only mode)");
+    }
+    let pipeline = Arc::new(pipeline);
     let pipeline = tokio::spawn(pipeline.run(ev_rx));
 
     if let Some(mut pre) = sensor.take_preexisting() {
@@ -112,6 +133,26 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         });
     }
 
+    // Retire per-container series of containers that are gone.
+    let m = metrics.clone();
+    let sweep_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = sweep_cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if m.containers.tracked().is_empty() {
+                continue;
+            }
+            let Ok(alive) = tokio::task::spawn_blocking(crate::sink::containers::live_container_ids).await else {
+                return;
+            };
+            m.containers.sweep(&alive, std::time::Instant::now());
+        }
+    });
+
     health.set_ready(true);
     tracing::info!(
         programs = sensor.attached,
@@ -130,6 +171,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     let _ = pipeline.await; // ends when the reader drops its sender
     let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
+    net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
     drop(sensor);
     Ok(())
 }

@@ -17,6 +17,25 @@ pub struct Config {
     pub sensor: Sensor,
     pub pipeline: Pipeline,
     pub rules: Rules,
+    #[serde(default)]
+    pub otlp: Otlp,
+    #[serde(default)]
+    pub alertmanager: Alertmanager,
+    pub runtime: Runtime,
+}
+
+/// Container runtime (CRI) metadata: pod, namespace, container name, image.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// false: node-only mode without pod metadata.
+    pub enabled: bool,
+    /// CRI socket path (`unix://` prefix allowed); empty: auto-detect.
+    pub endpoint: String,
+    /// Longest a finding waits for metadata before going out incomplete.
+    pub metadata_wait_ms: u64,
+    /// Exited containers keep resolving this long.
+    pub grace_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -30,6 +49,95 @@ pub struct Sensor {
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub queue_capacity: usize,
+}
+
+/// OTLP log events (src/sink/otlp.rs). Off unless an endpoint is configured
+/// here or in `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+/// Values set here take precedence over the `OTEL_*` environment variables.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    /// `null`: on when an endpoint is set (here or in the environment); `false`: off whatever the
+    /// environment says; `true`: on (the protocol's default endpoint when none is set).
+    pub enabled: Option<bool>,
+    /// Collector base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/logs` is appended for HTTP).
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`; `null`: `OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL`, else grpc.
+    pub protocol: Option<OtlpProtocol>,
+    /// Extra request headers (merged with `OTEL_EXPORTER_OTLP_HEADERS`; these win).
+    pub headers: BTreeMap<String, String>,
+    /// Deadline of one export, retries included.
+    pub timeout_ms: u64,
+    /// Findings waiting for export; more are dropped and counted.
+    pub max_queue_size: usize,
+    /// Records per export request.
+    pub max_batch_size: usize,
+    /// A partial batch is exported after this long.
+    pub batch_timeout_ms: u64,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            endpoint: String::new(),
+            protocol: None,
+            headers: BTreeMap::new(),
+            timeout_ms: 5000,
+            max_queue_size: 2048,
+            max_batch_size: 512,
+            batch_timeout_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Direct push to Alertmanager's v2 API (src/sink/alertmanager.rs). Off while `url` is empty.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alertmanager {
+    /// Base URL, e.g. `http://alertmanager.monitoring:9093` (plain HTTP).
+    pub url: String,
+    /// Deadline of one POST.
+    pub timeout_ms: u64,
+    /// Findings of one (alertname, container, rule) within this window become one alert update.
+    pub group_window_ms: u64,
+    /// `endsAt` = last finding + this; a group quiet for this long is forgotten.
+    pub resolve_timeout_s: u64,
+    /// Alert groups held (waiting for delivery or for more findings); beyond it findings are dropped and counted.
+    pub queue_size: usize,
+    /// Retries of a failed POST (exponential backoff) before its alerts are given up and counted.
+    pub max_retries: u32,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// `runbook_url` = this + `/<alertname>.md`.
+    pub runbook_base_url: String,
+    /// `generatorURL` of every alert; empty: `http://<node name>:<metrics port>/metrics`.
+    pub generator_url: String,
+}
+
+impl Default for Alertmanager {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout_ms: 5000,
+            group_window_ms: 10_000,
+            resolve_timeout_s: 300,
+            queue_size: 1024,
+            max_retries: 8,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            runbook_base_url: "https://github.com/driftwatch/driftwatch/blob/main/docs/runbooks".into(),
+            generator_url: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -180,6 +288,18 @@ impl Config {
             field: field.to_string(),
             message,
         };
+        if !self.runtime.endpoint.is_empty()
+            && let Err(e) = crate::enrich::cri::parse_endpoint(&self.runtime.endpoint)
+        {
+            return Err(invalid("runtime.endpoint", &self.runtime.endpoint, e));
+        }
+        if self.runtime.metadata_wait_ms > 60_000 {
+            return Err(invalid(
+                "runtime.metadata_wait_ms",
+                "metadata_wait_ms",
+                format!("{} must be at most 60000", self.runtime.metadata_wait_ms),
+            ));
+        }
         let rb = self.sensor.ringbuf_bytes;
         if !rb.is_power_of_two() || rb < 4096 {
             return Err(invalid(
@@ -201,6 +321,53 @@ impl Config {
                 "queue_capacity",
                 format!("{} must be between 16 and 1048576", self.pipeline.queue_capacity),
             ));
+        }
+        let in_section = |field: &str, section: &str, key: &str, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            location: line_in_section(text, section, key).map(|l| format!(" line {l}")).unwrap_or_default(),
+            field: field.to_string(),
+            message,
+        };
+        let o = &self.otlp;
+        for (field, key, v, lo, hi) in [
+            ("otlp.timeout_ms", "timeout_ms", o.timeout_ms as usize, 100, 600_000),
+            ("otlp.max_queue_size", "max_queue_size", o.max_queue_size, 1, 1 << 20),
+            ("otlp.max_batch_size", "max_batch_size", o.max_batch_size, 1, 1 << 16),
+            ("otlp.batch_timeout_ms", "batch_timeout_ms", o.batch_timeout_ms as usize, 1, 600_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(in_section(field, "otlp", key, format!("{v} must be between {lo} and {hi}")));
+            }
+        }
+        if !(o.endpoint.is_empty() || o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
+            return Err(in_section(
+                "otlp.endpoint",
+                "otlp",
+                "endpoint",
+                format!("{:?} must be an http:// or https:// URL", o.endpoint),
+            ));
+        }
+        let a = &self.alertmanager;
+        if !a.url.is_empty() && !a.url.starts_with("http://") {
+            return Err(in_section(
+                "alertmanager.url",
+                "alertmanager",
+                "url",
+                format!("{:?} must be an http:// URL (e.g. http://alertmanager.monitoring:9093)", a.url),
+            ));
+        }
+        for (field, key, v, lo, hi) in [
+            ("alertmanager.timeout_ms", "timeout_ms", a.timeout_ms, 100, 600_000),
+            ("alertmanager.group_window_ms", "group_window_ms", a.group_window_ms, 10, 3_600_000),
+            ("alertmanager.resolve_timeout_s", "resolve_timeout_s", a.resolve_timeout_s, 1, 86_400 * 7),
+            ("alertmanager.queue_size", "queue_size", a.queue_size as u64, 1, 1 << 20),
+            ("alertmanager.max_retries", "max_retries", a.max_retries as u64, 0, 1000),
+            ("alertmanager.retry_initial_ms", "retry_initial_ms", a.retry_initial_ms, 1, 600_000),
+            ("alertmanager.retry_max_ms", "retry_max_ms", a.retry_max_ms, 1, 3_600_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(in_section(field, "alertmanager", key, format!("{v} must be between {lo} and {hi}")));
+            }
         }
         let lists: [(&str, &Vec<String>); 3] = [
             ("rules.shell.names", &self.rules.shell.names),
@@ -236,6 +403,46 @@ fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
         sensor: Option<PS>,
         pipeline: Option<PP>,
         rules: Option<PR>,
+        otlp: Option<PO>,
+        alertmanager: Option<PA>,
+        runtime: Option<PRt>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PRt {
+        enabled: Option<bool>,
+        endpoint: Option<String>,
+        metadata_wait_ms: Option<u64>,
+        grace_s: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PO {
+        enabled: Option<bool>,
+        endpoint: Option<String>,
+        protocol: Option<OtlpProtocol>,
+        headers: Option<BTreeMap<String, String>>,
+        timeout_ms: Option<u64>,
+        max_queue_size: Option<usize>,
+        max_batch_size: Option<usize>,
+        batch_timeout_ms: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PA {
+        url: Option<String>,
+        timeout_ms: Option<u64>,
+        group_window_ms: Option<u64>,
+        resolve_timeout_s: Option<u64>,
+        queue_size: Option<usize>,
+        max_retries: Option<u32>,
+        retry_initial_ms: Option<u64>,
+        retry_max_ms: Option<u64>,
+        runbook_base_url: Option<String>,
+        generator_url: Option<String>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -295,6 +502,23 @@ fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
         };
         ConfigError::Parse { file: file.to_string(), location, message }
     })
+}
+
+/// 1-based line of `key:` inside the top-level mapping `section:` of `text`.
+fn line_in_section(text: &str, section: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.trim_end().starts_with(&format!("{section}:")))?;
+    let want = format!("{key}:");
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        if !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#') {
+            break; // the next top-level key
+        }
+        let t = l.trim_start().trim_start_matches(['{', ' ']);
+        if t.starts_with(&want) || l.contains(&format!(" {want}")) || l.contains(&format!("{{{want}")) {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
 }
 
 /// 1-based line of the first occurrence of `needle` in `text`.
@@ -367,5 +591,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rules.shell.names[1]") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn otlp_and_alertmanager_default_off() {
+        let c = Config::default();
+        assert_eq!(c.otlp.enabled, None);
+        assert!(c.otlp.endpoint.is_empty());
+        assert!(c.alertmanager.url.is_empty());
+        let c = Config::from_yaml(
+            "otlp:\n  endpoint: http://127.0.0.1:4318\n  protocol: http/protobuf\n  headers: {x-token: abc}\n\
+             alertmanager:\n  url: http://127.0.0.1:9093\n  group_window_ms: 200\n",
+            "f.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.otlp.protocol, Some(OtlpProtocol::HttpProtobuf));
+        assert_eq!(c.otlp.headers["x-token"], "abc");
+        assert_eq!(c.otlp.max_queue_size, 2048, "defaults kept");
+        assert_eq!(c.alertmanager.group_window_ms, 200);
+        assert_eq!(c.alertmanager.resolve_timeout_s, 300);
+    }
+
+    #[test]
+    fn otlp_and_alertmanager_errors_name_file_line_field() {
+        let e = Config::from_yaml("otlp:\n  endpoint: http://x:4317\n  protocol: thrift\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.yaml") && e.contains("line 3") && e.contains("thrift"), "{e}");
+        let e =
+            Config::from_yaml("alertmanager:\n  url: http://x\n  queue_sise: 5\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("p.yaml") && e.contains("line 3") && e.contains("queue_sise"), "{e}");
+        let e = Config::from_yaml("otlp:\n  max_queue_size: 0\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("otlp.max_queue_size") && e.contains("line 2"), "{e}");
+        let e = Config::from_yaml("otlp:\n  endpoint: collector:4317\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("otlp.endpoint") && e.contains("line 2"), "{e}");
+        let e = Config::from_yaml("alertmanager:\n  url: https://am:9093\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("alertmanager.url") && e.contains("line 2"), "{e}");
+        let e = Config::from_yaml("alertmanager:\n  url: http://am:9093\n  group_window_ms: 0\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alertmanager.group_window_ms") && e.contains("line 3"), "{e}");
+        let e = Config::from_yaml("alertmanager:\n  timeout_ms: soon\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("soon"), "{e}");
     }
 }

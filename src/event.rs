@@ -94,6 +94,8 @@ pub struct ExecEvent {
     pub uid: u32,
     pub gid: u32,
     pub mntns: u32,
+    /// Never-reused mount namespace id.
+    pub mntns_id: u64,
     pub flags: ExecFlags,
     pub exe_source: ExeSource,
     /// Set when the kernel ran a script through its `#!` interpreter.
@@ -225,6 +227,7 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
         uid: r.uid,
         gid: r.gid,
         mntns: r.mntns,
+        mntns_id: r.mntns_id,
         flags,
         exe_source: ExeSource::from_raw(r.exe_source)?,
         script,

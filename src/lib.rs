@@ -16,3 +16,4 @@ pub mod event;
 pub mod pipeline;
 pub mod server;
 pub mod sink;
+pub mod telemetry;

@@ -22,6 +22,9 @@ enum Cmd {
         /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:8789, or metrics_addr from the config].
         #[arg(long, env = "DRIFTWATCH_METRICS_ADDR")]
         metrics_addr: Option<SocketAddr>,
+        /// CRI socket for pod metadata (containerd, CRI-O) [default: auto-detect; config runtime.endpoint].
+        #[arg(long, env = "DRIFTWATCH_RUNTIME_ENDPOINT")]
+        runtime_endpoint: Option<String>,
         /// Kernel BTF file, for kernels without /sys/kernel/btf/vmlinux (e.g. from BTFHub).
         #[arg(long, env = "DRIFTWATCH_BTF")]
         btf: Option<PathBuf>,
@@ -40,11 +43,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        drop(driftwatch::telemetry::init(None));
+    }
     match cli.cmd {
         Cmd::DefaultConfig => {
             print!("{}", driftwatch::config::DEFAULT_YAML);
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Cmd::Run { config, metrics_addr, btf, emit_all_execs } => {
+        Cmd::Run { config, metrics_addr, runtime_endpoint, btf, emit_all_execs } => {
             let mut cfg = match config.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -65,10 +66,18 @@ fn main() -> ExitCode {
             if let Some(a) = metrics_addr {
                 cfg.metrics_addr = a;
             }
+            if let Some(e) = runtime_endpoint {
+                if let Err(msg) = driftwatch::enrich::cri::parse_endpoint(&e) {
+                    return fail(&format!("--runtime-endpoint: {msg}"));
+                }
+                cfg.runtime.endpoint = e;
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
+            // stderr diagnostics, plus the agent's own spans over OTLP when it is configured.
+            let _telemetry = rt.block_on(async { driftwatch::telemetry::init(Some(&cfg)) });
             let opts = agent::Options { emit_all_execs, btf };
             match rt.block_on(agent::run(cfg, opts, CancellationToken::new())) {
                 Ok(()) => ExitCode::SUCCESS,

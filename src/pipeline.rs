@@ -1,48 +1,164 @@
-//! The userspace stages after decoding: enrich -> classify -> sinks, one
-//! event at a time, for batches handed over by the ring-buffer reader.
+//! The userspace stages after decoding: enrich -> classify -> sinks, for
+//! batches handed over by the ring-buffer reader.
+//!
+//! Only findings need pod metadata, so events are classified first. A finding
+//! whose container is in the runtime cache goes out at once; otherwise it waits
+//! (in its own task, a bounded number at a time) at most `metadata_wait` for
+//! the runtime, then goes out with what is known and
+//! `driftwatch.metadata.complete: false`. The pipeline itself never waits.
 
 use crate::{
-    classify::Classifier,
-    enrich,
+    bpf::NotContainer,
+    classify::{Classifier, Finding},
+    enrich::{
+        self,
+        cri::{ContainerMeta, Cri, Lookup},
+        image::{ImageRef, digest_of_image_ref},
+        workload,
+    },
     event::Event,
-    sink::{Fanout, metrics::Metrics},
+    sink::{Fanout, containers::ContainerFindingLabels, metrics::Metrics},
 };
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Findings waiting for metadata at once; beyond it they go out incomplete.
+const MAX_WAITING: usize = 512;
 
 pub struct Pipeline {
     pub classifier: Classifier,
     pub fanout: Fanout,
     pub metrics: Arc<Metrics>,
+    /// Feeds "not a container" verdicts back to the kernel filter.
+    pub not_container: Option<NotContainer>,
+    /// Pod metadata from the container runtime; None in node-only mode.
+    pub cri: Option<Arc<Cri>>,
+    pub metadata_wait: Duration,
+    pub waiting: Arc<Semaphore>,
 }
 
 impl Pipeline {
+    pub fn new(classifier: Classifier, fanout: Fanout, metrics: Arc<Metrics>) -> Self {
+        Self {
+            classifier,
+            fanout,
+            metrics,
+            not_container: None,
+            cri: None,
+            metadata_wait: Duration::from_secs(2),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+        }
+    }
+
     /// Judges one event; findings go to every sink's queue.
-    pub fn handle(&self, ev: Event) {
+    pub fn handle(self: &Arc<Self>, ev: Event) {
         let Event::Exec(ev) = ev;
         let container = match enrich::container_of(&ev) {
             Ok(c) => c,
             Err(e) => {
                 self.metrics.enrich_failure(e.reason());
+                if let Some(nc) = &self.not_container {
+                    nc.insert(ev.mntns_id);
+                }
                 tracing::trace!(error = %e, "exec outside a container");
                 return;
             }
         };
-        match self.classifier.exec(&ev, &container) {
-            Ok(f) => {
-                self.metrics.finding(&f);
-                self.fanout.send(f, &self.metrics);
+        let mut f = match self.classifier.exec(&ev, &container) {
+            Ok(f) => f,
+            Err(reason) => {
+                self.metrics.no_finding(reason.as_str());
+                return;
             }
-            Err(reason) => self.metrics.no_finding(reason.as_str()),
+        };
+        let Some(cri) = &self.cri else {
+            self.incomplete(f, "no_runtime");
+            return;
+        };
+        if let Some(meta) = cri.cached(&f.container_id) {
+            apply_metadata(&mut f, &meta);
+            self.emit(f);
+            return;
         }
+        let Ok(permit) = self.waiting.clone().try_acquire_owned() else {
+            self.incomplete(f, "backlog");
+            return;
+        };
+        let (me, cri) = (self.clone(), cri.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match cri.lookup(&f.container_id, me.metadata_wait).await {
+                Lookup::Found(meta) => {
+                    apply_metadata(&mut f, &meta);
+                    me.emit(f);
+                }
+                Lookup::NotFound => me.incomplete(f, "not_found"),
+                Lookup::Unavailable(reason) => me.incomplete(f, reason),
+            }
+        });
+    }
+
+    fn incomplete(&self, mut f: Finding, reason: &'static str) {
+        self.metrics.enrich_failure(reason);
+        f.metadata_complete = false;
+        f.metadata_missing = Some(reason);
+        self.emit(f);
+    }
+
+    /// Counts a finding and hands it to the sinks.
+    fn emit(&self, f: Finding) {
+        self.metrics.finding(&f);
+        let label = |v: &Option<String>| v.clone().unwrap_or_default();
+        self.metrics.containers.finding(
+            &f.container_id,
+            ContainerFindingLabels {
+                namespace: label(&f.namespace),
+                workload: label(&f.workload_name),
+                container: label(&f.container_name),
+                kind: f.kind.as_str(),
+                rule: f.rule,
+                severity: f.severity.as_str(),
+            },
+        );
+        self.fanout.send(f, &self.metrics);
     }
 
     /// Runs until the reader closes its end.
-    pub async fn run(self, mut rx: mpsc::Receiver<Vec<Event>>) {
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<Event>>) {
         while let Some(batch) = rx.recv().await {
             for ev in batch {
                 self.handle(ev);
             }
         }
+        // Let findings still waiting for metadata go out before returning.
+        let _ = self.waiting.acquire_many(MAX_WAITING as u32).await;
     }
+}
+
+/// Copies what the runtime knows about the container into the finding.
+pub fn apply_metadata(f: &mut Finding, m: &ContainerMeta) {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    f.namespace = some(&m.namespace);
+    f.pod_name = some(&m.pod_name);
+    f.pod_uid = some(&m.pod_uid).or(f.pod_uid.take());
+    f.container_name = some(&m.container_name);
+    if !m.pod_name.is_empty() {
+        let w = workload::from_pod(&m.pod_name, &m.pod_labels);
+        f.workload_kind = Some(w.kind);
+        f.workload_name = Some(w.name);
+    }
+    if let Ok(r) = ImageRef::parse(&m.image) {
+        f.image_name = Some(r.name());
+        f.image_tags = Some(r.tags());
+        f.image_repo_digests = r.repo_digest().map(|d| vec![d]);
+    }
+    if let Some(d) = digest_of_image_ref(&m.image_ref) {
+        f.image_id = Some(d.to_string());
+        if m.image_ref.contains('@') {
+            f.image_repo_digests = Some(vec![m.image_ref.clone()]);
+        }
+    }
+    f.pod_labels = m.pod_labels.iter().map(|(k, v)| (format!("k8s.pod.label.{k}"), v.clone())).collect();
+    f.metadata_complete = true;
+    f.metadata_missing = None;
 }

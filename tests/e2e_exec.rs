@@ -346,3 +346,26 @@ fn ring_buffer_overflow_is_counted_not_lost() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn host_service_with_private_mount_namespace_is_learned_and_filtered_in_kernel() {
+    if !support::privileged() {
+        return;
+    }
+    // A host process in its own mount namespace (like a systemd service with
+    // PrivateTmp) looks like a container to the kernel until userspace finds
+    // no container cgroup; from then on the kernel drops its execs.
+    let agent = Agent::start(&[]);
+    let before = agent.metric("driftwatch_kernel_execs_total{verdict=\"not_container_filtered\"}").unwrap_or(0.0);
+    let marker = format!("dw-private-ns-{}", std::process::id());
+    let script = format!("sleep 0.5; i=0; while [ $i -lt 20 ]; do /bin/sh -c ': {marker}'; i=$((i+1)); done");
+    let st = std::process::Command::new("unshare").args(["-m", "/bin/sh", "-c", &script]).status().unwrap();
+    assert!(st.success());
+    let c = support::containerd().run(RunSpec::sleeper());
+    settle(&agent, &c);
+    let leaked: Vec<Value> = agent.findings().into_iter().filter(|f| f.to_string().contains(&marker)).collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+    let after = agent.metric("driftwatch_kernel_execs_total{verdict=\"not_container_filtered\"}").unwrap_or(0.0);
+    assert!(after >= before + 20.0, "the 20 shells were dropped in the kernel: {before} -> {after}");
+    assert!(agent.metric("driftwatch_enrich_failures_total{reason=\"not_container\"}").unwrap_or(0.0) >= 1.0);
+}

@@ -151,7 +151,7 @@ static long walk_step(u32 i, void *arg)
  * written backwards into the per-CPU scratch buffer. Returns the length; sets
  * *trunc when the path was too deep or too long (the tail is kept). */
 static __always_inline u16 resolve_path(struct path *p, struct path *root, char *out, u32 cap,
-					bool *trunc)
+					u32 *trunc)
 {
 	u32 zero = 0;
 	struct dw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);

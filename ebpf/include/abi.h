@@ -91,6 +91,7 @@ struct dw_exec {
 	dw_u32 name_class; /* DW_NAME_* bits of comm */
 	dw_u32 exe_nlink;
 	dw_u64 exe_ino;
+	dw_u64 mntns_id; /* never-reused mount namespace id (ns_id/seq) */
 	dw_u16 path_len; /* bytes used in path, without NUL */
 	dw_u16 script_len;
 	dw_u16 args_len; /* bytes used in args */
@@ -112,6 +113,7 @@ enum dw_kstat {
 	DW_KSTAT_PROC_TABLE_FULL = 3, /* lineage inserts that failed */
 	DW_KSTAT_MNTNS_TABLE_FULL = 4,
 	DW_KSTAT_PATH_TRUNCATED = 5,
+	DW_KSTAT_NOT_CONTAINER_FILTERED = 6, /* execs in namespaces userspace found not to be containers */
 	DW_KSTAT_MAX = 16,
 };
 

@@ -115,6 +115,7 @@ pub struct Sensor {
     ring: Option<RingBuf<MapData>>,
     kstats: Option<PerCpuArray<MapData, abi::dw_kstats>>,
     preexisting: Option<Preexisting>,
+    not_container: Option<NotContainer>,
     pub host_mntns: u32,
     pub attached: usize,
 }
@@ -194,6 +195,11 @@ impl Sensor {
             ebpf.take_map("kstats").ok_or(BpfError::Map { map: "kstats", reason: "missing".into() })?,
         )
         .map_err(|e| BpfError::Map { map: "kstats", reason: e.to_string() })?;
+        let nc = BpfHashMap::try_from(
+            ebpf.take_map("not_container_mntns")
+                .ok_or(BpfError::Map { map: "not_container_mntns", reason: "missing".into() })?,
+        )
+        .map_err(|e| BpfError::Map { map: "not_container_mntns", reason: e.to_string() })?;
         let pre = BpfHashMap::try_from(
             ebpf.take_map("preexisting_mntns")
                 .ok_or(BpfError::Map { map: "preexisting_mntns", reason: "missing".into() })?,
@@ -205,6 +211,7 @@ impl Sensor {
             kstats: Some(kstats),
             // Only the inode-number fallback needs pruning.
             preexisting: by_inode.then_some(Preexisting { map: pre, host: host_mntns }),
+            not_container: Some(NotContainer(Mutex::new(nc))),
             host_mntns,
             attached,
         })
@@ -218,6 +225,11 @@ impl Sensor {
     /// The preexisting-namespace table, for the pruning task (once).
     pub fn take_preexisting(&mut self) -> Option<Preexisting> {
         self.preexisting.take()
+    }
+
+    /// The not-a-container cache, for the pipeline (once).
+    pub fn take_not_container(&mut self) -> Option<NotContainer> {
+        self.not_container.take()
     }
 
     /// The kernel counters, for the metrics collector (once).
@@ -311,6 +323,19 @@ impl Preexisting {
             }
         }
         left
+    }
+}
+
+/// Mount namespaces userspace found not to be containers: the kernel drops
+/// their execs from then on, so host services with a private mount namespace
+/// cost one event each, not one per exec.
+pub struct NotContainer(Mutex<BpfHashMap<MapData, u64, u8>>);
+
+impl NotContainer {
+    pub fn insert(&self, mntns_id: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            let _ = m.insert(mntns_id, 1, 0);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::config::Severity;
 use serde::Serialize;
+use std::{collections::BTreeMap, sync::Arc};
 
 /// Drift kind (the `kind` key and metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -66,6 +67,42 @@ pub struct Finding {
     pub container_id: String,
     #[serde(rename = "container.runtime.name")]
     pub container_runtime: &'static str,
+    /// The node this agent runs on (`NODE_NAME`, else the hostname).
+    #[serde(rename = "k8s.node.name")]
+    pub node_name: Arc<str>,
+    #[serde(rename = "k8s.namespace.name", skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(rename = "k8s.pod.name", skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(rename = "k8s.pod.uid", skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(rename = "k8s.container.name", skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// Deployment, StatefulSet, DaemonSet, Job, CronJob or Pod.
+    #[serde(rename = "k8s.workload.kind", skip_serializing_if = "Option::is_none")]
+    pub workload_kind: Option<&'static str>,
+    #[serde(rename = "k8s.workload.name", skip_serializing_if = "Option::is_none")]
+    pub workload_name: Option<String>,
+    /// Image name without tag or digest (`docker.io/library/busybox`).
+    #[serde(rename = "container.image.name", skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    #[serde(rename = "container.image.tags", skip_serializing_if = "Option::is_none")]
+    pub image_tags: Option<Vec<String>>,
+    /// Digest of the image the container runs, as the runtime reports it (`sha256:...`).
+    #[serde(rename = "container.image.id", skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// `repo@sha256:...` of the image the container runs.
+    #[serde(rename = "container.image.repo_digests", skip_serializing_if = "Option::is_none")]
+    pub image_repo_digests: Option<Vec<String>>,
+    /// Pod labels, one flat key each: `k8s.pod.label.<key>`.
+    #[serde(flatten)]
+    pub pod_labels: BTreeMap<String, String>,
+    /// False when the runtime could not say which pod this container is.
+    #[serde(rename = "driftwatch.metadata.complete")]
+    pub metadata_complete: bool,
+    /// Why metadata is missing (metric label of `driftwatch_enrich_failures_total`).
+    #[serde(rename = "driftwatch.metadata.missing_reason", skip_serializing_if = "Option::is_none")]
+    pub metadata_missing: Option<&'static str>,
     #[serde(rename = "process.pid")]
     pub pid: u32,
     #[serde(rename = "process.parent_pid")]

@@ -42,6 +42,18 @@ pub struct Classifier {
     rules: Rules,
     names: NameTables,
     clock: BootClock,
+    node: std::sync::Arc<str>,
+}
+
+/// This node's name: `NODE_NAME` (set from the downward API in the chart),
+/// else the hostname.
+pub fn node_name() -> String {
+    if let Ok(n) = std::env::var("NODE_NAME")
+        && !n.is_empty()
+    {
+        return n;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 fn short(id: &str) -> &str {
@@ -50,7 +62,12 @@ fn short(id: &str) -> &str {
 
 impl Classifier {
     pub fn new(cfg: &Config) -> Self {
-        Self { rules: cfg.rules.clone(), names: NameTables::from_rules(&cfg.rules), clock: BootClock::new() }
+        Self {
+            rules: cfg.rules.clone(),
+            names: NameTables::from_rules(&cfg.rules),
+            clock: BootClock::new(),
+            node: node_name().into(),
+        }
     }
 
     /// Every (kind, rule, severity) this classifier can emit, for metrics.
@@ -206,6 +223,20 @@ impl Classifier {
             message,
             container_id: c.id.clone(),
             container_runtime: c.layout.runtime(),
+            node_name: self.node.clone(),
+            namespace: None,
+            pod_name: None,
+            pod_uid: c.pod_uid.clone(),
+            container_name: None,
+            workload_kind: None,
+            workload_name: None,
+            image_name: None,
+            image_tags: None,
+            image_id: None,
+            image_repo_digests: None,
+            pod_labels: Default::default(),
+            metadata_complete: false,
+            metadata_missing: None,
             pid: ev.tgid,
             parent_pid: ev.ppid,
             exe_path: ev.path.clone(),
@@ -251,6 +282,7 @@ mod tests {
             uid: 0,
             gid: 0,
             mntns: 5,
+            mntns_id: 5,
             flags: ExecFlags(flags),
             exe_source: src,
             script: None,

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod cri;
 pub mod image;
+pub mod workload;
 
 pub use cgroup::{CgroupLayout, ContainerRef};
 

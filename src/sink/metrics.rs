@@ -48,6 +48,11 @@ pub struct SinkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     abi_version: String,
@@ -71,6 +76,13 @@ pub struct Metrics {
     latency: Histogram,
     programs_attached: Gauge,
     kernel: Arc<KernelCollector>,
+    /// Series labelled by namespace, workload and container name.
+    pub containers: super::containers::ContainerSeries,
+    otlp_records: Family<ResultLabel, Counter>,
+    otlp_queued: Gauge,
+    am_alerts: Family<ResultLabel, Counter>,
+    am_requests: Family<ResultLabel, Counter>,
+    am_queued: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +144,7 @@ impl Collector for KernelCollector {
             &[
                 ("verdict", "host_filtered", c(abi::DW_KSTAT_HOST_EXEC_FILTERED)),
                 ("verdict", "container_filtered", c(abi::DW_KSTAT_EXEC_FILTERED)),
+                ("verdict", "not_container_filtered", c(abi::DW_KSTAT_NOT_CONTAINER_FILTERED)),
                 (
                     "verdict",
                     "container_sent",
@@ -210,8 +223,35 @@ impl Metrics {
                 bpf_objects: "driftwatch.bpf.o",
             }),
         );
+        let containers = super::containers::ContainerSeries::register(&mut registry);
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(kernel.clone()));
+        let otlp_records = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "otlp_records",
+            "OTLP log records, by result (exported, failed: export failed after retries, dropped: queue full or not flushed at shutdown)",
+            otlp_records.clone(),
+        );
+        let otlp_queued = Gauge::default();
+        registry.register("otlp_queued_records", "Findings waiting for OTLP export (bounded)", otlp_queued.clone());
+        let am_alerts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "alertmanager_alerts",
+            "Alerts pushed to Alertmanager, by result (sent, failed: given up after retries, dropped: queue full)",
+            am_alerts.clone(),
+        );
+        let am_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "alertmanager_requests",
+            "POSTs to Alertmanager's /api/v2/alerts, by result (ok, error); retries count again",
+            am_requests.clone(),
+        );
+        let am_queued = Gauge::default();
+        registry.register(
+            "alertmanager_queued_alerts",
+            "Alert groups waiting for delivery to Alertmanager (bounded)",
+            am_queued.clone(),
+        );
         Self {
             registry,
             findings,
@@ -224,6 +264,12 @@ impl Metrics {
             latency,
             programs_attached,
             kernel,
+            containers,
+            otlp_records,
+            otlp_queued,
+            am_alerts,
+            am_requests,
+            am_queued,
         }
     }
 
@@ -283,6 +329,47 @@ impl Metrics {
 
     pub fn sink_result(&self, sink: &'static str, ok: bool) {
         self.sink_writes.get_or_create(&SinkLabels { sink, result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    /// Pre-creates the OTLP series at 0 (called when the OTLP sink starts).
+    pub fn declare_otlp(&self) {
+        for result in ["exported", "failed", "dropped"] {
+            let _ = self.otlp_records.get_or_create(&ResultLabel { result });
+        }
+        self.otlp_queued.set(0);
+    }
+
+    /// `result`: exported | failed | dropped.
+    pub fn otlp_records(&self, result: &'static str, n: u64) {
+        self.otlp_records.get_or_create(&ResultLabel { result }).inc_by(n);
+    }
+
+    pub fn set_otlp_queued(&self, n: usize) {
+        self.otlp_queued.set(n as i64);
+    }
+
+    /// Pre-creates the Alertmanager series at 0 (called when the sink starts).
+    pub fn declare_alertmanager(&self) {
+        for result in ["sent", "failed", "dropped"] {
+            let _ = self.am_alerts.get_or_create(&ResultLabel { result });
+        }
+        for result in ["ok", "error"] {
+            let _ = self.am_requests.get_or_create(&ResultLabel { result });
+        }
+        self.am_queued.set(0);
+    }
+
+    /// `result`: sent | failed | dropped.
+    pub fn alertmanager_alerts(&self, result: &'static str, n: u64) {
+        self.am_alerts.get_or_create(&ResultLabel { result }).inc_by(n);
+    }
+
+    pub fn alertmanager_request(&self, ok: bool) {
+        self.am_requests.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    pub fn set_alertmanager_queued(&self, n: usize) {
+        self.am_queued.set(n as i64);
     }
 
     pub fn set_programs_attached(&self, n: i64) {

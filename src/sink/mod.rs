@@ -2,8 +2,11 @@
 //! dead sink never stalls the pipeline or the other sinks; what a full queue
 //! refuses is counted (`driftwatch_userspace_drops_total{queue}`).
 
+pub mod alertmanager;
+pub mod containers;
 pub mod json;
 pub mod metrics;
+pub mod otlp;
 
 use crate::classify::Finding;
 use metrics::Metrics;
@@ -30,5 +33,58 @@ impl Fanout {
                 metrics.queue_drop(queue);
             }
         }
+    }
+}
+
+/// The optional network sinks (OTLP log events, Alertmanager), started from the config.
+#[derive(Default)]
+pub struct NetworkSinks {
+    otlp: Option<otlp::OtlpSink>,
+    alertmanager: Option<alertmanager::AlertmanagerSink>,
+}
+
+impl NetworkSinks {
+    /// Starts the sinks the config enables and registers them with `fanout`.
+    /// Must run inside the tokio runtime. An error is a configuration error.
+    pub fn start(cfg: &crate::config::Config, metrics: &Arc<Metrics>, fanout: &mut Fanout) -> Result<Self, String> {
+        let mut sinks = NetworkSinks::default();
+        if let Some(s) = otlp::Settings::resolve(&cfg.otlp).map_err(|e| e.to_string())? {
+            let (protocol, endpoint) = (s.protocol, s.endpoint.clone());
+            let (tx, sink) = otlp::OtlpSink::start(s, metrics.clone()).map_err(|e| e.to_string())?;
+            fanout.add(otlp::QUEUE, tx, metrics);
+            sinks.otlp = Some(sink);
+            tracing::info!(
+                ?protocol,
+                endpoint = endpoint.as_deref().unwrap_or("(from OTEL_* environment)"),
+                "findings export as OTLP log events"
+            );
+        }
+        let settings = alertmanager::Settings {
+            cfg: cfg.alertmanager.clone(),
+            default_generator: format!("http://{}:{}/metrics", crate::telemetry::node_name(), cfg.metrics_addr.port()),
+        };
+        if let Some((tx, sink)) = alertmanager::AlertmanagerSink::start(settings, metrics.clone())? {
+            fanout.add(alertmanager::QUEUE, tx, metrics);
+            sinks.alertmanager = Some(sink);
+            tracing::info!(url = %cfg.alertmanager.url, "findings push to Alertmanager");
+        }
+        Ok(sinks)
+    }
+
+    /// Final flush, bounded by each sink's timeout (call after the fan-out is dropped).
+    pub async fn shutdown(self, cfg: &crate::config::Config) {
+        let otlp_limit = std::time::Duration::from_millis(cfg.otlp.timeout_ms * 2 + 1000);
+        let am_limit = std::time::Duration::from_millis(cfg.alertmanager.timeout_ms * 2 + 1000);
+        let a = async {
+            if let Some(s) = self.otlp {
+                s.shutdown(otlp_limit).await;
+            }
+        };
+        let b = async {
+            if let Some(s) = self.alertmanager {
+                s.shutdown(am_limit).await;
+            }
+        };
+        tokio::join!(a, b);
     }
 }

@@ -16,6 +16,9 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod alertmanager;
+pub mod cri;
+pub mod otlp;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};

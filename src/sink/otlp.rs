@@ -1,0 +1,474 @@
+//! OTLP log events: one log record per finding, to the OpenTelemetry
+//! collector users already run (gRPC or HTTP/protobuf).
+//!
+//! Each record: EventName `driftwatch.drift.<kind>`; body the finding's
+//! `message`; timestamp the kernel's exec time; severity per the OTel
+//! severity-number ranges; and as attributes *every key of the JSON finding*
+//! (built from `serde_json::to_value(&Finding)`, so the OTLP attributes cannot
+//! drift from the stdout contract; arrays become array values). Resource:
+//! `service.name`, `service.version`, `k8s.node.name` (see `telemetry::resource`).
+//!
+//! Severity: `critical` -> ERROR2 (18), `warning` -> WARN (13), `info` -> INFO (9),
+//! `SeverityText` the finding's own word. A critical finding is the most severe
+//! *event* we report, but FATAL (21-24) is reserved by the spec for the emitting
+//! application itself being unusable; ERROR2 ranks it above a plain ERROR and
+//! leaves ERROR3/4 for anything more severe later.
+//!
+//! Why the SDK exporter but not the SDK's `BatchLogProcessor`: the exporter
+//! (`opentelemetry-otlp::LogExporter`) gives us both transports, the standard
+//! `OTEL_EXPORTER_OTLP_*` variables, retry with backoff inside a deadline, and
+//! EventName support. The `BatchLogProcessor` bounds its queue but drops
+//! silently (its counter is only reported in an internal log at shutdown), and
+//! it exports from its own thread with a blocking executor, which the hyper
+//! HTTP client cannot run on. So this sink does the batching itself, on tokio:
+//! a bounded queue of `Arc<Finding>` (shared with the other sinks, no copies),
+//! one export in flight at a time, and every record counted once as
+//! `driftwatch_otlp_records_total{result="exported"|"failed"|"dropped"}`.
+//! Memory is bounded by `max_queue_size` findings plus one batch in flight,
+//! whatever the collector does; the pipeline never waits for it.
+
+use super::metrics::Metrics;
+use crate::{
+    classify::{Finding, finding::Kind},
+    clock::BootClock,
+    config::{self, OtlpProtocol},
+};
+use opentelemetry::{
+    InstrumentationScope, Key,
+    logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity},
+};
+use opentelemetry_otlp::{LogExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    logs::{LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider},
+};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+/// Queue name of the OTLP sink in `driftwatch_userspace_drops_total`.
+pub const QUEUE: &str = "findings_otlp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error("otlp: {0}")]
+    Config(String),
+    #[error("otlp: cannot build the exporter: {0}")]
+    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.trim().is_empty())
+}
+
+/// The effective OTLP settings: config keys first, then `OTEL_EXPORTER_OTLP_*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// From the config (the exporter reads the environment itself otherwise).
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub max_queue_size: usize,
+    pub max_batch_size: usize,
+    pub batch_timeout: Duration,
+}
+
+impl Settings {
+    /// `None` when OTLP is off: `enabled: false`, or no endpoint in the config
+    /// nor in `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn resolve(c: &config::Otlp) -> Result<Option<Settings>, OtlpError> {
+        let env_endpoint = env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let on = match c.enabled {
+            Some(b) => b,
+            None => !c.endpoint.is_empty() || env_endpoint.is_some(),
+        };
+        if !on {
+            return Ok(None);
+        }
+        let protocol = match c.protocol {
+            Some(p) => p,
+            None => match env("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+                None => OtlpProtocol::Grpc,
+                Some(p) => match p.trim() {
+                    "grpc" => OtlpProtocol::Grpc,
+                    "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                    other => {
+                        return Err(OtlpError::Config(format!(
+                            "OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: supported are grpc and http/protobuf"
+                        )));
+                    }
+                },
+            },
+        };
+        let endpoint = (!c.endpoint.is_empty()).then(|| match protocol {
+            OtlpProtocol::Grpc => c.endpoint.clone(),
+            // Like OTEL_EXPORTER_OTLP_ENDPOINT: a base URL, the signal path is appended.
+            OtlpProtocol::HttpProtobuf => format!("{}/v1/logs", c.endpoint.trim_end_matches('/')),
+        });
+        Ok(Some(Settings {
+            endpoint,
+            protocol,
+            headers: c.headers.clone(),
+            timeout: Duration::from_millis(c.timeout_ms),
+            max_queue_size: c.max_queue_size,
+            max_batch_size: c.max_batch_size,
+            batch_timeout: Duration::from_millis(c.batch_timeout_ms),
+        }))
+    }
+
+    /// The log exporter (inside a tokio runtime: tonic's channel starts lazily on it).
+    pub fn log_exporter(&self) -> Result<LogExporter, OtlpError> {
+        Ok(match self.protocol {
+            OtlpProtocol::Grpc => {
+                let mut b =
+                    LogExporter::builder().with_tonic().with_protocol(Protocol::Grpc).with_timeout(self.timeout);
+                if let Some(e) = &self.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if !self.headers.is_empty() {
+                    b = b.with_metadata(self.metadata()?);
+                }
+                b.build()?
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut b =
+                    LogExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_timeout(self.timeout);
+                if let Some(e) = &self.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if !self.headers.is_empty() {
+                    b = b.with_headers(self.headers.clone().into_iter().collect::<HashMap<_, _>>());
+                }
+                b.build()?
+            }
+        })
+    }
+
+    /// The span exporter for the agent's own spans (same endpoint and protocol).
+    pub fn span_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
+        use opentelemetry_otlp::SpanExporter;
+        Ok(match self.protocol {
+            OtlpProtocol::Grpc => {
+                let mut b =
+                    SpanExporter::builder().with_tonic().with_protocol(Protocol::Grpc).with_timeout(self.timeout);
+                if let Some(e) = &self.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if !self.headers.is_empty() {
+                    b = b.with_metadata(self.metadata()?);
+                }
+                b.build()?
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut b =
+                    SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_timeout(self.timeout);
+                if let Some(e) = &self.endpoint {
+                    b = b.with_endpoint(format!("{}/v1/traces", e.trim_end_matches("/v1/logs")));
+                }
+                if !self.headers.is_empty() {
+                    b = b.with_headers(self.headers.clone().into_iter().collect::<HashMap<_, _>>());
+                }
+                b.build()?
+            }
+        })
+    }
+
+    fn metadata(&self) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, OtlpError> {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in &self.headers {
+            let name = hyper::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|e| OtlpError::Config(format!("header {k:?}: {e}")))?;
+            let value =
+                hyper::header::HeaderValue::from_str(v).map_err(|e| OtlpError::Config(format!("header {k:?}: {e}")))?;
+            h.insert(name, value);
+        }
+        Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(h))
+    }
+}
+
+/// `EventName` of a finding.
+pub fn event_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Binary => "driftwatch.drift.binary",
+        Kind::Shell => "driftwatch.drift.shell",
+        Kind::Package => "driftwatch.drift.package",
+    }
+}
+
+/// OTel severity number of a finding's severity (see the module docs).
+pub fn severity_number(s: config::Severity) -> Severity {
+    match s {
+        config::Severity::Critical => Severity::Error2,
+        config::Severity::Warning => Severity::Warn,
+        config::Severity::Info => Severity::Info,
+    }
+}
+
+/// A JSON value as an OTLP attribute value (`None` for null).
+pub fn any_value(v: serde_json::Value) -> Option<AnyValue> {
+    use serde_json::Value;
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => AnyValue::Boolean(b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => AnyValue::Int(i),
+            (None, _) if n.is_u64() => AnyValue::String(n.to_string().into()),
+            (None, Some(f)) => AnyValue::Double(f),
+            (None, None) => AnyValue::String(n.to_string().into()),
+        },
+        Value::String(s) => AnyValue::String(s.into()),
+        Value::Array(a) => AnyValue::ListAny(Box::new(a.into_iter().filter_map(any_value).collect())),
+        Value::Object(o) => AnyValue::Map(Box::new(
+            o.into_iter().filter_map(|(k, v)| any_value(v).map(|v| (Key::from(k), v))).collect(),
+        )),
+    })
+}
+
+/// Hands the records the logger emits back to the sink (the SDK builds
+/// `SdkLogRecord`s only through a logger and its processors).
+#[derive(Debug, Default, Clone)]
+struct Capture(Arc<Mutex<Vec<SdkLogRecord>>>);
+
+impl LogProcessor for Capture {
+    fn emit(&self, data: &mut SdkLogRecord, _scope: &InstrumentationScope) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(data.clone());
+        }
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Builds log records from findings.
+pub struct RecordBuilder {
+    logger: SdkLogger,
+    capture: Capture,
+    clock: BootClock,
+    _provider: SdkLoggerProvider,
+}
+
+impl Default for RecordBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordBuilder {
+    pub fn new() -> Self {
+        let capture = Capture::default();
+        let provider = SdkLoggerProvider::builder().with_log_processor(capture.clone()).build();
+        let logger = provider.logger_with_scope(scope());
+        Self { logger, capture, clock: BootClock::new(), _provider: provider }
+    }
+
+    pub fn record(&self, f: &Finding) -> Option<SdkLogRecord> {
+        let mut r = self.logger.create_log_record();
+        r.set_event_name(event_name(f.kind));
+        r.set_severity_number(severity_number(f.severity));
+        r.set_severity_text(f.severity.as_str());
+        r.set_timestamp(SystemTime::from(self.clock.wall(f.ktime_ns)));
+        r.set_observed_timestamp(SystemTime::now());
+        r.set_body(AnyValue::String(f.message.clone().into()));
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(f) {
+            for (k, v) in m {
+                if let Some(v) = any_value(v) {
+                    r.add_attribute(Key::from(k), v);
+                }
+            }
+        }
+        self.logger.emit(r);
+        self.capture.0.lock().ok()?.pop()
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("driftwatch").with_version(env!("CARGO_PKG_VERSION")).build()
+}
+
+/// A running OTLP sink.
+pub struct OtlpSink {
+    task: JoinHandle<()>,
+}
+
+impl OtlpSink {
+    /// Builds the exporter from `settings` and starts the sink; feed it with the returned sender.
+    pub fn start(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<(mpsc::Sender<Arc<Finding>>, OtlpSink), OtlpError> {
+        let mut exporter = settings.log_exporter()?;
+        exporter.set_resource(&crate::telemetry::resource());
+        Ok(Self::start_with(exporter, settings, metrics))
+    }
+
+    /// Starts the sink with any exporter (tests).
+    pub fn start_with<E: opentelemetry_sdk::logs::LogExporter + 'static>(
+        exporter: E,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> (mpsc::Sender<Arc<Finding>>, OtlpSink) {
+        metrics.declare_otlp();
+        // The hand-off queue only has to absorb a burst while the loop is busy
+        // building a batch; the bound that matters is `max_queue_size`.
+        let (tx, rx) = mpsc::channel(settings.max_queue_size.clamp(16, 1024));
+        let task = tokio::spawn(run(rx, Arc::new(exporter), settings, metrics));
+        (tx, OtlpSink { task })
+    }
+
+    /// Waits for the final flush (the sender side must be closed). The sink
+    /// bounds its own flush by the export timeout; `limit` is a backstop.
+    pub async fn shutdown(self, limit: Duration) {
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            abort.abort();
+            tracing::warn!("otlp: final flush did not finish in {limit:?}; abandoned");
+        }
+    }
+}
+
+async fn export<E: opentelemetry_sdk::logs::LogExporter>(
+    exporter: Arc<E>,
+    records: Vec<SdkLogRecord>,
+    timeout: Duration,
+) -> bool {
+    let scope = scope();
+    let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &scope)).collect();
+    // The exporter bounds its retries by `timeout`; this is a backstop.
+    match tokio::time::timeout(timeout + Duration::from_secs(1), exporter.export(LogBatch::new(&refs))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, records = records.len(), "otlp export failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(records = records.len(), "otlp export timed out");
+            false
+        }
+    }
+}
+
+async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
+    mut rx: mpsc::Receiver<Arc<Finding>>,
+    exporter: Arc<E>,
+    s: Settings,
+    metrics: Arc<Metrics>,
+) {
+    let builder = RecordBuilder::new();
+    let mut pending: VecDeque<Arc<Finding>> = VecDeque::new();
+    let mut inflight: Option<(JoinHandle<bool>, usize)> = None;
+    let mut oldest: Option<Instant> = None;
+    let mut open = true;
+    let mut flush_deadline: Option<Instant> = None;
+    let mut failures_logged = 0u64;
+    loop {
+        let due = !open || pending.len() >= s.max_batch_size || oldest.is_some_and(|t| t.elapsed() >= s.batch_timeout);
+        if inflight.is_none() && !pending.is_empty() && due {
+            let n = pending.len().min(s.max_batch_size);
+            let records: Vec<SdkLogRecord> = pending.drain(..n).filter_map(|f| builder.record(&f)).collect();
+            let ex = exporter.clone();
+            inflight = Some((tokio::spawn(export(ex, records, s.timeout)), n));
+            oldest = (!pending.is_empty()).then(Instant::now);
+        }
+        metrics.set_otlp_queued(pending.len() + inflight.as_ref().map_or(0, |i| i.1));
+        if !open && pending.is_empty() && inflight.is_none() {
+            return;
+        }
+        let batch_due = oldest.map(|t| t + s.batch_timeout);
+        tokio::select! {
+            r = async { (&mut inflight.as_mut().expect("guarded").0).await }, if inflight.is_some() => {
+                let n = inflight.take().map_or(0, |i| i.1) as u64;
+                if r.unwrap_or(false) {
+                    metrics.otlp_records("exported", n);
+                } else {
+                    metrics.otlp_records("failed", n);
+                    failures_logged += 1;
+                    // Say it once, then every 100th time: a dead collector must not flood stderr.
+                    if failures_logged == 1 || failures_logged.is_multiple_of(100) {
+                        tracing::warn!(records = n, failures = failures_logged, "otlp: export to the collector failed; records counted as failed");
+                    }
+                }
+            }
+            f = rx.recv(), if open => match f {
+                Some(f) => {
+                    if pending.len() >= s.max_queue_size {
+                        metrics.otlp_records("dropped", 1);
+                    } else {
+                        if pending.is_empty() {
+                            oldest = Some(Instant::now());
+                        }
+                        pending.push_back(f);
+                    }
+                }
+                None => {
+                    open = false;
+                    flush_deadline = Some(Instant::now() + s.timeout);
+                }
+            },
+            _ = tokio::time::sleep_until(batch_due.unwrap_or_else(Instant::now)), if batch_due.is_some() && inflight.is_none() => {}
+            _ = tokio::time::sleep_until(flush_deadline.unwrap_or_else(Instant::now)), if flush_deadline.is_some() => {
+                let left = pending.len() + inflight.as_ref().map_or(0, |i| i.1);
+                metrics.otlp_records("dropped", left as u64);
+                if let Some((h, _)) = inflight.take() {
+                    h.abort();
+                }
+                metrics.set_otlp_queued(0);
+                tracing::warn!(records = left, "otlp: shutdown flush deadline passed; records dropped");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_map_to_attributes() {
+        use serde_json::json;
+        assert_eq!(any_value(json!("a")), Some(AnyValue::String("a".into())));
+        assert_eq!(any_value(json!(7)), Some(AnyValue::Int(7)));
+        assert_eq!(any_value(json!(true)), Some(AnyValue::Boolean(true)));
+        assert_eq!(any_value(json!(null)), None);
+        assert_eq!(
+            any_value(json!(["x", "y"])),
+            Some(AnyValue::ListAny(Box::new(vec![AnyValue::String("x".into()), AnyValue::String("y".into())])))
+        );
+        assert_eq!(any_value(json!(u64::MAX)), Some(AnyValue::String(u64::MAX.to_string().into())));
+    }
+
+    #[test]
+    fn severities_follow_otel_ranges() {
+        assert_eq!(severity_number(config::Severity::Critical) as i32, 18);
+        assert_eq!(severity_number(config::Severity::Warning) as i32, 13);
+        assert_eq!(severity_number(config::Severity::Info) as i32, 9);
+    }
+
+    #[test]
+    fn settings_from_config_and_env() {
+        let off = config::Otlp::default();
+        // The test environment may carry OTEL_* variables: only assert when it does not.
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+            && std::env::var_os("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").is_none()
+        {
+            assert_eq!(Settings::resolve(&off).unwrap(), None);
+        }
+        let c = config::Otlp {
+            endpoint: "http://127.0.0.1:4318/".into(),
+            protocol: Some(OtlpProtocol::HttpProtobuf),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&c).unwrap().unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/logs"));
+        let c = config::Otlp { enabled: Some(false), endpoint: "http://x:4317".into(), ..Default::default() };
+        assert_eq!(Settings::resolve(&c).unwrap(), None);
+    }
+}

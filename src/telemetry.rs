@@ -1,0 +1,107 @@
+//! The agent's own diagnostics: `tracing` to stderr, and, when OTLP is
+//! configured, the agent's own spans (startup, sink flushes, later response
+//! actions) as OTLP traces through `tracing-opentelemetry`.
+//!
+//! Diagnostics never enter the findings stream: findings are OTLP *log
+//! records* built by `sink::otlp` from `Finding`s only; no tracing-to-logs
+//! bridge is installed, so a `tracing::warn!` can never become a finding.
+
+use crate::config::Config;
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, resource::EnvResourceDetector, trace::SdkTracerProvider};
+use std::sync::OnceLock;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// `k8s.node.name`: `NODE_NAME` (set it from `spec.nodeName` in the DaemonSet), else the hostname.
+pub fn node_name() -> String {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("NODE_NAME")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    })
+    .clone()
+}
+
+/// The OTel resource of everything the agent exports. Precedence, lowest first:
+/// our defaults (`service.name=driftwatch`, `service.version`, `k8s.node.name`),
+/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`.
+pub fn resource() -> Resource {
+    let mut b = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "driftwatch"),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("k8s.node.name", node_name()),
+        ])
+        .with_detector(Box::new(EnvResourceDetector::new()));
+    if let Some(name) = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.trim().is_empty()) {
+        b = b.with_service_name(name);
+    }
+    b.build()
+}
+
+/// Keeps the trace pipeline alive; flushes it (bounded) on drop.
+#[derive(Default)]
+pub struct Guard {
+    tracer: Option<SdkTracerProvider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(t) = self.tracer.take() {
+            let _ = t.shutdown_with_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber: stderr always; the agent's own
+/// spans over OTLP when `cfg.otlp` is enabled and the traces exporter can be
+/// built (the span exporter needs a tokio runtime: call this inside one).
+pub fn init(cfg: Option<&Config>) -> Guard {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter());
+    let mut guard = Guard::default();
+    let mut otel_err = None;
+    let otel = cfg.and_then(|c| match crate::sink::otlp::Settings::resolve(&c.otlp) {
+        Ok(Some(s)) => match s.span_exporter() {
+            Ok(exp) => {
+                // The async-runtime processor exports on tokio (both transports need
+                // it); its queue is bounded (2048 spans), overflow is dropped.
+                let bsp = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                    exp,
+                    opentelemetry_sdk::runtime::Tokio,
+                )
+                .build();
+                let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(bsp).build();
+                let tracer = provider.tracer("driftwatch");
+                guard.tracer = Some(provider);
+                // Spans only: events inside them stay on stderr.
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span())),
+                )
+            }
+            Err(e) => {
+                otel_err = Some(e.to_string());
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            otel_err = Some(e.to_string());
+            None
+        }
+    });
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    if let Some(e) = otel_err {
+        tracing::warn!(error = %e, "agent spans are not exported over OTLP");
+    }
+    guard
+}

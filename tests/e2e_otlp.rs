@@ -1,0 +1,232 @@
+//! End to end: real drift in a real container -> the agent -> a real OTLP
+//! logs receiver (gRPC and HTTP/protobuf, built from opentelemetry-proto),
+//! and a collector that is down or slow: the agent keeps detecting, counts
+//! what it could not deliver, and its memory stays bounded.
+//!
+//! Run with: DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test e2e_otlp
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::{
+    RunSpec,
+    agent::Agent,
+    otlp::{EnvAgent, Rec, Receiver, agent_rss_kb, config_file},
+};
+
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string())
+}
+
+/// The record carries exactly the JSON finding: event name, severity, body,
+/// every key as an attribute with the same value, and the resource.
+fn assert_record_is_finding(r: &Rec, f: &Value, event: &str, severity: i32) {
+    assert_eq!(r.record.event_name, event, "{r:#?}");
+    assert_eq!(r.record.severity_number, severity, "{r:#?}");
+    assert_eq!(r.record.severity_text, f["severity"].as_str().unwrap());
+    assert_eq!(r.body(), f["message"]);
+    let obj = f.as_object().unwrap();
+    assert_eq!(&r.attrs, obj, "OTLP attributes must equal the JSON finding's keys and values");
+    assert!(r.record.time_unix_nano > 0 && r.record.observed_time_unix_nano >= r.record.time_unix_nano, "{r:#?}");
+    assert_eq!(r.resource["service.name"], "driftwatch");
+    assert_eq!(r.resource["service.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(r.resource["k8s.node.name"], node_name().as_str());
+    assert_eq!(r.scope, "driftwatch");
+}
+
+fn drop_binary(c: &support::Container) {
+    c.exec_ok(&["/bin/cp", "/bin/busybox", "/tmp/busybox"]);
+    c.exec_ok(&["/tmp/busybox", "true"]);
+}
+
+#[test]
+fn grpc_receiver_gets_drift_finding() {
+    if !support::privileged() {
+        return;
+    }
+    let rx = Receiver::grpc();
+    let cfg = config_file(
+        "otlp-grpc",
+        &format!("otlp:\n  endpoint: {}\n  protocol: grpc\n  batch_timeout_ms: 100\n", rx.url()),
+    );
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    drop_binary(&c);
+    let f = agent.wait_for("dropped binary", |f| f["container.id"] == c.id.as_str() && f["kind"] == "binary");
+    let r = rx.wait_for("the binary finding", Duration::from_secs(15), |r| {
+        r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+            && r.attrs.get("kind") == Some(&"binary".into())
+    });
+    assert_record_is_finding(&r, &f, "driftwatch.drift.binary", 18);
+    assert_eq!(r.attrs["rule"], "exec_new_binary");
+    assert_eq!(r.attrs["process.command_args"], serde_json::json!(["/tmp/busybox", "true"]));
+    // A shell: warning -> WARN (13).
+    c.exec_ok(&["/bin/sh", "-c", ": otlp-shell"]);
+    let f = agent.wait_for("shell", |f| f["container.id"] == c.id.as_str() && f["kind"] == "shell");
+    let r = rx.wait_for("the shell finding", Duration::from_secs(15), |r| {
+        r.attrs.get("container.id") == Some(&Value::from(c.id.as_str())) && r.attrs.get("kind") == Some(&"shell".into())
+    });
+    assert_record_is_finding(&r, &f, "driftwatch.drift.shell", 13);
+    let exported = agent.metric("driftwatch_otlp_records_total{result=\"exported\"}").unwrap();
+    assert!(exported >= 2.0, "{}", agent.metrics());
+    assert_eq!(agent.metric("driftwatch_otlp_records_total{result=\"failed\"}"), Some(0.0));
+    assert_eq!(agent.metric("driftwatch_otlp_records_total{result=\"dropped\"}"), Some(0.0));
+    // Diagnostics are not findings: every record received is a finding event.
+    for r in rx.records() {
+        assert!(r.record.event_name.starts_with("driftwatch.drift."), "{r:#?}");
+    }
+}
+
+#[test]
+fn http_protobuf_receiver_gets_finding_configured_by_otel_env() {
+    if !support::privileged() {
+        return;
+    }
+    let rx = Receiver::http();
+    // Configured by the standard variables only (no otlp: section).
+    let agent = EnvAgent::start(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=drift"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test,k8s.cluster.name=kind"),
+            ("NODE_NAME", "node-under-test"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    let r = rx.wait_for("the memfd finding", Duration::from_secs(20), |r| {
+        r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+    });
+    assert_eq!(r.record.event_name, "driftwatch.drift.binary");
+    assert_eq!(r.record.severity_number, 18);
+    assert_eq!(r.attrs["rule"], "exec_fileless_memfd");
+    assert_eq!(r.attrs["driftwatch.exe.source"], "memfd");
+    assert_eq!(r.attrs["process.executable.path"], "/memfd:payload");
+    assert_eq!(r.attrs["process.command_args"], serde_json::json!(["/bin/busybox", "true"]));
+    assert_eq!(r.resource["service.name"], "driftwatch");
+    assert_eq!(r.resource["k8s.node.name"], "node-under-test");
+    assert_eq!(r.resource["k8s.cluster.name"], "kind");
+    assert_eq!(r.resource["deployment.environment.name"], "test");
+    // (Other tests' containers may add findings: at least ours was exported.)
+    assert!(metric(agent.addr, "driftwatch_otlp_records_total{result=\"exported\"}") >= 1.0);
+}
+
+fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let m = support::agent::http_get(addr, "/metrics").unwrap().2;
+    m.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+}
+
+/// A storm of `n` drift findings in `c` (a dropped binary run `n` times by a shell loop).
+fn storm(c: &support::Container, n: usize) {
+    c.exec_ok(&["/bin/cp", "/bin/busybox", "/tmp/bb"]);
+    c.exec_ok(&["/bin/sh", "-c", &format!("i=0; while [ $i -lt {n} ]; do /tmp/bb true; i=$((i+1)); done")]);
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Collector down (nothing listens): every finding still reaches stdout, every
+/// OTLP record is accounted for as failed or dropped, the queue never exceeds
+/// its bound and the agent's memory does not grow with the storm.
+#[test]
+fn collector_down_costs_bounded_memory_and_counts_failures() {
+    if !support::privileged() {
+        return;
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Nothing listens there once the listener is dropped.
+    let cfg = config_file(
+        "otlp-down",
+        &format!(
+            "otlp:\n  endpoint: http://{dead}\n  protocol: grpc\n  timeout_ms: 300\n  max_queue_size: 64\n  max_batch_size: 16\n  batch_timeout_ms: 20\n"
+        ),
+    );
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    let rss0 = agent_rss_kb(agent.addr).expect("agent rss");
+    let n = 3000;
+    let mut max_queued = 0.0f64;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let h = s.spawn(|| storm(&c, n));
+        while !h.is_finished() {
+            max_queued = max_queued.max(agent.metric("driftwatch_otlp_queued_records").unwrap_or(0.0));
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    });
+    let storm_s = t.elapsed().as_secs_f64();
+    let ours = || agent.findings_of(&c.id).iter().filter(|f| f["process.executable.path"] == "/tmp/bb").count();
+    wait_until("every storm finding on stdout", Duration::from_secs(30), || ours() >= n);
+    let g = |r: &str| agent.metric(&format!("driftwatch_otlp_records_total{{result=\"{r}\"}}")).unwrap();
+    let q = |name: &str| agent.metric(&format!("driftwatch_userspace_drops_total{{queue=\"{name}\"}}")).unwrap();
+    // Everything settles: nothing exported, all counted as failed or dropped.
+    wait_until("all OTLP records accounted", Duration::from_secs(30), || {
+        let total = g("failed") + g("dropped") + q("findings_otlp");
+        total >= agent.findings().len() as f64 && agent.metric("driftwatch_otlp_queued_records") == Some(0.0)
+    });
+    assert_eq!(g("exported"), 0.0);
+    assert!(g("failed") > 0.0, "{}", agent.metrics());
+    assert!(g("dropped") > 0.0, "{}", agent.metrics());
+    assert!(max_queued <= 64.0 + 16.0, "queued {max_queued} exceeds max_queue_size + one batch");
+    let rss1 = agent_rss_kb(agent.addr).expect("agent rss");
+    eprintln!(
+        "collector down: {n} findings in {storm_s:.1}s; exported 0, failed {}, dropped {}, hand-off drops {}; max queued {max_queued}; rss {rss0} kB -> {rss1} kB",
+        g("failed"),
+        g("dropped"),
+        q("findings_otlp")
+    );
+    assert!(rss1 < rss0 + 32 * 1024, "rss grew from {rss0} kB to {rss1} kB");
+    // Still detecting, and stdout got everything.
+    assert_eq!(q("findings_stdout"), 0.0);
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    agent.wait_for("memfd after the storm", |f| {
+        f["container.id"] == c.id.as_str() && f["rule"] == "exec_fileless_memfd"
+    });
+}
+
+/// Collector that accepts but answers too late: exports time out and are
+/// counted as failed; detection goes on; memory stays bounded.
+#[test]
+fn slow_collector_times_out_and_is_counted() {
+    if !support::privileged() {
+        return;
+    }
+    let rx = Receiver::grpc_with_delay(Duration::from_secs(30));
+    let cfg = config_file(
+        "otlp-slow",
+        &format!(
+            "otlp:\n  endpoint: {}\n  protocol: grpc\n  timeout_ms: 400\n  max_queue_size: 32\n  max_batch_size: 8\n  batch_timeout_ms: 20\n",
+            rx.url()
+        ),
+    );
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    let rss0 = agent_rss_kb(agent.addr).expect("agent rss");
+    storm(&c, 1000);
+    let ours = || agent.findings_of(&c.id).iter().filter(|f| f["process.executable.path"] == "/tmp/bb").count();
+    wait_until("every storm finding on stdout", Duration::from_secs(30), || ours() >= 1000);
+    let g = |r: &str| metric(agent.addr, &format!("driftwatch_otlp_records_total{{result=\"{r}\"}}"));
+    wait_until("failures counted", Duration::from_secs(20), || g("failed") > 0.0 && g("dropped") > 0.0);
+    assert_eq!(g("exported"), 0.0);
+    assert!(rx.requests() > 0, "the slow collector was reached");
+    let rss1 = agent_rss_kb(agent.addr).expect("agent rss");
+    eprintln!("slow collector: failed {}, dropped {}; rss {rss0} kB -> {rss1} kB", g("failed"), g("dropped"));
+    assert!(rss1 < rss0 + 32 * 1024, "rss grew from {rss0} kB to {rss1} kB");
+    c.exec_ok(&["/bin/sh", "-c", ": still-detecting"]);
+    agent.wait_for("a shell after the storm", |f| {
+        f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains("still-detecting")
+    });
+}
