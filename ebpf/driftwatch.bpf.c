@@ -17,6 +17,7 @@
 #include "helpers/emit.h"
 #include "helpers/task.h"
 #include "helpers/file.h"
+#include "helpers/net.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -230,5 +231,69 @@ int BPF_PROG(dw_exit, struct task_struct *task)
 	u32 pid = BPF_CORE_READ(task, pid);
 	if (tgid == pid)
 		bpf_map_delete_elem(&procs, &tgid);
+	return 0;
+}
+
+/* Network drift: classic syscall tracepoints fire only for these syscalls, so
+ * nothing else pays for them (a raw sys_enter hook would tax every syscall). */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int dw_connect(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct dw_net_key k = {.op = DW_NET_CONNECT};
+	if (!read_user_sockaddr((const void *)ctx->args[1], ctx->args[2], &k))
+		return 0;
+	struct socket *sock = fd_socket(t, ctx->args[0]);
+	k.sock_type = sock ? BPF_CORE_READ(sock, type) : 0;
+	if (k.sock_type != DW_SOCK_STREAM && k.sock_type != DW_SOCK_DGRAM)
+		return 0;
+	emit_net(t, ns_id, &k);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int dw_listen(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct socket *sock = fd_socket(t, ctx->args[0]);
+	if (!sock)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct dw_net_key k = {.op = DW_NET_LISTEN, .sock_type = DW_SOCK_STREAM};
+	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (k.family == DW_AF_INET) {
+		u32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(k.addr, &a, 4);
+	} else if (k.family == DW_AF_INET6) {
+		BPF_CORE_READ_INTO(&k.addr, sk, __sk_common.skc_v6_rcv_saddr);
+	} else {
+		return 0;
+	}
+	emit_net(t, ns_id, &k);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int dw_bind(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	/* A UDP socket "listens" by binding; TCP binds are reported at listen(). */
+	struct socket *sock = fd_socket(t, ctx->args[0]);
+	if (!sock || BPF_CORE_READ(sock, type) != DW_SOCK_DGRAM)
+		return 0;
+	struct dw_net_key k = {.op = DW_NET_BIND_UDP, .sock_type = DW_SOCK_DGRAM};
+	if (!read_user_sockaddr((const void *)ctx->args[1], ctx->args[2], &k) || k.port == 0)
+		return 0;
+	emit_net(t, ns_id, &k);
 	return 0;
 }

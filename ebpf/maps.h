@@ -59,6 +59,23 @@ struct {
 	__type(value, u8);
 } not_container_mntns SEC(".maps");
 
+/* Network endpoints already reported, per mount namespace and program. */
+struct dw_net_key {
+	u64 mntns_id;
+	char comm[DW_COMM_LEN];
+	u16 op;
+	u16 family;
+	u16 sock_type;
+	u16 port;
+	u8 addr[16];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct dw_net_key);
+	__type(value, u8);
+} net_seen SEC(".maps");
+
 /* comm -> DW_NAME_* class (shells, package managers, interpreters), from policy. */
 struct dw_comm_key {
 	char comm[DW_COMM_LEN];

@@ -29,11 +29,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Alertmanager for tests/e2e_alertmanager.rs (run by the test on a free loopback
-# port). Installed with service starts denied (policy-rc.d), so no system
-# Alertmanager is started; an existing policy-rc.d is left alone.
-if ! dpkg-query -W -f='${db:Status-Status}' prometheus-alertmanager 2>/dev/null | grep -qx installed; then
-  echo "install-deps.sh: installing: prometheus-alertmanager (service start denied)" >&2
+# Alertmanager for tests/e2e_alertmanager.rs and Prometheus (server + promtool)
+# for the alert rules (alerts/, tests/e2e_alert_rules.rs), run by the tests on
+# free loopback ports. Installed with service starts denied (policy-rc.d), so no
+# system Alertmanager or Prometheus is started; an existing policy-rc.d is left alone.
+svc_missing=()
+for p in prometheus-alertmanager prometheus; do
+  if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
+    svc_missing+=("$p")
+  fi
+done
+if [ "${#svc_missing[@]}" -gt 0 ]; then
+  echo "install-deps.sh: installing: ${svc_missing[*]} (service start denied)" >&2
   export DEBIAN_FRONTEND=noninteractive
   made_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -42,7 +49,7 @@ if ! dpkg-query -W -f='${db:Status-Status}' prometheus-alertmanager 2>/dev/null 
     made_policy=1
   fi
   [ "${#missing[@]}" -gt 0 ] || apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+  apt-get install -y -qq --no-install-recommends "${svc_missing[@]}" >/dev/null
   if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 

@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+bash scripts/install-chart-tools.sh
+
+# Alert rules (promtool check + unit tests, lint, amtool routing) and the Helm
+# chart (lint, template, strict schema validation, config through the agent's
+# parser). The end-to-end alert test (tests/e2e_alert_rules.rs) runs with cargo test.
+echo "== alert rules"
+bash alerts/tests/test.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,6 +22,9 @@ cargo clippy --locked --all-targets -- -D warnings
 # The e2e tests start a private containerd (tests/support) and leave it
 # running for reuse; stop it when this script ends.
 trap 'bash scripts/stop-test-containerd.sh >/dev/null 2>&1 || true' EXIT
+
+echo "== Helm chart"
+bash tests/chart/test.sh
 
 echo "== cargo test (unit + privileged end-to-end)"
 export DRIFTWATCH_PRIVILEGED_TESTS=1

@@ -52,6 +52,20 @@ mod layout {
     }
 
     #[test]
+    fn net_layout() {
+        assert_eq!(offset_of!(dw_net, hdr), 0);
+        assert_eq!(offset_of!(dw_net, mntns_id), 32);
+        assert_eq!(offset_of!(dw_net, ppid), 40);
+        assert_eq!(offset_of!(dw_net, op), 48);
+        assert_eq!(offset_of!(dw_net, port), 54);
+        assert_eq!(offset_of!(dw_net, addr), 56);
+        assert_eq!(offset_of!(dw_net, comm), 72);
+        assert_eq!(offset_of!(dw_net, cgroup), 88);
+        assert_eq!(size_of::<dw_net>(), 88 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
+        assert_eq!(DW_KIND_NET, 2);
+    }
+
+    #[test]
     fn kstats_and_proc_layout() {
         assert_eq!(size_of::<dw_kstats>(), 8 * (2 * DW_KIND_MAX as usize + DW_KSTAT_MAX as usize));
         assert_eq!(size_of::<dw_proc>(), 16);

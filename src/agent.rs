@@ -52,6 +52,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
 
     let classifier = Classifier::new(&cfg);
     metrics.declare_findings(&classifier.catalog());
+    metrics.containers.set_labels(&cfg.metrics.labels);
     let mut sopts = SensorOptions::from_config(&cfg.sensor);
     sopts.emit_all_execs = opts.emit_all_execs;
     sopts.btf_path = opts.btf;
@@ -103,7 +104,59 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     } else {
         tracing::info!("runtime metadata disabled: findings carry container ids only (node-only mode)");
     }
+    let network = if cfg.rules.network.enabled {
+        let (judge, err) = crate::classify::network::NetworkJudge::new(&cfg.rules.network);
+        if let Some(e) = err {
+            metrics.enrich_failure(match e.reason() {
+                "corrupt" => "baseline_corrupt",
+                _ => "baseline_io",
+            });
+            tracing::error!("{e}");
+        }
+        Some(Arc::new(judge))
+    } else {
+        None
+    };
+    pipeline.network = network.clone();
+    // Kubernetes API (optional): owner workloads, pod specs, ephemeral containers.
+    pipeline.kube = crate::enrich::kube::start(&cfg.kubernetes, &crate::classify::node_name(), cancel.clone()).await;
+    metrics.declare_kube(pipeline.kube.is_some());
+    if let Some(k) = &pipeline.kube {
+        let m = metrics.clone();
+        k.on_error(move |reason| m.kube_error(reason));
+    }
     let pipeline = Arc::new(pipeline);
+    // Configuration drift and rootfs posture, once per container.
+    let settings = crate::classify::config_drift::Settings {
+        enabled: cfg.rules.config.enabled,
+        approved: crate::classify::config_drift::normalise_approved(&cfg.rules.config.approved_digests),
+        interval: Duration::from_secs(5),
+        api_patience: 3,
+    };
+    tokio::spawn(crate::classify::config_drift::run(
+        settings,
+        pipeline.clone(),
+        pipeline.cri.clone(),
+        pipeline.kube.clone(),
+        cancel.clone(),
+    ));
+    if let Some(judge) = network.clone() {
+        // Persist learned baselines now and then; a failure is logged, never fatal.
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let j = judge.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.save()).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        });
+    }
     let pipeline = tokio::spawn(pipeline.run(ev_rx));
 
     if let Some(mut pre) = sensor.take_preexisting() {
@@ -172,6 +225,11 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let _ = pipeline.await; // ends when the reader drops its sender
     let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
     net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
+    if let Some(judge) = network
+        && let Err(e) = judge.save()
+    {
+        tracing::warn!("{e}");
+    }
     drop(sensor);
     Ok(())
 }

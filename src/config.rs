@@ -22,6 +22,71 @@ pub struct Config {
     #[serde(default)]
     pub alertmanager: Alertmanager,
     pub runtime: Runtime,
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Kubernetes API access (src/enrich/kube.rs): owner workloads, pod specs,
+/// ephemeral containers. Without it the agent runs in node-only mode.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// `auto`: on when in-cluster (`KUBERNETES_SERVICE_HOST`) or a kubeconfig is found.
+    pub enabled: KubeMode,
+    /// Kubeconfig file; empty: in-cluster config, else `KUBECONFIG`, else `~/.kube/config`.
+    pub kubeconfig: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KubeMode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for KubeMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KubeMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("auto, true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<KubeMode, E> {
+                Ok(if b { KubeMode::On } else { KubeMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KubeMode, E> {
+                match s {
+                    "auto" => Ok(KubeMode::Auto),
+                    "true" => Ok(KubeMode::On),
+                    "false" => Ok(KubeMode::Off),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Labels of the per-container series (`driftwatch_container_findings_total`,
+/// `driftwatch_drifted_containers`, `driftwatch_container_writable_rootfs`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Any of [`METRIC_LABELS`]; `pod` is unbounded under churn, so off by default.
+    pub labels: Vec<String>,
+}
+
+/// Label names `metrics.labels` accepts.
+pub const METRIC_LABELS: [&str; 4] = ["namespace", "workload", "container", "pod"];
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { labels: vec!["namespace".into(), "workload".into(), "container".into()] }
+    }
 }
 
 /// Container runtime (CRI) metadata: pod, namespace, container name, image.
@@ -140,10 +205,11 @@ impl Default for Alertmanager {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Critical,
+    #[default]
     Warning,
     Info,
 }
@@ -165,6 +231,45 @@ pub struct Rules {
     pub shell: NamedRule,
     pub package: PackageRule,
     pub interpreters: Vec<String>,
+    pub network: NetworkRule,
+    #[serde(default)]
+    pub config: ConfigRule,
+}
+
+/// Configuration drift (`kind: config`, src/classify/config_drift.rs): judged
+/// once per container. Severities are fixed per rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigRule {
+    pub enabled: bool,
+    /// `"<image name>": ["sha256:…", …]`: a container of that image running another digest is a finding.
+    pub approved_digests: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for ConfigRule {
+    fn default() -> Self {
+        Self { enabled: true, approved_digests: BTreeMap::new() }
+    }
+}
+
+/// Network drift: listeners and outbound connections not in the workload's
+/// learned baseline (nor allowed here).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRule {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Seconds after a workload is first seen during which its endpoints are
+    /// learned as expected; 0 disables learning.
+    pub learning_window_s: u64,
+    /// Loopback endpoints (sidecars, local health checks) are not drift.
+    pub ignore_loopback: bool,
+    /// Ports that are never drift, in either direction (e.g. DNS).
+    pub allowed_ports: Vec<u16>,
+    pub max_endpoints_per_workload: usize,
+    pub max_workloads: usize,
+    /// Where baselines persist across restarts; empty: memory only.
+    pub state_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -388,6 +493,37 @@ impl Config {
                 }
             }
         }
+        let mut seen = Vec::new();
+        for (i, l) in self.metrics.labels.iter().enumerate() {
+            let field = format!("metrics.labels[{i}]");
+            if !METRIC_LABELS.contains(&l.as_str()) {
+                let msg =
+                    format!("{l:?} is not a label of the per-container series (one of {})", METRIC_LABELS.join(", "));
+                return Err(in_section(&field, "metrics", "labels", msg));
+            }
+            if seen.contains(&l) {
+                return Err(in_section(&field, "metrics", "labels", format!("{l:?} is listed twice")));
+            }
+            seen.push(l);
+        }
+        for (image, digests) in &self.rules.config.approved_digests {
+            let field = format!("rules.config.approved_digests.{image}");
+            match crate::enrich::image::ImageRef::parse(image) {
+                Ok(r) if r.tags() == ["latest"] && !image.ends_with(":latest") => {}
+                Ok(_) => {
+                    let msg = format!(
+                        "{image:?} must be an image name without tag or digest (e.g. docker.io/library/busybox)"
+                    );
+                    return Err(invalid(&field, image, msg));
+                }
+                Err(e) => return Err(invalid(&field, image, format!("{image:?} is not an image name: {e}"))),
+            }
+            for (i, d) in digests.iter().enumerate() {
+                if let Err(e) = crate::enrich::image::parse_digest(d) {
+                    return Err(invalid(&format!("{field}[{i}]"), d, format!("{d:?}: {e}")));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -406,6 +542,28 @@ fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
         otlp: Option<PO>,
         alertmanager: Option<PA>,
         runtime: Option<PRt>,
+        kubernetes: Option<PKube>,
+        metrics: Option<PMet>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PKube {
+        enabled: Option<KubeMode>,
+        kubeconfig: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PMet {
+        labels: Option<Vec<String>>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PCfg {
+        enabled: Option<bool>,
+        approved_digests: Option<BTreeMap<String, Vec<String>>>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -465,6 +623,21 @@ fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
         shell: Option<PN>,
         package: Option<PK>,
         interpreters: Option<Vec<String>>,
+        network: Option<PNet>,
+        config: Option<PCfg>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PNet {
+        enabled: Option<bool>,
+        severity: Option<Severity>,
+        learning_window_s: Option<u64>,
+        ignore_loopback: Option<bool>,
+        allowed_ports: Option<Vec<u16>>,
+        max_endpoints_per_workload: Option<usize>,
+        max_workloads: Option<usize>,
+        state_dir: Option<String>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -633,5 +806,56 @@ mod tests {
         assert!(e.contains("alertmanager.group_window_ms") && e.contains("line 3"), "{e}");
         let e = Config::from_yaml("alertmanager:\n  timeout_ms: soon\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_metrics_and_config_rule_sections() {
+        let c = Config::default();
+        assert_eq!(c.kubernetes.enabled, KubeMode::Auto);
+        assert_eq!(c.metrics.labels, ["namespace", "workload", "container"]);
+        assert!(c.rules.config.enabled && c.rules.config.approved_digests.is_empty());
+        let d = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let c = Config::from_yaml(
+            &format!(
+                "kubernetes:\n  enabled: false\nmetrics:\n  labels: [namespace, pod]\n\
+                 rules:\n  config:\n    approved_digests:\n      busybox: [{d}]\n"
+            ),
+            "f.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.kubernetes.enabled, KubeMode::Off);
+        assert_eq!(c.metrics.labels, ["namespace", "pod"]);
+        assert_eq!(c.rules.config.approved_digests["busybox"], [d]);
+        assert!(c.rules.config.enabled, "defaults kept");
+        for (text, mode) in [("true", KubeMode::On), ("auto", KubeMode::Auto), ("\"false\"", KubeMode::Off)] {
+            let c = Config::from_yaml(&format!("kubernetes:\n  enabled: {text}\n"), "f.yaml").unwrap();
+            assert_eq!(c.kubernetes.enabled, mode);
+        }
+    }
+
+    #[test]
+    fn new_sections_errors_name_file_line_field() {
+        let e = Config::from_yaml("kubernetes:\n  enabled: maybe\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("p.yaml") && e.contains("line 2") && e.contains("maybe"), "{e}");
+        let e = Config::from_yaml("kubernetes:\n  kubeconfig: /x\n  namespace: a\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("p.yaml") && e.contains("line 3") && e.contains("namespace"), "{e}");
+        let e = Config::from_yaml("metrics:\n  labels: [namespace, pod_name]\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("p.yaml") && e.contains("line 2") && e.contains("metrics.labels[1]"), "{e}");
+        assert!(e.contains("pod_name"), "{e}");
+        let e = Config::from_yaml("metrics:\n  labels: [pod, pod]\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("metrics.labels[1]") && e.contains("twice"), "{e}");
+        let e = Config::from_yaml("metrics:\n  lables: [pod]\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("lables"), "{e}");
+        let e = Config::from_yaml("rules:\n  config:\n    approved_digests:\n      busybox: [sha256:abc]\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.yaml") && e.contains("line 4"), "{e}");
+        assert!(e.contains("rules.config.approved_digests.busybox[0]"), "{e}");
+        let e = Config::from_yaml("rules:\n  config:\n    approved_digests:\n      busybox:1.36: []\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("without tag"), "{e}");
+        let e = Config::from_yaml("rules:\n  config:\n    severity: critical\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("severity"), "{e}");
     }
 }

@@ -112,10 +112,66 @@ pub struct ExecEvent {
     pub cgroup_path: String,
 }
 
+/// What a network event opened (`DW_NET_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetOp {
+    /// connect(): an outbound connection to `addr:port`.
+    Connect,
+    /// listen(): a TCP listener on `addr:port`.
+    Listen,
+    /// bind() of a UDP socket: a UDP listener on `addr:port`.
+    BindUdp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// A container process opened a network endpoint (`DW_KIND_NET`); the kernel
+/// sends each (container, program, endpoint) once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetEvent {
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub mntns_id: u64,
+    pub op: NetOp,
+    pub transport: Transport,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+    pub comm: String,
+    pub cgroup_path: String,
+}
+
 /// Every kind of record the agent understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exec(Box<ExecEvent>),
+    Net(Box<NetEvent>),
+}
+
+impl Event {
+    /// Metric label of the kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Exec(_) => "exec",
+            Self::Net(_) => "net",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,8 +250,58 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     }
     match hdr.kind as u32 {
         abi::DW_KIND_EXEC => decode_exec(&buf[..hdr.size as usize]).map(|e| Event::Exec(Box::new(e))),
+        abi::DW_KIND_NET => decode_net(&buf[..hdr.size as usize]).map(|e| Event::Net(Box::new(e))),
         _ => Err(DecodeError::UnknownKind(hdr.kind)),
     }
+}
+
+/// Cgroup path components, leaf first in the record, as a path root first.
+fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) -> String {
+    let mut path = String::new();
+    for level in levels.iter().rev() {
+        let name = c_str(level);
+        if name.is_empty() {
+            continue;
+        }
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(&name);
+    }
+    path
+}
+
+fn decode_net(buf: &[u8]) -> Result<NetEvent, DecodeError> {
+    let r: abi::dw_net = read_pod(buf, "net record")?;
+    let op = match r.op as u32 {
+        abi::DW_NET_CONNECT => NetOp::Connect,
+        abi::DW_NET_LISTEN => NetOp::Listen,
+        abi::DW_NET_BIND_UDP => NetOp::BindUdp,
+        other => return Err(DecodeError::BadValue { field: "op", value: other as u64 }),
+    };
+    let transport = match r.sock_type {
+        1 => Transport::Tcp,
+        2 => Transport::Udp,
+        other => return Err(DecodeError::BadValue { field: "sock_type", value: other as u64 }),
+    };
+    let addr = match r.family {
+        2 => std::net::IpAddr::from([r.addr[0], r.addr[1], r.addr[2], r.addr[3]]),
+        10 => std::net::IpAddr::from(r.addr),
+        other => return Err(DecodeError::BadValue { field: "family", value: other as u64 }),
+    };
+    Ok(NetEvent {
+        ktime_ns: r.hdr.ktime_ns,
+        tgid: r.hdr.tgid,
+        ppid: r.ppid,
+        uid: r.uid,
+        mntns_id: r.mntns_id,
+        op,
+        transport,
+        addr,
+        port: r.port,
+        comm: c_str(&r.comm),
+        cgroup_path: cgroup_path(&r.cgroup),
+    })
 }
 
 fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
@@ -206,18 +312,7 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
     } else {
         None
     };
-    // Leaf first in the record; a path reads root first.
-    let mut cgroup_path = String::new();
-    for level in r.cgroup.iter().rev() {
-        let name = c_str(level);
-        if name.is_empty() {
-            continue;
-        }
-        if !cgroup_path.is_empty() {
-            cgroup_path.push('/');
-        }
-        cgroup_path.push_str(&name);
-    }
+    let cgroup_path = cgroup_path(&r.cgroup);
     Ok(ExecEvent {
         ktime_ns: r.hdr.ktime_ns,
         cgroup_id: r.hdr.cgroup_id,
@@ -280,7 +375,7 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_exec() {
-        let Event::Exec(e) = decode(&exec_record(|_| {})).unwrap();
+        let Event::Exec(e) = decode(&exec_record(|_| {})).unwrap() else { panic!("not exec") };
         assert_eq!(e.tgid, 42);
         assert_eq!(e.ppid, 7);
         assert_eq!(e.path, "/tmp/x");
@@ -337,10 +432,51 @@ pub(crate) mod tests {
             r.args_len = u16::MAX;
             put(&mut r.comm, &[0xff, 0xfe, b'a']);
         });
-        let Event::Exec(e) = decode(&rec).unwrap();
+        let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
         assert_eq!(e.path, "/tmp/x");
         assert_eq!(e.args, vec!["/tmp/x", "-v"]);
         assert!(e.comm.contains('\u{fffd}'));
+    }
+
+    pub(crate) fn net_record(f: impl FnOnce(&mut abi::dw_net)) -> Vec<u8> {
+        let mut r = abi::dw_net::default();
+        r.hdr.kind = abi::DW_KIND_NET as u16;
+        r.hdr.size = size_of::<abi::dw_net>() as u16;
+        r.hdr.tgid = 9;
+        r.op = abi::DW_NET_CONNECT as u16;
+        r.family = 2;
+        r.sock_type = 1;
+        r.port = 443;
+        r.addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        put(&mut r.comm, b"curl");
+        put(&mut r.cgroup[0], b"abc");
+        f(&mut r);
+        let mut v = vec![0u8; size_of::<abi::dw_net>()];
+        // SAFETY: writing a POD into a buffer of exactly its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_net>(), r) };
+        v
+    }
+
+    #[test]
+    fn decodes_net_v4_v6_and_rejects_bad_values() {
+        let Event::Net(e) = decode(&net_record(|_| {})).unwrap() else { panic!("not net") };
+        assert_eq!((e.op, e.transport, e.port), (NetOp::Connect, Transport::Tcp, 443));
+        assert_eq!(e.addr, "10.1.2.3".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(e.comm, "curl");
+        let v6 = net_record(|r| {
+            r.family = 10;
+            r.op = abi::DW_NET_BIND_UDP as u16;
+            r.sock_type = 2;
+            r.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        });
+        let Event::Net(e) = decode(&v6).unwrap() else { panic!("not net") };
+        assert_eq!((e.op, e.transport), (NetOp::BindUdp, Transport::Udp));
+        assert_eq!(e.addr, "::1".parse::<std::net::IpAddr>().unwrap());
+        for bad in [net_record(|r| r.family = 1), net_record(|r| r.op = 9), net_record(|r| r.sock_type = 5)] {
+            assert_eq!(decode(&bad).unwrap_err().reason(), "bad_value");
+        }
+        let rec = net_record(|_| {});
+        assert_eq!(decode(&rec[..rec.len() - 1]).unwrap_err().reason(), "bad_size");
     }
 
     #[test]
@@ -351,7 +487,7 @@ pub(crate) mod tests {
             put(&mut r.script, b"/scratch/run.sh");
             r.script_len = 15;
         });
-        let Event::Exec(e) = decode(&rec).unwrap();
+        let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
         assert_eq!(e.script, Some(("/scratch/run.sh".to_string(), ExeSource::Tmpfs)));
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::{
     bpf::NotContainer,
+    classify::network::NetworkJudge,
     classify::{Classifier, Finding},
     enrich::{
         self,
@@ -16,7 +17,7 @@ use crate::{
         image::{ImageRef, digest_of_image_ref},
         workload,
     },
-    event::Event,
+    event::{Event, NetEvent},
     sink::{Fanout, containers::ContainerFindingLabels, metrics::Metrics},
 };
 use std::{sync::Arc, time::Duration};
@@ -35,6 +36,10 @@ pub struct Pipeline {
     pub cri: Option<Arc<Cri>>,
     pub metadata_wait: Duration,
     pub waiting: Arc<Semaphore>,
+    /// Network drift against learned baselines; None when disabled.
+    pub network: Option<Arc<NetworkJudge>>,
+    /// This node's pods from the Kubernetes API; None in node-only mode.
+    pub kube: Option<Arc<crate::enrich::kube::KubeIndex>>,
 }
 
 impl Pipeline {
@@ -47,12 +52,17 @@ impl Pipeline {
             cri: None,
             metadata_wait: Duration::from_secs(2),
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            network: None,
+            kube: None,
         }
     }
 
     /// Judges one event; findings go to every sink's queue.
     pub fn handle(self: &Arc<Self>, ev: Event) {
-        let Event::Exec(ev) = ev;
+        let ev = match ev {
+            Event::Exec(ev) => ev,
+            Event::Net(ev) => return self.handle_net(&ev),
+        };
         let container = match enrich::container_of(&ev) {
             Ok(c) => c,
             Err(e) => {
@@ -98,6 +108,40 @@ impl Pipeline {
         });
     }
 
+    /// Network endpoints are judged against the workload's baseline, keyed by
+    /// what the runtime says the workload is (or the container, until then).
+    fn handle_net(self: &Arc<Self>, ev: &NetEvent) {
+        let Some(judge) = &self.network else { return };
+        let c = match enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid) {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.enrich_failure(e.reason());
+                if let Some(nc) = &self.not_container {
+                    nc.insert(ev.mntns_id);
+                }
+                return;
+            }
+        };
+        let meta = self.cri.as_ref().and_then(|cri| cri.cached(&c.id));
+        let key = match &meta {
+            Some(m) if !m.pod_name.is_empty() => {
+                let w = workload::from_pod(&m.pod_name, &m.pod_labels);
+                format!("{}/{}/{}/{}", m.namespace, w.kind, w.name, m.container_name)
+            }
+            _ => format!("container/{}", c.id),
+        };
+        match judge.judge(&self.classifier, ev, &c, &key) {
+            Ok(mut f) => match meta {
+                Some(m) => {
+                    apply_metadata(&mut f, &m);
+                    self.emit(f);
+                }
+                None => self.incomplete(f, if self.cri.is_some() { "not_cached" } else { "no_runtime" }),
+            },
+            Err(reason) => self.metrics.no_finding(reason.as_str()),
+        }
+    }
+
     fn incomplete(&self, mut f: Finding, reason: &'static str) {
         self.metrics.enrich_failure(reason);
         f.metadata_complete = false;
@@ -105,12 +149,27 @@ impl Pipeline {
         self.emit(f);
     }
 
+    /// The workload of a finding: the owner the Kubernetes API resolved
+    /// (Pod -> ReplicaSet -> Deployment, Job -> CronJob, ...) when the API
+    /// knows the pod; else what [`apply_metadata`] derived from the
+    /// controller labels (node-only heuristic).
+    pub fn apply_workload(&self, f: &mut Finding) {
+        if let (Some(k), Some(ns), Some(pod)) = (&self.kube, &f.namespace, &f.pod_name)
+            && let Some((kind, name)) = k.workload(ns, pod)
+        {
+            f.workload_kind = Some(kind);
+            f.workload_name = Some(name);
+        }
+    }
+
     /// Counts a finding and hands it to the sinks.
-    fn emit(&self, f: Finding) {
+    pub fn emit(&self, mut f: Finding) {
+        self.apply_workload(&mut f);
         self.metrics.finding(&f);
         let label = |v: &Option<String>| v.clone().unwrap_or_default();
-        self.metrics.containers.finding(
+        self.metrics.containers.finding_in_pod(
             &f.container_id,
+            f.pod_name.as_deref().unwrap_or_default(),
             ContainerFindingLabels {
                 namespace: label(&f.namespace),
                 workload: label(&f.workload_name),
@@ -135,7 +194,9 @@ impl Pipeline {
     }
 }
 
-/// Copies what the runtime knows about the container into the finding.
+/// Copies what the runtime knows about the container into the finding. The
+/// workload set here is the label heuristic; [`Pipeline::emit`] replaces it
+/// with the API's owner when the Kubernetes API knows the pod.
 pub fn apply_metadata(f: &mut Finding, m: &ContainerMeta) {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     f.namespace = some(&m.namespace);

@@ -30,6 +30,7 @@ typedef uint64_t dw_u64;
 /* Record kinds (dw_header.kind). 0 is never valid. */
 enum dw_kind {
 	DW_KIND_EXEC = 1,
+	DW_KIND_NET = 2,
 	DW_KIND_MAX = 8, /* size of the per-kind counter arrays */
 };
 
@@ -105,6 +106,27 @@ struct dw_exec {
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
 };
 
+/* dw_net.op */
+#define DW_NET_CONNECT 1 /* connect(): remote address and port */
+#define DW_NET_LISTEN 2 /* listen(): local address and port */
+#define DW_NET_BIND_UDP 3 /* bind() of a UDP socket: local address and port */
+
+/* A container process opened a network endpoint (DW_KIND_NET). Sent once per
+ * (mount namespace, comm, op, endpoint): repeats are folded in the kernel. */
+struct dw_net {
+	struct dw_header hdr;
+	dw_u64 mntns_id;
+	dw_u32 ppid;
+	dw_u32 uid;
+	dw_u16 op; /* DW_NET_* */
+	dw_u16 family; /* AF_INET (2) or AF_INET6 (10) */
+	dw_u16 sock_type; /* SOCK_STREAM (1) or SOCK_DGRAM (2) */
+	dw_u16 port; /* host byte order */
+	dw_u8 addr[16]; /* network byte order; IPv4 in the first 4 bytes */
+	char comm[DW_COMM_LEN];
+	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+};
+
 /* Kernel-side counters, one per CPU (summed by userspace). */
 enum dw_kstat {
 	DW_KSTAT_HOST_EXEC_FILTERED = 0, /* host execs dropped by the in-kernel filter */
@@ -114,6 +136,8 @@ enum dw_kstat {
 	DW_KSTAT_MNTNS_TABLE_FULL = 4,
 	DW_KSTAT_PATH_TRUNCATED = 5,
 	DW_KSTAT_NOT_CONTAINER_FILTERED = 6, /* execs in namespaces userspace found not to be containers */
+	DW_KSTAT_NET_FOLDED = 7, /* network events folded into one already sent */
+	DW_KSTAT_NET_TABLE_FULL = 8,
 	DW_KSTAT_MAX = 16,
 };
 

@@ -73,6 +73,38 @@ struct path {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	void *private_data; /* struct socket for sockets */
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct in6_addr {
+	union {
+		u8 u6_addr8[16];
+	} in6_u;
+};
+
+struct sock_common {
+	u32 skc_rcv_saddr;
+	u16 skc_num; /* local port, host order */
+	unsigned short skc_family;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
+struct socket {
+	short type;
+	struct sock *sk;
 };
 
 struct linux_binprm {
@@ -165,8 +197,17 @@ struct task_struct {
 	struct signal_struct *signal;
 	struct css_set *cgroups;
 	struct mm_struct *mm;
+	struct files_struct *files;
 };
 
 #pragma clang attribute pop
+
+/* Context of the syscalls:sys_enter_* tracepoints (the tracepoint format:
+ * 8 bytes of common fields, the syscall number, six arguments). */
+struct dw_sys_enter {
+	u64 common;
+	long id;
+	unsigned long args[6];
+};
 
 #endif

@@ -7,7 +7,7 @@ use crate::{abi, config, sink::metrics::KernelStatsSource};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use std::{collections::HashMap, sync::Mutex};
 
@@ -18,6 +18,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dr
 /// first so lineage is kept from the moment exec starts reporting.
 pub const PROGRAMS: [(&str, &str); 3] =
     [("dw_exit", "sched_process_exit"), ("dw_fork", "sched_process_fork"), ("dw_exec", "sched_process_exec")];
+
+/// Syscall tracepoints (category syscalls): they fire only for their own
+/// syscall, so nothing else pays for them. They need tracefs.
+pub const SYSCALL_PROGRAMS: [(&str, &str); 3] =
+    [("dw_connect", "sys_enter_connect"), ("dw_listen", "sys_enter_listen"), ("dw_bind", "sys_enter_bind")];
 
 #[cfg(test)]
 mod tests {
@@ -44,6 +49,10 @@ pub enum BpfError {
         "kernel BTF missing ({0}): the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass --btf FILE with BTF for this kernel"
     )]
     NoBtf(String),
+    #[error(
+        "tracefs is not mounted (no /sys/kernel/tracing/events): mount it with `mount -t tracefs nodev /sys/kernel/tracing` (in a pod: a hostPath volume for /sys/kernel/tracing)"
+    )]
+    NoTracefs,
     #[error("cannot read the host mount namespace from /proc/1/ns/mnt or /proc/self/ns/mnt: is /proc mounted?")]
     NoMntns,
     #[error("cannot parse kernel BTF: {0}")]
@@ -70,6 +79,7 @@ impl BpfError {
             Self::NotPrivileged => "not_privileged",
             Self::NoBtf(_) => "no_btf",
             Self::NoMntns => "no_mntns",
+            Self::NoTracefs => "no_tracefs",
             Self::Btf(_) => "btf",
             Self::Load(_) => "load",
             Self::Rejected { .. } => "verifier",
@@ -184,6 +194,16 @@ impl Sensor {
                 reason: verifier_reason(&e),
             })?;
             prog.attach().map_err(|source| BpfError::Attach { program, tracepoint, source })?;
+            attached += 1;
+        }
+        for (program, tracepoint) in SYSCALL_PROGRAMS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
+                .try_into()
+                .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint, source: e })?;
+            prog.load().map_err(|e| BpfError::Rejected { program, tracepoint, reason: verifier_reason(&e) })?;
+            prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach { program, tracepoint, source })?;
             attached += 1;
         }
 

@@ -23,6 +23,9 @@ pub fn check(btf: &Path) -> Result<(), BpfError> {
     if !btf.exists() {
         return Err(BpfError::NoBtf(btf.display().to_string()));
     }
+    if !["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|p| Path::new(p).exists()) {
+        return Err(BpfError::NoTracefs);
+    }
     Ok(())
 }
 

@@ -42,12 +42,15 @@ pub fn spawn(
             // SAFETY: one valid pollfd; the fd lives as long as `ring`.
             let _ = unsafe { libc::poll(&mut pfd, 1, timeout) };
             let mut batch = Vec::with_capacity(BATCH);
-            let mut decoded = 0u64;
+            let (mut execs, mut nets) = (0u64, 0u64);
             loop {
                 let Some(item) = ring.next() else { break };
                 match event::decode(&item) {
                     Ok(ev) => {
-                        decoded += 1;
+                        match ev {
+                            event::Event::Exec(_) => execs += 1,
+                            event::Event::Net(_) => nets += 1,
+                        }
                         batch.push(ev);
                     }
                     Err(e) => {
@@ -60,8 +63,11 @@ pub fn spawn(
                     send(&tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &metrics);
                 }
             }
-            if decoded > 0 {
-                metrics.events("exec", decoded);
+            if execs > 0 {
+                metrics.events("exec", execs);
+            }
+            if nets > 0 {
+                metrics.events("net", nets);
             }
             if !batch.is_empty() {
                 send(&tx, batch, &metrics);

@@ -7,12 +7,17 @@ use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc};
 
 /// Drift kind (the `kind` key and metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    #[default]
     Binary,
     Shell,
     Package,
+    Network,
+    /// Configuration drift: how a container was deployed (image pinning,
+    /// ephemeral containers), not what it executed. Carries no process keys.
+    Config,
 }
 
 impl Kind {
@@ -21,14 +26,17 @@ impl Kind {
             Self::Binary => "binary",
             Self::Shell => "shell",
             Self::Package => "package",
+            Self::Network => "network",
+            Self::Config => "config",
         }
     }
 }
 
 /// The response-playbook step the on-call engineer should take next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PlaybookStep {
+    #[default]
     Detect,
     Validate,
     Isolate,
@@ -54,7 +62,15 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// `Default` exists for findings built outside the exec classifier (config
+/// drift); serialization is the derived one, minus the process keys for
+/// `kind: config` (see the `Serialize` impl below).
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(remote = "Self")]
 pub struct Finding {
     /// RFC 3339 with nanoseconds, from the kernel timestamp of the event.
     pub time: String,
@@ -107,11 +123,11 @@ pub struct Finding {
     pub pid: u32,
     #[serde(rename = "process.parent_pid")]
     pub parent_pid: u32,
-    #[serde(rename = "process.executable.path")]
+    #[serde(rename = "process.executable.path", skip_serializing_if = "String::is_empty")]
     pub exe_path: String,
-    #[serde(rename = "process.executable.name")]
+    #[serde(rename = "process.executable.name", skip_serializing_if = "String::is_empty")]
     pub exe_name: String,
-    #[serde(rename = "process.command_args")]
+    #[serde(rename = "process.command_args", skip_serializing_if = "Vec::is_empty")]
     pub command_args: Vec<String>,
     #[serde(rename = "process.user.id")]
     pub uid: u32,
@@ -120,12 +136,12 @@ pub struct Finding {
     /// Has a controlling terminal (OTel `process.interactive`).
     #[serde(rename = "process.interactive")]
     pub interactive: bool,
-    #[serde(rename = "driftwatch.process.parent.name")]
+    #[serde(rename = "driftwatch.process.parent.name", skip_serializing_if = "String::is_empty")]
     pub parent_name: String,
     /// Where the executed file lives: image | upper_layer | memfd | deleted | tmpfs | volume | unknown.
-    #[serde(rename = "driftwatch.exe.source")]
+    #[serde(rename = "driftwatch.exe.source", skip_serializing_if = "str::is_empty")]
     pub exe_source: &'static str,
-    #[serde(rename = "driftwatch.exe.inode")]
+    #[serde(rename = "driftwatch.exe.inode", skip_serializing_if = "is_zero")]
     pub exe_inode: u64,
     #[serde(rename = "driftwatch.script.path", skip_serializing_if = "Option::is_none")]
     pub script_path: Option<String>,
@@ -138,15 +154,59 @@ pub struct Finding {
     pub shell: Option<String>,
     #[serde(rename = "driftwatch.package.manager", skip_serializing_if = "Option::is_none")]
     pub package_manager: Option<String>,
+    /// Network findings: the endpoint (the remote one for outbound
+    /// connections, the local one for listeners).
+    #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]
+    pub server_address: Option<String>,
+    #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
+    #[serde(rename = "network.transport", skip_serializing_if = "Option::is_none")]
+    pub network_transport: Option<&'static str>,
+    #[serde(rename = "network.type", skip_serializing_if = "Option::is_none")]
+    pub network_type: Option<&'static str>,
+    /// `outbound` (connect) or `listen` (listen, UDP bind).
+    #[serde(rename = "driftwatch.network.direction", skip_serializing_if = "Option::is_none")]
+    pub network_direction: Option<&'static str>,
+    /// The baseline the endpoint was judged against.
+    #[serde(rename = "driftwatch.baseline.workload", skip_serializing_if = "Option::is_none")]
+    pub baseline_workload: Option<String>,
     #[serde(rename = "driftwatch.cgroup.path")]
     pub cgroup_path: String,
     #[serde(rename = "driftwatch.exe.path_truncated", skip_serializing_if = "is_false")]
     pub path_truncated: bool,
     #[serde(rename = "driftwatch.process.args_truncated", skip_serializing_if = "is_false")]
     pub args_truncated: bool,
+    /// Config-drift facts (`kind: config` only): the `driftwatch.image.*` and
+    /// `driftwatch.ephemeral.*` keys.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Box<super::config_drift::ConfigFacts>>,
     /// Kernel timestamp, for the detection-latency metric; not serialized.
     #[serde(skip)]
     pub ktime_ns: u64,
+}
+
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.kind != Kind::Config {
+            return Finding::serialize(self, s);
+        }
+        // A config finding is about a container, not a process: the process
+        // and exec keys (pid 0, uid 0, ...) would be false facts.
+        let v = Finding::serialize(self, serde_json::value::Serializer).map_err(serde::ser::Error::custom)?;
+        let serde_json::Value::Object(mut m) = v else { return v.serialize(s) };
+        m.retain(|k, _| !is_exec_key(k));
+        m.serialize(s)
+    }
+}
+
+/// Keys that describe the process of an exec.
+fn is_exec_key(k: &str) -> bool {
+    k.starts_with("process.")
+        || k.starts_with("driftwatch.process.")
+        || k.starts_with("driftwatch.exe.")
+        || k.starts_with("driftwatch.script.")
+        || k == "driftwatch.lineage.drifted_ancestor"
+        || k == "driftwatch.cgroup.path"
 }
 
 impl Finding {

@@ -3,8 +3,11 @@
 //! The kernel already judged where the executed file comes from; here the
 //! verdict meets the rules (shells, package managers) from the config.
 
+pub mod baseline;
+pub mod config_drift;
 pub mod finding;
 pub mod names;
+pub mod network;
 
 pub use finding::{Finding, Kind, PlaybookStep};
 pub use names::{NameMatch, NameTables};
@@ -24,6 +27,10 @@ pub enum NoFinding {
     Subshell,
     NestedPackageManager,
     RuleDisabled,
+    Loopback,
+    Allowed,
+    BaselineLearning,
+    BaselineExpected,
 }
 
 impl NoFinding {
@@ -34,6 +41,10 @@ impl NoFinding {
             Self::Subshell => "subshell",
             Self::NestedPackageManager => "nested_package_manager",
             Self::RuleDisabled => "rule_disabled",
+            Self::Loopback => "loopback",
+            Self::Allowed => "allowed",
+            Self::BaselineLearning => "baseline_learning",
+            Self::BaselineExpected => "baseline_expected",
         }
     }
 }
@@ -89,6 +100,9 @@ impl Classifier {
         v.push(("shell", "shell_in_container", s));
         v.push(("shell", "terminal_shell_in_container", s));
         v.push(("package", "package_manager_exec", self.rules.package.severity.as_str()));
+        if self.rules.config.enabled {
+            v.extend(config_drift::RULES.iter().map(|(r, sev, _)| ("config", *r, sev.as_str())));
+        }
         v
     }
 
@@ -203,6 +217,46 @@ impl Classifier {
         self.base(ev, c, Kind::Binary, rule, self.rules.binary.severity, PlaybookStep::Isolate, msg)
     }
 
+    /// A finding about a network event: the exec-only keys stay empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn net_finding(
+        &self,
+        ev: &crate::event::NetEvent,
+        c: &ContainerRef,
+        kind: Kind,
+        rule: &'static str,
+        severity: crate::config::Severity,
+        step: PlaybookStep,
+        message: String,
+    ) -> Finding {
+        let exec = ExecEvent {
+            ktime_ns: ev.ktime_ns,
+            cgroup_id: 0,
+            tgid: ev.tgid,
+            pid: ev.tgid,
+            ppid: ev.ppid,
+            uid: ev.uid,
+            gid: 0,
+            mntns: 0,
+            mntns_id: ev.mntns_id,
+            flags: crate::event::ExecFlags::default(),
+            exe_source: ExeSource::Unknown,
+            script: None,
+            fs_magic: 0,
+            nlink: 0,
+            ino: 0,
+            name_class: 0,
+            comm: ev.comm.clone(),
+            parent_comm: String::new(),
+            path: String::new(),
+            args: Vec::new(),
+            cgroup_path: ev.cgroup_path.clone(),
+        };
+        let mut f = self.base(&exec, c, kind, rule, severity, step, message);
+        f.exe_source = "";
+        f
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn base(
         &self,
@@ -253,6 +307,13 @@ impl Classifier {
             drifted_ancestor: ev.flags.ancestor_drift(),
             shell: None,
             package_manager: None,
+            server_address: None,
+            server_port: None,
+            network_transport: None,
+            network_type: None,
+            network_direction: None,
+            baseline_workload: None,
+            config: None,
             cgroup_path: ev.cgroup_path.clone(),
             path_truncated: ev.flags.path_truncated(),
             args_truncated: ev.flags.args_truncated(),

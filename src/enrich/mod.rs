@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod cri;
 pub mod image;
+pub mod kube;
 pub mod workload;
 
 pub use cgroup::{CgroupLayout, ContainerRef};
@@ -45,15 +46,20 @@ impl CgroupLayout {
 
 /// Resolves the container of an exec event.
 pub fn container_of(ev: &ExecEvent) -> Result<ContainerRef, EnrichError> {
-    if let Some(c) = cgroup::container_from_cgroup_path(&ev.cgroup_path) {
+    container_from_path_or_pid(&ev.cgroup_path, ev.tgid)
+}
+
+/// The container of a process, from the cgroup path the kernel captured.
+pub fn container_from_path_or_pid(cgroup_path: &str, tgid: u32) -> Result<ContainerRef, EnrichError> {
+    if let Some(c) = cgroup::container_from_cgroup_path(cgroup_path) {
         return Ok(c);
     }
     // The kernel keeps only the last few path components; a deeper layout may
     // need the full path, which /proc still has if the process is alive.
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/cgroup", ev.tgid))
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
         && let Some(c) = cgroup::container_from_proc_cgroup(&text)
     {
         return Ok(c);
     }
-    Err(EnrichError::NotContainer { pid: ev.tgid, path: ev.cgroup_path.clone() })
+    Err(EnrichError::NotContainer { pid: tgid, path: cgroup_path.to_string() })
 }

@@ -11,7 +11,7 @@ use prometheus_client::{
 };
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -33,16 +33,40 @@ pub struct DriftedLabels {
     pub kind: &'static str,
 }
 
+/// The Kubernetes identity of a container, from which the configured label
+/// set (`metrics.labels`) is taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerIdentity {
+    pub namespace: String,
+    pub workload: String,
+    pub container: String,
+    pub pod: String,
+}
+
+/// A series' labels: the configured Kubernetes labels, then the fixed ones.
+type Labels = Vec<(&'static str, String)>;
+
 /// What the tracker knows of one live container.
 struct Tracked {
-    findings: HashSet<ContainerFindingLabels>,
-    drifted: HashSet<DriftedLabels>,
+    findings: HashSet<Labels>,
+    drifted: HashSet<Labels>,
+    /// Writable-rootfs posture series and whether this container is writable.
+    writable: Option<(Labels, bool)>,
     gone_since: Option<Instant>,
 }
 
+impl Tracked {
+    fn new() -> Self {
+        Tracked { findings: HashSet::new(), drifted: HashSet::new(), writable: None, gone_since: None }
+    }
+}
+
 pub struct ContainerSeries {
-    findings: Family<ContainerFindingLabels, Counter>,
-    drifted: Family<DriftedLabels, Gauge>,
+    findings: Family<Labels, Counter>,
+    drifted: Family<Labels, Gauge>,
+    writable: Family<Labels, Gauge>,
+    /// Which of namespace, workload, container, pod label the series (in that order).
+    label_names: RwLock<Vec<&'static str>>,
     state: Mutex<HashMap<String, Tracked>>,
     /// How long series outlive their container (one or two scrapes' worth, so
     /// the last increment is seen).
@@ -63,30 +87,105 @@ impl ContainerSeries {
             "Live containers with at least one finding of the kind, by namespace, workload and container name",
             drifted.clone(),
         );
-        Self { findings, drifted, state: Mutex::new(HashMap::new()), linger: Duration::from_secs(120) }
+        let writable = Family::default();
+        registry.register(
+            "container_writable_rootfs",
+            "1 when a live container of the workload has a writable root filesystem (readOnlyRootFilesystem not set), 0 when read-only",
+            writable.clone(),
+        );
+        Self {
+            findings,
+            drifted,
+            writable,
+            label_names: RwLock::new(vec!["namespace", "workload", "container"]),
+            state: Mutex::new(HashMap::new()),
+            linger: Duration::from_secs(120),
+        }
+    }
+
+    /// Sets the label set (`metrics.labels`; names validated by the config).
+    /// Call before the first series is made.
+    pub fn set_labels(&self, names: &[String]) {
+        let order = crate::config::METRIC_LABELS;
+        let picked: Vec<&'static str> = order.iter().copied().filter(|n| names.iter().any(|x| x == n)).collect();
+        if let Ok(mut l) = self.label_names.write() {
+            *l = picked;
+        }
+    }
+
+    fn labels(&self, who: &ContainerIdentity) -> Labels {
+        let names = self.label_names.read().map(|l| l.clone()).unwrap_or_default();
+        names
+            .into_iter()
+            .map(|n| {
+                let v = match n {
+                    "namespace" => &who.namespace,
+                    "workload" => &who.workload,
+                    "container" => &who.container,
+                    _ => &who.pod,
+                };
+                (n, v.clone())
+            })
+            .collect()
     }
 
     /// Counts a finding of `container_id`; the first of each kind marks the
-    /// container drifted.
+    /// container drifted. (The pod label, when configured, is empty: see
+    /// [`Self::finding_in_pod`].)
     pub fn finding(&self, container_id: &str, labels: ContainerFindingLabels) {
-        self.findings.get_or_create(&labels).inc();
-        let Ok(mut st) = self.state.lock() else { return };
-        let t = st.entry(container_id.to_string()).or_insert_with(|| Tracked {
-            findings: HashSet::new(),
-            drifted: HashSet::new(),
-            gone_since: None,
-        });
-        t.gone_since = None;
-        let d = DriftedLabels {
-            namespace: labels.namespace.clone(),
-            workload: labels.workload.clone(),
-            container: labels.container.clone(),
-            kind: labels.kind,
+        self.finding_in_pod(container_id, "", labels)
+    }
+
+    /// [`Self::finding`] with the pod name, used when `metrics.labels` has `pod`.
+    pub fn finding_in_pod(&self, container_id: &str, pod: &str, labels: ContainerFindingLabels) {
+        let who = ContainerIdentity {
+            namespace: labels.namespace,
+            workload: labels.workload,
+            container: labels.container,
+            pod: pod.to_string(),
         };
+        let mut d = self.labels(&who);
+        d.push(("kind", labels.kind.to_string()));
+        let mut l = d.clone();
+        l.push(("rule", labels.rule.to_string()));
+        l.push(("severity", labels.severity.to_string()));
+        self.findings.get_or_create(&l).inc();
+        let Ok(mut st) = self.state.lock() else { return };
+        let t = st.entry(container_id.to_string()).or_insert_with(Tracked::new);
+        t.gone_since = None;
         if t.drifted.insert(d.clone()) {
             self.drifted.get_or_create(&d).inc();
         }
-        t.findings.insert(labels);
+        t.findings.insert(l);
+    }
+
+    /// Records a live container's root-filesystem posture
+    /// (`driftwatch_container_writable_rootfs`).
+    pub fn posture(&self, container_id: &str, who: &ContainerIdentity, writable: bool) {
+        let l = self.labels(who);
+        let Ok(mut st) = self.state.lock() else { return };
+        let t = st.entry(container_id.to_string()).or_insert_with(Tracked::new);
+        t.gone_since = None;
+        let old = t.writable.replace((l.clone(), writable)).map(|(o, _)| o);
+        if let Some(o) = old.filter(|o| *o != l) {
+            self.recompute_writable(&st, &o);
+        }
+        self.recompute_writable(&st, &l);
+    }
+
+    /// The posture series of `l`: 1 if any live container with it is writable,
+    /// 0 if all are read-only, removed when none is left.
+    fn recompute_writable(&self, st: &HashMap<String, Tracked>, l: &Labels) {
+        let live: Vec<bool> = st
+            .values()
+            .filter(|t| t.gone_since.is_none())
+            .filter_map(|t| t.writable.as_ref().filter(|(w, _)| w == l).map(|(_, b)| *b))
+            .collect();
+        if live.is_empty() {
+            self.writable.remove(l);
+        } else {
+            self.writable.get_or_create(l).set(live.contains(&true) as i64);
+        }
     }
 
     /// Containers being tracked (for the liveness sweep).
@@ -95,10 +194,11 @@ impl ContainerSeries {
     }
 
     /// Given the ids of containers still alive, retires the others: their
-    /// drifted gauge drops at once; their series are removed after `linger`
-    /// unless another live container shares them.
+    /// drifted gauge drops and their posture goes at once; their finding series
+    /// are removed after `linger` unless another live container shares them.
     pub fn sweep(&self, alive: &HashSet<String>, now: Instant) {
         let Ok(mut st) = self.state.lock() else { return };
+        let mut posture_gone = Vec::new();
         for (id, t) in st.iter_mut() {
             if alive.contains(id) {
                 t.gone_since = None;
@@ -107,7 +207,13 @@ impl ContainerSeries {
                 for d in &t.drifted {
                     self.drifted.get_or_create(d).dec();
                 }
+                if let Some((l, _)) = &t.writable {
+                    posture_gone.push(l.clone());
+                }
             }
+        }
+        for l in posture_gone {
+            self.recompute_writable(&st, &l);
         }
         let expired: Vec<String> = st
             .iter()
@@ -191,5 +297,50 @@ mod tests {
         let t = text(&r);
         assert!(!t.contains("namespace=\"shop\""), "{t}");
         assert!(c.tracked().is_empty());
+    }
+
+    fn who(workload: &str, pod: &str) -> ContainerIdentity {
+        ContainerIdentity {
+            namespace: "shop".into(),
+            workload: workload.into(),
+            container: "api".into(),
+            pod: pod.into(),
+        }
+    }
+
+    #[test]
+    fn writable_rootfs_posture_is_a_gauge_per_workload_and_goes_with_its_containers() {
+        let mut r = Registry::with_prefix("driftwatch");
+        let c = ContainerSeries::register(&mut r);
+        c.posture("a", &who("checkout", "checkout-1"), true);
+        c.posture("b", &who("checkout", "checkout-2"), false);
+        c.posture("c", &who("cart", "cart-1"), false);
+        let t = text(&r);
+        let series = "driftwatch_container_writable_rootfs{namespace=\"shop\",workload=\"checkout\",container=\"api\"}";
+        assert!(t.contains(&format!("{series} 1")), "{t}");
+        assert!(t.contains("workload=\"cart\",container=\"api\"} 0"), "{t}");
+        assert!(!t.contains("checkout-1"), "no pod label by default: {t}");
+        let t0 = Instant::now();
+        // The writable replica is gone: the read-only one is left.
+        c.sweep(&HashSet::from(["b".to_string(), "c".to_string()]), t0);
+        assert!(text(&r).contains(&format!("{series} 0")));
+        c.sweep(&HashSet::from(["c".to_string()]), t0);
+        assert!(!text(&r).contains(series), "no live container left: series removed");
+    }
+
+    #[test]
+    fn label_set_is_configurable() {
+        let mut r = Registry::with_prefix("driftwatch");
+        let c = ContainerSeries::register(&mut r);
+        c.set_labels(&["pod".into(), "namespace".into()]);
+        c.finding_in_pod("a", "checkout-1", labels("shop", "binary"));
+        c.posture("a", &who("checkout", "checkout-1"), true);
+        let t = text(&r);
+        assert!(
+            t.contains("driftwatch_container_findings_total{namespace=\"shop\",pod=\"checkout-1\",kind=\"binary\",rule=\"r\",severity=\"critical\"} 1"),
+            "{t}"
+        );
+        assert!(t.contains("driftwatch_container_writable_rootfs{namespace=\"shop\",pod=\"checkout-1\"} 1"), "{t}");
+        assert!(!t.contains("workload="), "{t}");
     }
 }

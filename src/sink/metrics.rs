@@ -83,6 +83,8 @@ pub struct Metrics {
     am_alerts: Family<ResultLabel, Counter>,
     am_requests: Family<ResultLabel, Counter>,
     am_queued: Gauge,
+    kube_api: Gauge,
+    kube_errors: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +101,7 @@ struct KernelCollector {
 fn kind_name(i: usize) -> Option<&'static str> {
     match i as u32 {
         abi::DW_KIND_EXEC => Some("exec"),
+        abi::DW_KIND_NET => Some("net"),
         _ => None,
     }
 }
@@ -159,7 +162,14 @@ impl Collector for KernelCollector {
             &[
                 ("table", "procs", c(abi::DW_KSTAT_PROC_TABLE_FULL)),
                 ("table", "seen_mntns", c(abi::DW_KSTAT_MNTNS_TABLE_FULL)),
+                ("table", "net_seen", c(abi::DW_KSTAT_NET_TABLE_FULL)),
             ],
+        )?;
+        counter(
+            &mut enc,
+            "kernel_net_folded",
+            "Network events the kernel folded into one already sent (same container, program and endpoint).",
+            &[("kind", "net", c(abi::DW_KSTAT_NET_FOLDED))],
         )?;
         counter(
             &mut enc,
@@ -252,6 +262,18 @@ impl Metrics {
             "Alert groups waiting for delivery to Alertmanager (bounded)",
             am_queued.clone(),
         );
+        let kube_api = Gauge::default();
+        registry.register(
+            "kubernetes_api_enabled",
+            "1 when pods are watched through the Kubernetes API, 0 in node-only mode",
+            kube_api.clone(),
+        );
+        let kube_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "kubernetes_watch_errors",
+            "Pod watch errors, by reason (forbidden: 403, retried with backoff; gone: 410, relisted; other)",
+            kube_errors.clone(),
+        );
         Self {
             registry,
             findings,
@@ -270,6 +292,8 @@ impl Metrics {
             am_alerts,
             am_requests,
             am_queued,
+            kube_api,
+            kube_errors,
         }
     }
 
@@ -284,14 +308,31 @@ impl Metrics {
             let _ = self.findings.get_or_create(&FindingLabels { kind, rule, severity });
         }
         let _ = self.events.get_or_create(&KindLabel { kind: "exec" });
+        let _ = self.events.get_or_create(&KindLabel { kind: "net" });
     }
 
     pub fn finding(&self, f: &Finding) {
         self.findings
             .get_or_create(&FindingLabels { kind: f.kind.as_str(), rule: f.rule, severity: f.severity.as_str() })
             .inc();
-        let secs = crate::clock::BootClock::since_ns(f.ktime_ns) as f64 / 1e9;
-        self.latency.observe(secs);
+        // Config drift is judged when a container is found, not at a kernel event.
+        if f.kind != crate::classify::Kind::Config {
+            let secs = crate::clock::BootClock::since_ns(f.ktime_ns) as f64 / 1e9;
+            self.latency.observe(secs);
+        }
+    }
+
+    /// Pre-creates the Kubernetes API series (called at startup): `enabled` 0 is node-only mode.
+    pub fn declare_kube(&self, enabled: bool) {
+        self.kube_api.set(enabled as i64);
+        for reason in ["forbidden", "gone", "other"] {
+            let _ = self.kube_errors.get_or_create(&ReasonLabel { reason });
+        }
+    }
+
+    /// A pod-watch error: `forbidden` (403), `gone` (410, relisted), `other`.
+    pub fn kube_error(&self, reason: &'static str) {
+        self.kube_errors.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn event(&self, kind: &'static str) {

@@ -196,6 +196,8 @@ pub fn event_name(kind: Kind) -> &'static str {
         Kind::Binary => "driftwatch.drift.binary",
         Kind::Shell => "driftwatch.drift.shell",
         Kind::Package => "driftwatch.drift.package",
+        Kind::Network => "driftwatch.drift.network",
+        Kind::Config => "driftwatch.drift.config",
     }
 }
 

@@ -18,7 +18,9 @@
 pub mod agent;
 pub mod alertmanager;
 pub mod cri;
+pub mod kubeapi;
 pub mod otlp;
+pub mod prometheus;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};

@@ -202,6 +202,7 @@ exec </dev/console >/dev/console 2>&1
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || echo "DW-VM: tracefs mount failed"
 . /etc/dw-vm.env
 
 finish() {

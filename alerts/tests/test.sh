@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Alert rules and the example Alertmanager routing (run by scripts/test.sh):
+#   promtool check rules   - the rules file parses and every expression is valid
+#   lint (below)           - every alert has severity, playbook_step, summary,
+#                            description, runbook_url; the runbook page exists
+#   promtool test rules    - unit tests: every alert fires with its exact labels and
+#                            annotations, and stays quiet where it must
+#   amtool check-config / config routes test - each playbook_step reaches its receiver
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# PyYAML comes with the chart tools' venv (scripts/install-chart-tools.sh).
+bash scripts/install-chart-tools.sh
+PY=${DRIFTWATCH_TOOLS:-/opt/driftwatch-tools}/venv/bin/python
+
+rules=alerts/driftwatch-rules.yaml
+canonical=helm/driftwatch/files/driftwatch-rules.yaml
+[ "$(readlink -f "$rules")" = "$(readlink -f "$canonical")" ] || { echo "$rules must link to $canonical" >&2; exit 1; }
+
+promtool check rules "$rules"
+
+"$PY" - "$rules" <<'PY'
+import os, re, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+base = "https://github.com/driftwatch/driftwatch/blob/main/docs/runbooks"
+steps = {"detect", "validate", "isolate", "investigate", "evict", "remediate"}
+bad, names = [], []
+for g in doc["groups"]:
+    for r in g["rules"]:
+        a = r.get("alert")
+        if not a:
+            continue
+        names.append(a)
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]+", a): bad.append(f"{a}: not CamelCase")
+        l, an = r.get("labels", {}), r.get("annotations", {})
+        if l.get("severity") not in ("critical", "warning", "info"): bad.append(f"{a}: severity {l.get('severity')!r}")
+        if l.get("playbook_step") not in steps: bad.append(f"{a}: playbook_step {l.get('playbook_step')!r}")
+        for k in ("summary", "description", "runbook_url"):
+            if not an.get(k): bad.append(f"{a}: no {k}")
+        if an.get("runbook_url") != f"{base}/{a}.md": bad.append(f"{a}: runbook_url {an.get('runbook_url')}")
+        page = f"docs/runbooks/{a}.md"
+        if not os.path.exists(page): bad.append(f"{a}: {page} missing")
+        elif not open(page).readline().strip() == f"# {a}": bad.append(f"{page}: first line must be '# {a}'")
+if len(set(names)) != len(names): bad.append("duplicate alert names")
+# The agent's direct push uses the same base URL (alertmanager.runbook_base_url).
+cfg = yaml.safe_load(open("src/default-config.yaml"))
+if cfg["alertmanager"]["runbook_base_url"] != base: bad.append("runbook base differs from src/default-config.yaml")
+tests = open("alerts/tests/driftwatch-rules.test.yaml").read()
+for a in names:
+    if f"alertname: {a}\n    exp_alerts:\n    - exp_labels" not in tests: bad.append(f"{a}: no unit test where it fires")
+if bad:
+    print("alert rules lint failed:\n  " + "\n  ".join(bad), file=sys.stderr)
+    sys.exit(1)
+print(f"lint: {len(names)} alerts have severity, playbook_step, summary, description, runbook_url and a runbook page")
+PY
+
+promtool test rules alerts/tests/driftwatch-rules.test.yaml
+
+am=alerts/alertmanager.example.yaml
+amtool check-config "$am" >/dev/null
+route() { # expected-receiver labels...
+  local want=$1; shift
+  local got
+  got=$(amtool config routes test --config.file="$am" "$@" 2>/dev/null || true)
+  if [ "$got" != "$want" ]; then
+    echo "amtool: {$*} routed to '$got', expected '$want'" >&2
+    exit 1
+  fi
+}
+route driftwatch-operators alertname=DriftwatchAgentDown severity=critical playbook_step=detect
+route security-pager alertname=ContainerDriftBinary severity=critical playbook_step=isolate namespace=shop
+route security-pager alertname=ContainerDriftPersistent severity=critical playbook_step=evict
+route security-investigations alertname=ContainerDriftExited severity=critical playbook_step=investigate
+route workload-owners alertname=ContainerShellSpawned severity=warning playbook_step=validate
+route workload-owners alertname=ContainerPackageManager severity=warning playbook_step=validate
+route remediation-tickets alertname=ContainerDriftRecurring severity=warning playbook_step=remediate
+route platform-default alertname=Watchdog severity=none
+# Every playbook_step used by the rules has a route of its own.
+for step in $(grep -o 'playbook_step: [a-z]*' "$rules" | awk '{print $2}' | sort -u); do
+  got=$(amtool config routes test --config.file="$am" playbook_step="$step" 2>/dev/null || true)
+  [ "$got" != platform-default ] || { echo "amtool: playbook_step=$step falls through to the default route" >&2; exit 1; }
+done
+echo "amtool: example routing OK (every playbook_step reaches its receiver)"

@@ -1,0 +1,58 @@
+{{- define "driftwatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "driftwatch.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "driftwatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "driftwatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "driftwatch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "driftwatch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: agent
+{{- end -}}
+
+{{- define "driftwatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "driftwatch.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The agent's config file: chart-managed keys, then .Values.config over them. */}}
+{{- define "driftwatch.config" -}}
+{{- $cfg := dict "metrics_addr" (printf "0.0.0.0:%d" (int .Values.metrics.port)) -}}
+{{- if .Values.runtime.endpoint -}}
+{{- $_ := set $cfg "runtime" (dict "endpoint" .Values.runtime.endpoint) -}}
+{{- end -}}
+{{- $am := dict "runbook_base_url" .Values.runbookBaseUrl -}}
+{{- if .Values.alertmanager.url -}}
+{{- $_ := set $am "url" .Values.alertmanager.url -}}
+{{- end -}}
+{{- $_ := set $cfg "alertmanager" $am -}}
+{{- if .Values.otlp.endpoint -}}
+{{- $otlp := dict "endpoint" .Values.otlp.endpoint -}}
+{{- if .Values.otlp.protocol -}}
+{{- $_ := set $otlp "protocol" .Values.otlp.protocol -}}
+{{- end -}}
+{{- $_ := set $cfg "otlp" $otlp -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite $cfg (deepCopy .Values.config)) -}}
+{{- end -}}

@@ -1,0 +1,657 @@
+//! Kubernetes API (optional): the pods of this node, their owner workloads and
+//! specs, for the `workload` label and the config-drift checks.
+//!
+//! - **Only this node's pods**: one watch with the field selector
+//!   `spec.nodeName=<NODE_NAME>` (kube-runtime's watcher: list, then watch from
+//!   the list's resourceVersion). A `410 Gone` (resourceVersion too old) makes
+//!   the watcher relist, and the index is replaced atomically at the end of the
+//!   relist (`Init` .. `InitDone`), so pods deleted meanwhile do not linger.
+//! - **Forbidden is not fatal**: a `403` (RBAC missing) is logged once, counted
+//!   (`driftwatch_kube_errors_total{reason="forbidden"}`), retried with the
+//!   watcher's exponential backoff; the agent keeps running on node-only data.
+//! - **Owners**: Pod -> ReplicaSet -> Deployment and Job -> CronJob need one GET
+//!   of the intermediate object, cached (these links never change); StatefulSet,
+//!   DaemonSet, ReplicationController and Job come from the pod's own
+//!   controller reference. A GET that fails (403, 404) falls back to what names
+//!   and labels say (`pod-template-hash`, CronJob job names).
+//! - **Reads never wait**: [`KubeIndex::workload`] and [`KubeIndex::pod`] read a
+//!   map filled by the watch task.
+//!
+//! Without API access (node-only mode) the pipeline uses the label heuristic of
+//! [`super::workload`] and the config-drift checks that CRI alone allows.
+
+use crate::config::{KubeMode, Kubernetes};
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    batch::v1::Job,
+    core::v1::{Container, Pod},
+};
+use kube::{
+    Api, Client,
+    api::ObjectMeta,
+    runtime::{WatchStreamExt, watcher},
+};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Features that need the API, named in the node-only log line.
+pub const API_ONLY_FEATURES: &str = "owner workloads from the API (the workload label falls back to controller labels), \
+     ephemeral-container detection (kubectl debug), image checks against the pod spec (the runtime's image name is used)";
+
+/// Owner lookups cached (ReplicaSets and Jobs); the cache is cleared when full.
+const MAX_OWNERS: usize = 8192;
+/// A failed owner GET is retried after this long.
+const NEGATIVE_OWNER_TTL: Duration = Duration::from_secs(60);
+/// Ephemeral-container events waiting for the config-drift task.
+const EVENT_QUEUE: usize = 1024;
+
+/// A container as the pod spec declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecContainer {
+    pub name: String,
+    /// As written in the spec.
+    pub image: String,
+    /// `securityContext.readOnlyRootFilesystem`.
+    pub read_only_root: bool,
+}
+
+/// An ephemeral container (`kubectl debug`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EphemeralSpec {
+    pub name: String,
+    pub image: String,
+    pub target: Option<String>,
+}
+
+/// What the index keeps of one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodEntry {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// (kind, name) of the owning workload; `("Pod", name)` for a bare pod.
+    pub workload: Option<(&'static str, String)>,
+    /// Containers and init containers.
+    pub containers: Vec<SpecContainer>,
+    pub ephemeral: Vec<EphemeralSpec>,
+    /// Runtime container id (without `containerd://`) -> container name, from the status.
+    pub container_ids: HashMap<String, String>,
+}
+
+impl PodEntry {
+    pub fn container(&self, name: &str) -> Option<&SpecContainer> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+}
+
+/// An ephemeral container seen for the first time (once per pod uid and name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EphemeralAdded {
+    pub pod: Arc<PodEntry>,
+    pub spec: EphemeralSpec,
+    /// Its runtime id, when the status already has it.
+    pub container_id: Option<String>,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeStats {
+    /// Lists completed (the first, and one per relist after a 410 or a restart).
+    pub lists: u64,
+    pub forbidden: u64,
+    /// Watch errors `410 Gone`: the watcher relists.
+    pub gone: u64,
+    pub other_errors: u64,
+    pub owner_gets: u64,
+}
+
+type OwnerKey = (String, &'static str, String);
+/// (kind, name) of a workload.
+pub type WorkloadRef = (&'static str, String);
+type ErrorHook = Box<dyn Fn(&'static str) + Send + Sync>;
+
+/// This node's pods from the API. See the module docs.
+pub struct KubeIndex {
+    node: String,
+    pods: RwLock<HashMap<(String, String), Arc<PodEntry>>>,
+    /// Ephemeral containers already reported, by pod uid.
+    ephemeral_seen: Mutex<HashMap<String, HashSet<String>>>,
+    owners: Mutex<HashMap<OwnerKey, (Instant, Option<WorkloadRef>)>>,
+    synced: AtomicBool,
+    forbidden_logged: AtomicBool,
+    events: mpsc::Sender<EphemeralAdded>,
+    events_rx: Mutex<Option<mpsc::Receiver<EphemeralAdded>>>,
+    lists: AtomicU64,
+    forbidden: AtomicU64,
+    gone: AtomicU64,
+    other_errors: AtomicU64,
+    owner_gets: AtomicU64,
+    /// Called with an error reason (`forbidden`, `gone`, `other`) for metrics.
+    on_error: Mutex<Option<ErrorHook>>,
+}
+
+impl std::fmt::Debug for KubeIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeIndex").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// How the client is configured, from `kubernetes:` and the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    InCluster,
+    Kubeconfig(std::path::PathBuf),
+}
+
+/// Decides whether the API is used: `None` is node-only mode.
+pub fn source(cfg: &Kubernetes) -> Option<Source> {
+    if cfg.enabled == KubeMode::Off {
+        return None;
+    }
+    if !cfg.kubeconfig.is_empty() {
+        return Some(Source::Kubeconfig(cfg.kubeconfig.clone().into()));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Some(Source::InCluster);
+    }
+    let home = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".kube/config"));
+    let found =
+        std::env::var_os("KUBECONFIG").map(std::path::PathBuf::from).into_iter().chain(home).find(|p| p.is_file());
+    match (found, cfg.enabled) {
+        (Some(p), _) => Some(Source::Kubeconfig(p)),
+        // `true` with nothing found: in-cluster config will say what is missing.
+        (None, KubeMode::On) => Some(Source::InCluster),
+        (None, _) => None,
+    }
+}
+
+/// Builds a client from `src`.
+pub async fn client(src: &Source) -> Result<Client, String> {
+    let config = match src {
+        Source::InCluster => kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?,
+        Source::Kubeconfig(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| format!("kubeconfig {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", p.display()))?
+        }
+    };
+    Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
+}
+
+/// Starts the index from the config, or logs node-only mode once and returns None.
+pub async fn start(cfg: &Kubernetes, node: &str, cancel: CancellationToken) -> Option<Arc<KubeIndex>> {
+    let Some(src) = source(cfg) else {
+        tracing::info!(disabled = API_ONLY_FEATURES, "Kubernetes API not configured: node-only mode");
+        return None;
+    };
+    match client(&src).await {
+        Ok(c) => {
+            tracing::info!(source = ?src, node, "watching this node's pods through the Kubernetes API");
+            Some(KubeIndex::spawn(c, node, cancel))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, disabled = API_ONLY_FEATURES, "Kubernetes API unavailable: node-only mode");
+            None
+        }
+    }
+}
+
+impl KubeIndex {
+    /// An empty index (no task); [`Self::spawn`] fills one from the API.
+    pub fn new(node: &str) -> Arc<KubeIndex> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        Arc::new(KubeIndex {
+            node: node.to_string(),
+            pods: RwLock::new(HashMap::new()),
+            ephemeral_seen: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
+            synced: AtomicBool::new(false),
+            forbidden_logged: AtomicBool::new(false),
+            events: tx,
+            events_rx: Mutex::new(Some(rx)),
+            lists: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
+            gone: AtomicU64::new(0),
+            other_errors: AtomicU64::new(0),
+            owner_gets: AtomicU64::new(0),
+            on_error: Mutex::new(None),
+        })
+    }
+
+    /// Starts the watch task; ephemeral-container events are available from
+    /// [`Self::take_events`].
+    pub fn spawn(client: Client, node: &str, cancel: CancellationToken) -> Arc<KubeIndex> {
+        let idx = Self::new(node);
+        let me = idx.clone();
+        tokio::spawn(async move { me.run(client, cancel).await });
+        idx
+    }
+
+    /// The ephemeral-container event stream (once).
+    pub fn take_events(&self) -> Option<mpsc::Receiver<EphemeralAdded>> {
+        lock(&self.events_rx).take()
+    }
+
+    /// Reports error reasons (`forbidden`, `gone`, `other`) to metrics.
+    pub fn on_error(&self, f: impl Fn(&'static str) + Send + Sync + 'static) {
+        *lock(&self.on_error) = Some(Box::new(f));
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The first list has completed.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// The owning workload of a pod on this node, from the cache.
+    pub fn workload(&self, namespace: &str, pod: &str) -> Option<(&'static str, String)> {
+        self.pod(namespace, pod).and_then(|p| p.workload.clone())
+    }
+
+    /// The pod, from the cache.
+    pub fn pod(&self, namespace: &str, pod: &str) -> Option<Arc<PodEntry>> {
+        read(&self.pods).get(&(namespace.to_string(), pod.to_string())).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        read(&self.pods).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> KubeStats {
+        KubeStats {
+            lists: self.lists.load(Ordering::Relaxed),
+            forbidden: self.forbidden.load(Ordering::Relaxed),
+            gone: self.gone.load(Ordering::Relaxed),
+            other_errors: self.other_errors.load(Ordering::Relaxed),
+            owner_gets: self.owner_gets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The watch loop: runs until `cancel`.
+    pub async fn run(self: Arc<Self>, client: Client, cancel: CancellationToken) {
+        let api: Api<Pod> = Api::all(client.clone());
+        let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
+        let mut stream = watcher(api, wc).default_backoff().boxed();
+        let mut pending: Option<HashMap<(String, String), Arc<PodEntry>>> = None;
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = stream.next() => ev,
+            };
+            let Some(ev) = ev else { return };
+            match ev {
+                Ok(watcher::Event::Init) => pending = Some(HashMap::new()),
+                Ok(watcher::Event::InitApply(p)) => {
+                    let e = Arc::new(self.entry(&client, &p).await);
+                    pending.get_or_insert_default().insert(key(&e), e);
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let fresh = pending.take().unwrap_or_default();
+                    let entries: Vec<Arc<PodEntry>> = fresh.values().cloned().collect();
+                    *write(&self.pods) = fresh;
+                    let live: HashSet<&str> = entries.iter().map(|e| e.uid.as_str()).collect();
+                    lock(&self.ephemeral_seen).retain(|uid, _| live.contains(uid.as_str()));
+                    self.lists.fetch_add(1, Ordering::Relaxed);
+                    self.synced.store(true, Ordering::Relaxed);
+                    self.forbidden_logged.store(false, Ordering::Relaxed);
+                    for e in entries {
+                        self.note_ephemeral(&e);
+                    }
+                }
+                Ok(watcher::Event::Apply(p)) => {
+                    let e = Arc::new(self.entry(&client, &p).await);
+                    write(&self.pods).insert(key(&e), e.clone());
+                    self.note_ephemeral(&e);
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    let (ns, name) = (p.metadata.namespace.unwrap_or_default(), p.metadata.name.unwrap_or_default());
+                    write(&self.pods).remove(&(ns, name));
+                    if let Some(uid) = p.metadata.uid {
+                        lock(&self.ephemeral_seen).remove(&uid);
+                    }
+                }
+                Err(e) => self.watch_error(&e),
+            }
+        }
+    }
+
+    fn watch_error(&self, e: &watcher::Error) {
+        let code = match e {
+            watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+            watcher::Error::WatchError(s) => s.code,
+            _ => 0,
+        };
+        let reason = match code {
+            403 => "forbidden",
+            410 => "gone",
+            _ => "other",
+        };
+        match reason {
+            "forbidden" => {
+                self.forbidden.fetch_add(1, Ordering::Relaxed);
+                if !self.forbidden_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "Kubernetes API forbids listing/watching pods (RBAC: get, list, watch pods; get replicasets, jobs); \
+                         retrying with backoff, node-only data meanwhile"
+                    );
+                }
+            }
+            "gone" => {
+                self.gone.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("pod watch expired (410 Gone): relisting");
+            }
+            _ => {
+                self.other_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "pod watch failed; retrying with backoff");
+            }
+        }
+        if let Some(f) = lock(&self.on_error).as_ref() {
+            f(reason);
+        }
+    }
+
+    /// Reports ephemeral containers of `e` not reported before.
+    fn note_ephemeral(&self, e: &Arc<PodEntry>) {
+        if e.ephemeral.is_empty() {
+            return;
+        }
+        let mut seen = lock(&self.ephemeral_seen);
+        let set = seen.entry(e.uid.clone()).or_default();
+        for spec in &e.ephemeral {
+            if set.insert(spec.name.clone()) {
+                let container_id = e.container_ids.iter().find(|(_, n)| **n == spec.name).map(|(id, _)| id.clone());
+                let ev = EphemeralAdded { pod: e.clone(), spec: spec.clone(), container_id };
+                if self.events.try_send(ev).is_err() {
+                    tracing::debug!("ephemeral-container queue full or closed; event dropped");
+                }
+            }
+        }
+    }
+
+    /// Builds the index entry of a pod, resolving its owner.
+    async fn entry(&self, client: &Client, p: &Pod) -> PodEntry {
+        let meta = &p.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let workload = self.owner_of(client, &namespace, meta).await;
+        let spec = p.spec.as_ref();
+        let to_spec = |c: &Container| SpecContainer {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            read_only_root: c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        };
+        let containers = spec
+            .map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).map(to_spec).collect())
+            .unwrap_or_default();
+        let ephemeral = spec
+            .and_then(|s| s.ephemeral_containers.as_ref())
+            .map(|v| {
+                v.iter()
+                    .map(|c| EphemeralSpec {
+                        name: c.name.clone(),
+                        image: c.image.clone().unwrap_or_default(),
+                        target: c.target_container_name.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut container_ids = HashMap::new();
+        if let Some(st) = &p.status {
+            let all = st
+                .container_statuses
+                .iter()
+                .flatten()
+                .chain(st.init_container_statuses.iter().flatten())
+                .chain(st.ephemeral_container_statuses.iter().flatten());
+            for cs in all {
+                if let Some(id) = cs.container_id.as_deref().map(strip_scheme).filter(|s| !s.is_empty()) {
+                    container_ids.insert(id.to_string(), cs.name.clone());
+                }
+            }
+        }
+        PodEntry {
+            namespace,
+            name,
+            uid: meta.uid.clone().unwrap_or_default(),
+            workload,
+            containers,
+            ephemeral,
+            container_ids,
+        }
+    }
+
+    /// Pod -> owning workload (see the module docs).
+    async fn owner_of(&self, client: &Client, ns: &str, meta: &ObjectMeta) -> Option<(&'static str, String)> {
+        let name = meta.name.clone().unwrap_or_default();
+        let Some(owner) = controller_of(meta) else { return Some(("Pod", name)) };
+        let labels = meta.labels.clone().unwrap_or_default();
+        match owner.0.as_str() {
+            "ReplicaSet" => {
+                let rs = owner.1;
+                let fallback =
+                    deployment_from_hash(&rs, &labels).map_or(("ReplicaSet", rs.clone()), |d| ("Deployment", d));
+                self.cached_owner(ns, "ReplicaSet", &rs, fallback, || async {
+                    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+                    let got = api.get(&rs).await.map_err(|e| e.to_string())?;
+                    Ok(match controller_of(&got.metadata) {
+                        Some((k, n)) if k == "Deployment" => ("Deployment", n),
+                        _ => ("ReplicaSet", rs.clone()),
+                    })
+                })
+                .await
+            }
+            "Job" => {
+                let job = owner.1;
+                let fallback = cronjob_from_job(&job).map_or(("Job", job.clone()), |c| ("CronJob", c));
+                self.cached_owner(ns, "Job", &job, fallback, || async {
+                    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+                    let got = api.get(&job).await.map_err(|e| e.to_string())?;
+                    Ok(match controller_of(&got.metadata) {
+                        Some((k, n)) if k == "CronJob" => ("CronJob", n),
+                        _ => ("Job", job.clone()),
+                    })
+                })
+                .await
+            }
+            "StatefulSet" => Some(("StatefulSet", owner.1)),
+            "DaemonSet" => Some(("DaemonSet", owner.1)),
+            "ReplicationController" => Some(("ReplicationController", owner.1)),
+            // Static (mirror) pods are owned by their Node: the pod is the workload.
+            "Node" => Some(("Pod", name)),
+            // Another controller (a CRD): not a kind we name; the label heuristic decides.
+            _ => None,
+        }
+    }
+
+    async fn cached_owner<F, Fut>(
+        &self,
+        ns: &str,
+        kind: &'static str,
+        name: &str,
+        fallback: (&'static str, String),
+        get: F,
+    ) -> Option<(&'static str, String)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(&'static str, String), String>>,
+    {
+        let k: OwnerKey = (ns.to_string(), kind, name.to_string());
+        let now = Instant::now();
+        if let Some((at, v)) = lock(&self.owners).get(&k) {
+            match v {
+                Some(w) => return Some(w.clone()),
+                None if now.duration_since(*at) < NEGATIVE_OWNER_TTL => return Some(fallback),
+                None => {}
+            }
+        }
+        self.owner_gets.fetch_add(1, Ordering::Relaxed);
+        let got = get().await;
+        let mut owners = lock(&self.owners);
+        if owners.len() >= MAX_OWNERS {
+            owners.clear();
+        }
+        match got {
+            Ok(w) => {
+                owners.insert(k, (now, Some(w.clone())));
+                Some(w)
+            }
+            Err(e) => {
+                tracing::debug!(kind, name, error = %e, "owner lookup failed; using names and labels");
+                owners.insert(k, (now, None));
+                Some(fallback)
+            }
+        }
+    }
+
+    /// Test and tooling hook: puts a pod entry in the index.
+    pub fn insert(&self, e: PodEntry) {
+        write(&self.pods).insert((e.namespace.clone(), e.name.clone()), Arc::new(e));
+    }
+}
+
+fn key(e: &PodEntry) -> (String, String) {
+    (e.namespace.clone(), e.name.clone())
+}
+
+/// The controller owner reference (kind, name), else the first owner.
+pub fn controller_of(meta: &ObjectMeta) -> Option<(String, String)> {
+    let refs = meta.owner_references.as_ref()?;
+    refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first()).map(|r| (r.kind.clone(), r.name.clone()))
+}
+
+/// `<deploy>-<pod-template-hash>` -> deploy.
+fn deployment_from_hash(rs: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+    let hash = labels.get("pod-template-hash")?;
+    rs.strip_suffix(hash.as_str())?.strip_suffix('-').filter(|d| !d.is_empty()).map(str::to_string)
+}
+
+/// `<cronjob>-<scheduled minute>` -> cronjob.
+fn cronjob_from_job(job: &str) -> Option<String> {
+    let (prefix, suffix) = job.rsplit_once('-')?;
+    (!prefix.is_empty() && suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit())).then(|| prefix.to_string())
+}
+
+/// `containerd://<id>` -> `<id>`.
+pub fn strip_scheme(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, i)| i)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(json: serde_json::Value) -> ObjectMeta {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn controller_reference_wins_over_other_owners() {
+        let m = meta(serde_json::json!({"name": "p", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "1"},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f", "uid": "2", "controller": true}
+        ]}));
+        assert_eq!(controller_of(&m), Some(("ReplicaSet".into(), "web-5d4f".into())));
+        assert_eq!(controller_of(&meta(serde_json::json!({"name": "p"}))), None);
+    }
+
+    #[test]
+    fn owner_fallbacks_from_names() {
+        let l = BTreeMap::from([("pod-template-hash".to_string(), "5d4f".to_string())]);
+        assert_eq!(deployment_from_hash("web-api-5d4f", &l).as_deref(), Some("web-api"));
+        assert_eq!(deployment_from_hash("web-api-zzzz", &l), None);
+        assert_eq!(deployment_from_hash("-5d4f", &l), None);
+        assert_eq!(cronjob_from_job("backup-28391520").as_deref(), Some("backup"));
+        assert_eq!(cronjob_from_job("migrate"), None);
+        assert_eq!(cronjob_from_job("migrate-v2"), None);
+        assert_eq!(strip_scheme("containerd://abc"), "abc");
+        assert_eq!(strip_scheme("abc"), "abc");
+    }
+
+    #[test]
+    fn source_follows_config_and_environment() {
+        let off = Kubernetes { enabled: KubeMode::Off, kubeconfig: "/x".into() };
+        assert_eq!(source(&off), None);
+        let explicit = Kubernetes { enabled: KubeMode::Auto, kubeconfig: "/etc/kc".into() };
+        assert_eq!(source(&explicit), Some(Source::Kubeconfig("/etc/kc".into())));
+    }
+
+    #[tokio::test]
+    async fn cached_owner_gets_once_and_falls_back() {
+        let idx = KubeIndex::new("n");
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        for _ in 0..3 {
+            let w = idx
+                .cached_owner("shop", "ReplicaSet", "web-5d4f", ("ReplicaSet", "web-5d4f".into()), || async {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    Ok(("Deployment", "web".to_string()))
+                })
+                .await;
+            assert_eq!(w, Some(("Deployment", "web".into())));
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "cached");
+        let w = idx
+            .cached_owner("shop", "Job", "backup-28391520", ("CronJob", "backup".into()), || async {
+                Err("403 forbidden".to_string())
+            })
+            .await;
+        assert_eq!(w, Some(("CronJob", "backup".into())), "GET failed: names decide");
+        assert_eq!(idx.stats().owner_gets, 2);
+    }
+
+    #[test]
+    fn ephemeral_containers_are_reported_once_per_pod() {
+        let idx = KubeIndex::new("n");
+        let mut rx = idx.take_events().unwrap();
+        let mut e = PodEntry {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u1".into(),
+            workload: Some(("StatefulSet", "web".into())),
+            containers: vec![],
+            ephemeral: vec![EphemeralSpec { name: "debugger".into(), image: "busybox".into(), target: None }],
+            container_ids: HashMap::from([("abc".to_string(), "debugger".to_string())]),
+        };
+        idx.note_ephemeral(&Arc::new(e.clone()));
+        idx.note_ephemeral(&Arc::new(e.clone()));
+        let ev = rx.try_recv().unwrap();
+        assert_eq!(ev.container_id.as_deref(), Some("abc"));
+        assert!(rx.try_recv().is_err(), "once");
+        e.ephemeral.push(EphemeralSpec {
+            name: "debugger-2".into(),
+            image: "alpine".into(),
+            target: Some("app".into()),
+        });
+        idx.note_ephemeral(&Arc::new(e));
+        assert_eq!(rx.try_recv().unwrap().spec.name, "debugger-2");
+    }
+}

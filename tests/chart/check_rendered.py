@@ -1,0 +1,160 @@
+"""Checks the manifests rendered by tests/chart/test.sh (argv: render dir, agent binary)."""
+import json, os, subprocess, sys, tempfile
+import jsonschema, yaml
+
+out, agent = sys.argv[1], sys.argv[2]
+RULES = "helm/driftwatch/files/driftwatch-rules.yaml"
+BASE = "https://github.com/driftwatch/driftwatch/blob/main/docs/runbooks"
+failures = []
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+
+def load(name):
+    docs = [d for d in yaml.safe_load_all(open(os.path.join(out, name + ".yaml"))) if d]
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+def one(docs, kind):
+    found = [d for (k, _), d in docs.items() if k == kind]
+    return found[0] if len(found) == 1 else None
+
+# Subsets of the prometheus-operator CRD schemas (monitoring.coreos.com/v1), strict
+# for every field the chart sets: kubernetes-validate has no schema for CRDs.
+STR = {"type": "string"}
+SERVICE_MONITOR = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"},
+        "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
+            "jobLabel": STR,
+            "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": {"type": "object", "additionalProperties": STR}}},
+            "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {"matchNames": {"type": "array", "items": STR}, "any": {"type": "boolean"}}},
+            "endpoints": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": False, "properties": {
+                "port": STR, "path": STR, "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                "scrapeTimeout": STR, "honorLabels": {"type": "boolean"},
+                "relabelings": {"type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
+                    "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod", "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep"]},
+                    "sourceLabels": {"type": "array", "items": STR}, "targetLabel": STR, "regex": STR, "replacement": STR, "separator": STR, "modulus": {"type": "integer"}}}},
+                "metricRelabelings": {"type": "array", "items": {"type": "object"}}}}}}}}}
+PROMETHEUS_RULE = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"},
+        "spec": {"type": "object", "additionalProperties": False, "required": ["groups"], "properties": {
+            "groups": {"type": "array", "items": {"type": "object", "additionalProperties": False, "required": ["name", "rules"], "properties": {
+                "name": STR, "interval": STR, "rules": {"type": "array", "items": {"type": "object", "additionalProperties": False, "required": ["expr"], "properties": {
+                    "alert": STR, "record": STR, "expr": STR, "for": STR,
+                    "labels": {"type": "object", "additionalProperties": STR},
+                    "annotations": {"type": "object", "additionalProperties": STR}}}}}}}}}}}
+
+canonical_rules = yaml.safe_load(open(RULES))
+dash_files = sorted(f for f in os.listdir("helm/driftwatch/files/dashboards") if f.endswith(".json"))
+
+for name in ("default", "privileged", "all-features"):
+    d = load(name)
+    ds = one(d, "DaemonSet")
+    check(ds is not None, f"{name}: one DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    sc = c["securityContext"]
+    check(pod.get("hostPID") is True, f"{name}: hostPID")
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    for path, host in (("/sys/kernel/btf", "/sys/kernel/btf"), ("/sys/fs/bpf", "/sys/fs/bpf"),
+                       ("/sys/kernel/tracing", "/sys/kernel/tracing"), ("/host/proc", "/proc"),
+                       ("/run/containerd", "/run/containerd"), ("/var/run/crio", "/var/run/crio")):
+        m = mounts.get(path)
+        check(m is not None and vols[m["name"]]["hostPath"]["path"] == host, f"{name}: {host} mounted at {path}")
+    check(not any(p.endswith(".sock") for p in mounts), f"{name}: runtime socket directories, not sockets, are mounted")
+    check(mounts["/sys/kernel/btf"].get("readOnly") and mounts["/host/proc"].get("readOnly"), f"{name}: BTF and /proc read-only")
+    env = {e["name"]: e for e in c["env"]}
+    check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName", f"{name}: NODE_NAME from the downward API")
+    check(c["ports"][0]["containerPort"] == 8789, f"{name}: metrics port 8789")
+    check(c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{name}: probes")
+    check(c["args"][:3] == ["run", "--config", "/etc/driftwatch/config.yaml"], f"{name}: args")
+    check(pod.get("priorityClassName") == "system-node-critical", f"{name}: priorityClass")
+    check({"operator": "Exists"} in pod.get("tolerations", []), f"{name}: tolerates every taint")
+    check("cpu" in c["resources"]["requests"] and "memory" in c["resources"]["requests"], f"{name}: resource requests")
+    check(sc.get("readOnlyRootFilesystem") is True, f"{name}: read-only root filesystem")
+    if name == "privileged":
+        check(sc.get("privileged") is True and "capabilities" not in sc, f"{name}: privileged fallback")
+    else:
+        check(sc.get("privileged") is False and sc.get("allowPrivilegeEscalation") is False, f"{name}: not privileged")
+        check(sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"]}, f"{name}: least-privilege capabilities {sc.get('capabilities')}")
+    api = name == "all-features"
+    check(pod.get("automountServiceAccountToken") is api, f"{name}: API token only with kubernetesApi.enabled")
+    cr = one(d, "ClusterRole")
+    check((cr is not None) == api, f"{name}: ClusterRole only with kubernetesApi.enabled")
+    if cr:
+        check(cr["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                              {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+                              {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}], f"{name}: minimal RBAC")
+        check(one(d, "ClusterRoleBinding")["subjects"][0]["name"] == pod["serviceAccountName"], f"{name}: binding to the agent's ServiceAccount")
+    svc = one(d, "Service")
+    check(svc["spec"]["ports"][0]["name"] == "metrics" and svc["metadata"]["labels"]["app.kubernetes.io/name"] == "driftwatch", f"{name}: Service (job label source)")
+    check(svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items(), f"{name}: Service selects the agent pods")
+
+    # The rendered config ConfigMap loads in the real agent's parser.
+    cm = d[("ConfigMap", "driftwatch")]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(cm["data"]["config.yaml"])
+    r = subprocess.run([agent, "check-config", f.name], capture_output=True, text=True)
+    check(r.returncode == 0, f"{name}: driftwatch check-config rejected the rendered config: {r.stderr.strip()}")
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    check(cfg["metrics_addr"] == "0.0.0.0:8789", f"{name}: metrics_addr")
+    os.unlink(f.name)
+
+    sm, pr = one(d, "ServiceMonitor"), one(d, "PrometheusRule")
+    dcm = d.get(("ConfigMap", "driftwatch-dashboards"))
+    if name != "all-features":
+        check(sm is None and pr is None and dcm is None, f"{name}: optional resources off by default")
+        continue
+    check(cfg["alertmanager"]["url"].startswith("http://") and cfg["otlp"]["protocol"] == "grpc", f"{name}: sinks configured")
+    check(cfg["alertmanager"]["runbook_base_url"] == "https://runbooks.example.org/driftwatch", f"{name}: runbook base")
+    for doc, schema, kind in ((sm, SERVICE_MONITOR, "ServiceMonitor"), (pr, PROMETHEUS_RULE, "PrometheusRule")):
+        try:
+            jsonschema.validate(doc, schema)
+        except jsonschema.ValidationError as e:
+            failures.append(f"{name}: {kind}: {e.message} at {list(e.absolute_path)}")
+    ep = sm["spec"]["endpoints"][0]
+    check(ep["honorLabels"] is True and ep["port"] == "metrics", f"{name}: ServiceMonitor honorLabels")
+    check(sm["spec"]["jobLabel"] == "app.kubernetes.io/name" and sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", f"{name}: ServiceMonitor job label / selector label")
+    # The PrometheusRule is the rules file, only the runbook base rewritten.
+    expect = json.loads(json.dumps(canonical_rules).replace(BASE, "https://runbooks.example.org/driftwatch"))
+    check(pr["spec"] == expect, f"{name}: PrometheusRule spec differs from {RULES}")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(pr["spec"], f)
+    r = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+    check(r.returncode == 0, f"{name}: promtool rejects the PrometheusRule's rules: {r.stdout}{r.stderr}")
+    os.unlink(f.name)
+    check(dcm is not None and dcm["metadata"]["labels"].get("grafana_dashboard") == "1" and dcm["metadata"]["namespace"] == "monitoring", f"{name}: dashboards ConfigMap label/namespace")
+    check(sorted(dcm["data"]) == dash_files, f"{name}: dashboards ConfigMap keys {sorted(dcm['data'])}")
+    for f in dash_files:
+        check(json.loads(dcm["data"][f]) == json.load(open(os.path.join("dashboards", f))), f"{name}: {f} in the ConfigMap differs from dashboards/{f}")
+
+# alerts/ and dashboards/ are the chart's files (links), not copies that could drift.
+check(os.path.realpath("alerts/driftwatch-rules.yaml") == os.path.realpath(RULES), "alerts/driftwatch-rules.yaml must link to " + RULES)
+for f in dash_files:
+    check(os.path.realpath(os.path.join("dashboards", f)) == os.path.realpath(os.path.join("helm/driftwatch/files/dashboards", f)), f"dashboards/{f} must link to the chart's copy")
+
+# Dashboards: classic JSON, fixed uid, a datasource variable used everywhere, $__rate_interval.
+for f in dash_files:
+    db = json.load(open(os.path.join("dashboards", f)))
+    check(db.get("uid", "").startswith("driftwatch-") and "dashboard" not in db, f"{f}: fixed uid, classic (not wrapped) JSON")
+    check(any(v["name"] == "datasource" and v["type"] == "datasource" and v["query"] == "prometheus" for v in db["templating"]["list"]), f"{f}: datasource variable")
+    for v in db["templating"]["list"]:
+        if v["type"] == "query":
+            check(v["datasource"]["uid"] == "${datasource}", f"{f}: variable {v['name']} uses ${{datasource}}")
+    for p in db["panels"]:
+        check(p["datasource"]["uid"] == "${datasource}", f"{f}: panel {p['title']} datasource")
+        for t in p["targets"]:
+            check(t["datasource"]["uid"] == "${datasource}", f"{f}: {p['title']} target datasource")
+            e = t["expr"]
+            if "rate(" in e or "increase(" in e:
+                check("[$__rate_interval]" in e or "[$__range]" in e, f"{f}: {p['title']}: use $__rate_interval: {e}")
+
+if failures:
+    print("chart checks failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+    sys.exit(1)
+print("chart: rendered manifests OK (mounts, privileges, RBAC, CRDs, rules = alerts/, dashboards = dashboards/, config loads in driftwatch check-config)")

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Helm chart tests (run by scripts/test.sh; needs scripts/install-chart-tools.sh):
+#   helm lint --strict        default (least privilege), privileged and all-features values
+#   helm template             the same three, plus the schema rejecting bad values
+#   kubernetes-validate       --strict against Kubernetes 1.33 (the kubectl of the layer):
+#                             every core resource; a broken manifest must fail (proves strictness)
+#   check_rendered.py         mounts, privileges, RBAC gating, ServiceMonitor / PrometheusRule
+#                             (CRD schema subset), the PrometheusRule equals the rules file,
+#                             the dashboards ConfigMap equals dashboards/, and
+#   driftwatch check-config   the rendered config ConfigMap loads in the real agent's parser
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash scripts/install-chart-tools.sh
+TOOLS=${DRIFTWATCH_TOOLS:-/opt/driftwatch-tools}
+HELM="$TOOLS/bin/helm"
+KV="$TOOLS/venv/bin/kubernetes-validate"
+PY="$TOOLS/venv/bin/python"
+K8S_VERSION=1.33.0
+chart=helm/driftwatch
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+cargo build --locked --quiet --bin driftwatch
+agent=target/debug/driftwatch
+
+declare -A sets=(
+  [default]=""
+  [privileged]="-f $chart/ci/privileged-values.yaml"
+  [all-features]="-f $chart/ci/all-features-values.yaml"
+)
+for name in default privileged all-features; do
+  # shellcheck disable=SC2086
+  "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
+  # shellcheck disable=SC2086
+  "$HELM" template driftwatch "$chart" --namespace driftwatch ${sets[$name]} > "$out/$name.yaml"
+  "$KV" --strict --quiet -k "$K8S_VERSION" "$out/$name.yaml" 2>&1 | grep -v "Couldn't find schema for kind \(PrometheusRule\|ServiceMonitor\)" || true
+  if ! "$KV" --strict --quiet -k "$K8S_VERSION" "$out/$name.yaml" >/dev/null 2>&1; then
+    echo "chart: kubernetes-validate --strict failed for $name values" >&2; exit 1
+  fi
+  echo "chart: $name: helm lint, helm template, kubernetes-validate --strict ($K8S_VERSION) OK"
+done
+
+# Strictness is real: an unknown field and a wrong type must be rejected.
+sed 's/^\( *\)hostPID: true/&\n\1hostPIDD: true/' "$out/default.yaml" > "$out/broken.yaml"
+sed 's/containerPort: 8789/containerPort: "8789"/' "$out/default.yaml" > "$out/broken2.yaml"
+for broken in broken broken2; do
+  cmp -s "$out/default.yaml" "$out/$broken.yaml" && { echo "chart: $broken.yaml: sed changed nothing" >&2; exit 1; }
+  if "$KV" --strict --quiet -k "$K8S_VERSION" "$out/$broken.yaml" >/dev/null 2>&1; then
+    echo "chart: kubernetes-validate accepted a broken DaemonSet ($broken)" >&2; exit 1
+  fi
+done
+
+# The values schema rejects what the agent cannot use.
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp; do
+  if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
+    echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
+  fi
+done
+echo "chart: values.schema.json rejects bad values"
+
+"$PY" tests/chart/check_rendered.py "$out" "$agent"
