@@ -53,9 +53,9 @@ done
 # Work per run. Full sizes take each run to ~5-15 s on a 2-core VM: long enough that
 # agent start-up and scheduler noise are small against it.
 if ((quick)); then
-  : "${rounds:=2}"; n_cexec=5000; n_open=500000; n_hexec=3000
+  : "${rounds:=2}"; n_cexec=5000; n_open=500000; n_hexec=3000; n_net=20000
 else
-  : "${rounds:=3}"; n_cexec=20000; n_open=2000000; n_hexec=10000
+  : "${rounds:=3}"; n_cexec=20000; n_open=2000000; n_hexec=10000; n_net=100000
 fi
 
 log() { echo "[overhead] $*" >&2; }
@@ -95,7 +95,7 @@ if [[ ! -x $bin ]]; then
   (cd "$REPO" && cargo build --release) >&2
 fi
 # Static, so the same binary runs on the host and inside a busybox container.
-for prog in execstorm openstorm; do
+for prog in execstorm openstorm netstorm; do
   gcc -O2 -static -Wall -o "$work/$prog" "$HERE/$prog.c"
 done
 
@@ -150,6 +150,12 @@ run_workload() {
           exec "$work/execstorm" -t "$cpid" "$n" /bin/sh -c :
         fi
       ) ;;
+    container_net)
+      (
+        for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
+        exec "$work/netstorm" -t "$cpid" "$n"
+      ) ;;
+    host_net) "$work/netstorm" "$n" ;;
     host_open_read) "$work/openstorm" "$n" "$small" ;;
     host_exec_true) "$work/execstorm" "$n" /bin/true ;;
   esac
@@ -259,6 +265,7 @@ measure() {
     [host_filtered]='^driftwatch_kernel_execs_total\{verdict="host_filtered"'
     [container_filtered]='^driftwatch_kernel_execs_total\{verdict="container_filtered"'
     [container_sent]='^driftwatch_kernel_execs_total\{verdict="container_sent"'
+    [net_folded]='^driftwatch_kernel_net_folded_total'
   )
   local json k
   json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
@@ -269,10 +276,11 @@ measure() {
 }
 
 # --- 3. measure -------------------------------------------------------------------
-workloads=(container_exec_true container_exec_sh host_open_read host_exec_true)
-declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec
-  [host_open_read]=$n_open [host_exec_true]=$n_hexec)
+workloads=(container_exec_true container_exec_sh container_net host_net host_open_read host_exec_true)
+declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [container_net]=$n_net
+  [host_net]=$n_net [host_open_read]=$n_open [host_exec_true]=$n_hexec)
 declare -A modes=([container_exec_true]="baseline agent emit_all" [container_exec_sh]="baseline agent emit_all"
+  [container_net]="baseline agent" [host_net]="baseline agent"
   [host_open_read]="baseline agent" [host_exec_true]="baseline agent")
 
 log "warm-up (page cache, first-exec costs)"

@@ -17,11 +17,14 @@ WORKLOAD_DOC = {
     "container_exec_sh": "fork+exec /bin/sh -c : in a container (shell: event + finding each)",
     "host_open_read": "open+read+close a small file on the host (no hook: control)",
     "host_exec_true": "fork+exec /bin/true on the host (filtered in kernel as host)",
+    "container_net": "listen+connect+UDP bind on the container's loopback, 1000 ports cycled "
+    "(first of each reaches userspace, repeats folded in kernel)",
+    "host_net": "the same on the host (filtered in kernel as host)",
 }
 COUNTERS = [
     "agent_cpu_s", "kernel_events", "kernel_ringbuf_drops", "userspace_drops_events",
     "userspace_drops_findings", "events_decoded", "findings", "findings_lines",
-    "host_filtered", "container_filtered", "container_sent",
+    "host_filtered", "container_filtered", "container_sent", "net_folded",
 ]
 
 

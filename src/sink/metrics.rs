@@ -205,7 +205,7 @@ impl Metrics {
         let no_finding = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "execs_not_findings",
-            "Container execs judged not to be drift, by reason",
+            "Container events (execs, network endpoints) judged not to be drift, by reason",
             no_finding.clone(),
         );
         let queue_dropped = Family::<QueueLabel, Counter>::default();
@@ -309,6 +309,38 @@ impl Metrics {
         }
         let _ = self.events.get_or_create(&KindLabel { kind: "exec" });
         let _ = self.events.get_or_create(&KindLabel { kind: "net" });
+        // Every reason a counter can carry starts at 0 too, for the same reason.
+        for reason in ["truncated", "unknown_kind", "bad_size", "bad_value"] {
+            let _ = self.decode_errors.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in [
+            "not_container",
+            "not_found",
+            "no_runtime",
+            "no_endpoint",
+            "connect",
+            "timeout",
+            "rpc",
+            "backlog",
+            "not_cached",
+            "baseline_corrupt",
+            "baseline_io",
+        ] {
+            let _ = self.enrich_failures.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in [
+            "entrypoint",
+            "not_drift",
+            "subshell",
+            "nested_package_manager",
+            "rule_disabled",
+            "loopback",
+            "allowed",
+            "baseline_learning",
+            "baseline_expected",
+        ] {
+            let _ = self.no_finding.get_or_create(&ReasonLabel { reason });
+        }
     }
 
     pub fn finding(&self, f: &Finding) {
