@@ -15,6 +15,7 @@ use crate::{
         self,
         cri::{ContainerMeta, Cri, Lookup},
         image::{ImageRef, digest_of_image_ref},
+        overlay::{self, CopyUp},
         workload,
     },
     event::{Event, NetEvent},
@@ -74,13 +75,41 @@ impl Pipeline {
                 return;
             }
         };
-        let mut f = match self.classifier.exec(&ev, &container) {
+        let f = match self.classifier.exec(&ev, &container) {
             Ok(f) => f,
             Err(reason) => {
                 self.metrics.no_finding(reason.as_str());
                 return;
             }
         };
+        if f.rule == "exec_new_binary" {
+            // An upper-layer image binary may only have been chmod'ed or
+            // touched: compare it with the image, off the async workers.
+            let Ok(permit) = self.waiting.clone().try_acquire_owned() else {
+                self.enrich(f);
+                return;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let (path, pid, id) = (f.exe_path.clone(), f.pid, f.container_id.clone());
+                let origin =
+                    tokio::task::spawn_blocking(move || copy_up_of(pid, &id, &path)).await.unwrap_or(CopyUp::Unknown);
+                if origin == CopyUp::ImageFileUnchanged {
+                    me.metrics.no_finding("metadata_only_copy_up");
+                    return;
+                }
+                let mut f = f;
+                f.exe_origin = Some(origin.as_str());
+                me.enrich(f);
+            });
+            return;
+        }
+        self.enrich(f);
+    }
+
+    /// Adds pod metadata (waiting a bounded time for the runtime) and emits.
+    fn enrich(self: &Arc<Self>, mut f: Finding) {
         let Some(cri) = &self.cri else {
             self.incomplete(f, "no_runtime");
             return;
@@ -191,6 +220,23 @@ impl Pipeline {
         }
         // Let findings still waiting for metadata go out before returning.
         let _ = self.waiting.acquire_many(MAX_WAITING as u32).await;
+    }
+}
+
+/// Compares an upper-layer executable with the image, through the root mount
+/// of the process, or of any live process of the same container.
+fn copy_up_of(pid: u32, container_id: &str, path: &str) -> CopyUp {
+    let dirs = overlay::root_overlay(pid).or_else(|| {
+        let dir = std::fs::read_dir("/proc").ok()?;
+        dir.flatten().find_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok()?;
+            cg.contains(container_id).then(|| overlay::root_overlay(p)).flatten()
+        })
+    });
+    match dirs {
+        Some(d) => overlay::classify_copy_up(&d, path),
+        None => CopyUp::Unknown,
     }
 }
 

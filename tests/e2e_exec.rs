@@ -65,6 +65,7 @@ fn dropped_binary_in_upper_layer() {
     assert_eq!(f["process.executable.name"], "busybox");
     assert_eq!(f["process.command_args"], json!(["/tmp/busybox", "true"]));
     assert_eq!(f["driftwatch.exe.source"], "upper_layer");
+    assert_eq!(f["driftwatch.exe.origin"], "new_file");
     assert_eq!(f["driftwatch.lineage.drifted_ancestor"], false);
     assert!(s(f, "message").contains("/tmp/busybox"), "{f}");
 }
@@ -88,6 +89,38 @@ fn image_binary_overwritten_in_place() {
     assert_eq!(f[0]["rule"], "exec_new_binary");
     assert_eq!(f[0]["process.executable.path"], "/usr/bin/hello");
     assert_eq!(f[0]["driftwatch.exe.source"], "upper_layer");
+    assert_eq!(f[0]["driftwatch.exe.origin"], "image_file_modified");
+}
+
+#[test]
+fn chmod_or_touch_of_an_image_binary_is_not_drift() {
+    if !support::privileged() {
+        return;
+    }
+    // chmod and touch make overlayfs copy the image file up unchanged: the
+    // kernel sees an upper-layer executable, the content is still the image's.
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/bin/chmod", "755", "/usr/bin/hello"]);
+    assert_eq!(c.exec_ok(&["/usr/bin/hello"]).trim(), "hello");
+    c.exec_ok(&["/bin/touch", "/usr/bin/memexec"]);
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]); // the memfd payload is drift, memexec is not
+    // A file written in the container and then made executable is.
+    c.exec_ok(&["/bin/sh", "-c", "cat /bin/busybox > /tmp/busybox && chmod +x /tmp/busybox"]);
+    c.exec_ok(&["/tmp/busybox", "true"]);
+    settle(&agent, &c);
+    let f: Vec<Value> = real_findings(&agent, &c).into_iter().filter(|f| f["kind"] == "binary").collect();
+    let rules: Vec<&str> = f.iter().map(|f| f["rule"].as_str().unwrap_or("")).collect();
+    assert_eq!(f.len(), 2, "only the memfd payload and /tmp/busybox: {f:#?}");
+    assert!(rules.contains(&"exec_fileless_memfd"), "{rules:?}");
+    let bb = f.iter().find(|f| f["rule"] == "exec_new_binary").expect("/tmp/busybox reported");
+    assert_eq!(bb["process.executable.path"], "/tmp/busybox");
+    assert_eq!(bb["driftwatch.exe.origin"], "new_file");
+    assert!(
+        agent.metric("driftwatch_execs_not_findings_total{reason=\"metadata_only_copy_up\"}").unwrap_or(0.0) >= 2.0,
+        "{}",
+        agent.metrics()
+    );
 }
 
 #[test]

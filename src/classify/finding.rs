@@ -143,6 +143,10 @@ pub struct Finding {
     pub exe_source: &'static str,
     #[serde(rename = "driftwatch.exe.inode", skip_serializing_if = "is_zero")]
     pub exe_inode: u64,
+    /// For upper-layer executables: `new_file` (not in the image) or
+    /// `image_file_modified` (an image file whose content changed).
+    #[serde(rename = "driftwatch.exe.origin", skip_serializing_if = "Option::is_none")]
+    pub exe_origin: Option<&'static str>,
     #[serde(rename = "driftwatch.script.path", skip_serializing_if = "Option::is_none")]
     pub script_path: Option<String>,
     #[serde(rename = "driftwatch.script.source", skip_serializing_if = "Option::is_none")]

@@ -302,6 +302,7 @@ impl Classifier {
             parent_name: ev.parent_comm.clone(),
             exe_source: ev.exe_source.as_str(),
             exe_inode: ev.ino,
+            exe_origin: None,
             script_path: ev.script.as_ref().map(|s| s.0.clone()),
             script_source: ev.script.as_ref().map(|s| s.1.as_str()),
             drifted_ancestor: ev.flags.ancestor_drift(),

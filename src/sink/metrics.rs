@@ -338,6 +338,7 @@ impl Metrics {
             "allowed",
             "baseline_learning",
             "baseline_expected",
+            "metadata_only_copy_up",
         ] {
             let _ = self.no_finding.get_or_create(&ReasonLabel { reason });
         }

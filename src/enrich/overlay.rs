@@ -1,0 +1,197 @@
+//! The overlayfs layers behind a container's root, read from mountinfo, to
+//! tell an image binary that was only `chmod`ed or `touch`ed (overlayfs copied
+//! it up unchanged: not drift) from one whose content changed, and both from a
+//! new file. This is the most common false positive of drift detection.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDirs {
+    pub upper: PathBuf,
+    /// Top-most first, as overlayfs searches them.
+    pub lowers: Vec<PathBuf>,
+}
+
+/// What an upper-layer file is, compared with the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyUp {
+    /// Not in any image layer: written in the container.
+    NewFile,
+    /// An image file whose content changed.
+    ImageFileModified,
+    /// An image file copied up with the same content (chmod, chown, touch).
+    ImageFileUnchanged,
+    /// The layers could not be read; treat as drift.
+    Unknown,
+}
+
+impl CopyUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewFile => "new_file",
+            Self::ImageFileModified => "image_file_modified",
+            Self::ImageFileUnchanged => "image_file_unchanged",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The overlay directories of the root mount in a mountinfo text.
+pub fn root_overlay_from_mountinfo(text: &str) -> Option<OverlayDirs> {
+    for line in text.lines() {
+        let (pre, post) = line.split_once(" - ")?;
+        let mount_point = pre.split(' ').nth(4)?;
+        if mount_point != "/" {
+            continue;
+        }
+        let mut post = post.split(' ');
+        if post.next()? != "overlay" {
+            return None;
+        }
+        let opts = post.nth(1)?;
+        let (mut upper, mut lowers) = (None, Vec::new());
+        for opt in opts.split(',') {
+            if let Some(u) = opt.strip_prefix("upperdir=") {
+                upper = Some(PathBuf::from(unescape(u)));
+            } else if let Some(l) = opt.strip_prefix("lowerdir=") {
+                // ':' separates layers; overlayfs escapes a literal one as "\:".
+                let l = unescape(l);
+                let mut cur = String::new();
+                let mut chars = l.chars().peekable();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' if chars.peek() == Some(&':') => {
+                            cur.push(':');
+                            chars.next();
+                        }
+                        ':' => lowers.push(PathBuf::from(std::mem::take(&mut cur))),
+                        c => cur.push(c),
+                    }
+                }
+                if !cur.is_empty() {
+                    lowers.push(PathBuf::from(cur));
+                }
+            }
+        }
+        return Some(OverlayDirs { upper: upper?, lowers });
+    }
+    None
+}
+
+/// The overlay directories of a live process's root.
+pub fn root_overlay(pid: u32) -> Option<OverlayDirs> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    root_overlay_from_mountinfo(&text)
+}
+
+/// A host path as this agent can open it: directly when it runs in the host's
+/// mount namespace, else through the host root (/proc/1/root, with hostPID).
+fn host_path(p: &Path) -> PathBuf {
+    if p.exists() {
+        return p.to_path_buf();
+    }
+    Path::new("/proc/1/root").join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// Files larger than this are not compared byte by byte (treated as modified).
+const MAX_COMPARE: u64 = 256 << 20;
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (la, lb) = (fa.metadata()?.len(), fb.metadata()?.len());
+    if la != lb || la > MAX_COMPARE {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Compares the upper-layer copy of `path` (as the container sees it) with
+/// the image's.
+pub fn classify_copy_up(dirs: &OverlayDirs, path: &str) -> CopyUp {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return CopyUp::Unknown;
+    }
+    let upper = host_path(&dirs.upper.join(rel));
+    let Some(lower) = dirs.lowers.iter().map(|l| host_path(&l.join(rel))).find(|p| p.is_file()) else {
+        return if upper.exists() { CopyUp::NewFile } else { CopyUp::Unknown };
+    };
+    match same_content(&upper, &lower) {
+        Ok(true) => CopyUp::ImageFileUnchanged,
+        Ok(false) => CopyUp::ImageFileModified,
+        Err(_) => CopyUp::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: &str = "73 48 0:40 / / rw,relatime - overlay overlay rw,lowerdir=/s/3/fs:/s/2\\:x/fs:/s/1/fs,upperdir=/s/9/fs,workdir=/s/9/work\n\
+                      74 73 0:41 / /proc rw,nosuid - proc proc rw\n";
+
+    #[test]
+    fn parses_root_overlay() {
+        let d = root_overlay_from_mountinfo(MI).unwrap();
+        assert_eq!(d.upper, PathBuf::from("/s/9/fs"));
+        assert_eq!(d.lowers, vec![PathBuf::from("/s/3/fs"), PathBuf::from("/s/2:x/fs"), PathBuf::from("/s/1/fs")]);
+        assert!(root_overlay_from_mountinfo("73 48 0:40 / / rw - ext4 /dev/vda rw\n").is_none());
+        assert!(root_overlay_from_mountinfo("garbage").is_none());
+        assert!(root_overlay_from_mountinfo("").is_none());
+        assert_eq!(unescape("a\\040b"), "a b");
+    }
+
+    #[test]
+    fn copy_up_kinds() {
+        let root = std::env::temp_dir().join(format!("dw-ovl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (up, lo) = (root.join("upper"), root.join("lower"));
+        for d in [&up, &lo] {
+            std::fs::create_dir_all(d.join("bin")).unwrap();
+        }
+        std::fs::write(lo.join("bin/same"), b"ELF same").unwrap();
+        std::fs::write(up.join("bin/same"), b"ELF same").unwrap();
+        std::fs::write(lo.join("bin/changed"), b"ELF one").unwrap();
+        std::fs::write(up.join("bin/changed"), b"ELF two").unwrap();
+        std::fs::write(up.join("bin/new"), b"ELF new").unwrap();
+        let d = OverlayDirs { upper: up, lowers: vec![lo] };
+        assert_eq!(classify_copy_up(&d, "/bin/same"), CopyUp::ImageFileUnchanged);
+        assert_eq!(classify_copy_up(&d, "/bin/changed"), CopyUp::ImageFileModified);
+        assert_eq!(classify_copy_up(&d, "/bin/new"), CopyUp::NewFile);
+        assert_eq!(classify_copy_up(&d, "/bin/missing"), CopyUp::Unknown);
+        assert_eq!(classify_copy_up(&d, "/../etc/passwd"), CopyUp::Unknown);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
