@@ -100,6 +100,9 @@ impl Classifier {
         v.push(("shell", "shell_in_container", s));
         v.push(("shell", "terminal_shell_in_container", s));
         v.push(("package", "package_manager_exec", self.rules.package.severity.as_str()));
+        let n = self.rules.network.severity.as_str();
+        v.push(("network", "network_new_listener", n));
+        v.push(("network", "network_new_destination", n));
         if self.rules.config.enabled {
             v.extend(config_drift::RULES.iter().map(|(r, sev, _)| ("config", *r, sev.as_str())));
         }
