@@ -51,7 +51,9 @@ PROMETHEUS_RULE = {
 canonical_rules = yaml.safe_load(open(RULES))
 dash_files = sorted(f for f in os.listdir("helm/driftwatch/files/dashboards") if f.endswith(".json"))
 
-for name in ("default", "privileged", "all-features"):
+STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
+         "all-features": "/var/lib/driftwatch-agent", "no-state": None}
+for name in ("default", "privileged", "all-features", "no-state"):
     d = load(name)
     ds = one(d, "DaemonSet")
     check(ds is not None, f"{name}: one DaemonSet")
@@ -62,12 +64,23 @@ for name in ("default", "privileged", "all-features"):
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
     for path, host in (("/sys/kernel/btf", "/sys/kernel/btf"), ("/sys/fs/bpf", "/sys/fs/bpf"),
-                       ("/sys/kernel/tracing", "/sys/kernel/tracing"), ("/host/proc", "/proc"),
+                       ("/sys/kernel/tracing", "/sys/kernel/tracing"),
                        ("/run/containerd", "/run/containerd"), ("/var/run/crio", "/var/run/crio")):
         m = mounts.get(path)
         check(m is not None and vols[m["name"]]["hostPath"]["path"] == host, f"{name}: {host} mounted at {path}")
     check(not any(p.endswith(".sock") for p in mounts), f"{name}: runtime socket directories, not sockets, are mounted")
-    check(mounts["/sys/kernel/btf"].get("readOnly") and mounts["/host/proc"].get("readOnly"), f"{name}: BTF and /proc read-only")
+    check(mounts["/sys/kernel/btf"].get("readOnly") and mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: BTF and tracefs read-only")
+    check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
+    # hostPID gives the agent the host's /proc: no host /proc mount (nothing reads /host/proc).
+    check("/host/proc" not in mounts and not any(v.get("hostPath", {}).get("path") == "/proc" for v in vols.values()), f"{name}: no host /proc mount")
+    # Network baselines: a writable hostPath at the config's rules.network.state_dir, or none.
+    state = mounts.get("/var/lib/driftwatch")
+    if STATE[name]:
+        hp = vols[state["name"]]["hostPath"] if state else {}
+        check(state is not None and not state.get("readOnly") and hp.get("path") == STATE[name] and hp.get("type") == "DirectoryOrCreate",
+              f"{name}: state dir {STATE[name]} (DirectoryOrCreate) mounted writable at /var/lib/driftwatch")
+    else:
+        check(state is None and not any(v.get("hostPath", {}).get("path", "").startswith("/var/lib") for v in vols.values()), f"{name}: no state volume")
     env = {e["name"]: e for e in c["env"]}
     check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName", f"{name}: NODE_NAME from the downward API")
     check(c["ports"][0]["containerPort"] == 8789, f"{name}: metrics port 8789")
@@ -103,6 +116,8 @@ for name in ("default", "privileged", "all-features"):
     check(r.returncode == 0, f"{name}: driftwatch check-config rejected the rendered config: {r.stderr.strip()}")
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
     check(cfg["metrics_addr"] == "0.0.0.0:8789", f"{name}: metrics_addr")
+    check(cfg.get("kubernetes", {}).get("enabled") is api, f"{name}: kubernetes.enabled follows kubernetesApi.enabled ({api}): {cfg.get('kubernetes')}")
+    check(cfg.get("rules", {}).get("network", {}).get("state_dir") == ("/var/lib/driftwatch" if STATE[name] else ""), f"{name}: rules.network.state_dir matches the state mount: {cfg.get('rules')}")
     os.unlink(f.name)
 
     sm, pr = one(d, "ServiceMonitor"), one(d, "PrometheusRule")

@@ -42,6 +42,8 @@ app.kubernetes.io/component: agent
 {{- if .Values.runtime.endpoint -}}
 {{- $_ := set $cfg "runtime" (dict "endpoint" .Values.runtime.endpoint) -}}
 {{- end -}}
+{{- $_ := set $cfg "kubernetes" (dict "enabled" (.Values.kubernetesApi.enabled | default false)) -}}
+{{- $_ := set $cfg "rules" (dict "network" (dict "state_dir" (ternary "/var/lib/driftwatch" "" (not (empty .Values.hostPaths.state))))) -}}
 {{- $am := dict "runbook_base_url" .Values.runbookBaseUrl -}}
 {{- if .Values.alertmanager.url -}}
 {{- $_ := set $am "url" .Values.alertmanager.url -}}
