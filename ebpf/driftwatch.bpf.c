@@ -18,6 +18,7 @@
 #include "helpers/task.h"
 #include "helpers/file.h"
 #include "helpers/net.h"
+#include "helpers/fileops.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -295,5 +296,113 @@ int dw_bind(struct dw_sys_enter *ctx)
 	if (!read_user_sockaddr((const void *)ctx->args[1], ctx->args[2], &k) || k.port == 0)
 		return 0;
 	emit_net(t, ns_id, &k);
+	return 0;
+}
+
+/* File drift. A write open is seen at syscall exit, where the returned
+ * descriptor names the real file (symlinks resolved) and FMODE_WRITE says the
+ * intent; reads return at once. One program serves open, openat, openat2 and
+ * creat. Named operations are seen at syscall entry. */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int dw_open_exit(struct dw_sys_exit *ctx)
+{
+	long fd = ctx->ret;
+	if (fd < 0)
+		return 0;
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct file *f = fd_file(t, (u64)fd);
+	if (!f || !(BPF_CORE_READ(f, f_mode) & DW_FMODE_WRITE))
+		return 0;
+	/* Regular files only: /dev/null, pipes and sockets are not drift. */
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & DW_S_IFMT) != DW_S_IFREG)
+		return 0;
+	struct dw_file_key k = {.mntns_id = ns_id, .ino = BPF_CORE_READ(f, f_inode, i_ino)};
+	if (bpf_map_lookup_elem(&file_seen, &k)) {
+		kstat_inc(DW_KSTAT_FILE_FOLDED);
+		return 0;
+	}
+	u8 one = 1;
+	bpf_map_update_elem(&file_seen, &k, &one, BPF_ANY);
+	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int dw_unlinkat(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_DELETE, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int dw_unlink(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_DELETE, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int dw_renameat2(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_RENAME, NULL, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			   (const char *)ctx->args[3], 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int dw_rename(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_RENAME, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], DW_AT_FDCWD,
+			   (const char *)ctx->args[1], 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat")
+int dw_fchmodat(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_CHMOD, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL,
+			   (u32)ctx->args[2]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_chmod")
+int dw_chmod(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_CHMOD, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL,
+			   (u32)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmod")
+int dw_fchmod(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct file *f = fd_file(t, ctx->args[0]);
+	if (f)
+		file_event(t, ns_id, DW_FILE_CHMOD, f, 0, NULL, 0, NULL, (u32)ctx->args[1]);
 	return 0;
 }

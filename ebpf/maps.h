@@ -10,6 +10,7 @@
 /* Knobs set by the loader (EbpfLoader::override_global) before load. */
 const volatile u32 host_mntns = 0; /* mount namespace of the host: never traced */
 const volatile u8 emit_all_execs = 0; /* send every container exec (benchmarks, debugging) */
+const volatile u32 file_events_per_sec = 100; /* per container; the excess is counted and dropped */
 
 /* The one ring buffer. Size is overridden by the loader (power of two pages). */
 struct {
@@ -75,6 +76,31 @@ struct {
 	__type(key, struct dw_net_key);
 	__type(value, u8);
 } net_seen SEC(".maps");
+
+/* Write opens already reported, per container and inode. */
+struct dw_file_key {
+	u64 mntns_id;
+	u64 ino;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dw_file_key);
+	__type(value, u8);
+} file_seen SEC(".maps");
+
+/* Per-container file event budget: one-second windows. */
+struct dw_rate {
+	u64 window_ns;
+	u32 count;
+	u32 _pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct dw_rate);
+} file_rate SEC(".maps");
 
 /* comm -> DW_NAME_* class (shells, package managers, interpreters), from policy. */
 struct dw_comm_key {

@@ -66,6 +66,20 @@ mod layout {
     }
 
     #[test]
+    fn file_layout() {
+        assert_eq!(offset_of!(dw_file, hdr), 0);
+        assert_eq!(offset_of!(dw_file, mntns_id), 32);
+        assert_eq!(offset_of!(dw_file, ino), 40);
+        assert_eq!(offset_of!(dw_file, op), 56);
+        assert_eq!(offset_of!(dw_file, source), 64);
+        assert_eq!(offset_of!(dw_file, comm), 72);
+        assert_eq!(offset_of!(dw_file, path), 88);
+        assert_eq!(offset_of!(dw_file, path2), 88 + DW_PATH_LEN as usize);
+        assert_eq!(offset_of!(dw_file, cgroup), 88 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
+        assert_eq!(DW_KIND_FILE, 3);
+    }
+
+    #[test]
     fn kstats_and_proc_layout() {
         assert_eq!(size_of::<dw_kstats>(), 8 * (2 * DW_KIND_MAX as usize + DW_KSTAT_MAX as usize));
         assert_eq!(size_of::<dw_proc>(), 16);

@@ -56,6 +56,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let mut sopts = SensorOptions::from_config(&cfg.sensor);
     sopts.emit_all_execs = opts.emit_all_execs;
     sopts.btf_path = opts.btf;
+    sopts.file_events_per_sec = cfg.rules.file.events_per_sec;
     let names = classifier.names().kernel_entries();
     let mut sensor =
         tokio::task::block_in_place(|| tracing::info_span!("sensor.load").in_scope(|| Sensor::load(&sopts, &names)))?;
@@ -118,6 +119,9 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         None
     };
     pipeline.network = network.clone();
+    if cfg.rules.file.enabled {
+        pipeline.file = Some(crate::classify::file::FileJudge::new(&cfg.rules.file, cfg.rules.package.severity));
+    }
     // Kubernetes API (optional): owner workloads, pod specs, ephemeral containers.
     pipeline.kube = crate::enrich::kube::start(&cfg.kubernetes, &crate::classify::node_name(), cancel.clone()).await;
     metrics.declare_kube(pipeline.kube.is_some());

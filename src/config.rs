@@ -234,6 +234,24 @@ pub struct Rules {
     pub network: NetworkRule,
     #[serde(default)]
     pub config: ConfigRule,
+    pub file: FileRule,
+}
+
+/// File drift: writes, deletes, renames and mode changes in container
+/// filesystems, outside scratch locations.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Path prefixes where changes are expected (scratch space): never drift.
+    pub ignore_prefixes: Vec<String>,
+    /// Package-manager state: a change there is package drift, whoever makes it.
+    pub package_db_prefixes: Vec<String>,
+    /// Path fragments that mark package state anywhere (site-packages, node_modules, ...).
+    pub package_db_fragments: Vec<String>,
+    /// File events per container per second, enforced in the kernel.
+    pub events_per_sec: u32,
 }
 
 /// Configuration drift (`kind: config`, src/classify/config_drift.rs): judged
@@ -419,6 +437,21 @@ impl Config {
                 "drain_interval_ms",
                 format!("{} must be between 1 and 1000", self.sensor.drain_interval_ms),
             ));
+        }
+        if !(1..=100_000).contains(&self.rules.file.events_per_sec) {
+            return Err(invalid(
+                "rules.file.events_per_sec",
+                "events_per_sec",
+                format!("{} must be between 1 and 100000", self.rules.file.events_per_sec),
+            ));
+        }
+        for (field, list) in [
+            ("rules.file.ignore_prefixes", &self.rules.file.ignore_prefixes),
+            ("rules.file.package_db_prefixes", &self.rules.file.package_db_prefixes),
+        ] {
+            if let Some((i, p)) = list.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
+                return Err(invalid(&format!("{field}[{i}]"), p, format!("{p:?} must be an absolute path prefix")));
+            }
         }
         if !(16..=1 << 20).contains(&self.pipeline.queue_capacity) {
             return Err(invalid(
@@ -625,6 +658,18 @@ fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
         interpreters: Option<Vec<String>>,
         network: Option<PNet>,
         config: Option<PCfg>,
+        file: Option<PFile>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct PFile {
+        enabled: Option<bool>,
+        severity: Option<Severity>,
+        ignore_prefixes: Option<Vec<String>>,
+        package_db_prefixes: Option<Vec<String>>,
+        package_db_fragments: Option<Vec<String>>,
+        events_per_sec: Option<u32>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -157,11 +157,55 @@ pub struct NetEvent {
     pub cgroup_path: String,
 }
 
+/// What a file event did (`DW_FILE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileOp {
+    Write,
+    Delete,
+    Rename,
+    Chmod,
+}
+
+impl FileOp {
+    /// The JSON value of `driftwatch.file.operation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Delete => "delete",
+            Self::Rename => "rename",
+            Self::Chmod => "chmod",
+        }
+    }
+}
+
+/// A container process changed a file (`DW_KIND_FILE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub mntns_id: u64,
+    pub op: FileOp,
+    /// As the container sees it.
+    pub path: String,
+    /// The new name, for renames.
+    pub target: Option<String>,
+    /// Where the opened file lives; `Unknown` for named operations.
+    pub source: ExeSource,
+    pub ino: u64,
+    pub mode: u32,
+    pub path_truncated: bool,
+    pub comm: String,
+    pub cgroup_path: String,
+}
+
 /// Every kind of record the agent understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exec(Box<ExecEvent>),
     Net(Box<NetEvent>),
+    File(Box<FileEvent>),
 }
 
 impl Event {
@@ -170,6 +214,7 @@ impl Event {
         match self {
             Self::Exec(_) => "exec",
             Self::Net(_) => "net",
+            Self::File(_) => "file",
         }
     }
 }
@@ -251,24 +296,54 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     match hdr.kind as u32 {
         abi::DW_KIND_EXEC => decode_exec(&buf[..hdr.size as usize]).map(|e| Event::Exec(Box::new(e))),
         abi::DW_KIND_NET => decode_net(&buf[..hdr.size as usize]).map(|e| Event::Net(Box::new(e))),
+        abi::DW_KIND_FILE => decode_file(&buf[..hdr.size as usize]).map(|e| Event::File(Box::new(e))),
         _ => Err(DecodeError::UnknownKind(hdr.kind)),
     }
 }
 
 /// Cgroup path components, leaf first in the record, as a path root first.
+/// Built in one allocation: borrowed (`Cow`) components, not a `String` each.
 fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) -> String {
-    let mut path = String::new();
-    for level in levels.iter().rev() {
-        let name = c_str(level);
-        if name.is_empty() {
-            continue;
-        }
+    let names = levels.iter().map(|level| {
+        let b = c_bytes(level);
+        &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+    });
+    let mut path = String::with_capacity(names.clone().map(|n| n.len() + 1).sum());
+    for name in names.rev().filter(|n| !n.is_empty()) {
         if !path.is_empty() {
             path.push('/');
         }
-        path.push_str(&name);
+        path.push_str(&String::from_utf8_lossy(name));
     }
     path
+}
+
+fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
+    let r: abi::dw_file = read_pod(buf, "file record")?;
+    let op = match r.op as u32 {
+        abi::DW_FILE_WRITE => FileOp::Write,
+        abi::DW_FILE_DELETE => FileOp::Delete,
+        abi::DW_FILE_RENAME => FileOp::Rename,
+        abi::DW_FILE_CHMOD => FileOp::Chmod,
+        other => return Err(DecodeError::BadValue { field: "op", value: other as u64 }),
+    };
+    let target = (op == FileOp::Rename).then(|| c_str_len(&r.path2, r.path2_len));
+    Ok(FileEvent {
+        ktime_ns: r.hdr.ktime_ns,
+        tgid: r.hdr.tgid,
+        ppid: r.ppid,
+        uid: r.uid,
+        mntns_id: r.mntns_id,
+        op,
+        path: c_str_len(&r.path, r.path_len),
+        target,
+        source: ExeSource::from_raw(r.source)?,
+        ino: r.ino,
+        mode: r.mode,
+        path_truncated: r.flags as u32 & abi::DW_FILE_PATH_TRUNC != 0,
+        comm: c_str(&r.comm),
+        cgroup_path: cgroup_path(&r.cgroup),
+    })
 }
 
 fn decode_net(buf: &[u8]) -> Result<NetEvent, DecodeError> {
@@ -477,6 +552,28 @@ pub(crate) mod tests {
         }
         let rec = net_record(|_| {});
         assert_eq!(decode(&rec[..rec.len() - 1]).unwrap_err().reason(), "bad_size");
+    }
+
+    #[test]
+    fn decodes_file_events() {
+        let mut r = abi::dw_file::default();
+        r.hdr.kind = abi::DW_KIND_FILE as u16;
+        r.hdr.size = size_of::<abi::dw_file>() as u16;
+        r.op = abi::DW_FILE_RENAME as u16;
+        put(&mut r.path, b"/etc/a");
+        r.path_len = 6;
+        put(&mut r.path2, b"/etc/b");
+        r.path2_len = 6;
+        r.source = abi::DW_SRC_UNKNOWN;
+        let mut v = vec![0u8; size_of::<abi::dw_file>()];
+        // SAFETY: writing a POD into a buffer of exactly its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), r) };
+        let Event::File(e) = decode(&v).unwrap() else { panic!("not file") };
+        assert_eq!((e.op, e.path.as_str(), e.target.as_deref()), (FileOp::Rename, "/etc/a", Some("/etc/b")));
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), abi::dw_file { op: 9, ..r }) };
+        assert_eq!(decode(&v).unwrap_err().reason(), "bad_value");
+        assert_eq!(decode(&v[..100]).unwrap_err().reason(), "bad_size");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use crate::{
     bpf::NotContainer,
+    classify::file::FileJudge,
     classify::network::NetworkJudge,
     classify::{Classifier, Finding},
     enrich::{
@@ -18,7 +19,7 @@ use crate::{
         overlay::{self, CopyUp},
         workload,
     },
-    event::{Event, NetEvent},
+    event::{Event, FileEvent, NetEvent},
     sink::{Fanout, containers::ContainerFindingLabels, metrics::Metrics},
 };
 use std::{sync::Arc, time::Duration};
@@ -37,10 +38,14 @@ pub struct Pipeline {
     pub cri: Option<Arc<Cri>>,
     pub metadata_wait: Duration,
     pub waiting: Arc<Semaphore>,
+    /// Image comparisons of upper-layer executables.
+    pub copy_ups: Arc<CopyUps>,
     /// Network drift against learned baselines; None when disabled.
     pub network: Option<Arc<NetworkJudge>>,
     /// This node's pods from the Kubernetes API; None in node-only mode.
     pub kube: Option<Arc<crate::enrich::kube::KubeIndex>>,
+    /// File drift; None when disabled.
+    pub file: Option<FileJudge>,
 }
 
 impl Pipeline {
@@ -53,8 +58,10 @@ impl Pipeline {
             cri: None,
             metadata_wait: Duration::from_secs(2),
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            copy_ups: Arc::default(),
             network: None,
             kube: None,
+            file: None,
         }
     }
 
@@ -63,6 +70,7 @@ impl Pipeline {
         let ev = match ev {
             Event::Exec(ev) => ev,
             Event::Net(ev) => return self.handle_net(&ev),
+            Event::File(ev) => return self.handle_file(&ev),
         };
         let container = match enrich::container_of(&ev) {
             Ok(c) => c,
@@ -89,12 +97,26 @@ impl Pipeline {
                 self.enrich(f);
                 return;
             };
+            // The same file run again: the verdict is known.
+            let key = (f.container_id.clone(), f.exe_path.clone(), f.exe_inode);
+            if let Some(origin) = self.copy_ups.get(&key) {
+                if origin == CopyUp::ImageFileUnchanged {
+                    self.metrics.no_finding("metadata_only_copy_up");
+                    return;
+                }
+                let mut f = f;
+                f.exe_origin = Some(origin.as_str());
+                self.enrich(f);
+                return;
+            }
             let me = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let (path, pid, id) = (f.exe_path.clone(), f.pid, f.container_id.clone());
+                let dirs = me.copy_ups.clone();
                 let origin =
-                    tokio::task::spawn_blocking(move || copy_up_of(pid, &id, &path)).await.unwrap_or(CopyUp::Unknown);
+                    tokio::task::spawn_blocking(move || dirs.judge(pid, &id, &path)).await.unwrap_or(CopyUp::Unknown);
+                me.copy_ups.put(key, origin);
                 if origin == CopyUp::ImageFileUnchanged {
                     me.metrics.no_finding("metadata_only_copy_up");
                     return;
@@ -135,6 +157,26 @@ impl Pipeline {
                 Lookup::Unavailable(reason) => me.incomplete(f, reason),
             }
         });
+    }
+
+    /// File changes: scratch space is expected, package state is package
+    /// drift, the rest is file drift.
+    fn handle_file(self: &Arc<Self>, ev: &FileEvent) {
+        let Some(judge) = &self.file else { return };
+        let c = match enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid) {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.enrich_failure(e.reason());
+                if let Some(nc) = &self.not_container {
+                    nc.insert(ev.mntns_id);
+                }
+                return;
+            }
+        };
+        match judge.judge(&self.classifier, ev, &c) {
+            Ok(f) => self.enrich(f),
+            Err(reason) => self.metrics.no_finding(reason.as_str()),
+        }
     }
 
     /// Network endpoints are judged against the workload's baseline, keyed by
@@ -223,20 +265,53 @@ impl Pipeline {
     }
 }
 
-/// Compares an upper-layer executable with the image, through the root mount
-/// of the process, or of any live process of the same container.
-fn copy_up_of(pid: u32, container_id: &str, path: &str) -> CopyUp {
-    let dirs = overlay::root_overlay(pid).or_else(|| {
-        let dir = std::fs::read_dir("/proc").ok()?;
-        dir.flatten().find_map(|e| {
-            let p: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok()?;
-            cg.contains(container_id).then(|| overlay::root_overlay(p)).flatten()
-        })
-    });
-    match dirs {
-        Some(d) => overlay::classify_copy_up(&d, path),
-        None => CopyUp::Unknown,
+/// Copy-up verdicts and container layers, cached: a drifted binary run
+/// thousands of times is compared with the image once. Bounded.
+#[derive(Default)]
+pub struct CopyUps {
+    verdicts: std::sync::Mutex<std::collections::HashMap<(String, String, u64), CopyUp>>,
+    layers: std::sync::Mutex<std::collections::HashMap<String, Arc<overlay::OverlayDirs>>>,
+}
+
+const MAX_COPY_UPS: usize = 4096;
+
+impl CopyUps {
+    fn get(&self, key: &(String, String, u64)) -> Option<CopyUp> {
+        self.verdicts.lock().ok()?.get(key).copied()
+    }
+
+    fn put(&self, key: (String, String, u64), v: CopyUp) {
+        if v == CopyUp::Unknown {
+            return; // may be known later
+        }
+        if let Ok(mut m) = self.verdicts.lock() {
+            if m.len() >= MAX_COPY_UPS {
+                m.clear();
+            }
+            m.insert(key, v);
+        }
+    }
+
+    /// Compares an upper-layer executable with the image, through the root
+    /// mount of the process, or of any live process of the same container.
+    fn judge(&self, pid: u32, container_id: &str, path: &str) -> CopyUp {
+        let cached = self.layers.lock().ok().and_then(|m| m.get(container_id).cloned());
+        let dirs = cached.or_else(|| {
+            let d = overlay::root_overlay(pid)
+                .or_else(|| overlay::live_pid_of(container_id).and_then(overlay::root_overlay))?;
+            let d = Arc::new(d);
+            if let Ok(mut m) = self.layers.lock() {
+                if m.len() >= MAX_COPY_UPS {
+                    m.clear();
+                }
+                m.insert(container_id.to_string(), d.clone());
+            }
+            Some(d)
+        });
+        match dirs {
+            Some(d) => overlay::classify_copy_up(&d, path),
+            None => CopyUp::Unknown,
+        }
     }
 }
 

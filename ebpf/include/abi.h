@@ -31,6 +31,7 @@ typedef uint64_t dw_u64;
 enum dw_kind {
 	DW_KIND_EXEC = 1,
 	DW_KIND_NET = 2,
+	DW_KIND_FILE = 3,
 	DW_KIND_MAX = 8, /* size of the per-kind counter arrays */
 };
 
@@ -127,6 +128,36 @@ struct dw_net {
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
 };
 
+/* dw_file.op */
+#define DW_FILE_WRITE 1 /* opened for writing (created, written or truncated) */
+#define DW_FILE_DELETE 2 /* unlink, unlinkat (files and directories) */
+#define DW_FILE_RENAME 3 /* rename, renameat, renameat2: path -> path2 */
+#define DW_FILE_CHMOD 4 /* chmod, fchmod, fchmodat */
+
+/* dw_file.flags */
+#define DW_FILE_PATH_TRUNC (1u << 0)
+#define DW_FILE_RELATIVE (1u << 1) /* path built from the cwd/dirfd and a name */
+
+/* A container process changed a file (DW_KIND_FILE). Write opens are folded
+ * per (container, inode); every kind is rate limited per container. */
+struct dw_file {
+	struct dw_header hdr;
+	dw_u64 mntns_id;
+	dw_u64 ino; /* 0 when the file was named, not opened */
+	dw_u32 ppid;
+	dw_u32 uid;
+	dw_u16 op; /* DW_FILE_* */
+	dw_u16 flags; /* DW_FILE_* flags */
+	dw_u16 path_len;
+	dw_u16 path2_len;
+	dw_u32 source; /* enum dw_exe_source of the opened file; DW_SRC_UNKNOWN when named */
+	dw_u32 mode; /* chmod mode */
+	char comm[DW_COMM_LEN];
+	char path[DW_PATH_LEN];
+	char path2[DW_SCRIPT_LEN];
+	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+};
+
 /* Kernel-side counters, one per CPU (summed by userspace). */
 enum dw_kstat {
 	DW_KSTAT_HOST_EXEC_FILTERED = 0, /* host execs dropped by the in-kernel filter */
@@ -138,6 +169,8 @@ enum dw_kstat {
 	DW_KSTAT_NOT_CONTAINER_FILTERED = 6, /* execs in namespaces userspace found not to be containers */
 	DW_KSTAT_NET_FOLDED = 7, /* network events folded into one already sent */
 	DW_KSTAT_NET_TABLE_FULL = 8,
+	DW_KSTAT_FILE_FOLDED = 9, /* write opens folded into one already sent (same container and inode) */
+	DW_KSTAT_FILE_RATE_LIMITED = 10, /* file events over the per-container rate, dropped */
 	DW_KSTAT_MAX = 16,
 };
 

@@ -73,6 +73,7 @@ struct path {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	unsigned int f_mode; /* FMODE_WRITE = 0x2 */
 	void *private_data; /* struct socket for sockets */
 };
 
@@ -130,6 +131,7 @@ struct nsproxy {
 
 struct fs_struct {
 	struct path root;
+	struct path pwd;
 };
 
 struct kernfs_node {
@@ -208,6 +210,12 @@ struct dw_sys_enter {
 	u64 common;
 	long id;
 	unsigned long args[6];
+};
+
+struct dw_sys_exit {
+	u64 common;
+	long id;
+	long ret;
 };
 
 #endif

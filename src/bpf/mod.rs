@@ -19,10 +19,21 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dr
 pub const PROGRAMS: [(&str, &str); 3] =
     [("dw_exit", "sched_process_exit"), ("dw_fork", "sched_process_fork"), ("dw_exec", "sched_process_exec")];
 
-/// Syscall tracepoints (category syscalls): they fire only for their own
-/// syscall, so nothing else pays for them. They need tracefs.
-pub const SYSCALL_PROGRAMS: [(&str, &str); 3] =
-    [("dw_connect", "sys_enter_connect"), ("dw_listen", "sys_enter_listen"), ("dw_bind", "sys_enter_bind")];
+/// Syscall tracepoints (category syscalls), program -> tracepoints: they fire
+/// only for their own syscalls, so nothing else pays for them. They need tracefs.
+pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 11] = [
+    ("dw_connect", &["sys_enter_connect"]),
+    ("dw_listen", &["sys_enter_listen"]),
+    ("dw_bind", &["sys_enter_bind"]),
+    ("dw_open_exit", &["sys_exit_openat", "sys_exit_open", "sys_exit_creat", "sys_exit_openat2"]),
+    ("dw_unlinkat", &["sys_enter_unlinkat"]),
+    ("dw_unlink", &["sys_enter_unlink"]),
+    ("dw_renameat2", &["sys_enter_renameat2", "sys_enter_renameat"]),
+    ("dw_rename", &["sys_enter_rename"]),
+    ("dw_fchmodat", &["sys_enter_fchmodat"]),
+    ("dw_chmod", &["sys_enter_chmod"]),
+    ("dw_fchmod", &["sys_enter_fchmod"]),
+];
 
 #[cfg(test)]
 mod tests {
@@ -138,11 +149,13 @@ pub struct SensorOptions {
     pub btf_path: Option<std::path::PathBuf>,
     /// Send every container exec, not only interesting ones (benchmarks).
     pub emit_all_execs: bool,
+    /// File events per container per second; the excess is counted and dropped in the kernel.
+    pub file_events_per_sec: u32,
 }
 
 impl SensorOptions {
     pub fn from_config(c: &config::Sensor) -> Self {
-        Self { ringbuf_bytes: c.ringbuf_bytes, btf_path: None, emit_all_execs: false }
+        Self { ringbuf_bytes: c.ringbuf_bytes, btf_path: None, emit_all_execs: false, file_events_per_sec: 100 }
     }
 }
 
@@ -164,6 +177,7 @@ impl Sensor {
             .btf(Some(&btf))
             .override_global("host_mntns", &host_mntns, true)
             .override_global("emit_all_execs", &emit_all, true)
+            .override_global("file_events_per_sec", &opts.file_events_per_sec, true)
             .map_max_entries("events", opts.ringbuf_bytes)
             .load(OBJECT)?;
 
@@ -196,14 +210,21 @@ impl Sensor {
             prog.attach().map_err(|source| BpfError::Attach { program, tracepoint, source })?;
             attached += 1;
         }
-        for (program, tracepoint) in SYSCALL_PROGRAMS {
+        for (program, tracepoints) in SYSCALL_PROGRAMS {
+            let tracepoint = tracepoints[0];
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)
                 .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
                 .try_into()
                 .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint, source: e })?;
             prog.load().map_err(|e| BpfError::Rejected { program, tracepoint, reason: verifier_reason(&e) })?;
-            prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach { program, tracepoint, source })?;
+            for tracepoint in tracepoints.iter().copied() {
+                prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach {
+                    program,
+                    tracepoint,
+                    source,
+                })?;
+            }
             attached += 1;
         }
 

@@ -42,7 +42,7 @@ pub fn spawn(
             // SAFETY: one valid pollfd; the fd lives as long as `ring`.
             let _ = unsafe { libc::poll(&mut pfd, 1, timeout) };
             let mut batch = Vec::with_capacity(BATCH);
-            let (mut execs, mut nets) = (0u64, 0u64);
+            let (mut execs, mut nets, mut files) = (0u64, 0u64, 0u64);
             loop {
                 let Some(item) = ring.next() else { break };
                 match event::decode(&item) {
@@ -50,6 +50,7 @@ pub fn spawn(
                         match ev {
                             event::Event::Exec(_) => execs += 1,
                             event::Event::Net(_) => nets += 1,
+                            event::Event::File(_) => files += 1,
                         }
                         batch.push(ev);
                     }
@@ -68,6 +69,9 @@ pub fn spawn(
             }
             if nets > 0 {
                 metrics.events("net", nets);
+            }
+            if files > 0 {
+                metrics.events("file", files);
             }
             if !batch.is_empty() {
                 send(&tx, batch, &metrics);

@@ -15,6 +15,8 @@ pub enum Kind {
     Shell,
     Package,
     Network,
+    /// File drift: a file of the container's filesystem changed.
+    File,
     /// Configuration drift: how a container was deployed (image pinning,
     /// ephemeral containers), not what it executed. Carries no process keys.
     Config,
@@ -27,6 +29,7 @@ impl Kind {
             Self::Shell => "shell",
             Self::Package => "package",
             Self::Network => "network",
+            Self::File => "file",
             Self::Config => "config",
         }
     }
@@ -158,6 +161,24 @@ pub struct Finding {
     pub shell: Option<String>,
     #[serde(rename = "driftwatch.package.manager", skip_serializing_if = "Option::is_none")]
     pub package_manager: Option<String>,
+    /// File findings: the file as the container sees it.
+    #[serde(rename = "file.path", skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// write | delete | rename | chmod.
+    #[serde(rename = "driftwatch.file.operation", skip_serializing_if = "Option::is_none")]
+    pub file_operation: Option<&'static str>,
+    /// The new name, for renames.
+    #[serde(rename = "driftwatch.file.target_path", skip_serializing_if = "Option::is_none")]
+    pub file_target: Option<String>,
+    /// rootfs (the image's filesystem) | volume (emptyDir, hostPath, configMap, ...).
+    #[serde(rename = "driftwatch.file.location", skip_serializing_if = "Option::is_none")]
+    pub file_location: Option<&'static str>,
+    /// image (the file is in an image layer) | new (created in the container).
+    #[serde(rename = "driftwatch.file.origin", skip_serializing_if = "Option::is_none")]
+    pub file_origin: Option<&'static str>,
+    /// The new mode, octal, for chmod.
+    #[serde(rename = "driftwatch.file.mode", skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<String>,
     /// Network findings: the endpoint (the remote one for outbound
     /// connections, the local one for listeners).
     #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod config_drift;
+pub mod file;
 pub mod finding;
 pub mod names;
 pub mod network;
@@ -31,6 +32,7 @@ pub enum NoFinding {
     Allowed,
     BaselineLearning,
     BaselineExpected,
+    ScratchPath,
 }
 
 impl NoFinding {
@@ -45,6 +47,7 @@ impl NoFinding {
             Self::Allowed => "allowed",
             Self::BaselineLearning => "baseline_learning",
             Self::BaselineExpected => "baseline_expected",
+            Self::ScratchPath => "scratch_path",
         }
     }
 }
@@ -103,6 +106,11 @@ impl Classifier {
         let n = self.rules.network.severity.as_str();
         v.push(("network", "network_new_listener", n));
         v.push(("network", "network_new_destination", n));
+        let fs = self.rules.file.severity.as_str();
+        for r in ["file_written", "file_deleted", "file_renamed", "file_mode_changed"] {
+            v.push(("file", r, fs));
+        }
+        v.push(("package", "package_database_write", self.rules.package.severity.as_str()));
         if self.rules.config.enabled {
             v.extend(config_drift::RULES.iter().map(|(r, sev, _)| ("config", *r, sev.as_str())));
         }
@@ -260,6 +268,34 @@ impl Classifier {
         f
     }
 
+    /// A finding about a file event: the exec-only keys stay empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn file_finding(
+        &self,
+        ev: &crate::event::FileEvent,
+        c: &ContainerRef,
+        kind: Kind,
+        rule: &'static str,
+        severity: crate::config::Severity,
+        step: PlaybookStep,
+        message: String,
+    ) -> Finding {
+        let net = crate::event::NetEvent {
+            ktime_ns: ev.ktime_ns,
+            tgid: ev.tgid,
+            ppid: ev.ppid,
+            uid: ev.uid,
+            mntns_id: ev.mntns_id,
+            op: crate::event::NetOp::Connect,
+            transport: crate::event::Transport::Tcp,
+            addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port: 0,
+            comm: ev.comm.clone(),
+            cgroup_path: ev.cgroup_path.clone(),
+        };
+        self.net_finding(&net, c, kind, rule, severity, step, message)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn base(
         &self,
@@ -311,6 +347,12 @@ impl Classifier {
             drifted_ancestor: ev.flags.ancestor_drift(),
             shell: None,
             package_manager: None,
+            file_path: None,
+            file_operation: None,
+            file_target: None,
+            file_location: None,
+            file_origin: None,
+            file_mode: None,
             server_address: None,
             server_port: None,
             network_transport: None,

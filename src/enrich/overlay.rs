@@ -100,6 +100,18 @@ pub fn root_overlay_from_mountinfo(text: &str) -> Option<OverlayDirs> {
     None
 }
 
+/// A live process of the container `container_id` (its id appears in the
+/// process's cgroup path), for reading the container's mounts after the
+/// process an event came from has exited.
+pub fn live_pid_of(container_id: &str) -> Option<u32> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    dir.flatten().find_map(|e| {
+        let p: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok()?;
+        cg.contains(container_id).then_some(p)
+    })
+}
+
 /// The overlay directories of a live process's root.
 pub fn root_overlay(pid: u32) -> Option<OverlayDirs> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;

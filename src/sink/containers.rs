@@ -50,6 +50,13 @@ type Labels = Vec<(&'static str, String)>;
 struct Tracked {
     findings: HashSet<Labels>,
     drifted: HashSet<Labels>,
+    /// Counter handles of this container's finding series, by the labels and
+    /// pod they were made from: a repeat finding (a shell storm) is one scan
+    /// and an increment instead of building, hashing and comparing label
+    /// vectors (most of the per-finding metrics cost). The handles stay valid:
+    /// a series is removed from the family only with the last `Tracked` that
+    /// holds it (`sweep`), and `set_labels` clears them.
+    hot: Vec<(ContainerFindingLabels, String, Counter)>,
     /// Writable-rootfs posture series and whether this container is writable.
     writable: Option<(Labels, bool)>,
     gone_since: Option<Instant>,
@@ -57,7 +64,7 @@ struct Tracked {
 
 impl Tracked {
     fn new() -> Self {
-        Tracked { findings: HashSet::new(), drifted: HashSet::new(), writable: None, gone_since: None }
+        Tracked { findings: HashSet::new(), drifted: HashSet::new(), hot: Vec::new(), writable: None, gone_since: None }
     }
 }
 
@@ -111,6 +118,9 @@ impl ContainerSeries {
         if let Ok(mut l) = self.label_names.write() {
             *l = picked;
         }
+        if let Ok(mut st) = self.state.lock() {
+            st.values_mut().for_each(|t| t.hot.clear());
+        }
     }
 
     fn labels(&self, who: &ContainerIdentity) -> Labels {
@@ -138,6 +148,16 @@ impl ContainerSeries {
 
     /// [`Self::finding`] with the pod name, used when `metrics.labels` has `pod`.
     pub fn finding_in_pod(&self, container_id: &str, pod: &str, labels: ContainerFindingLabels) {
+        let Ok(mut st) = self.state.lock() else { return };
+        if let Some(t) = st.get_mut(container_id)
+            && let Some((_, _, c)) = t.hot.iter().find(|(l, p, _)| *l == labels && p == pod)
+        {
+            // Seen before: the drifted gauge and both sets already have it.
+            c.inc();
+            t.gone_since = None;
+            return;
+        }
+        let key = labels.clone();
         let who = ContainerIdentity {
             namespace: labels.namespace,
             workload: labels.workload,
@@ -149,14 +169,15 @@ impl ContainerSeries {
         let mut l = d.clone();
         l.push(("rule", labels.rule.to_string()));
         l.push(("severity", labels.severity.to_string()));
-        self.findings.get_or_create(&l).inc();
-        let Ok(mut st) = self.state.lock() else { return };
+        let counter = self.findings.get_or_create(&l).clone();
+        counter.inc();
         let t = st.entry(container_id.to_string()).or_insert_with(Tracked::new);
         t.gone_since = None;
         if t.drifted.insert(d.clone()) {
             self.drifted.get_or_create(&d).inc();
         }
         t.findings.insert(l);
+        t.hot.push((key, pod.to_string(), counter));
     }
 
     /// Records a live container's root-filesystem posture

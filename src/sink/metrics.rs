@@ -405,6 +405,13 @@ impl Metrics {
         self.sink_writes.get_or_create(&SinkLabels { sink, result: if ok { "ok" } else { "error" } }).inc();
     }
 
+    /// `n` results at once (0 is a no-op: no series is created for it).
+    pub fn sink_results(&self, sink: &'static str, ok: bool, n: u64) {
+        if n > 0 {
+            self.sink_writes.get_or_create(&SinkLabels { sink, result: if ok { "ok" } else { "error" } }).inc_by(n);
+        }
+    }
+
     /// Pre-creates the OTLP series at 0 (called when the OTLP sink starts).
     pub fn declare_otlp(&self) {
         for result in ["exported", "failed", "dropped"] {

@@ -197,6 +197,7 @@ pub fn event_name(kind: Kind) -> &'static str {
         Kind::Shell => "driftwatch.drift.shell",
         Kind::Package => "driftwatch.drift.package",
         Kind::Network => "driftwatch.drift.network",
+        Kind::File => "driftwatch.drift.file",
         Kind::Config => "driftwatch.drift.config",
     }
 }

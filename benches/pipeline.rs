@@ -1,0 +1,173 @@
+//! Userspace cost per kernel event, single-threaded: what the reader thread,
+//! the pipeline and the stdout sink spend on one exec record.
+//!
+//!   cargo bench --bench pipeline            (DW_BENCH_N=200000 events per sample)
+//!
+//! Stages (each includes the ones before it):
+//! - `decode`: ring-buffer record -> `Event` (reader thread);
+//! - `classify_no_finding`: + enrich (container id from the cgroup path) +
+//!   classify + `execs_not_findings` metric, for an image `/bin/true` (what
+//!   `--emit-all-execs` sends for `container_exec_true`);
+//! - `shell_finding_json`: + a `shell_in_container` finding: metrics, the
+//!   per-container series, the fan-out queue, and the JSON line the stdout
+//!   sink writes (to `io::sink()`), as in `container_exec_sh`.
+//!
+//! Node-only mode (no runtime): the finding goes out with
+//! `driftwatch.metadata.complete: false`, without waiting. Plain `std::time`
+//! loops; the median of several samples is printed.
+
+use driftwatch::{
+    abi,
+    classify::Classifier,
+    config::Config,
+    event,
+    pipeline::Pipeline,
+    sink::{Fanout, json, metrics::Metrics},
+};
+use std::{hint::black_box, io::Write, mem::size_of, sync::Arc, time::Instant};
+use tokio::sync::mpsc;
+
+const ID: &str = "3f1c0e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+const BATCH: usize = 256; // as the reader: one Vec of events per drain
+
+fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
+    for (d, b) in dst.iter_mut().zip(s) {
+        *d = *b as std::ffi::c_char;
+    }
+}
+
+/// An exec record as the kernel writes it (same construction as the tests in
+/// src/event.rs), in a kubelet + containerd (systemd driver) pod cgroup.
+fn exec_record(comm: &str, path: &str, args: &[u8], exe_source: u32, name_class: u32) -> Vec<u8> {
+    let mut r = abi::dw_exec::default();
+    r.hdr.kind = abi::DW_KIND_EXEC as u16;
+    r.hdr.size = size_of::<abi::dw_exec>() as u16;
+    r.hdr.tgid = 41_234;
+    r.hdr.pid = 41_234;
+    r.hdr.cgroup_id = 9_876;
+    r.ppid = 41_200;
+    r.exe_source = exe_source;
+    r.name_class = name_class;
+    r.mntns = 4_026_532_999;
+    r.mntns_id = 77;
+    r.exe_ino = 1_234_567;
+    r.exe_nlink = 1;
+    put(&mut r.comm, comm.as_bytes());
+    put(&mut r.parent_comm, b"execstorm");
+    put(&mut r.path, path.as_bytes());
+    r.path_len = path.len() as u16;
+    put(&mut r.args, args);
+    r.args_len = args.len() as u16;
+    let scope = format!("cri-containerd-{ID}.scope");
+    put(&mut r.cgroup[0], scope.as_bytes());
+    put(&mut r.cgroup[1], b"kubepods-besteffort-pod5f0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice");
+    put(&mut r.cgroup[2], b"kubepods-besteffort.slice");
+    put(&mut r.cgroup[3], b"kubepods.slice");
+    let mut v = vec![0u8; size_of::<abi::dw_exec>()];
+    // SAFETY: writing a POD into a buffer of exactly its size.
+    unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_exec>(), r) };
+    v
+}
+
+/// Runs `f` over `n` events several times; returns the median ns/event.
+fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
+    f(n / 10); // warm-up (series created, buffers grown)
+    let mut samples: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            f(n);
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    let med = samples[samples.len() / 2];
+    println!("{name:<22} {med:>8.0} ns/event   (min {:.0}, max {:.0})", samples[0], samples[samples.len() - 1]);
+    med
+}
+
+fn pipeline() -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
+    let mut cfg = Config::default();
+    cfg.runtime.enabled = false;
+    let classifier = Classifier::new(&cfg);
+    let metrics = Arc::new(Metrics::new());
+    metrics.declare_findings(&classifier.catalog());
+    let mut fanout = Fanout::default();
+    let (tx, rx) = mpsc::channel(4096);
+    fanout.add("findings_stdout", tx, &metrics);
+    (Arc::new(Pipeline::new(classifier, fanout, metrics.clone())), rx, metrics)
+}
+
+/// The reader's loop body, then the pipeline's, then the stdout sink's, one
+/// batch at a time on this thread.
+fn run(
+    records: &[Vec<u8>],
+    n: usize,
+    p: &Arc<Pipeline>,
+    rx: &mut mpsc::Receiver<Arc<driftwatch::classify::Finding>>,
+    m: &Metrics,
+    out: &mut impl Write,
+    buf: &mut Vec<u8>,
+) {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut batch = Vec::with_capacity(BATCH);
+        for i in 0..k {
+            batch.push(event::decode(&records[i % records.len()]).expect("valid record"));
+        }
+        m.events("exec", k as u64);
+        for ev in batch {
+            p.handle(ev);
+        }
+        // As the stdout sink: a batch of lines, the results counted once.
+        let mut ok = 0;
+        while let Ok(f) = rx.try_recv() {
+            ok += json::write_line(out, &f, buf).is_ok() as u64;
+        }
+        m.sink_results("stdout", true, ok);
+        left -= k;
+    }
+    let _ = out.flush();
+}
+
+fn main() {
+    let n: usize = std::env::var("DW_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let true_rec = exec_record("true", "/usr/bin/true", b"/bin/true\0", abi::DW_SRC_IMAGE, 0);
+    let sh_rec = exec_record(
+        "sh",
+        "/usr/bin/dash",
+        b"/bin/sh\0-c\0:\0",
+        abi::DW_SRC_IMAGE,
+        abi::DW_NAME_SHELL | abi::DW_NAME_INTERPRETER,
+    );
+    println!("{n} events per sample, median of 7");
+
+    measure("decode", n, |n| {
+        for _ in 0..n {
+            black_box(event::decode(black_box(&true_rec)).expect("valid record"));
+        }
+    });
+
+    let (p, mut rx, m) = pipeline();
+    let mut out = std::io::BufWriter::new(std::io::sink());
+    let mut jbuf = Vec::with_capacity(4096);
+    let recs = [true_rec];
+    measure("classify_no_finding", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+    assert!(rx.try_recv().is_err(), "an image /bin/true is no finding");
+
+    let (p, mut rx, m) = pipeline();
+    let recs = [sh_rec.clone()];
+    measure("shell_finding_json", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+
+    // The JSON line alone, for reference.
+    let (p, mut rx, _) = pipeline();
+    p.handle(event::decode(&sh_rec).expect("valid record"));
+    let f = rx.try_recv().expect("a shell finding");
+    let mut line = Vec::with_capacity(4096);
+    measure("json_line_only", n, |n| {
+        for _ in 0..n {
+            line.clear();
+            json::write_line(&mut line, black_box(&f), &mut jbuf).expect("in-memory write");
+        }
+    });
+}

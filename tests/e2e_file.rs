@@ -1,0 +1,111 @@
+//! File drift end to end, on the real kernel in real containers: writes,
+//! creations, deletes, renames and mode changes of the container's files are
+//! reported with the path as the container sees it, whether the file came
+//! from the image, and whether it is on a volume; scratch space, reads and the
+//! host are quiet; package-manager state is package drift; a flood of writes
+//! is rate limited in the kernel and counted.
+mod support;
+
+use serde_json::Value;
+use support::{RunSpec, agent::Agent};
+
+fn settle(agent: &Agent, c: &support::Container) {
+    let marker = format!("sentinel-{}", c.pid);
+    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
+    agent.wait_for("sentinel", |f| f["process.command_args"].to_string().contains(&marker));
+}
+
+fn files(agent: &Agent, c: &support::Container) -> Vec<Value> {
+    agent
+        .findings_of(&c.id)
+        .into_iter()
+        .filter(|f| f["kind"] == "file" || f["rule"] == "package_database_write")
+        .collect()
+}
+
+fn one<'a>(f: &'a [Value], path: &str, op: &str) -> &'a Value {
+    let hits: Vec<&Value> =
+        f.iter().filter(|v| v["file.path"] == path && v["driftwatch.file.operation"] == op).collect();
+    assert_eq!(hits.len(), 1, "one {op} of {path} expected in {f:#?}");
+    hits[0]
+}
+
+#[test]
+fn file_changes_are_reported_with_origin_and_location() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper().tmpfs("/scratch"));
+    c.exec_ok(&["/bin/sh", "-c", "echo drift >> /etc/hostname"]);
+    c.exec_ok(&["/bin/sh", "-c", "echo x > /root/new.txt"]);
+    c.exec_ok(&["/bin/mv", "/root/new.txt", "/root/renamed.txt"]);
+    c.exec_ok(&["/bin/rm", "/etc/group"]);
+    c.exec_ok(&["/bin/sh", "-c", "cd /etc && chmod 600 passwd"]);
+    c.exec_ok(&["/bin/sh", "-c", "echo x > /scratch/v.txt"]);
+    // Quiet: scratch space and reads.
+    c.exec_ok(&["/bin/sh", "-c", "echo x > /tmp/t.txt; cat /etc/hostname /etc/passwd >/dev/null"]);
+    // Package-manager state, written by something that is not a package manager.
+    c.exec_ok(&["/bin/sh", "-c", "mkdir -p /var/lib/dpkg && echo 'Package: x' > /var/lib/dpkg/status"]);
+    settle(&agent, &c);
+    let f = files(&agent, &c);
+
+    let w = one(&f, "/etc/hostname", "write");
+    assert_eq!(w["rule"], "file_written");
+    assert_eq!(w["driftwatch.file.origin"], "image");
+    assert_eq!(w["driftwatch.file.location"], "rootfs");
+    assert_eq!(w["severity"], "warning");
+    assert_eq!(w["playbook_step"], "investigate");
+    assert_eq!(w["process.executable.name"], "sh");
+    assert_eq!(w["container.id"], c.id.as_str());
+    assert!(w.get("process.command_args").is_none(), "{w:#}");
+
+    assert_eq!(one(&f, "/root/new.txt", "write")["driftwatch.file.origin"], "new");
+    let r = one(&f, "/root/new.txt", "rename");
+    assert_eq!(r["rule"], "file_renamed");
+    assert_eq!(r["driftwatch.file.target_path"], "/root/renamed.txt");
+    let d = one(&f, "/etc/group", "delete");
+    assert_eq!((d["rule"].as_str(), d["driftwatch.file.origin"].as_str()), (Some("file_deleted"), Some("image")));
+    let m = one(&f, "/etc/passwd", "chmod"); // a relative name, joined to the cwd in the kernel
+    assert_eq!((m["rule"].as_str(), m["driftwatch.file.mode"].as_str()), (Some("file_mode_changed"), Some("600")));
+    let v = one(&f, "/scratch/v.txt", "write");
+    assert_eq!(v["driftwatch.file.location"], "volume");
+    assert!(v.get("driftwatch.file.origin").is_none(), "{v:#}");
+    let p = one(&f, "/var/lib/dpkg/status", "write");
+    assert_eq!((p["kind"].as_str(), p["rule"].as_str()), (Some("package"), Some("package_database_write")));
+
+    assert!(f.iter().all(|v| !v["file.path"].as_str().unwrap_or("").starts_with("/tmp/")), "{f:#?}");
+    assert!(f.iter().all(|v| v["driftwatch.file.operation"] != "read"), "{f:#?}");
+    assert!(agent.metric("driftwatch_execs_not_findings_total{reason=\"scratch_path\"}").unwrap_or(0.0) >= 1.0);
+}
+
+#[test]
+fn the_host_is_quiet_and_floods_are_rate_limited() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    // The host changing files is never seen.
+    let dir = std::env::temp_dir().join(format!("dw-file-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.display().to_string();
+    let st = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("echo x > {marker}/a && mv {marker}/a {marker}/b && chmod 600 {marker}/b && rm {marker}/b"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A container writing 600 files in a burst: the kernel passes 100 a second.
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/bin/sh", "-c", "i=0; while [ $i -lt 600 ]; do echo x > /root/f$i; i=$((i+1)); done"]);
+    settle(&agent, &c);
+    let leaked: Vec<Value> = agent.findings().into_iter().filter(|f| f.to_string().contains(&marker)).collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+    let n = files(&agent, &c).len();
+    let limited = agent.metric("driftwatch_kernel_file_rate_limited_total{kind=\"file\"}").unwrap_or(0.0);
+    assert!(limited > 0.0, "a burst of 600 writes is rate limited: {limited}\n{}", agent.metrics());
+    assert!((50..600).contains(&n), "findings after the limit: {n}, limited {limited}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
