@@ -9,7 +9,8 @@
 #   container_exec_sh    fork+exec /bin/sh -c : in a container: every exec is a shell finding
 #   host_open_read       open+read+close a small file on the host (control: no hooks there)
 #   host_exec_true       fork+exec /bin/true on the host: filtered in the kernel as host
-# Modes: baseline (no agent), agent (default flags), emit_all (--emit-all-execs, container
+# Modes: baseline (no agent), agent (default flags), exec_only (network and file sensors off:
+# no syscall hooks), emit_all (--emit-all-execs, container
 # storms only: host execs are dropped before that switch is consulted).
 # Each round runs every mode of a workload back to back, the mode order rotating from
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
@@ -130,6 +131,10 @@ cgroup_procs_files() {
 mapfile -t container_cgroups < <(cgroup_procs_files "$cpid")
 ((${#container_cgroups[@]})) || die "no cgroups found for container pid $cpid"
 
+# The agent with only its exec/fork/exit tracepoints: no syscall hooks.
+exec_only_cfg=$work/exec-only.yaml
+printf 'sensor:\n  network: false\n  files: false\n' >"$exec_only_cfg"
+
 small=$work/small.txt
 head -c 100 /dev/urandom >"$small"
 
@@ -156,6 +161,18 @@ run_workload() {
         exec "$work/netstorm" -t "$cpid" "$n"
       ) ;;
     host_net) "$work/netstorm" "$n" ;;
+    container_read)
+      (
+        for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
+        exec "$work/openstorm" -t "$cpid" "$n" /etc/passwd
+      ) ;;
+    container_write)
+      # /root is on the container's overlay rootfs: every name is file drift
+      # once (then folded per inode in the kernel).
+      (
+        for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
+        exec "$work/openstorm" -t "$cpid" -w "$n" /root
+      ) ;;
     host_open_read) "$work/openstorm" "$n" "$small" ;;
     host_exec_true) "$work/execstorm" "$n" /bin/true ;;
   esac
@@ -241,6 +258,7 @@ measure() {
   fi
   local flags=()
   [[ $mode == emit_all ]] && flags=(--emit-all-execs)
+  [[ $mode == exec_only ]] && flags=(--config "$exec_only_cfg")
   start_agent "${flags[@]}"
   local m0=$work/m0.prom m1=$work/m1.prom t0 t1 f0 f1 hwm cpu
   scrape "$m0"
@@ -266,6 +284,8 @@ measure() {
     [container_filtered]='^driftwatch_kernel_execs_total\{verdict="container_filtered"'
     [container_sent]='^driftwatch_kernel_execs_total\{verdict="container_sent"'
     [net_folded]='^driftwatch_kernel_net_folded_total'
+    [file_folded]='^driftwatch_kernel_file_folded_total'
+    [file_rate_limited]='^driftwatch_kernel_file_rate_limited_total'
   )
   local json k
   json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
@@ -276,12 +296,15 @@ measure() {
 }
 
 # --- 3. measure -------------------------------------------------------------------
-workloads=(container_exec_true container_exec_sh container_net host_net host_open_read host_exec_true)
+workloads=(container_exec_true container_exec_sh container_net host_net container_read container_write
+  host_open_read host_exec_true)
 declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [container_net]=$n_net
-  [host_net]=$n_net [host_open_read]=$n_open [host_exec_true]=$n_hexec)
+  [host_net]=$n_net [container_read]=$n_open [container_write]=$n_net [host_open_read]=$n_open
+  [host_exec_true]=$n_hexec)
 declare -A modes=([container_exec_true]="baseline agent emit_all" [container_exec_sh]="baseline agent emit_all"
   [container_net]="baseline agent" [host_net]="baseline agent"
-  [host_open_read]="baseline agent" [host_exec_true]="baseline agent")
+  [container_read]="baseline agent exec_only" [container_write]="baseline agent"
+  [host_open_read]="baseline agent exec_only" [host_exec_true]="baseline agent")
 
 log "warm-up (page cache, first-exec costs)"
 for w in "${workloads[@]}"; do run_workload "$w" $((size[$w] / 20)) >/dev/null; done

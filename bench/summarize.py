@@ -15,16 +15,20 @@ import time
 WORKLOAD_DOC = {
     "container_exec_true": "fork+exec /bin/true in a container (image binary, filtered in kernel)",
     "container_exec_sh": "fork+exec /bin/sh -c : in a container (shell: event + finding each)",
-    "host_open_read": "open+read+close a small file on the host (no hook: control)",
+    "host_open_read": "open+read+close a small file on the host (the open-exit hook returns at the host check)",
     "host_exec_true": "fork+exec /bin/true on the host (filtered in kernel as host)",
     "container_net": "listen+connect+UDP bind on the container's loopback, 1000 ports cycled "
     "(first of each reaches userspace, repeats folded in kernel)",
     "host_net": "the same on the host (filtered in kernel as host)",
+    "container_read": "open+read+close /etc/passwd in a container (reads return in the kernel at once)",
+    "container_write": "open(O_CREAT|O_TRUNC)+write+close of 1000 names cycled in a container's /root "
+    "(first write of each is file drift, then folded per inode; per-container rate limit applies)",
 }
 COUNTERS = [
     "agent_cpu_s", "kernel_events", "kernel_ringbuf_drops", "userspace_drops_events",
     "userspace_drops_findings", "events_decoded", "findings", "findings_lines",
-    "host_filtered", "container_filtered", "container_sent", "net_folded",
+    "host_filtered", "container_filtered", "container_sent", "net_folded", "file_folded",
+    "file_rate_limited",
 ]
 
 

@@ -108,6 +108,11 @@ pub struct Runtime {
 pub struct Sensor {
     pub ringbuf_bytes: u32,
     pub drain_interval_ms: u64,
+    /// Network drift sensor (connect/listen/bind syscall tracepoints).
+    pub network: bool,
+    /// File drift sensor (raw sys_exit for write opens, unlink/rename/chmod
+    /// syscall tracepoints).
+    pub files: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -641,6 +646,8 @@ fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
     struct PS {
         ringbuf_bytes: Option<u32>,
         drain_interval_ms: Option<u64>,
+        network: Option<bool>,
+        files: Option<bool>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -404,3 +404,26 @@ fn host_service_with_private_mount_namespace_is_learned_and_filtered_in_kernel()
     assert!(after >= before + 20.0, "the 20 shells were dropped in the kernel: {before} -> {after}");
     assert!(agent.metric("driftwatch_enrich_failures_total{reason=\"not_container\"}").unwrap_or(0.0) >= 1.0);
 }
+
+#[test]
+fn exec_only_mode_hooks_no_syscalls_and_still_detects_exec_drift() {
+    if !support::privileged() {
+        return;
+    }
+    // With the network and file sensors off the agent attaches only its
+    // exec/fork/exit tracepoints: no syscall hook taxes the node's syscalls.
+    let dir = std::env::temp_dir().join(format!("dw-exec-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("exec-only.yaml");
+    std::fs::write(&cfg, "sensor:\n  network: false\n  files: false\n").unwrap();
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(agent.metric("driftwatch_bpf_programs_attached"), Some(3.0), "{}", agent.metrics());
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    let f = agent.wait_for("memfd finding", |f| f["container.id"] == c.id.as_str());
+    assert_eq!(f["rule"], "exec_fileless_memfd");
+    c.exec_ok(&["/bin/sh", "-c", "echo x > /etc/hostname"]);
+    settle(&agent, &c);
+    assert!(agent.findings_of(&c.id).iter().all(|f| f["kind"] != "file"), "no file sensor");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -187,6 +187,11 @@ struct mm_struct {
 	unsigned long arg_end;
 };
 
+/* x86_64: the syscall number of the current syscall. */
+struct pt_regs {
+	unsigned long orig_ax;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;

@@ -16,16 +16,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dr
 
 /// Programs and their tracepoints, attached in this order: exit and fork
 /// first so lineage is kept from the moment exec starts reporting.
-pub const PROGRAMS: [(&str, &str); 3] =
-    [("dw_exit", "sched_process_exit"), ("dw_fork", "sched_process_fork"), ("dw_exec", "sched_process_exec")];
+pub const PROGRAMS: [(&str, &str); 4] = [
+    ("dw_exit", "sched_process_exit"),
+    ("dw_fork", "sched_process_fork"),
+    ("dw_exec", "sched_process_exec"),
+    ("dw_sys_exit", "sys_exit"),
+];
 
 /// Syscall tracepoints (category syscalls), program -> tracepoints: they fire
 /// only for their own syscalls, so nothing else pays for them. They need tracefs.
-pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 11] = [
+pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 10] = [
     ("dw_connect", &["sys_enter_connect"]),
     ("dw_listen", &["sys_enter_listen"]),
     ("dw_bind", &["sys_enter_bind"]),
-    ("dw_open_exit", &["sys_exit_openat", "sys_exit_open", "sys_exit_creat", "sys_exit_openat2"]),
     ("dw_unlinkat", &["sys_enter_unlinkat"]),
     ("dw_unlink", &["sys_enter_unlink"]),
     ("dw_renameat2", &["sys_enter_renameat2", "sys_enter_renameat"]),
@@ -151,11 +154,22 @@ pub struct SensorOptions {
     pub emit_all_execs: bool,
     /// File events per container per second; the excess is counted and dropped in the kernel.
     pub file_events_per_sec: u32,
+    /// Attach the network sensor's syscall tracepoints.
+    pub network: bool,
+    /// Attach the file sensor's syscall hooks.
+    pub files: bool,
 }
 
 impl SensorOptions {
     pub fn from_config(c: &config::Sensor) -> Self {
-        Self { ringbuf_bytes: c.ringbuf_bytes, btf_path: None, emit_all_execs: false, file_events_per_sec: 100 }
+        Self {
+            ringbuf_bytes: c.ringbuf_bytes,
+            btf_path: None,
+            emit_all_execs: false,
+            file_events_per_sec: 100,
+            network: c.network,
+            files: c.files,
+        }
     }
 }
 
@@ -163,7 +177,7 @@ impl Sensor {
     /// Loads and attaches the sensor; `names` fills the kernel's name filter.
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
         let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
-        preflight::check(&btf_path)?;
+        preflight::check(&btf_path, opts.network || opts.files)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
             tracing::warn!(
@@ -196,7 +210,15 @@ impl Sensor {
         let by_inode = seed_preexisting(&mut ebpf, host_mntns)?;
 
         let mut attached = 0;
-        for (program, tracepoint) in PROGRAMS {
+        // Sensors switched off are neither loaded nor attached: no syscall hook,
+        // no slow syscall path for the node.
+        let wanted = |program: &str| match program {
+            "dw_sys_exit" | "dw_unlinkat" | "dw_unlink" | "dw_renameat2" | "dw_rename" | "dw_fchmodat" | "dw_chmod"
+            | "dw_fchmod" => opts.files,
+            "dw_connect" | "dw_listen" | "dw_bind" => opts.network,
+            _ => true,
+        };
+        for (program, tracepoint) in PROGRAMS.into_iter().filter(|(p, _)| wanted(p)) {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
                 .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
@@ -210,7 +232,7 @@ impl Sensor {
             prog.attach().map_err(|source| BpfError::Attach { program, tracepoint, source })?;
             attached += 1;
         }
-        for (program, tracepoints) in SYSCALL_PROGRAMS {
+        for (program, tracepoints) in SYSCALL_PROGRAMS.into_iter().filter(|(p, _)| wanted(p)) {
             let tracepoint = tracepoints[0];
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)

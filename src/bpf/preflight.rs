@@ -14,7 +14,8 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-pub fn check(btf: &Path) -> Result<(), BpfError> {
+/// `tracefs`: the syscall-tracepoint sensors (network, files) are on.
+pub fn check(btf: &Path, tracefs: bool) -> Result<(), BpfError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
@@ -23,7 +24,9 @@ pub fn check(btf: &Path) -> Result<(), BpfError> {
     if !btf.exists() {
         return Err(BpfError::NoBtf(btf.display().to_string()));
     }
-    if !["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|p| Path::new(p).exists()) {
+    if tracefs
+        && !["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|p| Path::new(p).exists())
+    {
         return Err(BpfError::NoTracefs);
     }
     Ok(())

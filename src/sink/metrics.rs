@@ -102,6 +102,7 @@ fn kind_name(i: usize) -> Option<&'static str> {
     match i as u32 {
         abi::DW_KIND_EXEC => Some("exec"),
         abi::DW_KIND_NET => Some("net"),
+        abi::DW_KIND_FILE => Some("file"),
         _ => None,
     }
 }
@@ -170,6 +171,18 @@ impl Collector for KernelCollector {
             "kernel_net_folded",
             "Network events the kernel folded into one already sent (same container, program and endpoint).",
             &[("kind", "net", c(abi::DW_KSTAT_NET_FOLDED))],
+        )?;
+        counter(
+            &mut enc,
+            "kernel_file_folded",
+            "File write opens the kernel folded into one already sent (same container and inode).",
+            &[("kind", "file", c(abi::DW_KSTAT_FILE_FOLDED))],
+        )?;
+        counter(
+            &mut enc,
+            "kernel_file_rate_limited",
+            "File events over the per-container rate (rules.file.events_per_sec), dropped in the kernel.",
+            &[("kind", "file", c(abi::DW_KSTAT_FILE_RATE_LIMITED))],
         )?;
         counter(
             &mut enc,
@@ -309,6 +322,7 @@ impl Metrics {
         }
         let _ = self.events.get_or_create(&KindLabel { kind: "exec" });
         let _ = self.events.get_or_create(&KindLabel { kind: "net" });
+        let _ = self.events.get_or_create(&KindLabel { kind: "file" });
         // Every reason a counter can carry starts at 0 too, for the same reason.
         for reason in ["truncated", "unknown_kind", "bad_size", "bad_value"] {
             let _ = self.decode_errors.get_or_create(&ReasonLabel { reason });
@@ -339,6 +353,7 @@ impl Metrics {
             "baseline_learning",
             "baseline_expected",
             "metadata_only_copy_up",
+            "scratch_path",
         ] {
             let _ = self.no_finding.get_or_create(&ReasonLabel { reason });
         }
