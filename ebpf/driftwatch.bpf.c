@@ -336,7 +336,7 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	}
 	u8 one = 1;
 	bpf_map_update_elem(&file_seen, &k, &one, BPF_ANY);
-	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0);
+	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0, 0, 0, false);
 	return 0;
 }
 
@@ -346,7 +346,8 @@ int dw_unlinkat(struct dw_sys_enter *ctx)
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);
 	if (t)
-		file_event(t, ns_id, DW_FILE_DELETE, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL, 0);
+		file_event(t, ns_id, DW_FILE_DELETE, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL, 0, 0, 0,
+			   false);
 	return 0;
 }
 
@@ -356,7 +357,8 @@ int dw_unlink(struct dw_sys_enter *ctx)
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);
 	if (t)
-		file_event(t, ns_id, DW_FILE_DELETE, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0);
+		file_event(t, ns_id, DW_FILE_DELETE, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0, 0, 0,
+			   false);
 	return 0;
 }
 
@@ -367,7 +369,7 @@ int dw_renameat2(struct dw_sys_enter *ctx)
 	struct task_struct *t = container_task(&ns_id);
 	if (t)
 		file_event(t, ns_id, DW_FILE_RENAME, NULL, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
-			   (const char *)ctx->args[3], 0);
+			   (const char *)ctx->args[3], 0, 0, 0, false);
 	return 0;
 }
 
@@ -378,7 +380,7 @@ int dw_rename(struct dw_sys_enter *ctx)
 	struct task_struct *t = container_task(&ns_id);
 	if (t)
 		file_event(t, ns_id, DW_FILE_RENAME, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], DW_AT_FDCWD,
-			   (const char *)ctx->args[1], 0);
+			   (const char *)ctx->args[1], 0, 0, 0, false);
 	return 0;
 }
 
@@ -389,7 +391,7 @@ int dw_fchmodat(struct dw_sys_enter *ctx)
 	struct task_struct *t = container_task(&ns_id);
 	if (t)
 		file_event(t, ns_id, DW_FILE_CHMOD, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL,
-			   (u32)ctx->args[2]);
+			   (u32)ctx->args[2], 0, 0, false);
 	return 0;
 }
 
@@ -400,7 +402,7 @@ int dw_chmod(struct dw_sys_enter *ctx)
 	struct task_struct *t = container_task(&ns_id);
 	if (t)
 		file_event(t, ns_id, DW_FILE_CHMOD, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL,
-			   (u32)ctx->args[1]);
+			   (u32)ctx->args[1], 0, 0, false);
 	return 0;
 }
 
@@ -413,6 +415,88 @@ int dw_fchmod(struct dw_sys_enter *ctx)
 		return 0;
 	struct file *f = fd_file(t, ctx->args[0]);
 	if (f)
-		file_event(t, ns_id, DW_FILE_CHMOD, f, 0, NULL, 0, NULL, (u32)ctx->args[1]);
+		file_event(t, ns_id, DW_FILE_CHMOD, f, 0, NULL, 0, NULL, (u32)ctx->args[1], 0, 0, false);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int dw_linkat(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_LINK, NULL, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			   (const char *)ctx->args[3], 0, 0, 0, false);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_link")
+int dw_link(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_LINK, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], DW_AT_FDCWD,
+			   (const char *)ctx->args[1], 0, 0, 0, false);
+	return 0;
+}
+
+/* symlinkat(target, newdfd, linkpath): the event's path is the new link. */
+SEC("tracepoint/syscalls/sys_enter_symlinkat")
+int dw_symlinkat(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_SYMLINK, NULL, ctx->args[1], (const char *)ctx->args[2], 0,
+			   (const char *)ctx->args[0], 0, 0, 0, true);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_symlink")
+int dw_symlink(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_SYMLINK, NULL, DW_AT_FDCWD, (const char *)ctx->args[1], 0,
+			   (const char *)ctx->args[0], 0, 0, 0, true);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchownat")
+int dw_fchownat(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_CHOWN, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL, 0,
+			   (u32)ctx->args[2], (u32)ctx->args[3], false);
+	return 0;
+}
+
+/* chown(path, uid, gid) and lchown(path, uid, gid) share one layout. */
+SEC("tracepoint/syscalls/sys_enter_chown")
+int dw_chown(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (t)
+		file_event(t, ns_id, DW_FILE_CHOWN, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0,
+			   (u32)ctx->args[1], (u32)ctx->args[2], false);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchown")
+int dw_fchown(struct dw_sys_enter *ctx)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct file *f = fd_file(t, ctx->args[0]);
+	if (f)
+		file_event(t, ns_id, DW_FILE_CHOWN, f, 0, NULL, 0, NULL, 0, (u32)ctx->args[1], (u32)ctx->args[2],
+			   false);
 	return 0;
 }

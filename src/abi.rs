@@ -72,10 +72,11 @@ mod layout {
         assert_eq!(offset_of!(dw_file, ino), 40);
         assert_eq!(offset_of!(dw_file, op), 56);
         assert_eq!(offset_of!(dw_file, source), 64);
-        assert_eq!(offset_of!(dw_file, comm), 72);
-        assert_eq!(offset_of!(dw_file, path), 88);
-        assert_eq!(offset_of!(dw_file, path2), 88 + DW_PATH_LEN as usize);
-        assert_eq!(offset_of!(dw_file, cgroup), 88 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
+        assert_eq!(offset_of!(dw_file, owner_uid), 72);
+        assert_eq!(offset_of!(dw_file, comm), 80);
+        assert_eq!(offset_of!(dw_file, path), 96);
+        assert_eq!(offset_of!(dw_file, path2), 96 + DW_PATH_LEN as usize);
+        assert_eq!(offset_of!(dw_file, cgroup), 96 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
         assert_eq!(DW_KIND_FILE, 3);
     }
 

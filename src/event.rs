@@ -164,6 +164,9 @@ pub enum FileOp {
     Delete,
     Rename,
     Chmod,
+    Link,
+    Symlink,
+    Chown,
 }
 
 impl FileOp {
@@ -174,6 +177,9 @@ impl FileOp {
             Self::Delete => "delete",
             Self::Rename => "rename",
             Self::Chmod => "chmod",
+            Self::Link => "link",
+            Self::Symlink => "symlink",
+            Self::Chown => "chown",
         }
     }
 }
@@ -195,6 +201,8 @@ pub struct FileEvent {
     pub source: ExeSource,
     pub ino: u64,
     pub mode: u32,
+    /// chown: the new owner (`u32::MAX`: unchanged).
+    pub owner: Option<(u32, u32)>,
     pub path_truncated: bool,
     pub comm: String,
     pub cgroup_path: String,
@@ -325,9 +333,13 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         abi::DW_FILE_DELETE => FileOp::Delete,
         abi::DW_FILE_RENAME => FileOp::Rename,
         abi::DW_FILE_CHMOD => FileOp::Chmod,
+        abi::DW_FILE_LINK => FileOp::Link,
+        abi::DW_FILE_SYMLINK => FileOp::Symlink,
+        abi::DW_FILE_CHOWN => FileOp::Chown,
         other => return Err(DecodeError::BadValue { field: "op", value: other as u64 }),
     };
-    let target = (op == FileOp::Rename).then(|| c_str_len(&r.path2, r.path2_len));
+    let target =
+        matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink).then(|| c_str_len(&r.path2, r.path2_len));
     Ok(FileEvent {
         ktime_ns: r.hdr.ktime_ns,
         tgid: r.hdr.tgid,
@@ -340,6 +352,7 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         source: ExeSource::from_raw(r.source)?,
         ino: r.ino,
         mode: r.mode,
+        owner: (op == FileOp::Chown).then_some((r.owner_uid, r.owner_gid)),
         path_truncated: r.flags as u32 & abi::DW_FILE_PATH_TRUNC != 0,
         comm: c_str(&r.comm),
         cgroup_path: cgroup_path(&r.cgroup),

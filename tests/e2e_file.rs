@@ -41,6 +41,9 @@ fn file_changes_are_reported_with_origin_and_location() {
     c.exec_ok(&["/bin/sh", "-c", "echo x > /root/new.txt"]);
     c.exec_ok(&["/bin/mv", "/root/new.txt", "/root/renamed.txt"]);
     c.exec_ok(&["/bin/rm", "/etc/group"]);
+    c.exec_ok(&["/bin/ln", "/root/renamed.txt", "/root/hard.txt"]);
+    c.exec_ok(&["/bin/ln", "-s", "/etc/passwd", "/root/sym"]);
+    c.exec_ok(&["/bin/chown", "12:34", "/etc/hostname"]);
     c.exec_ok(&["/bin/sh", "-c", "cd /etc && chmod 600 passwd"]);
     c.exec_ok(&["/bin/sh", "-c", "echo x > /scratch/v.txt"]);
     // Quiet: scratch space and reads.
@@ -68,6 +71,18 @@ fn file_changes_are_reported_with_origin_and_location() {
     assert_eq!((d["rule"].as_str(), d["driftwatch.file.origin"].as_str()), (Some("file_deleted"), Some("image")));
     let m = one(&f, "/etc/passwd", "chmod"); // a relative name, joined to the cwd in the kernel
     assert_eq!((m["rule"].as_str(), m["driftwatch.file.mode"].as_str()), (Some("file_mode_changed"), Some("600")));
+    let l = one(&f, "/root/renamed.txt", "link");
+    assert_eq!(
+        (l["rule"].as_str(), l["driftwatch.file.target_path"].as_str()),
+        (Some("file_linked"), Some("/root/hard.txt"))
+    );
+    let s = one(&f, "/root/sym", "symlink");
+    assert_eq!(
+        (s["rule"].as_str(), s["driftwatch.file.target_path"].as_str()),
+        (Some("file_symlinked"), Some("/etc/passwd"))
+    );
+    let o = one(&f, "/etc/hostname", "chown");
+    assert_eq!((o["rule"].as_str(), o["driftwatch.file.owner"].as_str()), (Some("file_owner_changed"), Some("12:34")));
     let v = one(&f, "/scratch/v.txt", "write");
     assert_eq!(v["driftwatch.file.location"], "volume");
     assert!(v.get("driftwatch.file.origin").is_none(), "{v:#}");

@@ -91,7 +91,8 @@ static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *
 /* Builds and submits one file event; `f` is the file when it is open,
  * otherwise `name` (relative to `dfd`) names it. */
 static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op, struct file *f, long dfd,
-				       const char *name, long dfd2, const char *name2, u32 mode)
+				       const char *name, long dfd2, const char *name2, u32 mode, u32 owner_uid,
+				       u32 owner_gid, bool raw2)
 {
 	if (!file_rate_ok(ns_id))
 		return;
@@ -119,6 +120,8 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 	e->op = op;
 	e->flags = 0;
 	e->mode = mode;
+	e->owner_uid = owner_uid;
+	e->owner_gid = owner_gid;
 	e->ino = 0;
 	e->source = DW_SRC_UNKNOWN;
 	e->path_len = 0;
@@ -140,8 +143,13 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 	} else {
 		e->path_len = path_at(t, dfd, name, e->path, DW_PATH_LEN, &scr->v.trunc, &flags);
 	}
-	if (name2)
+	if (name2 && raw2) {
+		/* A symlink's target is stored as given, not resolved. */
+		long n = bpf_probe_read_user_str(e->path2, DW_SCRIPT_LEN, name2);
+		e->path2_len = n > 0 ? n - 1 : 0;
+	} else if (name2) {
 		e->path2_len = path_at(t, dfd2, name2, e->path2, DW_SCRIPT_LEN, &scr->v.trunc, &flags);
+	}
 	if (scr->v.trunc)
 		flags |= DW_FILE_PATH_TRUNC;
 	e->flags = flags;

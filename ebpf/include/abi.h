@@ -133,6 +133,9 @@ struct dw_net {
 #define DW_FILE_DELETE 2 /* unlink, unlinkat (files and directories) */
 #define DW_FILE_RENAME 3 /* rename, renameat, renameat2: path -> path2 */
 #define DW_FILE_CHMOD 4 /* chmod, fchmod, fchmodat */
+#define DW_FILE_LINK 5 /* link, linkat: path (existing) -> path2 (new name) */
+#define DW_FILE_SYMLINK 6 /* symlink, symlinkat: path (the link) -> path2 (its target, as given) */
+#define DW_FILE_CHOWN 7 /* chown, lchown, fchown, fchownat */
 
 /* dw_file.flags */
 #define DW_FILE_PATH_TRUNC (1u << 0)
@@ -152,6 +155,8 @@ struct dw_file {
 	dw_u16 path2_len;
 	dw_u32 source; /* enum dw_exe_source of the opened file; DW_SRC_UNKNOWN when named */
 	dw_u32 mode; /* chmod mode */
+	dw_u32 owner_uid; /* chown: new owner (u32 max: unchanged) */
+	dw_u32 owner_gid;
 	char comm[DW_COMM_LEN];
 	char path[DW_PATH_LEN];
 	char path2[DW_SCRIPT_LEN];

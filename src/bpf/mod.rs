@@ -23,9 +23,12 @@ pub const PROGRAMS: [(&str, &str); 4] = [
     ("dw_sys_exit", "sys_exit"),
 ];
 
+/// The network sensor's programs (the other syscall hooks are the file sensor's).
+pub const NETWORK_PROGRAMS: [&str; 3] = ["dw_connect", "dw_listen", "dw_bind"];
+
 /// Syscall tracepoints (category syscalls), program -> tracepoints: they fire
 /// only for their own syscalls, so nothing else pays for them. They need tracefs.
-pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 10] = [
+pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 17] = [
     ("dw_connect", &["sys_enter_connect"]),
     ("dw_listen", &["sys_enter_listen"]),
     ("dw_bind", &["sys_enter_bind"]),
@@ -36,6 +39,13 @@ pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 10] = [
     ("dw_fchmodat", &["sys_enter_fchmodat"]),
     ("dw_chmod", &["sys_enter_chmod"]),
     ("dw_fchmod", &["sys_enter_fchmod"]),
+    ("dw_linkat", &["sys_enter_linkat"]),
+    ("dw_link", &["sys_enter_link"]),
+    ("dw_symlinkat", &["sys_enter_symlinkat"]),
+    ("dw_symlink", &["sys_enter_symlink"]),
+    ("dw_fchownat", &["sys_enter_fchownat"]),
+    ("dw_chown", &["sys_enter_chown", "sys_enter_lchown"]),
+    ("dw_fchown", &["sys_enter_fchown"]),
 ];
 
 #[cfg(test)]
@@ -212,11 +222,14 @@ impl Sensor {
         let mut attached = 0;
         // Sensors switched off are neither loaded nor attached: no syscall hook,
         // no slow syscall path for the node.
-        let wanted = |program: &str| match program {
-            "dw_sys_exit" | "dw_unlinkat" | "dw_unlink" | "dw_renameat2" | "dw_rename" | "dw_fchmodat" | "dw_chmod"
-            | "dw_fchmod" => opts.files,
-            "dw_connect" | "dw_listen" | "dw_bind" => opts.network,
-            _ => true,
+        let wanted = |program: &str| {
+            if NETWORK_PROGRAMS.contains(&program) {
+                opts.network
+            } else if program == "dw_sys_exit" || SYSCALL_PROGRAMS.iter().any(|(p, _)| *p == program) {
+                opts.files // every other syscall hook belongs to the file sensor
+            } else {
+                true
+            }
         };
         for (program, tracepoint) in PROGRAMS.into_iter().filter(|(p, _)| wanted(p)) {
             let prog: &mut BtfTracePoint = ebpf

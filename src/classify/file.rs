@@ -151,6 +151,9 @@ impl FileJudge {
                 FileOp::Delete => ("file_deleted", "deleted"),
                 FileOp::Rename => ("file_renamed", "renamed"),
                 FileOp::Chmod => ("file_mode_changed", "changed the mode of"),
+                FileOp::Link => ("file_linked", "hard-linked"),
+                FileOp::Symlink => ("file_symlinked", "created the symlink"),
+                FileOp::Chown => ("file_owner_changed", "changed the owner of"),
             };
             let what = match origin {
                 Some("image") => "image file",
@@ -166,6 +169,10 @@ impl FileJudge {
         f.file_location = Some(location);
         f.file_origin = origin;
         f.file_mode = (ev.op == FileOp::Chmod).then(|| format!("{:o}", ev.mode & 0o7777));
+        f.file_owner = ev.owner.map(|(u, g)| {
+            let id = |v: u32| if v == u32::MAX { "-".to_string() } else { v.to_string() };
+            format!("{}:{}", id(u), id(g))
+        });
         f.path_truncated = ev.path_truncated;
         Ok(f)
     }

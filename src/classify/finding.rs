@@ -179,6 +179,9 @@ pub struct Finding {
     /// The new mode, octal, for chmod.
     #[serde(rename = "driftwatch.file.mode", skip_serializing_if = "Option::is_none")]
     pub file_mode: Option<String>,
+    /// The new owner, `uid:gid` (`-` for unchanged), for chown.
+    #[serde(rename = "driftwatch.file.owner", skip_serializing_if = "Option::is_none")]
+    pub file_owner: Option<String>,
     /// Network findings: the endpoint (the remote one for outbound
     /// connections, the local one for listeners).
     #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]

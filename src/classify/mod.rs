@@ -107,7 +107,15 @@ impl Classifier {
         v.push(("network", "network_new_listener", n));
         v.push(("network", "network_new_destination", n));
         let fs = self.rules.file.severity.as_str();
-        for r in ["file_written", "file_deleted", "file_renamed", "file_mode_changed"] {
+        for r in [
+            "file_written",
+            "file_deleted",
+            "file_renamed",
+            "file_mode_changed",
+            "file_linked",
+            "file_symlinked",
+            "file_owner_changed",
+        ] {
             v.push(("file", r, fs));
         }
         v.push(("package", "package_database_write", self.rules.package.severity.as_str()));
@@ -353,6 +361,7 @@ impl Classifier {
             file_location: None,
             file_origin: None,
             file_mode: None,
+            file_owner: None,
             server_address: None,
             server_port: None,
             network_transport: None,
