@@ -19,6 +19,7 @@
 #include "helpers/file.h"
 #include "helpers/net.h"
 #include "helpers/fileops.h"
+#include "helpers/env.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -92,13 +93,25 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	judge_exec(task, bprm, vp);
 
 	/* The first exec in a mount namespace we have not seen is the container's
-	 * entrypoint, whatever the runtime, unless the namespace predates us. */
-	if (!bpf_map_lookup_elem(&seen_mntns, &ns_id)) {
-		u8 one = 1;
+	 * entrypoint, whatever the runtime, unless the namespace predates us. Its
+	 * loader variables are the container's baseline: a later process with
+	 * LD_PRELOAD & co. that the main process did not have is environment drift.
+	 * The main process re-executing itself (`exec app` at the end of an
+	 * entrypoint script) moves the baseline. */
+	u32 env = env_loader_vars(task, scr);
+	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
+	if (!seen) {
+		struct dw_seen fresh = {.main_tgid = tgid, .env_loader = env};
 		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns))
 			vp->flags |= DW_EXEC_ENTRYPOINT;
-		if (bpf_map_update_elem(&seen_mntns, &ns_id, &one, BPF_ANY))
+		else
+			fresh.flags = DW_SEEN_ENV_UNKNOWN;
+		if (bpf_map_update_elem(&seen_mntns, &ns_id, &fresh, BPF_ANY))
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
+	} else if (seen->main_tgid == tgid) {
+		seen->env_loader = env;
+	} else if (!(seen->flags & DW_SEEN_ENV_UNKNOWN) && (env & ~seen->env_loader & DW_ENV_LOADER_MASK)) {
+		vp->flags |= DW_EXEC_ENV_DRIFT;
 	}
 
 	/* Lineage: inherit drift from the parent recorded at fork. */
@@ -126,7 +139,8 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	/* In-kernel filter: only drift, named classes (shells, package managers,
 	 * interpreters whose argv userspace inspects), entrypoints and children of
 	 * drifted processes cost ring-buffer space. */
-	bool interesting = (vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT)) || cls;
+	bool interesting =
+		(vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT | DW_EXEC_ENV_DRIFT)) || cls;
 	if (!interesting && !emit_all_execs) {
 		kstat_inc(DW_KSTAT_EXEC_FILTERED);
 		return 0;
@@ -156,6 +170,7 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->exe_nlink = vp->nlink;
 	e->exe_ino = vp->ino;
 	e->name_class = cls;
+	e->env_loader = env;
 	__builtin_memcpy(e->comm, comm, DW_COMM_LEN);
 	bpf_probe_read_kernel_str(e->parent_comm, DW_COMM_LEN, BPF_CORE_READ(task, real_parent, comm));
 

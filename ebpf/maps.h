@@ -39,7 +39,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, u64);
-	__type(value, u8);
+	__type(value, struct dw_seen);
 } seen_mntns SEC(".maps");
 
 /* Mount namespaces (inode numbers) of processes alive when the agent started:
@@ -130,9 +130,11 @@ struct exec_verdict {
  * not become distinct constant states (older verifiers, e.g. 6.1, otherwise
  * explore every combination and hit the 1M-instruction limit). */
 #define DW_SCRATCH_LEN 1024 /* power of two, >= DW_PATH_LEN */
+#define DW_ENV_SCAN 4096 /* environment bytes scanned for loader variables */
 struct dw_scratch {
 	char buf[DW_SCRATCH_LEN * 2];
 	struct exec_verdict v;
+	char env[DW_ENV_SCAN];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

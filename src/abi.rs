@@ -8,6 +8,7 @@ include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 // pattern is valid, so the kernel may fill them.
 unsafe impl aya::Pod for dw_kstats {}
 unsafe impl aya::Pod for dw_proc {}
+unsafe impl aya::Pod for dw_seen {}
 
 #[cfg(test)]
 mod layout {
@@ -84,6 +85,8 @@ mod layout {
     fn kstats_and_proc_layout() {
         assert_eq!(size_of::<dw_kstats>(), 8 * (2 * DW_KIND_MAX as usize + DW_KSTAT_MAX as usize));
         assert_eq!(size_of::<dw_proc>(), 16);
+        assert_eq!(size_of::<dw_seen>(), 8);
+        assert_eq!(offset_of!(dw_exec, env_loader), 94);
     }
 
     #[test]

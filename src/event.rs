@@ -81,6 +81,9 @@ impl ExecFlags {
     pub fn overlay_root(self) -> bool {
         self.0 & abi::DW_EXEC_OVERLAY_ROOT != 0
     }
+    pub fn env_drift(self) -> bool {
+        self.0 & abi::DW_EXEC_ENV_DRIFT != 0
+    }
 }
 
 /// A process executed a new image inside a container (`DW_KIND_EXEC`).
@@ -104,6 +107,8 @@ pub struct ExecEvent {
     pub nlink: u32,
     pub ino: u64,
     pub name_class: u32,
+    /// `DW_ENV_*`: dynamic-loader variables in the new image's environment.
+    pub env_loader: u16,
     pub comm: String,
     pub parent_comm: String,
     pub path: String,
@@ -418,6 +423,7 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
         nlink: r.exe_nlink,
         ino: r.exe_ino,
         name_class: r.name_class,
+        env_loader: r.env_loader,
         comm: c_str(&r.comm),
         parent_comm: c_str(&r.parent_comm),
         path: c_str_len(&r.path, r.path_len),

@@ -427,3 +427,29 @@ fn exec_only_mode_hooks_no_syscalls_and_still_detects_exec_drift() {
     assert!(agent.findings_of(&c.id).iter().all(|f| f["kind"] != "file"), "no file sensor");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn loader_injection_in_the_environment_is_config_drift() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    // The main process starts without loader variables; a later process with
+    // LD_PRELOAD is environment drift.
+    let c = support::containerd().run(RunSpec::sleeper());
+    let _ = c.exec(&["/bin/env", "LD_PRELOAD=/tmp/evil.so", "/usr/bin/hello"]);
+    let f = agent.wait_for("env drift", |f| f["container.id"] == c.id.as_str() && f["kind"] == "config");
+    assert_eq!(f["rule"], "loader_injection_env");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["driftwatch.env.loader_vars"], json!(["LD_PRELOAD"]));
+    assert_eq!(f["process.executable.path"], "/usr/bin/hello", "process keys kept: {f:#}");
+
+    // A container whose main process starts with LD_LIBRARY_PATH (image ENV):
+    // its processes inherit it, which is not drift.
+    let d = support::containerd().run(RunSpec::sleeper().env("LD_LIBRARY_PATH=/opt/lib"));
+    d.exec_ok(&["/usr/bin/hello"]);
+    settle(&agent, &d);
+    let env: Vec<Value> =
+        agent.findings_of(&d.id).into_iter().filter(|f| f["rule"] == "loader_injection_env").collect();
+    assert!(env.is_empty(), "{env:#?}");
+}

@@ -74,12 +74,15 @@ route workload-owners alertname=ContainerShellSpawned severity=warning playbook_
 route workload-owners alertname=ContainerPackageManager severity=warning playbook_step=validate
 route remediation-tickets alertname=ContainerDriftRecurring severity=warning playbook_step=remediate
 route workload-owners alertname=ContainerDriftNetwork severity=warning playbook_step=validate kind=network
+route security-investigations alertname=ContainerDriftFile severity=warning playbook_step=investigate kind=file namespace=shop
+route workload-owners alertname=ContainerPackageManager severity=warning playbook_step=validate kind=package rule=package_database_write
 route security-investigations,workload-owners alertname=ContainerImageDigestMismatch severity=critical playbook_step=validate kind=config
 route workload-owners alertname=ContainerImageNotApproved severity=warning playbook_step=validate kind=config
 route workload-owners alertname=ContainerEphemeralContainerAdded severity=warning playbook_step=validate kind=config
 route remediation-tickets alertname=WorkloadMutableImageTag severity=info playbook_step=remediate kind=config
 route remediation-tickets alertname=WorkloadWritableRootFilesystem severity=info playbook_step=remediate kind=config
 route driftwatch-operators alertname=DriftwatchKubernetesWatchFailing severity=warning playbook_step=detect
+route driftwatch-operators alertname=DriftwatchFileEventsRateLimited severity=warning playbook_step=detect
 route platform-default alertname=Watchdog severity=none
 # Every playbook_step used by the rules has a route of its own.
 for step in $(grep -o 'playbook_step: [a-z]*' "$rules" | awk '{print $2}' | sort -u); do

@@ -63,6 +63,22 @@ enum dw_exe_source {
 #define DW_EXEC_SCRIPT (1u << 6) /* script_path holds the script run by an interpreter */
 #define DW_EXEC_OVERLAY_ROOT (1u << 7) /* container root is overlayfs */
 #define DW_EXEC_KILLED (1u << 8) /* prevent mode sent SIGKILL (reserved) */
+#define DW_EXEC_ENV_DRIFT (1u << 9) /* loader variables the main process did not start with */
+
+/* Dynamic-loader variables in an environment (dw_exec.env_loader). */
+#define DW_ENV_LD_PRELOAD (1u << 0)
+#define DW_ENV_LD_LIBRARY_PATH (1u << 1)
+#define DW_ENV_LD_AUDIT (1u << 2)
+#define DW_ENV_LOADER_MASK 0x7u
+
+/* Value of the seen_mntns map: the container's main process and the loader
+ * variables it started with. */
+struct dw_seen {
+	dw_u32 main_tgid; /* 0: unknown (the container predates the agent) */
+	dw_u16 env_loader; /* DW_ENV_* of the main process */
+	dw_u16 flags; /* DW_SEEN_* */
+};
+#define DW_SEEN_ENV_UNKNOWN (1u << 0) /* the main process's environment was never seen */
 
 /* Name classes, values of the exec_names map (filled by userspace). */
 #define DW_NAME_SHELL (1u << 0)
@@ -97,7 +113,7 @@ struct dw_exec {
 	dw_u16 path_len; /* bytes used in path, without NUL */
 	dw_u16 script_len;
 	dw_u16 args_len; /* bytes used in args */
-	dw_u16 _pad0;
+	dw_u16 env_loader; /* DW_ENV_* found in the new image's environment */
 	char comm[DW_COMM_LEN];
 	char parent_comm[DW_COMM_LEN];
 	char path[DW_PATH_LEN];

@@ -185,6 +185,8 @@ struct cred {
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
+	unsigned long env_start;
+	unsigned long env_end;
 };
 
 /* x86_64: the syscall number of the current syscall. */

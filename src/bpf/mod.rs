@@ -351,14 +351,16 @@ fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
     let live = live_mntns(host);
     let mut fallback = Vec::new();
     {
-        let mut seen: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
+        let mut seen: BpfHashMap<_, u64, abi::dw_seen> = BpfHashMap::try_from(
             ebpf.map_mut("seen_mntns").ok_or(BpfError::Map { map: "seen_mntns", reason: "missing".into() })?,
         )
         .map_err(|e| BpfError::Map { map: "seen_mntns", reason: e.to_string() })?;
         for (ino, link) in &live {
             match mntns_unique_id(link) {
                 Some(id) => {
-                    let _ = seen.insert(id, 1, 0);
+                    // Its main process started before us: its environment is unknown.
+                    let v = abi::dw_seen { main_tgid: 0, env_loader: 0, flags: abi::DW_SEEN_ENV_UNKNOWN as u16 };
+                    let _ = seen.insert(id, v, 0);
                 }
                 None => fallback.push(*ino),
             }

@@ -179,6 +179,10 @@ pub struct Finding {
     /// The new mode, octal, for chmod.
     #[serde(rename = "driftwatch.file.mode", skip_serializing_if = "Option::is_none")]
     pub file_mode: Option<String>,
+    /// Dynamic-loader variables a process started with that the container's
+    /// main process did not have (environment drift).
+    #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]
+    pub env_loader_vars: Option<Vec<&'static str>>,
     /// The new owner, `uid:gid` (`-` for unchanged), for chown.
     #[serde(rename = "driftwatch.file.owner", skip_serializing_if = "Option::is_none")]
     pub file_owner: Option<String>,
@@ -215,7 +219,8 @@ pub struct Finding {
 
 impl Serialize for Finding {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.kind != Kind::Config {
+        // Environment drift is a config finding about a process: keep its keys.
+        if self.kind != Kind::Config || self.config.is_none() {
             return Finding::serialize(self, s);
         }
         // A config finding is about a container, not a process: the process

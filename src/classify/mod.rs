@@ -59,6 +59,20 @@ pub struct Classifier {
     node: std::sync::Arc<str>,
 }
 
+/// Names of the `DW_ENV_*` loader variables in `bits`.
+fn loader_vars(bits: u16) -> Vec<&'static str> {
+    let b = bits as u32;
+    [
+        (crate::abi::DW_ENV_LD_PRELOAD, "LD_PRELOAD"),
+        (crate::abi::DW_ENV_LD_LIBRARY_PATH, "LD_LIBRARY_PATH"),
+        (crate::abi::DW_ENV_LD_AUDIT, "LD_AUDIT"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| b & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
 /// This node's name: `NODE_NAME` (set from the downward API in the chart),
 /// else the hostname.
 pub fn node_name() -> String {
@@ -120,6 +134,9 @@ impl Classifier {
         }
         v.push(("package", "package_database_write", self.rules.package.severity.as_str()));
         if self.rules.config.enabled {
+            v.push(("config", "loader_injection_env", crate::config::Severity::Critical.as_str()));
+        }
+        if self.rules.config.enabled {
             v.extend(config_drift::RULES.iter().map(|(r, sev, _)| ("config", *r, sev.as_str())));
         }
         v
@@ -142,6 +159,26 @@ impl Classifier {
                 return Ok(self.binary(ev, c));
             }
             disabled = true;
+        }
+        if ev.flags.env_drift() && self.rules.config.enabled {
+            let vars = loader_vars(ev.env_loader);
+            let msg = format!(
+                "{} started in container {} with {} in its environment, which the container's main process did not have (dynamic-loader injection)",
+                ev.path,
+                short(&c.id),
+                vars.join(", ")
+            );
+            let mut f = self.base(
+                ev,
+                c,
+                Kind::Config,
+                "loader_injection_env",
+                crate::config::Severity::Critical,
+                PlaybookStep::Investigate,
+                msg,
+            );
+            f.env_loader_vars = Some(vars);
+            return Ok(f);
         }
         match self.names.classify(&ev.comm, &ev.args) {
             Some(NameMatch::Package { name }) => {
@@ -265,6 +302,7 @@ impl Classifier {
             nlink: 0,
             ino: 0,
             name_class: 0,
+            env_loader: 0,
             comm: ev.comm.clone(),
             parent_comm: String::new(),
             path: String::new(),
@@ -362,6 +400,7 @@ impl Classifier {
             file_origin: None,
             file_mode: None,
             file_owner: None,
+            env_loader_vars: None,
             server_address: None,
             server_port: None,
             network_transport: None,
@@ -406,6 +445,7 @@ mod tests {
             nlink: 1,
             ino: 77,
             name_class: 0,
+            env_loader: 0,
             comm: comm.into(),
             parent_comm: "runc:[2:INIT]".into(),
             path: format!("/bin/{comm}"),

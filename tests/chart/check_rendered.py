@@ -52,8 +52,13 @@ canonical_rules = yaml.safe_load(open(RULES))
 dash_files = sorted(f for f in os.listdir("helm/driftwatch/files/dashboards") if f.endswith(".json"))
 
 STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
-         "all-features": "/var/lib/driftwatch-agent", "no-state": None}
-for name in ("default", "privileged", "all-features", "no-state"):
+         "all-features": "/var/lib/driftwatch-agent", "no-state": None,
+         "files-off": "/var/lib/driftwatch", "no-syscall-sensors": "/var/lib/driftwatch"}
+# sensors.network / sensors.files -> the config's sensor.network / sensor.files.
+SENSORS = {"files-off": (True, False), "no-syscall-sensors": (False, False)}
+for name in STATE:
+    net, files = SENSORS.get(name, (True, True))
+    tracefs = net or files
     d = load(name)
     ds = one(d, "DaemonSet")
     check(ds is not None, f"{name}: one DaemonSet")
@@ -63,14 +68,22 @@ for name in ("default", "privileged", "all-features", "no-state"):
     check(pod.get("hostPID") is True, f"{name}: hostPID")
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
-    for path, host in (("/sys/kernel/btf", "/sys/kernel/btf"), ("/sys/fs/bpf", "/sys/fs/bpf"),
-                       ("/sys/kernel/tracing", "/sys/kernel/tracing"),
-                       ("/run/containerd", "/run/containerd"), ("/var/run/crio", "/var/run/crio")):
+    host_mounts = [("/sys/kernel/btf", "/sys/kernel/btf"), ("/sys/fs/bpf", "/sys/fs/bpf"),
+                   ("/run/containerd", "/run/containerd"), ("/var/run/crio", "/var/run/crio")]
+    if tracefs:
+        host_mounts.append(("/sys/kernel/tracing", "/sys/kernel/tracing"))
+    for path, host in host_mounts:
         m = mounts.get(path)
         check(m is not None and vols[m["name"]]["hostPath"]["path"] == host, f"{name}: {host} mounted at {path}")
     check(not any(p.endswith(".sock") for p in mounts), f"{name}: runtime socket directories, not sockets, are mounted")
-    check(mounts["/sys/kernel/btf"].get("readOnly") and mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: BTF and tracefs read-only")
-    check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
+    check(mounts["/sys/kernel/btf"].get("readOnly"), f"{name}: BTF read-only")
+    if tracefs:
+        check(mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: tracefs read-only")
+        check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
+    else:
+        # No syscall-tracepoint sensor: the agent needs no tracefs, and nodes without it must not block the pod.
+        check("/sys/kernel/tracing" not in mounts and not any("tracing" in v.get("hostPath", {}).get("path", "") for v in vols.values()),
+              f"{name}: no tracefs volume with sensors.network and sensors.files off")
     # hostPID gives the agent the host's /proc: no host /proc mount (nothing reads /host/proc).
     check("/host/proc" not in mounts and not any(v.get("hostPath", {}).get("path") == "/proc" for v in vols.values()), f"{name}: no host /proc mount")
     # Network baselines: a writable hostPath at the config's rules.network.state_dir, or none.
@@ -117,6 +130,8 @@ for name in ("default", "privileged", "all-features", "no-state"):
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
     check(cfg["metrics_addr"] == "0.0.0.0:8789", f"{name}: metrics_addr")
     check(cfg.get("kubernetes", {}).get("enabled") is api, f"{name}: kubernetes.enabled follows kubernetesApi.enabled ({api}): {cfg.get('kubernetes')}")
+    check(cfg.get("sensor", {}).get("network") is net and cfg.get("sensor", {}).get("files") is files,
+          f"{name}: sensor.network / sensor.files follow sensors.* ({net}, {files}): {cfg.get('sensor')}")
     check(cfg.get("rules", {}).get("network", {}).get("state_dir") == ("/var/lib/driftwatch" if STATE[name] else ""), f"{name}: rules.network.state_dir matches the state mount: {cfg.get('rules')}")
     os.unlink(f.name)
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Helm chart tests (run by scripts/test.sh; needs scripts/install-chart-tools.sh):
-#   helm lint --strict        default (least privilege), privileged, all-features and
-#                             no-state (baselines in memory) values
-#   helm template             the same three, plus the schema rejecting bad values
+#   helm lint --strict        default (least privilege), privileged, all-features,
+#                             no-state (baselines in memory), files-off (network sensor only)
+#                             and no-syscall-sensors (network and file sensors off) values
+#   helm template             the same, plus the schema rejecting bad values
 #   kubernetes-validate       --strict against Kubernetes 1.33 (the kubectl of the layer):
 #                             every core resource; a broken manifest must fail (proves strictness)
-#   check_rendered.py         mounts (no host /proc; tracefs; the baselines' state dir),
+#   check_rendered.py         mounts (no host /proc; tracefs only with a syscall sensor on;
+#                             the baselines' state dir), sensor.network / sensor.files,
 #                             privileges, RBAC and kubernetes.enabled gating, ServiceMonitor / PrometheusRule
 #                             (CRD schema subset), the PrometheusRule equals the rules file,
 #                             the dashboards ConfigMap equals dashboards/, and
@@ -30,8 +32,10 @@ declare -A sets=(
   [privileged]="-f $chart/ci/privileged-values.yaml"
   [all-features]="-f $chart/ci/all-features-values.yaml"
   [no-state]="--set hostPaths.state="
+  [files-off]="--set sensors.files=false"
+  [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false"
 )
-for name in default privileged all-features no-state; do
+for name in default privileged all-features no-state files-off no-syscall-sensors; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086
@@ -54,7 +58,7 @@ for broken in broken broken2; do
 done
 
 # The values schema rejects what the agent cannot use.
-for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto; do
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false; do
   if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
   fi

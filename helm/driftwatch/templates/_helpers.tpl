@@ -43,6 +43,8 @@ app.kubernetes.io/component: agent
 {{- $_ := set $cfg "runtime" (dict "endpoint" .Values.runtime.endpoint) -}}
 {{- end -}}
 {{- $_ := set $cfg "kubernetes" (dict "enabled" (.Values.kubernetesApi.enabled | default false)) -}}
+{{- $sensors := .Values.sensors | default dict -}}
+{{- $_ := set $cfg "sensor" (dict "network" (ternary $sensors.network true (hasKey $sensors "network")) "files" (ternary $sensors.files true (hasKey $sensors "files"))) -}}
 {{- $_ := set $cfg "rules" (dict "network" (dict "state_dir" (ternary "/var/lib/driftwatch" "" (not (empty .Values.hostPaths.state))))) -}}
 {{- $am := dict "runbook_base_url" .Values.runbookBaseUrl -}}
 {{- if .Values.alertmanager.url -}}
@@ -57,4 +59,11 @@ app.kubernetes.io/component: agent
 {{- $_ := set $cfg "otlp" $otlp -}}
 {{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy .Values.config)) -}}
+{{- end -}}
+
+{{/* "true" when a syscall-tracepoint sensor (network, files) is on in the rendered
+config (config: may override sensors:): only then does the agent need tracefs. */}}
+{{- define "driftwatch.needsTracefs" -}}
+{{- $sensor := (include "driftwatch.config" . | fromYaml).sensor | default dict -}}
+{{- if or (ne (toString $sensor.network) "false") (ne (toString $sensor.files) "false") -}}true{{- end -}}
 {{- end -}}
