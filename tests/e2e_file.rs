@@ -124,3 +124,39 @@ fn the_host_is_quiet_and_floods_are_rate_limited() {
     assert!((50..600).contains(&n), "findings after the limit: {n}, limited {limited}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn path_resolution_edge_cases() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    // A path longer than the kernel's 512-byte buffer: the tail (the file name)
+    // is kept and the finding says it was cut.
+    let seg = "d".repeat(60);
+    let deep: String = (0..10).map(|_| format!("/{seg}")).collect();
+    c.exec_ok(&["/bin/mkdir", "-p", &format!("/root{deep}")]);
+    c.exec_ok(&["/bin/sh", "-c", &format!("echo x > /root{deep}/long.txt")]);
+    // A relative name under a working directory that was deleted meanwhile:
+    // the kernel still names the directory.
+    let _ = c.exec(&["/bin/sh", "-c", "mkdir -p /root/gone && cd /root/gone && rmdir /root/gone && ln -s x f"]);
+    // A name with ".." is reported as given, joined to the working directory.
+    let _ = c.exec(&["/bin/sh", "-c", "cd /etc && chmod 644 ../etc/hostname"]);
+    settle(&agent, &c);
+    let f = files(&agent, &c);
+    let long = f
+        .iter()
+        .find(|v| v["file.path"].as_str().is_some_and(|p| p.ends_with("/long.txt")))
+        .unwrap_or_else(|| panic!("long path reported: {f:#?}"));
+    assert_eq!(long["driftwatch.exe.path_truncated"], true, "{long:#}");
+    assert!(long["file.path"].as_str().unwrap().len() <= 511, "{long:#}");
+    assert!(
+        f.iter().any(|v| v["file.path"] == "/root/gone/f" && v["driftwatch.file.operation"] == "symlink"),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter().any(|v| v["file.path"] == "/etc/../etc/hostname" && v["driftwatch.file.operation"] == "chmod"),
+        "{f:#?}"
+    );
+}
