@@ -301,7 +301,7 @@ workloads=(container_exec_true container_exec_sh container_net host_net containe
 declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [container_net]=$n_net
   [host_net]=$n_net [container_read]=$n_open [container_write]=$n_net [host_open_read]=$n_open
   [host_exec_true]=$n_hexec)
-declare -A modes=([container_exec_true]="baseline agent emit_all" [container_exec_sh]="baseline agent emit_all"
+declare -A modes=([container_exec_true]="baseline agent exec_only emit_all" [container_exec_sh]="baseline agent emit_all"
   [container_net]="baseline agent" [host_net]="baseline agent"
   [container_read]="baseline agent exec_only" [container_write]="baseline agent"
   [host_open_read]="baseline agent exec_only" [host_exec_true]="baseline agent")
