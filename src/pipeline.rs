@@ -159,20 +159,26 @@ impl Pipeline {
         });
     }
 
+    /// The container of a network or file event; a namespace found not to be
+    /// a container is handed to the kernel filter.
+    fn container(&self, cgroup_path: &str, tgid: u32, mntns_id: u64) -> Option<enrich::ContainerRef> {
+        match enrich::container_from_path_or_pid(cgroup_path, tgid) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.metrics.enrich_failure(e.reason());
+                if let Some(nc) = &self.not_container {
+                    nc.insert(mntns_id);
+                }
+                None
+            }
+        }
+    }
+
     /// File changes: scratch space is expected, package state is package
     /// drift, the rest is file drift.
     fn handle_file(self: &Arc<Self>, ev: &FileEvent) {
         let Some(judge) = &self.file else { return };
-        let c = match enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid) {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.enrich_failure(e.reason());
-                if let Some(nc) = &self.not_container {
-                    nc.insert(ev.mntns_id);
-                }
-                return;
-            }
-        };
+        let Some(c) = self.container(&ev.cgroup_path, ev.tgid, ev.mntns_id) else { return };
         match judge.judge(&self.classifier, ev, &c) {
             Ok(f) => self.enrich(f),
             Err(reason) => self.metrics.no_finding(reason.as_str()),
@@ -183,16 +189,7 @@ impl Pipeline {
     /// what the runtime says the workload is (or the container, until then).
     fn handle_net(self: &Arc<Self>, ev: &NetEvent) {
         let Some(judge) = &self.network else { return };
-        let c = match enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid) {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.enrich_failure(e.reason());
-                if let Some(nc) = &self.not_container {
-                    nc.insert(ev.mntns_id);
-                }
-                return;
-            }
-        };
+        let Some(c) = self.container(&ev.cgroup_path, ev.tgid, ev.mntns_id) else { return };
         let meta = self.cri.as_ref().and_then(|cri| cri.cached(&c.id));
         let key = match &meta {
             Some(m) if !m.pod_name.is_empty() => {

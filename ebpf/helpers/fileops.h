@@ -17,18 +17,6 @@
 #define DW_S_IFMT 00170000
 #define DW_S_IFREG 0100000
 
-/* The file behind descriptor `fd` of task `t`, or NULL. */
-static __always_inline struct file *fd_file(struct task_struct *t, u64 fd)
-{
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]);
-	return f;
-}
-
 /* One-second windows of at most file_events_per_sec events per container: a
  * container that writes thousands of files cannot flood the ring buffer. */
 static __always_inline bool file_rate_ok(u64 ns_id)

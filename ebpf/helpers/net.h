@@ -13,8 +13,8 @@
 #define DW_SOCK_STREAM 1
 #define DW_SOCK_DGRAM 2
 
-/* The socket behind file descriptor `fd` of the current task, or NULL. */
-static __always_inline struct socket *fd_socket(struct task_struct *t, u64 fd)
+/* The file behind descriptor `fd` of task `t`, or NULL. */
+static __always_inline struct file *fd_file(struct task_struct *t, u64 fd)
 {
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
 	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
@@ -22,9 +22,14 @@ static __always_inline struct socket *fd_socket(struct task_struct *t, u64 fd)
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]);
-	if (!f)
-		return NULL;
-	return BPF_CORE_READ(f, private_data);
+	return f;
+}
+
+/* The socket behind file descriptor `fd` of task `t`, or NULL. */
+static __always_inline struct socket *fd_socket(struct task_struct *t, u64 fd)
+{
+	struct file *f = fd_file(t, fd);
+	return f ? BPF_CORE_READ(f, private_data) : NULL;
 }
 
 /* A container task, or NULL for the host and known non-containers. */
