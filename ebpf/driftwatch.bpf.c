@@ -150,13 +150,8 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	if (!e)
 		return 0;
 
-	e->hdr.kind = DW_KIND_EXEC;
-	e->hdr.size = sizeof(*e);
-	e->hdr.cpu = bpf_get_smp_processor_id();
-	e->hdr.ktime_ns = entry.exec_ktime_ns;
-	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
-	e->hdr.tgid = tgid;
-	e->hdr.pid = BPF_CORE_READ(task, pid);
+	/* The exec tracepoint runs in the exec'ing task: "current" is `task`. */
+	emit_header(&e->hdr, DW_KIND_EXEC, sizeof(*e), entry.exec_ktime_ns);
 	e->ppid = entry.ppid;
 	e->uid = BPF_CORE_READ(task, cred, uid.val);
 	e->gid = BPF_CORE_READ(task, cred, gid.val);

@@ -120,7 +120,11 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     };
     pipeline.network = network.clone();
     if cfg.rules.file.enabled {
-        pipeline.file = Some(crate::classify::file::FileJudge::new(&cfg.rules.file, cfg.rules.package.severity));
+        pipeline.file = Some(crate::classify::file::FileJudge::new(
+            &cfg.rules.file,
+            cfg.rules.package.severity,
+            pipeline.container_fs.clone(),
+        ));
     }
     // Kubernetes API (optional): owner workloads, pod specs, ephemeral containers.
     pipeline.kube = crate::enrich::kube::start(&cfg.kubernetes, &crate::classify::node_name(), cancel.clone()).await;

@@ -213,6 +213,47 @@ pub struct FileEvent {
     pub cgroup_path: String,
 }
 
+/// The process facts every record carries, for findings about processes
+/// that did not exec (network and file events).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessRef<'a> {
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub mntns_id: u64,
+    pub comm: &'a str,
+    pub cgroup_path: &'a str,
+}
+
+impl NetEvent {
+    pub fn process(&self) -> ProcessRef<'_> {
+        ProcessRef {
+            ktime_ns: self.ktime_ns,
+            tgid: self.tgid,
+            ppid: self.ppid,
+            uid: self.uid,
+            mntns_id: self.mntns_id,
+            comm: &self.comm,
+            cgroup_path: &self.cgroup_path,
+        }
+    }
+}
+
+impl FileEvent {
+    pub fn process(&self) -> ProcessRef<'_> {
+        ProcessRef {
+            ktime_ns: self.ktime_ns,
+            tgid: self.tgid,
+            ppid: self.ppid,
+            uid: self.uid,
+            mntns_id: self.mntns_id,
+            comm: &self.comm,
+            cgroup_path: &self.cgroup_path,
+        }
+    }
+}
+
 /// Every kind of record the agent understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

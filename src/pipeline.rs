@@ -40,6 +40,8 @@ pub struct Pipeline {
     pub waiting: Arc<Semaphore>,
     /// Image comparisons of upper-layer executables.
     pub copy_ups: Arc<CopyUps>,
+    /// Containers' layers and volumes, shared by the copy-up and file judges.
+    pub container_fs: Arc<overlay::ContainerFsCache>,
     /// Network drift against learned baselines; None when disabled.
     pub network: Option<Arc<NetworkJudge>>,
     /// This node's pods from the Kubernetes API; None in node-only mode.
@@ -50,6 +52,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(classifier: Classifier, fanout: Fanout, metrics: Arc<Metrics>) -> Self {
+        let container_fs = Arc::new(overlay::ContainerFsCache::default());
         Self {
             classifier,
             fanout,
@@ -58,7 +61,8 @@ impl Pipeline {
             cri: None,
             metadata_wait: Duration::from_secs(2),
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-            copy_ups: Arc::default(),
+            copy_ups: Arc::new(CopyUps::new(container_fs.clone())),
+            container_fs,
             network: None,
             kube: None,
             file: None,
@@ -264,15 +268,18 @@ impl Pipeline {
 
 /// Copy-up verdicts and container layers, cached: a drifted binary run
 /// thousands of times is compared with the image once. Bounded.
-#[derive(Default)]
 pub struct CopyUps {
     verdicts: std::sync::Mutex<std::collections::HashMap<(String, String, u64), CopyUp>>,
-    layers: std::sync::Mutex<std::collections::HashMap<String, Arc<overlay::OverlayDirs>>>,
+    fs: Arc<overlay::ContainerFsCache>,
 }
 
 const MAX_COPY_UPS: usize = 4096;
 
 impl CopyUps {
+    pub fn new(fs: Arc<overlay::ContainerFsCache>) -> Self {
+        Self { verdicts: Default::default(), fs }
+    }
+
     fn get(&self, key: &(String, String, u64)) -> Option<CopyUp> {
         self.verdicts.lock().ok()?.get(key).copied()
     }
@@ -292,21 +299,8 @@ impl CopyUps {
     /// Compares an upper-layer executable with the image, through the root
     /// mount of the process, or of any live process of the same container.
     fn judge(&self, pid: u32, container_id: &str, path: &str) -> CopyUp {
-        let cached = self.layers.lock().ok().and_then(|m| m.get(container_id).cloned());
-        let dirs = cached.or_else(|| {
-            let d = overlay::root_overlay(pid)
-                .or_else(|| overlay::live_pid_of(container_id).and_then(overlay::root_overlay))?;
-            let d = Arc::new(d);
-            if let Ok(mut m) = self.layers.lock() {
-                if m.len() >= MAX_COPY_UPS {
-                    m.clear();
-                }
-                m.insert(container_id.to_string(), d.clone());
-            }
-            Some(d)
-        });
-        match dirs {
-            Some(d) => overlay::classify_copy_up(&d, path),
+        match &self.fs.get(container_id, pid).overlay {
+            Some(d) => overlay::classify_copy_up(d, path),
             None => CopyUp::Unknown,
         }
     }

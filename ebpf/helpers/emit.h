@@ -18,6 +18,19 @@ static __always_inline void kstat_inc(u32 idx)
 		s->counters[idx]++;
 }
 
+/* The common header of every record, for the current task. */
+static __always_inline void emit_header(struct dw_header *h, u32 kind, u32 size, u64 ktime_ns)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	h->kind = kind;
+	h->size = size;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ktime_ns = ktime_ns;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->tgid = pid_tgid >> 32;
+	h->pid = (u32)pid_tgid;
+}
+
 /* Reserve a record of `size` bytes for `kind`; counts a drop on failure. */
 static __always_inline void *emit_reserve(u32 kind, u64 size)
 {

@@ -94,14 +94,7 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 		return;
 	}
 	scr->v.trunc = 0;
-	e->hdr.kind = DW_KIND_FILE;
-	e->hdr.size = sizeof(*e);
-	e->hdr.cpu = bpf_get_smp_processor_id();
-	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->hdr.tgid = pid_tgid >> 32;
-	e->hdr.pid = (u32)pid_tgid;
+	emit_header(&e->hdr, DW_KIND_FILE, sizeof(*e), bpf_ktime_get_boot_ns());
 	e->mntns_id = ns_id;
 	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	e->uid = (u32)bpf_get_current_uid_gid();

@@ -62,14 +62,7 @@ static __always_inline void emit_net(struct task_struct *t, u64 ns_id, struct dw
 	if (!e)
 		return;
 	__builtin_memset(e, 0, sizeof(*e));
-	e->hdr.kind = DW_KIND_NET;
-	e->hdr.size = sizeof(*e);
-	e->hdr.cpu = bpf_get_smp_processor_id();
-	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->hdr.tgid = pid_tgid >> 32;
-	e->hdr.pid = (u32)pid_tgid;
+	emit_header(&e->hdr, DW_KIND_NET, sizeof(*e), bpf_ktime_get_boot_ns());
 	e->mntns_id = ns_id;
 	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	e->uid = (u32)bpf_get_current_uid_gid();

@@ -273,11 +273,12 @@ impl Classifier {
         self.base(ev, c, Kind::Binary, rule, self.rules.binary.severity, PlaybookStep::Isolate, msg)
     }
 
-    /// A finding about a network event: the exec-only keys stay empty.
+    /// A finding about a process that did not exec (a network or file
+    /// event): the exec-only keys stay empty.
     #[allow(clippy::too_many_arguments)]
-    pub fn net_finding(
+    pub fn process_finding(
         &self,
-        ev: &crate::event::NetEvent,
+        p: crate::event::ProcessRef<'_>,
         c: &ContainerRef,
         kind: Kind,
         rule: &'static str,
@@ -286,15 +287,15 @@ impl Classifier {
         message: String,
     ) -> Finding {
         let exec = ExecEvent {
-            ktime_ns: ev.ktime_ns,
+            ktime_ns: p.ktime_ns,
             cgroup_id: 0,
-            tgid: ev.tgid,
-            pid: ev.tgid,
-            ppid: ev.ppid,
-            uid: ev.uid,
+            tgid: p.tgid,
+            pid: p.tgid,
+            ppid: p.ppid,
+            uid: p.uid,
             gid: 0,
             mntns: 0,
-            mntns_id: ev.mntns_id,
+            mntns_id: p.mntns_id,
             flags: crate::event::ExecFlags::default(),
             exe_source: ExeSource::Unknown,
             script: None,
@@ -303,43 +304,15 @@ impl Classifier {
             ino: 0,
             name_class: 0,
             env_loader: 0,
-            comm: ev.comm.clone(),
+            comm: p.comm.to_string(),
             parent_comm: String::new(),
             path: String::new(),
             args: Vec::new(),
-            cgroup_path: ev.cgroup_path.clone(),
+            cgroup_path: p.cgroup_path.to_string(),
         };
         let mut f = self.base(&exec, c, kind, rule, severity, step, message);
         f.exe_source = "";
         f
-    }
-
-    /// A finding about a file event: the exec-only keys stay empty.
-    #[allow(clippy::too_many_arguments)]
-    pub fn file_finding(
-        &self,
-        ev: &crate::event::FileEvent,
-        c: &ContainerRef,
-        kind: Kind,
-        rule: &'static str,
-        severity: crate::config::Severity,
-        step: PlaybookStep,
-        message: String,
-    ) -> Finding {
-        let net = crate::event::NetEvent {
-            ktime_ns: ev.ktime_ns,
-            tgid: ev.tgid,
-            ppid: ev.ppid,
-            uid: ev.uid,
-            mntns_id: ev.mntns_id,
-            op: crate::event::NetOp::Connect,
-            transport: crate::event::Transport::Tcp,
-            addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            port: 0,
-            comm: ev.comm.clone(),
-            cgroup_path: ev.cgroup_path.clone(),
-        };
-        self.net_finding(&net, c, kind, rule, severity, step, message)
     }
 
     #[allow(clippy::too_many_arguments)]

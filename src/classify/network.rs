@@ -75,7 +75,8 @@ impl NetworkJudge {
             ev.transport.as_str(),
             ev.port
         );
-        let mut f = cl.net_finding(ev, c, Kind::Network, rule, self.rule.severity, PlaybookStep::Validate, msg);
+        let mut f =
+            cl.process_finding(ev.process(), c, Kind::Network, rule, self.rule.severity, PlaybookStep::Validate, msg);
         f.server_address = Some(addr);
         f.server_port = Some(ev.port);
         f.network_transport = Some(ev.transport.as_str());

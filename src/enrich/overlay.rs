@@ -16,6 +16,14 @@ pub struct OverlayDirs {
     pub lowers: Vec<PathBuf>,
 }
 
+impl OverlayDirs {
+    /// `path` (as the container sees it) exists in one of the image's layers.
+    pub fn in_image(&self, path: &str) -> bool {
+        let rel = path.trim_start_matches('/');
+        self.lowers.iter().any(|l| host_path(&l.join(rel)).exists())
+    }
+}
+
 /// What an upper-layer file is, compared with the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyUp {
@@ -118,6 +126,77 @@ pub fn root_overlay(pid: u32) -> Option<OverlayDirs> {
     root_overlay_from_mountinfo(&text)
 }
 
+/// What the agent knows of a container's filesystem: its overlay layers and
+/// the mount points of its volumes.
+#[derive(Debug, Default)]
+pub struct ContainerFs {
+    pub overlay: Option<OverlayDirs>,
+    /// Mount points other than the root and kernel filesystems, longest first.
+    pub volumes: Vec<String>,
+}
+
+/// Mount points of volumes in a mountinfo text (not /, /proc, /dev, /sys).
+pub fn volumes_from_mountinfo(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mp = pre.split(' ').nth(4)?;
+            let fstype = post.split(' ').next()?;
+            let kernel = ["proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "devtmpfs"].contains(&fstype)
+                || mp == "/"
+                || mp.starts_with("/proc")
+                || mp.starts_with("/sys")
+                || mp == "/dev"
+                || mp.starts_with("/dev/");
+            (!kernel).then(|| mp.to_string())
+        })
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
+}
+
+fn container_fs(pid: u32) -> ContainerFs {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { return ContainerFs::default() };
+    ContainerFs { overlay: root_overlay_from_mountinfo(&text), volumes: volumes_from_mountinfo(&text) }
+}
+
+/// Containers' filesystems, read once per container from a live process's
+/// mountinfo and shared by every judge that needs them (file drift, copy-ups).
+/// Bounded: cheap to rebuild, so a full table is simply cleared.
+#[derive(Debug, Default)]
+pub struct ContainerFsCache {
+    by_container: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ContainerFs>>>,
+}
+
+const MAX_CACHED: usize = 4096;
+
+impl ContainerFsCache {
+    /// The filesystem of `container_id`, through `pid` or, when that process
+    /// is gone already, any live process of the container.
+    pub fn get(&self, container_id: &str, pid: u32) -> std::sync::Arc<ContainerFs> {
+        if let Some(f) = self.by_container.lock().ok().and_then(|m| m.get(container_id).cloned()) {
+            return f;
+        }
+        let mut f = container_fs(pid);
+        if f.overlay.is_none()
+            && let Some(p) = live_pid_of(container_id)
+        {
+            f = container_fs(p);
+        }
+        let f = std::sync::Arc::new(f);
+        if f.overlay.is_some()
+            && let Ok(mut m) = self.by_container.lock()
+        {
+            if m.len() >= MAX_CACHED {
+                m.clear();
+            }
+            m.insert(container_id.to_string(), f.clone());
+        }
+        f
+    }
+}
+
 /// A host path as this agent can open it: directly when it runs in the host's
 /// mount namespace, else through the host root (/proc/1/root, with hostPID).
 fn host_path(p: &Path) -> PathBuf {
@@ -183,6 +262,16 @@ mod tests {
         assert!(root_overlay_from_mountinfo("garbage").is_none());
         assert!(root_overlay_from_mountinfo("").is_none());
         assert_eq!(unescape("a\\040b"), "a b");
+    }
+
+    #[test]
+    fn volumes_exclude_root_and_kernel_filesystems() {
+        let mi = "73 48 0:40 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n\
+                  74 73 0:41 / /proc rw - proc proc rw\n\
+                  75 73 0:42 / /dev rw - tmpfs tmpfs rw\n\
+                  76 73 0:43 / /scratch rw - tmpfs tmpfs rw\n\
+                  77 73 8:1 /data /var/lib/app/data rw - ext4 /dev/vda rw\n";
+        assert_eq!(volumes_from_mountinfo(mi), vec!["/var/lib/app/data".to_string(), "/scratch".to_string()]);
     }
 
     #[test]
