@@ -23,7 +23,7 @@ use crate::{
     sink::{Fanout, containers::ContainerFindingLabels, metrics::Metrics},
 };
 use std::{sync::Arc, time::Duration};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Findings waiting for metadata at once; beyond it they go out incomplete.
 const MAX_WAITING: usize = 512;
@@ -50,7 +50,27 @@ pub struct Pipeline {
     pub file: Option<FileJudge>,
 }
 
+/// A finding's place among the bounded number that may wait; counted in the
+/// `findings_waiting` gauge while held.
+struct WaitSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 impl Pipeline {
+    /// A waiting slot, or None when `MAX_WAITING` findings already wait.
+    fn wait_slot(&self) -> Option<WaitSlot> {
+        let permit = self.waiting.clone().try_acquire_owned().ok()?;
+        self.metrics.findings_waiting.inc();
+        Some(WaitSlot { _permit: permit, gauge: self.metrics.findings_waiting.clone() })
+    }
+
     pub fn new(classifier: Classifier, fanout: Fanout, metrics: Arc<Metrics>) -> Self {
         let container_fs = Arc::new(overlay::ContainerFsCache::default());
         Self {
@@ -97,7 +117,7 @@ impl Pipeline {
         if f.rule == "exec_new_binary" {
             // An upper-layer image binary may only have been chmod'ed or
             // touched: compare it with the image, off the async workers.
-            let Ok(permit) = self.waiting.clone().try_acquire_owned() else {
+            let Some(slot) = self.wait_slot() else {
                 self.enrich(f);
                 return;
             };
@@ -115,7 +135,7 @@ impl Pipeline {
             }
             let me = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _slot = slot;
                 let (path, pid, id) = (f.exe_path.clone(), f.pid, f.container_id.clone());
                 let dirs = me.copy_ups.clone();
                 let origin =
@@ -145,13 +165,13 @@ impl Pipeline {
             self.emit(f);
             return;
         }
-        let Ok(permit) = self.waiting.clone().try_acquire_owned() else {
+        let Some(slot) = self.wait_slot() else {
             self.incomplete(f, "backlog");
             return;
         };
         let (me, cri) = (self.clone(), cri.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             match cri.lookup(&f.container_id, me.metadata_wait).await {
                 Lookup::Found(meta) => {
                     apply_metadata(&mut f, &meta);

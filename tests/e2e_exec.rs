@@ -12,17 +12,6 @@ fn s(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
-/// Drives a sentinel drift (a shell) in `c` and waits for it. The kernel
-/// writes one ordered ring buffer, so once the sentinel is out, every earlier
-/// event of the container has been judged: what is missing was not reported.
-fn settle(agent: &Agent, c: &support::Container) {
-    let marker = format!("sentinel-{}", c.pid);
-    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
-    agent.wait_for("sentinel shell", |f| {
-        f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains(&marker)
-    });
-}
-
 /// Findings of `c` except the sentinel shells and file drift (the copies
 /// these tests make are file changes too; tests/e2e_file.rs covers those).
 fn real_findings(agent: &Agent, c: &support::Container) -> Vec<Value> {
@@ -54,7 +43,7 @@ fn dropped_binary_in_upper_layer() {
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/bin/cp", "/bin/busybox", "/tmp/busybox"]);
     c.exec_ok(&["/tmp/busybox", "true"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = real_findings(&agent, &c);
     assert_eq!(f.len(), 1, "exactly one finding: {f:#?}");
     let f = &f[0];
@@ -84,7 +73,7 @@ fn image_binary_overwritten_in_place() {
     // Overwrite it in place (overlayfs copies it up), then run it.
     c.exec_ok(&["/bin/cp", "/bin/busybox", "/usr/bin/hello"]);
     let _ = c.exec(&["/usr/bin/hello"]); // busybox: "hello: applet not found"
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = real_findings(&agent, &c);
     assert_eq!(f.len(), 1, "only the overwritten binary: {f:#?}");
     assert_common(&f[0], &c);
@@ -110,7 +99,7 @@ fn chmod_or_touch_of_an_image_binary_is_not_drift() {
     // A file written in the container and then made executable is.
     c.exec_ok(&["/bin/sh", "-c", "cat /bin/busybox > /tmp/busybox && chmod +x /tmp/busybox"]);
     c.exec_ok(&["/tmp/busybox", "true"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f: Vec<Value> = real_findings(&agent, &c).into_iter().filter(|f| f["kind"] == "binary").collect();
     let rules: Vec<&str> = f.iter().map(|f| f["rule"].as_str().unwrap_or("")).collect();
     assert_eq!(f.len(), 2, "only the memfd payload and /tmp/busybox: {f:#?}");
@@ -133,7 +122,7 @@ fn memfd_exec_is_fileless_drift() {
     let agent = Agent::start(&[]);
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = real_findings(&agent, &c);
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_common(&f[0], &c);
@@ -153,7 +142,7 @@ fn exec_from_tmpfs_volume() {
     let c = support::containerd().run(RunSpec::sleeper().tmpfs("/scratch"));
     c.exec_ok(&["/bin/cp", "/bin/busybox", "/scratch/busybox"]);
     c.exec_ok(&["/scratch/busybox", "true"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = real_findings(&agent, &c);
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_common(&f[0], &c);
@@ -180,7 +169,7 @@ fn shell_in_container() {
     assert_eq!(f["driftwatch.exe.source"], "image");
     assert_eq!(f["process.command_args"], json!(["/bin/sh", "-c", "/bin/true; /bin/true"]));
     assert!(!s(&f, "driftwatch.process.parent.name").is_empty(), "{f}");
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     // One finding for the shell; the image binaries it ran are quiet.
     assert_eq!(real_findings(&agent, &c).len(), 1, "{:#?}", real_findings(&agent, &c));
 }
@@ -194,7 +183,7 @@ fn package_managers_direct_and_through_an_interpreter() {
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/usr/bin/apt-get", "install", "-y", "curl"]);
     c.exec_ok(&["/bin/sh", "/usr/bin/pip", "install", "requests"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let mut f = real_findings(&agent, &c);
     assert_eq!(f.len(), 2, "{f:#?}");
     f.sort_by_key(|v| s(v, "driftwatch.package.manager"));
@@ -230,7 +219,7 @@ fn entrypoint_image_binaries_and_runc_exec_are_quiet() {
     // from a memfd, which must not count as fileless drift.
     let out = c.exec_ctr(&["/bin/true"]);
     assert!(out.status.success(), "{out:?}");
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = real_findings(&agent, &c);
     assert!(f.is_empty(), "expected no findings, got {f:#?}");
     assert!(agent.metric("driftwatch_execs_not_findings_total{reason=\"entrypoint\"}").unwrap_or(0.0) >= 1.0);
@@ -257,7 +246,7 @@ fn the_same_actions_on_the_host_are_quiet() {
     run(&[bb.to_str().unwrap(), "sh", "-c", &format!("true {marker}")]);
     // Settle through a container sentinel (same ordered ring buffer).
     let c = support::containerd().run(RunSpec::sleeper());
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let leaked: Vec<Value> = agent
         .findings()
         .into_iter()
@@ -331,7 +320,7 @@ fn container_churn_never_reports_entrypoints() {
         ids.push(id);
     }
     let c = ctrd.run(RunSpec::sleeper());
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let reported: Vec<Value> =
         agent.findings().into_iter().filter(|f| ids.iter().any(|id| f["container.id"] == id.as_str())).collect();
     assert!(reported.is_empty(), "entrypoints reported: {reported:#?}");
@@ -397,7 +386,7 @@ fn host_service_with_private_mount_namespace_is_learned_and_filtered_in_kernel()
     let st = std::process::Command::new("unshare").args(["-m", "/bin/sh", "-c", &script]).status().unwrap();
     assert!(st.success());
     let c = support::containerd().run(RunSpec::sleeper());
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let leaked: Vec<Value> = agent.findings().into_iter().filter(|f| f.to_string().contains(&marker)).collect();
     assert!(leaked.is_empty(), "{leaked:#?}");
     let after = agent.metric("driftwatch_kernel_execs_total{verdict=\"not_container_filtered\"}").unwrap_or(0.0);
@@ -423,7 +412,7 @@ fn exec_only_mode_hooks_no_syscalls_and_still_detects_exec_drift() {
     let f = agent.wait_for("memfd finding", |f| f["container.id"] == c.id.as_str());
     assert_eq!(f["rule"], "exec_fileless_memfd");
     c.exec_ok(&["/bin/sh", "-c", "echo x > /etc/hostname"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     assert!(agent.findings_of(&c.id).iter().all(|f| f["kind"] != "file"), "no file sensor");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -448,7 +437,7 @@ fn loader_injection_in_the_environment_is_config_drift() {
     // its processes inherit it, which is not drift.
     let d = support::containerd().run(RunSpec::sleeper().env("LD_LIBRARY_PATH=/opt/lib"));
     d.exec_ok(&["/usr/bin/hello"]);
-    settle(&agent, &d);
+    support::settle(&agent, &d);
     let env: Vec<Value> =
         agent.findings_of(&d.id).into_iter().filter(|f| f["rule"] == "loader_injection_env").collect();
     assert!(env.is_empty(), "{env:#?}");

@@ -9,12 +9,6 @@ mod support;
 use serde_json::Value;
 use support::{RunSpec, agent::Agent};
 
-fn settle(agent: &Agent, c: &support::Container) {
-    let marker = format!("sentinel-{}", c.pid);
-    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
-    agent.wait_for("sentinel", |f| f["process.command_args"].to_string().contains(&marker));
-}
-
 fn files(agent: &Agent, c: &support::Container) -> Vec<Value> {
     agent
         .findings_of(&c.id)
@@ -50,7 +44,7 @@ fn file_changes_are_reported_with_origin_and_location() {
     c.exec_ok(&["/bin/sh", "-c", "echo x > /tmp/t.txt; cat /etc/hostname /etc/passwd >/dev/null"]);
     // Package-manager state, written by something that is not a package manager.
     c.exec_ok(&["/bin/sh", "-c", "mkdir -p /var/lib/dpkg && echo 'Package: x' > /var/lib/dpkg/status"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = files(&agent, &c);
 
     let w = one(&f, "/etc/hostname", "write");
@@ -115,7 +109,7 @@ fn the_host_is_quiet_and_floods_are_rate_limited() {
     // A container writing 600 files in a burst: the kernel passes 100 a second.
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/bin/sh", "-c", "i=0; while [ $i -lt 600 ]; do echo x > /root/f$i; i=$((i+1)); done"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let leaked: Vec<Value> = agent.findings().into_iter().filter(|f| f.to_string().contains(&marker)).collect();
     assert!(leaked.is_empty(), "{leaked:#?}");
     let n = files(&agent, &c).len();
@@ -143,7 +137,7 @@ fn path_resolution_edge_cases() {
     let _ = c.exec(&["/bin/sh", "-c", "mkdir -p /root/gone && cd /root/gone && rmdir /root/gone && ln -s x f"]);
     // A name with ".." is reported as given, joined to the working directory.
     let _ = c.exec(&["/bin/sh", "-c", "cd /etc && chmod 644 ../etc/hostname"]);
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = files(&agent, &c);
     let long = f
         .iter()

@@ -27,12 +27,6 @@ fn briefly(c: &support::Container, args: &[&str]) {
     let _ = c.exec(&full);
 }
 
-fn settle(agent: &Agent, c: &support::Container) {
-    let marker = format!("sentinel-{}-{}", c.pid, std::time::Instant::now().elapsed().as_nanos());
-    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
-    agent.wait_for("sentinel", |f| f["process.command_args"].to_string().contains(&marker));
-}
-
 fn network(agent: &Agent, c: &support::Container) -> Vec<Value> {
     agent.findings_of(&c.id).into_iter().filter(|f| f["kind"] == "network").collect()
 }
@@ -52,7 +46,7 @@ fn baseline_learning_then_drift_then_restart() {
         // Learning window: a listener and a destination become the baseline.
         briefly(&c, &["/bin/nc", "-l", "-p", "8080"]);
         briefly(&c, &["/bin/nc", "127.0.0.2", "9000"]);
-        settle(&agent, &c);
+        support::settle(&agent, &c);
         assert!(network(&agent, &c).is_empty(), "learning: {:#?}", network(&agent, &c));
         std::thread::sleep(Duration::from_millis(3500));
 
@@ -61,7 +55,7 @@ fn baseline_learning_then_drift_then_restart() {
         // ... a new program on the learned port, and a new destination, are not.
         briefly(&c, &["/bin/httpd", "-f", "-p", "8080"]);
         briefly(&c, &["/bin/nc", "127.0.0.3", "9001"]);
-        settle(&agent, &c);
+        support::settle(&agent, &c);
         let mut f = network(&agent, &c);
         f.sort_by_key(|v| v["rule"].as_str().unwrap_or("").to_string());
         assert_eq!(f.len(), 2, "{f:#?}");
@@ -90,7 +84,7 @@ fn baseline_learning_then_drift_then_restart() {
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     briefly(&c, &["/bin/nc", "-l", "-p", "8080"]); // learned before the restart
     briefly(&c, &["/bin/nc", "-l", "-p", "7070"]); // the window did not start over
-    settle(&agent, &c);
+    support::settle(&agent, &c);
     let f = network(&agent, &c);
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0]["server.port"], 7070);
@@ -112,8 +106,11 @@ fn repeats_are_folded_in_the_kernel_and_the_host_is_quiet() {
     let loop_ = "i=0; while [ $i -lt 20 ]; do timeout 1 nc 127.0.0.4 9100; i=$((i+1)); done";
     c.exec_ok(&["/bin/sh", "-c", loop_]);
     // The host doing the same is never seen.
-    let _ = std::process::Command::new("/bin/busybox").args(["timeout", "1", "nc", "127.0.0.1", "18999"]).status();
-    settle(&agent, &c);
+    let _ = std::process::Command::new("/bin/busybox")
+        .args(["timeout", "1", "nc", "127.0.0.1", "18999"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    support::settle(&agent, &c);
     let folded = agent.metric("driftwatch_kernel_net_folded_total{kind=\"net\"}").unwrap_or(0.0);
     assert!(folded >= 19.0, "repeats folded in the kernel: {folded}\n{}", agent.metrics());
     let host: Vec<Value> = agent.findings().into_iter().filter(|f| f["server.port"] == 18999).collect();

@@ -69,6 +69,7 @@ fn live_metrics_parse_as_strict_openmetrics() {
         "driftwatch_findings counter",
         "driftwatch_otlp_records counter 3",
         "driftwatch_otlp_queued_records gauge",
+        "driftwatch_findings_waiting gauge",
         "driftwatch_alertmanager_alerts counter 3",
         "driftwatch_alertmanager_requests counter 2",
         "driftwatch_userspace_drops counter",

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub containers: super::containers::ContainerSeries,
     otlp_records: Family<ResultLabel, Counter>,
     otlp_queued: Gauge,
+    /// Findings held for pod metadata or an image comparison.
+    pub findings_waiting: Gauge,
     am_alerts: Family<ResultLabel, Counter>,
     am_requests: Family<ResultLabel, Counter>,
     am_queued: Gauge,
@@ -257,6 +259,12 @@ impl Metrics {
         );
         let otlp_queued = Gauge::default();
         registry.register("otlp_queued_records", "Findings waiting for OTLP export (bounded)", otlp_queued.clone());
+        let findings_waiting = Gauge::default();
+        registry.register(
+            "findings_waiting",
+            "Findings held back for pod metadata or an image comparison (bounded; beyond the bound they go out incomplete)",
+            findings_waiting.clone(),
+        );
         let am_alerts = Family::<ResultLabel, Counter>::default();
         registry.register(
             "alertmanager_alerts",
@@ -302,6 +310,7 @@ impl Metrics {
             containers,
             otlp_records,
             otlp_queued,
+            findings_waiting,
             am_alerts,
             am_requests,
             am_queued,

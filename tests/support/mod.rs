@@ -749,3 +749,27 @@ pub fn stop_containerd() {
     let _ = fs::remove_file(format!("{SOCKET_PATH}.ttrpc"));
     drop(lock);
 }
+
+static SENTINEL_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Drives a sentinel drift (a shell whose arguments carry a marker unique in
+/// this test process) in `c` and waits for its finding, then for no finding to
+/// be waiting for metadata. The kernel writes one ordered ring buffer and the
+/// pipeline judges in order, so after that every earlier event of the
+/// container has been judged and emitted: what is missing was not reported.
+/// The marker must be unique per call: a second settle that matched the first
+/// sentinel would return before anything new was judged.
+pub fn settle(agent: &agent::Agent, c: &Container) {
+    let marker = format!("sentinel-{}-{}", std::process::id(), SENTINEL_SEQ.fetch_add(1, Ordering::Relaxed));
+    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
+    agent.wait_for("sentinel shell", |f| {
+        f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains(&marker)
+    });
+    // Findings judged before the sentinel may still be waiting for metadata
+    // or an image comparison (in their own tasks): let them out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while agent.metric("driftwatch_findings_waiting") != Some(0.0) {
+        assert!(std::time::Instant::now() < deadline, "findings still waiting:\n{}", agent.metrics());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
