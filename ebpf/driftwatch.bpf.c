@@ -315,11 +315,39 @@ int dw_bind(struct dw_sys_enter *ctx)
  * filtered by syscall number: a classic syscalls:sys_exit_openat tracepoint
  * costs every open on the node about half a microsecond (the perf record is
  * built before the program runs), which open-heavy host workloads would feel.
- * Named operations (rare syscalls) are seen at syscall entry. */
+ * mkdir, rmdir and truncate are judged here too, once they succeeded:
+ * `mkdir -p` fails with EEXIST on every directory that is already there, and
+ * that is not drift. Their arguments are still in the saved user registers.
+ * Other named operations (rare syscalls) are seen at syscall entry. */
 #define DW_NR_OPEN 2
+#define DW_NR_TRUNCATE 76
+#define DW_NR_MKDIR 83
+#define DW_NR_RMDIR 84
 #define DW_NR_CREAT 85
 #define DW_NR_OPENAT 257
+#define DW_NR_MKDIRAT 258
 #define DW_NR_OPENAT2 437
+
+/* A successful mkdir(at), rmdir or truncate of a container process. */
+static __always_inline void named_change_exit(struct pt_regs *regs, unsigned long nr)
+{
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return;
+	long dfd = DW_AT_FDCWD;
+	const char *name = (const char *)BPF_CORE_READ(regs, di);
+	u16 op = DW_FILE_MKDIR;
+	if (nr == DW_NR_MKDIRAT) {
+		dfd = (long)BPF_CORE_READ(regs, di);
+		name = (const char *)BPF_CORE_READ(regs, si);
+	} else if (nr == DW_NR_RMDIR) {
+		op = DW_FILE_DELETE;
+	} else if (nr == DW_NR_TRUNCATE) {
+		op = DW_FILE_TRUNCATE;
+	}
+	file_event(t, ns_id, op, NULL, dfd, name, 0, NULL, 0, 0, 0, false);
+}
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
@@ -327,6 +355,10 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	if (ret < 0)
 		return 0;
 	unsigned long nr = BPF_CORE_READ(regs, orig_ax);
+	if (nr == DW_NR_MKDIR || nr == DW_NR_MKDIRAT || nr == DW_NR_RMDIR || nr == DW_NR_TRUNCATE) {
+		named_change_exit(regs, nr);
+		return 0;
+	}
 	if (nr != DW_NR_OPENAT && nr != DW_NR_OPEN && nr != DW_NR_CREAT && nr != DW_NR_OPENAT2)
 		return 0;
 	u64 ns_id;

@@ -172,6 +172,8 @@ pub enum FileOp {
     Link,
     Symlink,
     Chown,
+    Mkdir,
+    Truncate,
 }
 
 impl FileOp {
@@ -185,6 +187,8 @@ impl FileOp {
             Self::Link => "link",
             Self::Symlink => "symlink",
             Self::Chown => "chown",
+            Self::Mkdir => "mkdir",
+            Self::Truncate => "truncate",
         }
     }
 }
@@ -372,6 +376,14 @@ fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) 
     path
 }
 
+/// A name given as `dir/` (mkdir -p, rmdir dir/) is the same path as `dir`.
+fn without_trailing_slash(mut p: String) -> String {
+    while p.len() > 1 && p.ends_with('/') {
+        p.pop();
+    }
+    p
+}
+
 fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
     let r: abi::dw_file = read_pod(buf, "file record")?;
     let op = match r.op as u32 {
@@ -382,6 +394,8 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         abi::DW_FILE_LINK => FileOp::Link,
         abi::DW_FILE_SYMLINK => FileOp::Symlink,
         abi::DW_FILE_CHOWN => FileOp::Chown,
+        abi::DW_FILE_MKDIR => FileOp::Mkdir,
+        abi::DW_FILE_TRUNCATE => FileOp::Truncate,
         other => return Err(DecodeError::BadValue { field: "op", value: other as u64 }),
     };
     let target =
@@ -393,7 +407,7 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         uid: r.uid,
         mntns_id: r.mntns_id,
         op,
-        path: c_str_len(&r.path, r.path_len),
+        path: without_trailing_slash(c_str_len(&r.path, r.path_len)),
         target,
         source: ExeSource::from_raw(r.source)?,
         ino: r.ino,
@@ -631,8 +645,16 @@ pub(crate) mod tests {
         let Event::File(e) = decode(&v).unwrap() else { panic!("not file") };
         assert_eq!((e.op, e.path.as_str(), e.target.as_deref()), (FileOp::Rename, "/etc/a", Some("/etc/b")));
         // SAFETY: as above.
-        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), abi::dw_file { op: 9, ..r }) };
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), abi::dw_file { op: 99, ..r }) };
         assert_eq!(decode(&v).unwrap_err().reason(), "bad_value");
+        // A name given with a trailing slash (mkdir -p) is the directory's path.
+        let mut d = abi::dw_file { op: abi::DW_FILE_MKDIR as u16, ..r };
+        put(&mut d.path, b"/etc/app//");
+        d.path_len = 10;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), d) };
+        let Event::File(e) = decode(&v).unwrap() else { panic!("not file") };
+        assert_eq!((e.op, e.path.as_str(), e.target), (FileOp::Mkdir, "/etc/app", None));
         assert_eq!(decode(&v[..100]).unwrap_err().reason(), "bad_size");
     }
 

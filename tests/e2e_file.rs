@@ -89,6 +89,40 @@ fn file_changes_are_reported_with_origin_and_location() {
 }
 
 #[test]
+fn directories_and_truncation_by_path() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    // `mkdir -p` tries every component: those already there fail (EEXIST)
+    // and are not drift; the ones it creates are.
+    c.exec_ok(&["/bin/mkdir", "-p", "/etc/app/conf.d"]);
+    c.exec_ok(&["/bin/sh", "-c", "cd /root && mkdir rel"]);
+    c.exec_ok(&["/bin/rmdir", "/etc/app/conf.d"]);
+    // Failed attempts change nothing.
+    let _ = c.exec(&["/bin/rmdir", "/no-such-dir"]);
+    let _ = c.exec(&["/bin/mkdir", "/etc"]);
+    c.exec_ok(&["/usr/bin/truncate-path", "/etc/motd", "3"]);
+    support::settle(&agent, &c);
+    let f = files(&agent, &c);
+
+    let d = one(&f, "/etc/app", "mkdir");
+    assert_eq!(d["rule"], "file_directory_created");
+    assert_eq!(d["driftwatch.file.origin"], "new");
+    assert_eq!(d["driftwatch.file.location"], "rootfs");
+    assert!(d["message"].as_str().unwrap().contains("created the directory /etc/app in container"), "{d:#}");
+    one(&f, "/etc/app/conf.d", "mkdir");
+    one(&f, "/root/rel", "mkdir"); // relative to the working directory
+    assert_eq!(one(&f, "/etc/app/conf.d", "delete")["rule"], "file_deleted");
+    let t = one(&f, "/etc/motd", "truncate");
+    assert_eq!((t["rule"].as_str(), t["driftwatch.file.origin"].as_str()), (Some("file_written"), Some("image")));
+    let failed: Vec<&Value> =
+        f.iter().filter(|v| v["file.path"] == "/etc" || v["file.path"] == "/no-such-dir").collect();
+    assert!(failed.is_empty(), "failed mkdir/rmdir reported: {failed:#?}");
+}
+
+#[test]
 fn the_host_is_quiet_and_floods_are_rate_limited() {
     if !support::privileged() {
         return;

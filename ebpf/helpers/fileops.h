@@ -55,7 +55,8 @@ static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *
 	*flags |= DW_FILE_RELATIVE;
 	struct path root = BPF_CORE_READ(t, fs, root);
 	struct path dir;
-	if (dfd == DW_AT_FDCWD) {
+	/* An int in a 64-bit register: compare as the kernel does. */
+	if ((int)dfd == DW_AT_FDCWD) {
 		dir = BPF_CORE_READ(t, fs, pwd);
 	} else {
 		struct file *df = fd_file(t, (u64)dfd);

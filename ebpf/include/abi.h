@@ -146,12 +146,14 @@ struct dw_net {
 
 /* dw_file.op */
 #define DW_FILE_WRITE 1 /* opened for writing (created, written or truncated) */
-#define DW_FILE_DELETE 2 /* unlink, unlinkat (files and directories) */
+#define DW_FILE_DELETE 2 /* unlink, unlinkat, rmdir (files and directories) */
 #define DW_FILE_RENAME 3 /* rename, renameat, renameat2: path -> path2 */
 #define DW_FILE_CHMOD 4 /* chmod, fchmod, fchmodat */
 #define DW_FILE_LINK 5 /* link, linkat: path (existing) -> path2 (new name) */
 #define DW_FILE_SYMLINK 6 /* symlink, symlinkat: path (the link) -> path2 (its target, as given) */
 #define DW_FILE_CHOWN 7 /* chown, lchown, fchown, fchownat */
+#define DW_FILE_MKDIR 8 /* mkdir, mkdirat (seen when they succeed) */
+#define DW_FILE_TRUNCATE 9 /* truncate by path (ftruncate needs a write open, seen as DW_FILE_WRITE) */
 
 /* dw_file.flags */
 #define DW_FILE_PATH_TRUNC (1u << 0)

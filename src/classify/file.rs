@@ -73,13 +73,16 @@ impl FileJudge {
                 FileOp::Link => ("file_linked", "hard-linked"),
                 FileOp::Symlink => ("file_symlinked", "created the symlink"),
                 FileOp::Chown => ("file_owner_changed", "changed the owner of"),
+                FileOp::Mkdir => ("file_directory_created", "created the directory"),
+                FileOp::Truncate => ("file_written", "truncated"),
             };
-            let what = match origin {
-                Some("image") => "image file",
-                Some("new") => "new file",
-                _ => "file",
+            let what = match (ev.op, origin) {
+                (FileOp::Mkdir, _) => "",
+                (_, Some("image")) => "image file ",
+                (_, Some("new")) => "new file ",
+                _ => "file ",
             };
-            let msg = format!("{} {verb} {what} {path} in container {short} ({location})", ev.comm);
+            let msg = format!("{} {verb} {what}{path} in container {short} ({location})", ev.comm);
             cl.process_finding(ev.process(), c, Kind::File, rule, self.rule.severity, PlaybookStep::Investigate, msg)
         };
         f.file_path = Some(ev.path.clone());

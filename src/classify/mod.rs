@@ -129,6 +129,7 @@ impl Classifier {
             "file_linked",
             "file_symlinked",
             "file_owner_changed",
+            "file_directory_created",
         ] {
             v.push(("file", r, fs));
         }

@@ -62,6 +62,7 @@ done
 cflags="-static -O2 -Wall -Wextra -s"
 gcc $cflags -o "$root/usr/bin/memexec" "$here/memexec.c"
 gcc $cflags -o "$root/usr/bin/hello" "$here/hello.c"
+gcc $cflags -o "$root/usr/bin/truncate-path" "$here/truncate-path.c"
 gcc $cflags -o "$root/pause" "$here/pause.c"
 
 cat > "$root/usr/bin/apt-get" <<'SH'
