@@ -354,7 +354,8 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 {
 	if (ret < 0)
 		return 0;
-	unsigned long nr = BPF_CORE_READ(regs, orig_ax);
+	/* Runs for every syscall of the node: a plain load, not a helper call. */
+	unsigned long nr = regs->orig_ax;
 	if (nr == DW_NR_MKDIR || nr == DW_NR_MKDIRAT || nr == DW_NR_RMDIR || nr == DW_NR_TRUNCATE) {
 		named_change_exit(regs, nr);
 		return 0;
