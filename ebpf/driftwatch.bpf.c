@@ -137,10 +137,13 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	u32 cls = comm_class(comm);
 
 	/* In-kernel filter: only drift, named classes (shells, package managers,
-	 * interpreters whose argv userspace inspects), entrypoints and children of
-	 * drifted processes cost ring-buffer space. */
+	 * interpreters whose argv userspace inspects), entrypoints, children of
+	 * drifted processes and #! scripts whose layer only userspace can judge
+	 * cost ring-buffer space. */
+	bool unjudged_script = (vp->flags & DW_EXEC_SCRIPT) && vp->script_source == DW_SRC_UNKNOWN;
 	bool interesting =
-		(vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT | DW_EXEC_ENV_DRIFT)) || cls;
+		(vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT | DW_EXEC_ENV_DRIFT)) || cls ||
+		unjudged_script;
 	if (!interesting && !emit_all_execs) {
 		kstat_inc(DW_KSTAT_EXEC_FILTERED);
 		return 0;
@@ -175,8 +178,11 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->path_len = resolve_path(&fpath, &root, e->path, DW_PATH_LEN, &vp->trunc);
 	e->script_len = 0;
 	if (vp->flags & DW_EXEC_SCRIPT) {
-		long n = bpf_probe_read_kernel_str(e->script, DW_SCRIPT_LEN, BPF_CORE_READ(bprm, filename));
-		e->script_len = n > 0 ? n - 1 : 0;
+		/* `./run.sh` names the script relative to the cwd, which userspace
+		 * may no longer be able to read when the script has exited. */
+		u16 unused = 0;
+		e->script_len = name_path_at(task, DW_AT_FDCWD, BPF_CORE_READ(bprm, filename), true, e->script,
+					     DW_SCRIPT_LEN, &vp->trunc, &unused);
 	}
 	if (vp->trunc) {
 		vp->flags |= DW_EXEC_PATH_TRUNC;

@@ -19,7 +19,7 @@ use crate::{
         overlay::{self, CopyUp},
         workload,
     },
-    event::{Event, FileEvent, NetEvent},
+    event::{Event, ExeSource, ExecEvent, FileEvent, NetEvent},
     sink::{Fanout, containers::ContainerFindingLabels, metrics::Metrics},
 };
 use std::{sync::Arc, time::Duration};
@@ -107,7 +107,38 @@ impl Pipeline {
                 return;
             }
         };
-        let f = match self.classifier.exec(&ev, &container) {
+        // A #! script the kernel could not judge: find its layer from here,
+        // off the async workers, before classifying (a dropped script run by
+        // an image interpreter is binary drift).
+        if let Some((name, ExeSource::Unknown)) = &ev.script
+            && !ev.flags.entrypoint()
+            && !ev.flags.drift()
+            && !ev.exe_source.is_drift()
+            && let Some(slot) = self.wait_slot()
+        {
+            let (me, name, mut ev) = (self.clone(), name.clone(), ev);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let (fs, pid, id) = (me.container_fs.clone(), ev.tgid, container.id.clone());
+                let judged = tokio::task::spawn_blocking(move || {
+                    let path = overlay::absolute_script_path(pid, &name)?;
+                    let src = overlay::script_source(&fs.get(&id, pid), &path);
+                    Some((path, src))
+                })
+                .await;
+                if let Ok(Some(script)) = judged {
+                    ev.script = Some(script);
+                }
+                me.judge_exec(&ev, &container);
+            });
+            return;
+        }
+        self.judge_exec(&ev, &container);
+    }
+
+    /// Classifies an exec of a container and hands its finding on.
+    fn judge_exec(self: &Arc<Self>, ev: &ExecEvent, container: &enrich::ContainerRef) {
+        let f = match self.classifier.exec(ev, container) {
             Ok(f) => f,
             Err(reason) => {
                 self.metrics.no_finding(reason.as_str());

@@ -115,6 +115,54 @@ fn chmod_or_touch_of_an_image_binary_is_not_drift() {
 }
 
 #[test]
+fn dropped_or_edited_scripts_are_binary_drift() {
+    if !support::privileged() {
+        return;
+    }
+    // The kernel runs a #! script's interpreter (an image /bin/sh) and has
+    // released the script's file by the time it reports the exec; the agent
+    // judges the script's layer itself.
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper().tmpfs("/scratch"));
+    let script = "#!/bin/sh\necho ran\n";
+    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /root/dropped.sh && chmod +x /root/dropped.sh")]);
+    assert_eq!(c.exec_ok(&["/root/dropped.sh"]).trim(), "ran");
+    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /root/rel.sh && chmod +x /root/rel.sh")]);
+    c.exec_ok(&["/bin/sh", "-c", "cd /root && ./rel.sh"]); // a relative name, joined to the cwd
+    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /scratch/vol.sh && chmod +x /scratch/vol.sh")]);
+    c.exec_ok(&["/scratch/vol.sh"]);
+    // An image script whose content changed is drift; one only chmod'ed is not.
+    c.exec_ok(&["/bin/sh", "-c", "echo 'echo edited' >> /usr/bin/pip"]);
+    c.exec_ok(&["/usr/bin/pip", "list"]);
+    c.exec_ok(&["/bin/chmod", "755", "/usr/bin/apt-get"]);
+    c.exec_ok(&["/usr/bin/apt-get", "--version"]);
+    support::settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    let scripts: Vec<&Value> = f.iter().filter(|v| v["rule"] == "exec_new_script").collect();
+    let by_path = |p: &str| {
+        scripts
+            .iter()
+            .find(|v| v["driftwatch.script.path"] == p)
+            .unwrap_or_else(|| panic!("exec_new_script for {p} in {f:#?}"))
+    };
+    let d = by_path("/root/dropped.sh");
+    assert_common(d, &c);
+    assert_eq!((d["kind"].as_str(), d["playbook_step"].as_str()), (Some("binary"), Some("isolate")));
+    assert_eq!(d["driftwatch.script.source"], "upper_layer");
+    assert_eq!(d["driftwatch.exe.source"], "image", "the interpreter is the image's: {d:#}");
+    assert_eq!(by_path("/root/rel.sh")["driftwatch.script.source"], "upper_layer");
+    assert_eq!(by_path("/scratch/vol.sh")["driftwatch.script.source"], "volume");
+    assert_eq!(by_path("/usr/bin/pip")["driftwatch.script.source"], "upper_layer");
+    assert_eq!(scripts.len(), 4, "apt-get was only chmod'ed: {scripts:#?}");
+    // apt-get is still a package manager run, judged by its name.
+    let apt = f.iter().find(|v| v["driftwatch.script.path"] == "/usr/bin/apt-get").expect("apt-get finding");
+    assert_eq!(
+        (apt["rule"].as_str(), apt["driftwatch.script.source"].as_str()),
+        (Some("package_manager_exec"), Some("image"))
+    );
+}
+
+#[test]
 fn memfd_exec_is_fileless_drift() {
     if !support::privileged() {
         return;
@@ -197,8 +245,8 @@ fn package_managers_direct_and_through_an_interpreter() {
     assert_eq!(f[0]["driftwatch.package.manager"], "apt-get");
     assert_eq!(f[0]["process.executable.name"], "apt-get");
     assert_eq!(f[0]["driftwatch.script.path"], "/usr/bin/apt-get");
-    // The kernel has released the script file at exec: its layer is not judged yet.
-    assert_eq!(f[0]["driftwatch.script.source"], "unknown");
+    // The kernel has released the script file at exec: the agent judged its layer.
+    assert_eq!(f[0]["driftwatch.script.source"], "image");
     // An interpreter running the package manager's script: not a shell finding.
     assert_eq!(f[1]["driftwatch.package.manager"], "pip install");
     assert_eq!(f[1]["process.command_args"], json!(["/bin/sh", "/usr/bin/pip", "install", "requests"]));

