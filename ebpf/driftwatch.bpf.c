@@ -315,46 +315,17 @@ int dw_bind(struct dw_sys_enter *ctx)
 	return 0;
 }
 
-/* File drift. A write open is seen at syscall exit, where the returned
- * descriptor names the real file (symlinks resolved) and FMODE_WRITE says the
- * intent; reads return at once. The generic raw sys_exit tracepoint is used,
- * filtered by syscall number: a classic syscalls:sys_exit_openat tracepoint
- * costs every open on the node about half a microsecond (the perf record is
- * built before the program runs), which open-heavy host workloads would feel.
- * mkdir, rmdir and truncate are judged here too, once they succeeded:
- * `mkdir -p` fails with EEXIST on every directory that is already there, and
- * that is not drift. Their arguments are still in the saved user registers.
- * Other named operations (rare syscalls) are seen at syscall entry. */
-#define DW_NR_OPEN 2
-#define DW_NR_TRUNCATE 76
-#define DW_NR_MKDIR 83
-#define DW_NR_RMDIR 84
-#define DW_NR_CREAT 85
-#define DW_NR_OPENAT 257
-#define DW_NR_MKDIRAT 258
-#define DW_NR_OPENAT2 437
-
-/* A successful mkdir(at), rmdir or truncate of a container process. */
-static __always_inline void named_change_exit(struct pt_regs *regs, unsigned long nr)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (!t)
-		return;
-	long dfd = DW_AT_FDCWD;
-	const char *name = (const char *)BPF_CORE_READ(regs, di);
-	u16 op = DW_FILE_MKDIR;
-	if (nr == DW_NR_MKDIRAT) {
-		dfd = (long)BPF_CORE_READ(regs, di);
-		name = (const char *)BPF_CORE_READ(regs, si);
-	} else if (nr == DW_NR_RMDIR) {
-		op = DW_FILE_DELETE;
-	} else if (nr == DW_NR_TRUNCATE) {
-		op = DW_FILE_TRUNCATE;
-	}
-	file_event(t, ns_id, op, NULL, dfd, name, 0, NULL, 0, 0, 0, false);
-}
-
+/* File drift, seen at syscall exit, filtered by syscall number (x86_64) in
+ * one program on the generic raw sys_exit tracepoint:
+ * - a write open: the returned descriptor names the real file (symlinks
+ *   resolved) and FMODE_WRITE says the intent; reads return at once. (A
+ *   classic syscalls:sys_exit_openat tracepoint would cost every open on the
+ *   node about half a microsecond: the perf record is built before the
+ *   program runs.)
+ * - operations on names (unlink, rename, chmod, chown, link, symlink, mkdir,
+ *   rmdir, truncate), once they succeeded: `rm -f` of a missing file or
+ *   `mkdir -p` over existing directories changes nothing and is not drift.
+ *   Their arguments are still in the saved user registers. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -362,16 +333,24 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	/* Runs for every syscall of the node: a plain load, not a helper call. */
 	unsigned long nr = regs->orig_ax;
-	if (nr == DW_NR_MKDIR || nr == DW_NR_MKDIRAT || nr == DW_NR_RMDIR || nr == DW_NR_TRUNCATE) {
-		named_change_exit(regs, nr);
-		return 0;
-	}
-	if (nr != DW_NR_OPENAT && nr != DW_NR_OPEN && nr != DW_NR_CREAT && nr != DW_NR_OPENAT2)
+	bool open = nr == DW_NR_OPENAT || nr == DW_NR_OPEN || nr == DW_NR_CREAT || nr == DW_NR_OPENAT2;
+	struct named_op o = {};
+	if (!open && !named_op_of(nr, regs, &o))
 		return 0;
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);
 	if (!t)
 		return 0;
+	if (!open) {
+		struct file *f = NULL;
+		if (o.by_fd) {
+			f = fd_file(t, o.fd);
+			if (!f)
+				return 0;
+		}
+		file_event(t, ns_id, o.op, f, o.dfd, o.name, o.dfd2, o.name2, o.mode, o.uid, o.gid, o.raw2);
+		return 0;
+	}
 	struct file *f = fd_file(t, (u64)ret);
 	if (!f || !(BPF_CORE_READ(f, f_mode) & DW_FMODE_WRITE))
 		return 0;
@@ -386,166 +365,5 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	u8 one = 1;
 	bpf_map_update_elem(&file_seen, &k, &one, BPF_ANY);
 	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0, 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int dw_unlinkat(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_DELETE, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL, 0, 0, 0,
-			   false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int dw_unlink(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_DELETE, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0, 0, 0,
-			   false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int dw_renameat2(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_RENAME, NULL, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
-			   (const char *)ctx->args[3], 0, 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_rename")
-int dw_rename(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_RENAME, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], DW_AT_FDCWD,
-			   (const char *)ctx->args[1], 0, 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fchmodat")
-int dw_fchmodat(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_CHMOD, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL,
-			   (u32)ctx->args[2], 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_chmod")
-int dw_chmod(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_CHMOD, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL,
-			   (u32)ctx->args[1], 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fchmod")
-int dw_fchmod(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (!t)
-		return 0;
-	struct file *f = fd_file(t, ctx->args[0]);
-	if (f)
-		file_event(t, ns_id, DW_FILE_CHMOD, f, 0, NULL, 0, NULL, (u32)ctx->args[1], 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_linkat")
-int dw_linkat(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_LINK, NULL, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
-			   (const char *)ctx->args[3], 0, 0, 0, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_link")
-int dw_link(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_LINK, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], DW_AT_FDCWD,
-			   (const char *)ctx->args[1], 0, 0, 0, false);
-	return 0;
-}
-
-/* symlinkat(target, newdfd, linkpath): the event's path is the new link. */
-SEC("tracepoint/syscalls/sys_enter_symlinkat")
-int dw_symlinkat(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_SYMLINK, NULL, ctx->args[1], (const char *)ctx->args[2], 0,
-			   (const char *)ctx->args[0], 0, 0, 0, true);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_symlink")
-int dw_symlink(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_SYMLINK, NULL, DW_AT_FDCWD, (const char *)ctx->args[1], 0,
-			   (const char *)ctx->args[0], 0, 0, 0, true);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fchownat")
-int dw_fchownat(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_CHOWN, NULL, ctx->args[0], (const char *)ctx->args[1], 0, NULL, 0,
-			   (u32)ctx->args[2], (u32)ctx->args[3], false);
-	return 0;
-}
-
-/* chown(path, uid, gid) and lchown(path, uid, gid) share one layout. */
-SEC("tracepoint/syscalls/sys_enter_chown")
-int dw_chown(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (t)
-		file_event(t, ns_id, DW_FILE_CHOWN, NULL, DW_AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0,
-			   (u32)ctx->args[1], (u32)ctx->args[2], false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fchown")
-int dw_fchown(struct dw_sys_enter *ctx)
-{
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (!t)
-		return 0;
-	struct file *f = fd_file(t, ctx->args[0]);
-	if (f)
-		file_event(t, ns_id, DW_FILE_CHOWN, f, 0, NULL, 0, NULL, 0, (u32)ctx->args[1], (u32)ctx->args[2],
-			   false);
 	return 0;
 }

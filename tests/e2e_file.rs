@@ -100,9 +100,11 @@ fn directories_and_truncation_by_path() {
     c.exec_ok(&["/bin/mkdir", "-p", "/etc/app/conf.d"]);
     c.exec_ok(&["/bin/sh", "-c", "cd /root && mkdir rel"]);
     c.exec_ok(&["/bin/rmdir", "/etc/app/conf.d"]);
-    // Failed attempts change nothing.
+    // Failed attempts change nothing (seen at syscall exit, only successes count).
     let _ = c.exec(&["/bin/rmdir", "/no-such-dir"]);
     let _ = c.exec(&["/bin/mkdir", "/etc"]);
+    c.exec_ok(&["/bin/rm", "-f", "/etc/no-such-file"]);
+    let _ = c.exec(&["/bin/chmod", "600", "/etc/no-such-file"]);
     c.exec_ok(&["/usr/bin/truncate-path", "/etc/motd", "3"]);
     support::settle(&agent, &c);
     let f = files(&agent, &c);
@@ -117,9 +119,11 @@ fn directories_and_truncation_by_path() {
     assert_eq!(one(&f, "/etc/app/conf.d", "delete")["rule"], "file_deleted");
     let t = one(&f, "/etc/motd", "truncate");
     assert_eq!((t["rule"].as_str(), t["driftwatch.file.origin"].as_str()), (Some("file_written"), Some("image")));
-    let failed: Vec<&Value> =
-        f.iter().filter(|v| v["file.path"] == "/etc" || v["file.path"] == "/no-such-dir").collect();
-    assert!(failed.is_empty(), "failed mkdir/rmdir reported: {failed:#?}");
+    let failed: Vec<&Value> = f
+        .iter()
+        .filter(|v| ["/etc", "/no-such-dir", "/etc/no-such-file"].contains(&v["file.path"].as_str().unwrap_or("")))
+        .collect();
+    assert!(failed.is_empty(), "failed mkdir/rmdir/unlink/chmod reported: {failed:#?}");
 }
 
 #[test]
@@ -166,8 +170,9 @@ fn path_resolution_edge_cases() {
     let deep: String = (0..10).map(|_| format!("/{seg}")).collect();
     c.exec_ok(&["/bin/mkdir", "-p", &format!("/root{deep}")]);
     c.exec_ok(&["/bin/sh", "-c", &format!("echo x > /root{deep}/long.txt")]);
-    // A relative name under a working directory that was deleted meanwhile:
-    // the kernel still names the directory.
+    // A relative name is joined to the working directory in the kernel; in a
+    // working directory deleted meanwhile the operation fails: nothing changed.
+    c.exec_ok(&["/bin/sh", "-c", "mkdir -p /root/here && cd /root/here && ln -s x f"]);
     let _ = c.exec(&["/bin/sh", "-c", "mkdir -p /root/gone && cd /root/gone && rmdir /root/gone && ln -s x f"]);
     // A name with ".." is reported as given, joined to the working directory.
     let _ = c.exec(&["/bin/sh", "-c", "cd /etc && chmod 644 ../etc/hostname"]);
@@ -180,9 +185,10 @@ fn path_resolution_edge_cases() {
     assert_eq!(long["driftwatch.exe.path_truncated"], true, "{long:#}");
     assert!(long["file.path"].as_str().unwrap().len() <= 511, "{long:#}");
     assert!(
-        f.iter().any(|v| v["file.path"] == "/root/gone/f" && v["driftwatch.file.operation"] == "symlink"),
+        f.iter().any(|v| v["file.path"] == "/root/here/f" && v["driftwatch.file.operation"] == "symlink"),
         "{f:#?}"
     );
+    assert!(!f.iter().any(|v| v["file.path"] == "/root/gone/f"), "a failed symlink is not drift: {f:#?}");
     assert!(
         f.iter().any(|v| v["file.path"] == "/etc/../etc/hostname" && v["driftwatch.file.operation"] == "chmod"),
         "{f:#?}"

@@ -89,6 +89,149 @@ static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *
 	return name_path_at(t, dfd, name, false, out, cap, trunc, flags);
 }
 
+/* x86_64 syscall numbers of the file operations judged at syscall exit. */
+#define DW_NR_OPEN 2
+#define DW_NR_TRUNCATE 76
+#define DW_NR_RENAME 82
+#define DW_NR_MKDIR 83
+#define DW_NR_RMDIR 84
+#define DW_NR_CREAT 85
+#define DW_NR_LINK 86
+#define DW_NR_UNLINK 87
+#define DW_NR_SYMLINK 88
+#define DW_NR_CHMOD 90
+#define DW_NR_FCHMOD 91
+#define DW_NR_CHOWN 92
+#define DW_NR_FCHOWN 93
+#define DW_NR_LCHOWN 94
+#define DW_NR_OPENAT 257
+#define DW_NR_MKDIRAT 258
+#define DW_NR_FCHOWNAT 260
+#define DW_NR_UNLINKAT 263
+#define DW_NR_RENAMEAT 264
+#define DW_NR_LINKAT 265
+#define DW_NR_SYMLINKAT 266
+#define DW_NR_FCHMODAT 268
+#define DW_NR_RENAMEAT2 316
+#define DW_NR_OPENAT2 437
+#define DW_NR_FCHMODAT2 452
+
+/* A file operation on names (or on a descriptor: fchmod, fchown), decoded
+ * from the syscall's arguments. */
+struct named_op {
+	u16 op;
+	bool by_fd;
+	bool raw2; /* name2 is a symlink target: stored as given */
+	long dfd, dfd2;
+	const char *name, *name2;
+	u64 fd;
+	u32 mode, uid, gid;
+};
+
+/* Maps syscall `nr` and its arguments (the saved user registers, a BTF
+ * pointer: plain loads) to the operation; false for any other syscall. */
+static __always_inline bool named_op_of(unsigned long nr, struct pt_regs *regs, struct named_op *o)
+{
+	unsigned long a0 = regs->di, a1 = regs->si, a2 = regs->dx, a3 = regs->r10;
+	o->dfd = DW_AT_FDCWD;
+	o->dfd2 = DW_AT_FDCWD;
+	switch (nr) {
+	case DW_NR_UNLINK:
+	case DW_NR_RMDIR:
+		o->op = DW_FILE_DELETE;
+		o->name = (const char *)a0;
+		break;
+	case DW_NR_UNLINKAT:
+		o->op = DW_FILE_DELETE;
+		o->dfd = a0;
+		o->name = (const char *)a1;
+		break;
+	case DW_NR_MKDIR:
+		o->op = DW_FILE_MKDIR;
+		o->name = (const char *)a0;
+		break;
+	case DW_NR_MKDIRAT:
+		o->op = DW_FILE_MKDIR;
+		o->dfd = a0;
+		o->name = (const char *)a1;
+		break;
+	case DW_NR_TRUNCATE:
+		o->op = DW_FILE_TRUNCATE;
+		o->name = (const char *)a0;
+		break;
+	case DW_NR_RENAME:
+	case DW_NR_LINK:
+		o->op = nr == DW_NR_RENAME ? DW_FILE_RENAME : DW_FILE_LINK;
+		o->name = (const char *)a0;
+		o->name2 = (const char *)a1;
+		break;
+	case DW_NR_RENAMEAT:
+	case DW_NR_RENAMEAT2:
+	case DW_NR_LINKAT:
+		o->op = nr == DW_NR_LINKAT ? DW_FILE_LINK : DW_FILE_RENAME;
+		o->dfd = a0;
+		o->name = (const char *)a1;
+		o->dfd2 = a2;
+		o->name2 = (const char *)a3;
+		break;
+	case DW_NR_SYMLINK: /* symlink(target, linkpath): the event's path is the new link */
+		o->op = DW_FILE_SYMLINK;
+		o->name = (const char *)a1;
+		o->name2 = (const char *)a0;
+		o->raw2 = true;
+		break;
+	case DW_NR_SYMLINKAT: /* symlinkat(target, newdfd, linkpath) */
+		o->op = DW_FILE_SYMLINK;
+		o->dfd = a1;
+		o->name = (const char *)a2;
+		o->name2 = (const char *)a0;
+		o->raw2 = true;
+		break;
+	case DW_NR_CHMOD:
+		o->op = DW_FILE_CHMOD;
+		o->name = (const char *)a0;
+		o->mode = a1;
+		break;
+	case DW_NR_FCHMOD:
+		o->op = DW_FILE_CHMOD;
+		o->by_fd = true;
+		o->fd = a0;
+		o->mode = a1;
+		break;
+	case DW_NR_FCHMODAT:
+	case DW_NR_FCHMODAT2:
+		o->op = DW_FILE_CHMOD;
+		o->dfd = a0;
+		o->name = (const char *)a1;
+		o->mode = a2;
+		break;
+	case DW_NR_CHOWN:
+	case DW_NR_LCHOWN:
+		o->op = DW_FILE_CHOWN;
+		o->name = (const char *)a0;
+		o->uid = a1;
+		o->gid = a2;
+		break;
+	case DW_NR_FCHOWN:
+		o->op = DW_FILE_CHOWN;
+		o->by_fd = true;
+		o->fd = a0;
+		o->uid = a1;
+		o->gid = a2;
+		break;
+	case DW_NR_FCHOWNAT:
+		o->op = DW_FILE_CHOWN;
+		o->dfd = a0;
+		o->name = (const char *)a1;
+		o->uid = a2;
+		o->gid = a3;
+		break;
+	default:
+		return false;
+	}
+	return true;
+}
+
 /* Builds and submits one file event; `f` is the file when it is open,
  * otherwise `name` (relative to `dfd`) names it. */
 static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op, struct file *f, long dfd,

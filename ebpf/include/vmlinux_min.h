@@ -191,6 +191,7 @@ struct mm_struct {
 
 /* x86_64: the syscall number of the current syscall. */
 struct pt_regs {
+	unsigned long r10;
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;

@@ -23,30 +23,11 @@ pub const PROGRAMS: [(&str, &str); 4] = [
     ("dw_sys_exit", "sys_exit"),
 ];
 
-/// The network sensor's programs (the other syscall hooks are the file sensor's).
-pub const NETWORK_PROGRAMS: [&str; 3] = ["dw_connect", "dw_listen", "dw_bind"];
-
-/// Syscall tracepoints (category syscalls), program -> tracepoints: they fire
-/// only for their own syscalls, so nothing else pays for them. They need tracefs.
-pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 17] = [
-    ("dw_connect", &["sys_enter_connect"]),
-    ("dw_listen", &["sys_enter_listen"]),
-    ("dw_bind", &["sys_enter_bind"]),
-    ("dw_unlinkat", &["sys_enter_unlinkat"]),
-    ("dw_unlink", &["sys_enter_unlink"]),
-    ("dw_renameat2", &["sys_enter_renameat2", "sys_enter_renameat"]),
-    ("dw_rename", &["sys_enter_rename"]),
-    ("dw_fchmodat", &["sys_enter_fchmodat"]),
-    ("dw_chmod", &["sys_enter_chmod"]),
-    ("dw_fchmod", &["sys_enter_fchmod"]),
-    ("dw_linkat", &["sys_enter_linkat"]),
-    ("dw_link", &["sys_enter_link"]),
-    ("dw_symlinkat", &["sys_enter_symlinkat"]),
-    ("dw_symlink", &["sys_enter_symlink"]),
-    ("dw_fchownat", &["sys_enter_fchownat"]),
-    ("dw_chown", &["sys_enter_chown", "sys_enter_lchown"]),
-    ("dw_fchown", &["sys_enter_fchown"]),
-];
+/// Syscall tracepoints (category syscalls) of the network sensor, program ->
+/// tracepoints: they fire only for their own syscalls. They need tracefs.
+/// (The file sensor is `dw_sys_exit`, a BTF tracepoint.)
+pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 3] =
+    [("dw_connect", &["sys_enter_connect"]), ("dw_listen", &["sys_enter_listen"]), ("dw_bind", &["sys_enter_bind"])];
 
 #[cfg(test)]
 mod tests {
@@ -187,7 +168,7 @@ impl Sensor {
     /// Loads and attaches the sensor; `names` fills the kernel's name filter.
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
         let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
-        preflight::check(&btf_path, opts.network || opts.files)?;
+        preflight::check(&btf_path, opts.network)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
             tracing::warn!(
@@ -223,10 +204,10 @@ impl Sensor {
         // Sensors switched off are neither loaded nor attached: no syscall hook,
         // no slow syscall path for the node.
         let wanted = |program: &str| {
-            if NETWORK_PROGRAMS.contains(&program) {
+            if SYSCALL_PROGRAMS.iter().any(|(p, _)| *p == program) {
                 opts.network
-            } else if program == "dw_sys_exit" || SYSCALL_PROGRAMS.iter().any(|(p, _)| *p == program) {
-                opts.files // every other syscall hook belongs to the file sensor
+            } else if program == "dw_sys_exit" {
+                opts.files
             } else {
                 true
             }

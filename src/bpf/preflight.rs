@@ -14,7 +14,7 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// `tracefs`: the syscall-tracepoint sensors (network, files) are on.
+/// `tracefs`: the network sensor (syscall tracepoints) is on.
 pub fn check(btf: &Path, tracefs: bool) -> Result<(), BpfError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;

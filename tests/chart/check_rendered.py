@@ -53,12 +53,13 @@ dash_files = sorted(f for f in os.listdir("helm/driftwatch/files/dashboards") if
 
 STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
          "all-features": "/var/lib/driftwatch-agent", "no-state": None,
-         "files-off": "/var/lib/driftwatch", "no-syscall-sensors": "/var/lib/driftwatch"}
+         "files-off": "/var/lib/driftwatch", "network-off": "/var/lib/driftwatch",
+         "no-syscall-sensors": "/var/lib/driftwatch"}
 # sensors.network / sensors.files -> the config's sensor.network / sensor.files.
-SENSORS = {"files-off": (True, False), "no-syscall-sensors": (False, False)}
+SENSORS = {"files-off": (True, False), "network-off": (False, True), "no-syscall-sensors": (False, False)}
 for name in STATE:
     net, files = SENSORS.get(name, (True, True))
-    tracefs = net or files
+    tracefs = net  # the file sensor is a BTF tracepoint: no tracefs
     d = load(name)
     ds = one(d, "DaemonSet")
     check(ds is not None, f"{name}: one DaemonSet")
@@ -81,9 +82,9 @@ for name in STATE:
         check(mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: tracefs read-only")
         check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
     else:
-        # No syscall-tracepoint sensor: the agent needs no tracefs, and nodes without it must not block the pod.
+        # No network sensor (the only syscall tracepoints): the agent needs no tracefs, and nodes without it must not block the pod.
         check("/sys/kernel/tracing" not in mounts and not any("tracing" in v.get("hostPath", {}).get("path", "") for v in vols.values()),
-              f"{name}: no tracefs volume with sensors.network and sensors.files off")
+              f"{name}: no tracefs volume with sensors.network off")
     # hostPID gives the agent the host's /proc: no host /proc mount (nothing reads /host/proc).
     check("/host/proc" not in mounts and not any(v.get("hostPath", {}).get("path") == "/proc" for v in vols.values()), f"{name}: no host /proc mount")
     # Network baselines: a writable hostPath at the config's rules.network.state_dir, or none.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Helm chart tests (run by scripts/test.sh; needs scripts/install-chart-tools.sh):
 #   helm lint --strict        default (least privilege), privileged, all-features,
-#                             no-state (baselines in memory), files-off (network sensor only)
-#                             and no-syscall-sensors (network and file sensors off) values
+#                             no-state (baselines in memory), files-off (network sensor only),
+#                             network-off (file sensor only: no tracefs) and no-syscall-sensors
+#                             (network and file sensors off) values
 #   helm template             the same, plus the schema rejecting bad values
 #   kubernetes-validate       --strict against Kubernetes 1.33 (the kubectl of the layer):
 #                             every core resource; a broken manifest must fail (proves strictness)
@@ -33,9 +34,10 @@ declare -A sets=(
   [all-features]="-f $chart/ci/all-features-values.yaml"
   [no-state]="--set hostPaths.state="
   [files-off]="--set sensors.files=false"
+  [network-off]="--set sensors.network=false"
   [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false"
 )
-for name in default privileged all-features no-state files-off no-syscall-sensors; do
+for name in default privileged all-features no-state files-off network-off no-syscall-sensors; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086

@@ -65,5 +65,5 @@ app.kubernetes.io/component: agent
 config (config: may override sensors:): only then does the agent need tracefs. */}}
 {{- define "driftwatch.needsTracefs" -}}
 {{- $sensor := (include "driftwatch.config" . | fromYaml).sensor | default dict -}}
-{{- if or (ne (toString $sensor.network) "false") (ne (toString $sensor.files) "false") -}}true{{- end -}}
+{{- if ne (toString $sensor.network) "false" -}}true{{- end -}}
 {{- end -}}
