@@ -18,12 +18,13 @@ static __always_inline u32 task_mntns(struct task_struct *t)
  * container cannot inherit a dead one's "entrypoint already ran" mark. */
 static __always_inline u64 task_mntns_id(struct task_struct *t)
 {
-	struct mnt_namespace *ns = BPF_CORE_READ(t, nsproxy, mnt_ns);
+	/* `t` is a BTF pointer (see task_mntns): plain loads, on every container open. */
+	struct mnt_namespace *ns = t->nsproxy->mnt_ns;
 	if (bpf_core_field_exists(ns->ns.ns_id))
-		return BPF_CORE_READ(ns, ns.ns_id);
+		return ns->ns.ns_id;
 	if (bpf_core_field_exists(ns->seq))
-		return BPF_CORE_READ(ns, seq);
-	return BPF_CORE_READ(ns, ns.inum);
+		return ns->seq;
+	return ns->ns.inum;
 }
 
 static __always_inline bool task_has_tty(struct task_struct *t)

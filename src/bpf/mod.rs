@@ -60,6 +60,10 @@ pub enum BpfError {
     NoTracefs,
     #[error("cannot read the host mount namespace from /proc/1/ns/mnt or /proc/self/ns/mnt: is /proc mounted?")]
     NoMntns,
+    #[error(
+        "the eBPF sensor supports x86_64 only (this is {0}): its file sensor decodes x86_64 syscall numbers and registers"
+    )]
+    UnsupportedArch(&'static str),
     #[error("cannot parse kernel BTF: {0}")]
     Btf(#[from] aya::BtfError),
     #[error("cannot load the eBPF object: {0}")]
@@ -84,6 +88,7 @@ impl BpfError {
             Self::NotPrivileged => "not_privileged",
             Self::NoBtf(_) => "no_btf",
             Self::NoMntns => "no_mntns",
+            Self::UnsupportedArch(_) => "unsupported_arch",
             Self::NoTracefs => "no_tracefs",
             Self::Btf(_) => "btf",
             Self::Load(_) => "load",

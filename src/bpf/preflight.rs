@@ -16,6 +16,9 @@ fn effective_caps() -> Option<u64> {
 
 /// `tracefs`: the network sensor (syscall tracepoints) is on.
 pub fn check(btf: &Path, tracefs: bool) -> Result<(), BpfError> {
+    if std::env::consts::ARCH != "x86_64" {
+        return Err(BpfError::UnsupportedArch(std::env::consts::ARCH));
+    }
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
