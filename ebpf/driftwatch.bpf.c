@@ -335,7 +335,7 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	unsigned long nr = regs->orig_ax;
 	bool open = nr == DW_NR_OPENAT || nr == DW_NR_OPEN || nr == DW_NR_CREAT || nr == DW_NR_OPENAT2;
 	struct named_op o = {};
-	if (!open && !named_op_of(nr, regs, &o))
+	if (open ? !open_may_write(nr, regs) : !named_op_of(nr, regs, &o))
 		return 0;
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);

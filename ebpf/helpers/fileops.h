@@ -116,6 +116,29 @@ static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *
 #define DW_NR_OPENAT2 437
 #define DW_NR_FCHMODAT2 452
 
+#define DW_O_ACCMODE 03
+
+/* Whether an open asked for write access, from its arguments: most opens on
+ * a node are reads, and this lets them return after a few plain loads,
+ * before any helper call. The file's FMODE_WRITE stays the authority. */
+static __always_inline bool open_may_write(unsigned long nr, struct pt_regs *regs)
+{
+	/* Load both registers up front: selecting between two field addresses
+	 * makes clang share one load between pointer kinds, which the verifier
+	 * refuses. */
+	u64 si = regs->si, dx = regs->dx, how = 0;
+	if (nr == DW_NR_CREAT)
+		return true;
+	if (nr == DW_NR_OPEN)
+		return (si & DW_O_ACCMODE) != 0;
+	if (nr == DW_NR_OPENAT)
+		return (dx & DW_O_ACCMODE) != 0;
+	/* openat2: the flags lead struct open_how; unreadable, so look at the file */
+	if (bpf_probe_read_user(&how, sizeof(how), (const void *)dx))
+		return true;
+	return (how & DW_O_ACCMODE) != 0;
+}
+
 /* A file operation on names (or on a descriptor: fchmod, fchown), decoded
  * from the syscall's arguments. */
 struct named_op {
