@@ -90,6 +90,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
 
     let mut pipeline = Pipeline::new(classifier, fanout, metrics.clone());
     pipeline.not_container = sensor.take_not_container();
+    pipeline.drift_marks = sensor.take_drift_marks();
     pipeline.metadata_wait = Duration::from_millis(cfg.runtime.metadata_wait_ms);
     if cfg.runtime.enabled {
         let endpoint = match cfg.runtime.endpoint.as_str() {

@@ -8,7 +8,7 @@
 //! `driftwatch.metadata.complete: false`. The pipeline itself never waits.
 
 use crate::{
-    bpf::NotContainer,
+    bpf::{DriftMarks, NotContainer},
     classify::file::FileJudge,
     classify::network::NetworkJudge,
     classify::{Classifier, Finding},
@@ -34,6 +34,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// Feeds "not a container" verdicts back to the kernel filter.
     pub not_container: Option<NotContainer>,
+    /// Feeds userspace drift verdicts (scripts) back to the kernel's lineage.
+    pub drift_marks: Option<DriftMarks>,
     /// Pod metadata from the container runtime; None in node-only mode.
     pub cri: Option<Arc<Cri>>,
     pub metadata_wait: Duration,
@@ -78,6 +80,7 @@ impl Pipeline {
             fanout,
             metrics,
             not_container: None,
+            drift_marks: None,
             cri: None,
             metadata_wait: Duration::from_secs(2),
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
@@ -127,6 +130,11 @@ impl Pipeline {
                 })
                 .await;
                 if let Ok(Some(script)) = judged {
+                    if script.1.is_drift()
+                        && let Some(marks) = &me.drift_marks
+                    {
+                        marks.mark(ev.tgid, ev.ktime_ns);
+                    }
                     ev.script = Some(script);
                 }
                 me.judge_exec(&ev, &container);

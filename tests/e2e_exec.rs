@@ -163,6 +163,32 @@ fn dropped_or_edited_scripts_are_binary_drift() {
 }
 
 #[test]
+fn what_a_dropped_script_starts_descends_from_drift() {
+    if !support::privileged() {
+        return;
+    }
+    // The agent judges the script and marks it in the kernel's lineage table;
+    // an image binary the script starts afterwards is reported with it.
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    let script = "#!/bin/sh\nsleep 1\n/usr/bin/hello\n";
+    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /root/parent.sh && chmod +x /root/parent.sh")]);
+    assert_eq!(c.exec_ok(&["/root/parent.sh"]).trim(), "hello");
+    support::settle(&agent, &c);
+    let f = real_findings(&agent, &c);
+    assert!(
+        f.iter().any(|v| v["rule"] == "exec_new_script" && v["driftwatch.script.path"] == "/root/parent.sh"),
+        "{f:#?}"
+    );
+    let child = f
+        .iter()
+        .find(|v| v["process.executable.path"] == "/usr/bin/hello")
+        .unwrap_or_else(|| panic!("hello, started by the dropped script, reported: {f:#?}"));
+    assert_eq!(child["rule"], "exec_by_drifted_process");
+    assert_eq!(child["driftwatch.lineage.drifted_ancestor"], true);
+}
+
+#[test]
 fn memfd_exec_is_fileless_drift() {
     if !support::privileged() {
         return;

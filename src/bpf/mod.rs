@@ -136,6 +136,7 @@ pub struct Sensor {
     kstats: Option<PerCpuArray<MapData, abi::dw_kstats>>,
     preexisting: Option<Preexisting>,
     not_container: Option<NotContainer>,
+    drift_marks: Option<DriftMarks>,
     pub host_mntns: u32,
     pub attached: usize,
 }
@@ -267,6 +268,10 @@ impl Sensor {
                 .ok_or(BpfError::Map { map: "preexisting_mntns", reason: "missing".into() })?,
         )
         .map_err(|e| BpfError::Map { map: "preexisting_mntns", reason: e.to_string() })?;
+        let procs = BpfHashMap::try_from(
+            ebpf.take_map("procs").ok_or(BpfError::Map { map: "procs", reason: "missing".into() })?,
+        )
+        .map_err(|e| BpfError::Map { map: "procs", reason: e.to_string() })?;
         Ok(Self {
             _ebpf: ebpf,
             ring: Some(ring),
@@ -274,6 +279,7 @@ impl Sensor {
             // Only the inode-number fallback needs pruning.
             preexisting: by_inode.then_some(Preexisting { map: pre, host: host_mntns }),
             not_container: Some(NotContainer(Mutex::new(nc))),
+            drift_marks: Some(DriftMarks(Mutex::new(procs))),
             host_mntns,
             attached,
         })
@@ -292,6 +298,11 @@ impl Sensor {
     /// The not-a-container cache, for the pipeline (once).
     pub fn take_not_container(&mut self) -> Option<NotContainer> {
         self.not_container.take()
+    }
+
+    /// The lineage table, for drift only userspace can judge (once).
+    pub fn take_drift_marks(&mut self) -> Option<DriftMarks> {
+        self.drift_marks.take()
     }
 
     /// The kernel counters, for the metrics collector (once).
@@ -400,6 +411,28 @@ impl NotContainer {
         if let Ok(mut m) = self.0.lock() {
             let _ = m.insert(mntns_id, 1, 0);
         }
+    }
+}
+
+/// Marks a process image as drift in the kernel's lineage table (`procs`) for
+/// verdicts only userspace reaches (a `#!` script's layer): what it forks from
+/// then on is reported as descending from drift, as for a dropped binary.
+pub struct DriftMarks(Mutex<BpfHashMap<MapData, u32, abi::dw_proc>>);
+
+/// BPF_EXIST: update only; an entry the exit hook removed stays removed.
+const BPF_EXIST: u64 = 2;
+
+impl DriftMarks {
+    /// Marks `tgid` if it still runs the image exec'd at `exec_ktime_ns` (a
+    /// reused pid or a later exec is left alone). True when marked.
+    pub fn mark(&self, tgid: u32, exec_ktime_ns: u64) -> bool {
+        let Ok(mut m) = self.0.lock() else { return false };
+        let Ok(mut p) = m.get(&tgid, 0) else { return false };
+        if p.exec_ktime_ns != exec_ktime_ns {
+            return false;
+        }
+        p.flags |= abi::DW_PROC_DRIFTED;
+        m.insert(tgid, p, BPF_EXIST).is_ok()
     }
 }
 
