@@ -110,8 +110,8 @@ pub struct Sensor {
     pub drain_interval_ms: u64,
     /// Network drift sensor (connect/listen/bind syscall tracepoints).
     pub network: bool,
-    /// File drift sensor (raw sys_exit for write opens, unlink/rename/chmod
-    /// syscall tracepoints).
+    /// File drift sensor (one BTF program on raw sys_exit: write opens and
+    /// successful unlink, rename, chmod, chown, link, mkdir, ...).
     pub files: bool,
 }
 
