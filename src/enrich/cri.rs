@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::locks::{lock, read, write};
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as api;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -807,17 +809,6 @@ impl Cache {
         }
         self.sandboxes.insert(pod.sandbox_id.clone(), pod);
     }
-}
-
-/// Poison-tolerant locking: a panic elsewhere must not take enrichment down.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

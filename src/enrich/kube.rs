@@ -43,6 +43,8 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::locks::{lock, read, write};
+
 /// Features that need the API, named in the node-only log line.
 pub const API_ONLY_FEATURES: &str = "owner workloads from the API (the workload label falls back to controller labels), \
      ephemeral-container detection (kubectl debug), image checks against the pod spec (the runtime's image name is used)";
@@ -554,16 +556,6 @@ fn cronjob_from_job(job: &str) -> Option<String> {
 /// `containerd://<id>` -> `<id>`.
 pub fn strip_scheme(id: &str) -> &str {
     id.split_once("://").map_or(id, |(_, i)| i)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

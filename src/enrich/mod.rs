@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cri;
 pub mod image;
 pub mod kube;
+mod locks;
 pub mod overlay;
 pub mod workload;
 
