@@ -384,6 +384,18 @@ fn without_trailing_slash(mut p: String) -> String {
     p
 }
 
+/// The kernel joins a relative script name to the cwd (`/root/./run.sh`):
+/// without `.` and empty components it is the path the container sees. `..`
+/// stays (it is not resolved here), and a name that is not absolute (the
+/// kernel kept only the tail of an over-long path) is left as it came.
+fn clean_script_path(p: String) -> String {
+    if !p.starts_with('/') {
+        return p;
+    }
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    format!("/{}", parts.join("/"))
+}
+
 fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
     let r: abi::dw_file = read_pod(buf, "file record")?;
     let op = match r.op as u32 {
@@ -456,7 +468,7 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
     let r: abi::dw_exec = read_pod(buf, "exec record")?;
     let flags = ExecFlags(r.flags);
     let script = if flags.script() {
-        Some((c_str_len(&r.script, r.script_len), ExeSource::from_raw(r.script_source)?))
+        Some((clean_script_path(c_str_len(&r.script, r.script_len)), ExeSource::from_raw(r.script_source)?))
     } else {
         None
     };
@@ -668,5 +680,17 @@ pub(crate) mod tests {
         });
         let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
         assert_eq!(e.script, Some(("/scratch/run.sh".to_string(), ExeSource::Tmpfs)));
+        let rel = exec_record(|r| {
+            r.flags |= abi::DW_EXEC_SCRIPT;
+            put(&mut r.script, b"/root/./run.sh");
+            r.script_len = 14;
+        });
+        let Event::Exec(e) = decode(&rel).unwrap() else { panic!("not exec") };
+        assert_eq!(e.script.map(|s| s.0).as_deref(), Some("/root/run.sh"));
+        for (given, clean) in
+            [("/root/../x", "/root/../x"), ("//a//b/", "/a/b"), ("/", "/"), ("tail/run.sh", "tail/run.sh")]
+        {
+            assert_eq!(clean_script_path(given.to_string()), clean);
+        }
     }
 }

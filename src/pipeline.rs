@@ -113,23 +113,23 @@ impl Pipeline {
         // A #! script the kernel could not judge: find its layer from here,
         // off the async workers, before classifying (a dropped script run by
         // an image interpreter is binary drift).
-        if let Some((name, ExeSource::Unknown)) = &ev.script
+        if let Some((path, ExeSource::Unknown)) = &ev.script
+            && path.starts_with('/')
             && !ev.flags.entrypoint()
             && !ev.flags.drift()
             && !ev.exe_source.is_drift()
             && let Some(slot) = self.wait_slot()
         {
-            let (me, name, mut ev) = (self.clone(), name.clone(), ev);
+            let (me, path, mut ev) = (self.clone(), path.clone(), ev);
             tokio::spawn(async move {
                 let _slot = slot;
                 let (fs, pid, id) = (me.container_fs.clone(), ev.tgid, container.id.clone());
                 let judged = tokio::task::spawn_blocking(move || {
-                    let path = overlay::absolute_script_path(pid, &name)?;
                     let src = overlay::script_source(&fs.get(&id, pid), &path);
-                    Some((path, src))
+                    (path, src)
                 })
                 .await;
-                if let Ok(Some(script)) = judged {
+                if let Ok(script) = judged {
                     if script.1.is_drift()
                         && let Some(marks) = &me.drift_marks
                     {

@@ -272,23 +272,6 @@ pub fn script_source(fs: &ContainerFs, path: &str) -> ExeSource {
     if dirs.in_image(path) { ExeSource::Image } else { ExeSource::Unknown }
 }
 
-/// The script's path, absolute and without `.` components. The kernel joins
-/// a relative name (`./run.sh`) to the cwd; should one still arrive relative,
-/// it is joined to the process's working directory, which /proc shows as the
-/// container sees it (None once the process is gone).
-pub fn absolute_script_path(pid: u32, name: &str) -> Option<String> {
-    let joined;
-    let full = if name.starts_with('/') {
-        name
-    } else {
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-        joined = format!("{}/{name}", cwd.to_str()?);
-        &joined
-    };
-    let parts: Vec<&str> = full.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    Some(format!("/{}", parts.join("/")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,21 +348,5 @@ mod tests {
         assert_eq!(script_source(&fs, "bin/dropped.sh"), ExeSource::Unknown);
         assert_eq!(script_source(&ContainerFs::default(), "/bin/image.sh"), ExeSource::Unknown);
         let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn script_paths_are_made_absolute() {
-        assert_eq!(absolute_script_path(1, "/usr/bin/x").as_deref(), Some("/usr/bin/x"));
-        assert_eq!(absolute_script_path(1, "/root/./run.sh").as_deref(), Some("/root/run.sh"));
-        assert_eq!(
-            absolute_script_path(1, "/root/../x").as_deref(),
-            Some("/root/../x"),
-            "'..' is kept (and not judged)"
-        );
-        let me = std::process::id();
-        let cwd = std::env::current_dir().unwrap().display().to_string();
-        assert_eq!(absolute_script_path(me, "./run.sh"), Some(format!("{cwd}/run.sh")));
-        assert_eq!(absolute_script_path(me, "sub/run.sh"), Some(format!("{cwd}/sub/run.sh")));
-        assert_eq!(absolute_script_path(u32::MAX, "run.sh"), None, "process gone");
     }
 }
