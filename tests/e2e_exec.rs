@@ -23,6 +23,12 @@ fn real_findings(agent: &Agent, c: &support::Container) -> Vec<Value> {
         .collect()
 }
 
+/// Writes an executable script into the container (itself file drift, which
+/// `real_findings` leaves out).
+fn drop_script(c: &support::Container, path: &str, body: &str) {
+    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{body}' > {path} && chmod +x {path}")]);
+}
+
 fn assert_common(f: &Value, c: &support::Container) {
     assert_eq!(f["container.id"], c.id.as_str());
     assert_eq!(f["container.runtime.name"], "containerd");
@@ -125,11 +131,11 @@ fn dropped_or_edited_scripts_are_binary_drift() {
     let agent = Agent::start(&[]);
     let c = support::containerd().run(RunSpec::sleeper().tmpfs("/scratch"));
     let script = "#!/bin/sh\necho ran\n";
-    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /root/dropped.sh && chmod +x /root/dropped.sh")]);
+    drop_script(&c, "/root/dropped.sh", script);
     assert_eq!(c.exec_ok(&["/root/dropped.sh"]).trim(), "ran");
-    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /root/rel.sh && chmod +x /root/rel.sh")]);
+    drop_script(&c, "/root/rel.sh", script);
     c.exec_ok(&["/bin/sh", "-c", "cd /root && ./rel.sh"]); // a relative name, joined to the cwd
-    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /scratch/vol.sh && chmod +x /scratch/vol.sh")]);
+    drop_script(&c, "/scratch/vol.sh", script);
     c.exec_ok(&["/scratch/vol.sh"]);
     // An image script whose content changed is drift; one only chmod'ed is not.
     c.exec_ok(&["/bin/sh", "-c", "echo 'echo edited' >> /usr/bin/pip"]);
@@ -172,7 +178,7 @@ fn what_a_dropped_script_starts_descends_from_drift() {
     let agent = Agent::start(&[]);
     let c = support::containerd().run(RunSpec::sleeper());
     let script = "#!/bin/sh\nsleep 1\n/usr/bin/hello\n";
-    c.exec_ok(&["/bin/sh", "-c", &format!("printf '{script}' > /root/parent.sh && chmod +x /root/parent.sh")]);
+    drop_script(&c, "/root/parent.sh", script);
     assert_eq!(c.exec_ok(&["/root/parent.sh"]).trim(), "hello");
     support::settle(&agent, &c);
     let f = real_findings(&agent, &c);
