@@ -1,0 +1,390 @@
+//! Builds one finding per rule (and per notable variant) through the agent's
+//! public stages, from kernel records as the eBPF programs write them.
+
+use driftwatch::{
+    abi,
+    classify::{Classifier, config_drift, file::FileJudge, network::NetworkJudge},
+    config::Config,
+    enrich::{self, cri::ContainerMeta, overlay::ContainerFsCache},
+    event::{self, Event},
+    pipeline::apply_metadata,
+};
+use std::{collections::BTreeMap, mem::size_of, sync::Arc};
+
+const ID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const POD_UID: &str = "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+/// A pid no process has (above the default pid_max): nothing is read from /proc.
+const TGID: u32 = 4_194_000;
+
+fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
+    for (d, b) in dst.iter_mut().zip(s) {
+        *d = *b as std::ffi::c_char;
+    }
+}
+
+/// The kubelet + containerd (systemd driver) cgroup of our pod's container.
+fn cgroup(levels: &mut [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) {
+    put(&mut levels[0], format!("cri-containerd-{ID}.scope").as_bytes());
+    put(&mut levels[1], b"kubepods-burstable-pod5f0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice");
+    put(&mut levels[2], b"kubepods-burstable.slice");
+    put(&mut levels[3], b"kubepods.slice");
+}
+
+fn bytes<T: Copy>(r: T) -> Vec<u8> {
+    let mut v = vec![0u8; size_of::<T>()];
+    // SAFETY: writing a POD into a buffer of exactly its size.
+    unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<T>(), r) };
+    v
+}
+
+struct Exec {
+    comm: &'static str,
+    parent: &'static str,
+    path: &'static str,
+    args: &'static [&'static str],
+    source: u32,
+    flags: u32,
+    script: Option<(&'static str, u32)>,
+    env: u16,
+}
+
+fn exec_record(e: &Exec) -> Vec<u8> {
+    let mut r = abi::dw_exec::default();
+    r.hdr.kind = abi::DW_KIND_EXEC as u16;
+    r.hdr.size = size_of::<abi::dw_exec>() as u16;
+    r.hdr.ktime_ns = 1_000_000_000;
+    r.hdr.cgroup_id = 4242;
+    r.hdr.tgid = TGID;
+    r.hdr.pid = TGID;
+    r.ppid = TGID - 1;
+    r.uid = 1000;
+    r.gid = 1001;
+    r.mntns = 4_026_532_999;
+    r.mntns_id = 77;
+    r.exe_ino = 1_234_567;
+    r.exe_nlink = 1;
+    r.exe_source = e.source;
+    r.flags = e.flags;
+    r.env_loader = e.env;
+    put(&mut r.comm, e.comm.as_bytes());
+    put(&mut r.parent_comm, e.parent.as_bytes());
+    put(&mut r.path, e.path.as_bytes());
+    r.path_len = e.path.len() as u16;
+    let args: Vec<u8> = e.args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    put(&mut r.args, &args);
+    r.args_len = args.len() as u16;
+    if let Some((p, src)) = e.script {
+        r.flags |= abi::DW_EXEC_SCRIPT;
+        put(&mut r.script, p.as_bytes());
+        r.script_len = p.len() as u16;
+        r.script_source = src;
+    }
+    cgroup(&mut r.cgroup);
+    bytes(r)
+}
+
+fn file_record(op: u32, path: &str, path2: &str, f: impl FnOnce(&mut abi::dw_file)) -> Vec<u8> {
+    let mut r = abi::dw_file::default();
+    r.hdr.kind = abi::DW_KIND_FILE as u16;
+    r.hdr.size = size_of::<abi::dw_file>() as u16;
+    r.hdr.ktime_ns = 2_000_000_000;
+    r.hdr.tgid = TGID;
+    r.hdr.pid = TGID;
+    r.ppid = TGID - 1;
+    r.uid = 33;
+    r.mntns_id = 77;
+    r.ino = 99;
+    r.op = op as u16;
+    r.source = abi::DW_SRC_UNKNOWN;
+    put(&mut r.comm, b"nginx");
+    put(&mut r.path, path.as_bytes());
+    r.path_len = path.len() as u16;
+    put(&mut r.path2, path2.as_bytes());
+    r.path2_len = path2.len() as u16;
+    cgroup(&mut r.cgroup);
+    f(&mut r);
+    bytes(r)
+}
+
+fn net_record(op: u32, family: u16, sock_type: u16, addr: &[u8], port: u16) -> Vec<u8> {
+    let mut r = abi::dw_net::default();
+    r.hdr.kind = abi::DW_KIND_NET as u16;
+    r.hdr.size = size_of::<abi::dw_net>() as u16;
+    r.hdr.ktime_ns = 3_000_000_000;
+    r.hdr.tgid = TGID;
+    r.hdr.pid = TGID;
+    r.ppid = TGID - 1;
+    r.uid = 0;
+    r.mntns_id = 77;
+    r.op = op as u16;
+    r.family = family;
+    r.sock_type = sock_type;
+    r.addr[..addr.len()].copy_from_slice(addr);
+    r.port = port;
+    put(&mut r.comm, b"curl");
+    cgroup(&mut r.cgroup);
+    bytes(r)
+}
+
+/// What the runtime says of our pod's container.
+fn meta() -> ContainerMeta {
+    ContainerMeta {
+        container_id: ID.into(),
+        container_name: "api".into(),
+        pod_name: "checkout-7d9f8b6c5d-x2k4q".into(),
+        namespace: "shop".into(),
+        pod_uid: POD_UID.into(),
+        sandbox_id: "5a".repeat(32),
+        image: "registry.example.com/shop/api:v2".into(),
+        image_ref: format!("registry.example.com/shop/api@{D1}"),
+        pod_labels: BTreeMap::from([
+            ("app".to_string(), "checkout".to_string()),
+            ("pod-template-hash".to_string(), "7d9f8b6c5d".to_string()),
+        ]),
+        pod_annotations: BTreeMap::new(),
+        runtime: "containerd".into(),
+    }
+}
+
+struct Judges {
+    cl: Classifier,
+    file: FileJudge,
+    net: NetworkJudge,
+}
+
+fn judges() -> Judges {
+    let mut cfg = Config::default();
+    cfg.rules.network.learning_window_s = 0;
+    cfg.rules.network.state_dir = String::new();
+    let (net, err) = NetworkJudge::new(&cfg.rules.network);
+    assert!(err.is_none());
+    Judges {
+        cl: Classifier::new(&cfg),
+        file: FileJudge::new(&cfg.rules.file, cfg.rules.package.severity, Arc::new(ContainerFsCache::default())),
+        net,
+    }
+}
+
+/// One finding as the stdout sink writes it (no newline).
+fn json(f: &driftwatch::classify::Finding) -> String {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    driftwatch::sink::json::write_line(&mut out, f, &mut buf).expect("write");
+    String::from_utf8(out).expect("utf-8").trim_end_matches('\n').to_string()
+}
+
+fn exec_case(j: &Judges, e: Exec, with_meta: bool, post: impl FnOnce(&mut driftwatch::classify::Finding)) -> String {
+    let Event::Exec(ev) = event::decode(&exec_record(&e)).expect("decode") else { panic!("not exec") };
+    let c = enrich::container_of(&ev).expect("container");
+    let mut f = j.cl.exec(&ev, &c).expect("a finding");
+    post(&mut f);
+    if with_meta {
+        apply_metadata(&mut f, &meta());
+    } else {
+        f.metadata_complete = false;
+        f.metadata_missing = Some("no_runtime");
+    }
+    json(&f)
+}
+
+fn file_case(j: &Judges, rec: Vec<u8>) -> String {
+    let Event::File(ev) = event::decode(&rec).expect("decode") else { panic!("not file") };
+    let c = enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid).expect("container");
+    let mut f = j.file.judge(&j.cl, &ev, &c).expect("a finding");
+    apply_metadata(&mut f, &meta());
+    json(&f)
+}
+
+fn net_case(j: &Judges, rec: Vec<u8>) -> String {
+    let Event::Net(ev) = event::decode(&rec).expect("decode") else { panic!("not net") };
+    let c = enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid).expect("container");
+    let mut f = j.net.judge(&j.cl, &ev, &c, "shop/Deployment/checkout/api").expect("a finding");
+    apply_metadata(&mut f, &meta());
+    json(&f)
+}
+
+fn config_case(spec: &str, image_ref: &str, approved: &[(&str, &str)], rule: &str) -> String {
+    let mut raw: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (image, d) in approved {
+        raw.entry(image.to_string()).or_default().push(d.to_string());
+    }
+    let facts = config_drift::ImageFacts { container: "api", spec, spec_source: "pod_spec", image_ref };
+    let issue = config_drift::check_image(&facts, &config_drift::normalise_approved(&raw))
+        .into_iter()
+        .find(|i| i.rule == rule)
+        .unwrap_or_else(|| panic!("no {rule}"));
+    let mut f = config_drift::finding(&Arc::from("node-1"), ID, "containerd", issue);
+    let mut m = meta();
+    m.image = spec.into();
+    m.image_ref = image_ref.into();
+    apply_metadata(&mut f, &m);
+    json(&f)
+}
+
+/// Every case: (golden file name, JSON line).
+pub fn all() -> Vec<(String, String)> {
+    let j = judges();
+    let x = |comm, path, args, source, flags| Exec {
+        comm,
+        parent: "sh",
+        path,
+        args,
+        source,
+        flags,
+        script: None,
+        env: 0,
+    };
+    let mut v: Vec<(&str, String)> = vec![
+        (
+            "exec_new_binary",
+            exec_case(&j, x("xmrig", "/tmp/xmrig", &["/tmp/xmrig", "-o", "pool:3333"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT), true, |f| {
+                f.exe_origin = Some("new_file")
+            }),
+        ),
+        (
+            "exec_new_binary_node_only",
+            exec_case(&j, x("xmrig", "/tmp/xmrig", &["/tmp/xmrig"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT), false, |_| {}),
+        ),
+        (
+            "exec_fileless_memfd",
+            exec_case(&j, x("3", "/memfd:x (deleted)", &["payload"], abi::DW_SRC_MEMFD, abi::DW_EXEC_DRIFT), true, |_| {}),
+        ),
+        (
+            "exec_fileless_deleted",
+            exec_case(&j, x("dropper", "/tmp/dropper", &["./dropper"], abi::DW_SRC_DELETED, abi::DW_EXEC_DRIFT), true, |_| {}),
+        ),
+        (
+            "exec_from_tmpfs",
+            exec_case(&j, x("kit", "/scratch/kit", &["/scratch/kit"], abi::DW_SRC_TMPFS, abi::DW_EXEC_DRIFT), true, |_| {}),
+        ),
+        (
+            "exec_from_volume",
+            exec_case(&j, x("kit", "/data/kit", &["/data/kit"], abi::DW_SRC_VOLUME, abi::DW_EXEC_DRIFT), true, |_| {}),
+        ),
+        (
+            "exec_new_script",
+            exec_case(
+                &j,
+                Exec { script: Some(("/root/run.sh", abi::DW_SRC_UPPER)), ..x("run.sh", "/bin/sh", &["/bin/sh", "/root/run.sh"], abi::DW_SRC_IMAGE, abi::DW_EXEC_DRIFT) },
+                true,
+                |_| {},
+            ),
+        ),
+        (
+            "exec_by_drifted_process",
+            exec_case(&j, x("ls", "/bin/ls", &["ls", "-la"], abi::DW_SRC_IMAGE, abi::DW_EXEC_ANCESTOR_DRIFT), true, |_| {}),
+        ),
+        (
+            "shell_in_container",
+            exec_case(&j, Exec { parent: "java", ..x("sh", "/bin/sh", &["sh", "-c", "id"], abi::DW_SRC_IMAGE, 0) }, true, |_| {}),
+        ),
+        (
+            "terminal_shell_in_container",
+            exec_case(&j, Exec { parent: "runc:[2:INIT]", ..x("bash", "/bin/bash", &["bash"], abi::DW_SRC_IMAGE, abi::DW_EXEC_TTY) }, true, |_| {}),
+        ),
+        (
+            "package_manager_exec",
+            exec_case(&j, x("apt-get", "/usr/bin/apt-get", &["apt-get", "install", "-y", "curl"], abi::DW_SRC_IMAGE, 0), true, |_| {}),
+        ),
+        (
+            "loader_injection_env",
+            exec_case(
+                &j,
+                Exec { env: (abi::DW_ENV_LD_PRELOAD | abi::DW_ENV_LD_AUDIT) as u16, ..x("python3", "/usr/bin/python3", &["python3", "app.py"], abi::DW_SRC_IMAGE, abi::DW_EXEC_ENV_DRIFT) },
+                true,
+                |_| {},
+            ),
+        ),
+        (
+            "exec_truncated",
+            exec_case(
+                &j,
+                x("x", "/very/deep/x", &["/very/deep/x", "a"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT | abi::DW_EXEC_PATH_TRUNC | abi::DW_EXEC_ARGS_TRUNC),
+                true,
+                |_| {},
+            ),
+        ),
+        ("file_written", file_case(&j, file_record(abi::DW_FILE_WRITE, "/etc/nginx/nginx.conf", "", |_| {}))),
+        ("file_truncated", file_case(&j, file_record(abi::DW_FILE_TRUNCATE, "/app/config.json", "", |_| {}))),
+        ("file_deleted", file_case(&j, file_record(abi::DW_FILE_DELETE, "/usr/bin/curl", "", |_| {}))),
+        ("file_renamed", file_case(&j, file_record(abi::DW_FILE_RENAME, "/etc/hosts", "/etc/hosts.bak", |_| {}))),
+        (
+            "file_mode_changed",
+            file_case(&j, file_record(abi::DW_FILE_CHMOD, "/usr/local/bin/tool", "", |r| r.mode = 0o104755)),
+        ),
+        (
+            "file_owner_changed",
+            file_case(
+                &j,
+                file_record(abi::DW_FILE_CHOWN, "/etc/shadow", "", |r| {
+                    r.owner_uid = 0;
+                    r.owner_gid = u32::MAX;
+                }),
+            ),
+        ),
+        ("file_linked", file_case(&j, file_record(abi::DW_FILE_LINK, "/etc/passwd", "/root/p", |_| {}))),
+        ("file_symlinked", file_case(&j, file_record(abi::DW_FILE_SYMLINK, "/root/l", "../etc/shadow", |_| {}))),
+        ("file_directory_created", file_case(&j, file_record(abi::DW_FILE_MKDIR, "/opt/kit/", "", |_| {}))),
+        (
+            "file_on_volume_path_truncated",
+            file_case(
+                &j,
+                file_record(abi::DW_FILE_WRITE, "x/deep/file", "", |r| {
+                    r.source = abi::DW_SRC_TMPFS;
+                    r.flags = abi::DW_FILE_PATH_TRUNC as u16;
+                }),
+            ),
+        ),
+        (
+            "package_database_write",
+            file_case(&j, file_record(abi::DW_FILE_WRITE, "/var/lib/dpkg/status", "", |_| {})),
+        ),
+        (
+            "network_new_destination",
+            net_case(&j, net_record(abi::DW_NET_CONNECT, 2, 1, &[203, 0, 113, 7], 4444)),
+        ),
+        (
+            "network_new_listener",
+            net_case(&j, net_record(abi::DW_NET_BIND_UDP, 10, 2, &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 5353)),
+        ),
+        (
+            "image_mutable_tag",
+            config_case("registry.example.com/shop/api:v2", &format!("registry.example.com/shop/api@{D1}"), &[], "image_mutable_tag"),
+        ),
+        (
+            "image_digest_mismatch",
+            config_case(
+                &format!("registry.example.com/shop/api@{D1}"),
+                &format!("registry.example.com/shop/api@{D2}"),
+                &[],
+                "image_digest_mismatch",
+            ),
+        ),
+        (
+            "image_digest_not_approved",
+            config_case(
+                &format!("registry.example.com/shop/api@{D2}"),
+                &format!("registry.example.com/shop/api@{D2}"),
+                &[("registry.example.com/shop/api", D1)],
+                "image_digest_not_approved",
+            ),
+        ),
+    ];
+    // An ephemeral container the runtime does not know yet: the pod's facts come from the API.
+    let issue = config_drift::ephemeral_added("checkout-7d9f8b6c5d-x2k4q", "debugger-x7", "busybox:1.36", Some("api"));
+    let mut f = config_drift::finding(&Arc::from("node-1"), "", "cri", issue);
+    f.namespace = Some("shop".into());
+    f.pod_name = Some("checkout-7d9f8b6c5d-x2k4q".into());
+    f.pod_uid = Some(POD_UID.into());
+    f.container_name = Some("debugger-x7".into());
+    f.metadata_complete = true;
+    v.push(("ephemeral_container_added", json(&f)));
+    v.into_iter().map(|(n, s)| (n.to_string(), s)).collect()
+}
+
+/// Every rule the agent can emit.
+pub fn catalog_rules() -> Vec<&'static str> {
+    Classifier::new(&Config::default()).catalog().into_iter().map(|(_, rule, _)| rule).collect()
+}

@@ -1,0 +1,72 @@
+//! The finding JSON contract, pinned byte for byte: every rule's finding is
+//! built through the agent's own stages (kernel record -> decode -> container
+//! -> classify -> metadata) and compared with `tests/golden/findings/*.json`.
+//! Key order, skipped keys and value formats are all part of the comparison,
+//! so a refactor of `Finding` cannot change what SIEM parsers, the OTLP
+//! attributes and the Alertmanager labels see.
+//!
+//! Only the wall-clock `time` and the node's name are normalised. To accept an
+//! intended contract change, run with `DW_UPDATE_GOLDEN=1` and review the diff.
+
+mod golden {
+    pub mod build;
+}
+
+use golden::build;
+use std::path::PathBuf;
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/findings")
+}
+
+/// Replaces the value of a top-level string key with `with`.
+fn normalise(line: &str, key: &str, with: &str) -> String {
+    let needle = format!("\"{key}\":\"");
+    let Some(start) = line.find(&needle).map(|i| i + needle.len()) else { return line.to_string() };
+    let end = start + line[start..].find('"').expect("closing quote");
+    format!("{}{with}{}", &line[..start], &line[end..])
+}
+
+#[test]
+fn findings_match_golden_files() {
+    let update = std::env::var("DW_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let dir = golden_dir();
+    let cases = build::all();
+    assert!(cases.len() >= 20, "every rule needs a golden case");
+    let mut failures = Vec::new();
+    for (name, json) in &cases {
+        let got = normalise(&normalise(json, "time", "2026-01-02T03:04:05.000000006Z"), "k8s.node.name", "node-1");
+        serde_json::from_str::<serde_json::Value>(&got).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {got}"));
+        let path = dir.join(format!("{name}.json"));
+        if update {
+            std::fs::create_dir_all(&dir).expect("golden dir");
+            std::fs::write(&path, format!("{got}\n")).expect("write golden file");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with DW_UPDATE_GOLDEN=1 to create it)", path.display()));
+        if want.trim_end() != got {
+            failures.push(format!("{name}:\n  want {}\n  got  {got}", want.trim_end()));
+        }
+    }
+    // Every golden file has its case: none is silently left behind.
+    if !update {
+        for entry in std::fs::read_dir(&dir).expect("golden dir") {
+            let file = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            let stem = file.trim_end_matches(".json");
+            assert!(cases.iter().any(|(n, _)| n == stem), "golden file {file} has no case");
+        }
+    }
+    assert!(failures.is_empty(), "findings differ from the golden files:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_rule_of_the_catalog_has_a_golden_case() {
+    let covered: std::collections::HashSet<String> = build::all()
+        .iter()
+        .map(|(_, json)| serde_json::from_str::<serde_json::Value>(json).expect("json")["rule"].as_str().unwrap().into())
+        .collect();
+    for rule in build::catalog_rules() {
+        assert!(covered.contains(rule), "rule {rule} has no golden case");
+    }
+}
