@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use support::{
     RunSpec,
     agent::Agent,
-    otlp::{EnvAgent, Rec, Receiver, agent_rss_kb, config_file},
+    otlp::{Rec, Receiver, config_file},
 };
 
 fn node_name() -> String {
@@ -87,7 +87,7 @@ fn http_protobuf_receiver_gets_finding_configured_by_otel_env() {
     }
     let rx = Receiver::http();
     // Configured by the standard variables only (no otlp: section).
-    let agent = EnvAgent::start(
+    let agent = Agent::start_with_env(
         &[],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url().as_str()),
@@ -156,7 +156,7 @@ fn collector_down_costs_bounded_memory_and_counts_failures() {
     );
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     let c = support::containerd().run(RunSpec::sleeper());
-    let rss0 = agent_rss_kb(agent.addr).expect("agent rss");
+    let rss0 = agent.rss_kb().expect("agent rss");
     let n = 3000;
     let mut max_queued = 0.0f64;
     let t = Instant::now();
@@ -181,7 +181,7 @@ fn collector_down_costs_bounded_memory_and_counts_failures() {
     assert!(g("failed") > 0.0, "{}", agent.metrics());
     assert!(g("dropped") > 0.0, "{}", agent.metrics());
     assert!(max_queued <= 64.0 + 16.0, "queued {max_queued} exceeds max_queue_size + one batch");
-    let rss1 = agent_rss_kb(agent.addr).expect("agent rss");
+    let rss1 = agent.rss_kb().expect("agent rss");
     eprintln!(
         "collector down: {n} findings in {storm_s:.1}s; exported 0, failed {}, dropped {}, hand-off drops {}; max queued {max_queued}; rss {rss0} kB -> {rss1} kB",
         g("failed"),
@@ -214,7 +214,7 @@ fn slow_collector_times_out_and_is_counted() {
     );
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     let c = support::containerd().run(RunSpec::sleeper());
-    let rss0 = agent_rss_kb(agent.addr).expect("agent rss");
+    let rss0 = agent.rss_kb().expect("agent rss");
     storm(&c, 1000);
     let ours = || agent.findings_of(&c.id).iter().filter(|f| f["process.executable.path"] == "/tmp/bb").count();
     wait_until("every storm finding on stdout", Duration::from_secs(30), || ours() >= 1000);
@@ -222,7 +222,7 @@ fn slow_collector_times_out_and_is_counted() {
     wait_until("failures counted", Duration::from_secs(20), || g("failed") > 0.0 && g("dropped") > 0.0);
     assert_eq!(g("exported"), 0.0);
     assert!(rx.requests() > 0, "the slow collector was reached");
-    let rss1 = agent_rss_kb(agent.addr).expect("agent rss");
+    let rss1 = agent.rss_kb().expect("agent rss");
     eprintln!("slow collector: failed {}, dropped {}; rss {rss0} kB -> {rss1} kB", g("failed"), g("dropped"));
     assert!(rss1 < rss0 + 32 * 1024, "rss grew from {rss0} kB to {rss1} kB");
     c.exec_ok(&["/bin/sh", "-c", ": still-detecting"]);

@@ -40,14 +40,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, S
     Ok((status, ctype, body.to_string()))
 }
 
+/// GET over HTTP/1.0 with `Accept: application/json` (the answer is not chunked
+/// and ends when the connection closes); returns (status, body).
+pub fn http10_get_json(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
 impl Agent {
     /// Starts `driftwatch run` with extra args and waits for /readyz.
     pub fn start(extra: &[&str]) -> Agent {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables (`OTEL_*`, ...);
+    /// they override the default `RUST_LOG=info`.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let addr = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args(["run", "--metrics-addr", &addr.to_string()])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -90,6 +111,17 @@ impl Agent {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The agent's resident set size in kB (VmRSS).
+    pub fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
     pub fn stderr(&self) -> String {

@@ -71,16 +71,9 @@ impl Alertmanager {
 
     /// `GET /api/v2/alerts` as JSON.
     pub fn alerts(&self) -> Vec<Value> {
-        use std::io::{Read, Write};
-        // HTTP/1.0: the answer is not chunked and ends when the connection closes.
-        let mut s = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET /api/v2/alerts HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n", self.addr).unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("read");
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{raw}");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("alerts JSON ({e}): {body}"))
+        let (status, body) = super::agent::http10_get_json(self.addr, "/api/v2/alerts").expect("GET /api/v2/alerts");
+        assert_eq!(status, 200, "GET /api/v2/alerts: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("alerts JSON ({e}): {body}"))
     }
 
     /// Waits until an alert satisfies `pred`.

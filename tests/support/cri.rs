@@ -17,16 +17,16 @@
 use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use driftwatch::enrich::cri::connect_unix;
 use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Where pod log directories go (the kubelet uses /var/log/pods).
 pub const POD_LOG_ROOT: &str = "/var/lib/driftwatch-test/pods";
@@ -41,6 +41,17 @@ where
     F: FnOnce(RuntimeServiceClient<Channel>) -> Fut + Send,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
+    with_channel(socket, timeout, |ch| f(RuntimeServiceClient::new(ch)))
+}
+
+/// Runs `f` with a fresh channel to `socket` (the agent's own
+/// [`connect_unix`]) on its own thread with a current-thread runtime, within `timeout`.
+fn with_channel<T, F, Fut>(socket: &Path, timeout: Duration, f: F) -> Result<T, String>
+where
+    T: Send,
+    F: FnOnce(Channel) -> Fut + Send,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
     let socket = socket.to_path_buf();
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -49,8 +60,8 @@ where
                 .build()
                 .map_err(|e| format!("tokio runtime: {e}"))?;
             rt.block_on(async move {
-                let ch = connect(&socket).await.map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
-                match tokio::time::timeout(timeout, f(RuntimeServiceClient::new(ch))).await {
+                let ch = connect_unix(&socket).await.map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+                match tokio::time::timeout(timeout, f(ch)).await {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(st)) => Err(format!("{:?}: {}", st.code(), st.message())),
                     Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -60,18 +71,6 @@ where
         .join()
         .unwrap_or_else(|_| Err("CRI client thread panicked".into()))
     })
-}
-
-/// A tonic channel over the Unix socket `path`.
-pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    let path = path.to_path_buf();
-    // The URI is a placeholder: the connector ignores it and dials the socket.
-    Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
 }
 
 /// What to create.
@@ -392,26 +391,9 @@ pub fn container_pid(socket: &Path, id: &str) -> Result<u32, String> {
 /// ImageService.ImageStatus: the image's id (config digest), tags and repo digests.
 pub fn image_status(socket: &Path, image: &str) -> Result<Option<cri::Image>, String> {
     let spec = cri::ImageSpec { image: image.to_string(), ..Default::default() };
-    let socket = socket.to_path_buf();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("tokio runtime: {e}"))?;
-            rt.block_on(async move {
-                let ch = connect(&socket).await.map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
-                let mut c = k8s_cri::v1::image_service_client::ImageServiceClient::new(ch);
-                let req = cri::ImageStatusRequest { image: Some(spec), verbose: false };
-                match tokio::time::timeout(CALL_TIMEOUT, c.image_status(req)).await {
-                    Ok(Ok(r)) => Ok(r.into_inner().image),
-                    Ok(Err(st)) => Err(format!("{:?}: {}", st.code(), st.message())),
-                    Err(_) => Err("no answer".to_string()),
-                }
-            })
-        })
-        .join()
-        .unwrap_or_else(|_| Err("CRI client thread panicked".into()))
+    with_channel(socket, CALL_TIMEOUT, |ch| async move {
+        let req = cri::ImageStatusRequest { image: Some(spec), verbose: false };
+        Ok(ImageServiceClient::new(ch).image_status(req).await?.into_inner().image)
     })
 }
 
@@ -484,46 +466,12 @@ impl PrivateContainerd {
     }
 
     fn config_toml(&self) -> String {
-        format!(
-            r#"# Written by tests/support/cri.rs: second private containerd ({name}).
-version = 2
-root = "{root}"
-state = "{state}"
-oom_score = 0
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[debug]
-  level = "info"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{root}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{root}/cni/bin"
-    conf_dir = "{root}/cni/conf"
-"#,
-            name = self.name,
-            root = self.root.display(),
-            state = self.state.display(),
-            sock = self.socket.display(),
-            pause = super::PAUSE_IMAGE,
+        super::containerd_config::config_toml(
+            &format!("tests/support/cri.rs: second private containerd ({})", self.name),
+            &self.root,
+            &self.state,
+            &self.socket,
+            &self.root,
         )
     }
 
@@ -559,27 +507,11 @@ oom_score = 0
             let _ = fs::create_dir_all(self.root.join(d));
         }
         let _ = fs::remove_file(&self.socket);
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
-        let _ = writeln!(&log, "=== tests/support/cri.rs: starting containerd {} ===", self.name);
-        let log2 = log.try_clone().expect("dup log fd");
-        let path = std::env::var("PATH").unwrap_or_default();
-        let mut child = Command::new("setsid")
-            .arg("containerd")
-            .arg("--config")
-            .arg(&self.config)
-            .env("PATH", format!("{path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"))
-            .env_remove("CONTAINERD_ADDRESS")
-            .env_remove("CONTAINERD_NAMESPACE")
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning containerd: {e}"));
+        let mut child = super::spawn_containerd(
+            &self.config,
+            &self.log,
+            &format!("tests/support/cri.rs: starting containerd {}", self.name),
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.answers() {
             if let Ok(Some(st)) = child.try_wait() {

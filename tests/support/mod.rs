@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod alertmanager;
+pub mod containerd_config;
 pub mod cri;
 pub mod kubeapi;
 pub mod otlp;
@@ -169,41 +170,12 @@ fn lock_setup() -> File {
 }
 
 fn config_toml() -> String {
-    format!(
-        r#"# Written by tests/support/mod.rs: private containerd for driftwatch tests.
-version = 2
-root = "{ROOT_DIR}/containerd"
-state = "{RUN_DIR}/containerd"
-oom_score = 0
-
-[grpc]
-  address = "{SOCKET_PATH}"
-
-[ttrpc]
-  address = "{SOCKET_PATH}.ttrpc"
-
-[debug]
-  level = "info"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{ROOT_DIR}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{ROOT_DIR}/cni/bin"
-    conf_dir = "{ROOT_DIR}/cni/conf"
-"#
+    containerd_config::config_toml(
+        "tests/support/mod.rs: private containerd for driftwatch tests",
+        &Path::new(ROOT_DIR).join("containerd"),
+        &Path::new(RUN_DIR).join("containerd"),
+        Path::new(SOCKET_PATH),
+        Path::new(ROOT_DIR),
     )
 }
 
@@ -357,33 +329,11 @@ fn ensure_daemon() {
     let _ = fs::remove_file(SOCKET_PATH);
     let _ = fs::remove_file(format!("{SOCKET_PATH}.ttrpc"));
 
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(LOG_PATH)
-        .unwrap_or_else(|e| panic!("opening {LOG_PATH}: {e}"));
-    let _ = writeln!(
-        log,
-        "=== driftwatch tests: starting containerd --config {CONFIG_PATH} (by pid {}) ===",
-        std::process::id()
+    let mut child = spawn_containerd(
+        Path::new(CONFIG_PATH),
+        Path::new(LOG_PATH),
+        &format!("driftwatch tests: starting containerd --config {CONFIG_PATH} (by pid {})", std::process::id()),
     );
-    let log2 = log.try_clone().expect("dup log fd");
-    let path = std::env::var("PATH").unwrap_or_default();
-    // `setsid` (util-linux) puts containerd in its own session so it outlives this
-    // test process and its terminal/process group.
-    let mut child: Child = Command::new("setsid")
-        .arg("containerd")
-        .arg("--config")
-        .arg(CONFIG_PATH)
-        .env("PATH", format!("{path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"))
-        .env_remove("CONTAINERD_ADDRESS")
-        .env_remove("CONTAINERD_NAMESPACE")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning `setsid containerd`: {e} (run scripts/install-deps.sh)"));
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -401,6 +351,34 @@ fn ensure_daemon() {
         }
         sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts `containerd --config <config>` in its own session, its output appended to
+/// `log` after a `=== <banner> ===` line. Does not wait for it to answer.
+fn spawn_containerd(config: &Path, log: &Path, banner: &str) -> Child {
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+    let _ = writeln!(out, "=== {banner} ===");
+    let err = out.try_clone().expect("dup log fd");
+    let path = std::env::var("PATH").unwrap_or_default();
+    // `setsid` (util-linux) puts containerd in its own session so it outlives this
+    // test process and its terminal/process group.
+    Command::new("setsid")
+        .arg("containerd")
+        .arg("--config")
+        .arg(config)
+        .env("PATH", format!("{path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"))
+        .env_remove("CONTAINERD_ADDRESS")
+        .env_remove("CONTAINERD_NAMESPACE")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning `setsid containerd`: {e} (run scripts/install-deps.sh)"))
 }
 
 /// A cheap fingerprint of everything the image is built from.
