@@ -6,7 +6,8 @@
 //! Stages (each includes the ones before it):
 //! - `decode`: ring-buffer record -> `Event` (reader thread);
 //! - `classify_no_finding`: + enrich (container id from the cgroup path) +
-//!   classify + `execs_not_findings` metric, for an image `/bin/true` (what
+//!   the container registry's lookup + classify + `execs_not_findings`
+//!   metric, for an image `/bin/true` (what
 //!   `--emit-all-execs` sends for `container_exec_true`);
 //! - `shell_finding_json`: + a `shell_in_container` finding: metrics, the
 //!   per-container series, the fan-out queue, and the JSON line the stdout
@@ -20,9 +21,11 @@ use driftwatch::{
     abi,
     classify::Classifier,
     config::Config,
+    containers::{Registry, RegistryConfig},
     event,
-    pipeline::Pipeline,
-    sink::{Fanout, json, metrics::Metrics},
+    metrics::{FindingLabels, Metrics},
+    pipeline::{Deps, Emitter, Pipeline},
+    sink::{Fanout, json},
 };
 use std::{hint::black_box, io::Write, mem::size_of, sync::Arc, time::Instant};
 use tokio::sync::mpsc;
@@ -88,13 +91,22 @@ fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
 fn pipeline() -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
     let mut cfg = Config::default();
     cfg.runtime.enabled = false;
-    let classifier = Classifier::new(&cfg);
+    let classifier = Arc::new(Classifier::new(&cfg));
     let metrics = Arc::new(Metrics::new());
-    metrics.declare_findings(&classifier.catalog());
+    metrics.pipeline.declare_findings(classifier.catalog().into_iter().map(|(r, s)| FindingLabels {
+        kind: r.kind.as_str(),
+        rule: r.name,
+        severity: s.as_str(),
+    }));
     let mut fanout = Fanout::default();
     let (tx, rx) = mpsc::channel(4096);
     fanout.add("findings_stdout", tx, &metrics);
-    (Arc::new(Pipeline::new(classifier, fanout, metrics.clone())), rx, metrics)
+    let registry =
+        Registry::new(RegistryConfig::default(), None, None, metrics.registry_stats.clone(), metrics.cri.clone());
+    let emitter = Arc::new(Emitter::new(registry.clone(), metrics.clone(), fanout, std::time::Duration::ZERO));
+    let deps =
+        Deps { classifier, emitter, registry, network: None, file: None, not_container: None, drift_marks: None };
+    (Pipeline::new(deps), rx, metrics)
 }
 
 /// The reader's loop body, then the pipeline's, then the stdout sink's, one
@@ -115,7 +127,7 @@ fn run(
         for i in 0..k {
             batch.push(event::decode(&records[i % records.len()]).expect("valid record"));
         }
-        m.events("exec", k as u64);
+        m.pipeline.events("exec", k as u64);
         for ev in batch {
             p.handle(ev);
         }
@@ -124,7 +136,7 @@ fn run(
         while let Ok(f) = rx.try_recv() {
             ok += json::write_line(out, &f, buf).is_ok() as u64;
         }
-        m.sink_results("stdout", true, ok);
+        m.sinks.sink_results("stdout", true, ok);
         left -= k;
     }
     let _ = out.flush();

@@ -1,14 +1,21 @@
-//! Wires the stages: sensor -> reader thread -> pipeline (enrich, classify)
-//! -> sinks, plus the HTTP server. Every arrow is a bounded queue.
+//! Wires the stages: sensor -> reader thread -> pipeline (registry,
+//! classify, emit) -> sinks, plus the registry's task, the configuration-drift
+//! task and the HTTP server. Every arrow is a bounded queue.
 
 use crate::{
     bpf::{self, Sensor, SensorOptions},
-    classify::Classifier,
+    classify::{Classifier, NoFinding, config_drift::normalise_approved, network::NetworkJudge},
     config::Config,
-    event::Event,
-    pipeline::Pipeline,
+    containers::{Registry, RegistryConfig},
+    enrich::{
+        self,
+        cri::{Cri, CriConfig},
+    },
+    event::{DecodeError, Event},
+    metrics::{FindingLabels, Metrics},
+    pipeline::{self, Deps, Emitter, Pipeline, config_drift::ConfigDrift},
     server::{self, Health},
-    sink::{Fanout, json, metrics::Metrics},
+    sink::{Fanout, json},
 };
 use std::{
     net::SocketAddr,
@@ -43,179 +50,80 @@ pub struct Options {
 /// Runs until SIGINT/SIGTERM or until `cancel` fires.
 pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
     let listener =
         server::bind(cfg.metrics_addr).await.map_err(|source| AgentError::Listen { addr: cfg.metrics_addr, source })?;
     let local = listener.local_addr().unwrap_or(cfg.metrics_addr);
+    let health = Arc::new(Health::default());
     tokio::spawn(server::serve(listener, metrics.clone(), health.clone(), cancel.clone()));
     tracing::info!(addr = %local, "serving /metrics, /healthz, /readyz");
 
-    let classifier = Classifier::new(&cfg);
-    metrics.declare_findings(&classifier.catalog());
-    metrics.containers.set_labels(&cfg.metrics.labels);
-    let mut sopts = SensorOptions::from_config(&cfg.sensor);
-    sopts.emit_all_execs = opts.emit_all_execs;
-    sopts.btf_path = opts.btf;
-    sopts.file_events_per_sec = cfg.rules.file.events_per_sec;
-    let names = classifier.names().kernel_entries();
-    let mut sensor =
-        tokio::task::block_in_place(|| tracing::info_span!("sensor.load").in_scope(|| Sensor::load(&sopts, &names)))?;
+    let classifier = Arc::new(Classifier::new(&cfg));
+    declare_series(&metrics, &classifier, &cfg);
+    let mut sensor = load_sensor(&cfg, &opts, &classifier)?;
     if let Some(k) = sensor.take_kstats() {
-        metrics.set_kernel_source(k);
+        metrics.kernel.set_source(k);
     }
-    metrics.set_programs_attached(sensor.attached as i64);
+    metrics.kernel.set_programs_attached(sensor.attached as i64);
 
+    // Sinks, each behind its own bounded queue.
     let cap = cfg.pipeline.queue_capacity;
-    let (ev_tx, ev_rx) = mpsc::channel::<Vec<Event>>(bpf::reader::batch_capacity(cap));
     let mut fanout = Fanout::default();
     let (stdout_tx, stdout_rx) = mpsc::channel(cap);
     fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
     let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let ring = sensor.take_ring().expect("ring buffer is taken once");
-    let reader = bpf::reader::spawn(
-        ring,
-        Duration::from_millis(cfg.sensor.drain_interval_ms),
-        ev_tx,
-        metrics.clone(),
-        stop.clone(),
-    )
-    .map_err(|source| AgentError::Thread { name: "dw-ringbuf", source })?;
     let m = metrics.clone();
     let stdout_sink = std::thread::Builder::new()
         .name("dw-stdout".into())
         .spawn(move || json::run_stdout(stdout_rx, m))
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
 
-    let mut pipeline = Pipeline::new(classifier, fanout, metrics.clone());
-    pipeline.not_container = sensor.take_not_container();
-    pipeline.drift_marks = sensor.take_drift_marks();
-    pipeline.metadata_wait = Duration::from_millis(cfg.runtime.metadata_wait_ms);
-    if cfg.runtime.enabled {
-        let endpoint = match cfg.runtime.endpoint.as_str() {
-            "" => None,
-            e => crate::enrich::cri::parse_endpoint(e).ok(),
-        };
-        let cri_cfg = crate::enrich::cri::CriConfig {
-            endpoint,
-            grace: Duration::from_secs(cfg.runtime.grace_s),
-            ..Default::default()
-        };
-        pipeline.cri = Some(crate::enrich::cri::Cri::spawn(cri_cfg, cancel.clone()));
-    } else {
-        tracing::info!("runtime metadata disabled: findings carry container ids only (node-only mode)");
+    // What is known per container: the runtime, the API, /proc.
+    let registry = start_registry(&cfg, &metrics, &cancel).await;
+    if let Some(pre) = sensor.take_preexisting() {
+        pre.prune_on_scans(registry.snapshots(), cancel.clone());
     }
-    let network = if cfg.rules.network.enabled {
-        let (judge, err) = crate::classify::network::NetworkJudge::new(&cfg.rules.network);
-        if let Some(e) = err {
-            metrics.enrich_failure(match e.reason() {
-                "corrupt" => "baseline_corrupt",
-                _ => "baseline_io",
-            });
-            tracing::error!("{e}");
-        }
-        Some(Arc::new(judge))
-    } else {
-        None
-    };
-    pipeline.network = network.clone();
-    if cfg.rules.file.enabled {
-        pipeline.file = Some(crate::classify::file::FileJudge::new(
-            &cfg.rules.file,
-            cfg.rules.package.severity,
-            pipeline.container_fs.clone(),
-        ));
-    }
-    // Kubernetes API (optional): owner workloads, pod specs, ephemeral containers.
-    pipeline.kube = crate::enrich::kube::start(&cfg.kubernetes, &crate::classify::node_name(), cancel.clone()).await;
-    metrics.declare_kube(pipeline.kube.is_some());
-    if let Some(k) = &pipeline.kube {
-        let m = metrics.clone();
-        k.on_error(move |reason| m.kube_error(reason));
-    }
-    let pipeline = Arc::new(pipeline);
-    // Configuration drift and rootfs posture, once per container.
-    let settings = crate::classify::config_drift::Settings {
-        enabled: cfg.rules.config.enabled,
-        approved: crate::classify::config_drift::normalise_approved(&cfg.rules.config.approved_digests),
-        interval: Duration::from_secs(5),
-        api_patience: 3,
-    };
-    tokio::spawn(crate::classify::config_drift::run(
-        settings,
-        pipeline.clone(),
-        pipeline.cri.clone(),
-        pipeline.kube.clone(),
-        cancel.clone(),
+    let emitter = Arc::new(Emitter::new(
+        registry.clone(),
+        metrics.clone(),
+        fanout,
+        Duration::from_millis(cfg.runtime.metadata_wait_ms),
     ));
-    if let Some(judge) = network.clone() {
-        // Persist learned baselines now and then; a failure is logged, never fatal.
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let j = judge.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.save()).await {
-                    tracing::warn!("{e}");
-                }
-            }
-        });
-    }
-    let pipeline = tokio::spawn(pipeline.run(ev_rx));
+    pipeline::emit::retire_series(registry.clone(), metrics.clone(), cancel.clone());
+    let config_drift = ConfigDrift::new(
+        pipeline::config_drift::Settings {
+            enabled: cfg.rules.config.enabled,
+            approved: normalise_approved(&cfg.rules.config.approved_digests),
+            retry_every: Duration::from_secs(5),
+            api_patience: 3,
+        },
+        classifier.clone(),
+        emitter.clone(),
+        registry.clone(),
+    );
+    tokio::spawn(config_drift.run(cancel.clone()));
+    tokio::spawn(registry.clone().run(cancel.clone()));
 
-    if let Some(mut pre) = sensor.take_preexisting() {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let (p, left) = match tokio::task::spawn_blocking(move || {
-                    let left = pre.prune();
-                    (pre, left)
-                })
-                .await
-                {
-                    Ok(v) => v,
-                    Err(_) => return,
-                };
-                pre = p;
-                if left == 0 {
-                    return; // every container that predates the agent is gone
-                }
-            }
-        });
-    }
-
-    // Retire per-container series of containers that are gone.
-    let m = metrics.clone();
-    let sweep_cancel = cancel.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
-        loop {
-            tokio::select! {
-                _ = sweep_cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if m.containers.tracked().is_empty() {
-                continue;
-            }
-            let Ok(alive) = tokio::task::spawn_blocking(crate::sink::containers::live_container_ids).await else {
-                return;
-            };
-            m.containers.sweep(&alive, std::time::Instant::now());
-        }
+    let pipeline = Pipeline::new(Deps {
+        classifier,
+        emitter,
+        registry: registry.clone(),
+        network: network_judge(&cfg, &metrics),
+        file: cfg.rules.file.enabled.then(|| crate::classify::file::FileJudge::new(&cfg.rules.file)),
+        not_container: sensor.take_not_container(),
+        drift_marks: sensor.take_drift_marks(),
     });
+    pipeline.persist_baselines(cancel.clone());
 
-    health.set_ready(true);
+    let (ev_tx, ev_rx) = mpsc::channel::<Vec<Event>>(bpf::reader::batch_capacity(cap));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader_alive = Arc::new(AtomicBool::new(false));
+    let ring = sensor.take_ring().expect("ring buffer is taken once");
+    let interval = Duration::from_millis(cfg.sensor.drain_interval_ms);
+    let reader = bpf::reader::spawn(ring, interval, ev_tx, metrics.clone(), stop.clone(), reader_alive.clone())
+        .map_err(|source| AgentError::Thread { name: "dw-ringbuf", source })?;
+    let pipeline_task = tokio::spawn(pipeline.clone().run(ev_rx));
+
+    health.watch(reader_alive, registry.clone());
     tracing::info!(
         programs = sensor.attached,
         host_mntns = sensor.host_mntns,
@@ -227,20 +135,83 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         _ = shutdown_signal() => {}
     }
     tracing::info!("shutting down");
-    health.set_ready(false);
+    health.stop();
     cancel.cancel();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    let _ = pipeline.await; // ends when the reader drops its sender
+    let _ = pipeline_task.await; // ends when the reader drops its sender
+    pipeline.save_baselines();
+    drop(pipeline);
     let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
     net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
-    if let Some(judge) = network
-        && let Err(e) = judge.save()
-    {
-        tracing::warn!("{e}");
-    }
     drop(sensor);
     Ok(())
+}
+
+/// Pre-creates every finding, kind and reason series at 0 (alerts use
+/// `increase()`, which cannot see a series born at 1), and sets the
+/// per-container label set.
+pub fn declare_series(metrics: &Metrics, classifier: &Classifier, cfg: &Config) {
+    metrics.pipeline.declare_findings(classifier.catalog().into_iter().map(|(r, sev)| FindingLabels {
+        kind: r.kind.as_str(),
+        rule: r.name,
+        severity: sev.as_str(),
+    }));
+    let enrich_reasons: Vec<&'static str> = ["not_container"]
+        .into_iter()
+        .chain(pipeline::emit::INCOMPLETE_REASONS)
+        .chain(enrich::cri::UNAVAILABLE_REASONS)
+        .chain(crate::classify::baseline::BaselineError::REASONS)
+        .collect();
+    let not_findings: Vec<&'static str> = NoFinding::ALL.iter().map(|r| r.as_str()).collect();
+    metrics.pipeline.declare_reasons(&Event::KINDS, &DecodeError::REASONS, &enrich_reasons, &not_findings);
+    let order = crate::config::METRIC_LABELS;
+    metrics.containers.set_labels(order.into_iter().filter(|n| cfg.metrics.labels.iter().any(|l| l == n)).collect());
+}
+
+fn load_sensor(cfg: &Config, opts: &Options, classifier: &Classifier) -> Result<Sensor, AgentError> {
+    let mut sopts = SensorOptions::from_config(&cfg.sensor);
+    sopts.emit_all_execs = opts.emit_all_execs;
+    sopts.btf_path = opts.btf.clone();
+    sopts.file_events_per_sec = cfg.rules.file.events_per_sec;
+    let names = classifier.names().kernel_entries();
+    let sensor =
+        tokio::task::block_in_place(|| tracing::info_span!("sensor.load").in_scope(|| Sensor::load(&sopts, &names)))?;
+    Ok(sensor)
+}
+
+/// The runtime client, the Kubernetes API index and the registry joining them.
+async fn start_registry(cfg: &Config, metrics: &Metrics, cancel: &CancellationToken) -> Arc<Registry> {
+    let cri = if cfg.runtime.enabled {
+        let endpoint = match cfg.runtime.endpoint.as_str() {
+            "" => None,
+            e => enrich::cri::parse_endpoint(e).ok(),
+        };
+        let cri_cfg = CriConfig { endpoint, ..Default::default() };
+        Some(Cri::spawn(cri_cfg, metrics.cri.clone(), cancel.clone()))
+    } else {
+        tracing::info!("runtime metadata disabled: findings carry container ids only (node-only mode)");
+        None
+    };
+    // Kubernetes API (optional): owner workloads, pod specs, ephemeral containers.
+    let kube = enrich::kube::start(&cfg.kubernetes, crate::node::name(), metrics.kube.clone(), cancel.clone()).await;
+    metrics.kube.declare(kube.is_some());
+    let rcfg = RegistryConfig { grace: Duration::from_secs(cfg.runtime.grace_s), ..Default::default() };
+    Registry::new(rcfg, cri, kube, metrics.registry_stats.clone(), metrics.cri.clone())
+}
+
+/// Network drift's judge, with its persisted baselines; a bad state file is
+/// reported and set aside, never fatal.
+fn network_judge(cfg: &Config, metrics: &Metrics) -> Option<Arc<NetworkJudge>> {
+    if !cfg.rules.network.enabled {
+        return None;
+    }
+    let (judge, err) = NetworkJudge::new(&cfg.rules.network);
+    if let Some(e) = err {
+        metrics.pipeline.enrich_failure(e.reason());
+        tracing::error!("{e}");
+    }
+    Some(Arc::new(judge))
 }
 
 async fn shutdown_signal() {

@@ -364,6 +364,11 @@ fn merge(base: &mut serde_yaml_ng::Value, over: serde_yaml_ng::Value) {
     }
 }
 
+/// `path!["rules", "shell", "names", 1]`: a `[Seg; N]` from keys and indices.
+macro_rules! path {
+    ($($s:expr),+ $(,)?) => { [$(Seg::from($s)),+] };
+}
+
 impl Config {
     /// Loads a user file on top of the embedded defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -398,167 +403,175 @@ impl Config {
                 });
             }
         }
-        // Unknown keys and type errors are reported against the user's text
-        // (with its line numbers) before merging with the defaults.
-        check_against_user_text(text, file)?;
         if !user.is_null() {
             merge(&mut base, user);
         }
-        let cfg: Config = serde_yaml_ng::from_value(base).map_err(parse_err)?;
+        // The merged value has no positions: the error's path is looked up in the user's text.
+        let cfg: Config = serde_path_to_error::deserialize(base).map_err(|e| {
+            let path = Seg::path_of(e.path());
+            let message = e.inner().to_string();
+            // serde_path_to_error's path for an unknown field ends with that key (the
+            // field visitor fails after the key is captured): point at the key itself.
+            let at = if message.starts_with("unknown field `") { At::Key } else { At::Value };
+            let location = locate(text, &path, at).map(|(l, c)| format!("line {l}, column {c}: ")).unwrap_or_default();
+            // Named like serde_yaml_ng named it ("sensor: ..."), now down to the key; "." is the root.
+            let message = match e.path().to_string() {
+                root if root == "." => message,
+                field => format!("{field}: {message}"),
+            };
+            ConfigError::Parse { file: file.to_string(), location, message }
+        })?;
         cfg.validate(text, file)?;
         Ok(cfg)
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, needle: &str, message: String| ConfigError::Invalid {
+        let error = |path: &[Seg], at: At, message: String| ConfigError::Invalid {
             file: file.to_string(),
-            location: line_of(text, needle).map(|l| format!(" line {l}")).unwrap_or_default(),
-            field: field.to_string(),
+            location: locate(text, path, at).map(|(l, _)| format!(" line {l}")).unwrap_or_default(),
+            field: Seg::dotted(path),
             message,
+        };
+        let invalid = |path: &[Seg], message: String| error(path, At::Value, message);
+        // For map keys that are themselves the bad value (program and image names).
+        let invalid_key = |path: &[Seg], message: String| error(path, At::Key, message);
+        let item = |keys: &[&str], i: usize| -> Vec<Seg> {
+            keys.iter().map(|k| Seg::from(*k)).chain([Seg::Index(i)]).collect()
         };
         if !self.runtime.endpoint.is_empty()
             && let Err(e) = crate::enrich::cri::parse_endpoint(&self.runtime.endpoint)
         {
-            return Err(invalid("runtime.endpoint", &self.runtime.endpoint, e));
+            return Err(invalid(&path!["runtime", "endpoint"], e));
         }
         if self.runtime.metadata_wait_ms > 60_000 {
             return Err(invalid(
-                "runtime.metadata_wait_ms",
-                "metadata_wait_ms",
+                &path!["runtime", "metadata_wait_ms"],
                 format!("{} must be at most 60000", self.runtime.metadata_wait_ms),
             ));
         }
         let rb = self.sensor.ringbuf_bytes;
         if !rb.is_power_of_two() || rb < 4096 {
             return Err(invalid(
-                "sensor.ringbuf_bytes",
-                "ringbuf_bytes",
+                &path!["sensor", "ringbuf_bytes"],
                 format!("{rb} must be a power of two and at least 4096"),
             ));
         }
         if !(1..=1000).contains(&self.sensor.drain_interval_ms) {
             return Err(invalid(
-                "sensor.drain_interval_ms",
-                "drain_interval_ms",
+                &path!["sensor", "drain_interval_ms"],
                 format!("{} must be between 1 and 1000", self.sensor.drain_interval_ms),
             ));
         }
         if !(1..=100_000).contains(&self.rules.file.events_per_sec) {
             return Err(invalid(
-                "rules.file.events_per_sec",
-                "events_per_sec",
+                &path!["rules", "file", "events_per_sec"],
                 format!("{} must be between 1 and 100000", self.rules.file.events_per_sec),
             ));
         }
-        for (field, list) in [
-            ("rules.file.ignore_prefixes", &self.rules.file.ignore_prefixes),
-            ("rules.file.package_db_prefixes", &self.rules.file.package_db_prefixes),
+        for (keys, list) in [
+            (["rules", "file", "ignore_prefixes"], &self.rules.file.ignore_prefixes),
+            (["rules", "file", "package_db_prefixes"], &self.rules.file.package_db_prefixes),
         ] {
             if let Some((i, p)) = list.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
-                return Err(invalid(&format!("{field}[{i}]"), p, format!("{p:?} must be an absolute path prefix")));
+                return Err(invalid(&item(&keys, i), format!("{p:?} must be an absolute path prefix")));
             }
         }
         if !(16..=1 << 20).contains(&self.pipeline.queue_capacity) {
             return Err(invalid(
-                "pipeline.queue_capacity",
-                "queue_capacity",
+                &path!["pipeline", "queue_capacity"],
                 format!("{} must be between 16 and 1048576", self.pipeline.queue_capacity),
             ));
         }
-        let in_section = |field: &str, section: &str, key: &str, message: String| ConfigError::Invalid {
-            file: file.to_string(),
-            location: line_in_section(text, section, key).map(|l| format!(" line {l}")).unwrap_or_default(),
-            field: field.to_string(),
-            message,
-        };
         let o = &self.otlp;
-        for (field, key, v, lo, hi) in [
-            ("otlp.timeout_ms", "timeout_ms", o.timeout_ms as usize, 100, 600_000),
-            ("otlp.max_queue_size", "max_queue_size", o.max_queue_size, 1, 1 << 20),
-            ("otlp.max_batch_size", "max_batch_size", o.max_batch_size, 1, 1 << 16),
-            ("otlp.batch_timeout_ms", "batch_timeout_ms", o.batch_timeout_ms as usize, 1, 600_000),
+        for (key, v, lo, hi) in [
+            ("timeout_ms", o.timeout_ms as usize, 100, 600_000),
+            ("max_queue_size", o.max_queue_size, 1, 1 << 20),
+            ("max_batch_size", o.max_batch_size, 1, 1 << 16),
+            ("batch_timeout_ms", o.batch_timeout_ms as usize, 1, 600_000),
         ] {
             if !(lo..=hi).contains(&v) {
-                return Err(in_section(field, "otlp", key, format!("{v} must be between {lo} and {hi}")));
+                return Err(invalid(&path!["otlp", key], format!("{v} must be between {lo} and {hi}")));
             }
         }
         if !(o.endpoint.is_empty() || o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
-            return Err(in_section(
-                "otlp.endpoint",
-                "otlp",
-                "endpoint",
+            return Err(invalid(
+                &path!["otlp", "endpoint"],
                 format!("{:?} must be an http:// or https:// URL", o.endpoint),
             ));
         }
         let a = &self.alertmanager;
         if !a.url.is_empty() && !a.url.starts_with("http://") {
-            return Err(in_section(
-                "alertmanager.url",
-                "alertmanager",
-                "url",
+            return Err(invalid(
+                &path!["alertmanager", "url"],
                 format!("{:?} must be an http:// URL (e.g. http://alertmanager.monitoring:9093)", a.url),
             ));
         }
-        for (field, key, v, lo, hi) in [
-            ("alertmanager.timeout_ms", "timeout_ms", a.timeout_ms, 100, 600_000),
-            ("alertmanager.group_window_ms", "group_window_ms", a.group_window_ms, 10, 3_600_000),
-            ("alertmanager.resolve_timeout_s", "resolve_timeout_s", a.resolve_timeout_s, 1, 86_400 * 7),
-            ("alertmanager.queue_size", "queue_size", a.queue_size as u64, 1, 1 << 20),
-            ("alertmanager.max_retries", "max_retries", a.max_retries as u64, 0, 1000),
-            ("alertmanager.retry_initial_ms", "retry_initial_ms", a.retry_initial_ms, 1, 600_000),
-            ("alertmanager.retry_max_ms", "retry_max_ms", a.retry_max_ms, 1, 3_600_000),
+        for (key, v, lo, hi) in [
+            ("timeout_ms", a.timeout_ms, 100, 600_000),
+            ("group_window_ms", a.group_window_ms, 10, 3_600_000),
+            ("resolve_timeout_s", a.resolve_timeout_s, 1, 86_400 * 7),
+            ("queue_size", a.queue_size as u64, 1, 1 << 20),
+            ("max_retries", a.max_retries as u64, 0, 1000),
+            ("retry_initial_ms", a.retry_initial_ms, 1, 600_000),
+            ("retry_max_ms", a.retry_max_ms, 1, 3_600_000),
         ] {
             if !(lo..=hi).contains(&v) {
-                return Err(in_section(field, "alertmanager", key, format!("{v} must be between {lo} and {hi}")));
+                return Err(invalid(&path!["alertmanager", key], format!("{v} must be between {lo} and {hi}")));
             }
         }
-        let lists: [(&str, &Vec<String>); 3] = [
-            ("rules.shell.names", &self.rules.shell.names),
-            ("rules.package.names", &self.rules.package.names),
-            ("rules.interpreters", &self.rules.interpreters),
+        let program_name = |n: &str| {
+            (n.is_empty() || n.len() > COMM_MAX || n.contains('/')).then(|| {
+                format!(
+                    "{n:?} must be a program name of 1 to {COMM_MAX} bytes without '/' (the kernel keeps {COMM_MAX})"
+                )
+            })
+        };
+        let lists: [(&[&str], &Vec<String>); 3] = [
+            (&["rules", "shell", "names"], &self.rules.shell.names),
+            (&["rules", "package", "names"], &self.rules.package.names),
+            (&["rules", "interpreters"], &self.rules.interpreters),
         ];
-        let sub_names: Vec<String> = self.rules.package.subcommands.keys().cloned().collect();
-        for (field, names) in lists.into_iter().chain([("rules.package.subcommands", &sub_names)]) {
+        for (keys, names) in lists {
             for (i, n) in names.iter().enumerate() {
-                if n.is_empty() || n.len() > COMM_MAX || n.contains('/') {
-                    return Err(invalid(
-                        &format!("{field}[{i}]"),
-                        n,
-                        format!(
-                            "{n:?} must be a program name of 1 to {COMM_MAX} bytes without '/' (the kernel keeps {COMM_MAX})"
-                        ),
-                    ));
+                if let Some(msg) = program_name(n) {
+                    return Err(invalid(&item(keys, i), msg));
                 }
+            }
+        }
+        for n in self.rules.package.subcommands.keys() {
+            if let Some(msg) = program_name(n) {
+                return Err(invalid_key(&path!["rules", "package", "subcommands", n.as_str()], msg));
             }
         }
         let mut seen = Vec::new();
         for (i, l) in self.metrics.labels.iter().enumerate() {
-            let field = format!("metrics.labels[{i}]");
+            let field = path!["metrics", "labels", i];
             if !METRIC_LABELS.contains(&l.as_str()) {
                 let msg =
                     format!("{l:?} is not a label of the per-container series (one of {})", METRIC_LABELS.join(", "));
-                return Err(in_section(&field, "metrics", "labels", msg));
+                return Err(invalid(&field, msg));
             }
             if seen.contains(&l) {
-                return Err(in_section(&field, "metrics", "labels", format!("{l:?} is listed twice")));
+                return Err(invalid(&field, format!("{l:?} is listed twice")));
             }
             seen.push(l);
         }
         for (image, digests) in &self.rules.config.approved_digests {
-            let field = format!("rules.config.approved_digests.{image}");
+            let field = path!["rules", "config", "approved_digests", image.as_str()];
             match crate::enrich::image::ImageRef::parse(image) {
                 Ok(r) if r.tags() == ["latest"] && !image.ends_with(":latest") => {}
                 Ok(_) => {
                     let msg = format!(
                         "{image:?} must be an image name without tag or digest (e.g. docker.io/library/busybox)"
                     );
-                    return Err(invalid(&field, image, msg));
+                    return Err(invalid_key(&field, msg));
                 }
-                Err(e) => return Err(invalid(&field, image, format!("{image:?} is not an image name: {e}"))),
+                Err(e) => return Err(invalid_key(&field, format!("{image:?} is not an image name: {e}"))),
             }
             for (i, d) in digests.iter().enumerate() {
                 if let Err(e) = crate::enrich::image::parse_digest(d) {
-                    return Err(invalid(&format!("{field}[{i}]"), d, format!("{d:?}: {e}")));
+                    let field = path!["rules", "config", "approved_digests", image.as_str(), i];
+                    return Err(invalid(&field, format!("{d:?}: {e}")));
                 }
             }
         }
@@ -566,192 +579,185 @@ impl Config {
     }
 }
 
-/// Deserializes the user's text alone into a mirror with every field optional,
-/// so unknown keys and wrong types are reported with the user's line numbers.
-fn check_against_user_text(text: &str, file: &str) -> Result<(), ConfigError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct P {
-        metrics_addr: Option<SocketAddr>,
-        sensor: Option<PS>,
-        pipeline: Option<PP>,
-        rules: Option<PR>,
-        otlp: Option<PO>,
-        alertmanager: Option<PA>,
-        runtime: Option<PRt>,
-        kubernetes: Option<PKube>,
-        metrics: Option<PMet>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PKube {
-        enabled: Option<KubeMode>,
-        kubeconfig: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PMet {
-        labels: Option<Vec<String>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PCfg {
-        enabled: Option<bool>,
-        approved_digests: Option<BTreeMap<String, Vec<String>>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PRt {
-        enabled: Option<bool>,
-        endpoint: Option<String>,
-        metadata_wait_ms: Option<u64>,
-        grace_s: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PO {
-        enabled: Option<bool>,
-        endpoint: Option<String>,
-        protocol: Option<OtlpProtocol>,
-        headers: Option<BTreeMap<String, String>>,
-        timeout_ms: Option<u64>,
-        max_queue_size: Option<usize>,
-        max_batch_size: Option<usize>,
-        batch_timeout_ms: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PA {
-        url: Option<String>,
-        timeout_ms: Option<u64>,
-        group_window_ms: Option<u64>,
-        resolve_timeout_s: Option<u64>,
-        queue_size: Option<usize>,
-        max_retries: Option<u32>,
-        retry_initial_ms: Option<u64>,
-        retry_max_ms: Option<u64>,
-        runbook_base_url: Option<String>,
-        generator_url: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PS {
-        ringbuf_bytes: Option<u32>,
-        drain_interval_ms: Option<u64>,
-        network: Option<bool>,
-        files: Option<bool>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PP {
-        queue_capacity: Option<usize>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PR {
-        binary: Option<PB>,
-        shell: Option<PN>,
-        package: Option<PK>,
-        interpreters: Option<Vec<String>>,
-        network: Option<PNet>,
-        config: Option<PCfg>,
-        file: Option<PFile>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PFile {
-        enabled: Option<bool>,
-        severity: Option<Severity>,
-        ignore_prefixes: Option<Vec<String>>,
-        package_db_prefixes: Option<Vec<String>>,
-        package_db_fragments: Option<Vec<String>>,
-        events_per_sec: Option<u32>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PNet {
-        enabled: Option<bool>,
-        severity: Option<Severity>,
-        learning_window_s: Option<u64>,
-        ignore_loopback: Option<bool>,
-        allowed_ports: Option<Vec<u16>>,
-        max_endpoints_per_workload: Option<usize>,
-        max_workloads: Option<usize>,
-        state_dir: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PB {
-        enabled: Option<bool>,
-        severity: Option<Severity>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PN {
-        enabled: Option<bool>,
-        severity: Option<Severity>,
-        names: Option<Vec<String>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct PK {
-        enabled: Option<bool>,
-        severity: Option<Severity>,
-        names: Option<Vec<String>>,
-        subcommands: Option<BTreeMap<String, Vec<String>>>,
-    }
-    if text.trim().is_empty() {
-        return Ok(());
-    }
-    serde_yaml_ng::from_str::<Option<P>>(text).map(|_| ()).map_err(|e| {
-        let location = e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
-        let message = e.to_string();
-        let message = match message.rfind(" at line ") {
-            Some(i) if !location.is_empty() => message[..i].to_string(),
-            _ => message,
-        };
-        ConfigError::Parse { file: file.to_string(), location, message }
-    })
+/// One step into the config tree: a map key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
 }
 
-/// 1-based line of `key:` inside the top-level mapping `section:` of `text`.
-fn line_in_section(text: &str, section: &str, key: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| l.trim_end().starts_with(&format!("{section}:")))?;
-    let want = format!("{key}:");
-    for (i, l) in lines.iter().enumerate().skip(start + 1) {
-        if !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#') {
-            break; // the next top-level key
-        }
-        let t = l.trim_start().trim_start_matches(['{', ' ']);
-        if t.starts_with(&want) || l.contains(&format!(" {want}")) || l.contains(&format!("{{{want}")) {
-            return Some(i + 1);
-        }
+impl From<&str> for Seg {
+    fn from(k: &str) -> Self {
+        Seg::Key(k.to_string())
     }
-    Some(start + 1)
 }
 
-/// 1-based line of the first occurrence of `needle` in `text`.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
+impl From<usize> for Seg {
+    fn from(i: usize) -> Self {
+        Seg::Index(i)
     }
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+impl Seg {
+    /// The steps of a serde_path_to_error path up to the first one that is
+    /// not a string key or an index (not addressable in the user's text).
+    fn path_of(p: &serde_path_to_error::Path) -> Vec<Seg> {
+        use serde_path_to_error::Segment;
+        p.iter()
+            .map_while(|s| match s {
+                Segment::Map { key } => Some(Seg::Key(key.clone())),
+                Segment::Seq { index } => Some(Seg::Index(*index)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `rules.shell.names[1]`: how errors name a field.
+    fn dotted(path: &[Seg]) -> String {
+        let mut s = String::new();
+        for seg in path {
+            match seg {
+                Seg::Key(k) if s.is_empty() => s.push_str(k),
+                Seg::Key(k) => {
+                    s.push('.');
+                    s.push_str(k);
+                }
+                Seg::Index(i) => s.push_str(&format!("[{i}]")),
+            }
+        }
+        s
+    }
+}
+
+/// What [`locate`] points at when the path ends with a map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Value,
+    Key,
+}
+
+/// 1-based line and column of the value at `path` in the YAML `text` (or of its
+/// last key, with [`At::Key`]); None when `text` does not contain the path.
+///
+/// Walks the text with serde_yaml_ng's own deserializer and fails on purpose at
+/// the target: the deserializer stamps the position of the event it is on onto
+/// the error. Exact whatever the layout (flow style, quotes, comments, the same
+/// key name in several sections), unlike a search of the text.
+fn locate(text: &str, path: &[Seg], at: At) -> Option<(usize, usize)> {
+    use serde::de::DeserializeSeed;
+    let found = std::cell::Cell::new(false);
+    let err = Walk { path, at, found: &found }.deserialize(serde_yaml_ng::Deserializer::from_str(text)).err()?;
+    let l = err.location().filter(|_| found.get())?;
+    Some((l.line(), l.column()))
+}
+
+/// Follows `path` into a YAML document. Never returns Ok: at the target it sets
+/// `found` and fails there; anywhere else it fails without setting it.
+struct Walk<'a> {
+    path: &'a [Seg],
+    at: At,
+    found: &'a std::cell::Cell<bool>,
+}
+
+fn not_found<E: serde::de::Error>() -> E {
+    E::custom("path not in the document")
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.path.is_empty() {
+            self.found.set(true);
+            return d.deserialize_any(Reject);
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a mapping or sequence")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((Seg::Key(want), rest)) = self.path.split_first() else { return Err(not_found()) };
+        let key = KeyIs { want, at_key: rest.is_empty() && self.at == At::Key, found: self.found };
+        while let Some(hit) = map.next_key_seed(key)? {
+            if hit {
+                return map.next_value_seed(Walk { path: rest, ..self });
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Err(not_found())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((&Seg::Index(i), rest)) = self.path.split_first() else { return Err(not_found()) };
+        for _ in 0..i {
+            if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                return Err(not_found());
+            }
+        }
+        seq.next_element_seed(Walk { path: rest, ..self })?;
+        Err(not_found())
+    }
+}
+
+/// Rejects whatever it is given; the deserializer adds the value's position.
+struct Reject;
+
+impl serde::de::Visitor<'_> for Reject {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("nothing (locating a config path)")
+    }
+}
+
+/// Whether a map key is `want`; with `at_key`, a match fails at the key instead.
+#[derive(Clone, Copy)]
+struct KeyIs<'a> {
+    want: &'a str,
+    at_key: bool,
+    found: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map key")
+    }
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<bool, E> {
+        if k != self.want {
+            return Ok(false);
+        }
+        if self.at_key {
+            self.found.set(true);
+            return Err(E::custom("found"));
+        }
+        Ok(true)
+    }
+    // Config paths only have string keys; other scalar keys are skipped.
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -909,5 +915,103 @@ mod tests {
         assert!(e.contains("line 4") && e.contains("without tag"), "{e}");
         let e = Config::from_yaml("rules:\n  config:\n    severity: critical\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("severity"), "{e}");
+    }
+
+    /// The error of `text` as the agent prints it.
+    fn err(text: &str) -> String {
+        Config::from_yaml(text, "p.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn type_error_deep_in_a_list_names_path_and_line() {
+        let e = err("rules:\n  package:\n    subcommands:\n      go:\n        - install\n        - 5\n");
+        assert!(
+            e.starts_with("config p.yaml: line 6, column 11: rules.package.subcommands.go[1]: invalid type"),
+            "{e}"
+        );
+        let e = err("rules:\n  package:\n    subcommands: {go: [install, 5]}\n");
+        assert!(e.starts_with("config p.yaml: line 3, column 33: rules.package.subcommands.go[1]: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_flow_style_names_its_column() {
+        let e = err("sensor: {ringbuf_bytes: 8192, drain_intervall_ms: 5}\n");
+        assert!(e.starts_with("config p.yaml: line 1, column 31: sensor.drain_intervall_ms: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn same_key_in_two_sections_names_the_second() {
+        let e = err("otlp:\n  timeout_ms: 100\nalertmanager:\n  timeout_ms: soon\n");
+        assert!(e.starts_with("config p.yaml: line 4, column 15: alertmanager.timeout_ms: "), "{e}");
+        let e = err("kubernetes:\n  enabled: true\nrules:\n  binary: {enabled: true}\n  shell:\n    enabled: maybe\n");
+        assert!(e.starts_with("config p.yaml: line 6, column 14: rules.shell.enabled: "), "{e}");
+        let e = err("otlp: {enabled: true}\nrules:\n  file:\n    enabled: true\n    enabeld: true\n");
+        assert!(e.starts_with("config p.yaml: line 5, column 5: rules.file.enabeld: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn list_item_errors_name_index_and_line() {
+        // The same text earlier in a comment must not be taken for the item.
+        let e = err("# perl/5 is not a program name\nrules:\n  interpreters:\n    - python3\n    - perl/5\n");
+        assert!(e.starts_with("config p.yaml line 5: field `rules.interpreters[1]`: \"perl/5\""), "{e}");
+        let e = err("rules:\n  network:\n    allowed_ports: [53,\n      80, dns]\n");
+        assert!(e.starts_with("config p.yaml: line 4, column 11: rules.network.allowed_ports[2]: "), "{e}");
+        let e = err("rules:\n  file:\n    ignore_prefixes:\n      - /tmp/\n      - tmp/\n");
+        assert!(e.starts_with("config p.yaml line 5: field `rules.file.ignore_prefixes[1]`: "), "{e}");
+    }
+
+    #[test]
+    fn quoted_keys_are_located() {
+        let e = err("otlp:\n  \"timeout_ms\": 5\n");
+        assert!(e.starts_with("config p.yaml line 2: field `otlp.timeout_ms`: 5 must be between"), "{e}");
+        let e = err("sensor:\n  'drain_intervall_ms': 5\n");
+        assert!(e.starts_with("config p.yaml: line 2, column 3: sensor.drain_intervall_ms: unknown field"), "{e}");
+        let e = err("rules:\n  config:\n    approved_digests:\n      \"busybox:1.36\": []\n");
+        assert!(e.starts_with("config p.yaml line 4: field `rules.config.approved_digests.busybox:1.36`: "), "{e}");
+    }
+
+    #[test]
+    fn comments_and_blank_lines_before_the_error() {
+        let e = err(
+            "# sensor:\n#   ringbuf_bytes: 5000\n\nsensor:\n\n  # ringbuf_bytes: 5000 below\n  ringbuf_bytes: 5000\n",
+        );
+        assert!(e.starts_with("config p.yaml line 7: field `sensor.ringbuf_bytes`: 5000 must be"), "{e}");
+        let e = err("\n\n# drain_interval_ms: fast\nsensor:\n  # note\n\n  drain_interval_ms: fast  # comment\n");
+        assert!(e.starts_with("config p.yaml: line 7, column 22: sensor.drain_interval_ms: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn validation_error_names_the_right_section_line() {
+        let e = err("alertmanager:\n  timeout_ms: 5000\notlp:\n  timeout_ms: 5\n");
+        assert!(
+            e.starts_with("config p.yaml line 4: field `otlp.timeout_ms`: 5 must be between 100 and 600000"),
+            "{e}"
+        );
+        let e = err("otlp: {timeout_ms: 5000}\nalertmanager: {url: \"http://am:9093\", timeout_ms: 5}\n");
+        assert!(e.starts_with("config p.yaml line 2: field `alertmanager.timeout_ms`: "), "{e}");
+        let e = err("rules:\n  package:\n    subcommands:\n      go: [install]\n      pip/3: [install]\n");
+        assert!(e.starts_with("config p.yaml line 5: field `rules.package.subcommands.pip/3`: "), "{e}");
+    }
+
+    #[test]
+    fn mistyped_top_level_key() {
+        let e = err("metrics_addr: \"0.0.0.0:8789\"\nsensors:\n  ringbuf_bytes: 8192\n");
+        assert!(e.starts_with("config p.yaml: line 2, column 1: sensors: unknown field `sensors`"), "{e}");
+    }
+
+    #[test]
+    fn locate_is_exact_or_nothing() {
+        let text = "a:\n  b: {c: [x, {d: 1}]}\n  'e': # c\n    - 1\n    - [2, 3]\nf: ~\n";
+        let at = |p: &[Seg], at| locate(text, p, at);
+        assert_eq!(at(&path!["a", "b", "c", 1, "d"], At::Value), Some((2, 18)));
+        assert_eq!(at(&path!["a", "b", "c", 1, "d"], At::Key), Some((2, 15)));
+        assert_eq!(at(&path!["a", "e", 1, 1], At::Value), Some((5, 11)));
+        assert_eq!(at(&path!["a", "e"], At::Key), Some((3, 3)));
+        assert_eq!(at(&path!["f"], At::Value), Some((6, 4)));
+        assert_eq!(at(&path!["a", "b", "c", 2], At::Value), None, "index past the end");
+        assert_eq!(at(&path!["a", "x"], At::Value), None, "missing key");
+        assert_eq!(at(&path!["f", "g"], At::Value), None, "below a scalar");
+        assert_eq!(locate("", &path!["a"], At::Value), None);
+        assert_eq!(Seg::dotted(&path!["a", "b", 1, "c"]), "a.b[1].c");
     }
 }

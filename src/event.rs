@@ -78,43 +78,43 @@ impl ExecFlags {
     pub fn script(self) -> bool {
         self.0 & abi::DW_EXEC_SCRIPT != 0
     }
-    pub fn overlay_root(self) -> bool {
-        self.0 & abi::DW_EXEC_OVERLAY_ROOT != 0
-    }
     pub fn env_drift(self) -> bool {
         self.0 & abi::DW_EXEC_ENV_DRIFT != 0
     }
 }
 
+/// The process facts every record carries, from its common header and the
+/// fields each kind adds after it: who did it, in which container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Kernel timestamp (CLOCK_BOOTTIME ns) of the event.
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Never-reused mount namespace id.
+    pub mntns_id: u64,
+    /// Task name (15 bytes at most).
+    pub comm: String,
+    /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>").
+    pub cgroup_path: String,
+}
+
 /// A process executed a new image inside a container (`DW_KIND_EXEC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecEvent {
-    pub ktime_ns: u64,
-    pub cgroup_id: u64,
-    pub tgid: u32,
-    pub pid: u32,
-    pub ppid: u32,
-    pub uid: u32,
+    pub proc: Process,
     pub gid: u32,
-    pub mntns: u32,
-    /// Never-reused mount namespace id.
-    pub mntns_id: u64,
     pub flags: ExecFlags,
     pub exe_source: ExeSource,
     /// Set when the kernel ran a script through its `#!` interpreter.
     pub script: Option<(String, ExeSource)>,
-    pub fs_magic: u32,
-    pub nlink: u32,
     pub ino: u64,
-    pub name_class: u32,
     /// `DW_ENV_*`: dynamic-loader variables in the new image's environment.
     pub env_loader: u16,
-    pub comm: String,
     pub parent_comm: String,
     pub path: String,
     pub args: Vec<String>,
-    /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>").
-    pub cgroup_path: String,
 }
 
 /// What a network event opened (`DW_NET_*`).
@@ -149,17 +149,11 @@ impl Transport {
 /// sends each (container, program, endpoint) once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetEvent {
-    pub ktime_ns: u64,
-    pub tgid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub mntns_id: u64,
+    pub proc: Process,
     pub op: NetOp,
     pub transport: Transport,
     pub addr: std::net::IpAddr,
     pub port: u16,
-    pub comm: String,
-    pub cgroup_path: String,
 }
 
 /// What a file event did (`DW_FILE_*`).
@@ -196,11 +190,7 @@ impl FileOp {
 /// A container process changed a file (`DW_KIND_FILE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEvent {
-    pub ktime_ns: u64,
-    pub tgid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub mntns_id: u64,
+    pub proc: Process,
     pub op: FileOp,
     /// As the container sees it.
     pub path: String,
@@ -208,54 +198,10 @@ pub struct FileEvent {
     pub target: Option<String>,
     /// Where the opened file lives; `Unknown` for named operations.
     pub source: ExeSource,
-    pub ino: u64,
     pub mode: u32,
     /// chown: the new owner (`u32::MAX`: unchanged).
     pub owner: Option<(u32, u32)>,
     pub path_truncated: bool,
-    pub comm: String,
-    pub cgroup_path: String,
-}
-
-/// The process facts every record carries, for findings about processes
-/// that did not exec (network and file events).
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessRef<'a> {
-    pub ktime_ns: u64,
-    pub tgid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub mntns_id: u64,
-    pub comm: &'a str,
-    pub cgroup_path: &'a str,
-}
-
-impl NetEvent {
-    pub fn process(&self) -> ProcessRef<'_> {
-        ProcessRef {
-            ktime_ns: self.ktime_ns,
-            tgid: self.tgid,
-            ppid: self.ppid,
-            uid: self.uid,
-            mntns_id: self.mntns_id,
-            comm: &self.comm,
-            cgroup_path: &self.cgroup_path,
-        }
-    }
-}
-
-impl FileEvent {
-    pub fn process(&self) -> ProcessRef<'_> {
-        ProcessRef {
-            ktime_ns: self.ktime_ns,
-            tgid: self.tgid,
-            ppid: self.ppid,
-            uid: self.uid,
-            mntns_id: self.mntns_id,
-            comm: &self.comm,
-            cgroup_path: &self.cgroup_path,
-        }
-    }
 }
 
 /// Every kind of record the agent understands.
@@ -267,12 +213,24 @@ pub enum Event {
 }
 
 impl Event {
-    /// Metric label of the kind.
+    /// Every kind's metric label, in `DW_KIND_*` order.
+    pub const KINDS: [&'static str; 3] = ["exec", "net", "file"];
+
+    /// Metric label of the kind (one of [`Self::KINDS`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Exec(_) => "exec",
             Self::Net(_) => "net",
             Self::File(_) => "file",
+        }
+    }
+
+    /// Who did it.
+    pub fn process(&self) -> &Process {
+        match self {
+            Self::Exec(e) => &e.proc,
+            Self::Net(e) => &e.proc,
+            Self::File(e) => &e.proc,
         }
     }
 }
@@ -290,6 +248,9 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every [`Self::reason`], for pre-created metric series.
+    pub const REASONS: [&'static str; 4] = ["truncated", "unknown_kind", "bad_size", "bad_value"];
+
     /// Bounded metric label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -396,6 +357,28 @@ fn clean_script_path(p: String) -> String {
     format!("/{}", parts.join("/"))
 }
 
+type CgroupLevels = [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]; abi::DW_CGROUP_LEVELS as usize];
+
+/// The process part of a record: its header plus the fields every kind repeats.
+fn process(
+    hdr: &abi::dw_header,
+    ppid: u32,
+    uid: u32,
+    mntns_id: u64,
+    comm: &[std::ffi::c_char],
+    cgroup: &CgroupLevels,
+) -> Process {
+    Process {
+        ktime_ns: hdr.ktime_ns,
+        tgid: hdr.tgid,
+        ppid,
+        uid,
+        mntns_id,
+        comm: c_str(comm),
+        cgroup_path: cgroup_path(cgroup),
+    }
+}
+
 fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
     let r: abi::dw_file = read_pod(buf, "file record")?;
     let op = match r.op as u32 {
@@ -413,21 +396,14 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
     let target =
         matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink).then(|| c_str_len(&r.path2, r.path2_len));
     Ok(FileEvent {
-        ktime_ns: r.hdr.ktime_ns,
-        tgid: r.hdr.tgid,
-        ppid: r.ppid,
-        uid: r.uid,
-        mntns_id: r.mntns_id,
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
         op,
         path: without_trailing_slash(c_str_len(&r.path, r.path_len)),
         target,
         source: ExeSource::from_raw(r.source)?,
-        ino: r.ino,
         mode: r.mode,
         owner: (op == FileOp::Chown).then_some((r.owner_uid, r.owner_gid)),
         path_truncated: r.flags as u32 & abi::DW_FILE_PATH_TRUNC != 0,
-        comm: c_str(&r.comm),
-        cgroup_path: cgroup_path(&r.cgroup),
     })
 }
 
@@ -450,17 +426,11 @@ fn decode_net(buf: &[u8]) -> Result<NetEvent, DecodeError> {
         other => return Err(DecodeError::BadValue { field: "family", value: other as u64 }),
     };
     Ok(NetEvent {
-        ktime_ns: r.hdr.ktime_ns,
-        tgid: r.hdr.tgid,
-        ppid: r.ppid,
-        uid: r.uid,
-        mntns_id: r.mntns_id,
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
         op,
         transport,
         addr,
         port: r.port,
-        comm: c_str(&r.comm),
-        cgroup_path: cgroup_path(&r.cgroup),
     })
 }
 
@@ -472,30 +442,17 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
     } else {
         None
     };
-    let cgroup_path = cgroup_path(&r.cgroup);
     Ok(ExecEvent {
-        ktime_ns: r.hdr.ktime_ns,
-        cgroup_id: r.hdr.cgroup_id,
-        tgid: r.hdr.tgid,
-        pid: r.hdr.pid,
-        ppid: r.ppid,
-        uid: r.uid,
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
         gid: r.gid,
-        mntns: r.mntns,
-        mntns_id: r.mntns_id,
         flags,
         exe_source: ExeSource::from_raw(r.exe_source)?,
         script,
-        fs_magic: r.exe_fs_magic,
-        nlink: r.exe_nlink,
         ino: r.exe_ino,
-        name_class: r.name_class,
         env_loader: r.env_loader,
-        comm: c_str(&r.comm),
         parent_comm: c_str(&r.parent_comm),
         path: c_str_len(&r.path, r.path_len),
         args: split_args(&r.args, r.args_len),
-        cgroup_path,
     })
 }
 
@@ -537,14 +494,14 @@ pub(crate) mod tests {
     #[test]
     fn decodes_exec() {
         let Event::Exec(e) = decode(&exec_record(|_| {})).unwrap() else { panic!("not exec") };
-        assert_eq!(e.tgid, 42);
-        assert_eq!(e.ppid, 7);
+        assert_eq!(e.proc.tgid, 42);
+        assert_eq!(e.proc.ppid, 7);
         assert_eq!(e.path, "/tmp/x");
         assert_eq!(e.args, vec!["/tmp/x", "-v"]);
-        assert_eq!(e.cgroup_path, "k8s.io/0123");
+        assert_eq!(e.proc.cgroup_path, "k8s.io/0123");
         assert_eq!(e.exe_source, ExeSource::UpperLayer);
         assert!(e.flags.drift());
-        assert_eq!(e.comm, "x");
+        assert_eq!(e.proc.comm, "x");
         assert_eq!(e.parent_comm, "sh");
         assert!(e.script.is_none());
     }
@@ -596,7 +553,7 @@ pub(crate) mod tests {
         let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
         assert_eq!(e.path, "/tmp/x");
         assert_eq!(e.args, vec!["/tmp/x", "-v"]);
-        assert!(e.comm.contains('\u{fffd}'));
+        assert!(e.proc.comm.contains('\u{fffd}'));
     }
 
     pub(crate) fn net_record(f: impl FnOnce(&mut abi::dw_net)) -> Vec<u8> {
@@ -623,7 +580,7 @@ pub(crate) mod tests {
         let Event::Net(e) = decode(&net_record(|_| {})).unwrap() else { panic!("not net") };
         assert_eq!((e.op, e.transport, e.port), (NetOp::Connect, Transport::Tcp, 443));
         assert_eq!(e.addr, "10.1.2.3".parse::<std::net::IpAddr>().unwrap());
-        assert_eq!(e.comm, "curl");
+        assert_eq!(e.proc.comm, "curl");
         let v6 = net_record(|r| {
             r.family = 10;
             r.op = abi::DW_NET_BIND_UDP as u16;

@@ -1,9 +1,11 @@
 //! driftwatch: a per-node agent that detects container drift with eBPF.
 //!
 //! The modules follow the data:
-//! kernel ([`bpf`]) -> [`event`] decoding -> [`enrich`] (container identity)
-//! -> [`classify`] (rules -> findings) -> [`sink`] (stdout JSON, metrics) and [`server`];
-//! [`pipeline`] runs those userspace stages, [`agent`] wires everything.
+//! kernel ([`bpf`]) -> [`event`] (decode) -> [`enrich`] (container id, runtime,
+//! API) -> [`containers`] (the registry: one entry per container) ->
+//! [`classify`] (rules -> findings, pure) -> [`pipeline`] (runs those stages,
+//! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
+//! every stage counts into, [`server`] serves it, [`agent`] wires everything.
 
 pub mod abi;
 pub mod agent;
@@ -11,9 +13,15 @@ pub mod bpf;
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod containers;
 pub mod enrich;
 pub mod event;
+mod locks;
+pub mod metrics;
+pub mod node;
 pub mod pipeline;
+pub mod procfs;
 pub mod server;
 pub mod sink;
+pub mod tasks;
 pub mod telemetry;

@@ -1,7 +1,8 @@
 //! HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` (the process serves),
-//! `/readyz` (the eBPF programs are attached and the reader runs).
+//! `/readyz` (the sensor is attached, its ring-buffer reader runs, and the
+//! container registry's task keeps its rounds).
 
-use crate::sink::metrics::Metrics;
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
@@ -22,17 +23,46 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// Concurrent connections served; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 64;
 
-#[derive(Debug, Default)]
+type Check = Box<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
+
+/// Readiness: nothing is ready before [`Health::watch`], and nothing after
+/// [`Health::stop`]; in between, what the watched parts say.
+#[derive(Default)]
 pub struct Health {
-    ready: AtomicBool,
+    check: std::sync::RwLock<Option<Check>>,
+    stopping: AtomicBool,
 }
 
 impl Health {
-    pub fn set_ready(&self, v: bool) {
-        self.ready.store(v, Ordering::SeqCst);
+    /// Ready from now on while the reader thread runs and the registry's task
+    /// keeps its rounds.
+    pub fn watch(&self, reader_alive: Arc<AtomicBool>, registry: Arc<crate::containers::Registry>) {
+        let check: Check = Box::new(move || {
+            if !reader_alive.load(Ordering::SeqCst) {
+                return Err("the ring-buffer reader stopped");
+            }
+            if !registry.alive() {
+                return Err("the container registry's task is not running");
+            }
+            Ok(())
+        });
+        *crate::locks::write(&self.check) = Some(check);
     }
-    pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+
+    /// Shutting down: not ready any more.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Ok, or why not.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err("shutting down");
+        }
+        match &*crate::locks::read(&self.check) {
+            Some(check) => check(),
+            None => Err("eBPF programs not attached yet"),
+        }
     }
 }
 
@@ -54,8 +84,10 @@ pub fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) ->
     match path {
         "/metrics" => reply(StatusCode::OK, OPENMETRICS, metrics.encode()),
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
-        "/readyz" if health.ready() => reply(StatusCode::OK, TEXT, "ready\n"),
-        "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: eBPF programs not attached yet\n"),
+        "/readyz" => match health.ready() {
+            Ok(()) => reply(StatusCode::OK, TEXT, "ready\n"),
+            Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {why}\n")),
+        },
         _ => reply(StatusCode::NOT_FOUND, TEXT, "not found: try /metrics, /healthz or /readyz\n"),
     }
 }
@@ -114,8 +146,13 @@ mod tests {
         let m = Metrics::new();
         let h = Health::default();
         assert_eq!(route(&Method::GET, "/readyz", &m, &h).status(), StatusCode::SERVICE_UNAVAILABLE);
-        h.set_ready(true);
+        *crate::locks::write(&h.check) = Some(Box::new(|| Ok(())));
         assert_eq!(route(&Method::GET, "/readyz", &m, &h).status(), StatusCode::OK);
+        *crate::locks::write(&h.check) = Some(Box::new(|| Err("the ring-buffer reader stopped")));
+        let r = route(&Method::GET, "/readyz", &m, &h);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        h.stop();
+        assert_eq!(route(&Method::GET, "/readyz", &m, &h).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(route(&Method::GET, "/healthz", &m, &h).status(), StatusCode::OK);
         let r = route(&Method::GET, "/metrics", &m, &h);
         assert_eq!(r.headers()[header::CONTENT_TYPE], OPENMETRICS);

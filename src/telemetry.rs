@@ -1,47 +1,16 @@
 //! The agent's own diagnostics: `tracing` to stderr, and, when OTLP is
-//! configured, the agent's own spans (startup, sink flushes, later response
-//! actions) as OTLP traces through `tracing-opentelemetry`.
+//! configured, the agent's own spans (startup, sink flushes) as OTLP traces
+//! through `tracing-opentelemetry`.
 //!
 //! Diagnostics never enter the findings stream: findings are OTLP *log
 //! records* built by `sink::otlp` from `Finding`s only; no tracing-to-logs
 //! bridge is installed, so a `tracing::warn!` can never become a finding.
 
 use crate::config::Config;
-use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_sdk::{Resource, resource::EnvResourceDetector, trace::SdkTracerProvider};
-use std::sync::OnceLock;
+use crate::sink::otlp::resource;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
-
-/// `k8s.node.name`: `NODE_NAME` (set it from `spec.nodeName` in the DaemonSet), else the hostname.
-pub fn node_name() -> String {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        std::env::var("NODE_NAME")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into())
-    })
-    .clone()
-}
-
-/// The OTel resource of everything the agent exports. Precedence, lowest first:
-/// our defaults (`service.name=driftwatch`, `service.version`, `k8s.node.name`),
-/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`.
-pub fn resource() -> Resource {
-    let mut b = Resource::builder_empty()
-        .with_attributes([
-            KeyValue::new("service.name", "driftwatch"),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("k8s.node.name", node_name()),
-        ])
-        .with_detector(Box::new(EnvResourceDetector::new()));
-    if let Some(name) = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.trim().is_empty()) {
-        b = b.with_service_name(name);
-    }
-    b.build()
-}
 
 /// Keeps the trace pipeline alive; flushes it (bounded) on drop.
 #[derive(Default)]

@@ -2,7 +2,8 @@
 //!
 //! Pods are made through the CRI API exactly as the kubelet makes them
 //! (RunPodSandbox, CreateContainer with the image id, StartContainer), then
-//! `driftwatch::enrich::cri::Cri` must resolve them completely.
+//! the container registry (`driftwatch::containers::Registry`), asking the
+//! runtime through `driftwatch::enrich::cri::Cri`, must resolve them completely.
 //!
 //! The restart test uses its own containerd (tests/support/cri.rs
 //! `PrivateContainerd`), so tests running in parallel against the shared instance
@@ -14,9 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftwatch::containers::{Registry, RegistryConfig};
 use driftwatch::enrich::cgroup::{self, CgroupLayout};
 use driftwatch::enrich::cri::{ContainerMeta, Cri, CriConfig, Lookup};
 use driftwatch::enrich::image::{ImageRef, digest_of_image_ref};
+use driftwatch::metrics::Metrics;
 use support::cri::{Pod, PodSpec, PrivateContainerd, image_status};
 use tokio_util::sync::CancellationToken;
 
@@ -24,14 +27,24 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
-fn config(socket: &Path, refresh: Duration, grace: Duration) -> CriConfig {
-    CriConfig {
-        endpoint: Some(socket.to_path_buf()),
-        request_timeout: Duration::from_secs(2),
-        grace,
-        max_entries: 1024,
-        refresh_interval: refresh,
-    }
+/// A registry asking the runtime at `socket`, listing it every `refresh`, with
+/// its loop running on `rt`; the metrics it counts into.
+fn registry(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+    refresh: Duration,
+    grace: Duration,
+    cancel: &CancellationToken,
+) -> (Arc<Registry>, Arc<Cri>, Arc<Metrics>) {
+    let _g = rt.enter();
+    let m = Arc::new(Metrics::new());
+    let cfg = CriConfig { endpoint: Some(socket.to_path_buf()), request_timeout: Duration::from_secs(2) };
+    let cri = Cri::spawn(cfg, m.cri.clone(), cancel.clone());
+    let rcfg =
+        RegistryConfig { grace, max_entries: 1024, scan_interval: Duration::from_secs(1), refresh_interval: refresh };
+    let r = Registry::new(rcfg, Some(cri.clone()), None, m.registry_stats.clone(), m.cri.clone());
+    rt.spawn(r.clone().run(cancel.clone()));
+    (r, cri, m)
 }
 
 fn wait_connected(cri: &Cri) {
@@ -80,10 +93,7 @@ fn cri_lookup_resolves_kubelet_made_pods() {
     let cancel = CancellationToken::new();
     // Long refresh: the container below is created after the warm-up listing, so the
     // first lookup is a real miss.
-    let cri = {
-        let _g = rt.enter();
-        Cri::spawn(config(&socket, Duration::from_secs(3600), Duration::from_secs(300)), cancel.clone())
-    };
+    let (reg, cri, _) = registry(&rt, &socket, Duration::from_secs(3600), Duration::from_secs(300), &cancel);
     wait_connected(&cri);
 
     let api = pod.start_container("api", &["/bin/sleep", "300"]);
@@ -92,13 +102,13 @@ fn cri_lookup_resolves_kubelet_made_pods() {
     assert_eq!((code, out.trim()), (0, "ok"));
 
     let t0 = Instant::now();
-    let m = found(rt.block_on(cri.lookup(&api.id, Duration::from_secs(5))), "first lookup");
+    let m = found(rt.block_on(reg.resolve(&api.id, Duration::from_secs(5))), "first lookup");
     let uncached = t0.elapsed();
     // The cache holds it now. (Compared by content: a listing that raced
     // with the first lookup may have stored an equal entry of its own.)
-    assert_eq!(cri.cached(&api.id).as_deref(), Some(&*m), "second lookup must come from the cache");
+    assert_eq!(reg.cached(&api.id).as_deref(), Some(&*m), "second lookup must come from the cache");
     let t0 = Instant::now();
-    let m2 = found(rt.block_on(cri.lookup(&api.id, Duration::from_secs(5))), "second lookup");
+    let m2 = found(rt.block_on(reg.resolve(&api.id, Duration::from_secs(5))), "second lookup");
     let cached = t0.elapsed();
     assert_eq!(*m2, *m);
     eprintln!("cri lookup latency: uncached {uncached:?}, cached {cached:?}");
@@ -129,29 +139,26 @@ fn cri_lookup_resolves_kubelet_made_pods() {
     assert_eq!(labels, [("app", "checkout"), ("tier", "backend")]);
     assert_eq!(m.pod_annotations.get("team").map(String::as_str), Some("payments"));
     assert_eq!(m.pod_annotations.get("kubernetes.io/config.source").map(String::as_str), Some("api"));
-    assert_eq!(cri.cached(&api.id).as_deref(), Some(&*m));
+    assert_eq!(reg.cached(&api.id).as_deref(), Some(&*m));
 
     // The pod's pause container resolves to the pod.
-    let p = found(rt.block_on(cri.lookup(&pod.sandbox_id, Duration::from_secs(5))), "sandbox id");
+    let p = found(rt.block_on(reg.resolve(&pod.sandbox_id, Duration::from_secs(5))), "sandbox id");
     assert_eq!((p.pod_name.as_str(), p.container_name.as_str()), ("checkout-7d9f", ""));
 
     // Not a CRI container (made with ctr in the same namespace): the runtime says so.
     let plain = ctrd.run(support::RunSpec::sleeper());
-    assert_eq!(rt.block_on(cri.lookup(&plain.id, Duration::from_secs(5))), Lookup::NotFound);
-    assert_eq!(rt.block_on(cri.lookup(&"0".repeat(64), Duration::from_secs(5))), Lookup::NotFound);
+    assert_eq!(rt.block_on(reg.resolve(&plain.id, Duration::from_secs(5))), Lookup::NotFound);
+    assert_eq!(rt.block_on(reg.resolve(&"0".repeat(64), Duration::from_secs(5))), Lookup::NotFound);
 
     // A second client that refreshes often, with a short grace period: a container
     // that vanished from the runtime still resolves during the grace period, and not
     // after it.
     let cancel2 = CancellationToken::new();
     let grace = Duration::from_secs(3);
-    let cri2 = {
-        let _g = rt.enter();
-        Cri::spawn(config(&socket, Duration::from_millis(200), grace), cancel2.clone())
-    };
+    let (reg2, _, _) = registry(&rt, &socket, Duration::from_millis(200), grace, &cancel2);
     let short = pod.start_container("short-lived", &["/bin/sleep", "300"]);
     let t0 = Instant::now();
-    while cri2.cached(&short.id).is_none() {
+    while reg2.cached(&short.id).is_none() {
         assert!(t0.elapsed() < Duration::from_secs(10), "refresh did not warm the cache");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -159,26 +166,21 @@ fn cri_lookup_resolves_kubelet_made_pods() {
     pod.remove_container(&short.id).expect("remove short-lived container");
     let removed = Instant::now();
     std::thread::sleep(Duration::from_millis(1000));
-    let m = found(rt.block_on(cri2.lookup(&short.id, Duration::from_secs(5))), "vanished container within grace");
+    let m = found(rt.block_on(reg2.resolve(&short.id, Duration::from_secs(5))), "vanished container within grace");
     assert_eq!((m.container_name.as_str(), m.pod_name.as_str()), ("short-lived", "checkout-7d9f"));
-    while cri2.cached(&short.id).is_some() {
+    while reg2.cached(&short.id).is_some() {
         assert!(removed.elapsed() < grace + Duration::from_secs(5), "grace period not enforced");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(removed.elapsed() >= grace - Duration::from_millis(300), "expired early: {:?}", removed.elapsed());
-    assert_eq!(rt.block_on(cri2.lookup(&short.id, Duration::from_secs(5))), Lookup::NotFound);
+    assert_eq!(rt.block_on(reg2.resolve(&short.id, Duration::from_secs(5))), Lookup::NotFound);
 
     // An endpoint that does not exist: Unavailable, quickly.
     let cancel3 = CancellationToken::new();
-    let cri3 = {
-        let _g = rt.enter();
-        Cri::spawn(
-            config(Path::new("/run/driftwatch-test/no-such.sock"), Duration::from_secs(10), grace),
-            cancel3.clone(),
-        )
-    };
+    let (reg3, cri3, _) =
+        registry(&rt, Path::new("/run/driftwatch-test/no-such.sock"), Duration::from_secs(10), grace, &cancel3);
     let t0 = Instant::now();
-    let got = rt.block_on(cri3.lookup(&api.id, Duration::from_secs(10)));
+    let got = rt.block_on(reg3.resolve(&api.id, Duration::from_secs(10)));
     assert!(matches!(got, Lookup::Unavailable(_)), "{got:?}");
     assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
     assert!(!cri3.connected());
@@ -205,12 +207,9 @@ fn cri_enrichment_survives_a_containerd_restart() {
     let rt = runtime();
     let cancel = CancellationToken::new();
     // No periodic refresh: the outage is discovered by the lookup itself.
-    let cri = {
-        let _g = rt.enter();
-        Cri::spawn(config(&socket, Duration::from_secs(3600), Duration::from_secs(300)), cancel.clone())
-    };
+    let (reg, cri, metrics) = registry(&rt, &socket, Duration::from_secs(3600), Duration::from_secs(300), &cancel);
     wait_connected(&cri);
-    let before = found(rt.block_on(cri.lookup(&a.id, Duration::from_secs(5))), "before restart");
+    let before = found(rt.block_on(reg.resolve(&a.id, Duration::from_secs(5))), "before restart");
 
     // Created and never looked up before the runtime goes away.
     let b = pod.start_container("b", &["/bin/sleep", "300"]);
@@ -219,18 +218,18 @@ fn cri_enrichment_survives_a_containerd_restart() {
     ctrd.stop();
     eprintln!("containerd stopped in {:?}", t_stop.elapsed());
     // Cached entries keep resolving while the runtime is down.
-    assert_eq!(cri.cached(&a.id).as_deref(), Some(&*before));
-    let during = found(rt.block_on(cri.lookup(&a.id, Duration::from_millis(10))), "cached during outage");
+    assert_eq!(reg.cached(&a.id).as_deref(), Some(&*before));
+    let during = found(rt.block_on(reg.resolve(&a.id, Duration::from_millis(10))), "cached during outage");
     // The runtime is down: this can only have come from the cache.
     assert_eq!(*during, *before);
 
     // An event from `b` arrives during the outage: it waits (bounded) for the runtime.
     let pending = {
-        let cri = cri.clone();
+        let reg = reg.clone();
         let id = b.id.clone();
         rt.spawn(async move {
             let t0 = Instant::now();
-            (cri.lookup(&id, Duration::from_secs(20)).await, t0.elapsed())
+            (reg.resolve(&id, Duration::from_secs(20)).await, t0.elapsed())
         })
     };
     std::thread::sleep(Duration::from_millis(500));
@@ -247,17 +246,17 @@ fn cri_enrichment_survives_a_containerd_restart() {
     assert!(cri.connected());
     eprintln!(
         "containerd restart: daemon answered {started_in:?} after start, pending lookup resolved {recovered:?} after \
-         start (waited {waited:?} in total); reconnects={}",
-        cri.stats().reconnects
+         start (waited {waited:?} in total); connects ok={}",
+        metrics.cri.connects().0
     );
-    assert!(cri.stats().reconnects >= 1, "{:?}", cri.stats());
+    assert!(metrics.cri.connects().0 >= 2, "a reconnect: {:?}", metrics.cri.connects());
 
     // Nothing lost: the old entry is the same, containers kept running, new ones resolve.
-    assert_eq!(cri.cached(&a.id).as_deref(), Some(&*before));
+    assert_eq!(reg.cached(&a.id).as_deref(), Some(&*before));
     assert_eq!(a.exec_sync(&["/bin/true"]).map(|r| r.0), Ok(0), "container a did not survive the restart");
     let c = pod.start_container("c", &["/bin/sleep", "300"]);
     let t0 = Instant::now();
-    let m = found(rt.block_on(cri.lookup(&c.id, Duration::from_secs(5))), "new container after restart");
+    let m = found(rt.block_on(reg.resolve(&c.id, Duration::from_secs(5))), "new container after restart");
     eprintln!("uncached lookup after restart: {:?}", t0.elapsed());
     assert_eq!(m.sandbox_id, pod.sandbox_id);
 

@@ -64,7 +64,9 @@ fn findings_match_golden_files() {
 fn every_rule_of_the_catalog_has_a_golden_case() {
     let covered: std::collections::HashSet<String> = build::all()
         .iter()
-        .map(|(_, json)| serde_json::from_str::<serde_json::Value>(json).expect("json")["rule"].as_str().unwrap().into())
+        .map(|(_, json)| {
+            serde_json::from_str::<serde_json::Value>(json).expect("json")["rule"].as_str().unwrap().into()
+        })
         .collect();
     for rule in build::catalog_rules() {
         assert!(covered.contains(rule), "rule {rule} has no golden case");

@@ -3,7 +3,7 @@
 pub mod preflight;
 pub mod reader;
 
-use crate::{abi, config, sink::metrics::KernelStatsSource};
+use crate::{abi, config, metrics::KernelStatsSource, procfs};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
@@ -11,8 +11,14 @@ use aya::{
 };
 use std::{collections::HashMap, sync::Mutex};
 
-/// The compiled sensor, embedded in the binary.
+/// The compiled sensor, embedded in the binary (empty when built with
+/// DRIFTWATCH_BPF_STUB=1).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/driftwatch.bpf.o"));
+
+/// Refuses the empty placeholder object of a DRIFTWATCH_BPF_STUB=1 build.
+fn check_object(object: &[u8]) -> Result<(), BpfError> {
+    if object.is_empty() { Err(BpfError::StubObject) } else { Ok(()) }
+}
 
 /// Programs and their tracepoints, attached in this order: exit and fork
 /// first so lineage is kept from the moment exec starts reporting.
@@ -44,10 +50,20 @@ mod tests {
         );
         assert_eq!(super::verifier_complaint(""), "no verifier message");
     }
+
+    #[test]
+    fn stub_object_is_refused() {
+        let e = super::check_object(&[]).unwrap_err();
+        assert_eq!(e.kind(), "stub_object");
+        assert!(e.to_string().contains("DRIFTWATCH_BPF_STUB=1"), "{e}");
+        assert!(super::check_object(b"\x7fELF").is_ok());
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
+    #[error("this binary was built with DRIFTWATCH_BPF_STUB=1: it has no eBPF programs; rebuild without it")]
+    StubObject,
     #[error("not privileged: run as root, or grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)")]
     NotPrivileged,
     #[error(
@@ -85,6 +101,7 @@ impl BpfError {
     /// Bounded metric/log label.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::StubObject => "stub_object",
             Self::NotPrivileged => "not_privileged",
             Self::NoBtf(_) => "no_btf",
             Self::NoMntns => "no_mntns",
@@ -173,6 +190,7 @@ impl SensorOptions {
 impl Sensor {
     /// Loads and attaches the sensor; `names` fills the kernel's name filter.
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
+        check_object(OBJECT)?;
         let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
         preflight::check(&btf_path, opts.network)?;
         let (host_mntns, source) = preflight::host_mntns()?;
@@ -277,7 +295,7 @@ impl Sensor {
             ring: Some(ring),
             kstats: Some(kstats),
             // Only the inode-number fallback needs pruning.
-            preexisting: by_inode.then_some(Preexisting { map: pre, host: host_mntns }),
+            preexisting: by_inode.then_some(Preexisting { map: pre }),
             not_container: Some(NotContainer(Mutex::new(nc))),
             drift_marks: Some(DriftMarks(Mutex::new(procs))),
             host_mntns,
@@ -311,24 +329,6 @@ impl Sensor {
     }
 }
 
-/// Mount namespaces of every live process but the host's: inode number and
-/// one /proc path to open it by.
-pub fn live_mntns(host: u32) -> std::collections::HashMap<u32, String> {
-    let mut set = std::collections::HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return set };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let link = format!("/proc/{pid}/ns/mnt");
-        if let Some(ns) = preflight::mntns_of(&link)
-            && ns != host
-        {
-            set.entry(ns).or_insert(link);
-        }
-    }
-    set
-}
-
 /// NS_GET_MNTNS_ID (Linux 6.8+): the namespace's never-reused id, the same
 /// value the kernel program keys `seen_mntns` by.
 fn mntns_unique_id(link: &str) -> Option<u64> {
@@ -345,7 +345,8 @@ fn mntns_unique_id(link: &str) -> Option<u64> {
 /// NS_GET_MNTNS_ID their unique ids go straight into `seen_mntns`; older
 /// kernels get the inode-number table, which must then be pruned.
 fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
-    let live = live_mntns(host);
+    let mut live = procfs::scan(true).mntns;
+    live.remove(&host);
     let mut fallback = Vec::new();
     {
         let mut seen: BpfHashMap<_, u64, abi::dw_seen> = BpfHashMap::try_from(
@@ -381,13 +382,12 @@ fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
 /// inode numbers are recycled, and a new container must not inherit one.
 pub struct Preexisting {
     map: BpfHashMap<MapData, u32, u8>,
-    host: u32,
 }
 
 impl Preexisting {
-    /// Removes namespaces no live process uses any more; returns how many are left.
-    pub fn prune(&mut self) -> usize {
-        let live = live_mntns(self.host);
+    /// Removes namespaces no live process uses any more (`live`: a scan's
+    /// mount namespaces); returns how many are left.
+    pub fn prune(&mut self, live: &std::collections::HashMap<u32, String>) -> usize {
         let keys: Vec<u32> = self.map.keys().filter_map(Result::ok).collect();
         let mut left = 0;
         for k in keys {
@@ -398,6 +398,37 @@ impl Preexisting {
             }
         }
         left
+    }
+
+    /// Prunes after every `/proc` snapshot (off the async workers) until no
+    /// namespace that predates the agent is left.
+    pub fn prune_on_scans(
+        self,
+        mut scans: tokio::sync::watch::Receiver<std::sync::Arc<procfs::Snapshot>>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        let mut me = Some(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    changed = scans.changed() => if changed.is_err() { return },
+                }
+                let (Some(mut pre), snap) = (me.take(), scans.borrow_and_update().clone()) else { return };
+                let Ok((pre, left)) = tokio::task::spawn_blocking(move || {
+                    let left = pre.prune(&snap.mntns);
+                    (pre, left)
+                })
+                .await
+                else {
+                    return;
+                };
+                if left == 0 {
+                    return; // every container that predates the agent is gone
+                }
+                me = Some(pre);
+            }
+        });
     }
 }
 

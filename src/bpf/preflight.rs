@@ -1,6 +1,7 @@
 //! Checks that explain, in one line, why the sensor cannot load.
 
 use super::BpfError;
+use crate::procfs::mntns_of;
 use std::path::Path;
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -43,19 +44,4 @@ pub fn host_mntns() -> Result<(u32, &'static str), BpfError> {
         return Ok((ino, "/proc/1/ns/mnt"));
     }
     mntns_of("/proc/self/ns/mnt").map(|ino| (ino, "/proc/self/ns/mnt")).ok_or(BpfError::NoMntns)
-}
-
-pub fn mntns_of(link: &str) -> Option<u32> {
-    let target = std::fs::read_link(link).ok()?;
-    let s = target.to_str()?;
-    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn own_mntns_parses() {
-        assert!(super::mntns_of("/proc/self/ns/mnt").is_some());
-        assert!(super::mntns_of("/nonexistent").is_none());
-    }
 }

@@ -1,7 +1,10 @@
 //! The ring-buffer reader: a dedicated OS thread (never a tokio worker) that
 //! drains on a short timer and whenever the kernel forces a wakeup (drift).
 
-use crate::{event, sink::metrics::Metrics};
+use crate::{
+    event::{self, Event},
+    metrics::Metrics,
+};
 use aya::maps::{MapData, RingBuf};
 use std::{
     os::fd::AsRawFd,
@@ -26,15 +29,20 @@ pub fn batch_capacity(events: usize) -> usize {
     events.div_ceil(BATCH).max(4)
 }
 
+/// Starts the reader thread. `alive` is cleared when the thread ends, for
+/// whatever reason (stop requested, pipeline gone, panic).
 pub fn spawn(
     mut ring: RingBuf<MapData>,
     interval: Duration,
-    tx: mpsc::Sender<Vec<event::Event>>,
+    tx: mpsc::Sender<Vec<Event>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    alive: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    metrics.declare_queue(QUEUE);
+    metrics.pipeline.declare_queue(QUEUE);
+    alive.store(true, Ordering::SeqCst);
     std::thread::Builder::new().name("dw-ringbuf".into()).spawn(move || {
+        let _alive = ClearOnDrop(alive);
         let fd = ring.as_raw_fd();
         let timeout = interval.as_millis().clamp(1, 1000) as i32;
         while !stop.load(Ordering::Relaxed) {
@@ -42,20 +50,17 @@ pub fn spawn(
             // SAFETY: one valid pollfd; the fd lives as long as `ring`.
             let _ = unsafe { libc::poll(&mut pfd, 1, timeout) };
             let mut batch = Vec::with_capacity(BATCH);
-            let (mut execs, mut nets, mut files) = (0u64, 0u64, 0u64);
-            loop {
-                let Some(item) = ring.next() else { break };
+            let mut per_kind = [0u64; Event::KINDS.len()];
+            while let Some(item) = ring.next() {
                 match event::decode(&item) {
                     Ok(ev) => {
-                        match ev {
-                            event::Event::Exec(_) => execs += 1,
-                            event::Event::Net(_) => nets += 1,
-                            event::Event::File(_) => files += 1,
+                        if let Some(i) = Event::KINDS.iter().position(|k| *k == ev.kind()) {
+                            per_kind[i] += 1;
                         }
                         batch.push(ev);
                     }
                     Err(e) => {
-                        metrics.decode_error(e.reason());
+                        metrics.pipeline.decode_error(e.reason());
                         tracing::debug!(error = %e, "undecodable kernel record");
                     }
                 }
@@ -64,14 +69,10 @@ pub fn spawn(
                     send(&tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &metrics);
                 }
             }
-            if execs > 0 {
-                metrics.events("exec", execs);
-            }
-            if nets > 0 {
-                metrics.events("net", nets);
-            }
-            if files > 0 {
-                metrics.events("file", files);
+            for (kind, n) in Event::KINDS.iter().zip(per_kind) {
+                if n > 0 {
+                    metrics.pipeline.events(kind, n);
+                }
             }
             if !batch.is_empty() {
                 send(&tx, batch, &metrics);
@@ -83,13 +84,22 @@ pub fn spawn(
     })
 }
 
+/// Clears the reader's liveness flag however the thread ends.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Never blocks the reader: a stalled pipeline must not back up into the
 /// kernel. What does not fit is counted, event by event.
-fn send(tx: &mpsc::Sender<Vec<event::Event>>, batch: Vec<event::Event>, metrics: &Metrics) {
+fn send(tx: &mpsc::Sender<Vec<Event>>, batch: Vec<Event>, metrics: &Metrics) {
     if let Err(e) = tx.try_send(batch) {
         let lost = match e {
             mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b.len(),
         };
-        metrics.queue_drops(QUEUE, lost as u64);
+        metrics.pipeline.queue_drops(QUEUE, lost as u64);
     }
 }

@@ -76,10 +76,14 @@ pub enum BaselineError {
 }
 
 impl BaselineError {
+    /// Every [`Self::reason`], for pre-created metric series.
+    pub const REASONS: [&'static str; 2] = ["baseline_corrupt", "baseline_io"];
+
+    /// Bounded metric label (`driftwatch_enrich_failures_total{reason}`).
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Corrupt { .. } => "corrupt",
-            Self::Io { .. } => "io",
+            Self::Corrupt { .. } => "baseline_corrupt",
+            Self::Io { .. } => "baseline_io",
         }
     }
 }
@@ -253,7 +257,7 @@ mod tests {
         std::fs::write(d.join(FILE_NAME), b"{ not json").unwrap();
         let (mut b, err) = Baselines::load(Some(&d), Duration::from_secs(60), 16, 16);
         let err = err.expect("corrupt file reported");
-        assert_eq!(err.reason(), "corrupt");
+        assert_eq!(err.reason(), "baseline_corrupt");
         let msg = err.to_string();
         assert!(msg.contains(FILE_NAME) && msg.contains("empty baseline"), "{msg}");
         assert!(d.join("network-baselines.json.corrupt").exists());

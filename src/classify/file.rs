@@ -4,20 +4,17 @@
 
 use super::{
     Classifier, NoFinding,
-    finding::{Finding, Kind, PlaybookStep},
+    finding::{Detail, FileFacts, Finding},
+    rules,
 };
 use crate::{
-    config::{FileRule, Severity},
-    enrich::{ContainerRef, overlay::ContainerFsCache},
+    config::FileRule,
+    enrich::{ContainerRef, overlay::ContainerFs},
     event::{ExeSource, FileEvent, FileOp},
 };
-use std::sync::Arc;
 
 pub struct FileJudge {
     rule: FileRule,
-    package_severity: Severity,
-    /// Containers' layers and volumes, shared with the copy-up check.
-    fs: Arc<ContainerFsCache>,
 }
 
 fn under(path: &str, prefix: &str) -> bool {
@@ -26,12 +23,13 @@ fn under(path: &str, prefix: &str) -> bool {
 }
 
 impl FileJudge {
-    pub fn new(rule: &FileRule, package_severity: Severity, fs: Arc<ContainerFsCache>) -> Self {
-        Self { rule: rule.clone(), package_severity, fs }
+    pub fn new(rule: &FileRule) -> Self {
+        Self { rule: rule.clone() }
     }
 
-    /// Judges one file event.
-    pub fn judge(&self, cl: &Classifier, ev: &FileEvent, c: &ContainerRef) -> Result<Finding, NoFinding> {
+    /// Scratch space and disabled rules are decided from the event alone,
+    /// before the container's filesystem is looked at.
+    pub fn prejudge(&self, ev: &FileEvent) -> Result<(), NoFinding> {
         if !self.rule.enabled {
             return Err(NoFinding::RuleDisabled);
         }
@@ -39,7 +37,19 @@ impl FileJudge {
         if path.is_empty() || self.rule.ignore_prefixes.iter().any(|p| under(path, p)) {
             return Err(NoFinding::ScratchPath);
         }
-        let fs = self.fs.get(&c.id, ev.tgid);
+        Ok(())
+    }
+
+    /// Judges one file event of container `c`, whose layers and volumes are `fs`.
+    pub fn judge(
+        &self,
+        cl: &Classifier,
+        ev: &FileEvent,
+        c: &ContainerRef,
+        fs: &ContainerFs,
+    ) -> Result<Finding, NoFinding> {
+        self.prejudge(ev)?;
+        let path = ev.path.as_str();
         let volume = match ev.source {
             ExeSource::Tmpfs | ExeSource::Volume => true,
             _ => fs.volumes.iter().any(|m| under(path, m)),
@@ -47,34 +57,27 @@ impl FileJudge {
         let location = if volume { "volume" } else { "rootfs" };
         let origin =
             if volume { None } else { fs.overlay.as_ref().map(|o| if o.in_image(path) { "image" } else { "new" }) };
-        let short = &c.id[..c.id.len().min(12)];
+        let comm = &ev.proc.comm;
         let package = self.rule.package_db_prefixes.iter().any(|p| under(path, p))
             || self.rule.package_db_fragments.iter().any(|f| path.contains(f.as_str()));
-        let mut f = if package {
-            let msg =
-                format!("{} changed package-manager state {path} in container {short} ({})", ev.comm, ev.op.as_str());
-            let mut f = cl.process_finding(
-                ev.process(),
-                c,
-                Kind::Package,
-                "package_database_write",
-                self.package_severity,
-                PlaybookStep::Validate,
-                msg,
+        let (rule, message) = if package {
+            let msg = format!(
+                "{comm} changed package-manager state {path} in container {} ({})",
+                c.short_id(),
+                ev.op.as_str()
             );
-            f.package_manager = None;
-            f
+            (&rules::PACKAGE_DATABASE_WRITE, msg)
         } else {
             let (rule, verb) = match ev.op {
-                FileOp::Write => ("file_written", "wrote"),
-                FileOp::Delete => ("file_deleted", "deleted"),
-                FileOp::Rename => ("file_renamed", "renamed"),
-                FileOp::Chmod => ("file_mode_changed", "changed the mode of"),
-                FileOp::Link => ("file_linked", "hard-linked"),
-                FileOp::Symlink => ("file_symlinked", "created the symlink"),
-                FileOp::Chown => ("file_owner_changed", "changed the owner of"),
-                FileOp::Mkdir => ("file_directory_created", "created the directory"),
-                FileOp::Truncate => ("file_written", "truncated"),
+                FileOp::Write => (&rules::FILE_WRITTEN, "wrote"),
+                FileOp::Delete => (&rules::FILE_DELETED, "deleted"),
+                FileOp::Rename => (&rules::FILE_RENAMED, "renamed"),
+                FileOp::Chmod => (&rules::FILE_MODE_CHANGED, "changed the mode of"),
+                FileOp::Link => (&rules::FILE_LINKED, "hard-linked"),
+                FileOp::Symlink => (&rules::FILE_SYMLINKED, "created the symlink"),
+                FileOp::Chown => (&rules::FILE_OWNER_CHANGED, "changed the owner of"),
+                FileOp::Mkdir => (&rules::FILE_DIRECTORY_CREATED, "created the directory"),
+                FileOp::Truncate => (&rules::FILE_WRITTEN, "truncated"),
             };
             let what = match (ev.op, origin) {
                 (FileOp::Mkdir, _) => "",
@@ -82,20 +85,25 @@ impl FileJudge {
                 (_, Some("new")) => "new file ",
                 _ => "file ",
             };
-            let msg = format!("{} {verb} {what}{path} in container {short} ({location})", ev.comm);
-            cl.process_finding(ev.process(), c, Kind::File, rule, self.rule.severity, PlaybookStep::Investigate, msg)
+            (rule, format!("{comm} {verb} {what}{path} in container {} ({location})", c.short_id()))
         };
-        f.file_path = Some(ev.path.clone());
-        f.file_operation = Some(ev.op.as_str());
-        f.file_target = ev.target.clone();
-        f.file_location = Some(location);
-        f.file_origin = origin;
-        f.file_mode = (ev.op == FileOp::Chmod).then(|| format!("{:o}", ev.mode & 0o7777));
-        f.file_owner = ev.owner.map(|(u, g)| {
-            let id = |v: u32| if v == u32::MAX { "-".to_string() } else { v.to_string() };
-            format!("{}:{}", id(u), id(g))
+        let detail = Detail::File(FileFacts {
+            drifted_ancestor: false,
+            path: ev.path.clone(),
+            operation: ev.op.as_str(),
+            target: ev.target.clone(),
+            location,
+            origin,
+            mode: (ev.op == FileOp::Chmod).then(|| format!("{:o}", ev.mode & 0o7777)),
+            owner: ev.owner.map(|(u, g)| {
+                let id = |v: u32| if v == u32::MAX { "-".to_string() } else { v.to_string() };
+                format!("{}:{}", id(u), id(g))
+            }),
         });
-        f.path_truncated = ev.path_truncated;
+        let mut f = cl.process_finding(rule, c, &ev.proc, message, detail);
+        if let Some(r) = f.record.as_mut() {
+            r.path_truncated = ev.path_truncated;
+        }
         Ok(f)
     }
 }

@@ -1,6 +1,12 @@
-//! The finding: the agent's outside contract (stdout JSON, later OTLP and
-//! Alertmanager). Flat keys, OpenTelemetry semantic-convention names where one
-//! exists, our own under `driftwatch.`. Extend, never rename.
+//! The finding: the agent's outside contract (stdout JSON, OTLP attributes,
+//! Alertmanager labels). Flat keys, OpenTelemetry semantic-convention names
+//! where one exists, our own under `driftwatch.`. Extend, never rename.
+//!
+//! A finding is a common part (what, where, which pod), the process that did
+//! it (absent for configuration drift, which is about a container, not a
+//! process), a detail per kind, and what the kernel record adds. Every part is
+//! flattened, so the JSON is one flat object; the key order is pinned by the
+//! golden files in `tests/golden/findings/`.
 
 use crate::config::Severity;
 use serde::Serialize;
@@ -18,7 +24,7 @@ pub enum Kind {
     /// File drift: a file of the container's filesystem changed.
     File,
     /// Configuration drift: how a container was deployed (image pinning,
-    /// ephemeral containers), not what it executed. Carries no process keys.
+    /// ephemeral containers) or started (loader variables).
     Config,
 }
 
@@ -69,11 +75,7 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-/// `Default` exists for findings built outside the exec classifier (config
-/// drift); serialization is the derived one, minus the process keys for
-/// `kind: config` (see the `Serialize` impl below).
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-#[serde(remote = "Self")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     /// RFC 3339 with nanoseconds, from the kernel timestamp of the event.
     pub time: String,
@@ -89,6 +91,25 @@ pub struct Finding {
     /// The node this agent runs on (`NODE_NAME`, else the hostname).
     #[serde(rename = "k8s.node.name")]
     pub node_name: Arc<str>,
+    /// Pod, workload and image, from the runtime and the Kubernetes API.
+    #[serde(flatten)]
+    pub k8s: PodFacts,
+    /// The process; `None` for configuration drift about a container.
+    #[serde(flatten)]
+    pub process: Option<ProcessFacts>,
+    #[serde(flatten)]
+    pub detail: Detail,
+    /// The kernel record's own facts; with `process`.
+    #[serde(flatten)]
+    pub record: Option<RecordFacts>,
+    /// Kernel timestamp, for the detection-latency metric; not serialized.
+    #[serde(skip)]
+    pub ktime_ns: u64,
+}
+
+/// What the runtime and the API say of the container's pod and image.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct PodFacts {
     #[serde(rename = "k8s.namespace.name", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(rename = "k8s.pod.name", skip_serializing_if = "Option::is_none")]
@@ -122,6 +143,12 @@ pub struct Finding {
     /// Why metadata is missing (metric label of `driftwatch_enrich_failures_total`).
     #[serde(rename = "driftwatch.metadata.missing_reason", skip_serializing_if = "Option::is_none")]
     pub metadata_missing: Option<&'static str>,
+}
+
+/// The process that drifted. For network and file events (no exec) the exec
+/// parts are empty and skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ProcessFacts {
     #[serde(rename = "process.pid")]
     pub pid: u32,
     #[serde(rename = "process.parent_pid")]
@@ -141,8 +168,39 @@ pub struct Finding {
     pub interactive: bool,
     #[serde(rename = "driftwatch.process.parent.name", skip_serializing_if = "String::is_empty")]
     pub parent_name: String,
+}
+
+/// What the kernel record adds: the cgroup it saw and what it had to cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct RecordFacts {
+    #[serde(rename = "driftwatch.cgroup.path")]
+    pub cgroup_path: String,
+    /// The executable's path (exec) or the file's path (file events) was cut.
+    #[serde(rename = "driftwatch.exe.path_truncated", skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+    #[serde(rename = "driftwatch.process.args_truncated", skip_serializing_if = "is_false")]
+    pub args_truncated: bool,
+}
+
+/// The facts of each kind of finding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    /// Binary, shell and package-manager execs, and loader injection.
+    Exec(ExecFacts),
+    /// A file changed (file drift, package-state writes).
+    File(FileFacts),
+    /// An endpoint outside the baseline.
+    Network(NetworkFacts),
+    /// How the container was deployed: the `driftwatch.image.*` and
+    /// `driftwatch.ephemeral.*` keys.
+    Config(Box<ConfigFacts>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ExecFacts {
     /// Where the executed file lives: image | upper_layer | memfd | deleted | tmpfs | volume | unknown.
-    #[serde(rename = "driftwatch.exe.source", skip_serializing_if = "str::is_empty")]
+    #[serde(rename = "driftwatch.exe.source")]
     pub exe_source: &'static str,
     #[serde(rename = "driftwatch.exe.inode", skip_serializing_if = "is_zero")]
     pub exe_inode: u64,
@@ -161,90 +219,129 @@ pub struct Finding {
     pub shell: Option<String>,
     #[serde(rename = "driftwatch.package.manager", skip_serializing_if = "Option::is_none")]
     pub package_manager: Option<String>,
-    /// File findings: the file as the container sees it.
-    #[serde(rename = "file.path", skip_serializing_if = "Option::is_none")]
-    pub file_path: Option<String>,
-    /// write | delete | rename | chmod.
-    #[serde(rename = "driftwatch.file.operation", skip_serializing_if = "Option::is_none")]
-    pub file_operation: Option<&'static str>,
-    /// The new name, for renames.
-    #[serde(rename = "driftwatch.file.target_path", skip_serializing_if = "Option::is_none")]
-    pub file_target: Option<String>,
-    /// rootfs (the image's filesystem) | volume (emptyDir, hostPath, configMap, ...).
-    #[serde(rename = "driftwatch.file.location", skip_serializing_if = "Option::is_none")]
-    pub file_location: Option<&'static str>,
-    /// image (the file is in an image layer) | new (created in the container).
-    #[serde(rename = "driftwatch.file.origin", skip_serializing_if = "Option::is_none")]
-    pub file_origin: Option<&'static str>,
-    /// The new mode, octal, for chmod.
-    #[serde(rename = "driftwatch.file.mode", skip_serializing_if = "Option::is_none")]
-    pub file_mode: Option<String>,
     /// Dynamic-loader variables a process started with that the container's
     /// main process did not have (environment drift).
     #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]
     pub env_loader_vars: Option<Vec<&'static str>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct FileFacts {
+    /// The kernel does not follow lineage for file events: always false.
+    #[serde(rename = "driftwatch.lineage.drifted_ancestor")]
+    pub drifted_ancestor: bool,
+    /// The file as the container sees it.
+    #[serde(rename = "file.path")]
+    pub path: String,
+    /// write | truncate | delete | mkdir | rename | chmod | chown | link | symlink.
+    #[serde(rename = "driftwatch.file.operation")]
+    pub operation: &'static str,
+    /// The new name (renames, links) or a symlink's target as given.
+    #[serde(rename = "driftwatch.file.target_path", skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// rootfs (the image's filesystem) | volume (emptyDir, hostPath, configMap, ...).
+    #[serde(rename = "driftwatch.file.location")]
+    pub location: &'static str,
+    /// image (the file is in an image layer) | new (created in the container).
+    #[serde(rename = "driftwatch.file.origin", skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
+    /// The new mode, octal, for chmod.
+    #[serde(rename = "driftwatch.file.mode", skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// The new owner, `uid:gid` (`-` for unchanged), for chown.
     #[serde(rename = "driftwatch.file.owner", skip_serializing_if = "Option::is_none")]
-    pub file_owner: Option<String>,
-    /// Network findings: the endpoint (the remote one for outbound
-    /// connections, the local one for listeners).
-    #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]
-    pub server_address: Option<String>,
-    #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
-    pub server_port: Option<u16>,
-    #[serde(rename = "network.transport", skip_serializing_if = "Option::is_none")]
-    pub network_transport: Option<&'static str>,
-    #[serde(rename = "network.type", skip_serializing_if = "Option::is_none")]
-    pub network_type: Option<&'static str>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct NetworkFacts {
+    /// The kernel does not follow lineage for network events: always false.
+    #[serde(rename = "driftwatch.lineage.drifted_ancestor")]
+    pub drifted_ancestor: bool,
+    /// The endpoint: the remote one for outbound connections, the local one for listeners.
+    #[serde(rename = "server.address")]
+    pub address: String,
+    #[serde(rename = "server.port")]
+    pub port: u16,
+    #[serde(rename = "network.transport")]
+    pub transport: &'static str,
+    #[serde(rename = "network.type")]
+    pub network_type: &'static str,
     /// `outbound` (connect) or `listen` (listen, UDP bind).
-    #[serde(rename = "driftwatch.network.direction", skip_serializing_if = "Option::is_none")]
-    pub network_direction: Option<&'static str>,
+    #[serde(rename = "driftwatch.network.direction")]
+    pub direction: &'static str,
     /// The baseline the endpoint was judged against.
-    #[serde(rename = "driftwatch.baseline.workload", skip_serializing_if = "Option::is_none")]
-    pub baseline_workload: Option<String>,
-    #[serde(rename = "driftwatch.cgroup.path")]
-    pub cgroup_path: String,
-    #[serde(rename = "driftwatch.exe.path_truncated", skip_serializing_if = "is_false")]
-    pub path_truncated: bool,
-    #[serde(rename = "driftwatch.process.args_truncated", skip_serializing_if = "is_false")]
-    pub args_truncated: bool,
-    /// Config-drift facts (`kind: config` only): the `driftwatch.image.*` and
-    /// `driftwatch.ephemeral.*` keys.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub config: Option<Box<super::config_drift::ConfigFacts>>,
-    /// Kernel timestamp, for the detection-latency metric; not serialized.
-    #[serde(skip)]
-    pub ktime_ns: u64,
+    #[serde(rename = "driftwatch.baseline.workload")]
+    pub baseline_workload: String,
 }
 
-impl Serialize for Finding {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Environment drift is a config finding about a process: keep its keys.
-        if self.kind != Kind::Config || self.config.is_none() {
-            return Finding::serialize(self, s);
-        }
-        // A config finding is about a container, not a process: the process
-        // and exec keys (pid 0, uid 0, ...) would be false facts.
-        let v = Finding::serialize(self, serde_json::value::Serializer).map_err(serde::ser::Error::custom)?;
-        let serde_json::Value::Object(mut m) = v else { return v.serialize(s) };
-        m.retain(|k, _| !is_exec_key(k));
-        m.serialize(s)
-    }
-}
-
-/// Keys that describe the process of an exec.
-fn is_exec_key(k: &str) -> bool {
-    k.starts_with("process.")
-        || k.starts_with("driftwatch.process.")
-        || k.starts_with("driftwatch.exe.")
-        || k.starts_with("driftwatch.script.")
-        || k == "driftwatch.lineage.drifted_ancestor"
-        || k == "driftwatch.cgroup.path"
+/// The facts of a config finding (`classify::config_drift`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ConfigFacts {
+    /// The image as written in the pod spec (or as the runtime reports it, see `spec_source`).
+    #[serde(rename = "driftwatch.image.spec", skip_serializing_if = "Option::is_none")]
+    pub image_spec: Option<String>,
+    /// `pod_spec` (from the Kubernetes API) | `runtime` (node-only: what the kubelet passed to the runtime).
+    #[serde(rename = "driftwatch.image.spec_source", skip_serializing_if = "Option::is_none")]
+    pub spec_source: Option<&'static str>,
+    #[serde(rename = "driftwatch.image.pinned_digest", skip_serializing_if = "Option::is_none")]
+    pub pinned_digest: Option<String>,
+    /// The running digest that was compared.
+    #[serde(rename = "driftwatch.image.running_digest", skip_serializing_if = "Option::is_none")]
+    pub running_digest: Option<String>,
+    /// `repo_digest` (manifest digest the runtime pulled) | `image_id` (config digest only).
+    #[serde(rename = "driftwatch.image.running_digest_kind", skip_serializing_if = "Option::is_none")]
+    pub running_digest_kind: Option<&'static str>,
+    /// Size of the policy's approved list for this image.
+    #[serde(rename = "driftwatch.image.approved_digests_count", skip_serializing_if = "Option::is_none")]
+    pub approved_count: Option<usize>,
+    #[serde(rename = "driftwatch.ephemeral.name", skip_serializing_if = "Option::is_none")]
+    pub ephemeral_name: Option<String>,
+    #[serde(rename = "driftwatch.ephemeral.image", skip_serializing_if = "Option::is_none")]
+    pub ephemeral_image: Option<String>,
+    /// `targetContainerName`: whose namespaces the ephemeral container shares.
+    #[serde(rename = "driftwatch.ephemeral.target", skip_serializing_if = "Option::is_none")]
+    pub ephemeral_target: Option<String>,
 }
 
 impl Finding {
     /// One JSON line (no trailing newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The exec facts, for exec findings.
+    pub fn exec(&self) -> Option<&ExecFacts> {
+        match &self.detail {
+            Detail::Exec(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn exec_mut(&mut self) -> Option<&mut ExecFacts> {
+        match &mut self.detail {
+            Detail::Exec(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The executable's path, or "" when the finding is not about an exec.
+    pub fn exe_path(&self) -> &str {
+        self.process.as_ref().map_or("", |p| p.exe_path.as_str())
+    }
+
+    /// The parent's name, or "".
+    pub fn parent_name(&self) -> &str {
+        self.process.as_ref().map_or("", |p| p.parent_name.as_str())
+    }
+
+    /// The command line, or nothing.
+    pub fn command_args(&self) -> &[String] {
+        self.process.as_ref().map_or(&[], |p| p.command_args.as_slice())
+    }
+
+    /// Where the executed file lives, or "" when the finding is not about an exec.
+    pub fn exe_source(&self) -> &'static str {
+        self.exec().map_or("", |e| e.exe_source)
     }
 }

@@ -1,7 +1,10 @@
-//! Classification: an enriched kernel event -> at most one [`Finding`].
+//! Classification: a kernel event of a known container -> at most one
+//! [`Finding`]. Pure: rules and events in, findings out; no I/O, no queues.
 //!
 //! The kernel already judged where the executed file comes from; here the
-//! verdict meets the rules (shells, package managers) from the config.
+//! verdict meets the rules (shells, package managers) from the config. The
+//! rule table is [`rules`]; files, network endpoints and deployments have
+//! their own judges in [`file`], [`network`] and [`config_drift`].
 
 pub mod baseline;
 pub mod config_drift;
@@ -9,18 +12,20 @@ pub mod file;
 pub mod finding;
 pub mod names;
 pub mod network;
+pub mod rules;
 
-pub use finding::{Finding, Kind, PlaybookStep};
+pub use finding::{Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts};
 pub use names::{NameMatch, NameTables};
+pub use rules::Rule;
 
 use crate::{
     clock::{BootClock, rfc3339},
     config::{Config, Rules},
     enrich::ContainerRef,
-    event::{ExeSource, ExecEvent},
+    event::{ExeSource, ExecEvent, Process},
 };
 
-/// Why an exec produced no finding (metric label `reason`).
+/// Why an event produced no finding (metric label `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoFinding {
     Entrypoint,
@@ -33,9 +38,25 @@ pub enum NoFinding {
     BaselineLearning,
     BaselineExpected,
     ScratchPath,
+    /// An upper-layer image binary copied up unchanged (chmod, touch).
+    MetadataOnlyCopyUp,
 }
 
 impl NoFinding {
+    pub const ALL: [NoFinding; 11] = [
+        Self::Entrypoint,
+        Self::NotDrift,
+        Self::Subshell,
+        Self::NestedPackageManager,
+        Self::RuleDisabled,
+        Self::Loopback,
+        Self::Allowed,
+        Self::BaselineLearning,
+        Self::BaselineExpected,
+        Self::ScratchPath,
+        Self::MetadataOnlyCopyUp,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Entrypoint => "entrypoint",
@@ -48,7 +69,23 @@ impl NoFinding {
             Self::BaselineLearning => "baseline_learning",
             Self::BaselineExpected => "baseline_expected",
             Self::ScratchPath => "scratch_path",
+            Self::MetadataOnlyCopyUp => "metadata_only_copy_up",
         }
+    }
+}
+
+/// Which container a finding is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub id: &'a str,
+    /// `container.runtime.name`: containerd, cri-o, docker, ...
+    pub runtime: &'static str,
+    pub pod_uid: Option<&'a str>,
+}
+
+impl<'a> From<&'a ContainerRef> for Subject<'a> {
+    fn from(c: &'a ContainerRef) -> Self {
+        Subject { id: &c.id, runtime: c.layout.runtime(), pod_uid: c.pod_uid.as_deref() }
     }
 }
 
@@ -73,19 +110,14 @@ fn loader_vars(bits: u16) -> Vec<&'static str> {
     .collect()
 }
 
-/// This node's name: `NODE_NAME` (set from the downward API in the chart),
-/// else the hostname.
-pub fn node_name() -> String {
-    if let Ok(n) = std::env::var("NODE_NAME")
-        && !n.is_empty()
-    {
-        return n;
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+/// The process keys every finding about a process carries.
+pub fn process_facts(p: &Process) -> ProcessFacts {
+    ProcessFacts { pid: p.tgid, parent_pid: p.ppid, exe_name: p.comm.clone(), uid: p.uid, ..Default::default() }
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+/// The kernel record's keys of a finding about a process.
+pub fn record_facts(p: &Process) -> RecordFacts {
+    RecordFacts { cgroup_path: p.cgroup_path.clone(), ..Default::default() }
 }
 
 impl Classifier {
@@ -94,57 +126,67 @@ impl Classifier {
             rules: cfg.rules.clone(),
             names: NameTables::from_rules(&cfg.rules),
             clock: BootClock::new(),
-            node: node_name().into(),
+            node: crate::node::name().into(),
         }
     }
 
-    /// Every (kind, rule, severity) this classifier can emit, for metrics.
-    pub fn catalog(&self) -> Vec<(&'static str, &'static str, &'static str)> {
-        let b = self.rules.binary.severity.as_str();
-        let mut v: Vec<_> = [
-            "exec_new_binary",
-            "exec_new_script",
-            "exec_fileless_memfd",
-            "exec_fileless_deleted",
-            "exec_from_tmpfs",
-            "exec_from_volume",
-        ]
-        .into_iter()
-        .map(|r| ("binary", r, b))
-        .collect();
-        v.push(("binary", "exec_by_drifted_process", crate::config::Severity::Warning.as_str()));
-        let s = self.rules.shell.severity.as_str();
-        v.push(("shell", "shell_in_container", s));
-        v.push(("shell", "terminal_shell_in_container", s));
-        v.push(("package", "package_manager_exec", self.rules.package.severity.as_str()));
-        let n = self.rules.network.severity.as_str();
-        v.push(("network", "network_new_listener", n));
-        v.push(("network", "network_new_destination", n));
-        let fs = self.rules.file.severity.as_str();
-        for r in [
-            "file_written",
-            "file_deleted",
-            "file_renamed",
-            "file_mode_changed",
-            "file_linked",
-            "file_symlinked",
-            "file_owner_changed",
-            "file_directory_created",
-        ] {
-            v.push(("file", r, fs));
-        }
-        v.push(("package", "package_database_write", self.rules.package.severity.as_str()));
-        if self.rules.config.enabled {
-            v.push(("config", "loader_injection_env", crate::config::Severity::Critical.as_str()));
-        }
-        if self.rules.config.enabled {
-            v.extend(config_drift::RULES.iter().map(|(r, sev, _)| ("config", *r, sev.as_str())));
-        }
-        v
+    /// Every rule this classifier can emit, with its configured severity
+    /// (for pre-created metric series). Config rules only when enabled.
+    pub fn catalog(&self) -> Vec<(&'static Rule, crate::config::Severity)> {
+        rules::ALL
+            .iter()
+            .filter(|r| r.kind != Kind::Config || self.rules.config.enabled)
+            .map(|r| (r, r.severity(&self.rules)))
+            .collect()
     }
 
     pub fn names(&self) -> &NameTables {
         &self.names
+    }
+
+    /// A finding of `rule` about container `c` at kernel time `ktime_ns`:
+    /// the common part; the caller adds the process and the record.
+    pub fn finding(&self, rule: &Rule, c: Subject<'_>, ktime_ns: u64, message: String, detail: Detail) -> Finding {
+        Finding {
+            time: rfc3339(self.clock.wall(ktime_ns)),
+            kind: rule.kind,
+            rule: rule.name,
+            severity: rule.severity(&self.rules),
+            playbook_step: rule.step,
+            message,
+            container_id: c.id.to_string(),
+            container_runtime: c.runtime,
+            node_name: self.node.clone(),
+            k8s: PodFacts { pod_uid: c.pod_uid.map(str::to_string), ..Default::default() },
+            process: None,
+            detail,
+            record: None,
+            ktime_ns,
+        }
+    }
+
+    /// A finding about process `p` (a network or file event: no exec keys).
+    pub fn process_finding(
+        &self,
+        rule: &Rule,
+        c: &ContainerRef,
+        p: &Process,
+        message: String,
+        detail: Detail,
+    ) -> Finding {
+        let mut f = self.finding(rule, c.into(), p.ktime_ns, message, detail);
+        f.process = Some(process_facts(p));
+        f.record = Some(record_facts(p));
+        f
+    }
+
+    /// A configuration-drift finding about a container (no process keys),
+    /// judged now (not at a kernel event).
+    pub fn config_finding(&self, c: Subject<'_>, issue: config_drift::Issue) -> Finding {
+        let mut f =
+            self.finding(issue.rule, c, BootClock::since_ns(0), issue.message, Detail::Config(Box::new(issue.facts)));
+        f.time = rfc3339(time::OffsetDateTime::now_utc());
+        f
     }
 
     /// Judges one exec. One exec yields at most one finding: binary drift
@@ -166,39 +208,27 @@ impl Classifier {
             let msg = format!(
                 "{} started in container {} with {} in its environment, which the container's main process did not have (dynamic-loader injection)",
                 ev.path,
-                short(&c.id),
+                c.short_id(),
                 vars.join(", ")
             );
-            let mut f = self.base(
-                ev,
-                c,
-                Kind::Config,
-                "loader_injection_env",
-                crate::config::Severity::Critical,
-                PlaybookStep::Investigate,
-                msg,
-            );
-            f.env_loader_vars = Some(vars);
+            let mut f = self.exec_finding(ev, c, &rules::LOADER_INJECTION_ENV, msg);
+            if let Some(e) = f.exec_mut() {
+                e.env_loader_vars = Some(vars);
+            }
             return Ok(f);
         }
-        match self.names.classify(&ev.comm, &ev.args) {
+        match self.names.classify(&ev.proc.comm, &ev.args) {
             Some(NameMatch::Package { name }) => {
                 if self.names.is_package(&ev.parent_comm) {
                     return Err(NoFinding::NestedPackageManager);
                 }
                 if self.rules.package.enabled {
                     let msg =
-                        format!("package manager {name} ran in container {}: {}", short(&c.id), ev.args.join(" "));
-                    let mut f = self.base(
-                        ev,
-                        c,
-                        Kind::Package,
-                        "package_manager_exec",
-                        self.rules.package.severity,
-                        PlaybookStep::Validate,
-                        msg,
-                    );
-                    f.package_manager = Some(name);
+                        format!("package manager {name} ran in container {}: {}", c.short_id(), ev.args.join(" "));
+                    let mut f = self.exec_finding(ev, c, &rules::PACKAGE_MANAGER_EXEC, msg);
+                    if let Some(e) = f.exec_mut() {
+                        e.package_manager = Some(name);
+                    }
                     return Ok(f);
                 }
                 disabled = true;
@@ -208,21 +238,21 @@ impl Classifier {
                     return Err(NoFinding::Subshell);
                 }
                 if self.rules.shell.enabled {
-                    let tty = ev.flags.tty();
-                    let (rule, what) = if tty {
-                        ("terminal_shell_in_container", "an interactive shell")
+                    let (rule, what) = if ev.flags.tty() {
+                        (&rules::TERMINAL_SHELL_IN_CONTAINER, "an interactive shell")
                     } else {
-                        ("shell_in_container", "a shell")
+                        (&rules::SHELL_IN_CONTAINER, "a shell")
                     };
                     let msg = format!(
                         "{what} ({name}) started in container {} by {} (pid {})",
-                        short(&c.id),
+                        c.short_id(),
                         if ev.parent_comm.is_empty() { "?" } else { &ev.parent_comm },
-                        ev.ppid
+                        ev.proc.ppid
                     );
-                    let mut f =
-                        self.base(ev, c, Kind::Shell, rule, self.rules.shell.severity, PlaybookStep::Validate, msg);
-                    f.shell = Some(name);
+                    let mut f = self.exec_finding(ev, c, rule, msg);
+                    if let Some(e) = f.exec_mut() {
+                        e.shell = Some(name);
+                    }
                     return Ok(f);
                 }
                 disabled = true;
@@ -233,34 +263,26 @@ impl Classifier {
             let msg = format!(
                 "{} was executed in container {} by a process descending from a drifted binary",
                 ev.path,
-                short(&c.id)
+                c.short_id()
             );
-            return Ok(self.base(
-                ev,
-                c,
-                Kind::Binary,
-                "exec_by_drifted_process",
-                crate::config::Severity::Warning,
-                PlaybookStep::Investigate,
-                msg,
-            ));
+            return Ok(self.exec_finding(ev, c, &rules::EXEC_BY_DRIFTED_PROCESS, msg));
         }
         Err(if disabled { NoFinding::RuleDisabled } else { NoFinding::NotDrift })
     }
 
     fn binary(&self, ev: &ExecEvent, c: &ContainerRef) -> Finding {
         // The script is what was dropped when the interpreter is from the image.
-        let (src, what, path) = match &ev.script {
-            Some((p, s)) if s.is_drift() && !ev.exe_source.is_drift() => (*s, "script", p.as_str()),
-            _ => (ev.exe_source, "binary", ev.path.as_str()),
+        let (src, script, path) = match &ev.script {
+            Some((p, s)) if s.is_drift() && !ev.exe_source.is_drift() => (*s, true, p.as_str()),
+            _ => (ev.exe_source, false, ev.path.as_str()),
         };
-        let rule = match (src, what) {
-            (_, "script") => "exec_new_script",
-            (ExeSource::Memfd, _) => "exec_fileless_memfd",
-            (ExeSource::Deleted, _) => "exec_fileless_deleted",
-            (ExeSource::Tmpfs, _) => "exec_from_tmpfs",
-            (ExeSource::Volume, _) => "exec_from_volume",
-            _ => "exec_new_binary",
+        let rule = match src {
+            _ if script => &rules::EXEC_NEW_SCRIPT,
+            ExeSource::Memfd => &rules::EXEC_FILELESS_MEMFD,
+            ExeSource::Deleted => &rules::EXEC_FILELESS_DELETED,
+            ExeSource::Tmpfs => &rules::EXEC_FROM_TMPFS,
+            ExeSource::Volume => &rules::EXEC_FROM_VOLUME,
+            _ => &rules::EXEC_NEW_BINARY,
         };
         let why = match src {
             ExeSource::UpperLayer => "written to the container's writable layer, not part of its image",
@@ -270,123 +292,36 @@ impl Classifier {
             ExeSource::Volume => "on a mounted volume, not part of the image",
             _ => "not part of the image",
         };
-        let msg = format!("container {} executed {what} {path}: {why}", short(&c.id));
-        self.base(ev, c, Kind::Binary, rule, self.rules.binary.severity, PlaybookStep::Isolate, msg)
+        let what = if script { "script" } else { "binary" };
+        let msg = format!("container {} executed {what} {path}: {why}", c.short_id());
+        self.exec_finding(ev, c, rule, msg)
     }
 
-    /// A finding about a process that did not exec (a network or file
-    /// event): the exec-only keys stay empty.
-    #[allow(clippy::too_many_arguments)]
-    pub fn process_finding(
-        &self,
-        p: crate::event::ProcessRef<'_>,
-        c: &ContainerRef,
-        kind: Kind,
-        rule: &'static str,
-        severity: crate::config::Severity,
-        step: PlaybookStep,
-        message: String,
-    ) -> Finding {
-        let exec = ExecEvent {
-            ktime_ns: p.ktime_ns,
-            cgroup_id: 0,
-            tgid: p.tgid,
-            pid: p.tgid,
-            ppid: p.ppid,
-            uid: p.uid,
-            gid: 0,
-            mntns: 0,
-            mntns_id: p.mntns_id,
-            flags: crate::event::ExecFlags::default(),
-            exe_source: ExeSource::Unknown,
-            script: None,
-            fs_magic: 0,
-            nlink: 0,
-            ino: 0,
-            name_class: 0,
-            env_loader: 0,
-            comm: p.comm.to_string(),
-            parent_comm: String::new(),
-            path: String::new(),
-            args: Vec::new(),
-            cgroup_path: p.cgroup_path.to_string(),
-        };
-        let mut f = self.base(&exec, c, kind, rule, severity, step, message);
-        f.exe_source = "";
-        f
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn base(
-        &self,
-        ev: &ExecEvent,
-        c: &ContainerRef,
-        kind: Kind,
-        rule: &'static str,
-        severity: crate::config::Severity,
-        step: PlaybookStep,
-        message: String,
-    ) -> Finding {
-        Finding {
-            time: rfc3339(self.clock.wall(ev.ktime_ns)),
-            kind,
-            rule,
-            severity,
-            playbook_step: step,
-            message,
-            container_id: c.id.clone(),
-            container_runtime: c.layout.runtime(),
-            node_name: self.node.clone(),
-            namespace: None,
-            pod_name: None,
-            pod_uid: c.pod_uid.clone(),
-            container_name: None,
-            workload_kind: None,
-            workload_name: None,
-            image_name: None,
-            image_tags: None,
-            image_id: None,
-            image_repo_digests: None,
-            pod_labels: Default::default(),
-            metadata_complete: false,
-            metadata_missing: None,
-            pid: ev.tgid,
-            parent_pid: ev.ppid,
-            exe_path: ev.path.clone(),
-            exe_name: ev.comm.clone(),
-            command_args: ev.args.clone(),
-            uid: ev.uid,
-            gid: ev.gid,
-            interactive: ev.flags.tty(),
-            parent_name: ev.parent_comm.clone(),
+    /// A finding about an exec: every process and exec key from the event.
+    fn exec_finding(&self, ev: &ExecEvent, c: &ContainerRef, rule: &Rule, message: String) -> Finding {
+        let detail = Detail::Exec(ExecFacts {
             exe_source: ev.exe_source.as_str(),
             exe_inode: ev.ino,
-            exe_origin: None,
             script_path: ev.script.as_ref().map(|s| s.0.clone()),
             script_source: ev.script.as_ref().map(|s| s.1.as_str()),
             drifted_ancestor: ev.flags.ancestor_drift(),
-            shell: None,
-            package_manager: None,
-            file_path: None,
-            file_operation: None,
-            file_target: None,
-            file_location: None,
-            file_origin: None,
-            file_mode: None,
-            file_owner: None,
-            env_loader_vars: None,
-            server_address: None,
-            server_port: None,
-            network_transport: None,
-            network_type: None,
-            network_direction: None,
-            baseline_workload: None,
-            config: None,
-            cgroup_path: ev.cgroup_path.clone(),
+            ..Default::default()
+        });
+        let mut f = self.finding(rule, c.into(), ev.proc.ktime_ns, message, detail);
+        f.process = Some(ProcessFacts {
+            exe_path: ev.path.clone(),
+            command_args: ev.args.clone(),
+            gid: ev.gid,
+            interactive: ev.flags.tty(),
+            parent_name: ev.parent_comm.clone(),
+            ..process_facts(&ev.proc)
+        });
+        f.record = Some(RecordFacts {
             path_truncated: ev.flags.path_truncated(),
             args_truncated: ev.flags.args_truncated(),
-            ktime_ns: ev.ktime_ns,
-        }
+            ..record_facts(&ev.proc)
+        });
+        f
     }
 }
 
@@ -396,35 +331,31 @@ mod tests {
     use crate::{
         abi,
         enrich::CgroupLayout,
-        event::{ExecEvent, ExecFlags},
+        event::{ExecEvent, ExecFlags, Process},
     };
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn ev(comm: &str, args: &[&str], src: ExeSource, flags: u32) -> ExecEvent {
         ExecEvent {
-            ktime_ns: 1,
-            cgroup_id: 1,
-            tgid: 10,
-            pid: 10,
-            ppid: 9,
-            uid: 0,
+            proc: Process {
+                ktime_ns: 1,
+                tgid: 10,
+                ppid: 9,
+                uid: 0,
+                mntns_id: 5,
+                comm: comm.into(),
+                cgroup_path: format!("k8s.io/{ID}"),
+            },
             gid: 0,
-            mntns: 5,
-            mntns_id: 5,
             flags: ExecFlags(flags),
             exe_source: src,
             script: None,
-            fs_magic: 0,
-            nlink: 1,
             ino: 77,
-            name_class: 0,
             env_loader: 0,
-            comm: comm.into(),
             parent_comm: "runc:[2:INIT]".into(),
             path: format!("/bin/{comm}"),
             args: args.iter().map(|s| s.to_string()).collect(),
-            cgroup_path: format!("k8s.io/{ID}"),
         }
     }
 
@@ -450,7 +381,7 @@ mod tests {
             assert_eq!((f.kind, f.rule), (Kind::Binary, rule));
             assert_eq!(f.severity, crate::config::Severity::Critical);
             assert_eq!(f.playbook_step, PlaybookStep::Isolate);
-            assert_eq!(f.exe_source, src.as_str());
+            assert_eq!(f.exe_source(), src.as_str());
         }
     }
 
@@ -467,7 +398,7 @@ mod tests {
         e.script = Some(("/tmp/run.sh".into(), ExeSource::UpperLayer));
         let f = cl().exec(&e, &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Binary, "exec_new_script"));
-        assert_eq!(f.script_path.as_deref(), Some("/tmp/run.sh"));
+        assert_eq!(f.exec().and_then(|e| e.script_path.as_deref()), Some("/tmp/run.sh"));
     }
 
     #[test]
@@ -482,11 +413,11 @@ mod tests {
     fn shells_and_subshells() {
         let f = cl().exec(&ev("sh", &["sh", "-c", "id"], ExeSource::Image, 0), &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Shell, "shell_in_container"));
-        assert_eq!(f.parent_name, "runc:[2:INIT]");
-        assert!(!f.interactive);
+        assert_eq!(f.parent_name(), "runc:[2:INIT]");
+        assert!(!f.process.as_ref().unwrap().interactive);
         let f = cl().exec(&ev("bash", &["bash"], ExeSource::Image, abi::DW_EXEC_TTY), &c()).unwrap();
         assert_eq!(f.rule, "terminal_shell_in_container");
-        assert!(f.interactive);
+        assert!(f.process.as_ref().unwrap().interactive);
         let mut sub = ev("sh", &["sh"], ExeSource::Image, 0);
         sub.parent_comm = "bash".into();
         assert_eq!(cl().exec(&sub, &c()).unwrap_err(), NoFinding::Subshell);
@@ -496,7 +427,7 @@ mod tests {
     fn package_managers() {
         let f = cl().exec(&ev("apt-get", &["apt-get", "install", "curl"], ExeSource::Image, 0), &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Package, "package_manager_exec"));
-        assert_eq!(f.package_manager.as_deref(), Some("apt-get"));
+        assert_eq!(f.exec().and_then(|e| e.package_manager.as_deref()), Some("apt-get"));
         let f = cl().exec(&ev("sh", &["sh", "/usr/bin/pip", "install", "x"], ExeSource::Image, 0), &c()).unwrap();
         assert_eq!(f.kind, Kind::Package);
         let mut nested = ev("dpkg", &["dpkg", "-i"], ExeSource::Image, 0);
@@ -509,7 +440,7 @@ mod tests {
         assert_eq!(cl().exec(&ev("ls", &["ls"], ExeSource::Image, 0), &c()).unwrap_err(), NoFinding::NotDrift);
         let f = cl().exec(&ev("ls", &["ls"], ExeSource::Image, abi::DW_EXEC_ANCESTOR_DRIFT), &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Binary, "exec_by_drifted_process"));
-        assert!(f.drifted_ancestor);
+        assert!(f.exec().unwrap().drifted_ancestor);
     }
 
     #[test]

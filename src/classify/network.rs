@@ -4,7 +4,8 @@
 use super::{
     Classifier, NoFinding,
     baseline::{BaselineError, Baselines, Endpoint, Verdict},
-    finding::{Finding, Kind, PlaybookStep},
+    finding::{Detail, Finding, NetworkFacts},
+    rules,
 };
 use crate::{
     config::NetworkRule,
@@ -23,6 +24,9 @@ fn unix_now() -> u64 {
 }
 
 impl NetworkJudge {
+    /// How often learned baselines are persisted (and at shutdown).
+    pub const SAVE_EVERY: Duration = Duration::from_secs(10);
+
     /// Loads persisted baselines; a bad file is returned as an error to report
     /// (the judge starts with an empty baseline either way).
     pub fn new(rule: &NetworkRule) -> (Self, Option<BaselineError>) {
@@ -53,7 +57,7 @@ impl NetworkJudge {
         if self.rule.allowed_ports.contains(&ev.port) {
             return Err(NoFinding::Allowed);
         }
-        let ep = Endpoint::new(ev.op, ev.transport, ev.addr, ev.port, &ev.comm);
+        let ep = Endpoint::new(ev.op, ev.transport, ev.addr, ev.port, &ev.proc.comm);
         let verdict = match self.baselines.lock() {
             Ok(mut b) => b.observe(workload, ep, unix_now()),
             Err(_) => Verdict::New,
@@ -64,26 +68,27 @@ impl NetworkJudge {
             Verdict::New => {}
         }
         let (rule, what, direction) = match ev.op {
-            NetOp::Connect => ("network_new_destination", "connected to", "outbound"),
-            NetOp::Listen | NetOp::BindUdp => ("network_new_listener", "listens on", "listen"),
+            NetOp::Connect => (&rules::NETWORK_NEW_DESTINATION, "connected to", "outbound"),
+            NetOp::Listen | NetOp::BindUdp => (&rules::NETWORK_NEW_LISTENER, "listens on", "listen"),
         };
-        let addr = ev.addr.to_string();
+        let address = ev.addr.to_string();
         let msg = format!(
-            "{} in container {} {what} {} {addr} port {}, which its workload's baseline does not expect",
-            ev.comm,
-            &c.id[..c.id.len().min(12)],
+            "{} in container {} {what} {} {address} port {}, which its workload's baseline does not expect",
+            ev.proc.comm,
+            c.short_id(),
             ev.transport.as_str(),
             ev.port
         );
-        let mut f =
-            cl.process_finding(ev.process(), c, Kind::Network, rule, self.rule.severity, PlaybookStep::Validate, msg);
-        f.server_address = Some(addr);
-        f.server_port = Some(ev.port);
-        f.network_transport = Some(ev.transport.as_str());
-        f.network_type = Some(if ev.addr.is_ipv4() { "ipv4" } else { "ipv6" });
-        f.network_direction = Some(direction);
-        f.baseline_workload = Some(workload.to_string());
-        Ok(f)
+        let detail = Detail::Network(NetworkFacts {
+            drifted_ancestor: false,
+            address,
+            port: ev.port,
+            transport: ev.transport.as_str(),
+            network_type: if ev.addr.is_ipv4() { "ipv4" } else { "ipv6" },
+            direction,
+            baseline_workload: workload.to_string(),
+        });
+        Ok(cl.process_finding(rule, c, &ev.proc, msg, detail))
     }
 
     /// Persists the baselines if they changed.

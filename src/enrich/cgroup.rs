@@ -67,6 +67,18 @@ pub struct ContainerRef {
     pub pod_uid: Option<String>,
 }
 
+impl ContainerRef {
+    /// The id as `docker ps` and `crictl ps` show it: its first 12 characters.
+    pub fn short_id(&self) -> &str {
+        short_id(&self.id)
+    }
+}
+
+/// A container id's first 12 characters (all of a shorter string).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// Length of a full container id in hex characters.
 const ID_LEN: usize = 64;
 

@@ -20,7 +20,10 @@
 //! Without API access (node-only mode) the pipeline uses the label heuristic of
 //! [`super::workload`] and the config-drift checks that CRI alone allows.
 
-use crate::config::{KubeMode, Kubernetes};
+use crate::{
+    config::{KubeMode, Kubernetes},
+    metrics::KubeMetrics,
+};
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
@@ -36,14 +39,14 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::locks::{lock, read, write};
+use crate::locks::{lock, read, write};
 
 /// Features that need the API, named in the node-only log line.
 pub const API_ONLY_FEATURES: &str = "owner workloads from the API (the workload label falls back to controller labels), \
@@ -104,22 +107,9 @@ pub struct EphemeralAdded {
     pub container_id: Option<String>,
 }
 
-/// Counters for metrics and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KubeStats {
-    /// Lists completed (the first, and one per relist after a 410 or a restart).
-    pub lists: u64,
-    pub forbidden: u64,
-    /// Watch errors `410 Gone`: the watcher relists.
-    pub gone: u64,
-    pub other_errors: u64,
-    pub owner_gets: u64,
-}
-
 type OwnerKey = (String, &'static str, String);
 /// (kind, name) of a workload.
 pub type WorkloadRef = (&'static str, String);
-type ErrorHook = Box<dyn Fn(&'static str) + Send + Sync>;
 
 /// This node's pods from the API. See the module docs.
 pub struct KubeIndex {
@@ -132,13 +122,7 @@ pub struct KubeIndex {
     forbidden_logged: AtomicBool,
     events: mpsc::Sender<EphemeralAdded>,
     events_rx: Mutex<Option<mpsc::Receiver<EphemeralAdded>>>,
-    lists: AtomicU64,
-    forbidden: AtomicU64,
-    gone: AtomicU64,
-    other_errors: AtomicU64,
-    owner_gets: AtomicU64,
-    /// Called with an error reason (`forbidden`, `gone`, `other`) for metrics.
-    on_error: Mutex<Option<ErrorHook>>,
+    metrics: KubeMetrics,
 }
 
 impl std::fmt::Debug for KubeIndex {
@@ -191,7 +175,12 @@ pub async fn client(src: &Source) -> Result<Client, String> {
 }
 
 /// Starts the index from the config, or logs node-only mode once and returns None.
-pub async fn start(cfg: &Kubernetes, node: &str, cancel: CancellationToken) -> Option<Arc<KubeIndex>> {
+pub async fn start(
+    cfg: &Kubernetes,
+    node: &str,
+    metrics: KubeMetrics,
+    cancel: CancellationToken,
+) -> Option<Arc<KubeIndex>> {
     let Some(src) = source(cfg) else {
         tracing::info!(disabled = API_ONLY_FEATURES, "Kubernetes API not configured: node-only mode");
         return None;
@@ -199,7 +188,7 @@ pub async fn start(cfg: &Kubernetes, node: &str, cancel: CancellationToken) -> O
     match client(&src).await {
         Ok(c) => {
             tracing::info!(source = ?src, node, "watching this node's pods through the Kubernetes API");
-            Some(KubeIndex::spawn(c, node, cancel))
+            Some(KubeIndex::spawn(c, node, metrics, cancel))
         }
         Err(e) => {
             tracing::warn!(error = %e, disabled = API_ONLY_FEATURES, "Kubernetes API unavailable: node-only mode");
@@ -210,7 +199,7 @@ pub async fn start(cfg: &Kubernetes, node: &str, cancel: CancellationToken) -> O
 
 impl KubeIndex {
     /// An empty index (no task); [`Self::spawn`] fills one from the API.
-    pub fn new(node: &str) -> Arc<KubeIndex> {
+    pub fn new(node: &str, metrics: KubeMetrics) -> Arc<KubeIndex> {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         Arc::new(KubeIndex {
             node: node.to_string(),
@@ -221,19 +210,14 @@ impl KubeIndex {
             forbidden_logged: AtomicBool::new(false),
             events: tx,
             events_rx: Mutex::new(Some(rx)),
-            lists: AtomicU64::new(0),
-            forbidden: AtomicU64::new(0),
-            gone: AtomicU64::new(0),
-            other_errors: AtomicU64::new(0),
-            owner_gets: AtomicU64::new(0),
-            on_error: Mutex::new(None),
+            metrics,
         })
     }
 
     /// Starts the watch task; ephemeral-container events are available from
     /// [`Self::take_events`].
-    pub fn spawn(client: Client, node: &str, cancel: CancellationToken) -> Arc<KubeIndex> {
-        let idx = Self::new(node);
+    pub fn spawn(client: Client, node: &str, metrics: KubeMetrics, cancel: CancellationToken) -> Arc<KubeIndex> {
+        let idx = Self::new(node, metrics);
         let me = idx.clone();
         tokio::spawn(async move { me.run(client, cancel).await });
         idx
@@ -242,15 +226,6 @@ impl KubeIndex {
     /// The ephemeral-container event stream (once).
     pub fn take_events(&self) -> Option<mpsc::Receiver<EphemeralAdded>> {
         lock(&self.events_rx).take()
-    }
-
-    /// Reports error reasons (`forbidden`, `gone`, `other`) to metrics.
-    pub fn on_error(&self, f: impl Fn(&'static str) + Send + Sync + 'static) {
-        *lock(&self.on_error) = Some(Box::new(f));
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
     }
 
     /// The first list has completed.
@@ -268,22 +243,9 @@ impl KubeIndex {
         read(&self.pods).get(&(namespace.to_string(), pod.to_string())).cloned()
     }
 
-    pub fn len(&self) -> usize {
-        read(&self.pods).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn stats(&self) -> KubeStats {
-        KubeStats {
-            lists: self.lists.load(Ordering::Relaxed),
-            forbidden: self.forbidden.load(Ordering::Relaxed),
-            gone: self.gone.load(Ordering::Relaxed),
-            other_errors: self.other_errors.load(Ordering::Relaxed),
-            owner_gets: self.owner_gets.load(Ordering::Relaxed),
-        }
+    /// Owner lookups cached (ReplicaSets, Jobs).
+    pub fn owners_cached(&self) -> usize {
+        lock(&self.owners).len()
     }
 
     /// The watch loop: runs until `cancel`.
@@ -307,10 +269,11 @@ impl KubeIndex {
                 Ok(watcher::Event::InitDone) => {
                     let fresh = pending.take().unwrap_or_default();
                     let entries: Vec<Arc<PodEntry>> = fresh.values().cloned().collect();
+                    self.metrics.pods.set(fresh.len() as i64);
                     *write(&self.pods) = fresh;
                     let live: HashSet<&str> = entries.iter().map(|e| e.uid.as_str()).collect();
                     lock(&self.ephemeral_seen).retain(|uid, _| live.contains(uid.as_str()));
-                    self.lists.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.lists.inc();
                     self.synced.store(true, Ordering::Relaxed);
                     self.forbidden_logged.store(false, Ordering::Relaxed);
                     for e in entries {
@@ -319,12 +282,18 @@ impl KubeIndex {
                 }
                 Ok(watcher::Event::Apply(p)) => {
                     let e = Arc::new(self.entry(&client, &p).await);
-                    write(&self.pods).insert(key(&e), e.clone());
+                    let mut pods = write(&self.pods);
+                    pods.insert(key(&e), e.clone());
+                    self.metrics.pods.set(pods.len() as i64);
+                    drop(pods);
                     self.note_ephemeral(&e);
                 }
                 Ok(watcher::Event::Delete(p)) => {
                     let (ns, name) = (p.metadata.namespace.unwrap_or_default(), p.metadata.name.unwrap_or_default());
-                    write(&self.pods).remove(&(ns, name));
+                    let mut pods = write(&self.pods);
+                    pods.remove(&(ns, name));
+                    self.metrics.pods.set(pods.len() as i64);
+                    drop(pods);
                     if let Some(uid) = p.metadata.uid {
                         lock(&self.ephemeral_seen).remove(&uid);
                     }
@@ -349,7 +318,6 @@ impl KubeIndex {
         };
         match reason {
             "forbidden" => {
-                self.forbidden.fetch_add(1, Ordering::Relaxed);
                 if !self.forbidden_logged.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         error = %e,
@@ -359,17 +327,11 @@ impl KubeIndex {
                 }
             }
             "gone" => {
-                self.gone.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("pod watch expired (410 Gone): relisting");
             }
-            _ => {
-                self.other_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "pod watch failed; retrying with backoff");
-            }
+            _ => tracing::warn!(error = %e, "pod watch failed; retrying with backoff"),
         }
-        if let Some(f) = lock(&self.on_error).as_ref() {
-            f(reason);
-        }
+        self.metrics.error(reason);
     }
 
     /// Reports ephemeral containers of `e` not reported before.
@@ -384,7 +346,9 @@ impl KubeIndex {
                 let container_id = e.container_ids.iter().find(|(_, n)| **n == spec.name).map(|(id, _)| id.clone());
                 let ev = EphemeralAdded { pod: e.clone(), spec: spec.clone(), container_id };
                 if self.events.try_send(ev).is_err() {
-                    tracing::debug!("ephemeral-container queue full or closed; event dropped");
+                    // Counted: userspace_drops{queue="kube_ephemeral"}.
+                    self.metrics.events_dropped.inc();
+                    tracing::warn!(pod = %e.name, "ephemeral-container queue full or closed; event dropped");
                 }
             }
         }
@@ -506,7 +470,7 @@ impl KubeIndex {
                 None => {}
             }
         }
-        self.owner_gets.fetch_add(1, Ordering::Relaxed);
+        self.metrics.owner_gets.inc();
         let got = get().await;
         let mut owners = lock(&self.owners);
         if owners.len() >= MAX_OWNERS {
@@ -523,11 +487,6 @@ impl KubeIndex {
                 Some(fallback)
             }
         }
-    }
-
-    /// Test and tooling hook: puts a pod entry in the index.
-    pub fn insert(&self, e: PodEntry) {
-        write(&self.pods).insert((e.namespace.clone(), e.name.clone()), Arc::new(e));
     }
 }
 
@@ -599,7 +558,7 @@ mod tests {
 
     #[tokio::test]
     async fn cached_owner_gets_once_and_falls_back() {
-        let idx = KubeIndex::new("n");
+        let idx = KubeIndex::new("n", KubeMetrics::default());
         let calls = std::sync::atomic::AtomicU32::new(0);
         for _ in 0..3 {
             let w = idx
@@ -617,12 +576,12 @@ mod tests {
             })
             .await;
         assert_eq!(w, Some(("CronJob", "backup".into())), "GET failed: names decide");
-        assert_eq!(idx.stats().owner_gets, 2);
+        assert_eq!(idx.metrics.owner_gets.get(), 2);
     }
 
     #[test]
     fn ephemeral_containers_are_reported_once_per_pod() {
-        let idx = KubeIndex::new("n");
+        let idx = KubeIndex::new("n", KubeMetrics::default());
         let mut rx = idx.take_events().unwrap();
         let mut e = PodEntry {
             namespace: "shop".into(),

@@ -1,20 +1,25 @@
-//! Enrichment: which container an event belongs to.
+//! Enrichment: which container an event belongs to, and what the node knows
+//! about it.
 //!
-//! Today: the container id from the cgroup path the kernel captured at exec
-//! time (race-free: the process may already be gone), with /proc as a fallback.
-//! Runtime (CRI) and Kubernetes metadata plug in here later.
+//! - [`cgroup`]: the container id from the cgroup path the kernel captured at
+//!   event time (race-free: the process may already be gone);
+//! - [`cri`]: the container runtime's client (pod, image, labels);
+//! - [`kube`]: this node's pods from the Kubernetes API (owner workloads, specs);
+//! - [`overlay`]: a container's layers and volumes, from its mounts;
+//! - [`image`], [`workload`]: image references and workloads, parsed.
+//!
+//! What is known per container is kept by the registry (`crate::containers`).
 
 pub mod cgroup;
 pub mod cri;
 pub mod image;
 pub mod kube;
-mod locks;
 pub mod overlay;
 pub mod workload;
 
 pub use cgroup::{CgroupLayout, ContainerRef};
 
-use crate::event::ExecEvent;
+use crate::event::Process;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnrichError {
@@ -46,22 +51,17 @@ impl CgroupLayout {
     }
 }
 
-/// Resolves the container of an exec event.
-pub fn container_of(ev: &ExecEvent) -> Result<ContainerRef, EnrichError> {
-    container_from_path_or_pid(&ev.cgroup_path, ev.tgid)
-}
-
 /// The container of a process, from the cgroup path the kernel captured.
-pub fn container_from_path_or_pid(cgroup_path: &str, tgid: u32) -> Result<ContainerRef, EnrichError> {
-    if let Some(c) = cgroup::container_from_cgroup_path(cgroup_path) {
+pub fn container_of(p: &Process) -> Result<ContainerRef, EnrichError> {
+    if let Some(c) = cgroup::container_from_cgroup_path(&p.cgroup_path) {
         return Ok(c);
     }
     // The kernel keeps only the last few path components; a deeper layout may
     // need the full path, which /proc still has if the process is alive.
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/cgroup", p.tgid))
         && let Some(c) = cgroup::container_from_proc_cgroup(&text)
     {
         return Ok(c);
     }
-    Err(EnrichError::NotContainer { pid: tgid, path: cgroup_path.to_string() })
+    Err(EnrichError::NotContainer { pid: p.tgid, path: p.cgroup_path.clone() })
 }

@@ -109,24 +109,6 @@ pub fn root_overlay_from_mountinfo(text: &str) -> Option<OverlayDirs> {
     None
 }
 
-/// A live process of the container `container_id` (its id appears in the
-/// process's cgroup path), for reading the container's mounts after the
-/// process an event came from has exited.
-pub fn live_pid_of(container_id: &str) -> Option<u32> {
-    let dir = std::fs::read_dir("/proc").ok()?;
-    dir.flatten().find_map(|e| {
-        let p: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok()?;
-        cg.contains(container_id).then_some(p)
-    })
-}
-
-/// The overlay directories of a live process's root.
-pub fn root_overlay(pid: u32) -> Option<OverlayDirs> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-    root_overlay_from_mountinfo(&text)
-}
-
 /// What the agent knows of a container's filesystem: its overlay layers and
 /// the mount points of its volumes.
 #[derive(Debug, Default)]
@@ -157,45 +139,11 @@ pub fn volumes_from_mountinfo(text: &str) -> Vec<String> {
     v
 }
 
-fn container_fs(pid: u32) -> ContainerFs {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { return ContainerFs::default() };
-    ContainerFs { overlay: root_overlay_from_mountinfo(&text), volumes: volumes_from_mountinfo(&text) }
-}
-
-/// Containers' filesystems, read once per container from a live process's
-/// mountinfo and shared by every judge that needs them (file drift, copy-ups).
-/// Bounded: cheap to rebuild, so a full table is simply cleared.
-#[derive(Debug, Default)]
-pub struct ContainerFsCache {
-    by_container: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ContainerFs>>>,
-}
-
-const MAX_CACHED: usize = 4096;
-
-impl ContainerFsCache {
-    /// The filesystem of `container_id`, through `pid` or, when that process
-    /// is gone already, any live process of the container.
-    pub fn get(&self, container_id: &str, pid: u32) -> std::sync::Arc<ContainerFs> {
-        if let Some(f) = self.by_container.lock().ok().and_then(|m| m.get(container_id).cloned()) {
-            return f;
-        }
-        let mut f = container_fs(pid);
-        if f.overlay.is_none()
-            && let Some(p) = live_pid_of(container_id)
-        {
-            f = container_fs(p);
-        }
-        let f = std::sync::Arc::new(f);
-        if f.overlay.is_some()
-            && let Ok(mut m) = self.by_container.lock()
-        {
-            if m.len() >= MAX_CACHED {
-                m.clear();
-            }
-            m.insert(container_id.to_string(), f.clone());
-        }
-        f
-    }
+/// The filesystem of the container `pid` runs in, from its mountinfo; `None`
+/// when that cannot be read (the process is gone).
+pub fn container_fs_of(pid: u32) -> Option<ContainerFs> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    Some(ContainerFs { overlay: root_overlay_from_mountinfo(&text), volumes: volumes_from_mountinfo(&text) })
 }
 
 /// A host path as this agent can open it: directly when it runs in the host's

@@ -1,6 +1,7 @@
 //! The workload that owns a pod, derived from the labels Kubernetes
 //! controllers put on the pods they create. This is what a node can know
-//! without API access; owner references from the API refine it later.
+//! without API access; when the Kubernetes API knows the pod, its owner
+//! references win (`pipeline::emit`).
 
 use std::collections::BTreeMap;
 

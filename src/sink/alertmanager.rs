@@ -27,7 +27,7 @@
 //! `driftwatch_alertmanager_alerts_total{result="sent"|"failed"|"dropped"}`,
 //! `driftwatch_alertmanager_requests_total{result="ok"|"error"}`.
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::{classify::Finding, clock, config};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -210,7 +210,7 @@ impl Render {
         let f = &g.latest;
         let alertname = g.labels.get("alertname").cloned().unwrap_or_default();
         let ends = clock::rfc3339(self.clock.wall(f.ktime_ns) + self.resolve);
-        let args = f.command_args.join(" ");
+        let args = f.command_args().join(" ");
         let description = format!(
             "{count} finding(s) of rule {rule} in container {cid} since {first}; latest at {last}: {exe} ({args}), parent {parent}, executable source {src}.",
             count = g.count,
@@ -218,9 +218,9 @@ impl Render {
             cid = f.container_id,
             first = g.first_time,
             last = f.time,
-            exe = f.exe_path,
-            parent = f.parent_name,
-            src = f.exe_source,
+            exe = f.exe_path(),
+            parent = f.parent_name(),
+            src = f.exe_source(),
         );
         let mut alert = json!({
             "labels": g.labels,
@@ -266,7 +266,7 @@ impl AlertmanagerSink {
             return Ok(None);
         }
         let target = Target::parse(&s.cfg.url)?;
-        metrics.declare_alertmanager();
+        metrics.sinks.declare_alertmanager();
         let (tx, rx) = mpsc::channel(s.cfg.queue_size.clamp(16, 1024));
         let task = tokio::spawn(run(rx, target, s, metrics));
         Ok(Some((tx, AlertmanagerSink { task })))
@@ -294,7 +294,7 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
     let resolve = Duration::from_secs(c.resolve_timeout_s);
     let timeout = Duration::from_millis(c.timeout_ms);
     let render = Render {
-        node: crate::telemetry::node_name(),
+        node: crate::node::name().to_string(),
         resolve,
         runbook_base: c.runbook_base_url.clone(),
         generator: if c.generator_url.is_empty() { s.default_generator.clone() } else { c.generator_url.clone() },
@@ -325,15 +325,15 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                 inflight = Some(InFlight { task: tokio::spawn(async move { post(&t, body, timeout).await }), sent });
             }
         }
-        metrics.set_alertmanager_queued(groups.values().filter(|g| g.due.is_some()).count());
+        metrics.sinks.set_alertmanager_queued(groups.values().filter(|g| g.due.is_some()).count());
         let pending = groups.values().any(|g| g.due.is_some());
         if !open && inflight.is_none() && (!pending || final_deadline.is_some_and(|d| now >= d)) {
             let left = groups.values().filter(|g| g.due.is_some()).count() as u64;
             if left > 0 {
-                metrics.alertmanager_alerts("failed", left);
+                metrics.sinks.alertmanager_alerts("failed", left);
                 tracing::warn!(alerts = left, "alertmanager: undelivered alerts at shutdown");
             }
-            metrics.set_alertmanager_queued(0);
+            metrics.sinks.set_alertmanager_queued(0);
             return;
         }
         let next_due = groups.values().filter_map(|g| g.due).min().map(|d| match retry_at {
@@ -345,10 +345,10 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                 let done = inflight.take().expect("guarded");
                 let n = done.sent.len() as u64;
                 let r = r.unwrap_or_else(|e| Err(PostError::Retry(format!("task: {e}"))));
-                metrics.alertmanager_request(r.is_ok());
+                metrics.sinks.alertmanager_request(r.is_ok());
                 let give_up = match &r {
                     Ok(()) => {
-                        metrics.alertmanager_alerts("sent", n);
+                        metrics.sinks.alertmanager_alerts("sent", n);
                         attempt = 0;
                         retry_at = None;
                         false
@@ -375,7 +375,7 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                     }
                 };
                 if give_up {
-                    metrics.alertmanager_alerts("failed", n);
+                    metrics.sinks.alertmanager_alerts("failed", n);
                     attempt = 0;
                     retry_at = None;
                 }
@@ -440,7 +440,7 @@ fn ingest(
                 groups.remove(&k);
             }
             None => {
-                metrics.alertmanager_alerts("dropped", 1);
+                metrics.sinks.alertmanager_alerts("dropped", 1);
                 return;
             }
         }

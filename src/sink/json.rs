@@ -1,7 +1,7 @@
 //! Findings as JSON lines on stdout (one object per line).
 
-use super::metrics::Metrics;
 use crate::classify::Finding;
+use crate::metrics::Metrics;
 use std::{io::Write, sync::Arc};
 use tokio::sync::mpsc;
 
@@ -22,10 +22,10 @@ pub fn run_stdout(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>) {
         }
         // Counted once per batch: each update is a lock and a label-set hash.
         let ok = batch.iter().filter(|f| write_line(&mut out, f, &mut buf).is_ok()).count();
-        metrics.sink_results("stdout", true, ok as u64);
-        metrics.sink_results("stdout", false, (batch.len() - ok) as u64);
+        metrics.sinks.sink_results("stdout", true, ok as u64);
+        metrics.sinks.sink_results("stdout", false, (batch.len() - ok) as u64);
         if out.flush().is_err() {
-            metrics.sink_result("stdout", false);
+            metrics.sinks.sink_results("stdout", false, 1);
         }
     }
 }

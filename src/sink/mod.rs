@@ -3,13 +3,10 @@
 //! refuses is counted (`driftwatch_userspace_drops_total{queue}`).
 
 pub mod alertmanager;
-pub mod containers;
 pub mod json;
-pub mod metrics;
 pub mod otlp;
 
-use crate::classify::Finding;
-use metrics::Metrics;
+use crate::{classify::Finding, metrics::Metrics};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -22,7 +19,7 @@ pub struct Fanout {
 impl Fanout {
     /// Registers a sink; `queue` names its queue in metrics.
     pub fn add(&mut self, queue: &'static str, tx: mpsc::Sender<Arc<Finding>>, metrics: &Metrics) {
-        metrics.declare_queue(queue);
+        metrics.pipeline.declare_queue(queue);
         self.sinks.push((queue, tx));
     }
 
@@ -30,7 +27,7 @@ impl Fanout {
         let f = Arc::new(f);
         for (queue, tx) in &self.sinks {
             if tx.try_send(f.clone()).is_err() {
-                metrics.queue_drop(queue);
+                metrics.pipeline.queue_drops(queue, 1);
             }
         }
     }
@@ -61,7 +58,7 @@ impl NetworkSinks {
         }
         let settings = alertmanager::Settings {
             cfg: cfg.alertmanager.clone(),
-            default_generator: format!("http://{}:{}/metrics", crate::telemetry::node_name(), cfg.metrics_addr.port()),
+            default_generator: format!("http://{}:{}/metrics", crate::node::name(), cfg.metrics_addr.port()),
         };
         if let Some((tx, sink)) = alertmanager::AlertmanagerSink::start(settings, metrics.clone())? {
             fanout.add(alertmanager::QUEUE, tx, metrics);

@@ -6,7 +6,7 @@
 //! severity-number ranges; and as attributes *every key of the JSON finding*
 //! (built from `serde_json::to_value(&Finding)`, so the OTLP attributes cannot
 //! drift from the stdout contract; arrays become array values). Resource:
-//! `service.name`, `service.version`, `k8s.node.name` (see `telemetry::resource`).
+//! `service.name`, `service.version`, `k8s.node.name` (see [`resource`]).
 //!
 //! Severity: `critical` -> ERROR2 (18), `warning` -> WARN (13), `info` -> INFO (9),
 //! `SeverityText` the finding's own word. A critical finding is the most severe
@@ -27,7 +27,7 @@
 //! Memory is bounded by `max_queue_size` findings plus one batch in flight,
 //! whatever the collector does; the pipeline never waits for it.
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::{
     classify::{Finding, finding::Kind},
     clock::BootClock,
@@ -48,6 +48,37 @@ use std::{
     time::{Duration, SystemTime},
 };
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+/// An OTLP exporter of `$kind` (LogExporter, SpanExporter) for the settings
+/// `$s`: both transports, timeout, headers; `$http_endpoint` maps the base
+/// endpoint for HTTP. A macro: the SDK's builders share no trait.
+macro_rules! exporter {
+    ($s:expr, $kind:ident, $http_endpoint:expr) => {{
+        let s = $s;
+        match s.protocol {
+            OtlpProtocol::Grpc => {
+                let mut b = $kind::builder().with_tonic().with_protocol(Protocol::Grpc).with_timeout(s.timeout);
+                if let Some(e) = &s.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if !s.headers.is_empty() {
+                    b = b.with_metadata(s.metadata()?);
+                }
+                b.build()?
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut b = $kind::builder().with_http().with_protocol(Protocol::HttpBinary).with_timeout(s.timeout);
+                if let Some(e) = &s.endpoint {
+                    b = b.with_endpoint(($http_endpoint)(e.as_str()));
+                }
+                if !s.headers.is_empty() {
+                    b = b.with_headers(s.headers.clone().into_iter().collect::<HashMap<_, _>>());
+                }
+                b.build()?
+            }
+        }
+    }};
+}
 
 /// Queue name of the OTLP sink in `driftwatch_userspace_drops_total`.
 pub const QUEUE: &str = "findings_otlp";
@@ -122,59 +153,13 @@ impl Settings {
 
     /// The log exporter (inside a tokio runtime: tonic's channel starts lazily on it).
     pub fn log_exporter(&self) -> Result<LogExporter, OtlpError> {
-        Ok(match self.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b =
-                    LogExporter::builder().with_tonic().with_protocol(Protocol::Grpc).with_timeout(self.timeout);
-                if let Some(e) = &self.endpoint {
-                    b = b.with_endpoint(e.clone());
-                }
-                if !self.headers.is_empty() {
-                    b = b.with_metadata(self.metadata()?);
-                }
-                b.build()?
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let mut b =
-                    LogExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_timeout(self.timeout);
-                if let Some(e) = &self.endpoint {
-                    b = b.with_endpoint(e.clone());
-                }
-                if !self.headers.is_empty() {
-                    b = b.with_headers(self.headers.clone().into_iter().collect::<HashMap<_, _>>());
-                }
-                b.build()?
-            }
-        })
+        Ok(exporter!(self, LogExporter, |e: &str| e.to_string()))
     }
 
     /// The span exporter for the agent's own spans (same endpoint and protocol).
     pub fn span_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
         use opentelemetry_otlp::SpanExporter;
-        Ok(match self.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b =
-                    SpanExporter::builder().with_tonic().with_protocol(Protocol::Grpc).with_timeout(self.timeout);
-                if let Some(e) = &self.endpoint {
-                    b = b.with_endpoint(e.clone());
-                }
-                if !self.headers.is_empty() {
-                    b = b.with_metadata(self.metadata()?);
-                }
-                b.build()?
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let mut b =
-                    SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_timeout(self.timeout);
-                if let Some(e) = &self.endpoint {
-                    b = b.with_endpoint(format!("{}/v1/traces", e.trim_end_matches("/v1/logs")));
-                }
-                if !self.headers.is_empty() {
-                    b = b.with_headers(self.headers.clone().into_iter().collect::<HashMap<_, _>>());
-                }
-                b.build()?
-            }
-        })
+        Ok(exporter!(self, SpanExporter, |e: &str| format!("{}/v1/traces", e.trim_end_matches("/v1/logs"))))
     }
 
     fn metadata(&self) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, OtlpError> {
@@ -188,6 +173,23 @@ impl Settings {
         }
         Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(h))
     }
+}
+
+/// The OTel resource of everything the agent exports. Precedence, lowest first:
+/// our defaults (`service.name=driftwatch`, `service.version`, `k8s.node.name`),
+/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`.
+pub fn resource() -> opentelemetry_sdk::Resource {
+    let mut b = opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes([
+            opentelemetry::KeyValue::new("service.name", "driftwatch"),
+            opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            opentelemetry::KeyValue::new("k8s.node.name", crate::node::name()),
+        ])
+        .with_detector(Box::new(opentelemetry_sdk::resource::EnvResourceDetector::new()));
+    if let Some(name) = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.trim().is_empty()) {
+        b = b.with_service_name(name);
+    }
+    b.build()
 }
 
 /// `EventName` of a finding.
@@ -308,7 +310,7 @@ impl OtlpSink {
         metrics: Arc<Metrics>,
     ) -> Result<(mpsc::Sender<Arc<Finding>>, OtlpSink), OtlpError> {
         let mut exporter = settings.log_exporter()?;
-        exporter.set_resource(&crate::telemetry::resource());
+        exporter.set_resource(&resource());
         Ok(Self::start_with(exporter, settings, metrics))
     }
 
@@ -318,7 +320,7 @@ impl OtlpSink {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> (mpsc::Sender<Arc<Finding>>, OtlpSink) {
-        metrics.declare_otlp();
+        metrics.sinks.declare_otlp();
         // The hand-off queue only has to absorb a burst while the loop is busy
         // building a batch; the bound that matters is `max_queue_size`.
         let (tx, rx) = mpsc::channel(settings.max_queue_size.clamp(16, 1024));
@@ -380,7 +382,7 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
             inflight = Some((tokio::spawn(export(ex, records, s.timeout)), n));
             oldest = (!pending.is_empty()).then(Instant::now);
         }
-        metrics.set_otlp_queued(pending.len() + inflight.as_ref().map_or(0, |i| i.1));
+        metrics.sinks.set_otlp_queued(pending.len() + inflight.as_ref().map_or(0, |i| i.1));
         if !open && pending.is_empty() && inflight.is_none() {
             return;
         }
@@ -389,9 +391,9 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
             r = async { (&mut inflight.as_mut().expect("guarded").0).await }, if inflight.is_some() => {
                 let n = inflight.take().map_or(0, |i| i.1) as u64;
                 if r.unwrap_or(false) {
-                    metrics.otlp_records("exported", n);
+                    metrics.sinks.otlp_records("exported", n);
                 } else {
-                    metrics.otlp_records("failed", n);
+                    metrics.sinks.otlp_records("failed", n);
                     failures_logged += 1;
                     // Say it once, then every 100th time: a dead collector must not flood stderr.
                     if failures_logged == 1 || failures_logged.is_multiple_of(100) {
@@ -402,7 +404,7 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
             f = rx.recv(), if open => match f {
                 Some(f) => {
                     if pending.len() >= s.max_queue_size {
-                        metrics.otlp_records("dropped", 1);
+                        metrics.sinks.otlp_records("dropped", 1);
                     } else {
                         if pending.is_empty() {
                             oldest = Some(Instant::now());
@@ -418,11 +420,11 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
             _ = tokio::time::sleep_until(batch_due.unwrap_or_else(Instant::now)), if batch_due.is_some() && inflight.is_none() => {}
             _ = tokio::time::sleep_until(flush_deadline.unwrap_or_else(Instant::now)), if flush_deadline.is_some() => {
                 let left = pending.len() + inflight.as_ref().map_or(0, |i| i.1);
-                metrics.otlp_records("dropped", left as u64);
+                metrics.sinks.otlp_records("dropped", left as u64);
                 if let Some((h, _)) = inflight.take() {
                     h.abort();
                 }
-                metrics.set_otlp_queued(0);
+                metrics.sinks.set_otlp_queued(0);
                 tracing::warn!(records = left, "otlp: shutdown flush deadline passed; records dropped");
                 return;
             }

@@ -3,13 +3,13 @@
 
 use driftwatch::{
     abi,
-    classify::{Classifier, config_drift, file::FileJudge, network::NetworkJudge},
+    classify::{Classifier, Subject, config_drift, file::FileJudge, network::NetworkJudge},
     config::Config,
-    enrich::{self, cri::ContainerMeta, overlay::ContainerFsCache},
+    enrich::{self, cri::ContainerMeta, overlay::ContainerFs},
     event::{self, Event},
     pipeline::apply_metadata,
 };
-use std::{collections::BTreeMap, mem::size_of, sync::Arc};
+use std::{collections::BTreeMap, mem::size_of};
 
 const ID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const POD_UID: &str = "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -32,6 +32,15 @@ fn cgroup(levels: &mut [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) {
     put(&mut levels[3], b"kubepods.slice");
 }
 
+/// The common header of a record of `kind` and type `T`, from our test process.
+fn header<T>(h: &mut abi::dw_header, kind: u32, ktime_s: u64) {
+    h.kind = kind as u16;
+    h.size = size_of::<T>() as u16;
+    h.ktime_ns = ktime_s * 1_000_000_000;
+    h.tgid = TGID;
+    h.pid = TGID;
+}
+
 fn bytes<T: Copy>(r: T) -> Vec<u8> {
     let mut v = vec![0u8; size_of::<T>()];
     // SAFETY: writing a POD into a buffer of exactly its size.
@@ -52,12 +61,8 @@ struct Exec {
 
 fn exec_record(e: &Exec) -> Vec<u8> {
     let mut r = abi::dw_exec::default();
-    r.hdr.kind = abi::DW_KIND_EXEC as u16;
-    r.hdr.size = size_of::<abi::dw_exec>() as u16;
-    r.hdr.ktime_ns = 1_000_000_000;
+    header::<abi::dw_exec>(&mut r.hdr, abi::DW_KIND_EXEC, 1);
     r.hdr.cgroup_id = 4242;
-    r.hdr.tgid = TGID;
-    r.hdr.pid = TGID;
     r.ppid = TGID - 1;
     r.uid = 1000;
     r.gid = 1001;
@@ -87,11 +92,7 @@ fn exec_record(e: &Exec) -> Vec<u8> {
 
 fn file_record(op: u32, path: &str, path2: &str, f: impl FnOnce(&mut abi::dw_file)) -> Vec<u8> {
     let mut r = abi::dw_file::default();
-    r.hdr.kind = abi::DW_KIND_FILE as u16;
-    r.hdr.size = size_of::<abi::dw_file>() as u16;
-    r.hdr.ktime_ns = 2_000_000_000;
-    r.hdr.tgid = TGID;
-    r.hdr.pid = TGID;
+    header::<abi::dw_file>(&mut r.hdr, abi::DW_KIND_FILE, 2);
     r.ppid = TGID - 1;
     r.uid = 33;
     r.mntns_id = 77;
@@ -110,11 +111,7 @@ fn file_record(op: u32, path: &str, path2: &str, f: impl FnOnce(&mut abi::dw_fil
 
 fn net_record(op: u32, family: u16, sock_type: u16, addr: &[u8], port: u16) -> Vec<u8> {
     let mut r = abi::dw_net::default();
-    r.hdr.kind = abi::DW_KIND_NET as u16;
-    r.hdr.size = size_of::<abi::dw_net>() as u16;
-    r.hdr.ktime_ns = 3_000_000_000;
-    r.hdr.tgid = TGID;
-    r.hdr.pid = TGID;
+    header::<abi::dw_net>(&mut r.hdr, abi::DW_KIND_NET, 3);
     r.ppid = TGID - 1;
     r.uid = 0;
     r.mntns_id = 77;
@@ -160,11 +157,7 @@ fn judges() -> Judges {
     cfg.rules.network.state_dir = String::new();
     let (net, err) = NetworkJudge::new(&cfg.rules.network);
     assert!(err.is_none());
-    Judges {
-        cl: Classifier::new(&cfg),
-        file: FileJudge::new(&cfg.rules.file, cfg.rules.package.severity, Arc::new(ContainerFsCache::default())),
-        net,
-    }
+    Judges { cl: Classifier::new(&cfg), file: FileJudge::new(&cfg.rules.file), net }
 }
 
 /// One finding as the stdout sink writes it (no newline).
@@ -177,29 +170,30 @@ fn json(f: &driftwatch::classify::Finding) -> String {
 
 fn exec_case(j: &Judges, e: Exec, with_meta: bool, post: impl FnOnce(&mut driftwatch::classify::Finding)) -> String {
     let Event::Exec(ev) = event::decode(&exec_record(&e)).expect("decode") else { panic!("not exec") };
-    let c = enrich::container_of(&ev).expect("container");
+    let c = enrich::container_of(&ev.proc).expect("container");
     let mut f = j.cl.exec(&ev, &c).expect("a finding");
     post(&mut f);
     if with_meta {
         apply_metadata(&mut f, &meta());
     } else {
-        f.metadata_complete = false;
-        f.metadata_missing = Some("no_runtime");
+        f.k8s.metadata_complete = false;
+        f.k8s.metadata_missing = Some("no_runtime");
     }
     json(&f)
 }
 
 fn file_case(j: &Judges, rec: Vec<u8>) -> String {
     let Event::File(ev) = event::decode(&rec).expect("decode") else { panic!("not file") };
-    let c = enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid).expect("container");
-    let mut f = j.file.judge(&j.cl, &ev, &c).expect("a finding");
+    let c = enrich::container_of(&ev.proc).expect("container");
+    // The pid has no process: the container's filesystem is unknown, as for an exited one.
+    let mut f = j.file.judge(&j.cl, &ev, &c, &ContainerFs::default()).expect("a finding");
     apply_metadata(&mut f, &meta());
     json(&f)
 }
 
 fn net_case(j: &Judges, rec: Vec<u8>) -> String {
     let Event::Net(ev) = event::decode(&rec).expect("decode") else { panic!("not net") };
-    let c = enrich::container_from_path_or_pid(&ev.cgroup_path, ev.tgid).expect("container");
+    let c = enrich::container_of(&ev.proc).expect("container");
     let mut f = j.net.judge(&j.cl, &ev, &c, "shop/Deployment/checkout/api").expect("a finding");
     apply_metadata(&mut f, &meta());
     json(&f)
@@ -213,9 +207,10 @@ fn config_case(spec: &str, image_ref: &str, approved: &[(&str, &str)], rule: &st
     let facts = config_drift::ImageFacts { container: "api", spec, spec_source: "pod_spec", image_ref };
     let issue = config_drift::check_image(&facts, &config_drift::normalise_approved(&raw))
         .into_iter()
-        .find(|i| i.rule == rule)
+        .find(|i| i.rule.name == rule)
         .unwrap_or_else(|| panic!("no {rule}"));
-    let mut f = config_drift::finding(&Arc::from("node-1"), ID, "containerd", issue);
+    let cl = Classifier::new(&Config::default());
+    let mut f = cl.config_finding(Subject { id: ID, runtime: "containerd", pod_uid: None }, issue);
     let mut m = meta();
     m.image = spec.into();
     m.image_ref = image_ref.into();
@@ -226,38 +221,53 @@ fn config_case(spec: &str, image_ref: &str, approved: &[(&str, &str)], rule: &st
 /// Every case: (golden file name, JSON line).
 pub fn all() -> Vec<(String, String)> {
     let j = judges();
-    let x = |comm, path, args, source, flags| Exec {
-        comm,
-        parent: "sh",
-        path,
-        args,
-        source,
-        flags,
-        script: None,
-        env: 0,
-    };
+    let x =
+        |comm, path, args, source, flags| Exec { comm, parent: "sh", path, args, source, flags, script: None, env: 0 };
     let mut v: Vec<(&str, String)> = vec![
         (
             "exec_new_binary",
-            exec_case(&j, x("xmrig", "/tmp/xmrig", &["/tmp/xmrig", "-o", "pool:3333"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT), true, |f| {
-                f.exe_origin = Some("new_file")
-            }),
+            exec_case(
+                &j,
+                x("xmrig", "/tmp/xmrig", &["/tmp/xmrig", "-o", "pool:3333"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT),
+                true,
+                |f| f.exec_mut().unwrap().exe_origin = Some("new_file"),
+            ),
         ),
         (
             "exec_new_binary_node_only",
-            exec_case(&j, x("xmrig", "/tmp/xmrig", &["/tmp/xmrig"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT), false, |_| {}),
+            exec_case(
+                &j,
+                x("xmrig", "/tmp/xmrig", &["/tmp/xmrig"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT),
+                false,
+                |_| {},
+            ),
         ),
         (
             "exec_fileless_memfd",
-            exec_case(&j, x("3", "/memfd:x (deleted)", &["payload"], abi::DW_SRC_MEMFD, abi::DW_EXEC_DRIFT), true, |_| {}),
+            exec_case(
+                &j,
+                x("3", "/memfd:x (deleted)", &["payload"], abi::DW_SRC_MEMFD, abi::DW_EXEC_DRIFT),
+                true,
+                |_| {},
+            ),
         ),
         (
             "exec_fileless_deleted",
-            exec_case(&j, x("dropper", "/tmp/dropper", &["./dropper"], abi::DW_SRC_DELETED, abi::DW_EXEC_DRIFT), true, |_| {}),
+            exec_case(
+                &j,
+                x("dropper", "/tmp/dropper", &["./dropper"], abi::DW_SRC_DELETED, abi::DW_EXEC_DRIFT),
+                true,
+                |_| {},
+            ),
         ),
         (
             "exec_from_tmpfs",
-            exec_case(&j, x("kit", "/scratch/kit", &["/scratch/kit"], abi::DW_SRC_TMPFS, abi::DW_EXEC_DRIFT), true, |_| {}),
+            exec_case(
+                &j,
+                x("kit", "/scratch/kit", &["/scratch/kit"], abi::DW_SRC_TMPFS, abi::DW_EXEC_DRIFT),
+                true,
+                |_| {},
+            ),
         ),
         (
             "exec_from_volume",
@@ -267,32 +277,67 @@ pub fn all() -> Vec<(String, String)> {
             "exec_new_script",
             exec_case(
                 &j,
-                Exec { script: Some(("/root/run.sh", abi::DW_SRC_UPPER)), ..x("run.sh", "/bin/sh", &["/bin/sh", "/root/run.sh"], abi::DW_SRC_IMAGE, abi::DW_EXEC_DRIFT) },
+                Exec {
+                    script: Some(("/root/run.sh", abi::DW_SRC_UPPER)),
+                    ..x("run.sh", "/bin/sh", &["/bin/sh", "/root/run.sh"], abi::DW_SRC_IMAGE, abi::DW_EXEC_DRIFT)
+                },
                 true,
                 |_| {},
             ),
         ),
         (
             "exec_by_drifted_process",
-            exec_case(&j, x("ls", "/bin/ls", &["ls", "-la"], abi::DW_SRC_IMAGE, abi::DW_EXEC_ANCESTOR_DRIFT), true, |_| {}),
+            exec_case(
+                &j,
+                x("ls", "/bin/ls", &["ls", "-la"], abi::DW_SRC_IMAGE, abi::DW_EXEC_ANCESTOR_DRIFT),
+                true,
+                |_| {},
+            ),
         ),
         (
             "shell_in_container",
-            exec_case(&j, Exec { parent: "java", ..x("sh", "/bin/sh", &["sh", "-c", "id"], abi::DW_SRC_IMAGE, 0) }, true, |_| {}),
+            exec_case(
+                &j,
+                Exec { parent: "java", ..x("sh", "/bin/sh", &["sh", "-c", "id"], abi::DW_SRC_IMAGE, 0) },
+                true,
+                |_| {},
+            ),
         ),
         (
             "terminal_shell_in_container",
-            exec_case(&j, Exec { parent: "runc:[2:INIT]", ..x("bash", "/bin/bash", &["bash"], abi::DW_SRC_IMAGE, abi::DW_EXEC_TTY) }, true, |_| {}),
+            exec_case(
+                &j,
+                Exec {
+                    parent: "runc:[2:INIT]",
+                    ..x("bash", "/bin/bash", &["bash"], abi::DW_SRC_IMAGE, abi::DW_EXEC_TTY)
+                },
+                true,
+                |_| {},
+            ),
         ),
         (
             "package_manager_exec",
-            exec_case(&j, x("apt-get", "/usr/bin/apt-get", &["apt-get", "install", "-y", "curl"], abi::DW_SRC_IMAGE, 0), true, |_| {}),
+            exec_case(
+                &j,
+                x("apt-get", "/usr/bin/apt-get", &["apt-get", "install", "-y", "curl"], abi::DW_SRC_IMAGE, 0),
+                true,
+                |_| {},
+            ),
         ),
         (
             "loader_injection_env",
             exec_case(
                 &j,
-                Exec { env: (abi::DW_ENV_LD_PRELOAD | abi::DW_ENV_LD_AUDIT) as u16, ..x("python3", "/usr/bin/python3", &["python3", "app.py"], abi::DW_SRC_IMAGE, abi::DW_EXEC_ENV_DRIFT) },
+                Exec {
+                    env: (abi::DW_ENV_LD_PRELOAD | abi::DW_ENV_LD_AUDIT) as u16,
+                    ..x(
+                        "python3",
+                        "/usr/bin/python3",
+                        &["python3", "app.py"],
+                        abi::DW_SRC_IMAGE,
+                        abi::DW_EXEC_ENV_DRIFT,
+                    )
+                },
                 true,
                 |_| {},
             ),
@@ -301,7 +346,13 @@ pub fn all() -> Vec<(String, String)> {
             "exec_truncated",
             exec_case(
                 &j,
-                x("x", "/very/deep/x", &["/very/deep/x", "a"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT | abi::DW_EXEC_PATH_TRUNC | abi::DW_EXEC_ARGS_TRUNC),
+                x(
+                    "x",
+                    "/very/deep/x",
+                    &["/very/deep/x", "a"],
+                    abi::DW_SRC_UPPER,
+                    abi::DW_EXEC_DRIFT | abi::DW_EXEC_PATH_TRUNC | abi::DW_EXEC_ARGS_TRUNC,
+                ),
                 true,
                 |_| {},
             ),
@@ -337,21 +388,29 @@ pub fn all() -> Vec<(String, String)> {
                 }),
             ),
         ),
-        (
-            "package_database_write",
-            file_case(&j, file_record(abi::DW_FILE_WRITE, "/var/lib/dpkg/status", "", |_| {})),
-        ),
-        (
-            "network_new_destination",
-            net_case(&j, net_record(abi::DW_NET_CONNECT, 2, 1, &[203, 0, 113, 7], 4444)),
-        ),
+        ("package_database_write", file_case(&j, file_record(abi::DW_FILE_WRITE, "/var/lib/dpkg/status", "", |_| {}))),
+        ("network_new_destination", net_case(&j, net_record(abi::DW_NET_CONNECT, 2, 1, &[203, 0, 113, 7], 4444))),
         (
             "network_new_listener",
-            net_case(&j, net_record(abi::DW_NET_BIND_UDP, 10, 2, &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 5353)),
+            net_case(
+                &j,
+                net_record(
+                    abi::DW_NET_BIND_UDP,
+                    10,
+                    2,
+                    &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                    5353,
+                ),
+            ),
         ),
         (
             "image_mutable_tag",
-            config_case("registry.example.com/shop/api:v2", &format!("registry.example.com/shop/api@{D1}"), &[], "image_mutable_tag"),
+            config_case(
+                "registry.example.com/shop/api:v2",
+                &format!("registry.example.com/shop/api@{D1}"),
+                &[],
+                "image_mutable_tag",
+            ),
         ),
         (
             "image_digest_mismatch",
@@ -374,17 +433,17 @@ pub fn all() -> Vec<(String, String)> {
     ];
     // An ephemeral container the runtime does not know yet: the pod's facts come from the API.
     let issue = config_drift::ephemeral_added("checkout-7d9f8b6c5d-x2k4q", "debugger-x7", "busybox:1.36", Some("api"));
-    let mut f = config_drift::finding(&Arc::from("node-1"), "", "cri", issue);
-    f.namespace = Some("shop".into());
-    f.pod_name = Some("checkout-7d9f8b6c5d-x2k4q".into());
-    f.pod_uid = Some(POD_UID.into());
-    f.container_name = Some("debugger-x7".into());
-    f.metadata_complete = true;
+    let mut f = j.cl.config_finding(Subject { id: "", runtime: "cri", pod_uid: None }, issue);
+    f.k8s.namespace = Some("shop".into());
+    f.k8s.pod_name = Some("checkout-7d9f8b6c5d-x2k4q".into());
+    f.k8s.pod_uid = Some(POD_UID.into());
+    f.k8s.container_name = Some("debugger-x7".into());
+    f.k8s.metadata_complete = true;
     v.push(("ephemeral_container_added", json(&f)));
     v.into_iter().map(|(n, s)| (n.to_string(), s)).collect()
 }
 
 /// Every rule the agent can emit.
 pub fn catalog_rules() -> Vec<&'static str> {
-    Classifier::new(&Config::default()).catalog().into_iter().map(|(_, rule, _)| rule).collect()
+    Classifier::new(&Config::default()).catalog().into_iter().map(|(rule, _)| rule.name).collect()
 }

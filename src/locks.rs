@@ -1,5 +1,5 @@
-//! Poison-tolerant locking for the metadata caches (CRI, Kubernetes API): a
-//! panic elsewhere must not take enrichment down with it.
+//! Poison-tolerant locking for shared state (the container registry, the
+//! metadata caches): a panic elsewhere must not take enrichment down with it.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

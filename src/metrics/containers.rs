@@ -55,7 +55,7 @@ struct Tracked {
     /// and an increment instead of building, hashing and comparing label
     /// vectors (most of the per-finding metrics cost). The handles stay valid:
     /// a series is removed from the family only with the last `Tracked` that
-    /// holds it (`sweep`), and `set_labels` clears them.
+    /// holds it (`expire`), and `set_labels` clears them.
     hot: Vec<(ContainerFindingLabels, String, Counter)>,
     /// Writable-rootfs posture series and whether this container is writable.
     writable: Option<(Labels, bool)>,
@@ -110,13 +110,12 @@ impl ContainerSeries {
         }
     }
 
-    /// Sets the label set (`metrics.labels`; names validated by the config).
-    /// Call before the first series is made.
-    pub fn set_labels(&self, names: &[String]) {
-        let order = crate::config::METRIC_LABELS;
-        let picked: Vec<&'static str> = order.iter().copied().filter(|n| names.iter().any(|x| x == n)).collect();
+    /// Sets the label set: any of `namespace`, `workload`, `container`, `pod`,
+    /// in the order given (`metrics.labels`, validated by the config). Call
+    /// before the first series is made.
+    pub fn set_labels(&self, names: Vec<&'static str>) {
         if let Ok(mut l) = self.label_names.write() {
-            *l = picked;
+            *l = names;
         }
         if let Ok(mut st) = self.state.lock() {
             st.values_mut().for_each(|t| t.hot.clear());
@@ -154,7 +153,6 @@ impl ContainerSeries {
         {
             // Seen before: the drifted gauge and both sets already have it.
             c.inc();
-            t.gone_since = None;
             return;
         }
         let key = labels.clone();
@@ -172,8 +170,8 @@ impl ContainerSeries {
         let counter = self.findings.get_or_create(&l).clone();
         counter.inc();
         let t = st.entry(container_id.to_string()).or_insert_with(Tracked::new);
-        t.gone_since = None;
-        if t.drifted.insert(d.clone()) {
+        // A late finding of a gone container counts, but does not make it drifted again.
+        if t.drifted.insert(d.clone()) && t.gone_since.is_none() {
             self.drifted.get_or_create(&d).inc();
         }
         t.findings.insert(l);
@@ -186,7 +184,9 @@ impl ContainerSeries {
         let l = self.labels(who);
         let Ok(mut st) = self.state.lock() else { return };
         let t = st.entry(container_id.to_string()).or_insert_with(Tracked::new);
-        t.gone_since = None;
+        if t.gone_since.is_some() {
+            return;
+        }
         let old = t.writable.replace((l.clone(), writable)).map(|(o, _)| o);
         if let Some(o) = old.filter(|o| *o != l) {
             self.recompute_writable(&st, &o);
@@ -209,33 +209,40 @@ impl ContainerSeries {
         }
     }
 
-    /// Containers being tracked (for the liveness sweep).
-    pub fn tracked(&self) -> Vec<String> {
-        self.state.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default()
+    /// Containers with series that are not known to be gone.
+    pub fn live_ids(&self) -> Vec<String> {
+        let Ok(st) = self.state.lock() else { return Vec::new() };
+        st.iter().filter(|(_, t)| t.gone_since.is_none()).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Given the ids of containers still alive, retires the others: their
-    /// drifted gauge drops and their posture goes at once; their finding series
-    /// are removed after `linger` unless another live container shares them.
-    pub fn sweep(&self, alive: &HashSet<String>, now: Instant) {
+    /// Containers with series.
+    pub fn tracked(&self) -> usize {
+        self.state.lock().map(|s| s.len()).unwrap_or_default()
+    }
+
+    /// The container is gone: its drifted gauges drop and its posture goes
+    /// at once; its finding series stay for `linger` (see [`Self::expire`]).
+    /// A container never seen here is remembered as gone for `linger`, so a
+    /// finding judged after it ended does not revive its series.
+    pub fn gone(&self, container_id: &str, now: Instant) {
         let Ok(mut st) = self.state.lock() else { return };
-        let mut posture_gone = Vec::new();
-        for (id, t) in st.iter_mut() {
-            if alive.contains(id) {
-                t.gone_since = None;
-            } else if t.gone_since.is_none() {
-                t.gone_since = Some(now);
-                for d in &t.drifted {
-                    self.drifted.get_or_create(d).dec();
-                }
-                if let Some((l, _)) = &t.writable {
-                    posture_gone.push(l.clone());
-                }
-            }
+        let t = st.entry(container_id.to_string()).or_insert_with(Tracked::new);
+        if t.gone_since.is_some() {
+            return;
         }
-        for l in posture_gone {
+        t.gone_since = Some(now);
+        for d in &t.drifted {
+            self.drifted.get_or_create(d).dec();
+        }
+        if let Some((l, _)) = t.writable.clone() {
             self.recompute_writable(&st, &l);
         }
+    }
+
+    /// Removes the series of containers gone for `linger` or longer, unless
+    /// another tracked container shares them.
+    pub fn expire(&self, now: Instant) {
+        let Ok(mut st) = self.state.lock() else { return };
         let expired: Vec<String> = st
             .iter()
             .filter(|(_, t)| t.gone_since.is_some_and(|g| now.duration_since(g) >= self.linger))
@@ -255,22 +262,6 @@ impl ContainerSeries {
             }
         }
     }
-}
-
-/// Ids of containers that still have a process, from /proc/<pid>/cgroup.
-pub fn live_container_ids() -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return ids };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            && let Some(c) = crate::enrich::cgroup::container_from_proc_cgroup(&text)
-        {
-            ids.insert(c.id);
-        }
-    }
-    ids
 }
 
 #[cfg(test)]
@@ -307,17 +298,27 @@ mod tests {
         assert!(t.contains("driftwatch_container_findings_total{namespace=\"shop\",workload=\"checkout\",container=\"api\",kind=\"binary\",rule=\"r\",severity=\"critical\"} 3"), "{t}");
 
         let t0 = Instant::now();
-        c.sweep(&HashSet::from(["b".to_string()]), t0);
-        assert!(text(&r).contains("kind=\"binary\"} 1"), "a is gone: gauge drops at once");
+        c.gone("a", t0);
+        c.gone("a", t0);
+        assert!(text(&r).contains("kind=\"binary\"} 1"), "a is gone: gauge drops at once, once");
         // Within the linger period the series stay; after it, "b" still holds them.
-        c.sweep(&HashSet::from(["b".to_string()]), t0 + Duration::from_secs(61));
+        c.expire(t0 + Duration::from_secs(61));
         assert!(text(&r).contains("driftwatch_container_findings_total{namespace=\"shop\""));
+        // A late finding of gone "a" counts but does not make it drifted again.
+        c.gone("b", t0 + Duration::from_secs(62));
+        c.finding("b", labels("shop", "binary"));
+        assert!(text(&r).contains("kind=\"binary\"} 0"), "{}", text(&r));
         // Both gone and lingered: no series left.
-        c.sweep(&HashSet::new(), t0 + Duration::from_secs(62));
-        c.sweep(&HashSet::new(), t0 + Duration::from_secs(200));
+        c.expire(t0 + Duration::from_secs(200));
         let t = text(&r);
         assert!(!t.contains("namespace=\"shop\""), "{t}");
-        assert!(c.tracked().is_empty());
+        assert_eq!(c.tracked(), 0);
+        // Never seen before it ended: a later finding does not make it drifted.
+        c.gone("late", t0);
+        c.finding("late", labels("shop", "shell"));
+        let t = text(&r);
+        assert!(!t.contains("driftwatch_drifted_containers{namespace=\"shop\""), "{t}");
+        assert!(t.contains("kind=\"shell\",rule=\"r\",severity=\"critical\"} 1"), "counted: {t}");
     }
 
     fn who(workload: &str, pod: &str) -> ContainerIdentity {
@@ -343,9 +344,9 @@ mod tests {
         assert!(!t.contains("checkout-1"), "no pod label by default: {t}");
         let t0 = Instant::now();
         // The writable replica is gone: the read-only one is left.
-        c.sweep(&HashSet::from(["b".to_string(), "c".to_string()]), t0);
+        c.gone("a", t0);
         assert!(text(&r).contains(&format!("{series} 0")));
-        c.sweep(&HashSet::from(["c".to_string()]), t0);
+        c.gone("b", t0);
         assert!(!text(&r).contains(series), "no live container left: series removed");
     }
 
@@ -353,7 +354,7 @@ mod tests {
     fn label_set_is_configurable() {
         let mut r = Registry::with_prefix("driftwatch");
         let c = ContainerSeries::register(&mut r);
-        c.set_labels(&["pod".into(), "namespace".into()]);
+        c.set_labels(vec!["namespace", "pod"]);
         c.finding_in_pod("a", "checkout-1", labels("shop", "binary"));
         c.posture("a", &who("checkout", "checkout-1"), true);
         let t = text(&r);

@@ -1,0 +1,154 @@
+//! The event pipeline's group: what was decoded, resolved, judged and
+//! emitted, what waited and what a full queue refused.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub kind: &'static str,
+    pub rule: &'static str,
+    pub severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ReasonLabel {
+    pub(super) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    findings: Family<FindingLabels, Counter>,
+    events: Family<KindLabel, Counter>,
+    decode_errors: Family<ReasonLabel, Counter>,
+    enrich_failures: Family<ReasonLabel, Counter>,
+    no_finding: Family<ReasonLabel, Counter>,
+    queue_dropped: Family<QueueLabel, Counter>,
+    latency: Histogram,
+    /// Findings held for pod metadata or an image comparison.
+    pub findings_waiting: Gauge,
+}
+
+impl PipelineMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let findings = Family::<FindingLabels, Counter>::default();
+        r.register("findings", "Drift findings emitted, by kind, rule and severity", findings.clone());
+        let events = Family::<KindLabel, Counter>::default();
+        r.register("events", "Kernel records decoded by the agent, by kind", events.clone());
+        let decode_errors = Family::<ReasonLabel, Counter>::default();
+        r.register("decode_errors", "Kernel records that failed to decode, by reason", decode_errors.clone());
+        let enrich_failures = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "enrich_failures",
+            "Events whose container could not be resolved, by reason (not_container events are dropped)",
+            enrich_failures.clone(),
+        );
+        let no_finding = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "execs_not_findings",
+            "Container events (execs, network endpoints) judged not to be drift, by reason",
+            no_finding.clone(),
+        );
+        let queue_dropped = Family::<QueueLabel, Counter>::default();
+        r.register(
+            "userspace_drops",
+            "Items dropped because a bounded userspace queue was full, by queue",
+            queue_dropped.clone(),
+        );
+        let latency = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+        r.register(
+            "detection_latency_seconds",
+            "Time from the kernel event to the finding being emitted",
+            latency.clone(),
+        );
+        let findings_waiting = Gauge::default();
+        r.register(
+            "findings_waiting",
+            "Findings held back for pod metadata or an image comparison (bounded; beyond the bound they go out incomplete)",
+            findings_waiting.clone(),
+        );
+        Self { findings, events, decode_errors, enrich_failures, no_finding, queue_dropped, latency, findings_waiting }
+    }
+
+    /// Pre-creates every finding series at 0, so `increase()` in alerts sees
+    /// the first finding of a kind (a series born at 1 looks like no change).
+    pub fn declare_findings(&self, catalog: impl IntoIterator<Item = FindingLabels>) {
+        for l in catalog {
+            let _ = self.findings.get_or_create(&l);
+        }
+    }
+
+    /// Pre-creates every kind and reason series at 0, for the same reason.
+    pub fn declare_reasons(
+        &self,
+        kinds: &[&'static str],
+        decode: &[&'static str],
+        enrich: &[&'static str],
+        not_findings: &[&'static str],
+    ) {
+        for &kind in kinds {
+            let _ = self.events.get_or_create(&KindLabel { kind });
+        }
+        for (family, reasons) in
+            [(&self.decode_errors, decode), (&self.enrich_failures, enrich), (&self.no_finding, not_findings)]
+        {
+            for &reason in reasons {
+                let _ = family.get_or_create(&ReasonLabel { reason });
+            }
+        }
+    }
+
+    /// One finding; `latency_s` is from the kernel event (None for findings
+    /// not caused by one, such as config drift).
+    pub fn finding(&self, labels: &FindingLabels, latency_s: Option<f64>) {
+        self.findings.get_or_create(labels).inc();
+        if let Some(s) = latency_s {
+            self.latency.observe(s);
+        }
+    }
+
+    pub fn events(&self, kind: &'static str, n: u64) {
+        self.events.get_or_create(&KindLabel { kind }).inc_by(n);
+    }
+
+    pub fn decode_error(&self, reason: &'static str) {
+        self.decode_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn enrich_failure(&self, reason: &'static str) {
+        self.enrich_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn no_finding(&self, reason: &'static str) {
+        self.no_finding.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn queue_drops(&self, queue: &'static str, n: u64) {
+        self.queue_dropped.get_or_create(&QueueLabel { queue }).inc_by(n);
+    }
+
+    /// Pre-creates a queue's drop series at 0 so alerts and dashboards see it.
+    pub fn declare_queue(&self, queue: &'static str) {
+        let _ = self.queue_dropped.get_or_create(&QueueLabel { queue });
+    }
+}
+
+impl PipelineMetrics {
+    /// The drop counter of one queue, as a handle for code that owns the queue.
+    pub fn queue_counter(&self, queue: &'static str) -> Counter {
+        self.queue_dropped.get_or_create(&QueueLabel { queue }).clone()
+    }
+}

@@ -1,0 +1,114 @@
+//! The sinks' group: what each output wrote, exported, pushed or dropped.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ResultLabel {
+    pub(super) result: &'static str,
+}
+
+fn ok_or_error(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
+}
+
+#[derive(Debug)]
+pub struct SinkMetrics {
+    writes: Family<SinkLabels, Counter>,
+    otlp_records: Family<ResultLabel, Counter>,
+    otlp_queued: Gauge,
+    am_alerts: Family<ResultLabel, Counter>,
+    am_requests: Family<ResultLabel, Counter>,
+    am_queued: Gauge,
+}
+
+impl SinkMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let writes = Family::<SinkLabels, Counter>::default();
+        r.register("sink_writes", "Findings written by each sink, by result (ok, error)", writes.clone());
+        let otlp_records = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "otlp_records",
+            "OTLP log records, by result (exported, failed: export failed after retries, dropped: queue full or not flushed at shutdown)",
+            otlp_records.clone(),
+        );
+        let otlp_queued = Gauge::default();
+        r.register("otlp_queued_records", "Findings waiting for OTLP export (bounded)", otlp_queued.clone());
+        let am_alerts = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "alertmanager_alerts",
+            "Alerts pushed to Alertmanager, by result (sent, failed: given up after retries, dropped: queue full)",
+            am_alerts.clone(),
+        );
+        let am_requests = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "alertmanager_requests",
+            "POSTs to Alertmanager's /api/v2/alerts, by result (ok, error); retries count again",
+            am_requests.clone(),
+        );
+        let am_queued = Gauge::default();
+        r.register(
+            "alertmanager_queued_alerts",
+            "Alert groups waiting for delivery to Alertmanager (bounded)",
+            am_queued.clone(),
+        );
+        Self { writes, otlp_records, otlp_queued, am_alerts, am_requests, am_queued }
+    }
+
+    /// `n` results of one sink at once (0 is a no-op: no series is created for it).
+    pub fn sink_results(&self, sink: &'static str, ok: bool, n: u64) {
+        if n > 0 {
+            self.writes.get_or_create(&SinkLabels { sink, result: ok_or_error(ok) }).inc_by(n);
+        }
+    }
+
+    /// Pre-creates the OTLP series at 0 (called when the OTLP sink starts).
+    pub fn declare_otlp(&self) {
+        for result in ["exported", "failed", "dropped"] {
+            let _ = self.otlp_records.get_or_create(&ResultLabel { result });
+        }
+        self.otlp_queued.set(0);
+    }
+
+    /// `result`: exported | failed | dropped.
+    pub fn otlp_records(&self, result: &'static str, n: u64) {
+        self.otlp_records.get_or_create(&ResultLabel { result }).inc_by(n);
+    }
+
+    pub fn set_otlp_queued(&self, n: usize) {
+        self.otlp_queued.set(n as i64);
+    }
+
+    /// Pre-creates the Alertmanager series at 0 (called when the sink starts).
+    pub fn declare_alertmanager(&self) {
+        for result in ["sent", "failed", "dropped"] {
+            let _ = self.am_alerts.get_or_create(&ResultLabel { result });
+        }
+        for result in ["ok", "error"] {
+            let _ = self.am_requests.get_or_create(&ResultLabel { result });
+        }
+        self.am_queued.set(0);
+    }
+
+    /// `result`: sent | failed | dropped.
+    pub fn alertmanager_alerts(&self, result: &'static str, n: u64) {
+        self.am_alerts.get_or_create(&ResultLabel { result }).inc_by(n);
+    }
+
+    pub fn alertmanager_request(&self, ok: bool) {
+        self.am_requests.get_or_create(&ResultLabel { result: ok_or_error(ok) }).inc();
+    }
+
+    pub fn set_alertmanager_queued(&self, n: usize) {
+        self.am_queued.set(n as i64);
+    }
+}

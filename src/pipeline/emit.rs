@@ -1,0 +1,212 @@
+//! The last userspace stage before the sinks: a finding gets its pod
+//! metadata (waiting a bounded time for the runtime when the registry does
+//! not have it yet), its workload, its counters and per-container series, and
+//! goes to every sink's queue. Shared by the event pipeline and the
+//! configuration-drift task.
+
+use crate::{
+    classify::Finding,
+    containers::{Change, Registry},
+    enrich::{
+        cri::{ContainerMeta, Lookup},
+        image::{ImageRef, digest_of_image_ref},
+        workload,
+    },
+    metrics::{ContainerFindingLabels, FindingLabels, Metrics},
+    sink::Fanout,
+};
+use std::{ops::ControlFlow, sync::Arc, time::Duration};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+/// Findings waiting (for metadata or an image comparison) at once; beyond
+/// it they go out at once, incomplete.
+pub const MAX_WAITING: usize = 512;
+
+/// Reasons a finding goes out without complete metadata, beyond the
+/// runtime's own (`cri::UNAVAILABLE_REASONS`).
+pub const INCOMPLETE_REASONS: [&str; 4] = ["not_found", "no_runtime", "backlog", "not_cached"];
+
+pub struct Emitter {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    fanout: Fanout,
+    metadata_wait: Duration,
+    waiting: Arc<Semaphore>,
+}
+
+/// A finding's place among the bounded number that may wait; counted in the
+/// `findings_waiting` gauge while held.
+pub struct WaitSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Emitter {
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, fanout: Fanout, metadata_wait: Duration) -> Self {
+        Self { registry, metrics, fanout, metadata_wait, waiting: Arc::new(Semaphore::new(MAX_WAITING)) }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A waiting slot, or None when `MAX_WAITING` findings already wait.
+    pub fn wait_slot(&self) -> Option<WaitSlot> {
+        let permit = self.waiting.clone().try_acquire_owned().ok()?;
+        self.metrics.pipeline.findings_waiting.inc();
+        Some(WaitSlot { _permit: permit, gauge: self.metrics.pipeline.findings_waiting.clone() })
+    }
+
+    /// Waits until no finding is held any more (at shutdown).
+    pub async fn drain(&self) {
+        let _ = self.waiting.acquire_many(MAX_WAITING as u32).await;
+    }
+
+    /// Adds pod metadata (waiting a bounded time for the runtime) and emits.
+    pub fn enrich(self: &Arc<Self>, mut f: Finding) {
+        if self.registry.cri().is_none() {
+            self.incomplete(f, "no_runtime");
+            return;
+        }
+        if let Some(meta) = self.registry.cached(&f.container_id) {
+            apply_metadata(&mut f, &meta);
+            self.emit(f);
+            return;
+        }
+        let Some(slot) = self.wait_slot() else {
+            self.incomplete(f, "backlog");
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match me.registry.resolve(&f.container_id, me.metadata_wait).await {
+                Lookup::Found(meta) => {
+                    apply_metadata(&mut f, &meta);
+                    me.emit(f);
+                }
+                Lookup::NotFound => me.incomplete(f, "not_found"),
+                Lookup::Unavailable(reason) => me.incomplete(f, reason),
+            }
+        });
+    }
+
+    /// Emits without metadata, saying why.
+    pub fn incomplete(&self, mut f: Finding, reason: &'static str) {
+        self.metrics.pipeline.enrich_failure(reason);
+        f.k8s.metadata_complete = false;
+        f.k8s.metadata_missing = Some(reason);
+        self.emit(f);
+    }
+
+    /// The workload of a finding: the owner the Kubernetes API resolved
+    /// (Pod -> ReplicaSet -> Deployment, Job -> CronJob, ...) when the API
+    /// knows the pod; else what [`apply_metadata`] derived from the
+    /// controller labels (node-only heuristic).
+    pub fn apply_workload(&self, f: &mut Finding) {
+        if let (Some(ns), Some(pod)) = (&f.k8s.namespace, &f.k8s.pod_name)
+            && let Some((kind, name)) = self.registry.workload(ns, pod)
+        {
+            f.k8s.workload_kind = Some(kind);
+            f.k8s.workload_name = Some(name);
+        }
+    }
+
+    /// Counts a finding and hands it to the sinks.
+    pub fn emit(&self, mut f: Finding) {
+        self.apply_workload(&mut f);
+        let labels = FindingLabels { kind: f.kind.as_str(), rule: f.rule, severity: f.severity.as_str() };
+        // Config drift is judged when a container is found, not at a kernel event.
+        let latency = (f.kind != crate::classify::Kind::Config)
+            .then(|| crate::clock::BootClock::since_ns(f.ktime_ns) as f64 / 1e9);
+        self.metrics.pipeline.finding(&labels, latency);
+        let label = |v: &Option<String>| v.clone().unwrap_or_default();
+        self.metrics.containers.finding_in_pod(
+            &f.container_id,
+            f.k8s.pod_name.as_deref().unwrap_or_default(),
+            ContainerFindingLabels {
+                namespace: label(&f.k8s.namespace),
+                workload: label(&f.k8s.workload_name),
+                container: label(&f.k8s.container_name),
+                kind: labels.kind,
+                rule: labels.rule,
+                severity: labels.severity,
+            },
+        );
+        self.fanout.send(f, &self.metrics);
+    }
+}
+
+/// Copies what the runtime knows about the container into the finding. The
+/// workload set here is the label heuristic; [`Emitter::emit`] replaces it
+/// with the API's owner when the Kubernetes API knows the pod.
+pub fn apply_metadata(f: &mut Finding, m: &ContainerMeta) {
+    let k = &mut f.k8s;
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    k.namespace = some(&m.namespace);
+    k.pod_name = some(&m.pod_name);
+    k.pod_uid = some(&m.pod_uid).or(k.pod_uid.take());
+    k.container_name = some(&m.container_name);
+    if !m.pod_name.is_empty() {
+        let w = workload::from_pod(&m.pod_name, &m.pod_labels);
+        k.workload_kind = Some(w.kind);
+        k.workload_name = Some(w.name);
+    }
+    if let Ok(r) = ImageRef::parse(&m.image) {
+        k.image_name = Some(r.name());
+        k.image_tags = Some(r.tags());
+        k.image_repo_digests = r.repo_digest().map(|d| vec![d]);
+    }
+    if let Some(d) = digest_of_image_ref(&m.image_ref) {
+        k.image_id = Some(d.to_string());
+        if m.image_ref.contains('@') {
+            k.image_repo_digests = Some(vec![m.image_ref.clone()]);
+        }
+    }
+    k.pod_labels = m.pod_labels.iter().map(|(k, v)| (format!("k8s.pod.label.{k}"), v.clone())).collect();
+    k.metadata_complete = true;
+    k.metadata_missing = None;
+}
+
+/// How often gone containers' series are retired.
+const SERIES_SWEEP: Duration = Duration::from_secs(5);
+
+/// Retires the per-container series of containers the registry says are
+/// gone: their drifted gauges drop at the next sweep, their finding series go
+/// after the linger period.
+pub fn retire_series(registry: Arc<Registry>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let changes = Arc::new(std::sync::Mutex::new(registry.subscribe()));
+    crate::tasks::spawn_every(SERIES_SWEEP, cancel, move || {
+        let (changes, metrics, registry) = (changes.clone(), metrics.clone(), registry.clone());
+        async move {
+            let now = std::time::Instant::now();
+            let mut rx = crate::locks::lock(&changes);
+            loop {
+                match rx.try_recv() {
+                    Ok(Change::Gone(c)) => metrics.containers.gone(&c.id, now),
+                    Ok(Change::Added(_)) => {}
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        // Missed notices: ask the registry about every container with series.
+                        metrics.registry_stats.lagged.inc_by(n);
+                        for id in metrics.containers.live_ids() {
+                            if !registry.get(&id).is_some_and(|c| c.is_running()) {
+                                metrics.containers.gone(&id, now);
+                            }
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Closed) => return ControlFlow::Break(()),
+                }
+            }
+            metrics.containers.expire(now);
+            ControlFlow::Continue(())
+        }
+    });
+}

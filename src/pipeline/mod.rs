@@ -1,0 +1,248 @@
+//! The userspace stages after decoding, for batches handed over by the
+//! ring-buffer reader: container (registry) -> classify -> emit (metadata,
+//! metrics, sinks).
+//!
+//! Only findings need pod metadata, so events are classified first. A finding
+//! whose container the registry describes goes out at once; otherwise it
+//! waits (in its own task, a bounded number at a time) at most
+//! `metadata_wait` for the runtime, then goes out with what is known and
+//! `driftwatch.metadata.complete: false`. The pipeline itself never waits.
+
+pub mod config_drift;
+pub mod emit;
+
+pub use emit::{Emitter, apply_metadata};
+
+use crate::{
+    bpf::{DriftMarks, NotContainer},
+    classify::{Classifier, file::FileJudge, network::NetworkJudge},
+    containers::Registry,
+    enrich::{
+        self, ContainerRef,
+        overlay::{self, CopyUp},
+        workload,
+    },
+    event::{Event, ExeSource, ExecEvent, FileEvent, NetEvent, Process},
+};
+use std::{ops::ControlFlow, sync::Arc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the pipeline needs.
+pub struct Deps {
+    pub classifier: Arc<Classifier>,
+    pub emitter: Arc<Emitter>,
+    pub registry: Arc<Registry>,
+    /// Network drift against learned baselines; None when disabled.
+    pub network: Option<Arc<NetworkJudge>>,
+    /// File drift; None when disabled.
+    pub file: Option<FileJudge>,
+    /// Feeds "not a container" verdicts back to the kernel filter.
+    pub not_container: Option<NotContainer>,
+    /// Feeds userspace drift verdicts (scripts) back to the kernel's lineage.
+    pub drift_marks: Option<DriftMarks>,
+}
+
+pub struct Pipeline {
+    d: Deps,
+}
+
+impl Pipeline {
+    pub fn new(deps: Deps) -> Arc<Self> {
+        Arc::new(Self { d: deps })
+    }
+
+    /// Judges one event; findings go to every sink's queue.
+    pub fn handle(self: &Arc<Self>, ev: Event) {
+        match ev {
+            Event::Exec(ev) => self.handle_exec(*ev),
+            Event::Net(ev) if self.d.network.is_some() => self.handle_net(&ev),
+            Event::File(ev) if self.d.file.is_some() => self.handle_file(&ev),
+            Event::Net(_) | Event::File(_) => {}
+        }
+    }
+
+    /// The container of an event's process, noted in the registry; a
+    /// namespace found not to be a container is handed to the kernel filter.
+    fn container(&self, p: &Process) -> Option<ContainerRef> {
+        match enrich::container_of(p) {
+            Ok(c) => {
+                self.d.registry.note(&c);
+                Some(c)
+            }
+            Err(e) => {
+                self.d.emitter.metrics().pipeline.enrich_failure(e.reason());
+                if let Some(nc) = &self.d.not_container {
+                    nc.insert(p.mntns_id);
+                }
+                tracing::trace!(error = %e, "event outside a container");
+                None
+            }
+        }
+    }
+
+    fn handle_exec(self: &Arc<Self>, ev: ExecEvent) {
+        let Some(c) = self.container(&ev.proc) else { return };
+        // A #! script the kernel could not judge: find its layer from here,
+        // off the async workers, before classifying (a dropped script run by
+        // an image interpreter is binary drift).
+        if let Some((path, ExeSource::Unknown)) = &ev.script
+            && path.starts_with('/')
+            && !ev.flags.entrypoint()
+            && !ev.flags.drift()
+            && !ev.exe_source.is_drift()
+            && let Some(slot) = self.d.emitter.wait_slot()
+        {
+            let (me, path, mut ev, entry) = (self.clone(), path.clone(), ev, self.d.registry.observe(&c));
+            tokio::spawn(async move {
+                let _slot = slot;
+                let (fs_of, pid) = (entry.clone(), ev.proc.tgid);
+                let judged = tokio::task::spawn_blocking(move || {
+                    let src = overlay::script_source(&fs_of.fs(pid), &path);
+                    (path, src)
+                })
+                .await;
+                if let Ok(script) = judged {
+                    if script.1.is_drift()
+                        && let Some(marks) = &me.d.drift_marks
+                    {
+                        marks.mark(ev.proc.tgid, ev.proc.ktime_ns);
+                    }
+                    ev.script = Some(script);
+                }
+                me.judge_exec(&ev, &c);
+            });
+            return;
+        }
+        self.judge_exec(&ev, &c);
+    }
+
+    /// Classifies an exec of a container and hands its finding on.
+    fn judge_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef) {
+        let metrics = &self.d.emitter.metrics().pipeline;
+        let mut f = match self.d.classifier.exec(ev, c) {
+            Ok(f) => f,
+            Err(reason) => return metrics.no_finding(reason.as_str()),
+        };
+        if f.rule != crate::classify::rules::EXEC_NEW_BINARY.name {
+            return self.d.emitter.enrich(f);
+        }
+        // An upper-layer image binary may only have been chmod'ed or touched:
+        // compare it with the image, once per file, off the async workers.
+        let entry = self.d.registry.observe(c);
+        if let Some(origin) = entry.copy_up(&ev.path, ev.ino) {
+            if origin == CopyUp::ImageFileUnchanged {
+                return metrics.no_finding(crate::classify::NoFinding::MetadataOnlyCopyUp.as_str());
+            }
+            if let Some(e) = f.exec_mut() {
+                e.exe_origin = Some(origin.as_str());
+            }
+            return self.d.emitter.enrich(f);
+        }
+        let Some(slot) = self.d.emitter.wait_slot() else {
+            return self.d.emitter.enrich(f);
+        };
+        let (me, path, ino, pid) = (self.clone(), ev.path.clone(), ev.ino, ev.proc.tgid);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let judged = entry.clone();
+            let p = path.clone();
+            let origin = tokio::task::spawn_blocking(move || match &judged.fs(pid).overlay {
+                Some(d) => overlay::classify_copy_up(d, &p),
+                None => CopyUp::Unknown,
+            })
+            .await
+            .unwrap_or(CopyUp::Unknown);
+            entry.set_copy_up(&path, ino, origin);
+            if origin == CopyUp::ImageFileUnchanged {
+                let reason = crate::classify::NoFinding::MetadataOnlyCopyUp.as_str();
+                return me.d.emitter.metrics().pipeline.no_finding(reason);
+            }
+            if let Some(e) = f.exec_mut() {
+                e.exe_origin = Some(origin.as_str());
+            }
+            me.d.emitter.enrich(f);
+        });
+    }
+
+    /// File changes: scratch space is expected, package state is package
+    /// drift, the rest is file drift.
+    fn handle_file(self: &Arc<Self>, ev: &FileEvent) {
+        let Some(judge) = &self.d.file else { return };
+        let Some(c) = self.container(&ev.proc) else { return };
+        let metrics = &self.d.emitter.metrics().pipeline;
+        // Scratch space is decided before the container's mounts are looked at.
+        if let Err(reason) = judge.prejudge(ev) {
+            return metrics.no_finding(reason.as_str());
+        }
+        // Read once per container (its mounts), then kept by the registry.
+        let fs = self.d.registry.observe(&c).fs(ev.proc.tgid);
+        match judge.judge(&self.d.classifier, ev, &c, &fs) {
+            Ok(f) => self.d.emitter.enrich(f),
+            Err(reason) => metrics.no_finding(reason.as_str()),
+        }
+    }
+
+    /// Network endpoints are judged against the workload's baseline, keyed by
+    /// what the runtime says the workload is (or the container, until then).
+    fn handle_net(self: &Arc<Self>, ev: &NetEvent) {
+        let Some(judge) = &self.d.network else { return };
+        let Some(c) = self.container(&ev.proc) else { return };
+        let meta = self.d.registry.cached(&c.id);
+        let key = match &meta {
+            Some(m) if !m.pod_name.is_empty() => {
+                let w = workload::from_pod(&m.pod_name, &m.pod_labels);
+                format!("{}/{}/{}/{}", m.namespace, w.kind, w.name, m.container_name)
+            }
+            _ => format!("container/{}", c.id),
+        };
+        let emitter = &self.d.emitter;
+        match judge.judge(&self.d.classifier, ev, &c, &key) {
+            Ok(mut f) => match meta {
+                Some(m) => {
+                    apply_metadata(&mut f, &m);
+                    emitter.emit(f);
+                }
+                None => {
+                    emitter.incomplete(f, if self.d.registry.cri().is_some() { "not_cached" } else { "no_runtime" })
+                }
+            },
+            Err(reason) => emitter.metrics().pipeline.no_finding(reason.as_str()),
+        }
+    }
+
+    /// Runs until the reader closes its end; then lets findings still waiting
+    /// for metadata go out.
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<Event>>) {
+        while let Some(batch) = rx.recv().await {
+            for ev in batch {
+                self.handle(ev);
+            }
+        }
+        self.d.emitter.drain().await;
+    }
+
+    /// Persists learned network baselines every `NetworkJudge::SAVE_EVERY`;
+    /// a failure is logged, never fatal.
+    pub fn persist_baselines(&self, cancel: CancellationToken) {
+        let Some(judge) = self.d.network.clone() else { return };
+        crate::tasks::spawn_every(NetworkJudge::SAVE_EVERY, cancel, move || {
+            let judge = judge.clone();
+            async move {
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || judge.save()).await {
+                    tracing::warn!("{e}");
+                }
+                ControlFlow::Continue(())
+            }
+        });
+    }
+
+    /// Final save of the baselines (at shutdown).
+    pub fn save_baselines(&self) {
+        if let Some(judge) = &self.d.network
+            && let Err(e) = judge.save()
+        {
+            tracing::warn!("{e}");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The one `/proc` scanner: which containers have processes right now (with
+//! one live pid each, to read a container's mounts through), and which mount
+//! namespaces are in use. The container registry takes a snapshot every few
+//! seconds; the sensor seeds and prunes its namespace tables from one.
+
+use std::collections::HashMap;
+
+/// What one pass over `/proc` saw.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Container id -> one live pid of it.
+    pub containers: HashMap<String, u32>,
+    /// Mount namespace inode -> a `/proc/<pid>/ns/mnt` link to open it by
+    /// (only when asked for: it costs one readlink per process).
+    pub mntns: HashMap<u32, String>,
+}
+
+/// Mount namespace inode number behind a `/proc/<pid>/ns/mnt` link.
+pub fn mntns_of(link: &str) -> Option<u32> {
+    let target = std::fs::read_link(link).ok()?;
+    let s = target.to_str()?;
+    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The pids in `/proc`.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+}
+
+/// The container `pid` runs in, from its cgroup.
+pub fn container_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    crate::enrich::cgroup::container_from_proc_cgroup(&text).map(|c| c.id)
+}
+
+/// Scans `/proc`; `with_mntns` also reads every process's mount namespace.
+pub fn scan(with_mntns: bool) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for pid in pids() {
+        if let Some(id) = container_of(pid) {
+            snap.containers.entry(id).or_insert(pid);
+        }
+        if with_mntns {
+            let link = format!("/proc/{pid}/ns/mnt");
+            if let Some(ns) = mntns_of(&link) {
+                snap.mntns.entry(ns).or_insert(link);
+            }
+        }
+    }
+    snap
+}
+
+/// One live pid of `container_id`: the scan, stopped at the first match
+/// (for a container the periodic scan has not seen yet).
+pub fn live_pid_of(container_id: &str) -> Option<u32> {
+    pids().find(|&pid| container_of(pid).is_some_and(|id| id == container_id))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sees_our_own_mount_namespace() {
+        let me = super::mntns_of("/proc/self/ns/mnt").expect("own mntns");
+        assert!(super::scan(true).mntns.contains_key(&me));
+        assert!(super::scan(false).mntns.is_empty());
+        assert!(super::mntns_of("/nonexistent").is_none());
+    }
+}

@@ -1,0 +1,69 @@
+//! The metric names and the series the agent pre-creates at startup are an
+//! outside contract (dashboards, alert rules, users' queries): pinned in
+//! `tests/golden/metric-series.txt`. Adding series is fine (regenerate with
+//! `DW_UPDATE_GOLDEN=1` and review); removing or renaming one breaks users.
+
+use driftwatch::{
+    abi,
+    classify::Classifier,
+    config::Config,
+    metrics::{ContainerFindingLabels, ContainerIdentity, KernelStatsSource, Metrics},
+};
+
+#[derive(Debug)]
+struct Zero;
+impl KernelStatsSource for Zero {
+    fn read(&self) -> Option<abi::dw_kstats> {
+        Some(abi::dw_kstats::default())
+    }
+}
+
+/// Every series of an agent that started with every sink on, saw one finding
+/// and one container posture, before any event.
+fn startup_series() -> Vec<String> {
+    let m = Metrics::new();
+    let cfg = Config::default();
+    m.kernel.set_source(Box::new(Zero));
+    m.kube.declare(true);
+    m.sinks.declare_otlp();
+    m.sinks.declare_alertmanager();
+    m.pipeline.declare_queue("events");
+    driftwatch::agent::declare_series(&m, &Classifier::new(&cfg), &cfg);
+    m.sinks.sink_results("stdout", true, 1);
+    let labels = ContainerFindingLabels {
+        namespace: "n".into(),
+        workload: "w".into(),
+        container: "c".into(),
+        kind: "binary",
+        rule: "r",
+        severity: "critical",
+    };
+    m.containers.finding("c", labels);
+    m.containers.posture("c", &ContainerIdentity::default(), true);
+    let text = m.encode();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(t) => Some(format!("# {t}")),
+            None if l.starts_with('#') => None,
+            None => l.rsplit_once(' ').map(|(s, _)| s.to_string()),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn startup_series_match_the_golden_list() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metric-series.txt");
+    let got = startup_series().join("\n") + "\n";
+    if std::env::var("DW_UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &got).expect("write golden");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).expect("tests/golden/metric-series.txt");
+    let missing: Vec<&str> = want.lines().filter(|l| !got.lines().any(|g| g == *l)).collect();
+    let added: Vec<&str> = got.lines().filter(|l| !want.lines().any(|w| w == *l)).collect();
+    assert!(missing.is_empty(), "series gone from the contract: {missing:#?}");
+    assert!(added.is_empty(), "new series (review, then DW_UPDATE_GOLDEN=1): {added:#?}");
+}
