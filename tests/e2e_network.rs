@@ -117,3 +117,37 @@ fn repeats_are_folded_in_the_kernel_and_the_host_is_quiet() {
     assert!(host.is_empty(), "{host:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A connection in a pod's first milliseconds, before the agent has listed
+/// the runtime: the finding waits for the pod's metadata, like an exec's, and
+/// is judged against the workload's baseline, not the container's.
+#[test]
+fn a_new_pods_first_connection_carries_its_pod() {
+    if !support::privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dw-net-new-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("net.yaml");
+    let text = "rules:\n  network:\n    learning_window_s: 0\n    ignore_loopback: false\n    allowed_ports: []\n    state_dir: \"\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let endpoint = format!("unix://{}", support::containerd().address.display());
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap(), "--runtime-endpoint", &endpoint]);
+    let spec = support::cri::PodSpec::new("payments-api-6c9f7b5d4f-n3w9q", "payments-api")
+        .namespace("shop")
+        .label("pod-template-hash", "6c9f7b5d4f");
+    let mut pod = support::cri::Pod::run(&support::containerd().address, spec);
+    // The entrypoint itself connects, microseconds after the container starts
+    // (nc exits at once: nobody listens).
+    let c = pod.start_container("api", &["/bin/nc", "127.0.0.9", "9099"]);
+    let f = agent.wait_for("the first connection", |f| f["container.id"] == c.id.as_str() && f["kind"] == "network");
+    assert_eq!(f["rule"], "network_new_destination", "{f:#}");
+    assert_eq!(f["driftwatch.metadata.complete"], true, "{f:#}");
+    assert_eq!(f["k8s.pod.name"], "payments-api-6c9f7b5d4f-n3w9q");
+    assert_eq!(f["k8s.namespace.name"], "shop");
+    assert_eq!(f["k8s.container.name"], "api");
+    assert_eq!(f["container.image.name"], "localhost/driftwatch-test");
+    assert_eq!(f["driftwatch.baseline.workload"], "shop/Deployment/payments-api/api");
+    drop(pod);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_WAITING: usize = 512;
 
 /// Reasons a finding goes out without complete metadata, beyond the
-/// runtime's own (`cri::UNAVAILABLE_REASONS`).
+/// runtime's own (`cri::UNAVAILABLE_REASONS`). `not_cached` is no longer
+/// given (network findings wait for metadata too) but stays pre-created: its
+/// series is part of the metrics contract.
 pub const INCOMPLETE_REASONS: [&str; 4] = ["not_found", "no_runtime", "backlog", "not_cached"];
 
 pub struct Emitter {
@@ -55,6 +57,11 @@ impl Emitter {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Longest a finding waits for its container's metadata.
+    pub fn metadata_wait(&self) -> Duration {
+        self.metadata_wait
     }
 
     /// A waiting slot, or None when `MAX_WAITING` findings already wait.

@@ -19,6 +19,7 @@ use crate::{
     containers::Registry,
     enrich::{
         self, ContainerRef,
+        cri::Lookup,
         overlay::{self, CopyUp},
         workload,
     },
@@ -184,30 +185,50 @@ impl Pipeline {
     }
 
     /// Network endpoints are judged against the workload's baseline, keyed by
-    /// what the runtime says the workload is (or the container, until then).
+    /// what the runtime says the workload is. A container the registry cannot
+    /// describe yet (its first seconds) is waited for, a bounded time, like
+    /// exec findings: judged under the container's own key only when the
+    /// runtime cannot say in time.
     fn handle_net(self: &Arc<Self>, ev: &NetEvent) {
-        let Some(judge) = &self.d.network else { return };
         let Some(c) = self.container(&ev.proc) else { return };
-        let meta = self.d.registry.cached(&c.id);
+        let cached = self.d.registry.cached(&c.id);
+        if cached.is_some() || self.d.registry.cri().is_none() {
+            return self.judge_net(ev, &c, cached.map(Lookup::Found));
+        }
+        let Some(slot) = self.d.emitter.wait_slot() else {
+            return self.judge_net(ev, &c, Some(Lookup::Unavailable("backlog")));
+        };
+        let (me, ev, wait) = (self.clone(), ev.clone(), self.d.emitter.metadata_wait());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let found = me.d.registry.resolve(&c.id, wait).await;
+            me.judge_net(&ev, &c, Some(found));
+        });
+    }
+
+    /// Judges an endpoint with what the runtime said of its container (None: no runtime).
+    fn judge_net(&self, ev: &NetEvent, c: &ContainerRef, meta: Option<Lookup>) {
+        let Some(judge) = &self.d.network else { return };
         let key = match &meta {
-            Some(m) if !m.pod_name.is_empty() => {
+            Some(Lookup::Found(m)) if !m.pod_name.is_empty() => {
                 let w = workload::from_pod(&m.pod_name, &m.pod_labels);
                 format!("{}/{}/{}/{}", m.namespace, w.kind, w.name, m.container_name)
             }
             _ => format!("container/{}", c.id),
         };
         let emitter = &self.d.emitter;
-        match judge.judge(&self.d.classifier, ev, &c, &key) {
-            Ok(mut f) => match meta {
-                Some(m) => {
-                    apply_metadata(&mut f, &m);
-                    emitter.emit(f);
-                }
-                None => {
-                    emitter.incomplete(f, if self.d.registry.cri().is_some() { "not_cached" } else { "no_runtime" })
-                }
-            },
-            Err(reason) => emitter.metrics().pipeline.no_finding(reason.as_str()),
+        let mut f = match judge.judge(&self.d.classifier, ev, c, &key) {
+            Ok(f) => f,
+            Err(reason) => return emitter.metrics().pipeline.no_finding(reason.as_str()),
+        };
+        match meta {
+            Some(Lookup::Found(m)) => {
+                apply_metadata(&mut f, &m);
+                emitter.emit(f);
+            }
+            Some(Lookup::NotFound) => emitter.incomplete(f, "not_found"),
+            Some(Lookup::Unavailable(reason)) => emitter.incomplete(f, reason),
+            None => emitter.incomplete(f, "no_runtime"),
         }
     }
 
