@@ -19,7 +19,10 @@ use crate::{
 };
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 use tokio::sync::mpsc;
@@ -69,12 +72,10 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let cap = cfg.pipeline.queue_capacity;
     let mut fanout = Fanout::default();
     let (stdout_tx, stdout_rx) = mpsc::channel(cap);
-    fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
+    let stdout_sent = fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
+    metrics.sinks.declare_sink("stdout");
     let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
-    let m = metrics.clone();
-    let stdout_sink = std::thread::Builder::new()
-        .name("dw-stdout".into())
-        .spawn(move || json::run_stdout(stdout_rx, m))
+    let stdout_sink = json::StdoutSink::start(stdout_rx, metrics.clone())
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
 
     // What is known per container: the runtime, the API, /proc.
@@ -134,16 +135,42 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         _ = cancel.cancelled() => {}
         _ = shutdown_signal() => {}
     }
-    tracing::info!("shutting down");
+    let deadline = Duration::from_millis(cfg.pipeline.shutdown_timeout_ms);
+    tracing::info!(deadline_ms = deadline.as_millis() as u64, "shutting down");
+    let t0 = std::time::Instant::now();
     health.stop();
     cancel.cancel();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    let _ = pipeline_task.await; // ends when the reader drops its sender
-    pipeline.save_baselines();
-    drop(pipeline);
-    let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
-    net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
+    stop.store(true, Ordering::Relaxed);
+    let stdout_done = stdout_sink.done();
+    // Everything in order: the reader stops, the pipeline drains (findings
+    // waiting for metadata included), baselines are saved, the sinks flush.
+    let orderly = async {
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        let _ = pipeline_task.await; // ends when the reader drops its sender
+        pipeline.save_baselines();
+        drop(pipeline);
+        let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
+        net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
+    };
+    let cut = tokio::select! {
+        _ = orderly => None,
+        _ = tokio::time::sleep(deadline) => Some("the shutdown deadline (pipeline.shutdown_timeout_ms) passed"),
+        _ = shutdown_signal() => Some("a second signal"),
+    };
+    if let Some(why) = cut {
+        // Whatever the stdout queue took and its thread has not written (a
+        // blocked pipe) is lost: counted, never silent.
+        let (sent, done) = (stdout_sent.load(Ordering::SeqCst), stdout_done.load(Ordering::SeqCst));
+        let unwritten = sent.saturating_sub(done);
+        metrics.sinks.sink_dropped("stdout", unwritten);
+        tracing::warn!(
+            unwritten,
+            after_ms = t0.elapsed().as_millis() as u64,
+            "shutdown cut short by {why}: findings not written to stdout are counted in driftwatch_sink_writes_total{{sink=\"stdout\",result=\"dropped\"}}"
+        );
+    } else {
+        tracing::info!(after_ms = t0.elapsed().as_millis() as u64, "shut down");
+    }
     drop(sensor);
     Ok(())
 }

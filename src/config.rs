@@ -119,6 +119,14 @@ pub struct Sensor {
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub queue_capacity: usize,
+    /// Longest an orderly shutdown may take (flushing queues and sinks);
+    /// what is still unwritten then is counted as dropped and the agent exits.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+fn default_shutdown_timeout_ms() -> u64 {
+    10_000
 }
 
 /// OTLP log events (src/sink/otlp.rs). Off unless an endpoint is configured
@@ -482,6 +490,15 @@ impl Config {
                 format!("{} must be between 16 and 1048576", self.pipeline.queue_capacity),
             ));
         }
+        if !(100..=600_000).contains(&self.pipeline.shutdown_timeout_ms) {
+            return Err(invalid(
+                &path!["pipeline", "shutdown_timeout_ms"],
+                format!(
+                    "{} must be between 100 and 600000 (and below the pod's terminationGracePeriodSeconds)",
+                    self.pipeline.shutdown_timeout_ms
+                ),
+            ));
+        }
         let o = &self.otlp;
         for (key, v, lo, hi) in [
             ("timeout_ms", o.timeout_ms as usize, 100, 600_000),
@@ -816,6 +833,8 @@ mod tests {
 
     #[test]
     fn validation_names_field_and_line() {
+        let e = Config::from_yaml("pipeline:\n  shutdown_timeout_ms: 5\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("pipeline.shutdown_timeout_ms") && e.contains("line 2"), "{e}");
         let e = Config::from_yaml("sensor:\n  ringbuf_bytes: 5000\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("sensor.ringbuf_bytes") && e.contains("line 2"), "{e}");
         let e = Config::from_yaml("rules:\n  shell:\n    names: [sh, averyveryverylongshellname]\n", "p.yaml")

@@ -79,7 +79,11 @@ fn main() -> ExitCode {
             // stderr diagnostics, plus the agent's own spans over OTLP when it is configured.
             let _telemetry = rt.block_on(async { driftwatch::telemetry::init(Some(&cfg)) });
             let opts = agent::Options { emit_all_execs, btf };
-            match rt.block_on(agent::run(cfg, opts, CancellationToken::new())) {
+            let result = rt.block_on(agent::run(cfg, opts, CancellationToken::new()));
+            drop(_telemetry);
+            // A blocked stdout write may still hold a thread: do not wait for it.
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }

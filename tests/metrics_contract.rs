@@ -29,7 +29,7 @@ fn startup_series() -> Vec<String> {
     m.sinks.declare_alertmanager();
     m.pipeline.declare_queue("events");
     driftwatch::agent::declare_series(&m, &Classifier::new(&cfg), &cfg);
-    m.sinks.sink_results("stdout", true, 1);
+    m.sinks.declare_sink("stdout");
     let labels = ContainerFindingLabels {
         namespace: "n".into(),
         workload: "w".into(),

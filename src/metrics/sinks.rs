@@ -71,6 +71,19 @@ impl SinkMetrics {
         }
     }
 
+    /// Findings a sink never wrote because the shutdown deadline passed
+    /// (`sink_writes{result="dropped"}`; pre-created at 0 by [`Self::declare_sink`]).
+    pub fn sink_dropped(&self, sink: &'static str, n: u64) {
+        self.writes.get_or_create(&SinkLabels { sink, result: "dropped" }).inc_by(n);
+    }
+
+    /// Pre-creates a sink's write series at 0.
+    pub fn declare_sink(&self, sink: &'static str) {
+        for result in ["ok", "error", "dropped"] {
+            let _ = self.writes.get_or_create(&SinkLabels { sink, result });
+        }
+    }
+
     /// Pre-creates the OTLP series at 0 (called when the OTLP sink starts).
     pub fn declare_otlp(&self) {
         for result in ["exported", "failed", "dropped"] {

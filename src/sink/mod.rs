@@ -7,27 +7,43 @@ pub mod json;
 pub mod otlp;
 
 use crate::{classify::Finding, metrics::Metrics};
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 use tokio::sync::mpsc;
+
+/// One sink's queue: its name, its sender, and how many findings it took.
+struct Queue {
+    name: &'static str,
+    tx: mpsc::Sender<Arc<Finding>>,
+    sent: Arc<AtomicU64>,
+}
 
 /// Hands each finding to every registered sink's queue.
 #[derive(Default)]
 pub struct Fanout {
-    sinks: Vec<(&'static str, mpsc::Sender<Arc<Finding>>)>,
+    sinks: Vec<Queue>,
 }
 
 impl Fanout {
-    /// Registers a sink; `queue` names its queue in metrics.
-    pub fn add(&mut self, queue: &'static str, tx: mpsc::Sender<Arc<Finding>>, metrics: &Metrics) {
+    /// Registers a sink; `queue` names its queue in metrics. Returns how many
+    /// findings the queue has taken so far (for the shutdown's accounting).
+    pub fn add(&mut self, queue: &'static str, tx: mpsc::Sender<Arc<Finding>>, metrics: &Metrics) -> Arc<AtomicU64> {
         metrics.pipeline.declare_queue(queue);
-        self.sinks.push((queue, tx));
+        let sent = Arc::new(AtomicU64::new(0));
+        self.sinks.push(Queue { name: queue, tx, sent: sent.clone() });
+        sent
     }
 
     pub fn send(&self, f: Finding, metrics: &Metrics) {
         let f = Arc::new(f);
-        for (queue, tx) in &self.sinks {
-            if tx.try_send(f.clone()).is_err() {
-                metrics.pipeline.queue_drops(queue, 1);
+        for q in &self.sinks {
+            match q.tx.try_send(f.clone()) {
+                Ok(()) => {
+                    q.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => metrics.pipeline.queue_drops(q.name, 1),
             }
         }
     }

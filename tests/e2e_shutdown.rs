@@ -1,0 +1,140 @@
+//! Shutdown ends, whatever the outputs do: with stdout blocked (a log pipe
+//! nobody reads), SIGTERM exits within `pipeline.shutdown_timeout_ms`, and
+//! the findings it could not write are counted and said; a second signal
+//! exits at once. Real agent, real kernel, real containers.
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use support::{RunSpec, agent::http_get};
+
+/// The agent with stdout piped to nobody: the pipe fills and writes block.
+struct Stuck {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _stdout: std::process::ChildStdout,
+}
+
+fn start_stuck(shutdown_timeout_ms: u64) -> Stuck {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = std::env::temp_dir().join(format!("dw-shutdown-{}-{shutdown_timeout_ms}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, format!("pipeline:\n  shutdown_timeout_ms: {shutdown_timeout_ms}\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["run", "--metrics-addr", &addr.to_string(), "--config", cfg.to_str().unwrap()])
+        .env("DRIFTWATCH_RUNTIME_ENDPOINT", "unix:///run/driftwatch-test/no-such.sock")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn driftwatch");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let e = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            e.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let stdout = child.stdout.take().unwrap(); // held open, never read
+    let t0 = Instant::now();
+    while !matches!(http_get(addr, "/readyz"), Ok((200, _, _))) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "not ready:\n{}", stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Stuck { child, addr, stderr, _stdout: stdout }
+}
+
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let body = http_get(addr, "/metrics").map(|r| r.2).unwrap_or_default();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Far more findings than a pipe holds (64 KiB, about 60 findings): a dropped
+/// binary run 400 times.
+fn drift_storm(s: &Stuck) -> support::Container {
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&[
+        "/bin/sh",
+        "-c",
+        "cp /bin/busybox /tmp/bb && i=0; while [ $i -lt 400 ]; do /tmp/bb true; i=$((i+1)); done",
+    ]);
+    let findings = "driftwatch_findings_total{kind=\"binary\",rule=\"exec_new_binary\",severity=\"critical\"}";
+    let t0 = Instant::now();
+    while metric(s.addr, findings) < 400.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "storm not judged: {}", metric(s.addr, findings));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c
+}
+
+/// Waits for the process to exit, at most `limit`; kills it (and fails) otherwise.
+fn exits_within(s: &mut Stuck, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            assert!(status.success(), "exit status {status}:\n{}", s.stderr.lock().unwrap());
+            return t0.elapsed();
+        }
+        if t0.elapsed() > limit {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            panic!("still running {limit:?} after SIGTERM:\n{}", s.stderr.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(s: &Stuck) {
+    // SAFETY: plain kill(2) on our child's pid.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+}
+
+#[test]
+fn sigterm_with_stdout_blocked_exits_by_the_deadline_and_counts_what_it_lost() {
+    if !support::privileged() {
+        return;
+    }
+    let mut s = start_stuck(2000);
+    let _c = drift_storm(&s);
+    sigterm(&s);
+    let took = exits_within(&mut s, Duration::from_secs(10));
+    let log = s.stderr.lock().unwrap().clone();
+    eprintln!("shutdown with stdout blocked took {took:?}");
+    assert!(took >= Duration::from_millis(1900), "the deadline is 2 s: {took:?}\n{log}");
+    assert!(took < Duration::from_secs(5), "{took:?}\n{log}");
+    let line = log.lines().find(|l| l.contains("shutdown cut short")).unwrap_or_else(|| panic!("no account:\n{log}"));
+    let unwritten: u64 = line
+        .split("unwritten=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // Every agent judges every container of the node: a test running beside
+    // this one adds its own storm, so only "some, and said" is asserted.
+    assert!(unwritten > 0, "{line}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    if !support::privileged() {
+        return;
+    }
+    let mut s = start_stuck(60_000);
+    let _c = drift_storm(&s);
+    sigterm(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&s);
+    let took = exits_within(&mut s, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(s.stderr.lock().unwrap().contains("shutdown cut short by a second signal"));
+}
