@@ -12,9 +12,10 @@ use crate::{
         cri::{Cri, CriConfig},
     },
     event::{DecodeError, Event},
+    health::Health,
     metrics::{FindingLabels, Metrics},
     pipeline::{self, Deps, Emitter, Pipeline, config_drift::ConfigDrift},
-    server::{self, Health},
+    server,
     sink::{Fanout, json},
 };
 use std::{
@@ -56,7 +57,10 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let listener =
         server::bind(cfg.metrics_addr).await.map_err(|source| AgentError::Listen { addr: cfg.metrics_addr, source })?;
     let local = listener.local_addr().unwrap_or(cfg.metrics_addr);
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(crate::health::Limits {
+        stdout_stall: Duration::from_millis(cfg.pipeline.sink_stall_timeout_ms),
+        runtime_down: Duration::from_secs(cfg.runtime.unready_after_s),
+    }));
     tokio::spawn(server::serve(listener, metrics.clone(), health.clone(), cancel.clone()));
     tracing::info!(addr = %local, "serving /metrics, /healthz, /readyz");
 
@@ -75,7 +79,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let stdout_sent = fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
     metrics.sinks.declare_sink("stdout");
     let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
-    let stdout_sink = json::StdoutSink::start(stdout_rx, metrics.clone())
+    let stdout_sink = json::StdoutSink::start(stdout_rx, stdout_sent, metrics.clone())
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
 
     // What is known per container: the runtime, the API, /proc.
@@ -83,6 +87,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     if let Some(pre) = sensor.take_preexisting() {
         pre.prune_on_scans(registry.snapshots(), cancel.clone());
     }
+    let queues = fanout.probe();
     let emitter = Arc::new(Emitter::new(
         registry.clone(),
         metrics.clone(),
@@ -124,7 +129,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         .map_err(|source| AgentError::Thread { name: "dw-ringbuf", source })?;
     let pipeline_task = tokio::spawn(pipeline.clone().run(ev_rx));
 
-    health.watch(reader_alive, registry.clone());
+    health.watch(reader_alive, registry.clone(), stdout_sink.progress(), queues);
     tracing::info!(
         programs = sensor.attached,
         host_mntns = sensor.host_mntns,
@@ -141,7 +146,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     health.stop();
     cancel.cancel();
     stop.store(true, Ordering::Relaxed);
-    let stdout_done = stdout_sink.done();
+    let stdout = stdout_sink.progress();
     // Everything in order: the reader stops, the pipeline drains (findings
     // waiting for metadata included), baselines are saved, the sinks flush.
     let orderly = async {
@@ -160,8 +165,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     if let Some(why) = cut {
         // Whatever the stdout queue took and its thread has not written (a
         // blocked pipe) is lost: counted, never silent.
-        let (sent, done) = (stdout_sent.load(Ordering::SeqCst), stdout_done.load(Ordering::SeqCst));
-        let unwritten = sent.saturating_sub(done);
+        let unwritten = stdout.pending();
         metrics.sinks.sink_dropped("stdout", unwritten);
         tracing::warn!(
             unwritten,
@@ -192,6 +196,10 @@ pub fn declare_series(metrics: &Metrics, classifier: &Classifier, cfg: &Config) 
         .collect();
     let not_findings: Vec<&'static str> = NoFinding::ALL.iter().map(|r| r.as_str()).collect();
     metrics.pipeline.declare_reasons(&Event::KINDS, &DecodeError::REASONS, &enrich_reasons, &not_findings);
+    // Set for real before every scrape (health::Health::export).
+    for check in crate::health::CHECKS {
+        metrics.health.set(check, false);
+    }
     let order = crate::config::METRIC_LABELS;
     metrics.containers.set_labels(order.into_iter().filter(|n| cfg.metrics.labels.iter().any(|l| l == n)).collect());
 }

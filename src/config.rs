@@ -101,6 +101,14 @@ pub struct Runtime {
     pub metadata_wait_ms: u64,
     /// Exited containers keep resolving this long.
     pub grace_s: u64,
+    /// A runtime that has not answered this long makes the agent not ready
+    /// (`/readyz`, check `runtime`); 0: never.
+    #[serde(default = "default_unready_after_s")]
+    pub unready_after_s: u64,
+}
+
+fn default_unready_after_s() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -123,6 +131,14 @@ pub struct Pipeline {
     /// what is still unwritten then is counted as dropped and the agent exits.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Findings waiting for stdout with nothing written this long make the
+    /// agent not ready (`/readyz`, check `stdout`).
+    #[serde(default = "default_sink_stall_timeout_ms")]
+    pub sink_stall_timeout_ms: u64,
+}
+
+fn default_sink_stall_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_shutdown_timeout_ms() -> u64 {
@@ -488,6 +504,12 @@ impl Config {
             return Err(invalid(
                 &path!["pipeline", "queue_capacity"],
                 format!("{} must be between 16 and 1048576", self.pipeline.queue_capacity),
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.pipeline.sink_stall_timeout_ms) {
+            return Err(invalid(
+                &path!["pipeline", "sink_stall_timeout_ms"],
+                format!("{} must be between 100 and 3600000", self.pipeline.sink_stall_timeout_ms),
             ));
         }
         if !(100..=600_000).contains(&self.pipeline.shutdown_timeout_ms) {

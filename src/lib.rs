@@ -16,6 +16,7 @@ pub mod config;
 pub mod containers;
 pub mod enrich;
 pub mod event;
+pub mod health;
 mod locks;
 pub mod metrics;
 pub mod node;

@@ -1,20 +1,12 @@
-//! HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` (the process serves),
-//! `/readyz` (the sensor is attached, its ring-buffer reader runs, and the
-//! container registry's task keeps its rounds).
+//! HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` (liveness) and
+//! `/readyz` (readiness), as `crate::health` defines them.
 
-use crate::metrics::Metrics;
+use crate::{health::Health, metrics::Metrics};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -22,49 +14,6 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 
 /// Concurrent connections served; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 64;
-
-type Check = Box<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
-
-/// Readiness: nothing is ready before [`Health::watch`], and nothing after
-/// [`Health::stop`]; in between, what the watched parts say.
-#[derive(Default)]
-pub struct Health {
-    check: std::sync::RwLock<Option<Check>>,
-    stopping: AtomicBool,
-}
-
-impl Health {
-    /// Ready from now on while the reader thread runs and the registry's task
-    /// keeps its rounds.
-    pub fn watch(&self, reader_alive: Arc<AtomicBool>, registry: Arc<crate::containers::Registry>) {
-        let check: Check = Box::new(move || {
-            if !reader_alive.load(Ordering::SeqCst) {
-                return Err("the ring-buffer reader stopped");
-            }
-            if !registry.alive() {
-                return Err("the container registry's task is not running");
-            }
-            Ok(())
-        });
-        *crate::locks::write(&self.check) = Some(check);
-    }
-
-    /// Shutting down: not ready any more.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-    }
-
-    /// Ok, or why not.
-    pub fn ready(&self) -> Result<(), &'static str> {
-        if self.stopping.load(Ordering::SeqCst) {
-            return Err("shutting down");
-        }
-        match &*crate::locks::read(&self.check) {
-            Some(check) => check(),
-            None => Err("eBPF programs not attached yet"),
-        }
-    }
-}
 
 fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -82,8 +31,14 @@ pub fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) ->
         return r;
     }
     match path {
-        "/metrics" => reply(StatusCode::OK, OPENMETRICS, metrics.encode()),
-        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
+        "/metrics" => {
+            health.export(metrics);
+            reply(StatusCode::OK, OPENMETRICS, metrics.encode())
+        }
+        "/healthz" => match health.live() {
+            Ok(()) => reply(StatusCode::OK, TEXT, "ok\n"),
+            Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not live: {why}\n")),
+        },
         "/readyz" => match health.ready() {
             Ok(()) => reply(StatusCode::OK, TEXT, "ready\n"),
             Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {why}\n")),
@@ -144,18 +99,14 @@ mod tests {
     #[test]
     fn routes() {
         let m = Metrics::new();
-        let h = Health::default();
-        assert_eq!(route(&Method::GET, "/readyz", &m, &h).status(), StatusCode::SERVICE_UNAVAILABLE);
-        *crate::locks::write(&h.check) = Some(Box::new(|| Ok(())));
-        assert_eq!(route(&Method::GET, "/readyz", &m, &h).status(), StatusCode::OK);
-        *crate::locks::write(&h.check) = Some(Box::new(|| Err("the ring-buffer reader stopped")));
-        let r = route(&Method::GET, "/readyz", &m, &h);
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        h.stop();
+        let limits = crate::health::Limits { stdout_stall: Duration::from_secs(30), runtime_down: Duration::ZERO };
+        let h = Health::new(limits);
+        // Before the sensor is attached: live, not ready (health::evaluate decides the rest).
         assert_eq!(route(&Method::GET, "/readyz", &m, &h).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(route(&Method::GET, "/healthz", &m, &h).status(), StatusCode::OK);
         let r = route(&Method::GET, "/metrics", &m, &h);
         assert_eq!(r.headers()[header::CONTENT_TYPE], OPENMETRICS);
+        assert!(m.encode().contains("driftwatch_health_check{check=\"sensor\"} 0"), "{}", m.encode());
         assert_eq!(route(&Method::GET, "/nope", &m, &h).status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&Method::POST, "/metrics", &m, &h).status(), StatusCode::METHOD_NOT_ALLOWED);
     }

@@ -317,6 +317,12 @@ impl Registry {
         self.kube.as_ref()?.workload(namespace, pod)
     }
 
+    /// Time since the loop's last round (None before the first).
+    pub fn silent_for(&self) -> Option<Duration> {
+        let last = self.heartbeat_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| self.epoch.elapsed().saturating_sub(Duration::from_millis(last)))
+    }
+
     /// The loop ran a round within three scan intervals.
     pub fn alive(&self) -> bool {
         let last = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));

@@ -9,12 +9,14 @@
 
 pub mod containers;
 pub mod enrich;
+pub mod health;
 pub mod kernel;
 pub mod pipeline;
 pub mod sinks;
 
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
 pub use enrich::{CriMetrics, KubeMetrics, RegistryMetrics};
+pub use health::HealthMetrics;
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
 pub use sinks::SinkMetrics;
@@ -32,6 +34,7 @@ pub struct Metrics {
     pub cri: CriMetrics,
     pub kube: KubeMetrics,
     pub registry_stats: RegistryMetrics,
+    pub health: HealthMetrics,
     /// Series labelled by namespace, workload and container name.
     pub containers: ContainerSeries,
 }
@@ -59,8 +62,9 @@ impl Metrics {
         let mut kube = KubeMetrics::register(r);
         kube.events_dropped = pipeline.queue_counter(KUBE_EVENTS_QUEUE);
         let registry_stats = RegistryMetrics::register(r);
+        let health = HealthMetrics::register(r);
         let containers = ContainerSeries::register(r);
-        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, containers }
+        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, health, containers }
     }
 
     /// The OpenMetrics text exposition.

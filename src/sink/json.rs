@@ -9,31 +9,67 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
 
-/// The stdout sink's thread, and how many findings it has written (or
-/// failed to): what its queue took beyond that is still unwritten (a blocked
-/// pipe holds them), which the shutdown counts as dropped.
+/// How far the stdout sink has got: what its queue took (`sent`, counted by
+/// the fan-out), what it wrote or failed to (`done`), and when it last moved.
+/// The difference is unwritten: a blocked pipe holds it.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    sent: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    last_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Progress {
+    fn new(sent: Arc<AtomicU64>) -> Self {
+        Self { sent, done: Arc::new(AtomicU64::new(0)), last_ms: Arc::new(AtomicU64::new(0)), epoch: Instant::now() }
+    }
+
+    /// Findings taken and not written yet.
+    pub fn pending(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst).saturating_sub(self.done.load(Ordering::SeqCst))
+    }
+
+    /// Time since the sink last finished writing (or started).
+    pub fn since_progress(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
+    }
+
+    fn advanced(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::SeqCst);
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+/// The stdout sink's thread.
 pub struct StdoutSink {
     thread: JoinHandle<()>,
-    done: Arc<AtomicU64>,
+    progress: Progress,
 }
 
 impl StdoutSink {
     /// Writes findings until the channel closes, on its own thread so a slow
     /// stdout (a full pipe) never blocks a tokio worker; its bounded queue
-    /// absorbs bursts and counts what overflows.
-    pub fn start(rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let done = Arc::new(AtomicU64::new(0));
-        let d = done.clone();
-        let thread = std::thread::Builder::new().name("dw-stdout".into()).spawn(move || run(rx, metrics, d))?;
-        Ok(Self { thread, done })
+    /// absorbs bursts and counts what overflows. `sent` counts what the
+    /// queue took (`Fanout::add`).
+    pub fn start(
+        rx: mpsc::Receiver<Arc<Finding>>,
+        sent: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let progress = Progress::new(sent);
+        let p = progress.clone();
+        let thread = std::thread::Builder::new().name("dw-stdout".into()).spawn(move || run(rx, metrics, p))?;
+        Ok(Self { thread, progress })
     }
 
-    /// Findings written or failed so far, as a counter that outlives the sink.
-    pub fn done(&self) -> Arc<AtomicU64> {
-        self.done.clone()
+    /// How far it has got, as a handle that outlives the sink.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Waits for the thread (after the queue's sender is gone).
@@ -42,7 +78,7 @@ impl StdoutSink {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>, done: Arc<AtomicU64>) {
+fn run(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>, progress: Progress) {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut buf = Vec::with_capacity(4096);
@@ -57,7 +93,7 @@ fn run(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>, done: Arc<At
         // Counted once per batch: each update is a lock and a label-set hash.
         let ok = batch.iter().filter(|f| write_line(&mut out, f, &mut buf).is_ok()).count();
         let flushed = out.flush().is_ok();
-        done.fetch_add(batch.len() as u64, Ordering::SeqCst);
+        progress.advanced(batch.len() as u64);
         metrics.sinks.sink_results("stdout", true, ok as u64);
         metrics.sinks.sink_results("stdout", false, (batch.len() - ok) as u64);
         if !flushed {

@@ -36,6 +36,11 @@ impl Fanout {
         sent
     }
 
+    /// A view of the queues' depths that does not keep them open.
+    pub fn probe(&self) -> QueueProbe {
+        QueueProbe(self.sinks.iter().map(|q| (q.name, q.tx.downgrade(), q.tx.max_capacity())).collect())
+    }
+
     pub fn send(&self, f: Finding, metrics: &Metrics) {
         let f = Arc::new(f);
         for q in &self.sinks {
@@ -46,6 +51,19 @@ impl Fanout {
                 Err(_) => metrics.pipeline.queue_drops(q.name, 1),
             }
         }
+    }
+}
+
+/// Each sink queue's (name, depth, capacity), read without holding a sender
+/// (the queues close when the pipeline ends, as they must at shutdown).
+pub struct QueueProbe(Vec<(&'static str, mpsc::WeakSender<Arc<Finding>>, usize)>);
+
+impl QueueProbe {
+    pub fn depths(&self) -> Vec<(&'static str, usize, usize)> {
+        self.0
+            .iter()
+            .map(|(name, weak, cap)| (*name, weak.upgrade().map_or(0, |tx| cap - tx.capacity()), *cap))
+            .collect()
     }
 }
 

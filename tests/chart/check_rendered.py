@@ -121,6 +121,7 @@ for name in STATE:
     svc = one(d, "Service")
     check(svc["spec"]["ports"][0]["name"] == "metrics" and svc["metadata"]["labels"]["app.kubernetes.io/name"] == "driftwatch", f"{name}: Service (job label source)")
     check(svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items(), f"{name}: Service selects the agent pods")
+    check(svc["spec"].get("publishNotReadyAddresses") is True, f"{name}: Service keeps unready agents scraped")
 
     # The rendered config ConfigMap loads in the real agent's parser.
     cm = d[("ConfigMap", "driftwatch")]

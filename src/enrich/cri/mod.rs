@@ -161,6 +161,8 @@ pub struct Cri {
     kick: Notify,
     sandboxes: RwLock<HashMap<String, Arc<PodInfo>>>,
     metrics: CriMetrics,
+    /// Since when the runtime has not answered (None while it does).
+    down_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Cri {
@@ -174,6 +176,7 @@ impl Cri {
             kick: Notify::new(),
             sandboxes: RwLock::new(HashMap::new()),
             metrics,
+            down_since: Mutex::new(Some(std::time::Instant::now())),
         });
         tokio::spawn(background(Arc::downgrade(&cri), cancel));
         cri
@@ -358,8 +361,22 @@ impl Cri {
         }
     }
 
+    /// How long the runtime has not answered (None while it does; counted
+    /// from the start until the first connection).
+    pub fn down_for(&self) -> Option<Duration> {
+        lock(&self.down_since).map(|t| t.elapsed())
+    }
+
     fn set_link(&self, l: Link) {
         self.metrics.connected.set((l == Link::Up) as i64);
+        let mut down = lock(&self.down_since);
+        match l {
+            Link::Up => *down = None,
+            _ => {
+                down.get_or_insert_with(std::time::Instant::now);
+            }
+        }
+        drop(down);
         self.link.send_if_modified(|cur| {
             let changed = *cur != l;
             *cur = l;

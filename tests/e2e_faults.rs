@@ -1,7 +1,10 @@
-//! Shutdown ends, whatever the outputs do: with stdout blocked (a log pipe
-//! nobody reads), SIGTERM exits within `pipeline.shutdown_timeout_ms`, and
-//! the findings it could not write are counted and said; a second signal
-//! exits at once. Real agent, real kernel, real containers.
+//! Faults the agent must survive and tell the truth about, injected for real
+//! (real agent, real kernel, real containers): stdout blocked (a log pipe
+//! nobody reads) makes it not ready, with the reason, and SIGTERM still exits
+//! within `pipeline.shutdown_timeout_ms`, counting and saying what it could
+//! not write; a second signal exits at once; a runtime that does not answer
+//! makes it not ready. Liveness stays up through all of it (a restart would
+//! not help).
 mod support;
 
 use std::{
@@ -21,12 +24,15 @@ struct Stuck {
     _stdout: std::process::ChildStdout,
 }
 
-fn start_stuck(shutdown_timeout_ms: u64) -> Stuck {
+/// The agent with `yaml` as its config file.
+fn start_stuck(yaml: &str) -> Stuck {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dir = std::env::temp_dir().join(format!("dw-shutdown-{}-{shutdown_timeout_ms}", std::process::id()));
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("dw-faults-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("c.yaml");
-    std::fs::write(&cfg, format!("pipeline:\n  shutdown_timeout_ms: {shutdown_timeout_ms}\n")).unwrap();
+    std::fs::write(&cfg, yaml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(["run", "--metrics-addr", &addr.to_string(), "--config", cfg.to_str().unwrap()])
         .env("DRIFTWATCH_RUNTIME_ENDPOINT", "unix:///run/driftwatch-test/no-such.sock")
@@ -104,7 +110,7 @@ fn sigterm_with_stdout_blocked_exits_by_the_deadline_and_counts_what_it_lost() {
     if !support::privileged() {
         return;
     }
-    let mut s = start_stuck(2000);
+    let mut s = start_stuck("pipeline:\n  shutdown_timeout_ms: 2000\n");
     let _c = drift_storm(&s);
     sigterm(&s);
     let took = exits_within(&mut s, Duration::from_secs(10));
@@ -129,7 +135,7 @@ fn a_second_signal_exits_at_once() {
     if !support::privileged() {
         return;
     }
-    let mut s = start_stuck(60_000);
+    let mut s = start_stuck("pipeline:\n  shutdown_timeout_ms: 60000\n");
     let _c = drift_storm(&s);
     sigterm(&s);
     std::thread::sleep(Duration::from_millis(500));
@@ -137,4 +143,49 @@ fn a_second_signal_exits_at_once() {
     let took = exits_within(&mut s, Duration::from_secs(10));
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(s.stderr.lock().unwrap().contains("shutdown cut short by a second signal"));
+}
+
+/// Polls `path` until its status is `want`, at most `limit`; returns the body.
+fn until_status(s: &Stuck, path: &str, want: u16, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok((code, _, body)) = http_get(s.addr, path)
+            && code == want
+        {
+            return body;
+        }
+        assert!(t0.elapsed() < limit, "{path} never answered {want}:\n{}", s.stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_blocked_stdout_makes_the_agent_unready_and_says_why() {
+    if !support::privileged() {
+        return;
+    }
+    let s = start_stuck("pipeline:\n  sink_stall_timeout_ms: 1000\n");
+    let _c = drift_storm(&s);
+    let body = until_status(&s, "/readyz", 503, Duration::from_secs(15));
+    assert!(body.contains("wait for stdout"), "{body}");
+    let (live, _, _) = http_get(s.addr, "/healthz").unwrap();
+    assert_eq!(live, 200, "a restart would not unblock a pipe: still live");
+    assert_eq!(metric(s.addr, "driftwatch_health_check{check=\"stdout\"}"), 0.0);
+    assert_eq!(metric(s.addr, "driftwatch_health_check{check=\"reader\"}"), 1.0);
+    assert!(metric(s.addr, "driftwatch_sink_queue_depth{queue=\"findings_stdout\"}") > 0.0);
+    assert_eq!(metric(s.addr, "driftwatch_sink_queue_capacity{queue=\"findings_stdout\"}"), 8192.0);
+}
+
+#[test]
+fn a_runtime_that_does_not_answer_makes_the_agent_unready() {
+    if !support::privileged() {
+        return;
+    }
+    // The endpoint points at no socket (start_stuck sets it).
+    let s = start_stuck("runtime:\n  unready_after_s: 2\n");
+    let body = until_status(&s, "/readyz", 503, Duration::from_secs(15));
+    assert!(body.contains("container runtime has not answered"), "{body}");
+    assert_eq!(http_get(s.addr, "/healthz").unwrap().0, 200);
+    assert_eq!(metric(s.addr, "driftwatch_health_check{check=\"runtime\"}"), 0.0);
+    assert_eq!(metric(s.addr, "driftwatch_health_check{check=\"stdout\"}"), 1.0);
 }
