@@ -51,6 +51,22 @@ pub struct Options {
     pub btf: Option<std::path::PathBuf>,
 }
 
+/// The agent as a program: its own tokio runtime and diagnostics (stderr,
+/// plus its spans over OTLP when configured), until SIGINT/SIGTERM.
+pub fn run_blocking(cfg: Config, opts: Options) -> Result<(), AgentError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| AgentError::Thread { name: "tokio", source })?;
+    let telemetry = rt.block_on(async { crate::telemetry::init(Some(&cfg)) });
+    let result = rt.block_on(run(cfg, opts, CancellationToken::new()));
+    drop(telemetry);
+    // A blocked stdout write may still hold a thread: do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
 /// Runs until SIGINT/SIGTERM or until `cancel` fires.
 pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::new());

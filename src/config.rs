@@ -370,6 +370,22 @@ impl Default for Config {
     }
 }
 
+/// Removes the environment variables whose name starts with `prefix` and
+/// whose value is empty: what an unset Helm value renders means "unset", not
+/// an empty path or address. Call first thing in `main`, before any thread.
+pub fn forget_empty_env(prefix: &str) {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| {
+            k.to_str().is_some_and(|k| k.starts_with(prefix)) && v.to_str().is_some_and(|v| v.trim().is_empty())
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        // SAFETY: called at the top of main, before the process starts any thread.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
 /// Deep-merges `over` into `base`: maps merge key by key, everything else is replaced.
 fn merge(base: &mut serde_yaml_ng::Value, over: serde_yaml_ng::Value) {
     use serde_yaml_ng::Value;

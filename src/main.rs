@@ -3,7 +3,6 @@
 use clap::{Parser, Subcommand};
 use driftwatch::{agent, config::Config};
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "driftwatch", version, about = "Detects container drift on this node with eBPF")]
@@ -42,6 +41,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // An empty DRIFTWATCH_* variable (an unset Helm value) means unset, not "".
+    driftwatch::config::forget_empty_env("DRIFTWATCH_");
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run { .. }) {
         drop(driftwatch::telemetry::init(None));
@@ -72,18 +73,7 @@ fn main() -> ExitCode {
                 }
                 cfg.runtime.endpoint = e;
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return fail(&e),
-            };
-            // stderr diagnostics, plus the agent's own spans over OTLP when it is configured.
-            let _telemetry = rt.block_on(async { driftwatch::telemetry::init(Some(&cfg)) });
-            let opts = agent::Options { emit_all_execs, btf };
-            let result = rt.block_on(agent::run(cfg, opts, CancellationToken::new()));
-            drop(_telemetry);
-            // A blocked stdout write may still hold a thread: do not wait for it.
-            rt.shutdown_timeout(std::time::Duration::from_millis(200));
-            match result {
+            match agent::run_blocking(cfg, agent::Options { emit_all_execs, btf }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }

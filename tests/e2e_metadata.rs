@@ -85,5 +85,24 @@ fn a_runtime_that_is_down_costs_no_finding() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(5), "bounded wait");
     assert_eq!(f["driftwatch.metadata.complete"], false);
     let reason = f["driftwatch.metadata.missing_reason"].as_str().unwrap_or("");
-    assert!(["no_endpoint", "connect"].contains(&reason), "{f:#}");
+    assert_eq!(reason, "no_socket", "the configured socket does not exist: {f:#}");
+    // The warning names the socket it could not reach.
+    assert!(agent.stderr().contains("no-such-runtime.sock"), "{}", agent.stderr());
+}
+
+/// What an unset Helm value renders, `DRIFTWATCH_RUNTIME_ENDPOINT=` (and the
+/// other variables empty), means "unset": the agent starts and auto-detects.
+#[test]
+fn empty_environment_variables_mean_unset() {
+    if !support::privileged() {
+        return;
+    }
+    let env = [("DRIFTWATCH_RUNTIME_ENDPOINT", ""), ("DRIFTWATCH_CONFIG", ""), ("DRIFTWATCH_BTF", " ")];
+    let agent = Agent::start_with_env(&[], &env);
+    let stderr = agent.stderr();
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(
+        stderr.contains("auto-detect") || stderr.contains("CRI connected"),
+        "auto-detection (a warning names the sockets it tried when none answers): {stderr}"
+    );
 }

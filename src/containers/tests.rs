@@ -102,7 +102,7 @@ async fn a_runtime_never_reached_answers_at_once() {
     let r = registry(Some(cri), RegistryConfig::default());
     until("first attempt", Duration::from_secs(5), || r.cri().is_some_and(|c| c.never_up().is_some())).await;
     let t0 = Instant::now();
-    assert_eq!(r.resolve(&cid(1), Duration::from_secs(10)).await, Lookup::Unavailable("no_endpoint"));
+    assert_eq!(r.resolve(&cid(1), Duration::from_secs(10)).await, Lookup::Unavailable("no_socket"));
     assert!(t0.elapsed() < Duration::from_millis(50));
     // Node-only: no runtime at all.
     assert_eq!(

@@ -64,8 +64,10 @@ const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 /// Sandboxes remembered between listings.
 const MAX_SANDBOXES: usize = 16_384;
 
-/// Reasons a lookup can fail, as `driftwatch_enrich_failures_total` labels.
-pub const UNAVAILABLE_REASONS: [&str; 4] = ["no_endpoint", "connect", "timeout", "rpc"];
+/// Reasons a lookup can fail, as `driftwatch_enrich_failures_total` labels:
+/// `no_endpoint` (auto-detection found no socket), `no_socket` (the
+/// configured socket does not exist), `connect`, `timeout`, `rpc`.
+pub const UNAVAILABLE_REASONS: [&str; 5] = ["no_endpoint", "no_socket", "connect", "timeout", "rpc"];
 
 /// Configuration of [`Cri::spawn`].
 #[derive(Debug, Clone)]
@@ -399,9 +401,19 @@ impl Cri {
         }
     }
 
+    /// The socket tried, for messages: the configured one, or every default.
+    fn describe_endpoint(&self) -> String {
+        match &self.cfg.endpoint {
+            Some(p) => p.display().to_string(),
+            None => format!("auto-detect ({})", DEFAULT_ENDPOINTS.join(", ")),
+        }
+    }
+
     /// One connection attempt over the configured or auto-detected endpoints.
     async fn connect(&self) -> Result<Conn, &'static str> {
         let candidates: Vec<PathBuf> = match &self.cfg.endpoint {
+            // The configured socket is not there: say so, rather than "no endpoint".
+            Some(p) if std::fs::symlink_metadata(p).is_err() => return Err("no_socket"),
             Some(p) => vec![p.clone()],
             None => {
                 // The endpoint that worked last goes first: a restarted runtime comes
@@ -438,7 +450,7 @@ async fn background(weak: Weak<Cri>, cancel: CancellationToken) {
                 Err(reason) => {
                     cri.metrics.connect(false);
                     if *cri.link.borrow() != (Link::Down { ever_up, reason }) {
-                        tracing::warn!(reason, "CRI runtime not reachable; retrying with backoff");
+                        tracing::warn!(reason, endpoint = %cri.describe_endpoint(), "CRI runtime not reachable; retrying with backoff");
                     }
                     cri.set_link(Link::Down { ever_up, reason });
                     let wait = backoff;
@@ -652,14 +664,14 @@ mod tests {
         let cancel = CancellationToken::new();
         let cri = Cri::spawn(cfg(&d.join("nothing.sock")), CriMetrics::default(), cancel.clone());
         let t0 = Instant::now();
-        assert_eq!(cri.fetch(&cid(1)).await.lookup, Lookup::Unavailable("no_endpoint"));
+        assert_eq!(cri.fetch(&cid(1)).await.lookup, Lookup::Unavailable("no_socket"));
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
         assert!(!cri.connected());
-        assert_eq!(cri.never_up(), Some("no_endpoint"));
+        assert_eq!(cri.never_up(), Some("no_socket"));
         let t0 = Instant::now();
-        assert_eq!(cri.fetch(&cid(1)).await.lookup, Lookup::Unavailable("no_endpoint"));
+        assert_eq!(cri.fetch(&cid(1)).await.lookup, Lookup::Unavailable("no_socket"));
         assert!(t0.elapsed() < Duration::from_millis(50));
-        assert_eq!(cri.list(|_| false).await.err(), Some("no_endpoint"));
+        assert_eq!(cri.list(|_| false).await.err(), Some("no_socket"));
         cancel.cancel();
         let _ = std::fs::remove_dir_all(d);
     }
