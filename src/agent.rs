@@ -39,6 +39,8 @@ pub enum AgentError {
     Thread { name: &'static str, source: std::io::Error },
     #[error("{0}")]
     Sink(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Queue name for findings waiting for the stdout sink.
@@ -69,6 +71,10 @@ pub fn run_blocking(cfg: Config, opts: Options) -> Result<(), AgentError> {
 
 /// Runs until SIGINT/SIGTERM or until `cancel` fires.
 pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Result<(), AgentError> {
+    // What can fail at once fails before anything is served or logged as started.
+    let btf = opts.btf.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
+    bpf::preflight::check(&btf, cfg.sensor.network)?;
+    check_state_dir(&cfg.rules.network)?;
     let metrics = Arc::new(Metrics::new());
     let listener =
         server::bind(cfg.metrics_addr).await.map_err(|source| AgentError::Listen { addr: cfg.metrics_addr, source })?;
@@ -249,6 +255,26 @@ async fn start_registry(cfg: &Config, metrics: &Metrics, cancel: &CancellationTo
     metrics.kube.declare(kube.is_some());
     let rcfg = RegistryConfig { grace: Duration::from_secs(cfg.runtime.grace_s), ..Default::default() };
     Registry::new(rcfg, cri, kube, metrics.registry_stats.clone(), metrics.cri.clone())
+}
+
+/// The network baselines' directory can be written, or the agent says so at
+/// startup (they would be lost at every restart, silently).
+fn check_state_dir(rule: &crate::config::NetworkRule) -> Result<(), AgentError> {
+    if !rule.enabled || rule.state_dir.is_empty() {
+        return Ok(());
+    }
+    let dir = std::path::Path::new(&rule.state_dir);
+    let probe = dir.join(".driftwatch-write-test");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            AgentError::Config(format!(
+                "rules.network.state_dir {}: cannot write there ({e}): network baselines would be lost at every restart; \
+                 fix the path or its mount, or set state_dir: \"\" to keep them in memory only",
+                dir.display()
+            ))
+        })
 }
 
 /// Network drift's judge, with its persisted baselines; a bad state file is

@@ -7,6 +7,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 /// The embedded default configuration (also the documented reference).
 pub const DEFAULT_YAML: &str = include_str!("default-config.yaml");
 
+/// Bounds of `sensor.ringbuf_bytes`.
+pub const RINGBUF_MIN: u32 = 256 << 10;
+pub const RINGBUF_MAX: u32 = 256 << 20;
+
 /// Longest name the kernel keeps for a task (TASK_COMM_LEN - 1).
 pub const COMM_MAX: usize = 15;
 
@@ -370,6 +374,39 @@ impl Default for Config {
     }
 }
 
+/// The index of the first entry that repeats an earlier one.
+fn repeated<T: PartialEq>(list: &[T]) -> Option<usize> {
+    (1..list.len()).find(|&i| list[..i].contains(&list[i]))
+}
+
+/// Says serde's type expectations in the user's words: no Rust type names
+/// (`expected struct Sensor`, `expected u16`, `as u128`).
+fn humanize(message: &str) -> String {
+    let mut m = message.to_string();
+    if let Some(i) = m.find("expected struct ") {
+        m.replace_range(i.., "expected a mapping of keys");
+    }
+    for (rust, words) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected text"),
+    ] {
+        if let Some(rest) = m.strip_suffix(rust) {
+            m = format!("{rest}{words}");
+        }
+    }
+    // A number too big for any integer: serde_yaml_ng says "`N` as u128, expected any YAML value".
+    if let Some(i) = m.find(" as u128") {
+        m = format!("{}: too large", &m[..i]);
+    }
+    m
+}
+
 /// Removes the environment variables whose name starts with `prefix` and
 /// whose value is empty: what an unset Helm value renders means "unset", not
 /// an empty path or address. Call first thing in `main`, before any thread.
@@ -428,7 +465,7 @@ impl Config {
                 Some(i) if !location.is_empty() => message[..i].to_string(),
                 _ => message,
             };
-            ConfigError::Parse { file: file.to_string(), location, message }
+            ConfigError::Parse { file: file.to_string(), location, message: humanize(&message) }
         };
         let mut base: serde_yaml_ng::Value = serde_yaml_ng::from_str(DEFAULT_YAML).expect("embedded default is YAML");
         let user: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(parse_err)?;
@@ -449,7 +486,7 @@ impl Config {
         // The merged value has no positions: the error's path is looked up in the user's text.
         let cfg: Config = serde_path_to_error::deserialize(base).map_err(|e| {
             let path = Seg::path_of(e.path());
-            let message = e.inner().to_string();
+            let message = humanize(&e.inner().to_string());
             // serde_path_to_error's path for an unknown field ends with that key (the
             // field visitor fails after the key is captured): point at the key itself.
             let at = if message.starts_with("unknown field `") { At::Key } else { At::Value };
@@ -489,11 +526,16 @@ impl Config {
                 format!("{} must be at most 60000", self.runtime.metadata_wait_ms),
             ));
         }
+        // An exec record is about 2 KiB: below 256 KiB a burst of execs
+        // overflows before the reader's next drain; above 256 MiB is kernel
+        // memory no agent needs.
         let rb = self.sensor.ringbuf_bytes;
-        if !rb.is_power_of_two() || rb < 4096 {
+        if !rb.is_power_of_two() || !(RINGBUF_MIN..=RINGBUF_MAX).contains(&rb) {
             return Err(invalid(
                 &path!["sensor", "ringbuf_bytes"],
-                format!("{rb} must be a power of two and at least 4096"),
+                format!(
+                    "{rb} must be a power of two from {RINGBUF_MIN} (256 KiB, about 130 exec records) to {RINGBUF_MAX} (256 MiB); the default, 4194304, holds about 2,000"
+                ),
             ));
         }
         if !(1..=1000).contains(&self.sensor.drain_interval_ms) {
@@ -593,6 +635,30 @@ impl Config {
                 }
             }
         }
+        // A repeated entry is a mistake (a merge gone wrong, a copy-paste): say where.
+        let text_lists: [(&[&str], &Vec<String>); 6] = [
+            (&["rules", "shell", "names"], &self.rules.shell.names),
+            (&["rules", "package", "names"], &self.rules.package.names),
+            (&["rules", "interpreters"], &self.rules.interpreters),
+            (&["rules", "file", "ignore_prefixes"], &self.rules.file.ignore_prefixes),
+            (&["rules", "file", "package_db_prefixes"], &self.rules.file.package_db_prefixes),
+            (&["rules", "file", "package_db_fragments"], &self.rules.file.package_db_fragments),
+        ];
+        for (keys, list) in text_lists {
+            if let Some(i) = repeated(list) {
+                return Err(invalid(&item(keys, i), format!("{:?} is listed twice", list[i])));
+            }
+        }
+        if let Some(i) = repeated(&self.rules.network.allowed_ports) {
+            let port = self.rules.network.allowed_ports[i];
+            return Err(invalid(&item(&["rules", "network", "allowed_ports"], i), format!("{port} is listed twice")));
+        }
+        for (n, subs) in &self.rules.package.subcommands {
+            if let Some(i) = repeated(subs) {
+                let field = path!["rules", "package", "subcommands", n.as_str(), i];
+                return Err(invalid(&field, format!("{:?} is listed twice", subs[i])));
+            }
+        }
         for n in self.rules.package.subcommands.keys() {
             if let Some(msg) = program_name(n) {
                 return Err(invalid_key(&path!["rules", "package", "subcommands", n.as_str()], msg));
@@ -628,6 +694,10 @@ impl Config {
                     let field = path!["rules", "config", "approved_digests", image.as_str(), i];
                     return Err(invalid(&field, format!("{d:?}: {e}")));
                 }
+            }
+            if let Some(i) = repeated(digests) {
+                let field = path!["rules", "config", "approved_digests", image.as_str(), i];
+                return Err(invalid(&field, format!("{:?} is listed twice", digests[i])));
             }
         }
         Ok(())
@@ -867,6 +937,40 @@ mod tests {
         assert!(e.contains("p.yaml"), "{e}");
         let e = Config::from_yaml("- a\n- b\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("mapping"), "{e}");
+    }
+
+    #[test]
+    fn bounds_duplicates_and_plain_words() {
+        let err = |y: &str| Config::from_yaml(y, "p.yaml").unwrap_err().to_string();
+        for rb in ["4096", "2147483648", "300000"] {
+            let e = err(&format!("sensor:\n  ringbuf_bytes: {rb}\n"));
+            assert!(e.contains("sensor.ringbuf_bytes") && e.contains("line 2") && e.contains("256 KiB"), "{e}");
+        }
+        assert!(Config::from_yaml("sensor:\n  ringbuf_bytes: 262144\n", "p.yaml").is_ok());
+        let e = err("rules:\n  shell:\n    names: [sh, bash, sh]\n");
+        assert!(e.contains("rules.shell.names[2]") && e.contains("listed twice") && e.contains("line 3"), "{e}");
+        let e = err("rules:\n  network:\n    allowed_ports:\n      - 53\n      - 53\n");
+        assert!(e.contains("rules.network.allowed_ports[1]") && e.contains("line 5"), "{e}");
+        let e = err("rules:\n  file:\n    ignore_prefixes: [/tmp, /tmp]\n");
+        assert!(e.contains("rules.file.ignore_prefixes[1]") && e.contains("line 3"), "{e}");
+        let e = err("rules:\n  file:\n    ignore_prefixes: [tmp]\n");
+        assert!(e.contains("rules.file.ignore_prefixes[0]") && e.contains("line 3"), "{e}");
+        let d = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let e = err(&format!("rules:\n  config:\n    approved_digests:\n      busybox: [{d}, {d}]\n"));
+        assert!(e.contains("approved_digests.busybox[1]") && e.contains("listed twice"), "{e}");
+        // No Rust type names in messages.
+        for (y, want) in [
+            ("sensor: 5\n", "expected a mapping of keys"),
+            ("rules:\n  binary:\n    enabled: 3\n", "expected true or false"),
+            ("rules:\n  network:\n    allowed_ports: [70000]\n", "from 0 to 65535"),
+            ("sensor:\n  ringbuf_bytes: 99999999999999999999\n", "too large"),
+        ] {
+            let e = err(y);
+            assert!(e.contains(want), "{y}: {e}");
+            for rust in ["struct", "u16", "u32", "u64", "u128", "usize", "Sensor", "BinaryRule"] {
+                assert!(!e.contains(rust), "{y}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -64,6 +64,10 @@ fn bad_config_names_file_line_and_field() {
 
 #[test]
 fn busy_metrics_port_is_one_clear_line() {
+    // The privilege check comes first: only a privileged run reaches the port.
+    if !support::privileged() {
+        return;
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let line = error_line(&driftwatch(&["run", "--metrics-addr", &addr]));
@@ -85,6 +89,23 @@ fn unprivileged_run_says_what_is_missing() {
     };
     let line = error_line(&o);
     assert!(line.contains("not privileged") && line.contains("CAP_BPF"), "{line}");
+    // It fails before serving anything or saying it does.
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("serving /metrics"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn unwritable_baseline_directory_is_one_clear_line() {
+    if !support::privileged() {
+        return;
+    }
+    let cfg = tmp_file("state.yaml", "rules:\n  network:\n    state_dir: /proc/driftwatch-cannot-be-here\n");
+    let o = driftwatch(&["run", "--metrics-addr", "127.0.0.1:0", "--config", cfg.to_str().unwrap()]);
+    let line = error_line(&o);
+    assert!(
+        line.contains("rules.network.state_dir /proc/driftwatch-cannot-be-here") && line.contains("lost"),
+        "{line}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("serving /metrics"));
 }
 
 #[test]

@@ -247,10 +247,13 @@ impl Pipeline {
     /// a failure is logged, never fatal.
     pub fn persist_baselines(&self, cancel: CancellationToken) {
         let Some(judge) = self.d.network.clone() else { return };
+        let emitter = self.d.emitter.clone();
         crate::tasks::spawn_every(NetworkJudge::SAVE_EVERY, cancel, move || {
-            let judge = judge.clone();
+            let (judge, emitter) = (judge.clone(), emitter.clone());
             async move {
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || judge.save()).await {
+                    // Counted: driftwatch_enrich_failures_total{reason="baseline_io"}.
+                    emitter.metrics().pipeline.enrich_failure(e.reason());
                     tracing::warn!("{e}");
                 }
                 ControlFlow::Continue(())
