@@ -119,6 +119,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     pipeline::emit::retire_series(registry.clone(), metrics.clone(), cancel.clone());
     let config_drift = ConfigDrift::new(
         pipeline::config_drift::Settings {
+            state_dir: (!cfg.rules.network.state_dir.is_empty()).then(|| cfg.rules.network.state_dir.clone().into()),
             enabled: cfg.rules.config.enabled,
             approved: normalise_approved(&cfg.rules.config.approved_digests),
             retry_every: Duration::from_secs(5),
@@ -214,7 +215,11 @@ pub fn declare_series(metrics: &Metrics, classifier: &Classifier, cfg: &Config) 
         .into_iter()
         .chain(pipeline::emit::INCOMPLETE_REASONS)
         .chain(enrich::cri::UNAVAILABLE_REASONS)
-        .chain(crate::classify::baseline::BaselineError::REASONS)
+        .chain(
+            [crate::classify::baseline::STATE, pipeline::config_drift::MEMORY]
+                .into_iter()
+                .flat_map(|k| [k.corrupt, k.io]),
+        )
         .collect();
     let not_findings: Vec<&'static str> = NoFinding::ALL.iter().map(|r| r.as_str()).collect();
     metrics.pipeline.declare_reasons(&Event::KINDS, &DecodeError::REASONS, &enrich_reasons, &not_findings);
@@ -260,7 +265,7 @@ async fn start_registry(cfg: &Config, metrics: &Metrics, cancel: &CancellationTo
 /// The network baselines' directory can be written, or the agent says so at
 /// startup (they would be lost at every restart, silently).
 fn check_state_dir(rule: &crate::config::NetworkRule) -> Result<(), AgentError> {
-    if !rule.enabled || rule.state_dir.is_empty() {
+    if rule.state_dir.is_empty() {
         return Ok(());
     }
     let dir = std::path::Path::new(&rule.state_dir);
@@ -270,8 +275,9 @@ fn check_state_dir(rule: &crate::config::NetworkRule) -> Result<(), AgentError> 
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| {
             AgentError::Config(format!(
-                "rules.network.state_dir {}: cannot write there ({e}): network baselines would be lost at every restart; \
-                 fix the path or its mount, or set state_dir: \"\" to keep them in memory only",
+                "rules.network.state_dir {}: cannot write there ({e}): network baselines and reported configuration \
+                 findings would be lost at every restart; fix the path or its mount, or set state_dir: \"\" to keep \
+                 them in memory only",
                 dir.display()
             ))
         })

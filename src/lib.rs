@@ -24,5 +24,6 @@ pub mod pipeline;
 pub mod procfs;
 pub mod server;
 pub mod sink;
+pub mod state;
 pub mod tasks;
 pub mod telemetry;

@@ -75,3 +75,45 @@ fn mutable_tag_is_one_config_finding_and_exec_drift_still_works() {
     assert!(agent.stderr().contains("node-only mode"), "{}", agent.stderr());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A restarted agent judges every running container again, but does not
+/// report its configuration findings twice: what was reported is kept in the
+/// state directory, like the network baselines.
+#[test]
+fn a_restarted_agent_does_not_report_a_mutable_tag_twice() {
+    if !support::privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("driftwatch-e2e-config-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.yaml");
+    let state = dir.join("state");
+    std::fs::write(
+        &cfg,
+        format!("kubernetes:\n  enabled: false\nrules:\n  network:\n    state_dir: {}\n", state.display()),
+    )
+    .unwrap();
+    let args = ["--runtime-endpoint", &endpoint(), "--config", cfg.to_str().unwrap()];
+    let spec = PodSpec::new("cart-5b6c7d8e9f-r3st4", "cart").namespace("shop").label("pod-template-hash", "5b6c7d8e9f");
+    let mut pod = Pod::run(&support::containerd().address, spec);
+    let api = pod.start_container("api", &["/bin/sleep", "300"]);
+    {
+        let first = Agent::start(&args);
+        let f = first.wait_for("config finding", |f| f["container.id"] == api.id.as_str() && f["kind"] == "config");
+        assert_eq!(f["rule"], "image_mutable_tag");
+        // Dropped: SIGTERM, and the memory is saved on the way out.
+    }
+    assert!(state.join("config-findings.json").exists(), "memory saved at shutdown");
+    let second = Agent::start(&args);
+    let reason = "driftwatch_execs_not_findings_total{reason=\"already_reported\"}";
+    let t0 = std::time::Instant::now();
+    while second.metric(reason).unwrap_or(0.0) < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never judged again:\n{}", second.metrics());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let again: Vec<_> = second.findings_of(&api.id).into_iter().filter(|f| f["kind"] == "config").collect();
+    assert!(again.is_empty(), "reported twice: {again:#?}");
+    drop(pod);
+    let _ = std::fs::remove_dir_all(&dir);
+}

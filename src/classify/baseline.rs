@@ -67,26 +67,12 @@ pub struct Baselines {
     dirty: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BaselineError {
-    #[error("baseline file {path}: {reason}; starting with an empty baseline (the bad file is kept as {kept})")]
-    Corrupt { path: String, reason: String, kept: String },
-    #[error("baseline file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-}
+/// A baseline file that could not be read or written.
+pub type BaselineError = crate::state::StateError;
 
-impl BaselineError {
-    /// Every [`Self::reason`], for pre-created metric series.
-    pub const REASONS: [&'static str; 2] = ["baseline_corrupt", "baseline_io"];
-
-    /// Bounded metric label (`driftwatch_enrich_failures_total{reason}`).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Corrupt { .. } => "baseline_corrupt",
-            Self::Io { .. } => "baseline_io",
-        }
-    }
-}
+/// The baselines' file, for messages and metric labels.
+pub const STATE: crate::state::Kind =
+    crate::state::Kind { what: "baseline", corrupt: "baseline_corrupt", io: "baseline_io" };
 
 const FILE_NAME: &str = "network-baselines.json";
 
@@ -104,30 +90,13 @@ impl Baselines {
         let mut me =
             Self { path: path.clone(), window, max_endpoints, max_workloads, workloads: HashMap::new(), dirty: false };
         let Some(path) = path else { return (me, None) };
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (me, None),
-            Err(source) => return (me, Some(BaselineError::Io { path: path.display().to_string(), source })),
-        };
-        match serde_json::from_slice::<File>(&text) {
-            Ok(f) if f.version == 1 => {
+        match crate::state::load::<File>(STATE, &path, 1) {
+            Ok(Some(f)) => {
                 me.workloads = f.workloads;
                 (me, None)
             }
-            other => {
-                let reason = match other {
-                    Ok(f) => format!("unsupported version {}", f.version),
-                    Err(e) => format!("not a baseline file ({e})"),
-                };
-                let kept = path.with_extension("json.corrupt");
-                let _ = std::fs::rename(&path, &kept);
-                let err = BaselineError::Corrupt {
-                    path: path.display().to_string(),
-                    reason,
-                    kept: kept.display().to_string(),
-                };
-                (me, Some(err))
-            }
+            Ok(None) => (me, None),
+            Err(e) => (me, Some(e)),
         }
     }
 
@@ -169,15 +138,7 @@ impl Baselines {
         if !self.dirty {
             return Ok(());
         }
-        let io = |source| BaselineError::Io { path: path.display().to_string(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = File { version: 1, workloads: self.workloads.clone() };
-        let text = serde_json::to_vec(&file).unwrap_or_default();
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        crate::state::save(STATE, path, &File { version: 1, workloads: self.workloads.clone() })?;
         self.dirty = false;
         Ok(())
     }

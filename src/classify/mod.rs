@@ -40,10 +40,12 @@ pub enum NoFinding {
     ScratchPath,
     /// An upper-layer image binary copied up unchanged (chmod, touch).
     MetadataOnlyCopyUp,
+    /// A configuration finding reported before (by this agent, or before its restart).
+    AlreadyReported,
 }
 
 impl NoFinding {
-    pub const ALL: [NoFinding; 11] = [
+    pub const ALL: [NoFinding; 12] = [
         Self::Entrypoint,
         Self::NotDrift,
         Self::Subshell,
@@ -55,6 +57,7 @@ impl NoFinding {
         Self::BaselineExpected,
         Self::ScratchPath,
         Self::MetadataOnlyCopyUp,
+        Self::AlreadyReported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl NoFinding {
             Self::BaselineExpected => "baseline_expected",
             Self::ScratchPath => "scratch_path",
             Self::MetadataOnlyCopyUp => "metadata_only_copy_up",
+            Self::AlreadyReported => "already_reported",
         }
     }
 }

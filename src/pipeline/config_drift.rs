@@ -24,8 +24,26 @@ use tokio_util::sync::CancellationToken;
 /// How long the runtime is given to describe a new container.
 const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 
+/// The memory of findings already reported, in the state directory.
+pub const MEMORY: crate::state::Kind =
+    crate::state::Kind { what: "config findings memory", corrupt: "state_corrupt", io: "state_io" };
+const MEMORY_FILE: &str = "config-findings.json";
+/// Ephemeral-container findings remembered (their pods are not in the registry).
+const MAX_EPHEMERAL: usize = 4096;
+
+/// Configuration findings already reported, by (container id, rule), or
+/// (`pod:<uid>/<name>`, rule) for ephemeral containers: a restarted agent
+/// judges every running container again and must not report them twice.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Memory {
+    version: u64,
+    reported: std::collections::BTreeSet<(String, String)>,
+}
+
 /// Settings of the configuration-drift task.
 pub struct Settings {
+    /// Where the memory of reported findings is kept; None: in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
     pub enabled: bool,
     pub approved: Approved,
     /// How often containers waiting for metadata are tried again.
@@ -42,6 +60,9 @@ pub struct ConfigDrift {
     registry: Arc<Registry>,
     /// Taken by [`Self::run`].
     changes: Option<tokio::sync::broadcast::Receiver<Change>>,
+    memory: Memory,
+    /// The memory changed since it was saved.
+    dirty: bool,
 }
 
 /// What became of one try at judging a container.
@@ -60,7 +81,59 @@ impl ConfigDrift {
         registry: Arc<Registry>,
     ) -> Self {
         let changes = Some(registry.subscribe());
-        Self { settings, classifier, emitter, registry, changes }
+        let mut memory = Memory { version: 1, ..Default::default() };
+        if let Some(dir) = &settings.state_dir {
+            match crate::state::load::<Memory>(MEMORY, &dir.join(MEMORY_FILE), 1) {
+                Ok(Some(m)) => memory = m,
+                Ok(None) => {}
+                Err(e) => {
+                    emitter.metrics().pipeline.enrich_failure(e.reason());
+                    tracing::error!("{e}");
+                }
+            }
+        }
+        Self { settings, classifier, emitter, registry, changes, memory, dirty: false }
+    }
+
+    /// Emits `f` unless this (subject, rule) was reported before (by this agent or
+    /// before its restart).
+    fn report_once(&mut self, subject: String, f: crate::classify::Finding) {
+        if self.memory.reported.insert((subject, f.rule.to_string())) {
+            self.dirty = true;
+            self.emitter.emit(f);
+        } else {
+            self.emitter.metrics().pipeline.no_finding(crate::classify::NoFinding::AlreadyReported.as_str());
+        }
+    }
+
+    /// Saves the memory if it changed: only what is still relevant (running
+    /// containers, a bounded number of ephemeral ones). Not before the
+    /// registry's first scan: it would forget every container.
+    async fn save_memory(&mut self) {
+        let Some(dir) = self.settings.state_dir.clone() else { return };
+        if !self.dirty || self.registry.silent_for().is_none() {
+            return;
+        }
+        let registry = self.registry.clone();
+        let mut ephemeral = 0;
+        self.memory.reported.retain(|(subject, _)| match subject.strip_prefix("pod:") {
+            Some(_) => {
+                ephemeral += 1;
+                ephemeral <= MAX_EPHEMERAL
+            }
+            None => registry.get(subject).is_some_and(|c| c.is_running()),
+        });
+        let memory = Memory { version: 1, reported: self.memory.reported.clone() };
+        let saved =
+            tokio::task::spawn_blocking(move || crate::state::save(MEMORY, &dir.join(MEMORY_FILE), &memory)).await;
+        match saved {
+            Ok(Ok(())) => self.dirty = false,
+            Ok(Err(e)) => {
+                self.emitter.metrics().pipeline.enrich_failure(e.reason());
+                tracing::warn!("{e}");
+            }
+            Err(_) => {}
+        }
     }
 
     /// Runs until `cancel`.
@@ -73,7 +146,7 @@ impl ConfigDrift {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return self.save_memory().await,
                 change = changes.recv() => match change {
                     Ok(Change::Added(c)) => {
                         if let Outcome::Retry = self.judge(&c, 0).await {
@@ -90,7 +163,7 @@ impl ConfigDrift {
                             pending.entry(c.id.clone()).or_insert((c, 0));
                         }
                     }
-                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Closed) => return self.save_memory().await,
                 },
                 ev = async {
                     match events.as_mut() {
@@ -109,6 +182,7 @@ impl ConfigDrift {
                             pending.insert(c.id.clone(), (c, tries + 1));
                         }
                     }
+                    self.save_memory().await;
                 }
             }
         }
@@ -116,7 +190,7 @@ impl ConfigDrift {
 
     /// Judges `c` once it is a pod's container the runtime describes and,
     /// with the API, whose pod the API knows (or patience ran out).
-    async fn judge(&self, c: &Arc<Container>, tries: u32) -> Outcome {
+    async fn judge(&mut self, c: &Arc<Container>, tries: u32) -> Outcome {
         let meta = match self.registry.resolve(&c.id, RESOLVE_WAIT).await {
             Lookup::Found(m) => m,
             // Not a CRI container (made with ctr): nothing to compare with.
@@ -137,7 +211,7 @@ impl ConfigDrift {
     }
 
     /// Image rules and posture of one new container.
-    async fn judge_container(&self, meta: &ContainerMeta, pod: Option<&PodEntry>) {
+    async fn judge_container(&mut self, meta: &ContainerMeta, pod: Option<&PodEntry>) {
         let spec = pod.and_then(|p| p.container(&meta.container_name)).cloned();
         let ephemeral = pod.and_then(|p| p.ephemeral.iter().find(|e| e.name == meta.container_name));
         let (image, source) = match (&spec, ephemeral) {
@@ -156,7 +230,7 @@ impl ConfigDrift {
             for issue in config_drift::check_image(&facts, &self.settings.approved) {
                 let mut f = self.classifier.config_finding(subject, issue);
                 apply_metadata(&mut f, meta);
-                self.emitter.emit(f);
+                self.report_once(meta.container_id.clone(), f);
             }
         }
         // Posture: what the runtime enforces, else what the spec asks for.
@@ -183,7 +257,7 @@ impl ConfigDrift {
     }
 
     /// An ephemeral container appeared in a pod of this node.
-    fn ephemeral(&self, ev: EphemeralAdded) {
+    fn ephemeral(&mut self, ev: EphemeralAdded) {
         let issue =
             config_drift::ephemeral_added(&ev.pod.name, &ev.spec.name, &ev.spec.image, ev.spec.target.as_deref());
         let id = ev.container_id.clone().unwrap_or_default();
@@ -200,6 +274,6 @@ impl ConfigDrift {
                 f.k8s.metadata_complete = true;
             }
         }
-        self.emitter.emit(f);
+        self.report_once(format!("pod:{}/{}", ev.pod.uid, ev.spec.name), f);
     }
 }
