@@ -9,12 +9,14 @@
 
 pub mod containers;
 pub mod enrich;
+pub mod http;
 pub mod kernel;
 pub mod pipeline;
 pub mod sinks;
 
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
 pub use enrich::{CriMetrics, KubeMetrics, RegistryMetrics};
+pub use http::HttpMetrics;
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
 pub use sinks::SinkMetrics;
@@ -32,6 +34,8 @@ pub struct Metrics {
     pub cri: CriMetrics,
     pub kube: KubeMetrics,
     pub registry_stats: RegistryMetrics,
+    /// The HTTP listeners (src/server.rs): connections refused or cut.
+    pub http: HttpMetrics,
     /// Series labelled by namespace, workload and container name.
     pub containers: ContainerSeries,
 }
@@ -60,7 +64,8 @@ impl Metrics {
         kube.events_dropped = pipeline.queue_counter(KUBE_EVENTS_QUEUE);
         let registry_stats = RegistryMetrics::register(r);
         let containers = ContainerSeries::register(r);
-        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, containers }
+        let http = HttpMetrics::register(r);
+        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, http, containers }
     }
 
     /// The OpenMetrics text exposition.
