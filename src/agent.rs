@@ -35,6 +35,8 @@ pub enum AgentError {
     Bpf(#[from] bpf::BpfError),
     #[error("cannot listen on {addr} for /metrics: {source} (choose another with --metrics-addr)")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} for /healthz and /readyz: {source} (choose another with --health-addr)")]
+    ListenHealth { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start thread {name}: {source}")]
     Thread { name: &'static str, source: std::io::Error },
     #[error("{0}")]
@@ -78,6 +80,10 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let metrics = Arc::new(Metrics::new());
     let listener =
         server::bind(cfg.metrics_addr).await.map_err(|source| AgentError::Listen { addr: cfg.metrics_addr, source })?;
+    let probes = match cfg.health_addr {
+        Some(addr) => Some(server::bind(addr).await.map_err(|source| AgentError::ListenHealth { addr, source })?),
+        None => None,
+    };
     let local = listener.local_addr().unwrap_or(cfg.metrics_addr);
     let health = Arc::new(Health::new(crate::health::Limits {
         stdout_stall: Duration::from_millis(cfg.pipeline.sink_stall_timeout_ms),
@@ -85,6 +91,12 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     }));
     tokio::spawn(server::serve(listener, metrics.clone(), health.clone(), cancel.clone()));
     tracing::info!(addr = %local, "serving /metrics, /healthz, /readyz");
+    if let (Some(l), Some(addr)) = (probes, cfg.health_addr) {
+        let local = l.local_addr().unwrap_or(addr);
+        let (m, h) = (metrics.clone(), health.clone());
+        tokio::spawn(server::serve_as(server::Listener::Health, l, m, h, cancel.clone()));
+        tracing::info!(addr = %local, "serving /healthz, /readyz for the probes");
+    }
 
     let classifier = Arc::new(Classifier::new(&cfg));
     declare_series(&metrics, &classifier, &cfg);

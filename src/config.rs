@@ -18,6 +18,10 @@ pub const COMM_MAX: usize = 15;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub metrics_addr: SocketAddr,
+    /// A second listener for `/healthz` and `/readyz` only (the kubelet's
+    /// probes), with its own connection budget; `None`: the probes are served
+    /// on `metrics_addr` only.
+    pub health_addr: Option<SocketAddr>,
     pub sensor: Sensor,
     pub pipeline: Pipeline,
     pub rules: Rules,
@@ -515,6 +519,16 @@ impl Config {
         let item = |keys: &[&str], i: usize| -> Vec<Seg> {
             keys.iter().map(|k| Seg::from(*k)).chain([Seg::Index(i)]).collect()
         };
+        if let Some(h) = self.health_addr {
+            let m = self.metrics_addr;
+            let overlap = h.ip() == m.ip() || h.ip().is_unspecified() || m.ip().is_unspecified();
+            if h.port() != 0 && h.port() == m.port() && overlap {
+                return Err(invalid(
+                    &path!["health_addr"],
+                    format!("{h} must not share metrics_addr's port ({m}): the probes get a listener of their own"),
+                ));
+            }
+        }
         if !self.runtime.endpoint.is_empty()
             && let Err(e) = crate::enrich::cri::parse_endpoint(&self.runtime.endpoint)
         {
@@ -983,6 +997,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rules.shell.names[1]") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn health_addr_is_off_by_default_and_must_not_take_the_metrics_port() {
+        assert_eq!(Config::default().health_addr, None);
+        let c = Config::from_yaml("health_addr: \"0.0.0.0:8790\"\n", "f.yaml").unwrap();
+        assert_eq!(c.health_addr, Some("0.0.0.0:8790".parse().unwrap()));
+        assert_eq!(c.metrics_addr.port(), 8789, "metrics_addr kept");
+        let c = Config::from_yaml("health_addr: ~\n", "f.yaml").unwrap();
+        assert_eq!(c.health_addr, None);
+        let e = err("metrics_addr: \"127.0.0.1:9000\"\n\nhealth_addr: \"0.0.0.0:9000\"\n");
+        assert!(e.starts_with("config p.yaml line 3: field `health_addr`: 0.0.0.0:9000 must not share"), "{e}");
+        let e = err("health_addr: \"0.0.0.0:8789\"\n");
+        assert!(e.starts_with("config p.yaml line 1: field `health_addr`: "), "{e}");
+        let e = err("health_addr: 8790\n");
+        assert!(e.starts_with("config p.yaml: line 1, column 14: health_addr: "), "{e}");
+        // Another address, or port 0 (any free port), is fine.
+        Config::from_yaml("metrics_addr: \"127.0.0.1:9000\"\nhealth_addr: \"127.0.0.2:9000\"\n", "f.yaml").unwrap();
+        Config::from_yaml("metrics_addr: \"127.0.0.1:0\"\nhealth_addr: \"127.0.0.1:0\"\n", "f.yaml").unwrap();
     }
 
     #[test]

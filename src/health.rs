@@ -119,6 +119,19 @@ pub struct Health {
     limits: Limits,
 }
 
+impl Default for Limits {
+    /// The configuration's defaults: 30 s for stdout, 120 s for the runtime.
+    fn default() -> Self {
+        Self { stdout_stall: Duration::from_secs(30), runtime_down: Duration::from_secs(120) }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
 impl Health {
     pub fn new(limits: Limits) -> Self {
         Self { parts: std::sync::RwLock::new(None), stopping: AtomicBool::new(false), limits }

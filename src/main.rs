@@ -21,6 +21,9 @@ enum Cmd {
         /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:8789, or metrics_addr from the config].
         #[arg(long, env = "DRIFTWATCH_METRICS_ADDR")]
         metrics_addr: Option<SocketAddr>,
+        /// Address of a second listener for /healthz and /readyz only (the kubelet's probes) [default: off; config health_addr].
+        #[arg(long, env = "DRIFTWATCH_HEALTH_ADDR")]
+        health_addr: Option<SocketAddr>,
         /// CRI socket for pod metadata (containerd, CRI-O) [default: auto-detect; config runtime.endpoint].
         #[arg(long, env = "DRIFTWATCH_RUNTIME_ENDPOINT")]
         runtime_endpoint: Option<String>,
@@ -59,7 +62,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Cmd::Run { config, metrics_addr, runtime_endpoint, btf, emit_all_execs } => {
+        Cmd::Run { config, metrics_addr, health_addr, runtime_endpoint, btf, emit_all_execs } => {
             let mut cfg = match config.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             if let Some(a) = metrics_addr {
                 cfg.metrics_addr = a;
             }
+            cfg.health_addr = health_addr.or(cfg.health_addr);
             if let Some(e) = runtime_endpoint {
                 if let Err(msg) = driftwatch::enrich::cri::parse_endpoint(&e) {
                     return fail(&format!("--runtime-endpoint: {msg}"));

@@ -1,19 +1,88 @@
 //! HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` (liveness) and
 //! `/readyz` (readiness), as `crate::health` defines them.
+//!
+//! Two listeners, each with its own connection budget: `metrics_addr` serves
+//! all three paths, the optional `health_addr` only `/healthz` and `/readyz`
+//! (the kubelet's probes), so a flood of the scrape port cannot starve the
+//! probes. Every listener accepts without pause and decides at once: a peer
+//! (IP address) holding its share, or a full listener, gets its connection
+//! closed; an admitted connection must send its request head within a short
+//! timeout and is served once (no keep-alive) within a deadline.
 
 use crate::{health::Health, metrics::Metrics};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-use tokio::{net::TcpListener, sync::Semaphore};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Concurrent connections served; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 64;
+/// Pending connections the kernel queues for `accept` (capped by `net.core.somaxconn`).
+const BACKLOG: u32 = 1024;
+
+/// Largest request head a connection may buffer: probes and scrapes send well
+/// under 1 KiB, and 256 slow connections must not hold hyper's 400 KB each.
+const MAX_REQUEST_BUF: usize = 16 * 1024;
+
+/// A listener's connection budget and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; beyond it, new ones are closed at accept.
+    pub max_connections: usize,
+    /// Connections one peer (IP address) may hold at once; beyond it, its new ones are closed at accept.
+    pub max_per_peer: usize,
+    /// A connection that has not sent a complete request head by then is closed.
+    pub header_timeout: Duration,
+    /// No connection lives longer (a client that reads the answer too slowly).
+    pub deadline: Duration,
+}
+
+/// Which listener: what it serves and its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `metrics_addr`: `/metrics`, `/healthz`, `/readyz`.
+    Metrics,
+    /// `health_addr`: `/healthz` and `/readyz` only, for the kubelet's probes.
+    Health,
+}
+
+impl Listener {
+    /// The `listener` label of `driftwatch_http_connections_rejected_total`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Metrics => "metrics",
+            Self::Health => "health",
+        }
+    }
+
+    /// A scraper sends its request at once and reads a few tens of KB; a probe
+    /// reads a line. 8 (4) connections per peer leave 32 (64) peers' worth of
+    /// room, and at most 512 descriptors for both listeners.
+    pub const fn limits(self) -> Limits {
+        match self {
+            Self::Metrics => Limits {
+                max_connections: 256,
+                max_per_peer: 8,
+                header_timeout: Duration::from_secs(5),
+                deadline: Duration::from_secs(30),
+            },
+            Self::Health => Limits {
+                max_connections: 256,
+                max_per_peer: 4,
+                header_timeout: Duration::from_secs(2),
+                deadline: Duration::from_secs(5),
+            },
+        }
+    }
+}
 
 fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -47,48 +116,166 @@ pub fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) ->
     }
 }
 
-/// Binds the listener (so bind errors surface before the sensor loads).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// [`route`] as `listener` serves it: the health listener answers only its two paths.
+pub fn route_on(
+    listener: Listener,
+    method: &Method,
+    path: &str,
+    metrics: &Metrics,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    if listener == Listener::Health && !matches!(path, "/healthz" | "/readyz") {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: this is the health listener, try /healthz or /readyz (/metrics is on the metrics address)\n",
+        );
+    }
+    route(method, path, metrics, health)
 }
 
-/// Serves until `cancel` fires.
+/// Binds a listener (so bind errors surface before the sensor loads).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Serves the metrics listener until `cancel` fires.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>, cancel: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_as(Listener::Metrics, listener, metrics, health, cancel).await
+}
+
+/// Serves `kind` on `listener` until `cancel` fires.
+pub async fn serve_as(
+    kind: Listener,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) {
+    let name = kind.name();
+    metrics.http.declare(name);
+    let admission = Arc::new(Admission::new(kind.limits()));
+    // Refusals are counted; logged at most once a minute (a flood must not flood the log).
+    let mut last_warned: Option<Instant> = None;
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: let connections end before trying again.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let (metrics, health) = (metrics.clone(), health.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let r = route(req.method(), req.uri().path(), &metrics, &health);
-                async move { Ok::<_, std::convert::Infallible>(r) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
-            // A scrape must not hang a connection slot forever.
-            match tokio::time::timeout(Duration::from_secs(60), conn).await {
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "http connection error"),
-                Err(_) => tracing::debug!(%peer, "http connection timed out"),
-                Ok(Ok(())) => {}
+        let slot = match admission.admit(peer.ip().to_canonical()) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                metrics.http.rejected(name, reason);
+                if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    last_warned = Some(Instant::now());
+                    tracing::warn!(listener = name, %peer, reason, "refusing HTTP connections (counted in driftwatch_http_connections_rejected_total)");
+                }
+                // A reset: no TIME_WAIT left behind per refused connection.
+                let _ = stream.set_zero_linger();
+                continue;
             }
-        });
+        };
+        tokio::spawn(connection(kind, stream, peer, slot, metrics.clone(), health.clone()));
+    }
+}
+
+/// Serves one request on an admitted connection, within the listener's timeouts.
+async fn connection(
+    kind: Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: Slot,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
+    let (name, limits) = (kind.name(), kind.limits());
+    let m = metrics.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let r = route_on(kind, req.method(), req.uri().path(), &m, &health);
+        async move { Ok::<_, std::convert::Infallible>(r) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(false)
+        .max_buf_size(MAX_REQUEST_BUF)
+        .serve_connection(TokioIo::new(stream), svc);
+    match tokio::time::timeout(limits.deadline, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_timeout() => {
+            metrics.http.rejected(name, "header_timeout");
+            tracing::debug!(listener = name, %peer, "http connection sent no complete request in time");
+        }
+        Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "http connection error"),
+        Err(_) => {
+            metrics.http.rejected(name, "deadline");
+            tracing::debug!(listener = name, %peer, "http connection outlived its deadline");
+        }
+    }
+}
+
+/// Connections held per listener and per peer.
+#[derive(Debug)]
+struct Admission {
+    limits: Limits,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_peer: HashMap<IpAddr, usize>,
+}
+
+/// An admitted connection's place, given back when it ends.
+#[derive(Debug)]
+struct Slot {
+    admission: Arc<Admission>,
+    peer: IpAddr,
+}
+
+impl Admission {
+    fn new(limits: Limits) -> Self {
+        Self { limits, held: Mutex::new(Held::default()) }
+    }
+
+    /// A slot for one more connection of `peer`, or the reason there is none.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, &'static str> {
+        let mut held = crate::locks::lock(&self.held);
+        let mine = held.by_peer.get(&peer).copied().unwrap_or(0);
+        if mine >= self.limits.max_per_peer {
+            return Err("peer_limit");
+        }
+        if held.total >= self.limits.max_connections {
+            return Err("global_limit");
+        }
+        held.total += 1;
+        *held.by_peer.entry(peer).or_default() += 1;
+        Ok(Slot { admission: self.clone(), peer })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = crate::locks::lock(&self.admission.held);
+        held.total -= 1;
+        if let Some(n) = held.by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                held.by_peer.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -109,5 +296,53 @@ mod tests {
         assert!(m.encode().contains("driftwatch_health_check{check=\"sensor\"} 0"), "{}", m.encode());
         assert_eq!(route(&Method::GET, "/nope", &m, &h).status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&Method::POST, "/metrics", &m, &h).status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn health_listener_serves_only_the_probes() {
+        let m = Metrics::new();
+        let h = Health::default();
+        let on = |path| route_on(Listener::Health, &Method::GET, path, &m, &h).status();
+        assert_eq!(on("/healthz"), StatusCode::OK);
+        assert_eq!(on("/readyz"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(on("/metrics"), StatusCode::NOT_FOUND);
+        assert_eq!(on("/"), StatusCode::NOT_FOUND);
+        assert_eq!(route_on(Listener::Metrics, &Method::GET, "/metrics", &m, &h).status(), StatusCode::OK);
+        assert_eq!(
+            route_on(Listener::Health, &Method::POST, "/healthz", &m, &h).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
+    fn admission_per_peer_then_global_and_slots_come_back() {
+        let limits = Limits { max_connections: 3, max_per_peer: 2, ..Listener::Metrics.limits() };
+        let a = Arc::new(Admission::new(limits));
+        let (p1, p2, p3): (IpAddr, IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "::ffff:10.0.0.3".parse().unwrap());
+        let s1 = a.admit(p1).unwrap();
+        let s2 = a.admit(p1).unwrap();
+        assert_eq!(a.admit(p1).unwrap_err(), "peer_limit");
+        let s3 = a.admit(p2).unwrap();
+        assert_eq!(a.admit(p2).unwrap_err(), "global_limit");
+        assert_eq!(a.admit(p1).unwrap_err(), "peer_limit", "a peer at its share is told so, full or not");
+        drop(s1);
+        let s4 = a.admit(p3).unwrap();
+        drop((s2, s3, s4));
+        let held = crate::locks::lock(&a.held);
+        assert_eq!(held.total, 0);
+        assert!(held.by_peer.is_empty(), "no entry left for peers without connections: {:?}", held.by_peer);
+    }
+
+    #[test]
+    fn limits_fit_the_probes() {
+        for l in [Listener::Metrics, Listener::Health] {
+            let lim = l.limits();
+            assert!(lim.header_timeout <= Duration::from_secs(5) && lim.header_timeout < lim.deadline, "{l:?}");
+            assert!(lim.max_per_peer >= 3, "{l:?}: the kubelet's startup, liveness and readiness probes at once");
+            assert!(lim.max_connections >= 32 * lim.max_per_peer, "{l:?}: room for many peers");
+        }
+        let total: usize = [Listener::Metrics, Listener::Health].iter().map(|l| l.limits().max_connections).sum();
+        assert!(total <= 512, "within a 1024 descriptor soft limit, with room for the rest of the agent");
     }
 }

@@ -31,7 +31,7 @@ fn help_explains_every_flag() {
     let o = driftwatch(&["run", "--help"]);
     assert!(o.status.success());
     let h = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--config", "--metrics-addr", "--btf"] {
+    for flag in ["--config", "--metrics-addr", "--health-addr", "--btf"] {
         assert!(h.contains(flag), "{flag} missing from:\n{h}");
     }
     assert!(h.contains("8789"), "default port documented:\n{h}");
@@ -72,6 +72,17 @@ fn busy_metrics_port_is_one_clear_line() {
     let addr = l.local_addr().unwrap().to_string();
     let line = error_line(&driftwatch(&["run", "--metrics-addr", &addr]));
     assert!(line.contains(&format!("cannot listen on {addr}")) && line.contains("--metrics-addr"), "{line}");
+}
+
+#[test]
+fn busy_health_port_is_one_clear_line() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let line = error_line(&driftwatch(&["run", "--metrics-addr", "127.0.0.1:0", "--health-addr", &addr]));
+    assert!(
+        line.contains(&format!("cannot listen on {addr} for /healthz and /readyz")) && line.contains("--health-addr"),
+        "{line}"
+    );
 }
 
 #[test]

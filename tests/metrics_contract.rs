@@ -8,6 +8,7 @@ use driftwatch::{
     classify::Classifier,
     config::Config,
     metrics::{ContainerFindingLabels, ContainerIdentity, KernelStatsSource, Metrics},
+    server::Listener,
 };
 
 #[derive(Debug)]
@@ -18,7 +19,7 @@ impl KernelStatsSource for Zero {
     }
 }
 
-/// Every series of an agent that started with every sink on, saw one finding
+/// Every series of an agent that started with every sink and listener on, saw one finding
 /// and one container posture, before any event.
 fn startup_series() -> Vec<String> {
     let m = Metrics::new();
@@ -28,6 +29,10 @@ fn startup_series() -> Vec<String> {
     m.sinks.declare_otlp();
     m.sinks.declare_alertmanager();
     m.pipeline.declare_queue("events");
+    // Both HTTP listeners serve (the health listener with health_addr set).
+    for l in [Listener::Metrics, Listener::Health] {
+        m.http.declare(l.name());
+    }
     driftwatch::agent::declare_series(&m, &Classifier::new(&cfg), &cfg);
     m.sinks.declare_sink("stdout");
     let labels = ContainerFindingLabels {

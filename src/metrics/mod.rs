@@ -10,6 +10,7 @@
 pub mod containers;
 pub mod enrich;
 pub mod health;
+pub mod http;
 pub mod kernel;
 pub mod pipeline;
 pub mod sinks;
@@ -17,6 +18,7 @@ pub mod sinks;
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
 pub use enrich::{CriMetrics, KubeMetrics, RegistryMetrics};
 pub use health::HealthMetrics;
+pub use http::HttpMetrics;
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
 pub use sinks::SinkMetrics;
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub kube: KubeMetrics,
     pub registry_stats: RegistryMetrics,
     pub health: HealthMetrics,
+    /// The HTTP listeners (src/server.rs): connections refused or cut.
+    pub http: HttpMetrics,
     /// Series labelled by namespace, workload and container name.
     pub containers: ContainerSeries,
 }
@@ -64,7 +68,8 @@ impl Metrics {
         let registry_stats = RegistryMetrics::register(r);
         let health = HealthMetrics::register(r);
         let containers = ContainerSeries::register(r);
-        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, health, containers }
+        let http = HttpMetrics::register(r);
+        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, health, http, containers }
     }
 
     /// The OpenMetrics text exposition.

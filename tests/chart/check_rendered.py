@@ -54,7 +54,10 @@ dash_files = sorted(f for f in os.listdir("helm/driftwatch/files/dashboards") if
 STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
          "all-features": "/var/lib/driftwatch-agent", "no-state": None,
          "files-off": "/var/lib/driftwatch", "network-off": "/var/lib/driftwatch",
-         "no-syscall-sensors": "/var/lib/driftwatch"}
+         "no-syscall-sensors": "/var/lib/driftwatch", "health-off": "/var/lib/driftwatch"}
+# The probes' own listener (health.port, config health_addr); health.enabled=false: none,
+# the probes go to the metrics port.
+HEALTH = {"health-off": None}
 # sensors.network / sensors.files -> the config's sensor.network / sensor.files.
 SENSORS = {"files-off": (True, False), "network-off": (False, True), "no-syscall-sensors": (False, False)}
 for name in STATE:
@@ -97,8 +100,14 @@ for name in STATE:
         check(state is None and not any(v.get("hostPath", {}).get("path", "").startswith("/var/lib") for v in vols.values()), f"{name}: no state volume")
     env = {e["name"]: e for e in c["env"]}
     check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName", f"{name}: NODE_NAME from the downward API")
-    check(c["ports"][0]["containerPort"] == 8789, f"{name}: metrics port 8789")
-    check(c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{name}: probes")
+    health = HEALTH.get(name, 8790)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    check(ports == ({"metrics": 8789, "health": health} if health else {"metrics": 8789}), f"{name}: container ports {ports}")
+    probe_port = "health" if health else "metrics"
+    probes = {k: c[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+    check({k: (g["path"], g["port"]) for k, g in probes.items()} ==
+          {"startupProbe": ("/healthz", probe_port), "livenessProbe": ("/healthz", probe_port), "readinessProbe": ("/readyz", probe_port)},
+          f"{name}: probes on /healthz and /readyz of port {probe_port}: {probes}")
     check(c["args"][:3] == ["run", "--config", "/etc/driftwatch/config.yaml"], f"{name}: args")
     check(pod.get("priorityClassName") == "system-node-critical", f"{name}: priorityClass")
     check({"operator": "Exists"} in pod.get("tolerations", []), f"{name}: tolerates every taint")
@@ -120,6 +129,7 @@ for name in STATE:
         check(one(d, "ClusterRoleBinding")["subjects"][0]["name"] == pod["serviceAccountName"], f"{name}: binding to the agent's ServiceAccount")
     svc = one(d, "Service")
     check(svc["spec"]["ports"][0]["name"] == "metrics" and svc["metadata"]["labels"]["app.kubernetes.io/name"] == "driftwatch", f"{name}: Service (job label source)")
+    check([p["name"] for p in svc["spec"]["ports"]] == ["metrics"], f"{name}: the Service exposes the metrics port only (the probes' port is the kubelet's)")
     check(svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items(), f"{name}: Service selects the agent pods")
     check(svc["spec"].get("publishNotReadyAddresses") is True, f"{name}: Service keeps unready agents scraped")
 
@@ -131,6 +141,7 @@ for name in STATE:
     check(r.returncode == 0, f"{name}: driftwatch check-config rejected the rendered config: {r.stderr.strip()}")
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
     check(cfg["metrics_addr"] == "0.0.0.0:8789", f"{name}: metrics_addr")
+    check(cfg.get("health_addr") == (f"0.0.0.0:{health}" if health else None), f"{name}: health_addr follows health.*: {cfg.get('health_addr')}")
     check(cfg.get("kubernetes", {}).get("enabled") is api, f"{name}: kubernetes.enabled follows kubernetesApi.enabled ({api}): {cfg.get('kubernetes')}")
     check(cfg.get("sensor", {}).get("network") is net and cfg.get("sensor", {}).get("files") is files,
           f"{name}: sensor.network / sensor.files follow sensors.* ({net}, {files}): {cfg.get('sensor')}")

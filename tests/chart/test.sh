@@ -3,12 +3,14 @@
 #   helm lint --strict        default (least privilege), privileged, all-features,
 #                             no-state (baselines in memory), files-off (network sensor only),
 #                             network-off (file sensor only: no tracefs) and no-syscall-sensors
-#                             (network and file sensors off) values
+#                             (network and file sensors off) and health-off (probes on the
+#                             metrics port) values
 #   helm template             the same, plus the schema rejecting bad values
 #   kubernetes-validate       --strict against Kubernetes 1.33 (the kubectl of the layer):
 #                             every core resource; a broken manifest must fail (proves strictness)
 #   check_rendered.py         mounts (no host /proc; tracefs only with a syscall sensor on;
 #                             the baselines' state dir), sensor.network / sensor.files,
+#                             the probes on their own port (health_addr) and not in the Service,
 #                             privileges, RBAC and kubernetes.enabled gating, ServiceMonitor / PrometheusRule
 #                             (CRD schema subset), the PrometheusRule equals the rules file,
 #                             the dashboards ConfigMap equals dashboards/, and
@@ -36,8 +38,9 @@ declare -A sets=(
   [files-off]="--set sensors.files=false"
   [network-off]="--set sensors.network=false"
   [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false"
+  [health-off]="--set health.enabled=false"
 )
-for name in default privileged all-features no-state files-off network-off no-syscall-sensors; do
+for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086
@@ -59,8 +62,8 @@ for broken in broken broken2; do
   fi
 done
 
-# The values schema rejects what the agent cannot use.
-for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false; do
+# The values schema (and the chart's own check of health.port) rejects what the agent cannot use.
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false health.port=8789 health.port=0 health.enabled=yes health.path=/healthz; do
   if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
   fi

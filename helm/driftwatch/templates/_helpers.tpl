@@ -39,6 +39,12 @@ app.kubernetes.io/component: agent
 {{/* The agent's config file: chart-managed keys, then .Values.config over them. */}}
 {{- define "driftwatch.config" -}}
 {{- $cfg := dict "metrics_addr" (printf "0.0.0.0:%d" (int .Values.metrics.port)) -}}
+{{- if .Values.health.enabled -}}
+{{- if eq (int .Values.health.port) (int .Values.metrics.port) -}}
+{{- fail "health.port must differ from metrics.port: the probes get a listener of their own" -}}
+{{- end -}}
+{{- $_ := set $cfg "health_addr" (printf "0.0.0.0:%d" (int .Values.health.port)) -}}
+{{- end -}}
 {{- if .Values.runtime.endpoint -}}
 {{- $_ := set $cfg "runtime" (dict "endpoint" .Values.runtime.endpoint) -}}
 {{- end -}}
@@ -66,4 +72,11 @@ config (config: may override sensors:): only then does the agent need tracefs. *
 {{- define "driftwatch.needsTracefs" -}}
 {{- $sensor := (include "driftwatch.config" . | fromYaml).sensor | default dict -}}
 {{- if ne (toString $sensor.network) "false" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The port of the rendered config's health_addr (config: may override health:), or ""
+when it has none: the probes then go to the metrics port. */}}
+{{- define "driftwatch.healthPort" -}}
+{{- $addr := (include "driftwatch.config" . | fromYaml).health_addr -}}
+{{- if $addr -}}{{ regexFind "[0-9]+$" (toString $addr) }}{{- end -}}
 {{- end -}}
