@@ -131,10 +131,13 @@ struct exec_verdict {
  * explore every combination and hit the 1M-instruction limit). */
 #define DW_SCRATCH_LEN 1024 /* power of two, >= DW_PATH_LEN */
 #define DW_ENV_SCAN 4096 /* environment bytes scanned for loader variables */
+#define DW_NAME_SCAN 4096 /* a syscall's path name: PATH_MAX, power of two */
 struct dw_scratch {
 	char buf[DW_SCRATCH_LEN * 2];
 	struct exec_verdict v;
 	char env[DW_ENV_SCAN];
+	/* Twice the name: a masked offset plus a masked length stays inside. */
+	char name[DW_NAME_SCAN * 2];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -201,7 +201,10 @@ pub struct FileEvent {
     pub mode: u32,
     /// chown: the new owner (`u32::MAX`: unchanged).
     pub owner: Option<(u32, u32)>,
+    /// `path` did not fit in the kernel's buffer: its tail is kept.
     pub path_truncated: bool,
+    /// `target` did not fit: its tail is kept.
+    pub target_truncated: bool,
 }
 
 /// Every kind of record the agent understands.
@@ -404,6 +407,8 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         mode: r.mode,
         owner: (op == FileOp::Chown).then_some((r.owner_uid, r.owner_gid)),
         path_truncated: r.flags as u32 & abi::DW_FILE_PATH_TRUNC != 0,
+        target_truncated: matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink)
+            && r.flags as u32 & abi::DW_FILE_PATH2_TRUNC != 0,
     })
 }
 

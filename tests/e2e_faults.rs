@@ -58,6 +58,15 @@ fn start_stuck(yaml: &str) -> Stuck {
     Stuck { child, addr, stderr, _stdout: stdout }
 }
 
+impl Drop for Stuck {
+    /// Never leave an agent behind: it would judge every container of the
+    /// machine from then on.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn metric(addr: SocketAddr, series: &str) -> f64 {
     let body = http_get(addr, "/metrics").map(|r| r.2).unwrap_or_default();
     body.lines()
@@ -77,7 +86,7 @@ fn drift_storm(s: &Stuck) -> support::Container {
     let findings = "driftwatch_findings_total{kind=\"binary\",rule=\"exec_new_binary\",severity=\"critical\"}";
     let t0 = Instant::now();
     while metric(s.addr, findings) < 400.0 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "storm not judged: {}", metric(s.addr, findings));
+        assert!(t0.elapsed() < Duration::from_secs(90), "storm not judged: {}", metric(s.addr, findings));
         std::thread::sleep(Duration::from_millis(100));
     }
     c

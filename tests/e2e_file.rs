@@ -182,7 +182,8 @@ fn path_resolution_edge_cases() {
         .iter()
         .find(|v| v["file.path"].as_str().is_some_and(|p| p.ends_with("/long.txt")))
         .unwrap_or_else(|| panic!("long path reported: {f:#?}"));
-    assert_eq!(long["driftwatch.exe.path_truncated"], true, "{long:#}");
+    assert_eq!(long["driftwatch.file.path_truncated"], true, "{long:#}");
+    assert!(long.get("driftwatch.exe.path_truncated").is_none(), "a file finding says it with a file key: {long:#}");
     assert!(long["file.path"].as_str().unwrap().len() <= 511, "{long:#}");
     assert!(
         f.iter().any(|v| v["file.path"] == "/root/here/f" && v["driftwatch.file.operation"] == "symlink"),
@@ -193,4 +194,58 @@ fn path_resolution_edge_cases() {
         f.iter().any(|v| v["file.path"] == "/etc/../etc/hostname" && v["driftwatch.file.operation"] == "chmod"),
         "{f:#?}"
     );
+}
+
+/// Paths the syscall names (not an opened file) that do not fit in the
+/// kernel's buffer keep their tail and say so, absolute or relative, for the
+/// path and for a rename's target; two long paths that differ only at the end
+/// stay distinct; each cut is counted.
+#[test]
+fn long_named_paths_keep_their_tail() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    let seg = "n".repeat(60);
+    let deep: String = (0..10).map(|_| format!("/{seg}")).collect(); // 610 bytes
+    for d in ["a", "b"] {
+        c.exec_ok(&["/bin/mkdir", "-p", &format!("/root{deep}/{d}")]);
+        c.exec_ok(&["/bin/sh", "-c", &format!("echo x > /root{deep}/{d}/kept.txt")]);
+        // chmod and rm name the file: absolute names.
+        c.exec_ok(&["/bin/chmod", "600", &format!("/root{deep}/{d}/kept.txt")]);
+    }
+    // A relative name, joined to a long working directory.
+    c.exec_ok(&["/bin/sh", "-c", &format!("cd /root{deep}/a && chmod 640 kept.txt")]);
+    // A rename whose target is longer than the target buffer (256 bytes).
+    c.exec_ok(&["/bin/sh", "-c", &format!("echo y > /root/short.txt && mv /root/short.txt /root{deep}/b/moved.txt")]);
+    c.exec_ok(&["/bin/rm", &format!("/root{deep}/b/kept.txt")]);
+    support::settle(&agent, &c);
+    let f = files(&agent, &c);
+    let with = |op: &str, tail: &str| -> Vec<&Value> {
+        f.iter()
+            .filter(|v| {
+                v["driftwatch.file.operation"] == op && v["file.path"].as_str().is_some_and(|p| p.ends_with(tail))
+            })
+            .collect()
+    };
+    let chmods = with("chmod", "/kept.txt");
+    assert!(chmods.len() >= 3, "absolute a, absolute b, relative a: {f:#?}");
+    for v in &chmods {
+        assert_eq!(v["driftwatch.file.path_truncated"], true, "{v:#}");
+        assert!(v["file.path"].as_str().unwrap().len() <= 511, "{v:#}");
+    }
+    let a = with("chmod", "/a/kept.txt");
+    let b = with("chmod", "/b/kept.txt");
+    assert!(!a.is_empty() && !b.is_empty(), "the two directories stay distinct: {f:#?}");
+    let rm = with("delete", "/b/kept.txt");
+    assert_eq!(rm.len(), 1, "{f:#?}");
+    assert_eq!(rm[0]["driftwatch.file.path_truncated"], true);
+    let mv = f.iter().find(|v| v["driftwatch.file.operation"] == "rename").expect("the rename");
+    assert_eq!(mv["file.path"], "/root/short.txt", "{mv:#}");
+    assert!(mv.get("driftwatch.file.path_truncated").is_none(), "{mv:#}");
+    assert!(mv["driftwatch.file.target_path"].as_str().unwrap().ends_with("/b/moved.txt"), "{mv:#}");
+    assert_eq!(mv["driftwatch.file.target_path_truncated"], true, "{mv:#}");
+    let cut = agent.metric("driftwatch_kernel_paths_truncated_total{kind=\"file\"}").unwrap_or(0.0);
+    assert!(cut >= 6.0, "counted per kind: {cut}\n{}", agent.metrics());
 }

@@ -43,44 +43,69 @@ static __always_inline bool file_rate_ok(u64 ns_id)
 
 /* `name` as the container sees it: absolute names as they are, relative ones
  * joined to the cwd or to the directory `dfd` names. `name` is a user
- * pointer (syscall arguments) unless `kernel_name` (exec's bprm->filename). */
+ * pointer (syscall arguments) unless `kernel_name` (exec's bprm->filename).
+ * When the result does not fit in out[0..cap), its tail is kept (the file
+ * name tells most) and *trunc is set: the name is read whole first (a
+ * successful syscall's name is at most PATH_MAX), the directory gets what
+ * the name leaves. `cap` must be a power of two. */
 static __always_inline u16 name_path_at(struct task_struct *t, long dfd, const char *name, bool kernel_name, char *out,
 					u32 cap, u32 *trunc, u16 *flags)
 {
-	char first = 0;
-	if (kernel_name)
-		bpf_probe_read_kernel(&first, 1, name);
-	else
-		bpf_probe_read_user(&first, 1, name);
-	if (first == '/') {
-		long n = kernel_name ? bpf_probe_read_kernel_str(out, cap, name) : bpf_probe_read_user_str(out, cap, name);
-		return n > 0 ? n - 1 : 0;
-	}
-	*flags |= DW_FILE_RELATIVE;
-	struct path root = BPF_CORE_READ(t, fs, root);
-	struct path dir;
-	/* An int in a 64-bit register: compare as the kernel does. */
-	if ((int)dfd == DW_AT_FDCWD) {
-		dir = BPF_CORE_READ(t, fs, pwd);
-	} else {
-		struct file *df = fd_file(t, (u64)dfd);
-		if (!df)
-			return 0;
-		dir = BPF_CORE_READ(df, f_path);
-	}
-	u32 len = resolve_path(&dir, &root, out, cap, trunc);
-	u32 off = len == 1 ? 0 : len; /* "/" + "x" is "/x", not "//x" */
-	if (off + 2 >= cap) {
+	u32 zero = 0;
+	struct dw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	long n = kernel_name ? bpf_probe_read_kernel_str(s->name, DW_NAME_SCAN, name) :
+			       bpf_probe_read_user_str(s->name, DW_NAME_SCAN, name);
+	if (n <= 1)
+		return 0;
+	u32 nlen = (u32)(n - 1) & (DW_NAME_SCAN - 1);
+	if (n >= DW_NAME_SCAN) /* longer than PATH_MAX: its head is lost too */
 		*trunc = 1;
-		return len;
+	u32 at = 0;
+	if (s->name[0] != '/') {
+		*flags |= DW_FILE_RELATIVE;
+		struct path root = BPF_CORE_READ(t, fs, root);
+		struct path dir;
+		/* An int in a 64-bit register: compare as the kernel does. */
+		if ((int)dfd == DW_AT_FDCWD) {
+			dir = BPF_CORE_READ(t, fs, pwd);
+		} else {
+			struct file *df = fd_file(t, (u64)dfd);
+			if (!df)
+				return 0;
+			dir = BPF_CORE_READ(df, f_path);
+		}
+		if (nlen + 3 < cap) {
+			/* The directory keeps its own tail in what the name leaves. */
+			u32 len = resolve_path(&dir, &root, out, cap - nlen - 1, trunc);
+			at = len == 1 ? 0 : len; /* "/" + "x" is "/x", not "//x" */
+		} else {
+			*trunc = 1;
+		}
+		barrier_var(at);
+		at &= cap - 1;
+		out[at] = '/';
+		at += 1;
 	}
-	barrier_var(off);
-	off &= DW_PATH_LEN - 1;
-	out[off] = '/';
-	u32 room = (cap - 1 - off) & (DW_PATH_LEN - 1);
-	long n = kernel_name ? bpf_probe_read_kernel_str(out + off + 1, room, name) :
-			       bpf_probe_read_user_str(out + off + 1, room, name);
-	return n > 0 ? off + n : off + 1;
+	u32 room = cap - 1 - at;
+	u32 from = 0;
+	if (nlen > room) {
+		from = nlen - room;
+		nlen = room;
+		*trunc = 1;
+	}
+	barrier_var(from);
+	barrier_var(nlen);
+	barrier_var(at);
+	/* cap is a power of two known at each (inlined) call: masking by it
+	 * keeps at + nlen inside out[] for older verifiers (6.1), which do not
+	 * carry at + nlen < cap from the arithmetic above. */
+	from &= DW_NAME_SCAN - 1;
+	nlen &= cap - 1;
+	at &= cap - 1;
+	bpf_probe_read_kernel(out + at, nlen, &s->name[from]);
+	return at + nlen;
 }
 
 static __always_inline u16 path_at(struct task_struct *t, long dfd, const char *name, char *out, u32 cap,
@@ -303,15 +328,22 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 	} else {
 		e->path_len = path_at(t, dfd, name, e->path, DW_PATH_LEN, &scr->v.trunc, &flags);
 	}
+	if (scr->v.trunc)
+		flags |= DW_FILE_PATH_TRUNC;
+	scr->v.trunc = 0;
 	if (name2 && raw2) {
 		/* A symlink's target is stored as given, not resolved. */
 		long n = bpf_probe_read_user_str(e->path2, DW_SCRIPT_LEN, name2);
 		e->path2_len = n > 0 ? n - 1 : 0;
+		if (n >= DW_SCRIPT_LEN)
+			scr->v.trunc = 1;
 	} else if (name2) {
 		e->path2_len = path_at(t, dfd2, name2, e->path2, DW_SCRIPT_LEN, &scr->v.trunc, &flags);
 	}
 	if (scr->v.trunc)
-		flags |= DW_FILE_PATH_TRUNC;
+		flags |= DW_FILE_PATH2_TRUNC;
+	if (flags & (DW_FILE_PATH_TRUNC | DW_FILE_PATH2_TRUNC))
+		kstat_inc(DW_KSTAT_FILE_PATH_TRUNCATED);
 	e->flags = flags;
 	task_cgroup_names(t, e->cgroup);
 	/* Judged in userspace against scratch paths and the image: no wakeup. */

@@ -156,8 +156,9 @@ struct dw_net {
 #define DW_FILE_TRUNCATE 9 /* truncate by path (ftruncate needs a write open, seen as DW_FILE_WRITE) */
 
 /* dw_file.flags */
-#define DW_FILE_PATH_TRUNC (1u << 0)
+#define DW_FILE_PATH_TRUNC (1u << 0) /* path did not fit: its tail is kept */
 #define DW_FILE_RELATIVE (1u << 1) /* path built from the cwd/dirfd and a name */
+#define DW_FILE_PATH2_TRUNC (1u << 2) /* path2 did not fit: its tail is kept */
 
 /* A container process changed a file (DW_KIND_FILE). Write opens are folded
  * per (container, inode); every kind is rate limited per container. */
@@ -194,6 +195,7 @@ enum dw_kstat {
 	DW_KSTAT_NET_TABLE_FULL = 8,
 	DW_KSTAT_FILE_FOLDED = 9, /* write opens folded into one already sent (same container and inode) */
 	DW_KSTAT_FILE_RATE_LIMITED = 10, /* file events over the per-container rate, dropped */
+	DW_KSTAT_FILE_PATH_TRUNCATED = 11, /* file events whose path or target did not fit (the tail is kept) */
 	DW_KSTAT_MAX = 16,
 };
 

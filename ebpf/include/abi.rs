@@ -43,6 +43,7 @@ pub const DW_FILE_MKDIR: u32 = 8;
 pub const DW_FILE_TRUNCATE: u32 = 9;
 pub const DW_FILE_PATH_TRUNC: u32 = 1;
 pub const DW_FILE_RELATIVE: u32 = 2;
+pub const DW_FILE_PATH2_TRUNC: u32 = 4;
 pub const DW_PROC_DRIFTED: u32 = 1;
 pub const DW_PROC_ANCESTOR_DRIFTED: u32 = 2;
 pub type dw_u8 = u8;
@@ -341,6 +342,7 @@ pub const DW_KSTAT_NET_FOLDED: dw_kstat = 7;
 pub const DW_KSTAT_NET_TABLE_FULL: dw_kstat = 8;
 pub const DW_KSTAT_FILE_FOLDED: dw_kstat = 9;
 pub const DW_KSTAT_FILE_RATE_LIMITED: dw_kstat = 10;
+pub const DW_KSTAT_FILE_PATH_TRUNCATED: dw_kstat = 11;
 pub const DW_KSTAT_MAX: dw_kstat = 16;
 pub type dw_kstat = ::std::os::raw::c_uint;
 #[repr(C)]

@@ -91,7 +91,9 @@ impl FileJudge {
             drifted_ancestor: false,
             path: ev.path.clone(),
             operation: ev.op.as_str(),
+            path_truncated: ev.path_truncated,
             target: ev.target.clone(),
+            target_truncated: ev.target_truncated,
             location,
             origin,
             mode: (ev.op == FileOp::Chmod).then(|| format!("{:o}", ev.mode & 0o7777)),
@@ -100,11 +102,7 @@ impl FileJudge {
                 format!("{}:{}", id(u), id(g))
             }),
         });
-        let mut f = cl.process_finding(rule, c, &ev.proc, message, detail);
-        if let Some(r) = f.record.as_mut() {
-            r.path_truncated = ev.path_truncated;
-        }
-        Ok(f)
+        Ok(cl.process_finding(rule, c, &ev.proc, message, detail))
     }
 }
 

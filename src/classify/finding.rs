@@ -175,7 +175,8 @@ pub struct ProcessFacts {
 pub struct RecordFacts {
     #[serde(rename = "driftwatch.cgroup.path")]
     pub cgroup_path: String,
-    /// The executable's path (exec) or the file's path (file events) was cut.
+    /// The executable's path was cut (exec findings; file findings say it
+    /// with `driftwatch.file.path_truncated`).
     #[serde(rename = "driftwatch.exe.path_truncated", skip_serializing_if = "is_false")]
     pub path_truncated: bool,
     #[serde(rename = "driftwatch.process.args_truncated", skip_serializing_if = "is_false")]
@@ -236,9 +237,15 @@ pub struct FileFacts {
     /// write | truncate | delete | mkdir | rename | chmod | chown | link | symlink.
     #[serde(rename = "driftwatch.file.operation")]
     pub operation: &'static str,
+    /// The kernel's buffer could not hold the path: it is its tail (the
+    /// informative end; the head is cut).
+    #[serde(rename = "driftwatch.file.path_truncated", skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
     /// The new name (renames, links) or a symlink's target as given.
     #[serde(rename = "driftwatch.file.target_path", skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    #[serde(rename = "driftwatch.file.target_path_truncated", skip_serializing_if = "is_false")]
+    pub target_truncated: bool,
     /// rootfs (the image's filesystem) | volume (emptyDir, hostPath, configMap, ...).
     #[serde(rename = "driftwatch.file.location")]
     pub location: &'static str,

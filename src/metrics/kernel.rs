@@ -151,8 +151,11 @@ impl Collector for KernelCollector {
         counter(
             &mut enc,
             "kernel_paths_truncated",
-            "Executable paths the kernel truncated (too deep or too long).",
-            &[("kind", "exec", c(abi::DW_KSTAT_PATH_TRUNCATED))],
+            "Paths the kernel cut to fit its buffer (the tail is kept), by kind: executables, files.",
+            &[
+                ("kind", "exec", c(abi::DW_KSTAT_PATH_TRUNCATED)),
+                ("kind", "file", c(abi::DW_KSTAT_FILE_PATH_TRUNCATED)),
+            ],
         )?;
         Ok(())
     }

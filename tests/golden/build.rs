@@ -388,6 +388,15 @@ pub fn all() -> Vec<(String, String)> {
                 }),
             ),
         ),
+        (
+            "file_renamed_target_truncated",
+            file_case(
+                &j,
+                file_record(abi::DW_FILE_RENAME, "/etc/a", "ddd/e/new-name", |r| {
+                    r.flags = (abi::DW_FILE_PATH_TRUNC | abi::DW_FILE_PATH2_TRUNC) as u16;
+                }),
+            ),
+        ),
         ("package_database_write", file_case(&j, file_record(abi::DW_FILE_WRITE, "/var/lib/dpkg/status", "", |_| {}))),
         ("network_new_destination", net_case(&j, net_record(abi::DW_NET_CONNECT, 2, 1, &[203, 0, 113, 7], 4444))),
         (
