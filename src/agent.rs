@@ -114,7 +114,8 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     });
     pipeline.persist_baselines(cancel.clone());
 
-    let (ev_tx, ev_rx) = mpsc::channel::<Vec<Event>>(bpf::reader::batch_capacity(cap));
+    // Bounded in events (not batches); drift has its own lane and goes first.
+    let (ev_tx, ev_rx) = bpf::queue::channel(cap);
     let stop = Arc::new(AtomicBool::new(false));
     let reader_alive = Arc::new(AtomicBool::new(false));
     let ring = sensor.take_ring().expect("ring buffer is taken once");
@@ -165,6 +166,7 @@ pub fn declare_series(metrics: &Metrics, classifier: &Classifier, cfg: &Config) 
         .collect();
     let not_findings: Vec<&'static str> = NoFinding::ALL.iter().map(|r| r.as_str()).collect();
     metrics.pipeline.declare_reasons(&Event::KINDS, &DecodeError::REASONS, &enrich_reasons, &not_findings);
+    metrics.pipeline.declare_event_drops(&bpf::queue::DROP_SERIES);
     let order = crate::config::METRIC_LABELS;
     metrics.containers.set_labels(order.into_iter().filter(|n| cfg.metrics.labels.iter().any(|l| l == n)).collect());
 }

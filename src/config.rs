@@ -118,6 +118,8 @@ pub struct Sensor {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
+    /// Bound of each queue between stages: in events for the events queue
+    /// (reader -> pipeline, drift first), in findings for the sinks'.
     pub queue_capacity: usize,
 }
 
