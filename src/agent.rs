@@ -155,7 +155,8 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     });
     pipeline.persist_baselines(cancel.clone());
 
-    let (ev_tx, ev_rx) = mpsc::channel::<Vec<Event>>(bpf::reader::batch_capacity(cap));
+    // Bounded in events (not batches); drift has its own lane and goes first.
+    let (ev_tx, ev_rx) = bpf::queue::channel(cap);
     let stop = Arc::new(AtomicBool::new(false));
     let reader_alive = Arc::new(AtomicBool::new(false));
     let ring = sensor.take_ring().expect("ring buffer is taken once");
@@ -239,6 +240,7 @@ pub fn declare_series(metrics: &Metrics, classifier: &Classifier, cfg: &Config) 
     for check in crate::health::CHECKS {
         metrics.health.set(check, false);
     }
+    metrics.pipeline.declare_event_drops(&bpf::queue::DROP_SERIES);
     let order = crate::config::METRIC_LABELS;
     metrics.containers.set_labels(order.into_iter().filter(|n| cfg.metrics.labels.iter().any(|l| l == n)).collect());
 }

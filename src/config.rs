@@ -134,6 +134,8 @@ pub struct Sensor {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
+    /// Bound of each queue between stages: in events for the events queue
+    /// (reader -> pipeline, drift first), in findings for the sinks'.
     pub queue_capacity: usize,
     /// Longest an orderly shutdown may take (flushing queues and sinks);
     /// what is still unwritten then is counted as dropped and the agent exits.

@@ -83,6 +83,7 @@ route remediation-tickets alertname=WorkloadMutableImageTag severity=info playbo
 route remediation-tickets alertname=WorkloadWritableRootFilesystem severity=info playbook_step=remediate kind=config
 route driftwatch-operators alertname=DriftwatchKubernetesWatchFailing severity=warning playbook_step=detect
 route driftwatch-operators alertname=DriftwatchFileEventsRateLimited severity=warning playbook_step=detect
+route driftwatch-operators alertname=DriftwatchDriftEventsDropped severity=critical playbook_step=detect
 route platform-default alertname=Watchdog severity=none
 # Every playbook_step used by the rules has a route of its own.
 for step in $(grep -o 'playbook_step: [a-z]*' "$rules" | awk '{print $2}' | sort -u); do

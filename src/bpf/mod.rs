@@ -1,6 +1,7 @@
 //! Loading, attaching and feeding the eBPF sensor (ebpf/driftwatch.bpf.c).
 
 pub mod preflight;
+pub mod queue;
 pub mod reader;
 
 use crate::{abi, config, metrics::KernelStatsSource, procfs};

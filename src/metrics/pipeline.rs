@@ -29,6 +29,18 @@ struct QueueLabel {
     queue: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    kind: &'static str,
+    drift: &'static str,
+}
+
+impl DropLabels {
+    fn new(kind: &'static str, drift: bool) -> Self {
+        Self { kind, drift: if drift { "true" } else { "false" } }
+    }
+}
+
 #[derive(Debug)]
 pub struct PipelineMetrics {
     findings: Family<FindingLabels, Counter>,
@@ -37,6 +49,7 @@ pub struct PipelineMetrics {
     enrich_failures: Family<ReasonLabel, Counter>,
     no_finding: Family<ReasonLabel, Counter>,
     queue_dropped: Family<QueueLabel, Counter>,
+    event_drops: Family<DropLabels, Counter>,
     latency: Histogram,
     /// Findings held for pod metadata or an image comparison.
     pub findings_waiting: Gauge,
@@ -68,6 +81,12 @@ impl PipelineMetrics {
             "Items dropped because a bounded userspace queue was full, by queue",
             queue_dropped.clone(),
         );
+        let event_drops = Family::<DropLabels, Counter>::default();
+        r.register(
+            "events_dropped",
+            "Kernel events dropped by the full events queue before the pipeline, by kind and whether they were drift (drift is dropped last)",
+            event_drops.clone(),
+        );
         let latency = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         r.register(
             "detection_latency_seconds",
@@ -80,7 +99,17 @@ impl PipelineMetrics {
             "Findings held back for pod metadata or an image comparison (bounded; beyond the bound they go out incomplete)",
             findings_waiting.clone(),
         );
-        Self { findings, events, decode_errors, enrich_failures, no_finding, queue_dropped, latency, findings_waiting }
+        Self {
+            findings,
+            events,
+            decode_errors,
+            enrich_failures,
+            no_finding,
+            queue_dropped,
+            event_drops,
+            latency,
+            findings_waiting,
+        }
     }
 
     /// Pre-creates every finding series at 0, so `increase()` in alerts sees
@@ -138,6 +167,18 @@ impl PipelineMetrics {
 
     pub fn queue_drops(&self, queue: &'static str, n: u64) {
         self.queue_dropped.get_or_create(&QueueLabel { queue }).inc_by(n);
+    }
+
+    /// Events of one kind dropped by the events queue, drift or not.
+    pub fn event_drops(&self, kind: &'static str, drift: bool, n: u64) {
+        self.event_drops.get_or_create(&DropLabels::new(kind, drift)).inc_by(n);
+    }
+
+    /// Pre-creates the (kind, drift) series of dropped events at 0.
+    pub fn declare_event_drops(&self, series: &[(&'static str, bool)]) {
+        for &(kind, drift) in series {
+            let _ = self.event_drops.get_or_create(&DropLabels::new(kind, drift));
+        }
     }
 
     /// Pre-creates a queue's drop series at 0 so alerts and dashboards see it.

@@ -14,7 +14,7 @@ pub mod emit;
 pub use emit::{Emitter, apply_metadata};
 
 use crate::{
-    bpf::{DriftMarks, NotContainer},
+    bpf::{DriftMarks, NotContainer, queue},
     classify::{Classifier, file::FileJudge, network::NetworkJudge},
     containers::Registry,
     enrich::{
@@ -26,7 +26,6 @@ use crate::{
     event::{Event, ExeSource, ExecEvent, FileEvent, NetEvent, Process},
 };
 use std::{ops::ControlFlow, sync::Arc};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What the pipeline needs.
@@ -233,8 +232,9 @@ impl Pipeline {
     }
 
     /// Runs until the reader closes its end; then lets findings still waiting
-    /// for metadata go out.
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<Event>>) {
+    /// for metadata go out. The queue hands over drift batches before any
+    /// other (`bpf::queue`), each lane in arrival order.
+    pub async fn run(self: Arc<Self>, mut rx: queue::Receiver) {
         while let Some(batch) = rx.recv().await {
             for ev in batch {
                 self.handle(ev);

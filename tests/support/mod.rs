@@ -733,8 +733,10 @@ static SENTINEL_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Drives a sentinel drift (a shell whose arguments carry a marker unique in
 /// this test process) in `c` and waits for its finding, then for no finding to
 /// be waiting for metadata. The kernel writes one ordered ring buffer and the
-/// pipeline judges in order, so after that every earlier event of the
-/// container has been judged and emitted: what is missing was not reported.
+/// pipeline judges in order (the events queue hands drift over before other
+/// events, and the sentinel, an image shell, is not drift), so after that
+/// every earlier event of the container has been judged and emitted: what is
+/// missing was not reported.
 /// The marker must be unique per call: a second settle that matched the first
 /// sentinel would return before anything new was judged.
 pub fn settle(agent: &agent::Agent, c: &Container) {
