@@ -25,3 +25,4 @@ pub mod server;
 pub mod sink;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;

@@ -26,7 +26,7 @@ fn startup_series() -> Vec<String> {
     m.kernel.set_source(Box::new(Zero));
     m.kube.declare(true);
     m.sinks.declare_otlp();
-    m.sinks.declare_alertmanager();
+    m.sinks.declare_alertmanager(&["alertmanager:9093"]);
     m.pipeline.declare_queue("events");
     driftwatch::agent::declare_series(&m, &Classifier::new(&cfg), &cfg);
     m.sinks.sink_results("stdout", true, 1);

@@ -17,7 +17,7 @@ pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries}
 pub use enrich::{CriMetrics, KubeMetrics, RegistryMetrics};
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
-pub use sinks::SinkMetrics;
+pub use sinks::{AlertmanagerTargetMetrics, SinkMetrics};
 
 use prometheus_client::registry::Registry;
 
