@@ -252,7 +252,9 @@ fn grpc_over_mutual_tls_with_configured_ca_client_certificate_and_server_name() 
     let cfg = config_file(
         "otlp-grpc-tls",
         &format!(
-            "otlp:\n  endpoint: {}\n  protocol: grpc\n  batch_timeout_ms: 100\n  headers: {{x-tenant: drift}}\n  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n    server_name: otlp.test\n",
+            // A long timeout: this agent also exports the other tests' storms, and a loaded
+            // machine must not turn a slow export into a failure here.
+            "otlp:\n  endpoint: {}\n  protocol: grpc\n  batch_timeout_ms: 100\n  timeout_ms: 20000\n  headers: {{x-tenant: drift}}\n  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n    server_name: otlp.test\n",
             front.url(),
             path(&pki.ca),
             path(&pki.client_cert),
@@ -275,9 +277,18 @@ fn grpc_over_mutual_tls_with_configured_ca_client_certificate_and_server_name() 
     );
     assert!(!hs.iter().any(|h| matches!(h, Handshake::Failed(_))), "{hs:?}");
     assert!(rx.headers().iter().any(|h| h.get("x-tenant").map(String::as_str) == Some("drift")), "{:?}", rx.headers());
-    assert!(agent.metric("driftwatch_otlp_records_total{result=\"exported\"}").unwrap() >= 1.0);
-    assert_eq!(agent.metric("driftwatch_otlp_records_total{result=\"failed\"}"), Some(0.0));
+    // Counted once the collector's answer is back (the receiver stores before it answers).
+    wait_until("exported counted", Duration::from_secs(10), || {
+        agent.metric("driftwatch_otlp_records_total{result=\"exported\"}").unwrap_or(0.0) >= 1.0
+    });
     let err = agent.stderr();
+    assert_eq!(
+        agent.metric("driftwatch_otlp_records_total{result=\"failed\"}"),
+        Some(0.0),
+        "{}\n{}",
+        agent.metrics().lines().filter(|l| l.contains("otlp")).collect::<Vec<_>>().join("\n"),
+        err.lines().filter(|l| l.contains("otlp")).collect::<Vec<_>>().join("\n")
+    );
     assert!(
         err.contains(&format!("roots {}, client certificate true", path(&pki.ca))),
         "TLS in the startup log:\n{err}"
@@ -317,7 +328,9 @@ fn http_protobuf_over_mutual_tls_configured_by_otel_env() {
     let hs = front.handshakes();
     assert!(hs.contains(&Handshake::Done { client_cert: Some(pki.client_der.clone()) }), "{hs:?}");
     assert!(rx.headers().iter().any(|h| h.get("x-tenant").map(String::as_str) == Some("drift")), "{:?}", rx.headers());
-    assert!(metric(agent.addr, "driftwatch_otlp_records_total{result=\"exported\"}") >= 1.0);
+    wait_until("exported counted", Duration::from_secs(10), || {
+        metric(agent.addr, "driftwatch_otlp_records_total{result=\"exported\"}") >= 1.0
+    });
 }
 
 /// A collector whose certificate the configured CA did not sign, and one that
