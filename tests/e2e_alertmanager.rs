@@ -254,7 +254,7 @@ fn every_alert_goes_to_every_url_and_a_dead_one_delays_no_other() {
     let hole_addr = hole.local_addr().unwrap();
     let token = pki.dir.join("token");
     std::fs::write(&token, "token-1\n").unwrap();
-    let timeout_ms = 4000;
+    let timeout_ms = 6000;
     let cfg = config_file(
         "am-ha",
         &format!(
