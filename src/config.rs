@@ -4,6 +4,12 @@
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
+mod exports;
+mod locate;
+
+pub use exports::{AlertmanagerUrl, secret_file};
+use locate::{At, Seg, humanize, locate, repeated};
+
 /// The embedded default configuration (also the documented reference).
 pub const DEFAULT_YAML: &str = include_str!("default-config.yaml");
 
@@ -178,6 +184,9 @@ pub struct Otlp {
     pub max_batch_size: usize,
     /// A partial batch is exported after this long.
     pub batch_timeout_ms: u64,
+    /// TLS of an `https://` endpoint (each key falls back to `OTEL_EXPORTER_OTLP_(LOGS_)CERTIFICATE`,
+    /// `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
+    pub tls: Tls,
 }
 
 impl Default for Otlp {
@@ -191,6 +200,54 @@ impl Default for Otlp {
             max_queue_size: 2048,
             max_batch_size: 512,
             batch_timeout_ms: 1000,
+            tls: Tls::default(),
+        }
+    }
+}
+
+/// TLS of an outbound connection (`otlp.tls`, `alertmanager.tls`), used for `https://` URLs
+/// (src/tls.rs). Every file is read and checked when the config is loaded.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM CA bundle trusted *instead of* the system roots; empty: the system roots.
+    pub ca_file: String,
+    /// PEM client certificate (chain) presented when the server asks for one (mTLS); needs `key_file`.
+    pub cert_file: String,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// The name the server's certificate must carry (and SNI); empty: the URL's host.
+    pub server_name: String,
+}
+
+impl Tls {
+    /// Whether any key is set.
+    pub fn is_set(&self) -> bool {
+        !(self.ca_file.is_empty()
+            && self.cert_file.is_empty()
+            && self.key_file.is_empty()
+            && self.server_name.is_empty())
+    }
+
+    /// The first key that is set (where an error about the whole section points).
+    pub fn first_set(&self) -> Option<&'static str> {
+        [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("server_name", &self.server_name),
+        ]
+        .into_iter()
+        .find(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k)
+    }
+
+    pub fn files(&self) -> crate::tls::Files<'_> {
+        crate::tls::Files {
+            ca_file: &self.ca_file,
+            cert_file: &self.cert_file,
+            key_file: &self.key_file,
+            server_name: &self.server_name,
         }
     }
 }
@@ -203,12 +260,24 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// Direct push to Alertmanager's v2 API (src/sink/alertmanager.rs). Off while `url` is empty.
+/// Direct push to Alertmanager's v2 API (src/sink/alertmanager.rs). Off while neither `url`
+/// nor `urls` is set.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Alertmanager {
-    /// Base URL, e.g. `http://alertmanager.monitoring:9093` (plain HTTP).
+    /// Base URL, e.g. `http://alertmanager.monitoring:9093` or `https://...`.
     pub url: String,
+    /// Several Alertmanagers (an HA pair): every alert goes to each, each URL with its own
+    /// queue, retries and counters. Either this or `url`.
+    pub urls: Option<Vec<String>>,
+    /// TLS of the `https://` URLs.
+    pub tls: Tls,
+    /// File holding a bearer token (`Authorization: Bearer ...`), read before every POST.
+    pub bearer_token_file: String,
+    /// `Authorization: Basic ...` from a username and a password file (read before every POST).
+    pub basic_auth: BasicAuth,
+    /// Extra request headers, e.g. `X-Scope-OrgID` (Mimir, Cortex). Not `Authorization`.
+    pub headers: BTreeMap<String, String>,
     /// Deadline of one POST.
     pub timeout_ms: u64,
     /// Findings of one (alertname, container, rule) within this window become one alert update.
@@ -227,10 +296,34 @@ pub struct Alertmanager {
     pub generator_url: String,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuth {
+    pub username: String,
+    /// The password, in a file (never in the config).
+    pub password_file: String,
+}
+
+impl Alertmanager {
+    /// The configured URLs: `url`, or `urls` (empty: the push is off).
+    pub fn targets(&self) -> Vec<&str> {
+        match &self.urls {
+            Some(u) => u.iter().map(String::as_str).collect(),
+            None if self.url.is_empty() => Vec::new(),
+            None => vec![self.url.as_str()],
+        }
+    }
+}
+
 impl Default for Alertmanager {
     fn default() -> Self {
         Self {
             url: String::new(),
+            urls: None,
+            tls: Tls::default(),
+            bearer_token_file: String::new(),
+            basic_auth: BasicAuth::default(),
+            headers: BTreeMap::new(),
             timeout_ms: 5000,
             group_window_ms: 10_000,
             resolve_timeout_s: 300,
@@ -380,39 +473,6 @@ impl Default for Config {
     }
 }
 
-/// The index of the first entry that repeats an earlier one.
-fn repeated<T: PartialEq>(list: &[T]) -> Option<usize> {
-    (1..list.len()).find(|&i| list[..i].contains(&list[i]))
-}
-
-/// Says serde's type expectations in the user's words: no Rust type names
-/// (`expected struct Sensor`, `expected u16`, `as u128`).
-fn humanize(message: &str) -> String {
-    let mut m = message.to_string();
-    if let Some(i) = m.find("expected struct ") {
-        m.replace_range(i.., "expected a mapping of keys");
-    }
-    for (rust, words) in [
-        ("expected u8", "expected a whole number from 0 to 255"),
-        ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u32", "expected a whole number from 0 to 4294967295"),
-        ("expected u64", "expected a whole number, 0 or more"),
-        ("expected usize", "expected a whole number, 0 or more"),
-        ("expected i64", "expected a whole number"),
-        ("expected a boolean", "expected true or false"),
-        ("expected a string", "expected text"),
-    ] {
-        if let Some(rest) = m.strip_suffix(rust) {
-            m = format!("{rest}{words}");
-        }
-    }
-    // A number too big for any integer: serde_yaml_ng says "`N` as u128, expected any YAML value".
-    if let Some(i) = m.find(" as u128") {
-        m = format!("{}: too large", &m[..i]);
-    }
-    m
-}
-
 /// Removes the environment variables whose name starts with `prefix` and
 /// whose value is empty: what an unset Helm value renders means "unset", not
 /// an empty path or address. Call first thing in `main`, before any thread.
@@ -452,16 +512,44 @@ macro_rules! path {
     ($($s:expr),+ $(,)?) => { [$(Seg::from($s)),+] };
 }
 
+/// Whether loading a config reads the files it names (CA bundles, client
+/// certificates and keys, token and password files) to check them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChecks {
+    /// Read and check them: what the agent does at startup.
+    Read,
+    /// Leave them alone: for checking a config away from the node it runs on
+    /// (`driftwatch check-config --no-file-checks`, e.g. a rendered Helm chart).
+    Skip,
+}
+
+impl FileChecks {
+    /// `Skip` when `skip`, else `Read`.
+    pub fn skip_if(skip: bool) -> FileChecks {
+        if skip { FileChecks::Skip } else { FileChecks::Read }
+    }
+}
+
 impl Config {
     /// Loads a user file on top of the embedded defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, FileChecks::Read)
+    }
+
+    /// [`Config::load`], reading the files the config names or not.
+    pub fn load_with(path: &Path, files: FileChecks) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        Self::from_yaml(&text, &file)
+        Self::from_yaml_with(&text, &file, files)
     }
 
     /// Parses `text` (named `file` in errors) on top of the embedded defaults.
     pub fn from_yaml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        Self::from_yaml_with(text, file, FileChecks::Read)
+    }
+
+    /// [`Config::from_yaml`], reading the files the config names or not.
+    pub fn from_yaml_with(text: &str, file: &str, files: FileChecks) -> Result<Self, ConfigError> {
         let parse_err = |e: serde_yaml_ng::Error| {
             let location =
                 e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
@@ -504,11 +592,11 @@ impl Config {
             };
             ConfigError::Parse { file: file.to_string(), location, message }
         })?;
-        cfg.validate(text, file)?;
+        cfg.validate(text, file, files)?;
         Ok(cfg)
     }
 
-    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+    fn validate(&self, text: &str, file: &str, files: FileChecks) -> Result<(), ConfigError> {
         let error = |path: &[Seg], at: At, message: String| ConfigError::Invalid {
             file: file.to_string(),
             location: locate(text, path, at).map(|(l, _)| format!(" line {l}")).unwrap_or_default(),
@@ -595,43 +683,7 @@ impl Config {
                 ),
             ));
         }
-        let o = &self.otlp;
-        for (key, v, lo, hi) in [
-            ("timeout_ms", o.timeout_ms as usize, 100, 600_000),
-            ("max_queue_size", o.max_queue_size, 1, 1 << 20),
-            ("max_batch_size", o.max_batch_size, 1, 1 << 16),
-            ("batch_timeout_ms", o.batch_timeout_ms as usize, 1, 600_000),
-        ] {
-            if !(lo..=hi).contains(&v) {
-                return Err(invalid(&path!["otlp", key], format!("{v} must be between {lo} and {hi}")));
-            }
-        }
-        if !(o.endpoint.is_empty() || o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
-            return Err(invalid(
-                &path!["otlp", "endpoint"],
-                format!("{:?} must be an http:// or https:// URL", o.endpoint),
-            ));
-        }
-        let a = &self.alertmanager;
-        if !a.url.is_empty() && !a.url.starts_with("http://") {
-            return Err(invalid(
-                &path!["alertmanager", "url"],
-                format!("{:?} must be an http:// URL (e.g. http://alertmanager.monitoring:9093)", a.url),
-            ));
-        }
-        for (key, v, lo, hi) in [
-            ("timeout_ms", a.timeout_ms, 100, 600_000),
-            ("group_window_ms", a.group_window_ms, 10, 3_600_000),
-            ("resolve_timeout_s", a.resolve_timeout_s, 1, 86_400 * 7),
-            ("queue_size", a.queue_size as u64, 1, 1 << 20),
-            ("max_retries", a.max_retries as u64, 0, 1000),
-            ("retry_initial_ms", a.retry_initial_ms, 1, 600_000),
-            ("retry_max_ms", a.retry_max_ms, 1, 3_600_000),
-        ] {
-            if !(lo..=hi).contains(&v) {
-                return Err(invalid(&path!["alertmanager", key], format!("{v} must be between {lo} and {hi}")));
-            }
-        }
+        exports::validate(self, &error, files)?;
         let program_name = |n: &str| {
             (n.is_empty() || n.len() > COMM_MAX || n.contains('/')).then(|| {
                 format!(
@@ -717,187 +769,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-/// One step into the config tree: a map key or a list index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-impl From<&str> for Seg {
-    fn from(k: &str) -> Self {
-        Seg::Key(k.to_string())
-    }
-}
-
-impl From<usize> for Seg {
-    fn from(i: usize) -> Self {
-        Seg::Index(i)
-    }
-}
-
-impl Seg {
-    /// The steps of a serde_path_to_error path up to the first one that is
-    /// not a string key or an index (not addressable in the user's text).
-    fn path_of(p: &serde_path_to_error::Path) -> Vec<Seg> {
-        use serde_path_to_error::Segment;
-        p.iter()
-            .map_while(|s| match s {
-                Segment::Map { key } => Some(Seg::Key(key.clone())),
-                Segment::Seq { index } => Some(Seg::Index(*index)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// `rules.shell.names[1]`: how errors name a field.
-    fn dotted(path: &[Seg]) -> String {
-        let mut s = String::new();
-        for seg in path {
-            match seg {
-                Seg::Key(k) if s.is_empty() => s.push_str(k),
-                Seg::Key(k) => {
-                    s.push('.');
-                    s.push_str(k);
-                }
-                Seg::Index(i) => s.push_str(&format!("[{i}]")),
-            }
-        }
-        s
-    }
-}
-
-/// What [`locate`] points at when the path ends with a map key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum At {
-    Value,
-    Key,
-}
-
-/// 1-based line and column of the value at `path` in the YAML `text` (or of its
-/// last key, with [`At::Key`]); None when `text` does not contain the path.
-///
-/// Walks the text with serde_yaml_ng's own deserializer and fails on purpose at
-/// the target: the deserializer stamps the position of the event it is on onto
-/// the error. Exact whatever the layout (flow style, quotes, comments, the same
-/// key name in several sections), unlike a search of the text.
-fn locate(text: &str, path: &[Seg], at: At) -> Option<(usize, usize)> {
-    use serde::de::DeserializeSeed;
-    let found = std::cell::Cell::new(false);
-    let err = Walk { path, at, found: &found }.deserialize(serde_yaml_ng::Deserializer::from_str(text)).err()?;
-    let l = err.location().filter(|_| found.get())?;
-    Some((l.line(), l.column()))
-}
-
-/// Follows `path` into a YAML document. Never returns Ok: at the target it sets
-/// `found` and fails there; anywhere else it fails without setting it.
-struct Walk<'a> {
-    path: &'a [Seg],
-    at: At,
-    found: &'a std::cell::Cell<bool>,
-}
-
-fn not_found<E: serde::de::Error>() -> E {
-    E::custom("path not in the document")
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if self.path.is_empty() {
-            self.found.set(true);
-            return d.deserialize_any(Reject);
-        }
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Walk<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a mapping or sequence")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some((Seg::Key(want), rest)) = self.path.split_first() else { return Err(not_found()) };
-        let key = KeyIs { want, at_key: rest.is_empty() && self.at == At::Key, found: self.found };
-        while let Some(hit) = map.next_key_seed(key)? {
-            if hit {
-                return map.next_value_seed(Walk { path: rest, ..self });
-            }
-            map.next_value::<serde::de::IgnoredAny>()?;
-        }
-        Err(not_found())
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Some((&Seg::Index(i), rest)) = self.path.split_first() else { return Err(not_found()) };
-        for _ in 0..i {
-            if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
-                return Err(not_found());
-            }
-        }
-        seq.next_element_seed(Walk { path: rest, ..self })?;
-        Err(not_found())
-    }
-}
-
-/// Rejects whatever it is given; the deserializer adds the value's position.
-struct Reject;
-
-impl serde::de::Visitor<'_> for Reject {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("nothing (locating a config path)")
-    }
-}
-
-/// Whether a map key is `want`; with `at_key`, a match fails at the key instead.
-#[derive(Clone, Copy)]
-struct KeyIs<'a> {
-    want: &'a str,
-    at_key: bool,
-    found: &'a std::cell::Cell<bool>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl serde::de::Visitor<'_> for KeyIs<'_> {
-    type Value = bool;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a map key")
-    }
-    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<bool, E> {
-        if k != self.want {
-            return Ok(false);
-        }
-        if self.at_key {
-            self.found.set(true);
-            return Err(E::custom("found"));
-        }
-        Ok(true)
-    }
-    // Config paths only have string keys; other scalar keys are skipped.
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
-        Ok(false)
     }
 }
 
@@ -1052,7 +923,7 @@ mod tests {
         assert!(e.contains("otlp.max_queue_size") && e.contains("line 2"), "{e}");
         let e = Config::from_yaml("otlp:\n  endpoint: collector:4317\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("otlp.endpoint") && e.contains("line 2"), "{e}");
-        let e = Config::from_yaml("alertmanager:\n  url: https://am:9093\n", "p.yaml").unwrap_err().to_string();
+        let e = Config::from_yaml("alertmanager:\n  url: am:9093\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("alertmanager.url") && e.contains("line 2"), "{e}");
         let e = Config::from_yaml("alertmanager:\n  url: http://am:9093\n  group_window_ms: 0\n", "p.yaml")
             .unwrap_err()
@@ -1060,6 +931,153 @@ mod tests {
         assert!(e.contains("alertmanager.group_window_ms") && e.contains("line 3"), "{e}");
         let e = Config::from_yaml("alertmanager:\n  timeout_ms: soon\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn tls_auth_and_several_alertmanagers_parse() {
+        let c = Config::default();
+        assert_eq!(c.otlp.tls, Tls::default());
+        assert_eq!(c.alertmanager.urls, None);
+        assert!(c.alertmanager.targets().is_empty());
+        let text = "otlp:\n  endpoint: https://collector:4317\n  tls: {ca_file: /etc/dw/ca.pem, server_name: collector.obs}\n\
+                    alertmanager:\n  urls: [https://am-0:9093, https://am-1:9093/prefix]\n  tls:\n    ca_file: /etc/dw/am-ca.pem\n\
+                    \x20   cert_file: /etc/dw/tls.crt\n    key_file: /etc/dw/tls.key\n\
+                    \x20 basic_auth: {username: dw, password_file: /etc/dw/pw}\n  headers: {X-Scope-OrgID: tenant-1}\n";
+        // The files do not exist here: parsed without reading them.
+        let c = Config::from_yaml_with(text, "f.yaml", FileChecks::Skip).unwrap();
+        assert_eq!(c.otlp.tls.server_name, "collector.obs");
+        assert_eq!(c.alertmanager.targets(), ["https://am-0:9093", "https://am-1:9093/prefix"]);
+        assert_eq!(c.alertmanager.tls.key_file, "/etc/dw/tls.key");
+        assert_eq!(c.alertmanager.basic_auth.username, "dw");
+        assert_eq!(c.alertmanager.headers["X-Scope-OrgID"], "tenant-1");
+        // Read, they are errors.
+        let e = Config::from_yaml(text, "f.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("config f.yaml line 3: field `otlp.tls.ca_file`: cannot read \"/etc/dw/ca.pem\""), "{e}");
+        let c = Config::from_yaml("alertmanager:\n  url: http://am:9093\n", "f.yaml").unwrap();
+        assert_eq!(c.alertmanager.targets(), ["http://am:9093"]);
+    }
+
+    /// A temporary file holding `text`, removed on drop.
+    struct TempFile(std::path::PathBuf);
+    impl TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
+            let p = std::env::temp_dir().join(format!("driftwatch-config-{}-{name}", std::process::id()));
+            std::fs::write(&p, text).unwrap();
+            TempFile(p)
+        }
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn alertmanager_urls_errors_name_file_line_field() {
+        let e = err("alertmanager:\n  url: http://a:9093\n  urls: [http://b:9093]\n");
+        assert!(
+            e.starts_with("config p.yaml line 3: field `alertmanager.urls`: set either url or urls, not both"),
+            "{e}"
+        );
+        let e = err("alertmanager:\n  urls: []\n");
+        assert!(e.starts_with("config p.yaml line 2: field `alertmanager.urls`: must list at least one"), "{e}");
+        let e = err("alertmanager:\n  urls:\n    - https://a:9093\n    - ftp://b:9093\n");
+        assert!(
+            e.starts_with("config p.yaml line 4: field `alertmanager.urls[1]`: \"ftp://b:9093\" must be an http"),
+            "{e}"
+        );
+        let e = err("alertmanager:\n  urls:\n    - http://a:9093\n    - http://a:9093/\n");
+        assert!(e.starts_with("config p.yaml line 4: field `alertmanager.urls[1]`: "), "{e}");
+        assert!(e.contains("same Alertmanager (a:9093) as urls[0]"), "{e}");
+        let e = err("alertmanager:\n  url: http://user:secret@am:9093\n");
+        assert!(e.starts_with("config p.yaml line 2: field `alertmanager.url`: ") && e.contains("basic_auth"), "{e}");
+        assert!(!e.contains("secret"), "the password is not echoed: {e}");
+    }
+
+    #[test]
+    fn tls_and_auth_errors_name_file_line_field() {
+        // An https URL with a CA file that cannot be read.
+        let e = err("alertmanager:\n  url: https://am:9093\n  tls:\n    ca_file: /nonexistent/ca.pem\n");
+        assert!(
+            e.starts_with(
+                "config p.yaml line 4: field `alertmanager.tls.ca_file`: cannot read \"/nonexistent/ca.pem\""
+            ),
+            "{e}"
+        );
+        // A CA file that is not PEM.
+        let junk = TempFile::new("junk.pem", "not a certificate\n");
+        let e = err(&format!("otlp:\n  endpoint: https://c:4317\n  tls:\n    ca_file: {}\n", junk.path()));
+        assert!(
+            e.starts_with("config p.yaml line 4: field `otlp.tls.ca_file`: ") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        // A client certificate without its key, and the other way round.
+        let e = err("alertmanager:\n  url: https://am:9093\n  tls:\n    cert_file: /etc/dw/tls.crt\n");
+        assert!(
+            e.starts_with("config p.yaml line 4: field `alertmanager.tls.cert_file`: ") && e.contains("key_file"),
+            "{e}"
+        );
+        let e = err("otlp:\n  endpoint: https://c:4317\n  tls: {key_file: /etc/dw/tls.key}\n");
+        assert!(e.starts_with("config p.yaml line 3: field `otlp.tls.key_file`: ") && e.contains("cert_file"), "{e}");
+        // TLS settings for plain endpoints.
+        let e = err("otlp:\n  endpoint: http://c:4317\n  tls:\n    ca_file: /etc/dw/ca.pem\n");
+        assert!(e.starts_with("config p.yaml line 4: field `otlp.tls.ca_file`: TLS settings need an https://"), "{e}");
+        let e = err("alertmanager:\n  urls: [http://a:9093, http://b:9093]\n  tls:\n    server_name: am\n");
+        assert!(e.starts_with("config p.yaml line 4: field `alertmanager.tls.server_name`: TLS settings need"), "{e}");
+        let e = err("alertmanager:\n  url: https://am:9093\n  tls:\n    server_name: \"a b\"\n");
+        assert!(e.starts_with("config p.yaml line 4: field `alertmanager.tls.server_name`: "), "{e}");
+        // A token file that does not exist; an empty one.
+        let e = err("alertmanager:\n  url: https://am:9093\n  bearer_token_file: /nonexistent/token\n");
+        assert!(
+            e.starts_with("config p.yaml line 3: field `alertmanager.bearer_token_file`: cannot read the token file \"/nonexistent/token\""),
+            "{e}"
+        );
+        let empty = TempFile::new("empty-token", "\n");
+        let e = err(&format!("alertmanager:\n  url: https://am:9093\n  bearer_token_file: {}\n", empty.path()));
+        assert!(
+            e.starts_with("config p.yaml line 3: field `alertmanager.bearer_token_file`: ") && e.contains("is empty"),
+            "{e}"
+        );
+        let token = TempFile::new("token", "s3cr3t\n");
+        let c = Config::from_yaml(
+            &format!("alertmanager:\n  url: https://am:9093\n  bearer_token_file: {}\n", token.path()),
+            "p.yaml",
+        );
+        assert!(c.is_ok(), "{c:?}");
+        // Basic auth: a password file, never both schemes, no Authorization header.
+        let e = err("alertmanager:\n  url: https://am:9093\n  basic_auth:\n    username: dw\n");
+        assert!(
+            e.starts_with(
+                "config p.yaml line 4: field `alertmanager.basic_auth.username`: basic_auth needs password_file"
+            ),
+            "{e}"
+        );
+        let e = err("alertmanager:\n  url: https://am:9093\n  basic_auth:\n    password_file: /missing/pw\n");
+        assert!(e.starts_with("config p.yaml line 4: field `alertmanager.basic_auth.password_file`: "), "{e}");
+        let e = err(
+            "alertmanager:\n  url: https://am:9093\n  bearer_token_file: /t\n  basic_auth: {username: u, password_file: /p}\n",
+        );
+        assert!(e.starts_with("config p.yaml line 3: field `alertmanager.bearer_token_file`: set either"), "{e}");
+        let e = err("alertmanager:\n  url: https://am:9093\n  basic_auth: {username: u, password_file: /missing/pw}\n");
+        assert!(
+            e.starts_with("config p.yaml line 3: field `alertmanager.basic_auth.password_file`: cannot read"),
+            "{e}"
+        );
+        let e = err(
+            "alertmanager:\n  url: https://am:9093\n  headers:\n    X-Scope-OrgID: t1\n    Authorization: Bearer x\n",
+        );
+        assert!(e.starts_with("config p.yaml line 5: field `alertmanager.headers.Authorization`: "), "{e}");
+        assert!(e.contains("bearer_token_file") && !e.contains("Bearer x"), "the secret is not echoed: {e}");
+        let e = err("alertmanager:\n  url: https://am:9093\n  headers: {\"bad name\": x}\n");
+        assert!(e.starts_with("config p.yaml line 3: field `alertmanager.headers.bad name`: "), "{e}");
+        // Skipping the file checks (check-config away from the node) keeps the others.
+        let skip = |t: &str| Config::from_yaml_with(t, "p.yaml", FileChecks::Skip).map_err(|e| e.to_string());
+        assert!(skip("alertmanager:\n  url: https://am:9093\n  bearer_token_file: /nonexistent/token\n").is_ok());
+        let e = skip("alertmanager:\n  url: https://am:9093\n  tls: {cert_file: /c}\n").unwrap_err();
+        assert!(e.contains("alertmanager.tls.cert_file"), "{e}");
     }
 
     #[test]

@@ -27,3 +27,4 @@ pub mod sink;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;

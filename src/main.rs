@@ -1,7 +1,7 @@
 //! driftwatch command line. The agent lives in the library (src/agent.rs).
 
 use clap::{Parser, Subcommand};
-use driftwatch::{agent, config::Config};
+use driftwatch::{agent, config, config::Config};
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
@@ -38,6 +38,9 @@ enum Cmd {
     CheckConfig {
         /// The YAML file to check.
         config: PathBuf,
+        /// Do not read the CA, certificate, key, token and password files it names (checking it off the node).
+        #[arg(long)]
+        no_file_checks: bool,
     },
     /// Print the embedded default configuration.
     DefaultConfig,
@@ -55,13 +58,15 @@ fn main() -> ExitCode {
             print!("{}", driftwatch::config::DEFAULT_YAML);
             ExitCode::SUCCESS
         }
-        Cmd::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                eprintln!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Cmd::CheckConfig { config: path, no_file_checks: skip } => {
+            match Config::load_with(&path, config::FileChecks::skip_if(skip)) {
+                Ok(_) => {
+                    eprintln!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
         Cmd::Run { config, metrics_addr, health_addr, runtime_endpoint, btf, emit_all_execs } => {
             let mut cfg = match config.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
                 Ok(c) => c,

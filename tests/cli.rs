@@ -127,3 +127,24 @@ fn missing_btf_says_what_is_missing() {
     let line = error_line(&driftwatch(&["run", "--metrics-addr", "127.0.0.1:0", "--btf", "/nonexistent/vmlinux"]));
     assert!(line.contains("kernel BTF missing (/nonexistent/vmlinux)"), "{line}");
 }
+
+#[test]
+fn unreadable_tls_and_token_files_are_config_errors_unless_checked_off_the_node() {
+    let p = tmp_file(
+        "am-tls.yaml",
+        "alertmanager:\n  urls: [https://am-0:9093, https://am-1:9093]\n  bearer_token_file: /nonexistent/token\n",
+    );
+    for args in [vec!["check-config", p.to_str().unwrap()], vec!["run", "--config", p.to_str().unwrap()]] {
+        let line = error_line(&driftwatch(&args));
+        assert!(
+            line.contains("am-tls.yaml line 3: field `alertmanager.bearer_token_file`: cannot read the token file"),
+            "{line}"
+        );
+    }
+    // Away from the node (a rendered Helm chart): the files are not there, the rest is checked.
+    let o = driftwatch(&["check-config", "--no-file-checks", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = tmp_file("otlp-tls.yaml", "otlp:\n  endpoint: https://c:4317\n  tls:\n    cert_file: /etc/dw/tls.crt\n");
+    let line = error_line(&driftwatch(&["check-config", "--no-file-checks", p.to_str().unwrap()]));
+    assert!(line.contains("line 4: field `otlp.tls.cert_file`: a client certificate needs its private key"), "{line}");
+}

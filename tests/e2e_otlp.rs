@@ -1,7 +1,8 @@
 //! End to end: real drift in a real container -> the agent -> a real OTLP
 //! logs receiver (gRPC and HTTP/protobuf, built from opentelemetry-proto),
-//! and a collector that is down or slow: the agent keeps detecting, counts
-//! what it could not deliver, and its memory stays bounded.
+//! in plain text and behind TLS (a test CA, mutual TLS, a wrong CA), and a
+//! collector that is down or slow: the agent keeps detecting, counts what it
+//! could not deliver, and its memory stays bounded.
 //!
 //! Run with: DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test e2e_otlp
 mod support;
@@ -12,6 +13,7 @@ use support::{
     RunSpec,
     agent::Agent,
     otlp::{Rec, Receiver, config_file},
+    tls::{Handshake, Pki, TlsFront},
 };
 
 fn node_name() -> String {
@@ -229,4 +231,162 @@ fn slow_collector_times_out_and_is_counted() {
     agent.wait_for("a shell after the storm", |f| {
         f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains("still-detecting")
     });
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// gRPC over mutual TLS: the collector (behind a TLS front that requires a
+/// client certificate from the test CA) has a certificate only for the name
+/// `otlp.test`, reached at 127.0.0.1: the configured CA, client certificate and
+/// `server_name` make it work; the record is the finding, the headers arrive.
+#[test]
+fn grpc_over_mutual_tls_with_configured_ca_client_certificate_and_server_name() {
+    if !support::privileged() {
+        return;
+    }
+    let pki = Pki::with_server_names("otlp-grpc", &["otlp.test"]);
+    let rx = Receiver::grpc();
+    let front = TlsFront::start(rx.addr, pki.server_config(true, &[b"h2"]));
+    let cfg = config_file(
+        "otlp-grpc-tls",
+        &format!(
+            // A long timeout: this agent also exports the other tests' storms, and a loaded
+            // machine must not turn a slow export into a failure here.
+            "otlp:\n  endpoint: {}\n  protocol: grpc\n  batch_timeout_ms: 100\n  timeout_ms: 20000\n  headers: {{x-tenant: drift}}\n  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n    server_name: otlp.test\n",
+            front.url(),
+            path(&pki.ca),
+            path(&pki.client_cert),
+            path(&pki.client_key)
+        ),
+    );
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    drop_binary(&c);
+    let f = agent.wait_for("dropped binary", |f| f["container.id"] == c.id.as_str() && f["kind"] == "binary");
+    let r = rx.wait_for("the binary finding over TLS", Duration::from_secs(15), |r| {
+        r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+            && r.attrs.get("kind") == Some(&"binary".into())
+    });
+    assert_record_is_finding(&r, &f, "driftwatch.drift.binary", 18);
+    let hs = front.handshakes();
+    assert!(
+        hs.iter().any(|h| *h == Handshake::Done { client_cert: Some(pki.client_der.clone()) }),
+        "the collector saw the agent's client certificate: {hs:?}"
+    );
+    assert!(!hs.iter().any(|h| matches!(h, Handshake::Failed(_))), "{hs:?}");
+    assert!(rx.headers().iter().any(|h| h.get("x-tenant").map(String::as_str) == Some("drift")), "{:?}", rx.headers());
+    // Counted once the collector's answer is back (the receiver stores before it answers).
+    wait_until("exported counted", Duration::from_secs(10), || {
+        agent.metric("driftwatch_otlp_records_total{result=\"exported\"}").unwrap_or(0.0) >= 1.0
+    });
+    let err = agent.stderr();
+    assert_eq!(
+        agent.metric("driftwatch_otlp_records_total{result=\"failed\"}"),
+        Some(0.0),
+        "{}\n{}",
+        agent.metrics().lines().filter(|l| l.contains("otlp")).collect::<Vec<_>>().join("\n"),
+        err.lines().filter(|l| l.contains("otlp")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        err.contains(&format!("roots {}, client certificate true", path(&pki.ca))),
+        "TLS in the startup log:\n{err}"
+    );
+}
+
+/// HTTP/protobuf over mutual TLS, configured by the standard variables only:
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`.
+#[test]
+fn http_protobuf_over_mutual_tls_configured_by_otel_env() {
+    if !support::privileged() {
+        return;
+    }
+    let pki = Pki::new("otlp-http");
+    let rx = Receiver::http();
+    let front = TlsFront::start(rx.addr, pki.server_config(true, &[b"http/1.1"]));
+    let url = front.url();
+    let agent = Agent::start_with_env(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=drift"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", path(&pki.ca)),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", path(&pki.client_cert)),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", path(&pki.client_key)),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let c = support::containerd().run(RunSpec::sleeper());
+    c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    let r = rx.wait_for("the memfd finding over TLS", Duration::from_secs(20), |r| {
+        r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+    });
+    assert_eq!(r.record.event_name, "driftwatch.drift.binary");
+    assert_eq!(r.attrs["rule"], "exec_fileless_memfd");
+    let hs = front.handshakes();
+    assert!(hs.contains(&Handshake::Done { client_cert: Some(pki.client_der.clone()) }), "{hs:?}");
+    assert!(rx.headers().iter().any(|h| h.get("x-tenant").map(String::as_str) == Some("drift")), "{:?}", rx.headers());
+    wait_until("exported counted", Duration::from_secs(10), || {
+        metric(agent.addr, "driftwatch_otlp_records_total{result=\"exported\"}") >= 1.0
+    });
+}
+
+/// A collector whose certificate the configured CA did not sign, and one that
+/// requires a client certificate the agent does not have: nothing is
+/// exported, every record is counted as failed, the cause is logged once, and
+/// detection goes on.
+#[test]
+fn wrong_ca_and_missing_client_certificate_fail_and_are_counted() {
+    if !support::privileged() {
+        return;
+    }
+    let pki = Pki::new("otlp-good");
+    let other = Pki::new("otlp-other");
+    let rx = Receiver::grpc();
+    let front = TlsFront::start(rx.addr, pki.server_config(true, &[b"h2"]));
+    for (name, tls) in [
+        // The collector's CA is not the one configured.
+        (
+            "wrong-ca",
+            format!(
+                "    ca_file: {}\n    cert_file: {}\n    key_file: {}\n",
+                path(&other.ca),
+                path(&pki.client_cert),
+                path(&pki.client_key)
+            ),
+        ),
+        // The right CA, but no client certificate for a server that requires one.
+        ("no-client-cert", format!("    ca_file: {}\n", path(&pki.ca))),
+    ] {
+        let before = front.handshakes().len();
+        let cfg = config_file(
+            &format!("otlp-{name}"),
+            &format!(
+                "otlp:\n  endpoint: {}\n  protocol: grpc\n  timeout_ms: 1000\n  batch_timeout_ms: 50\n  tls:\n{tls}",
+                front.url()
+            ),
+        );
+        let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+        let c = support::containerd().run(RunSpec::sleeper());
+        c.exec_ok(&["/bin/sh", "-c", &format!(": {name}")]);
+        agent.wait_for("shell", |f| f["container.id"] == c.id.as_str() && f["kind"] == "shell");
+        let g = |r: &str| agent.metric(&format!("driftwatch_otlp_records_total{{result=\"{r}\"}}")).unwrap();
+        wait_until(&format!("{name}: failures counted"), Duration::from_secs(20), || g("failed") >= 1.0);
+        assert_eq!(g("exported"), 0.0, "{name}");
+        assert!(
+            rx.records().iter().all(|r| r.attrs.get("container.id") != Some(&Value::from(c.id.as_str()))),
+            "{name}: nothing of ours may arrive"
+        );
+        let hs = front.handshakes()[before..].to_vec();
+        assert!(!hs.is_empty() && hs.iter().all(|h| matches!(h, Handshake::Failed(_))), "{name}: {hs:?}");
+        let err = agent.stderr();
+        let warn = err.lines().find(|l| l.contains("otlp: export to the collector failed"));
+        assert!(warn.is_some(), "{name}: the failure is logged:\n{err}");
+        eprintln!("{name}: the collector saw {hs:?}; the agent logged {warn:?}");
+        // Detection and stdout go on.
+        c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+        agent.wait_for("memfd", |f| f["container.id"] == c.id.as_str() && f["rule"] == "exec_fileless_memfd");
+    }
 }

@@ -27,7 +27,7 @@ fn startup_series() -> Vec<String> {
     m.kernel.set_source(Box::new(Zero));
     m.kube.declare(true);
     m.sinks.declare_otlp();
-    m.sinks.declare_alertmanager();
+    m.sinks.declare_alertmanager(&["alertmanager:9093"]);
     m.pipeline.declare_queue("events");
     // Both HTTP listeners serve (the health listener with health_addr set).
     for l in [Listener::Metrics, Listener::Health] {

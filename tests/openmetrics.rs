@@ -72,6 +72,10 @@ fn live_metrics_parse_as_strict_openmetrics() {
         "driftwatch_findings_waiting gauge",
         "driftwatch_alertmanager_alerts counter 3",
         "driftwatch_alertmanager_requests counter 2",
+        // Per URL (`target`): one URL here.
+        "driftwatch_alertmanager_target_alerts counter 3",
+        "driftwatch_alertmanager_target_requests counter 2",
+        "driftwatch_alertmanager_target_queued_alerts gauge 1",
         "driftwatch_userspace_drops counter",
     ] {
         assert!(stdout.contains(fam), "missing family {fam:?} in\n{stdout}");

@@ -21,7 +21,7 @@ pub use health::HealthMetrics;
 pub use http::HttpMetrics;
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
-pub use sinks::SinkMetrics;
+pub use sinks::{AlertmanagerTargetMetrics, SinkMetrics};
 
 use prometheus_client::registry::Registry;
 

@@ -17,6 +17,17 @@ pub(super) struct ResultLabel {
     pub(super) result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetResult {
+    target: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabel {
+    target: String,
+}
+
 fn ok_or_error(ok: bool) -> &'static str {
     if ok { "ok" } else { "error" }
 }
@@ -29,6 +40,9 @@ pub struct SinkMetrics {
     am_alerts: Family<ResultLabel, Counter>,
     am_requests: Family<ResultLabel, Counter>,
     am_queued: Gauge,
+    am_target_alerts: Family<TargetResult, Counter>,
+    am_target_requests: Family<TargetResult, Counter>,
+    am_target_queued: Family<TargetLabel, Gauge>,
 }
 
 impl SinkMetrics {
@@ -61,7 +75,35 @@ impl SinkMetrics {
             "Alert groups waiting for delivery to Alertmanager (bounded)",
             am_queued.clone(),
         );
-        Self { writes, otlp_records, otlp_queued, am_alerts, am_requests, am_queued }
+        let am_target_alerts = Family::<TargetResult, Counter>::default();
+        r.register(
+            "alertmanager_target_alerts",
+            "Alerts pushed to each configured Alertmanager (target: host:port of its URL), by result (sent, failed, dropped)",
+            am_target_alerts.clone(),
+        );
+        let am_target_requests = Family::<TargetResult, Counter>::default();
+        r.register(
+            "alertmanager_target_requests",
+            "POSTs to each configured Alertmanager (target: host:port of its URL), by result (ok, error); retries count again",
+            am_target_requests.clone(),
+        );
+        let am_target_queued = Family::<TargetLabel, Gauge>::default();
+        r.register(
+            "alertmanager_target_queued_alerts",
+            "Alert groups waiting for delivery to each configured Alertmanager (bounded)",
+            am_target_queued.clone(),
+        );
+        Self {
+            writes,
+            otlp_records,
+            otlp_queued,
+            am_alerts,
+            am_requests,
+            am_queued,
+            am_target_alerts,
+            am_target_requests,
+            am_target_queued,
+        }
     }
 
     /// `n` results of one sink at once (0 is a no-op: no series is created for it).
@@ -101,8 +143,9 @@ impl SinkMetrics {
         self.otlp_queued.set(n as i64);
     }
 
-    /// Pre-creates the Alertmanager series at 0 (called when the sink starts).
-    pub fn declare_alertmanager(&self) {
+    /// Pre-creates the Alertmanager series at 0, the totals and those of every
+    /// configured target (called when the sink starts).
+    pub fn declare_alertmanager(&self, targets: &[&str]) {
         for result in ["sent", "failed", "dropped"] {
             let _ = self.am_alerts.get_or_create(&ResultLabel { result });
         }
@@ -110,18 +153,79 @@ impl SinkMetrics {
             let _ = self.am_requests.get_or_create(&ResultLabel { result });
         }
         self.am_queued.set(0);
+        for t in targets {
+            drop(self.alertmanager_target(t));
+        }
     }
 
+    /// The counters of one Alertmanager target, each paired with the total it adds to.
+    pub fn alertmanager_target(&self, target: &str) -> AlertmanagerTargetMetrics {
+        let alert = |result| {
+            let t = TargetResult { target: target.to_string(), result };
+            (
+                self.am_alerts.get_or_create(&ResultLabel { result }).clone(),
+                self.am_target_alerts.get_or_create(&t).clone(),
+            )
+        };
+        let request = |result| {
+            let t = TargetResult { target: target.to_string(), result };
+            (
+                self.am_requests.get_or_create(&ResultLabel { result }).clone(),
+                self.am_target_requests.get_or_create(&t).clone(),
+            )
+        };
+        let queued = self.am_target_queued.get_or_create(&TargetLabel { target: target.to_string() }).clone();
+        queued.set(0);
+        AlertmanagerTargetMetrics {
+            sent: alert("sent"),
+            failed: alert("failed"),
+            dropped: alert("dropped"),
+            ok: request("ok"),
+            error: request("error"),
+            queued: (self.am_queued.clone(), queued),
+            last_queued: 0,
+        }
+    }
+}
+
+/// What one Alertmanager target (one configured URL) counts: its own series
+/// (`target` label) and, by the same amounts, the totals without the label
+/// (`driftwatch_alertmanager_alerts_total{result}`, ...), which therefore stay
+/// the sum over the targets: with a single URL, exactly what they always were.
+#[derive(Debug)]
+pub struct AlertmanagerTargetMetrics {
+    sent: (Counter, Counter),
+    failed: (Counter, Counter),
+    dropped: (Counter, Counter),
+    ok: (Counter, Counter),
+    error: (Counter, Counter),
+    queued: (Gauge, Gauge),
+    last_queued: i64,
+}
+
+impl AlertmanagerTargetMetrics {
     /// `result`: sent | failed | dropped.
-    pub fn alertmanager_alerts(&self, result: &'static str, n: u64) {
-        self.am_alerts.get_or_create(&ResultLabel { result }).inc_by(n);
+    pub fn alerts(&self, result: &'static str, n: u64) {
+        let (total, target) = match result {
+            "sent" => &self.sent,
+            "failed" => &self.failed,
+            _ => &self.dropped,
+        };
+        total.inc_by(n);
+        target.inc_by(n);
     }
 
-    pub fn alertmanager_request(&self, ok: bool) {
-        self.am_requests.get_or_create(&ResultLabel { result: ok_or_error(ok) }).inc();
+    pub fn request(&self, ok: bool) {
+        let (total, target) = if ok { &self.ok } else { &self.error };
+        total.inc();
+        target.inc();
     }
 
-    pub fn set_alertmanager_queued(&self, n: usize) {
-        self.am_queued.set(n as i64);
+    /// This target's queued groups; the total gauge moves by the difference.
+    pub fn set_queued(&mut self, n: usize) {
+        let n = n as i64;
+        self.queued.0.inc_by(n - self.last_queued);
+        self.queued.1.set(n);
+        self.last_queued = n;
     }
 }

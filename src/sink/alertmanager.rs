@@ -19,18 +19,38 @@
 //! (`<runbook_base_url>/<alertname>.md`). `startsAt` is the first finding's
 //! kernel time, `endsAt` the last one's plus `resolve_timeout_s`.
 //!
-//! Bounded: at most `queue_size` groups are held; a finding that would need
+//! Several Alertmanagers (`urls`, an HA pair): every alert goes to each. Each
+//! URL is a *target* with its own task, queue, POST in flight, backoff and
+//! counters, fed its own copy of the findings (shared `Arc`s): one that is down
+//! or slow never delays the others.
+//!
+//! Bounded: at most `queue_size` groups are held per target; a finding that would need
 //! a new group when every held group still waits for delivery is dropped and
 //! counted. One POST is in flight at a time; failures are retried with
 //! exponential backoff (`retry_initial_ms` doubling up to `retry_max_ms`),
-//! and after `max_retries` the alerts are given up and counted. Counters:
+//! and after `max_retries` the alerts are given up and counted. Counters, per
+//! target (`target`: the URL's host:port) and in total (the sum over targets):
+//! `driftwatch_alertmanager_target_alerts_total{target,result}`,
+//! `driftwatch_alertmanager_target_requests_total{target,result}`,
 //! `driftwatch_alertmanager_alerts_total{result="sent"|"failed"|"dropped"}`,
 //! `driftwatch_alertmanager_requests_total{result="ok"|"error"}`.
+//!
+//! Transport: `https://` URLs over rustls (`alertmanager.tls`: CA file or the
+//! system roots, a client certificate, src/tls.rs); a bearer token or basic
+//! auth read from files before every POST (a rotated token is picked up), and
+//! fixed extra headers such as `X-Scope-OrgID`.
 
-use crate::metrics::Metrics;
-use crate::{classify::Finding, clock, config};
+use crate::metrics::{AlertmanagerTargetMetrics, Metrics};
+use crate::{
+    classify::Finding,
+    clock,
+    config::{self, AlertmanagerUrl},
+    tls::{self, ClientTls},
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use serde_json::{Map, Value, json};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -113,30 +133,78 @@ pub fn labels(f: &Map<String, Value>, node: &str) -> BTreeMap<String, String> {
     l
 }
 
-/// The Alertmanager target: `http://host:port[/prefix]`.
-#[derive(Debug, Clone)]
+/// How a request authenticates: nothing, a bearer token or basic auth, both
+/// read from their files before every POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Auth {
+    None,
+    Bearer { token_file: String },
+    Basic { username: String, password_file: String },
+}
+
+impl Auth {
+    fn from_config(c: &config::Alertmanager) -> Auth {
+        if !c.bearer_token_file.is_empty() {
+            Auth::Bearer { token_file: c.bearer_token_file.clone() }
+        } else if !c.basic_auth.username.is_empty() {
+            Auth::Basic { username: c.basic_auth.username.clone(), password_file: c.basic_auth.password_file.clone() }
+        } else {
+            Auth::None
+        }
+    }
+
+    /// The `Authorization` value, from the files as they are now.
+    fn header(&self) -> Result<Option<HeaderValue>, String> {
+        use base64::Engine;
+        let value = match self {
+            Auth::None => return Ok(None),
+            Auth::Bearer { token_file } => format!("Bearer {}", config::secret_file(token_file, "token")?),
+            Auth::Basic { username, password_file } => {
+                let password = config::secret_file(password_file, "password")?;
+                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+                format!("Basic {pair}")
+            }
+        };
+        let mut v =
+            HeaderValue::from_str(&value).map_err(|_| "the credentials are not a valid header value".to_string())?;
+        v.set_sensitive(true);
+        Ok(Some(v))
+    }
+}
+
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// One Alertmanager (one configured URL): where to POST, and how.
+#[derive(Clone)]
 struct Target {
-    authority: String,
-    host: String,
-    port: u16,
-    path: String,
+    url: AlertmanagerUrl,
+    uri: hyper::Uri,
+    client: Client<HttpsConnector, Full<Bytes>>,
+    auth: Arc<Auth>,
+    headers: Arc<HeaderMap>,
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("alertmanager.url {url:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("alertmanager.url {url:?}: only http:// is supported"));
-        }
-        let auth = uri.authority().ok_or_else(|| format!("alertmanager.url {url:?}: no host"))?;
-        let prefix = uri.path().trim_end_matches('/');
-        Ok(Target {
-            authority: auth.as_str().to_string(),
-            host: auth.host().trim_start_matches('[').trim_end_matches(']').to_string(),
-            port: auth.port_u16().unwrap_or(80),
-            path: format!("{prefix}/api/v2/alerts"),
-        })
+    fn new(url: AlertmanagerUrl, connector: HttpsConnector, auth: Arc<Auth>, headers: Arc<HeaderMap>) -> Target {
+        let scheme = if url.https { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{}", url.authority, url.path).parse().expect("parsed from a valid URL");
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1)
+            .build(connector);
+        Target { url, uri, client, auth, headers }
     }
+}
+
+/// The fixed extra headers (validated with the config).
+fn extra_headers(c: &config::Alertmanager) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in &c.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("alertmanager.headers.{k}: {e}"))?;
+        let value = HeaderValue::from_str(v).map_err(|e| format!("alertmanager.headers.{k}: {e}"))?;
+        h.insert(name, value);
+    }
+    Ok(h)
 }
 
 /// Why a POST failed: retry, or give up at once (4xx: the request itself is wrong).
@@ -148,24 +216,20 @@ enum PostError {
 
 async fn post(t: &Target, body: Bytes, timeout: Duration) -> Result<(), PostError> {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
-            .await
-            .map_err(|e| PostError::Retry(format!("connect {}: {e}", t.authority)))?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io)
-            .await
-            .map_err(|e| PostError::Retry(format!("handshake: {e}")))?;
-        let conn = tokio::spawn(conn);
-        let req = hyper::Request::post(t.path.as_str())
-            .header(hyper::header::HOST, t.authority.as_str())
+        let mut req = hyper::Request::post(t.uri.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::USER_AGENT, concat!("driftwatch/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(body))
             .map_err(|e| PostError::Permanent(format!("request: {e}")))?;
-        let resp = sender.send_request(req).await.map_err(|e| PostError::Retry(format!("send: {e}")))?;
+        for (k, v) in t.headers.iter() {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        if let Some(v) = t.auth.header().map_err(PostError::Retry)? {
+            req.headers_mut().insert(AUTHORIZATION, v);
+        }
+        let resp = t.client.request(req).await.map_err(|e| PostError::Retry(tls::error_chain(&e)))?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        conn.abort();
         let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
         if status.is_success() {
             Ok(())
@@ -251,32 +315,65 @@ pub struct Settings {
     pub default_generator: String,
 }
 
-/// The sender feeding a started sink, and the sink.
-pub type Started = (mpsc::Sender<Arc<Finding>>, AlertmanagerSink);
+/// The senders feeding a started sink (one per target: register each with the
+/// fan-out), and the sink.
+pub type Started = (Vec<mpsc::Sender<Arc<Finding>>>, AlertmanagerSink);
 
-/// A running Alertmanager sink.
+/// A running Alertmanager sink: one task per target.
 pub struct AlertmanagerSink {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The `target` labels, in URL order.
+    pub targets: Vec<String>,
 }
 
 impl AlertmanagerSink {
-    /// `None` when `alertmanager.url` is empty.
+    /// `None` when no URL is configured. Loads the TLS files (the system roots
+    /// when no `ca_file` is set) when a URL is https://; errors are configuration errors.
     pub fn start(s: Settings, metrics: Arc<Metrics>) -> Result<Option<Started>, String> {
-        if s.cfg.url.is_empty() {
+        let urls = s.cfg.targets();
+        if urls.is_empty() {
             return Ok(None);
         }
-        let target = Target::parse(&s.cfg.url)?;
-        metrics.sinks.declare_alertmanager();
-        let (tx, rx) = mpsc::channel(s.cfg.queue_size.clamp(16, 1024));
-        let task = tokio::spawn(run(rx, target, s, metrics));
-        Ok(Some((tx, AlertmanagerSink { task })))
+        let urls = urls
+            .iter()
+            .map(|u| AlertmanagerUrl::parse(u).map_err(|e| format!("alertmanager: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connector = if urls.iter().any(|u| u.https) {
+            let t =
+                ClientTls::load(s.cfg.tls.files()).map_err(|e| format!("alertmanager.tls.{}: {e}", e.field.key()))?;
+            tracing::info!(
+                roots = t.roots_source(),
+                client_certificate = t.has_client_certificate(),
+                "alertmanager: TLS"
+            );
+            t.https_connector()
+        } else {
+            tls::http_connector()
+        };
+        let auth = Arc::new(Auth::from_config(&s.cfg));
+        if *auth != Auth::None && urls.iter().any(|u| !u.https) {
+            tracing::warn!("alertmanager: credentials are sent over plain http:// to some URLs; use https://");
+        }
+        let headers = Arc::new(extra_headers(&s.cfg)?);
+        let labels: Vec<String> = urls.iter().map(|u| u.label.clone()).collect();
+        metrics.sinks.declare_alertmanager(&labels.iter().map(String::as_str).collect::<Vec<_>>());
+        let s = Arc::new(s);
+        let (mut senders, mut tasks) = (Vec::new(), Vec::new());
+        for url in urls {
+            let m = metrics.sinks.alertmanager_target(&url.label);
+            let target = Target::new(url, connector.clone(), auth.clone(), headers.clone());
+            let (tx, rx) = mpsc::channel(s.cfg.queue_size.clamp(16, 1024));
+            tasks.push(tokio::spawn(run(rx, target, s.clone(), m)));
+            senders.push(tx);
+        }
+        Ok(Some((senders, AlertmanagerSink { tasks, targets: labels })))
     }
 
-    /// Waits for the final delivery attempt (the sender side must be closed).
+    /// Waits for the final delivery attempt of every target (the senders must be closed).
     pub async fn shutdown(self, limit: Duration) {
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(limit, self.task).await.is_err() {
-            abort.abort();
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(limit, futures::future::join_all(self.tasks)).await.is_err() {
+            aborts.iter().for_each(|a| a.abort());
             tracing::warn!("alertmanager: final delivery did not finish in {limit:?}; abandoned");
         }
     }
@@ -288,7 +385,8 @@ struct InFlight {
     sent: Vec<(GroupKey, u64)>,
 }
 
-async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, metrics: Arc<Metrics>) {
+async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Arc<Settings>, mut m: AlertmanagerTargetMetrics) {
+    let label = target.url.label.clone();
     let c = &s.cfg;
     let window = Duration::from_millis(c.group_window_ms);
     let resolve = Duration::from_secs(c.resolve_timeout_s);
@@ -325,15 +423,15 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                 inflight = Some(InFlight { task: tokio::spawn(async move { post(&t, body, timeout).await }), sent });
             }
         }
-        metrics.sinks.set_alertmanager_queued(groups.values().filter(|g| g.due.is_some()).count());
+        m.set_queued(groups.values().filter(|g| g.due.is_some()).count());
         let pending = groups.values().any(|g| g.due.is_some());
         if !open && inflight.is_none() && (!pending || final_deadline.is_some_and(|d| now >= d)) {
             let left = groups.values().filter(|g| g.due.is_some()).count() as u64;
             if left > 0 {
-                metrics.sinks.alertmanager_alerts("failed", left);
-                tracing::warn!(alerts = left, "alertmanager: undelivered alerts at shutdown");
+                m.alerts("failed", left);
+                tracing::warn!(target = %label, alerts = left, "alertmanager: undelivered alerts at shutdown");
             }
-            metrics.sinks.set_alertmanager_queued(0);
+            m.set_queued(0);
             return;
         }
         let next_due = groups.values().filter_map(|g| g.due).min().map(|d| match retry_at {
@@ -345,29 +443,29 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                 let done = inflight.take().expect("guarded");
                 let n = done.sent.len() as u64;
                 let r = r.unwrap_or_else(|e| Err(PostError::Retry(format!("task: {e}"))));
-                metrics.sinks.alertmanager_request(r.is_ok());
+                m.request(r.is_ok());
                 let give_up = match &r {
                     Ok(()) => {
-                        metrics.sinks.alertmanager_alerts("sent", n);
+                        m.alerts("sent", n);
                         attempt = 0;
                         retry_at = None;
                         false
                     }
                     Err(PostError::Permanent(e)) => {
-                        tracing::warn!(error = %e, alerts = n, "alertmanager rejected the alerts; not retried");
+                        tracing::warn!(target = %label, error = %e, alerts = n, "alertmanager rejected the alerts; not retried");
                         true
                     }
                     Err(PostError::Retry(e)) => {
                         attempt += 1;
                         if attempt > c.max_retries || !open {
-                            tracing::warn!(error = %e, alerts = n, attempts = attempt, "alertmanager unreachable; alerts given up");
+                            tracing::warn!(target = %label, error = %e, alerts = n, attempts = attempt, "alertmanager unreachable; alerts given up");
                             true
                         } else {
                             let backoff = Duration::from_millis(
                                 c.retry_initial_ms.saturating_mul(1u64 << (attempt - 1).min(20)).min(c.retry_max_ms),
                             );
                             if attempt == 1 {
-                                tracing::warn!(error = %e, alerts = n, retry_in = ?backoff, "alertmanager push failed; retrying");
+                                tracing::warn!(target = %label, error = %e, alerts = n, retry_in = ?backoff, "alertmanager push failed; retrying");
                             }
                             retry_at = Some(Instant::now() + backoff);
                             false
@@ -375,7 +473,7 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                     }
                 };
                 if give_up {
-                    metrics.sinks.alertmanager_alerts("failed", n);
+                    m.alerts("failed", n);
                     attempt = 0;
                     retry_at = None;
                 }
@@ -389,7 +487,7 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Settings, 
                 }
             }
             f = rx.recv(), if open => match f {
-                Some(f) => ingest(&mut groups, f, &render, c.queue_size, window, &metrics),
+                Some(f) => ingest(&mut groups, f, &render, c.queue_size, window, &m),
                 None => {
                     open = false;
                     final_deadline = Some(Instant::now() + timeout);
@@ -411,7 +509,7 @@ fn ingest(
     render: &Render,
     cap: usize,
     window: Duration,
-    metrics: &Metrics,
+    metrics: &AlertmanagerTargetMetrics,
 ) {
     let Ok(Value::Object(json)) = serde_json::to_value(&*f) else { return };
     let labels = labels(&json, &render.node);
@@ -440,7 +538,7 @@ fn ingest(
                 groups.remove(&k);
             }
             None => {
-                metrics.sinks.alertmanager_alerts("dropped", 1);
+                metrics.alerts("dropped", 1);
                 return;
             }
         }
@@ -493,11 +591,48 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_read_from_their_files_at_every_request() {
+        let dir = std::env::temp_dir().join(format!("driftwatch-am-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "first\n").unwrap();
+        let mut c = config::Alertmanager { bearer_token_file: token.display().to_string(), ..Default::default() };
+        let auth = Auth::from_config(&c);
+        let h = auth.header().unwrap().unwrap();
+        assert_eq!(h, "Bearer first");
+        assert!(h.is_sensitive());
+        std::fs::write(&token, "rotated").unwrap();
+        assert_eq!(auth.header().unwrap().unwrap(), "Bearer rotated", "a rotated token is used at once");
+        std::fs::remove_file(&token).unwrap();
+        let e = auth.header().unwrap_err();
+        assert!(e.contains("cannot read the token file"), "{e}");
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "pw\n").unwrap();
+        c.bearer_token_file.clear();
+        c.basic_auth = config::BasicAuth { username: "dw".into(), password_file: pw.display().to_string() };
+        assert_eq!(Auth::from_config(&c).header().unwrap().unwrap(), "Basic ZHc6cHc=");
+        c.basic_auth = config::BasicAuth::default();
+        assert_eq!(Auth::from_config(&c), Auth::None);
+        assert_eq!(Auth::None.header().unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        c.headers.insert("X-Scope-OrgID".into(), "tenant-1".into());
+        assert_eq!(extra_headers(&c).unwrap()["x-scope-orgid"], "tenant-1");
+    }
+
+    #[test]
     fn target_parsing() {
-        let t = Target::parse("http://127.0.0.1:9093/").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 9093, "/api/v2/alerts"));
-        let t = Target::parse("http://am.monitoring/prefix").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (80, "/prefix/api/v2/alerts"));
-        assert!(Target::parse("https://am:9093").is_err());
+        let t = AlertmanagerUrl::parse("http://127.0.0.1:9093/").unwrap();
+        assert_eq!((t.authority.as_str(), t.path.as_str(), t.https), ("127.0.0.1:9093", "/api/v2/alerts", false));
+        assert_eq!(t.label, "127.0.0.1:9093");
+        let t = AlertmanagerUrl::parse("http://am.monitoring/prefix").unwrap();
+        assert_eq!((t.authority.as_str(), t.path.as_str()), ("am.monitoring:80", "/prefix/api/v2/alerts"));
+        assert_eq!(t.label, "am.monitoring:80/prefix");
+        let t = AlertmanagerUrl::parse("https://am-0.monitoring").unwrap();
+        assert_eq!((t.authority.as_str(), t.https), ("am-0.monitoring:443", true));
+        let t = AlertmanagerUrl::parse("https://[::1]:9093").unwrap();
+        assert_eq!(t.label, "[::1]:9093");
+        for bad in ["ftp://am:9093", "am:9093", "http://user:pw@am:9093", "http://am:9093/?x=1", "http:///x"] {
+            assert!(AlertmanagerUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -81,12 +81,17 @@ impl NetworkSinks {
         let mut sinks = NetworkSinks::default();
         if let Some(s) = otlp::Settings::resolve(&cfg.otlp).map_err(|e| e.to_string())? {
             let (protocol, endpoint) = (s.protocol, s.endpoint.clone());
+            let tls = s
+                .tls
+                .as_ref()
+                .map(|t| format!("roots {}, client certificate {}", t.roots_source(), t.has_client_certificate()));
             let (tx, sink) = otlp::OtlpSink::start(s, metrics.clone()).map_err(|e| e.to_string())?;
             fanout.add(otlp::QUEUE, tx, metrics);
             sinks.otlp = Some(sink);
             tracing::info!(
                 ?protocol,
                 endpoint = endpoint.as_deref().unwrap_or("(from OTEL_* environment)"),
+                tls = tls.as_deref().unwrap_or("off"),
                 "findings export as OTLP log events"
             );
         }
@@ -94,10 +99,13 @@ impl NetworkSinks {
             cfg: cfg.alertmanager.clone(),
             default_generator: format!("http://{}:{}/metrics", crate::node::name(), cfg.metrics_addr.port()),
         };
-        if let Some((tx, sink)) = alertmanager::AlertmanagerSink::start(settings, metrics.clone())? {
-            fanout.add(alertmanager::QUEUE, tx, metrics);
+        if let Some((senders, sink)) = alertmanager::AlertmanagerSink::start(settings, metrics.clone())? {
+            // One hand-off queue per target: a target that falls behind drops its own copies only.
+            for tx in senders {
+                fanout.add(alertmanager::QUEUE, tx, metrics);
+            }
+            tracing::info!(targets = ?sink.targets, "findings push to Alertmanager");
             sinks.alertmanager = Some(sink);
-            tracing::info!(url = %cfg.alertmanager.url, "findings push to Alertmanager");
         }
         Ok(sinks)
     }

@@ -32,6 +32,7 @@ use crate::{
     classify::{Finding, finding::Kind},
     clock::BootClock,
     config::{self, OtlpProtocol},
+    tls::{ClientTls, Files},
 };
 use opentelemetry::{
     InstrumentationScope, Key,
@@ -61,6 +62,9 @@ macro_rules! exporter {
                 if let Some(e) = &s.endpoint {
                     b = b.with_endpoint(e.clone());
                 }
+                if let Some(t) = &s.tls {
+                    b = b.with_tls_config(t.tonic_config().timeout(s.timeout));
+                }
                 if !s.headers.is_empty() {
                     b = b.with_metadata(s.metadata()?);
                 }
@@ -70,6 +74,13 @@ macro_rules! exporter {
                 let mut b = $kind::builder().with_http().with_protocol(Protocol::HttpBinary).with_timeout(s.timeout);
                 if let Some(e) = &s.endpoint {
                     b = b.with_endpoint(($http_endpoint)(e.as_str()));
+                }
+                if let Some(t) = &s.tls {
+                    b = b.with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                        t.https_connector(),
+                        s.timeout,
+                        None,
+                    ));
                 }
                 if !s.headers.is_empty() {
                     b = b.with_headers(s.headers.clone().into_iter().collect::<HashMap<_, _>>());
@@ -106,6 +117,31 @@ pub struct Settings {
     pub max_queue_size: usize,
     pub max_batch_size: usize,
     pub batch_timeout: Duration,
+    /// TLS of an https:// endpoint: loaded at startup (CA file or system roots, client certificate).
+    pub tls: Option<Arc<ClientTls>>,
+}
+
+/// One TLS setting: the config key, else the first `OTEL_*` variable set; with its source for errors.
+fn tls_setting(value: &str, key: &'static str, vars: [&'static str; 2]) -> (String, &'static str) {
+    if !value.is_empty() {
+        return (value.to_string(), key);
+    }
+    vars.into_iter().find_map(|v| env(v).map(|x| (x, v))).unwrap_or((String::new(), key))
+}
+
+/// Whether the exporter will speak TLS to `endpoint` (None: the protocol's default, plain
+/// localhost): `https://`, or a gRPC endpoint without a scheme unless `OTEL_EXPORTER_OTLP_(LOGS_)INSECURE=true`,
+/// as the SDK decides.
+fn is_https(endpoint: Option<&str>, protocol: OtlpProtocol) -> bool {
+    let Some(e) = endpoint.map(|e| e.trim().to_ascii_lowercase()) else { return false };
+    if e.starts_with("https://") {
+        return true;
+    }
+    let schemeless = e.split_once("://").is_none_or(|(scheme, _)| scheme.contains(['/', '?', '#']));
+    let insecure = env("OTEL_EXPORTER_OTLP_LOGS_INSECURE")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_INSECURE"))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    schemeless && protocol == OtlpProtocol::Grpc && !insecure
 }
 
 impl Settings {
@@ -135,6 +171,8 @@ impl Settings {
                 },
             },
         };
+        let effective = if c.endpoint.is_empty() { env_endpoint.as_deref() } else { Some(c.endpoint.as_str()) };
+        let tls = Self::tls(&c.tls, effective, protocol)?;
         let endpoint = (!c.endpoint.is_empty()).then(|| match protocol {
             OtlpProtocol::Grpc => c.endpoint.clone(),
             // Like OTEL_EXPORTER_OTLP_ENDPOINT: a base URL, the signal path is appended.
@@ -148,7 +186,55 @@ impl Settings {
             max_queue_size: c.max_queue_size,
             max_batch_size: c.max_batch_size,
             batch_timeout: Duration::from_millis(c.batch_timeout_ms),
+            tls,
         }))
+    }
+
+    /// The TLS material for an https:// endpoint: `otlp.tls`, each key falling back to
+    /// `OTEL_EXPORTER_OTLP_LOGS_*`, then `OTEL_EXPORTER_OTLP_*` (`CERTIFICATE`,
+    /// `CLIENT_CERTIFICATE`, `CLIENT_KEY`). Read now: a bad file is a startup error
+    /// naming the key or variable. TLS settings for a plain endpoint are an error too.
+    fn tls(
+        c: &config::Tls,
+        endpoint: Option<&str>,
+        protocol: OtlpProtocol,
+    ) -> Result<Option<Arc<ClientTls>>, OtlpError> {
+        let ca = tls_setting(
+            &c.ca_file,
+            "otlp.tls.ca_file",
+            ["OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"],
+        );
+        let cert = tls_setting(
+            &c.cert_file,
+            "otlp.tls.cert_file",
+            ["OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"],
+        );
+        let key = tls_setting(
+            &c.key_file,
+            "otlp.tls.key_file",
+            ["OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"],
+        );
+        let name = (c.server_name.clone(), "otlp.tls.server_name");
+        if !is_https(endpoint, protocol) {
+            return match [&ca, &cert, &key, &name].into_iter().find(|(v, _)| !v.is_empty()) {
+                Some((_, source)) => Err(OtlpError::Config(format!(
+                    "{source} is set, but the endpoint {} is not https://",
+                    endpoint.unwrap_or("(default, plain http)")
+                ))),
+                None => Ok(None),
+            };
+        }
+        let files = Files { ca_file: &ca.0, cert_file: &cert.0, key_file: &key.0, server_name: &name.0 };
+        let t = ClientTls::load(files).map_err(|e| {
+            let source = match e.field {
+                crate::tls::Field::CaFile => ca.1,
+                crate::tls::Field::CertFile => cert.1,
+                crate::tls::Field::KeyFile => key.1,
+                crate::tls::Field::ServerName => name.1,
+            };
+            OtlpError::Config(format!("{source}: {e}"))
+        })?;
+        Ok(Some(Arc::new(t)))
     }
 
     /// The log exporter (inside a tokio runtime: tonic's channel starts lazily on it).
@@ -343,19 +429,19 @@ async fn export<E: opentelemetry_sdk::logs::LogExporter>(
     exporter: Arc<E>,
     records: Vec<SdkLogRecord>,
     timeout: Duration,
-) -> bool {
+) -> Result<(), String> {
     let scope = scope();
     let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &scope)).collect();
     // The exporter bounds its retries by `timeout`; this is a backstop.
     match tokio::time::timeout(timeout + Duration::from_secs(1), exporter.export(LogBatch::new(&refs))).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, records = records.len(), "otlp export failed");
-            false
+            Err(e.to_string())
         }
         Err(_) => {
             tracing::debug!(records = records.len(), "otlp export timed out");
-            false
+            Err(format!("no answer within {timeout:?}"))
         }
     }
 }
@@ -368,7 +454,7 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
 ) {
     let builder = RecordBuilder::new();
     let mut pending: VecDeque<Arc<Finding>> = VecDeque::new();
-    let mut inflight: Option<(JoinHandle<bool>, usize)> = None;
+    let mut inflight: Option<(JoinHandle<Result<(), String>>, usize)> = None;
     let mut oldest: Option<Instant> = None;
     let mut open = true;
     let mut flush_deadline: Option<Instant> = None;
@@ -390,14 +476,15 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
         tokio::select! {
             r = async { (&mut inflight.as_mut().expect("guarded").0).await }, if inflight.is_some() => {
                 let n = inflight.take().map_or(0, |i| i.1) as u64;
-                if r.unwrap_or(false) {
-                    metrics.sinks.otlp_records("exported", n);
-                } else {
-                    metrics.sinks.otlp_records("failed", n);
-                    failures_logged += 1;
-                    // Say it once, then every 100th time: a dead collector must not flood stderr.
-                    if failures_logged == 1 || failures_logged.is_multiple_of(100) {
-                        tracing::warn!(records = n, failures = failures_logged, "otlp: export to the collector failed; records counted as failed");
+                match r.unwrap_or_else(|e| Err(e.to_string())) {
+                    Ok(()) => metrics.sinks.otlp_records("exported", n),
+                    Err(e) => {
+                        metrics.sinks.otlp_records("failed", n);
+                        failures_logged += 1;
+                        // Say it once, then every 100th time: a dead collector must not flood stderr.
+                        if failures_logged == 1 || failures_logged.is_multiple_of(100) {
+                            tracing::warn!(error = %e, records = n, failures = failures_logged, "otlp: export to the collector failed; records counted as failed");
+                        }
                     }
                 }
             }
@@ -475,5 +562,32 @@ mod tests {
         assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/logs"));
         let c = config::Otlp { enabled: Some(false), endpoint: "http://x:4317".into(), ..Default::default() };
         assert_eq!(Settings::resolve(&c).unwrap(), None);
+    }
+
+    #[test]
+    fn tls_only_for_https_endpoints_and_files_read_at_startup() {
+        assert!(is_https(Some("https://c:4317"), OtlpProtocol::Grpc));
+        assert!(is_https(Some("HTTPS://c:4318"), OtlpProtocol::HttpProtobuf));
+        assert!(!is_https(Some("http://c:4317"), OtlpProtocol::Grpc));
+        assert!(!is_https(None, OtlpProtocol::Grpc), "the default endpoint is plain localhost");
+        if std::env::var_os("OTEL_EXPORTER_OTLP_INSECURE").is_none()
+            && std::env::var_os("OTEL_EXPORTER_OTLP_LOGS_INSECURE").is_none()
+        {
+            assert!(is_https(Some("collector:4317"), OtlpProtocol::Grpc), "schemeless gRPC is secure by default");
+        }
+        let tls =
+            |ca: &str, name: &str| config::Tls { ca_file: ca.into(), server_name: name.into(), ..Default::default() };
+        let c = config::Otlp { endpoint: "http://x:4317".into(), tls: tls("", "x"), ..Default::default() };
+        let e = Settings::resolve(&c).unwrap_err().to_string();
+        assert!(e.contains("otlp.tls.server_name is set, but the endpoint http://x:4317 is not https://"), "{e}");
+        let c = config::Otlp {
+            endpoint: "https://x:4317".into(),
+            tls: tls("/nonexistent/ca.pem", ""),
+            ..Default::default()
+        };
+        let e = Settings::resolve(&c).unwrap_err().to_string();
+        assert!(e.starts_with("otlp: otlp.tls.ca_file: cannot read \"/nonexistent/ca.pem\""), "{e}");
+        let c = config::Otlp { endpoint: "http://x:4317".into(), ..Default::default() };
+        assert_eq!(Settings::resolve(&c).unwrap().unwrap().tls, None);
     }
 }

@@ -54,7 +54,8 @@ dash_files = sorted(f for f in os.listdir("helm/driftwatch/files/dashboards") if
 STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
          "all-features": "/var/lib/driftwatch-agent", "no-state": None,
          "files-off": "/var/lib/driftwatch", "network-off": "/var/lib/driftwatch",
-         "no-syscall-sensors": "/var/lib/driftwatch", "health-off": "/var/lib/driftwatch"}
+         "no-syscall-sensors": "/var/lib/driftwatch", "health-off": "/var/lib/driftwatch",
+         "alertmanager-basic-auth": "/var/lib/driftwatch"}
 # The probes' own listener (health.port, config health_addr); health.enabled=false: none,
 # the probes go to the metrics port.
 HEALTH = {"health-off": None}
@@ -133,13 +134,34 @@ for name in STATE:
     check(svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items(), f"{name}: Service selects the agent pods")
     check(svc["spec"].get("publishNotReadyAddresses") is True, f"{name}: Service keeps unready agents scraped")
 
-    # The rendered config ConfigMap loads in the real agent's parser.
+    # The rendered config ConfigMap loads in the real agent's parser (the Secret files it
+    # names exist only in the pod: their mounts are checked below instead).
     cm = d[("ConfigMap", "driftwatch")]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(cm["data"]["config.yaml"])
-    r = subprocess.run([agent, "check-config", f.name], capture_output=True, text=True)
+    r = subprocess.run([agent, "check-config", "--no-file-checks", f.name], capture_output=True, text=True)
     check(r.returncode == 0, f"{name}: driftwatch check-config rejected the rendered config: {r.stderr.strip()}")
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    # Every file the config names (TLS material, token, password) is an item of a
+    # Secret volume mounted read-only at that path; no secret is in the ConfigMap.
+    secret_files = {}
+    for m in c["volumeMounts"]:
+        v = vols[m["name"]]
+        if "secret" in v:
+            check(m.get("readOnly") is True and m["mountPath"].startswith("/var/run/secrets/driftwatch/"), f"{name}: secret {m['name']} mounted read-only under /var/run/secrets/driftwatch/")
+            check(v["secret"].get("defaultMode") == 0o400, f"{name}: secret {m['name']} mode 0400")
+            for it in v["secret"]["items"]:
+                secret_files[m["mountPath"] + "/" + it["path"]] = (v["secret"]["secretName"], it["key"])
+    named = []
+    for sink in ("otlp", "alertmanager"):
+        sec = cfg.get(sink, {})
+        named += [sec.get("tls", {}).get(k) for k in ("ca_file", "cert_file", "key_file")]
+    named += [cfg.get("alertmanager", {}).get("bearer_token_file"), cfg.get("alertmanager", {}).get("basic_auth", {}).get("password_file")]
+    named = [p for p in named if p]
+    for p in named:
+        check(p in secret_files, f"{name}: {p} named by the config is not a mounted Secret item ({sorted(secret_files)})")
+    check(len(secret_files) == len(named), f"{name}: Secret items mounted but not named by the config: {sorted(set(secret_files) - set(named))}")
+    check("Bearer" not in cm["data"]["config.yaml"] and "password:" not in cm["data"]["config.yaml"], f"{name}: no credential in the ConfigMap")
     check(cfg["metrics_addr"] == "0.0.0.0:8789", f"{name}: metrics_addr")
     check(cfg.get("health_addr") == (f"0.0.0.0:{health}" if health else None), f"{name}: health_addr follows health.*: {cfg.get('health_addr')}")
     check(cfg.get("kubernetes", {}).get("enabled") is api, f"{name}: kubernetes.enabled follows kubernetesApi.enabled ({api}): {cfg.get('kubernetes')}")
@@ -148,12 +170,25 @@ for name in STATE:
     check(cfg.get("rules", {}).get("network", {}).get("state_dir") == ("/var/lib/driftwatch" if STATE[name] else ""), f"{name}: rules.network.state_dir matches the state mount: {cfg.get('rules')}")
     os.unlink(f.name)
 
+    if name == "alertmanager-basic-auth":
+        check(cfg["alertmanager"]["basic_auth"] == {"username": "driftwatch", "password_file": "/var/run/secrets/driftwatch/alertmanager-password/password"}
+              and secret_files == {"/var/run/secrets/driftwatch/alertmanager-password/password": ("am-basic", "password")}
+              and cfg["alertmanager"]["tls"] == {"server_name": "alertmanager.monitoring.svc"}, f"{name}: basic auth from a Secret: {cfg['alertmanager']} {secret_files}")
+    elif name != "all-features":
+        check(not secret_files and "OTEL_EXPORTER_OTLP_HEADERS" not in env, f"{name}: no Secret mounted by default")
     sm, pr = one(d, "ServiceMonitor"), one(d, "PrometheusRule")
     dcm = d.get(("ConfigMap", "driftwatch-dashboards"))
     if name != "all-features":
         check(sm is None and pr is None and dcm is None, f"{name}: optional resources off by default")
         continue
-    check(cfg["alertmanager"]["url"].startswith("http://") and cfg["otlp"]["protocol"] == "grpc", f"{name}: sinks configured")
+    check(cfg["alertmanager"]["urls"] == ["https://alertmanager-0.alertmanager-operated.monitoring:9093", "https://alertmanager-1.alertmanager-operated.monitoring:9093"]
+          and "url" not in cfg["alertmanager"] and cfg["otlp"]["protocol"] == "grpc", f"{name}: sinks configured: {cfg['alertmanager']}")
+    check(secret_files.get("/var/run/secrets/driftwatch/alertmanager-token/token") == ("driftwatch-alertmanager-token", "token")
+          and secret_files.get("/var/run/secrets/driftwatch/otlp-client/tls.key") == ("driftwatch-otlp-client", "tls.key")
+          and secret_files.get("/var/run/secrets/driftwatch/alertmanager-ca/ca.crt") == ("monitoring-ca", "ca.crt"), f"{name}: Secret items {secret_files}")
+    check(cfg["alertmanager"]["headers"] == {"X-Scope-OrgID": "security"} and cfg["otlp"]["tls"]["server_name"] == "otel-collector.observability.svc", f"{name}: headers and server name")
+    hdr = env.get("OTEL_EXPORTER_OTLP_HEADERS", {}).get("valueFrom", {}).get("secretKeyRef")
+    check(hdr == {"name": "driftwatch-otlp-headers", "key": "headers"}, f"{name}: OTLP headers from the Secret: {hdr}")
     check(cfg["alertmanager"]["runbook_base_url"] == "https://runbooks.example.org/driftwatch", f"{name}: runbook base")
     for doc, schema, kind in ((sm, SERVICE_MONITOR, "ServiceMonitor"), (pr, PROMETHEUS_RULE, "PrometheusRule")):
         try:

@@ -39,8 +39,9 @@ declare -A sets=(
   [network-off]="--set sensors.network=false"
   [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false"
   [health-off]="--set health.enabled=false"
+  [alertmanager-basic-auth]="--set alertmanager.url=https://alertmanager.monitoring:9093 --set alertmanager.basicAuth.username=driftwatch --set alertmanager.basicAuth.passwordSecret.name=am-basic --set alertmanager.tls.serverName=alertmanager.monitoring.svc"
 )
-for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off; do
+for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off alertmanager-basic-auth; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086
@@ -63,11 +64,23 @@ for broken in broken broken2; do
 done
 
 # The values schema (and the chart's own check of health.port) rejects what the agent cannot use.
-for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false health.port=8789 health.port=0 health.enabled=yes health.path=/healthz; do
+# Secrets never inline: there is no value for a token, password or header secret, only Secret names.
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false \
+    health.port=8789 health.port=0 health.enabled=yes health.path=/healthz \
+    'alertmanager.urls={ftp://am:9093}' alertmanager.bearerTokenSecret.token=abc alertmanager.basicAuth.password=pw \
+    alertmanager.headers.Authorization=Bearer otlp.headers.authorization=x otlp.tls.ca=pem alertmanager.tls.caSecret=Bad_Name; do
   if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
   fi
 done
 echo "chart: values.schema.json rejects bad values"
+# Contradictions the schema cannot express fail the rendering with a clear message.
+for bad in "--set alertmanager.url=http://a:9093 --set alertmanager.urls={http://b:9093}" "--set alertmanager.basicAuth.username=dw"; do
+  # shellcheck disable=SC2086
+  if "$HELM" template driftwatch "$chart" $bad >/dev/null 2>&1; then
+    echo "chart: rendered contradictory values: $bad" >&2; exit 1
+  fi
+done
+echo "chart: contradictory alertmanager values fail to render"
 
 "$PY" tests/chart/check_rendered.py "$out" "$agent"

@@ -22,6 +22,7 @@ pub mod cri;
 pub mod kubeapi;
 pub mod otlp;
 pub mod prometheus;
+pub mod tls;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};

@@ -54,6 +54,12 @@ fn kvs(kv: &[KeyValue]) -> Map<String, Value> {
 }
 
 type Store = Arc<Mutex<Vec<Rec>>>;
+/// The headers (gRPC metadata) of every request, names lowercased.
+type Headers = Arc<Mutex<Vec<BTreeMap<String, String>>>>;
+
+fn header_map(h: &hyper::HeaderMap) -> BTreeMap<String, String> {
+    h.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+}
 
 fn keep(req: ExportLogsServiceRequest, into: &Store) {
     let mut out = into.lock().unwrap();
@@ -74,6 +80,7 @@ struct Svc {
     store: Store,
     delay: Duration,
     requests: Arc<Mutex<u64>>,
+    headers: Headers,
 }
 
 #[tonic::async_trait]
@@ -83,6 +90,7 @@ impl LogsService for Svc {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         *self.requests.lock().unwrap() += 1;
+        self.headers.lock().unwrap().push(header_map(&request.metadata().clone().into_headers()));
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -95,6 +103,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     store: Store,
     requests: Arc<Mutex<u64>>,
+    headers: Headers,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -110,7 +119,8 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let store = Store::default();
         let requests = Arc::new(Mutex::new(0));
-        let svc = Svc { store: store.clone(), delay, requests: requests.clone() };
+        let headers = Headers::default();
+        let svc = Svc { store: store.clone(), delay, requests: requests.clone(), headers: headers.clone() };
         rt.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(LogsServiceServer::new(svc))
@@ -118,7 +128,7 @@ impl Receiver {
                 .await
                 .expect("grpc receiver");
         });
-        Receiver { addr, store, requests, rt: Some(rt) }
+        Receiver { addr, store, requests, headers, rt: Some(rt) }
     }
 
     pub fn grpc() -> Receiver {
@@ -134,16 +144,18 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let store = Store::default();
         let requests = Arc::new(Mutex::new(0));
-        let (st, rq) = (store.clone(), requests.clone());
+        let headers = Headers::default();
+        let (st, rq, hd) = (store.clone(), requests.clone(), headers.clone());
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (st, rq) = (st.clone(), rq.clone());
+                let (st, rq, hd) = (st.clone(), rq.clone(), hd.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (st, rq) = (st.clone(), rq.clone());
+                        let (st, rq, hd) = (st.clone(), rq.clone(), hd.clone());
                         async move {
                             *rq.lock().unwrap() += 1;
+                            hd.lock().unwrap().push(header_map(req.headers()));
                             let ok_path = req.uri().path() == "/v1/logs";
                             let ctype = req
                                 .headers()
@@ -175,7 +187,7 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, store, requests, rt: Some(rt) }
+        Receiver { addr, store, requests, headers, rt: Some(rt) }
     }
 
     pub fn url(&self) -> String {
@@ -188,6 +200,11 @@ impl Receiver {
 
     pub fn requests(&self) -> u64 {
         *self.requests.lock().unwrap()
+    }
+
+    /// The headers of every request so far.
+    pub fn headers(&self) -> Vec<BTreeMap<String, String>> {
+        self.headers.lock().unwrap().clone()
     }
 
     /// Waits until some record satisfies `pred`.

@@ -53,15 +53,46 @@ app.kubernetes.io/component: agent
 {{- $_ := set $cfg "sensor" (dict "network" (ternary $sensors.network true (hasKey $sensors "network")) "files" (ternary $sensors.files true (hasKey $sensors "files"))) -}}
 {{- $_ := set $cfg "rules" (dict "network" (dict "state_dir" (ternary "/var/lib/driftwatch" "" (not (empty .Values.hostPaths.state))))) -}}
 {{- $am := dict "runbook_base_url" .Values.runbookBaseUrl -}}
-{{- if .Values.alertmanager.url -}}
-{{- $_ := set $am "url" .Values.alertmanager.url -}}
+{{- $amv := .Values.alertmanager -}}
+{{- if and $amv.url $amv.urls -}}
+{{- fail "alertmanager.url and alertmanager.urls: set one or the other" -}}
+{{- end -}}
+{{- if $amv.url -}}
+{{- $_ := set $am "url" $amv.url -}}
+{{- end -}}
+{{- if $amv.urls -}}
+{{- $_ := set $am "urls" $amv.urls -}}
+{{- end -}}
+{{- $amTls := include "driftwatch.tlsConfig" (dict "tls" $amv.tls "prefix" "alertmanager") | fromYaml -}}
+{{- if $amTls -}}
+{{- $_ := set $am "tls" $amTls -}}
+{{- end -}}
+{{- if ($amv.bearerTokenSecret | default dict).name -}}
+{{- $_ := set $am "bearer_token_file" "/var/run/secrets/driftwatch/alertmanager-token/token" -}}
+{{- end -}}
+{{- $basic := $amv.basicAuth | default dict -}}
+{{- if $basic.username -}}
+{{- if not ($basic.passwordSecret | default dict).name -}}
+{{- fail "alertmanager.basicAuth.username needs alertmanager.basicAuth.passwordSecret.name" -}}
+{{- end -}}
+{{- $_ := set $am "basic_auth" (dict "username" $basic.username "password_file" "/var/run/secrets/driftwatch/alertmanager-password/password") -}}
+{{- end -}}
+{{- if $amv.headers -}}
+{{- $_ := set $am "headers" $amv.headers -}}
 {{- end -}}
 {{- $_ := set $cfg "alertmanager" $am -}}
+{{- $otlp := dict -}}
 {{- if .Values.otlp.endpoint -}}
-{{- $otlp := dict "endpoint" .Values.otlp.endpoint -}}
+{{- $_ := set $otlp "endpoint" .Values.otlp.endpoint -}}
 {{- if .Values.otlp.protocol -}}
 {{- $_ := set $otlp "protocol" .Values.otlp.protocol -}}
 {{- end -}}
+{{- end -}}
+{{- $otlpTls := include "driftwatch.tlsConfig" (dict "tls" .Values.otlp.tls "prefix" "otlp") | fromYaml -}}
+{{- if $otlpTls -}}
+{{- $_ := set $otlp "tls" $otlpTls -}}
+{{- end -}}
+{{- if $otlp -}}
 {{- $_ := set $cfg "otlp" $otlp -}}
 {{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy .Values.config)) -}}
@@ -79,4 +110,50 @@ when it has none: the probes then go to the metrics port. */}}
 {{- define "driftwatch.healthPort" -}}
 {{- $addr := (include "driftwatch.config" . | fromYaml).health_addr -}}
 {{- if $addr -}}{{ regexFind "[0-9]+$" (toString $addr) }}{{- end -}}
+{{- end -}}
+
+{{/* The config's tls: section of a sink (dict "tls" <values> "prefix" otlp|alertmanager):
+the files where the Secrets of driftwatch.secretVolumes are mounted. */}}
+{{- define "driftwatch.tlsConfig" -}}
+{{- $t := .tls | default dict -}}
+{{- $dir := "/var/run/secrets/driftwatch" -}}
+{{- $out := dict -}}
+{{- if $t.caSecret -}}
+{{- $_ := set $out "ca_file" (printf "%s/%s-ca/ca.crt" $dir .prefix) -}}
+{{- end -}}
+{{- if $t.clientCertSecret -}}
+{{- $_ := set $out "cert_file" (printf "%s/%s-client/tls.crt" $dir .prefix) -}}
+{{- $_ := set $out "key_file" (printf "%s/%s-client/tls.key" $dir .prefix) -}}
+{{- end -}}
+{{- if $t.serverName -}}
+{{- $_ := set $out "server_name" $t.serverName -}}
+{{- end -}}
+{{- if $out -}}
+{{- toYaml $out -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secrets the agent reads as files (TLS material, token, password): a YAML list of
+{name, secret, mountPath, items}, mounted read-only under /var/run/secrets/driftwatch/. */}}
+{{- define "driftwatch.secretVolumes" -}}
+{{- $dir := "/var/run/secrets/driftwatch" -}}
+{{- $vols := list -}}
+{{- range $sink := list "otlp" "alertmanager" -}}
+{{- $t := (index $.Values $sink).tls | default dict -}}
+{{- if $t.caSecret -}}
+{{- $vols = append $vols (dict "name" (printf "%s-ca" $sink) "secret" $t.caSecret "mountPath" (printf "%s/%s-ca" $dir $sink) "items" (list (dict "key" "ca.crt" "path" "ca.crt"))) -}}
+{{- end -}}
+{{- if $t.clientCertSecret -}}
+{{- $vols = append $vols (dict "name" (printf "%s-client" $sink) "secret" $t.clientCertSecret "mountPath" (printf "%s/%s-client" $dir $sink) "items" (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key"))) -}}
+{{- end -}}
+{{- end -}}
+{{- $token := .Values.alertmanager.bearerTokenSecret | default dict -}}
+{{- if $token.name -}}
+{{- $vols = append $vols (dict "name" "alertmanager-token" "secret" $token.name "mountPath" (printf "%s/alertmanager-token" $dir) "items" (list (dict "key" ($token.key | default "token") "path" "token"))) -}}
+{{- end -}}
+{{- $pw := (.Values.alertmanager.basicAuth | default dict).passwordSecret | default dict -}}
+{{- if $pw.name -}}
+{{- $vols = append $vols (dict "name" "alertmanager-password" "secret" $pw.name "mountPath" (printf "%s/alertmanager-password" $dir) "items" (list (dict "key" ($pw.key | default "password") "path" "password"))) -}}
+{{- end -}}
+{{- toYaml $vols -}}
 {{- end -}}
