@@ -283,7 +283,9 @@ fn check_state_dir(rule: &crate::config::NetworkRule) -> Result<(), AgentError> 
         return Ok(());
     }
     let dir = std::path::Path::new(&rule.state_dir);
-    let probe = dir.join(".driftwatch-write-test");
+    // Per-process name: another agent probing the same directory at the same
+    // moment must not delete this one's file (a false "cannot write").
+    let probe = dir.join(format!(".driftwatch-write-test.{}", std::process::id()));
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&probe, b"ok"))
         .and_then(|()| std::fs::remove_file(&probe))

@@ -66,7 +66,9 @@ pub fn save<T: Serialize>(kind: Kind, path: &Path, value: &T) -> Result<(), Stat
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let text = serde_json::to_vec(value).unwrap_or_default();
-    let tmp = path.with_extension("json.tmp");
+    // Per-process temporary name: two agents sharing a state directory (a
+    // surge during a rollout, tests) must not rename each other's half-file.
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

@@ -198,3 +198,28 @@ fn a_runtime_that_does_not_answer_makes_the_agent_unready() {
     assert_eq!(metric(s.addr, "driftwatch_health_check{check=\"runtime\"}"), 0.0);
     assert_eq!(metric(s.addr, "driftwatch_health_check{check=\"stdout\"}"), 1.0);
 }
+
+/// Two agents on one state directory (a rollout surge, a second instance
+/// started by hand) both start: neither mistakes the other's write probe or
+/// temporary state file for a broken directory.
+#[test]
+fn agents_sharing_a_state_directory_all_start() {
+    if !support::privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("driftwatch-shared-state-{}", std::process::id()));
+    let cfg =
+        support::otlp::config_file("shared-state", &format!("rules:\n  network:\n    state_dir: {}\n", dir.display()));
+    let agents: Vec<support::agent::Agent> = std::thread::scope(|s| {
+        let starts: Vec<_> =
+            (0..4).map(|_| s.spawn(|| support::agent::Agent::start(&["--config", cfg.to_str().unwrap()]))).collect();
+        starts.into_iter().map(|h| h.join().expect("an agent did not start")).collect()
+    });
+    assert_eq!(agents.len(), 4);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains("write-test"))
+        .collect();
+    assert!(leftovers.is_empty(), "write probes left behind: {leftovers:?}");
+}
