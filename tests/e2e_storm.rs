@@ -25,7 +25,7 @@
 //! drift execs there (17-1,846 of the 8,000 not reported beyond what the
 //! kernel dropped) and failed on the count; the 10th failed only because the
 //! per-kind drop metric did not exist yet. With the queue bounded in events
-//! and drift first: 0 drift execs dropped in 10 of 10 (0-12,308 network
+//! and drift protected: 0 drift execs dropped in 10 of 10 (0-12,308 network
 //! events shed instead), all passed. About 10-14 s a run.
 //!
 //! On that machine the agent's reader thread waits for a CPU half of the

@@ -1,6 +1,6 @@
 //! The events queue between the ring-buffer reader and the pipeline: bounded
-//! in **events** (not batches), in two lanes so that drift is never dropped
-//! while anything else waits.
+//! in **events** (not batches), and drift is never dropped while anything
+//! else waits.
 //!
 //! The reader still hands over batches (one per drain, so the pipeline does
 //! not wake per record), but a batch is only a unit of hand-over: capacity is
@@ -8,14 +8,14 @@
 //! how full they were, and in a drift storm, where every drift exec forces a
 //! reader wakeup, a batch holds about one event: 32 batches were ~32 events.
 //!
-//! Two lanes share the one budget of `capacity` events:
-//! - **drift** ([`is_drift`]): execs whose verdict says drift, or that only
-//!   userspace can judge; the pipeline takes this lane first;
-//! - **other**: everything else.
-//!
-//! When the budget is used up, arriving non-drift events are dropped; an
-//! arriving drift event takes the place of the newest queued non-drift event;
-//! drift is dropped only when the queue holds nothing but drift. The reader
+//! Events are handed over in the order they were read, drift or not: a
+//! process's write and then its exec reach the pipeline (and the findings
+//! their sinks) in that order. Priority only decides what is shed when the
+//! `capacity` events are used up: arriving non-drift events are dropped; an
+//! arriving drift event ([`is_drift`]) takes the place of the newest queued
+//! non-drift event; drift is dropped only when the queue holds nothing but
+//! drift. (Handing drift over first bought nothing: the queue is bounded, so
+//! the wait behind it is too, and it put findings out of time order.) The reader
 //! never blocks (a stalled pipeline must not back up into the kernel), so
 //! what does not fit is dropped here and reported to the caller by kind.
 
@@ -114,13 +114,38 @@ impl Dropped {
 /// occur: only execs are ever drift.
 pub const DROP_SERIES: [(&str, bool); 4] = [("exec", true), ("exec", false), ("net", false), ("file", false)];
 
-#[derive(Default)]
-struct Lane {
-    batches: VecDeque<Vec<Event>>,
-    events: usize,
+/// Newest-first shedding of the non-drift events of `batch`, at most `n`;
+/// returns how many went. Only on overflow: it may allocate.
+fn shed_newest_non_drift(batch: &mut Vec<Event>, n: usize, dropped: &mut Dropped) -> usize {
+    let (mut need, mut from) = (n, batch.len());
+    while from > 0 && need > 0 {
+        from -= 1;
+        if !is_drift(&batch[from]) {
+            need -= 1;
+        }
+    }
+    for ev in batch.split_off(from) {
+        if is_drift(&ev) {
+            batch.push(ev);
+        } else {
+            dropped.add(&ev, false);
+        }
+    }
+    n - need
 }
 
-impl Lane {
+/// One FIFO of batches: the pipeline sees events in the order the reader
+/// read them (a process's write before its exec stays before it), and
+/// priority only decides what is shed.
+#[derive(Default)]
+struct State {
+    batches: VecDeque<Vec<Event>>,
+    events: usize,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+impl State {
     fn append(&mut self, mut evs: Vec<Event>) {
         if evs.is_empty() {
             return;
@@ -138,34 +163,28 @@ impl Lane {
         Some(b)
     }
 
-    /// Drops the `n` newest events (fewer if the lane holds fewer).
-    fn shed_newest(&mut self, mut n: usize, dropped: &mut Dropped) {
-        while n > 0 {
-            let Some(last) = self.batches.back_mut() else { return };
-            let k = n.min(last.len());
-            for ev in last.drain(last.len() - k..) {
-                dropped.add(&ev, false);
-            }
-            self.events -= k;
-            n -= k;
-            if last.is_empty() {
-                self.batches.pop_back();
-            }
+    /// Makes room for `arriving` within `cap`: sheds the newest non-drift
+    /// events (the arriving ones first: they are the newest), then the
+    /// newest arriving drift events.
+    fn make_room(&mut self, arriving: &mut Vec<Event>, cap: usize, dropped: &mut Dropped) {
+        let mut excess = (self.events + arriving.len()).saturating_sub(cap);
+        if excess == 0 {
+            return;
         }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    drift: Lane,
-    other: Lane,
-    sender_gone: bool,
-    receiver_gone: bool,
-}
-
-impl State {
-    fn len(&self) -> usize {
-        self.drift.events + self.other.events
+        excess -= shed_newest_non_drift(arriving, excess, dropped);
+        for b in self.batches.iter_mut().rev() {
+            if excess == 0 {
+                break;
+            }
+            let k = shed_newest_non_drift(b, excess, dropped);
+            self.events -= k;
+            excess -= k;
+        }
+        self.batches.retain(|b| !b.is_empty());
+        if excess > 0 {
+            let keep = arriving.len() - excess;
+            arriving.drain(keep..).for_each(|ev| dropped.add(&ev, true));
+        }
     }
 }
 
@@ -195,32 +214,16 @@ pub struct Sender {
 impl Sender {
     /// Queues a batch without ever blocking; returns what did not fit (or
     /// everything, once the pipeline is gone).
-    pub fn push(&self, batch: Vec<Event>) -> Dropped {
+    pub fn push(&self, mut batch: Vec<Event>) -> Dropped {
         let mut dropped = Dropped::default();
-        let (mut drift, mut other): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(is_drift);
-        let cap = self.shared.capacity;
         let mut st = self.shared.lock();
         if st.receiver_gone {
-            drift.iter().for_each(|ev| dropped.add(ev, true));
-            other.iter().for_each(|ev| dropped.add(ev, false));
+            batch.iter().for_each(|ev| dropped.add(ev, is_drift(ev)));
             return dropped;
         }
-        if !drift.is_empty() {
-            // Room for drift is made from the newest non-drift events first.
-            let short = (st.len() + drift.len()).saturating_sub(cap);
-            st.other.shed_newest(short, &mut dropped);
-            let room = cap - st.len();
-            if drift.len() > room {
-                drift.drain(room..).for_each(|ev| dropped.add(&ev, true));
-            }
-            st.drift.append(drift);
-        }
-        let room = cap - st.len();
-        if other.len() > room {
-            other.drain(room..).for_each(|ev| dropped.add(&ev, false));
-        }
-        st.other.append(other);
-        let queued = st.len() > 0;
+        st.make_room(&mut batch, self.shared.capacity, &mut dropped);
+        st.append(batch);
+        let queued = st.events > 0;
         drop(st);
         if queued {
             self.shared.ready.notify_one();
@@ -252,7 +255,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// The next batch, drift lane first; None once the reader is gone and
+    /// The next batch, in arrival order; None once the reader is gone and
     /// the queue is empty.
     pub async fn recv(&mut self) -> Option<Vec<Event>> {
         loop {
@@ -270,16 +273,18 @@ impl Receiver {
         }
     }
 
-    /// The next batch at once, drift lane first; `Err(closed)` when empty.
+    /// The next batch at once; `Err(closed)` when empty.
     pub fn try_recv(&mut self) -> Result<Vec<Event>, bool> {
         let mut st = self.shared.lock();
-        st.drift.pop().or_else(|| st.other.pop()).ok_or(st.sender_gone)
+        st.pop().ok_or(st.sender_gone)
     }
 
-    /// Events queued now: (drift, other).
+    /// Events queued now: (drift, other). Walks the queue: for tests and
+    /// diagnostics, not the hot path.
     pub fn len(&self) -> (usize, usize) {
         let st = self.shared.lock();
-        (st.drift.events, st.other.events)
+        let drift = st.batches.iter().flatten().filter(|ev| is_drift(ev)).count();
+        (drift, st.events - drift)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -291,8 +296,8 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.receiver_gone = true;
-        st.drift = Lane::default();
-        st.other = Lane::default();
+        st.batches.clear();
+        st.events = 0;
     }
 }
 
@@ -435,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn drift_displaces_newest_non_drift_and_goes_first() {
+    fn drift_displaces_newest_non_drift_and_order_is_kept() {
         let (tx, mut rx) = channel(10);
         assert_eq!(tx.push((0..6).map(net).chain((6..10).map(file)).collect()).total(), 0);
         // Full of non-drift: three drift execs take the places of the three newest.
@@ -443,8 +448,8 @@ mod tests {
         assert_eq!(d.drift(), 0);
         assert_eq!((d.of("file", false), d.of("exec", false), d.total()), (3, 1, 4));
         assert_eq!(rx.len(), (3, 7));
-        // Drift first, then the rest in arrival order.
-        assert_eq!(drain(&mut rx), vec![100, 102, 103, 0, 1, 2, 3, 4, 5, 6]);
+        // Arrival order: the pipeline sees a process's events as they happened.
+        assert_eq!(drain(&mut rx), vec![0, 1, 2, 3, 4, 5, 6, 100, 102, 103]);
     }
 
     #[test]

@@ -232,8 +232,8 @@ impl Pipeline {
     }
 
     /// Runs until the reader closes its end; then lets findings still waiting
-    /// for metadata go out. The queue hands over drift batches before any
-    /// other (`bpf::queue`), each lane in arrival order.
+    /// for metadata go out. The queue hands events over in the order the
+    /// reader read them (`bpf::queue`).
     pub async fn run(self: Arc<Self>, mut rx: queue::Receiver) {
         while let Some(batch) = rx.recv().await {
             for ev in batch {
