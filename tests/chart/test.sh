@@ -60,7 +60,7 @@ for broken in broken broken2; do
 done
 
 # The values schema rejects what the agent cannot use.
-for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false; do
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc hostPaths.bpffs=/sys/fs/bpf hostPaths.btf=sys/kernel/btf kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false; do
   if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
   fi
