@@ -8,6 +8,7 @@ PKGS=(
   containerd runc busybox-static
   gcc libc6-dev protobuf-compiler python3 ca-certificates
   python3-prometheus-client
+  mmdebstrap umoci binutils
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -26,6 +26,12 @@ trap 'bash scripts/stop-test-containerd.sh >/dev/null 2>&1 || true' EXIT
 echo "== Helm chart"
 bash tests/chart/test.sh
 
+# The release binary: tests/e2e_shipped_image.rs packs it into the agent's image
+# (scripts/build-image.sh: mmdebstrap + umoci, no registry) and runs that image
+# as the chart's pod; the 6.1 VM test below boots it too.
+echo "== cargo build --release"
+cargo build --release --locked --bin driftwatch
+
 echo "== cargo test (unit + privileged end-to-end)"
 export DRIFTWATCH_PRIVILEGED_TESTS=1
 cargo test --locked --all-targets 2>&1

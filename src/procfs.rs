@@ -13,6 +13,9 @@ pub struct Snapshot {
     /// Mount namespace inode -> a `/proc/<pid>/ns/mnt` link to open it by
     /// (only when asked for: it costs one readlink per process).
     pub mntns: HashMap<u32, String>,
+    /// Processes other than pid 1 whose mount namespace could not be read for lack
+    /// of permission (an agent in a pod without CAP_SYS_PTRACE; only when asked for).
+    pub mntns_denied: usize,
 }
 
 /// Mount namespace inode number behind a `/proc/<pid>/ns/mnt` link.
@@ -48,6 +51,10 @@ pub fn scan(with_mntns: bool) -> Snapshot {
             let link = format!("/proc/{pid}/ns/mnt");
             if let Some(ns) = mntns_of(&link) {
                 snap.mntns.entry(ns).or_insert(link);
+            } else if pid != 1
+                && std::fs::read_link(&link).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            {
+                snap.mntns_denied += 1;
             }
         }
     }

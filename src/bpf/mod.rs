@@ -196,9 +196,10 @@ impl Sensor {
         preflight::check(&btf_path, opts.network)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
+            let why = std::fs::read_link("/proc/1/ns/mnt").err().map(|e| e.to_string()).unwrap_or_default();
             tracing::warn!(
-                "cannot read /proc/1/ns/mnt; treating the agent's own mount namespace as the host's \
-                 (correct when the agent runs on the host; in a pod, use hostPID)"
+                "cannot read /proc/1/ns/mnt ({why}); treating the agent's own mount namespace as the host's \
+                 (correct when the agent runs on the host; in a pod, use hostPID and CAP_SYS_PTRACE)"
             );
         }
         let btf = Btf::parse_file(&btf_path, aya::Endianness::default())?;
@@ -346,7 +347,17 @@ fn mntns_unique_id(link: &str) -> Option<u64> {
 /// NS_GET_MNTNS_ID their unique ids go straight into `seen_mntns`; older
 /// kernels get the inode-number table, which must then be pruned.
 fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
-    let mut live = procfs::scan(true).mntns;
+    let snap = procfs::scan(true);
+    if snap.mntns_denied > 0 {
+        tracing::warn!(
+            processes = snap.mntns_denied,
+            "cannot read the mount namespace of {} processes (permission denied): containers already \
+             running are not seeded, so the first exec in each will be taken for its entrypoint \
+             (in a pod, grant CAP_SYS_PTRACE)",
+            snap.mntns_denied
+        );
+    }
+    let mut live = snap.mntns;
     live.remove(&host);
     let mut fallback = Vec::new();
     {

@@ -19,7 +19,7 @@ fn cref(id: &str) -> ContainerRef {
 
 /// A snapshot in which `ids` run (pid 1 each).
 fn snap(ids: &[&str]) -> Snapshot {
-    Snapshot { containers: ids.iter().map(|id| (id.to_string(), 1)).collect(), mntns: Default::default() }
+    Snapshot { containers: ids.iter().map(|id| (id.to_string(), 1)).collect(), ..Default::default() }
 }
 
 fn drain(rx: &mut broadcast::Receiver<Change>) -> Vec<String> {

@@ -73,15 +73,24 @@ for name in STATE:
     check(pod.get("hostPID") is True, f"{name}: hostPID")
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
-    host_mounts = [("/sys/kernel/btf", "/sys/kernel/btf"), ("/sys/fs/bpf", "/sys/fs/bpf"),
-                   ("/run/containerd", "/run/containerd"), ("/var/run/crio", "/var/run/crio")]
+    host_mounts = [("/run/containerd", "/run/containerd"), ("/var/run/crio", "/var/run/crio")]
+    btf = "/var/lib/driftwatch-btf" if name == "all-features" else None
+    if btf:
+        host_mounts.append(("/sys/kernel/btf", btf))
     if tracefs:
         host_mounts.append(("/sys/kernel/tracing", "/sys/kernel/tracing"))
     for path, host in host_mounts:
         m = mounts.get(path)
         check(m is not None and vols[m["name"]]["hostPath"]["path"] == host, f"{name}: {host} mounted at {path}")
     check(not any(p.endswith(".sock") for p in mounts), f"{name}: runtime socket directories, not sockets, are mounted")
-    check(mounts["/sys/kernel/btf"].get("readOnly"), f"{name}: BTF read-only")
+    # The container's sysfs has the kernel's BTF and the agent pins nothing: no BTF
+    # mount unless hostPaths.btf is set, never the BPF filesystem (tests/e2e_shipped_image.rs).
+    if btf:
+        check(mounts["/sys/kernel/btf"].get("readOnly"), f"{name}: BTF read-only")
+    else:
+        check("/sys/kernel/btf" not in mounts, f"{name}: no BTF mount without hostPaths.btf")
+    check("/sys/fs/bpf" not in mounts and not any(v.get("hostPath", {}).get("path") == "/sys/fs/bpf" for v in vols.values()),
+          f"{name}: no BPF filesystem mount")
     if tracefs:
         check(mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: tracefs read-only")
         check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
@@ -118,7 +127,7 @@ for name in STATE:
         check(sc.get("privileged") is True and "capabilities" not in sc, f"{name}: privileged fallback")
     else:
         check(sc.get("privileged") is False and sc.get("allowPrivilegeEscalation") is False, f"{name}: not privileged")
-        check(sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"]}, f"{name}: least-privilege capabilities {sc.get('capabilities')}")
+        check(sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_PTRACE"]}, f"{name}: least-privilege capabilities {sc.get('capabilities')}")
     api = name == "all-features"
     check(pod.get("automountServiceAccountToken") is api, f"{name}: API token only with kubernetesApi.enabled")
     cr = one(d, "ClusterRole")

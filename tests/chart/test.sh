@@ -65,7 +65,7 @@ done
 
 # The values schema (and the chart's own check of health.port) rejects what the agent cannot use.
 # Secrets never inline: there is no value for a token, password or header secret, only Secret names.
-for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false \
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc hostPaths.bpffs=/sys/fs/bpf hostPaths.btf=sys/kernel/btf kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false \
     health.port=8789 health.port=0 health.enabled=yes health.path=/healthz \
     'alertmanager.urls={ftp://am:9093}' alertmanager.bearerTokenSecret.token=abc alertmanager.basicAuth.password=pw \
     alertmanager.headers.Authorization=Bearer otlp.headers.authorization=x otlp.tls.ca=pem alertmanager.tls.caSecret=Bad_Name; do

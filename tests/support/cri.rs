@@ -439,6 +439,7 @@ impl PrivateContainerd {
     pub fn start_new(name: &str) -> PrivateContainerd {
         let shared = super::containerd();
         let root = Path::new(super::ROOT_DIR).join(name);
+        debug_assert_eq!(root.join("containerd"), Self::plugin_dir_for(name));
         let run = Path::new(super::RUN_DIR).join(name);
         for d in [&root, &run] {
             fs::create_dir_all(d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
@@ -463,6 +464,12 @@ impl PrivateContainerd {
         let _ = fs::remove_file(&tar);
         assert!(out.status.success(), "ctr import into {}: {}", c.name, String::from_utf8_lossy(&out.stderr));
         c
+    }
+
+    /// The plugin directory (`opt/`, `cni/bin`, `cni/conf`) of the instance `name`:
+    /// what is put there before [`PrivateContainerd::start_new`] is there when it starts.
+    pub fn plugin_dir_for(name: &str) -> PathBuf {
+        Path::new(super::ROOT_DIR).join(name).join("containerd")
     }
 
     fn config_toml(&self) -> String {

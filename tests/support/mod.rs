@@ -20,6 +20,7 @@ pub mod alertmanager;
 pub mod containerd_config;
 pub mod cri;
 pub mod kubeapi;
+pub mod kubelet;
 pub mod otlp;
 pub mod prometheus;
 pub mod tls;
