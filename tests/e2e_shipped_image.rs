@@ -155,7 +155,15 @@ fn the_chart_pod_translates_into_cri_and_unknown_fields_fail_loudly() {
     );
     let readiness = plan.readiness.as_ref().expect("readinessProbe");
     assert_eq!(readiness.path, c["readinessProbe"]["httpGet"]["path"].as_str().unwrap());
-    assert_eq!(i64::from(readiness.port), c["ports"][0]["containerPort"].as_i64().unwrap());
+    // The probe names its port (the health listener's, or metrics without one).
+    let probe_port = &c["readinessProbe"]["httpGet"]["port"];
+    let port = c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| &p["name"] == probe_port || &p["containerPort"] == probe_port)
+        .unwrap_or_else(|| panic!("readinessProbe port {probe_port:?} is not a container port"));
+    assert_eq!(i64::from(readiness.port), port["containerPort"].as_i64().unwrap());
     let res = plan.container.linux.as_ref().unwrap().resources.as_ref().unwrap();
     let quantity = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| format!("{v:?}"));
     let limit = kubelet::bytes(&quantity(&c["resources"]["limits"]["memory"])).unwrap();
