@@ -2,9 +2,11 @@
 //!
 //! Records are bounds-checked and copied out field by field; nothing from the
 //! kernel is transmuted into a Rust enum. Bad records become a [`DecodeError`]
-//! whose [`DecodeError::reason`] is a metric label.
+//! whose [`DecodeError::reason`] is a metric label. Names are bytes to the
+//! kernel: each becomes text through [`crate::escape`], with a `*_escaped`
+//! flag saying whether it had to be escaped.
 
-use crate::abi;
+use crate::{abi, escape};
 use std::mem::size_of;
 
 /// Where an executed file came from (mirrors `enum dw_exe_source`).
@@ -98,6 +100,9 @@ pub struct Process {
     pub comm: String,
     /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>").
     pub cgroup_path: String,
+    /// `comm` was not UTF-8 and is escaped (`crate::escape`).
+    pub comm_escaped: bool,
+    pub cgroup_path_escaped: bool,
 }
 
 /// A process executed a new image inside a container (`DW_KIND_EXEC`).
@@ -115,6 +120,12 @@ pub struct ExecEvent {
     pub parent_comm: String,
     pub path: String,
     pub args: Vec<String>,
+    /// Names that were not UTF-8 and are escaped (`crate::escape`); one flag
+    /// for all of `args`, each escaped once one must be.
+    pub parent_comm_escaped: bool,
+    pub path_escaped: bool,
+    pub args_escaped: bool,
+    pub script_escaped: bool,
 }
 
 /// What a network event opened (`DW_NET_*`).
@@ -205,6 +216,9 @@ pub struct FileEvent {
     pub path_truncated: bool,
     /// `target` did not fit: its tail is kept.
     pub target_truncated: bool,
+    /// `path` (`target`) was not UTF-8 and is escaped (`crate::escape`).
+    pub path_escaped: bool,
+    pub target_escaped: bool,
 }
 
 /// Every kind of record the agent understands.
@@ -280,33 +294,32 @@ fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
 }
 
-/// A NUL-terminated string from a fixed buffer.
-fn c_str(raw: &[std::ffi::c_char]) -> String {
+/// A NUL-terminated name from a fixed buffer, and whether it is escaped.
+fn c_str(raw: &[std::ffi::c_char]) -> (String, bool) {
     let b = c_bytes(raw);
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    escape::lossless(&b[..end])
 }
 
-/// A string of `len` bytes from a fixed buffer (len clamped to the buffer).
-fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> String {
+/// A name of `len` bytes from a fixed buffer (len clamped to the buffer).
+fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> (String, bool) {
     let b = c_bytes(raw);
     let len = (len as usize).min(b.len());
     let b = &b[..len];
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    escape::lossless(&b[..end])
 }
 
-/// argv as the kernel copied it: NUL-separated, possibly cut mid-argument.
-fn split_args(raw: &[std::ffi::c_char], len: u16) -> Vec<String> {
+/// argv as the kernel copied it: NUL-separated, possibly cut mid-argument;
+/// empty arguments left out. One validation of the whole buffer: NUL is
+/// ASCII, so it is UTF-8 exactly when every argument is.
+fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<String>, bool) {
     let b = c_bytes(raw);
-    let len = (len as usize).min(b.len());
-    b[..len]
-        .split(|&c| c == 0)
-        .enumerate()
-        .filter(|(i, s)| !s.is_empty() || *i == 0)
-        .map(|(_, s)| String::from_utf8_lossy(s).into_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+    let b = &b[..(len as usize).min(b.len())];
+    match std::str::from_utf8(b) {
+        Ok(s) => (s.split('\0').filter(|a| !a.is_empty()).map(str::to_owned).collect(), false),
+        Err(_) => (b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(escape::escaped).collect(), true),
+    }
 }
 
 /// Decodes one ring-buffer record.
@@ -323,29 +336,31 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
-/// Cgroup path components, leaf first in the record, as a path root first.
-/// Built in one allocation: borrowed (`Cow`) components, not a `String` each.
-fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) -> String {
+/// Cgroup path components, leaf first in the record, as a path root first,
+/// and whether it is escaped. Built in one allocation (the bytes become the
+/// `String` when they are UTF-8), not a `String` per component.
+fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) -> (String, bool) {
     let names = levels.iter().map(|level| {
         let b = c_bytes(level);
         &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
     });
-    let mut path = String::with_capacity(names.clone().map(|n| n.len() + 1).sum());
+    let mut path = Vec::with_capacity(names.clone().map(|n| n.len() + 1).sum());
     for name in names.rev().filter(|n| !n.is_empty()) {
         if !path.is_empty() {
-            path.push('/');
+            path.push(b'/');
         }
-        path.push_str(&String::from_utf8_lossy(name));
+        path.extend_from_slice(name);
     }
-    path
+    escape::lossless_vec(path)
 }
 
 /// A name given as `dir/` (mkdir -p, rmdir dir/) is the same path as `dir`.
-fn without_trailing_slash(mut p: String) -> String {
+/// (On escaped text too: an escape never holds a `/` or a `.`.)
+fn without_trailing_slash((mut p, escaped): (String, bool)) -> (String, bool) {
     while p.len() > 1 && p.ends_with('/') {
         p.pop();
     }
-    p
+    (p, escaped)
 }
 
 /// The kernel joins a relative script name to the cwd (`/root/./run.sh`):
@@ -371,14 +386,17 @@ fn process(
     comm: &[std::ffi::c_char],
     cgroup: &CgroupLevels,
 ) -> Process {
+    let ((comm, comm_escaped), (cgroup_path, cgroup_path_escaped)) = (c_str(comm), cgroup_path(cgroup));
     Process {
         ktime_ns: hdr.ktime_ns,
         tgid: hdr.tgid,
         ppid,
         uid,
         mntns_id,
-        comm: c_str(comm),
-        cgroup_path: cgroup_path(cgroup),
+        comm,
+        cgroup_path,
+        comm_escaped,
+        cgroup_path_escaped,
     }
 }
 
@@ -398,11 +416,14 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
     };
     let target =
         matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink).then(|| c_str_len(&r.path2, r.path2_len));
+    let (path, path_escaped) = without_trailing_slash(c_str_len(&r.path, r.path_len));
     Ok(FileEvent {
         proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
         op,
-        path: without_trailing_slash(c_str_len(&r.path, r.path_len)),
-        target,
+        path,
+        path_escaped,
+        target_escaped: target.as_ref().is_some_and(|t| t.1),
+        target: target.map(|t| t.0),
         source: ExeSource::from_raw(r.source)?,
         mode: r.mode,
         owner: (op == FileOp::Chown).then_some((r.owner_uid, r.owner_gid)),
@@ -442,11 +463,15 @@ fn decode_net(buf: &[u8]) -> Result<NetEvent, DecodeError> {
 fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
     let r: abi::dw_exec = read_pod(buf, "exec record")?;
     let flags = ExecFlags(r.flags);
-    let script = if flags.script() {
-        Some((clean_script_path(c_str_len(&r.script, r.script_len)), ExeSource::from_raw(r.script_source)?))
+    let (script, script_escaped) = if flags.script() {
+        let (path, escaped) = c_str_len(&r.script, r.script_len);
+        (Some((clean_script_path(path), ExeSource::from_raw(r.script_source)?)), escaped)
     } else {
-        None
+        (None, false)
     };
+    let ((parent_comm, parent_comm_escaped), (path, path_escaped)) =
+        (c_str(&r.parent_comm), c_str_len(&r.path, r.path_len));
+    let (args, args_escaped) = split_args(&r.args, r.args_len);
     Ok(ExecEvent {
         proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
         gid: r.gid,
@@ -455,9 +480,13 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
         script,
         ino: r.exe_ino,
         env_loader: r.env_loader,
-        parent_comm: c_str(&r.parent_comm),
-        path: c_str_len(&r.path, r.path_len),
-        args: split_args(&r.args, r.args_len),
+        parent_comm,
+        path,
+        args,
+        parent_comm_escaped,
+        path_escaped,
+        args_escaped,
+        script_escaped,
     })
 }
 
@@ -549,7 +578,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn lengths_are_clamped_and_strings_lossy() {
+    fn lengths_are_clamped_and_names_lossless() {
         let rec = exec_record(|r| {
             r.path_len = u16::MAX;
             r.args_len = u16::MAX;
@@ -558,7 +587,52 @@ pub(crate) mod tests {
         let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
         assert_eq!(e.path, "/tmp/x");
         assert_eq!(e.args, vec!["/tmp/x", "-v"]);
-        assert!(e.proc.comm.contains('\u{fffd}'));
+        assert_eq!((e.proc.comm.as_str(), e.proc.comm_escaped), ("\\xff\\xfea", true));
+        assert!(!e.path_escaped && !e.args_escaped && !e.parent_comm_escaped && !e.proc.cgroup_path_escaped);
+    }
+
+    /// Issue 10: `bad\xff\xfe` and `bad\xfe\xff` printed alike (U+FFFD).
+    #[test]
+    fn names_that_are_not_utf8_stay_apart_and_are_marked() {
+        let exec = |name: &[u8]| {
+            let path = [b"/root/".as_slice(), name].concat();
+            let rec = exec_record(|r| {
+                put(&mut r.comm, name);
+                put(&mut r.path, &path);
+                r.path_len = path.len() as u16;
+                // A valid argument with a literal backslash next to the bad one.
+                let args = [path.as_slice(), b"\0a\\b\0"].concat();
+                put(&mut r.args, &args);
+                r.args_len = args.len() as u16;
+                put(&mut r.cgroup[0], b"0123\\xff");
+            });
+            let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
+            e
+        };
+        let (a, b) = (exec(b"bad\xff\xfe"), exec(b"bad\xfe\xff"));
+        assert_eq!((a.path.as_str(), b.path.as_str()), ("/root/bad\\xff\\xfe", "/root/bad\\xfe\\xff"));
+        assert_eq!((a.proc.comm.as_str(), b.proc.comm.as_str()), ("bad\\xff\\xfe", "bad\\xfe\\xff"));
+        assert!(a.path_escaped && a.proc.comm_escaped && a.args_escaped && !a.parent_comm_escaped);
+        // Every argument is in the escaped form once one must be: "a\b" -> "a\\b".
+        assert_eq!(a.args, vec!["/root/bad\\xff\\xfe", "a\\\\b"]);
+        assert_eq!(escape::raw(&a.args[1], a.args_escaped).as_ref(), b"a\\b");
+        // A valid cgroup name with a literal "\xff" is left as it is.
+        assert_eq!((a.proc.cgroup_path.as_str(), a.proc.cgroup_path_escaped), ("k8s.io/0123\\xff", false));
+
+        let mut r = abi::dw_file::default();
+        r.hdr.kind = abi::DW_KIND_FILE as u16;
+        r.hdr.size = size_of::<abi::dw_file>() as u16;
+        r.op = abi::DW_FILE_RENAME as u16;
+        put(&mut r.path, b"/etc/a\xff/");
+        r.path_len = 8;
+        put(&mut r.path2, b"/etc/\xfe\\");
+        r.path2_len = 7;
+        let mut v = vec![0u8; size_of::<abi::dw_file>()];
+        // SAFETY: writing a POD into a buffer of exactly its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), r) };
+        let Event::File(e) = decode(&v).unwrap() else { panic!("not file") };
+        assert_eq!((e.path.as_str(), e.path_escaped), ("/etc/a\\xff", true));
+        assert_eq!((e.target.as_deref(), e.target_escaped), (Some("/etc/\\xfe\\\\"), true));
     }
 
     pub(crate) fn net_record(f: impl FnOnce(&mut abi::dw_net)) -> Vec<u8> {

@@ -6,6 +6,7 @@
 //! [`classify`] (rules -> findings, pure) -> [`pipeline`] (runs those stages,
 //! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
 //! every stage counts into, [`server`] serves it, [`agent`] wires everything.
+//! [`escape`] turns the kernel's byte names into text without losing a byte.
 
 pub mod abi;
 pub mod agent;
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod containers;
 pub mod enrich;
+pub mod escape;
 pub mod event;
 pub mod health;
 mod locks;

@@ -36,7 +36,9 @@ fn pids() -> impl Iterator<Item = u32> {
 
 /// The container `pid` runs in, from its cgroup.
 pub fn container_of(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    // Bytes, not `read_to_string`: a cgroup name that is not UTF-8 (a process
+    // may create one below its container's) must not hide the container.
+    let text = crate::escape::lossless_vec(std::fs::read(format!("/proc/{pid}/cgroup")).ok()?).0;
     crate::enrich::cgroup::container_from_proc_cgroup(&text).map(|c| c.id)
 }
 

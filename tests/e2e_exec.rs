@@ -67,6 +67,42 @@ fn dropped_binary_in_upper_layer() {
     assert!(s(f, "message").contains("/tmp/busybox"), "{f}");
 }
 
+/// Issue 10: names that are not UTF-8 were replaced by U+FFFD, so
+/// `bad\xff\xfe` and `bad\xfe\xff` printed alike. Now each is escaped
+/// (`\xHH`), marked, and its layer is still found by its bytes.
+#[test]
+fn binaries_named_with_bytes_that_are_not_utf8_stay_apart() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    // Dropped copies of an image binary on the writable layer, run by their names.
+    let script =
+        r#"for n in '\377\376' '\376\377'; do p=$(printf "/root/bad$n"); cp /usr/bin/hello "$p" && "$p"; done"#;
+    assert_eq!(c.exec_ok(&["/bin/sh", "-c", script]).split_whitespace().collect::<Vec<_>>(), ["hello", "hello"]);
+    support::settle(&agent, &c);
+    let f: Vec<Value> = real_findings(&agent, &c).into_iter().filter(|f| f["rule"] == "exec_new_binary").collect();
+    assert_eq!(f.len(), 2, "one finding per binary: {f:#?}");
+    for name in [r"bad\xff\xfe", r"bad\xfe\xff"] {
+        let path = format!("/root/{name}");
+        let v = f.iter().find(|v| v["process.executable.path"] == path.as_str()).unwrap_or_else(|| panic!("{f:#?}"));
+        assert_common(v, &c);
+        assert_eq!(v["process.executable.name"], name, "{v:#}");
+        assert_eq!(v["process.command_args"], json!([path]), "{v:#}");
+        for key in ["driftwatch.exe.path_escaped", "driftwatch.exe.name_escaped", "driftwatch.process.args_escaped"] {
+            assert_eq!(v[key], true, "{key}: {v:#}");
+        }
+        assert!(v.get("driftwatch.process.parent.name_escaped").is_none(), "sh is UTF-8: {v:#}");
+        // The upper layer was looked up by the kernel's bytes: escaped text would not be found there.
+        assert_eq!(v["driftwatch.exe.origin"], "new_file", "{v:#}");
+        assert!(s(v, "message").contains(&path), "{v:#}");
+    }
+    let all = agent.findings_of(&c.id);
+    assert!(!serde_json::to_string(&all).unwrap().contains('\u{fffd}'), "nothing replaced: {all:#?}");
+    assert!(agent.bad_stdout_lines().is_empty(), "{:?}", agent.bad_stdout_lines());
+}
+
 #[test]
 fn image_binary_overwritten_in_place() {
     if !support::privileged() {

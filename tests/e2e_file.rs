@@ -249,3 +249,41 @@ fn long_named_paths_keep_their_tail() {
     let cut = agent.metric("driftwatch_kernel_paths_truncated_total{kind=\"file\"}").unwrap_or(0.0);
     assert!(cut >= 6.0, "counted per kind: {cut}\n{}", agent.metrics());
 }
+
+/// Issue 10: file names that are not UTF-8 are escaped (`\xHH`, and `\\` for a
+/// backslash of such a name) and marked; a file whose valid name happens to
+/// read like an escape is printed as it is, unmarked.
+#[test]
+fn file_names_that_are_not_utf8_are_escaped_and_marked() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    let script = r#"cd /root && a=$(printf 'bad\377\376') && b=$(printf 'bad\376\377') &&
+        echo x > "$a" && echo x > "$b" && echo x > 'bad\xff\xfe' && mv "$a" "$(printf 'back\134slash\376')""#;
+    c.exec_ok(&["/bin/sh", "-c", script]);
+    support::settle(&agent, &c);
+    let f = files(&agent, &c);
+    let writes = |path: &str| -> Vec<&Value> {
+        f.iter().filter(|v| v["file.path"] == path && v["driftwatch.file.operation"] == "write").collect()
+    };
+    // The same text twice: the file named with bytes ff fe (marked) and the one
+    // literally named `bad\xff\xfe` (valid UTF-8, unmarked).
+    let same = writes(r"/root/bad\xff\xfe");
+    assert_eq!(same.len(), 2, "{f:#?}");
+    assert_eq!(same.iter().filter(|v| v["driftwatch.file.path_escaped"] == true).count(), 1, "{same:#?}");
+    assert_eq!(same.iter().filter(|v| v.get("driftwatch.file.path_escaped").is_none()).count(), 1, "{same:#?}");
+    let other = writes(r"/root/bad\xfe\xff");
+    assert_eq!(other.len(), 1, "{f:#?}");
+    assert_eq!(other[0]["driftwatch.file.path_escaped"], true);
+    assert_eq!(other[0]["driftwatch.file.origin"], "new");
+    assert_eq!(other[0]["rule"], "file_written");
+    let mv = f.iter().find(|v| v["driftwatch.file.operation"] == "rename").unwrap_or_else(|| panic!("{f:#?}"));
+    assert_eq!(mv["file.path"], r"/root/bad\xff\xfe", "{mv:#}");
+    assert_eq!(mv["driftwatch.file.path_escaped"], true, "{mv:#}");
+    assert_eq!(mv["driftwatch.file.target_path"], r"/root/back\\slash\xfe", "{mv:#}");
+    assert_eq!(mv["driftwatch.file.target_path_escaped"], true, "{mv:#}");
+    assert!(!serde_json::to_string(&f).unwrap().contains('\u{fffd}'), "nothing replaced: {f:#?}");
+    assert!(agent.bad_stdout_lines().is_empty(), "{:?}", agent.bad_stdout_lines());
+}

@@ -338,7 +338,17 @@ mod tests {
     };
 
     fn proc(tgid: u32) -> Process {
-        Process { ktime_ns: 0, tgid, ppid: 1, uid: 0, mntns_id: 1, comm: "x".into(), cgroup_path: "k8s.io/0123".into() }
+        Process {
+            ktime_ns: 0,
+            tgid,
+            ppid: 1,
+            uid: 0,
+            mntns_id: 1,
+            comm: "x".into(),
+            cgroup_path: "k8s.io/0123".into(),
+            comm_escaped: false,
+            cgroup_path_escaped: false,
+        }
     }
 
     fn exec(tgid: u32, flags: u32, src: ExeSource, script: Option<ExeSource>) -> Event {
@@ -353,6 +363,10 @@ mod tests {
             parent_comm: "sh".into(),
             path: "/bin/x".into(),
             args: vec![],
+            parent_comm_escaped: false,
+            path_escaped: false,
+            args_escaped: false,
+            script_escaped: false,
         }))
     }
 
@@ -385,6 +399,8 @@ mod tests {
             owner: None,
             path_truncated: false,
             target_truncated: false,
+            path_escaped: false,
+            target_escaped: false,
         }))
     }
 

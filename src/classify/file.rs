@@ -50,13 +50,15 @@ impl FileJudge {
     ) -> Result<Finding, NoFinding> {
         self.prejudge(ev)?;
         let path = ev.path.as_str();
+        // Mounts and layers are looked up by the kernel's bytes.
+        let raw = crate::escape::path(path, ev.path_escaped);
         let volume = match ev.source {
             ExeSource::Tmpfs | ExeSource::Volume => true,
-            _ => fs.volumes.iter().any(|m| under(path, m)),
+            _ => fs.on_volume(&raw),
         };
         let location = if volume { "volume" } else { "rootfs" };
         let origin =
-            if volume { None } else { fs.overlay.as_ref().map(|o| if o.in_image(path) { "image" } else { "new" }) };
+            if volume { None } else { fs.overlay.as_ref().map(|o| if o.in_image(&raw) { "image" } else { "new" }) };
         let comm = &ev.proc.comm;
         let package = self.rule.package_db_prefixes.iter().any(|p| under(path, p))
             || self.rule.package_db_fragments.iter().any(|f| path.contains(f.as_str()));
@@ -92,8 +94,10 @@ impl FileJudge {
             path: ev.path.clone(),
             operation: ev.op.as_str(),
             path_truncated: ev.path_truncated,
+            path_escaped: ev.path_escaped,
             target: ev.target.clone(),
             target_truncated: ev.target_truncated,
+            target_escaped: ev.target_escaped,
             location,
             origin,
             mode: (ev.op == FileOp::Chmod).then(|| format!("{:o}", ev.mode & 0o7777)),

@@ -170,7 +170,8 @@ pub struct ProcessFacts {
     pub parent_name: String,
 }
 
-/// What the kernel record adds: the cgroup it saw and what it had to cut.
+/// What the kernel record adds: the cgroup it saw, what it had to cut, and
+/// which of its names were not UTF-8 and are escaped (`crate::escape`).
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct RecordFacts {
     #[serde(rename = "driftwatch.cgroup.path")]
@@ -181,6 +182,24 @@ pub struct RecordFacts {
     pub path_truncated: bool,
     #[serde(rename = "driftwatch.process.args_truncated", skip_serializing_if = "is_false")]
     pub args_truncated: bool,
+    /// One key per name, present only when true: the name's text is escaped
+    /// (`\xHH` for a byte that is not UTF-8, `\\` for a backslash). File
+    /// findings mark their paths with `driftwatch.file.path_escaped` and
+    /// `driftwatch.file.target_path_escaped`.
+    #[serde(rename = "driftwatch.exe.path_escaped", skip_serializing_if = "is_false")]
+    pub path_escaped: bool,
+    /// `process.executable.name` (the kernel's comm).
+    #[serde(rename = "driftwatch.exe.name_escaped", skip_serializing_if = "is_false")]
+    pub name_escaped: bool,
+    /// `process.command_args`: every argument is in the escaped form.
+    #[serde(rename = "driftwatch.process.args_escaped", skip_serializing_if = "is_false")]
+    pub args_escaped: bool,
+    #[serde(rename = "driftwatch.process.parent.name_escaped", skip_serializing_if = "is_false")]
+    pub parent_name_escaped: bool,
+    #[serde(rename = "driftwatch.script.path_escaped", skip_serializing_if = "is_false")]
+    pub script_path_escaped: bool,
+    #[serde(rename = "driftwatch.cgroup.path_escaped", skip_serializing_if = "is_false")]
+    pub cgroup_path_escaped: bool,
 }
 
 /// The facts of each kind of finding.
@@ -241,11 +260,16 @@ pub struct FileFacts {
     /// informative end; the head is cut).
     #[serde(rename = "driftwatch.file.path_truncated", skip_serializing_if = "is_false")]
     pub path_truncated: bool,
+    /// `file.path` was not UTF-8: its text is escaped (`crate::escape`).
+    #[serde(rename = "driftwatch.file.path_escaped", skip_serializing_if = "is_false")]
+    pub path_escaped: bool,
     /// The new name (renames, links) or a symlink's target as given.
     #[serde(rename = "driftwatch.file.target_path", skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(rename = "driftwatch.file.target_path_truncated", skip_serializing_if = "is_false")]
     pub target_truncated: bool,
+    #[serde(rename = "driftwatch.file.target_path_escaped", skip_serializing_if = "is_false")]
+    pub target_escaped: bool,
     /// rootfs (the image's filesystem) | volume (emptyDir, hostPath, configMap, ...).
     #[serde(rename = "driftwatch.file.location")]
     pub location: &'static str,

@@ -121,7 +121,12 @@ pub fn process_facts(p: &Process) -> ProcessFacts {
 
 /// The kernel record's keys of a finding about a process.
 pub fn record_facts(p: &Process) -> RecordFacts {
-    RecordFacts { cgroup_path: p.cgroup_path.clone(), ..Default::default() }
+    RecordFacts {
+        cgroup_path: p.cgroup_path.clone(),
+        name_escaped: p.comm_escaped,
+        cgroup_path_escaped: p.cgroup_path_escaped,
+        ..Default::default()
+    }
 }
 
 impl Classifier {
@@ -323,6 +328,10 @@ impl Classifier {
         f.record = Some(RecordFacts {
             path_truncated: ev.flags.path_truncated(),
             args_truncated: ev.flags.args_truncated(),
+            path_escaped: ev.path_escaped,
+            args_escaped: ev.args_escaped,
+            parent_name_escaped: ev.parent_comm_escaped,
+            script_path_escaped: ev.script.is_some() && ev.script_escaped,
             ..record_facts(&ev.proc)
         });
         f
@@ -350,6 +359,8 @@ mod tests {
                 mntns_id: 5,
                 comm: comm.into(),
                 cgroup_path: format!("k8s.io/{ID}"),
+                comm_escaped: false,
+                cgroup_path_escaped: false,
             },
             gid: 0,
             flags: ExecFlags(flags),
@@ -360,6 +371,10 @@ mod tests {
             parent_comm: "runc:[2:INIT]".into(),
             path: format!("/bin/{comm}"),
             args: args.iter().map(|s| s.to_string()).collect(),
+            parent_comm_escaped: false,
+            path_escaped: false,
+            args_escaped: false,
+            script_escaped: false,
         }
     }
 

@@ -58,8 +58,8 @@ pub fn container_of(p: &Process) -> Result<ContainerRef, EnrichError> {
     }
     // The kernel keeps only the last few path components; a deeper layout may
     // need the full path, which /proc still has if the process is alive.
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/cgroup", p.tgid))
-        && let Some(c) = cgroup::container_from_proc_cgroup(&text)
+    if let Ok(bytes) = std::fs::read(format!("/proc/{}/cgroup", p.tgid))
+        && let Some(c) = cgroup::container_from_proc_cgroup(&crate::escape::lossless_vec(bytes).0)
     {
         return Ok(c);
     }

@@ -2,12 +2,17 @@
 //! tell an image binary that was only `chmod`ed or `touch`ed (overlayfs copied
 //! it up unchanged: not drift) from one whose content changed, and both from a
 //! new file. This is the most common false positive of drift detection.
+//!
+//! Paths here are the kernel's bytes (`crate::escape::path` of an event's
+//! name), not text: a file whose name is not UTF-8 is found all the same.
 
 use crate::event::ExeSource;
 use std::{
+    ffi::OsString,
     fs::File,
     io::{self, Read},
-    path::{Path, PathBuf},
+    os::unix::ffi::OsStringExt,
+    path::{Component, Path, PathBuf},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,10 +24,18 @@ pub struct OverlayDirs {
 
 impl OverlayDirs {
     /// `path` (as the container sees it) exists in one of the image's layers.
-    pub fn in_image(&self, path: &str) -> bool {
-        let rel = path.trim_start_matches('/');
+    pub fn in_image(&self, path: &Path) -> bool {
+        let rel = path.strip_prefix("/").unwrap_or(path);
         self.lowers.iter().any(|l| host_path(&l.join(rel)).exists())
     }
+}
+
+/// `path` relative to the container's root, when it is a plain one: not
+/// empty, no `..` (nothing outside the layer is ever opened).
+fn layer_relative(path: &Path) -> Option<&Path> {
+    let rel = path.strip_prefix("/").ok()?;
+    let plain = !rel.as_os_str().is_empty() && !rel.components().any(|c| c == Component::ParentDir);
+    plain.then_some(rel)
 }
 
 /// What an upper-layer file is, compared with the image.
@@ -49,8 +62,8 @@ impl CopyUp {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> String {
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...): the bytes.
+fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -64,7 +77,31 @@ fn unescape(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+fn path_of(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsString::from_vec(bytes))
+}
+
+/// A mountinfo file as text for the parsers: its bytes that are not UTF-8
+/// written the way mountinfo writes the bytes it escapes itself (`\377`), so
+/// [`unescape`] gives every path back byte for byte. (Its own backslashes are
+/// all escapes already: the kernel writes a literal one as `\134`.)
+pub fn mountinfo_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut out = String::with_capacity(e.as_bytes().len() + 16);
+            for chunk in e.as_bytes().utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            }
+            out
+        }
+    }
 }
 
 /// The overlay directories of the root mount in a mountinfo text.
@@ -83,24 +120,24 @@ pub fn root_overlay_from_mountinfo(text: &str) -> Option<OverlayDirs> {
         let (mut upper, mut lowers) = (None, Vec::new());
         for opt in opts.split(',') {
             if let Some(u) = opt.strip_prefix("upperdir=") {
-                upper = Some(PathBuf::from(unescape(u)));
+                upper = Some(path_of(unescape(u)));
             } else if let Some(l) = opt.strip_prefix("lowerdir=") {
                 // ':' separates layers; overlayfs escapes a literal one as "\:".
                 let l = unescape(l);
-                let mut cur = String::new();
-                let mut chars = l.chars().peekable();
-                while let Some(c) = chars.next() {
+                let mut cur = Vec::new();
+                let mut bytes = l.iter().copied().peekable();
+                while let Some(c) = bytes.next() {
                     match c {
-                        '\\' if chars.peek() == Some(&':') => {
-                            cur.push(':');
-                            chars.next();
+                        b'\\' if bytes.peek() == Some(&b':') => {
+                            cur.push(b':');
+                            bytes.next();
                         }
-                        ':' => lowers.push(PathBuf::from(std::mem::take(&mut cur))),
+                        b':' => lowers.push(path_of(std::mem::take(&mut cur))),
                         c => cur.push(c),
                     }
                 }
                 if !cur.is_empty() {
-                    lowers.push(PathBuf::from(cur));
+                    lowers.push(path_of(cur));
                 }
             }
         }
@@ -115,12 +152,20 @@ pub fn root_overlay_from_mountinfo(text: &str) -> Option<OverlayDirs> {
 pub struct ContainerFs {
     pub overlay: Option<OverlayDirs>,
     /// Mount points other than the root and kernel filesystems, longest first.
-    pub volumes: Vec<String>,
+    pub volumes: Vec<PathBuf>,
+}
+
+impl ContainerFs {
+    /// `path` (as the container sees it) is on a volume.
+    pub fn on_volume(&self, path: &Path) -> bool {
+        // Whole components: /data/x is under /data, /datax is not.
+        self.volumes.iter().any(|m| path.starts_with(m))
+    }
 }
 
 /// Mount points of volumes in a mountinfo text (not /, /proc, /dev, /sys).
-pub fn volumes_from_mountinfo(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text
+pub fn volumes_from_mountinfo(text: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
@@ -132,17 +177,17 @@ pub fn volumes_from_mountinfo(text: &str) -> Vec<String> {
                 || mp.starts_with("/sys")
                 || mp == "/dev"
                 || mp.starts_with("/dev/");
-            (!kernel).then(|| mp.to_string())
+            (!kernel).then(|| path_of(unescape(mp)))
         })
         .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
     v
 }
 
 /// The filesystem of the container `pid` runs in, from its mountinfo; `None`
 /// when that cannot be read (the process is gone).
 pub fn container_fs_of(pid: u32) -> Option<ContainerFs> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let text = mountinfo_text(std::fs::read(format!("/proc/{pid}/mountinfo")).ok()?);
     Some(ContainerFs { overlay: root_overlay_from_mountinfo(&text), volumes: volumes_from_mountinfo(&text) })
 }
 
@@ -179,11 +224,8 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
 
 /// Compares the upper-layer copy of `path` (as the container sees it) with
 /// the image's.
-pub fn classify_copy_up(dirs: &OverlayDirs, path: &str) -> CopyUp {
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
-        return CopyUp::Unknown;
-    }
+pub fn classify_copy_up(dirs: &OverlayDirs, path: &Path) -> CopyUp {
+    let Some(rel) = layer_relative(path) else { return CopyUp::Unknown };
     let upper = host_path(&dirs.upper.join(rel));
     let Some(lower) = dirs.lowers.iter().map(|l| host_path(&l.join(rel))).find(|p| p.is_file()) else {
         return if upper.exists() { CopyUp::NewFile } else { CopyUp::Unknown };
@@ -201,15 +243,12 @@ pub fn classify_copy_up(dirs: &OverlayDirs, path: &str) -> CopyUp {
 /// (`Image`), a new file or an image file whose content changed on the
 /// writable layer (`UpperLayer`, drift), else `Unknown`. An image script that
 /// was only chmod'ed or touched (copied up unchanged) is `Image`.
-pub fn script_source(fs: &ContainerFs, path: &str) -> ExeSource {
-    if fs.volumes.iter().any(|m| path == m || path.strip_prefix(m.as_str()).is_some_and(|r| r.starts_with('/'))) {
+pub fn script_source(fs: &ContainerFs, path: &Path) -> ExeSource {
+    if fs.on_volume(path) {
         return ExeSource::Volume;
     }
     let Some(dirs) = &fs.overlay else { return ExeSource::Unknown };
-    let rel = path.trim_start_matches('/');
-    if !path.starts_with('/') || rel.is_empty() || rel.split('/').any(|c| c == "..") {
-        return ExeSource::Unknown;
-    }
+    let Some(rel) = layer_relative(path) else { return ExeSource::Unknown };
     if host_path(&dirs.upper.join(rel)).is_file() {
         return match classify_copy_up(dirs, path) {
             CopyUp::NewFile | CopyUp::ImageFileModified => ExeSource::UpperLayer,
@@ -223,6 +262,7 @@ pub fn script_source(fs: &ContainerFs, path: &str) -> ExeSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     const MI: &str = "73 48 0:40 / / rw,relatime - overlay overlay rw,lowerdir=/s/3/fs:/s/2\\:x/fs:/s/1/fs,upperdir=/s/9/fs,workdir=/s/9/work\n\
                       74 73 0:41 / /proc rw,nosuid - proc proc rw\n";
@@ -235,7 +275,24 @@ mod tests {
         assert!(root_overlay_from_mountinfo("73 48 0:40 / / rw - ext4 /dev/vda rw\n").is_none());
         assert!(root_overlay_from_mountinfo("garbage").is_none());
         assert!(root_overlay_from_mountinfo("").is_none());
-        assert_eq!(unescape("a\\040b"), "a b");
+        assert_eq!(unescape("a\\040b"), b"a b");
+    }
+
+    #[test]
+    fn mount_paths_that_are_not_utf8_are_kept_byte_for_byte() {
+        let mut mi =
+            b"73 48 0:40 / / rw - overlay overlay rw,lowerdir=/l\xff,upperdir=/u\\040\xfe,workdir=/w\n".to_vec();
+        mi.extend_from_slice(b"76 73 0:43 / /scr\xffatch\\040x rw - tmpfs tmpfs rw\n");
+        let text = mountinfo_text(mi);
+        let d = root_overlay_from_mountinfo(&text).unwrap();
+        assert_eq!(d.lowers, vec![path_of(b"/l\xff".to_vec())]);
+        assert_eq!(d.upper, path_of(b"/u \xfe".to_vec()));
+        let v = volumes_from_mountinfo(&text);
+        assert_eq!(v, vec![path_of(b"/scr\xffatch x".to_vec())]);
+        let fs = ContainerFs { overlay: None, volumes: v };
+        assert!(fs.on_volume(&crate::escape::path("/scr\\xffatch x/run.sh", true)));
+        assert!(!fs.on_volume(Path::new("/scr\u{fffd}atch x/run.sh")));
+        assert_eq!(mountinfo_text(b"plain".to_vec()), "plain");
     }
 
     #[test]
@@ -245,7 +302,7 @@ mod tests {
                   75 73 0:42 / /dev rw - tmpfs tmpfs rw\n\
                   76 73 0:43 / /scratch rw - tmpfs tmpfs rw\n\
                   77 73 8:1 /data /var/lib/app/data rw - ext4 /dev/vda rw\n";
-        assert_eq!(volumes_from_mountinfo(mi), vec!["/var/lib/app/data".to_string(), "/scratch".to_string()]);
+        assert_eq!(volumes_from_mountinfo(mi), vec![PathBuf::from("/var/lib/app/data"), PathBuf::from("/scratch")]);
     }
 
     #[test]
@@ -262,11 +319,11 @@ mod tests {
         std::fs::write(up.join("bin/changed"), b"ELF two").unwrap();
         std::fs::write(up.join("bin/new"), b"ELF new").unwrap();
         let d = OverlayDirs { upper: up, lowers: vec![lo] };
-        assert_eq!(classify_copy_up(&d, "/bin/same"), CopyUp::ImageFileUnchanged);
-        assert_eq!(classify_copy_up(&d, "/bin/changed"), CopyUp::ImageFileModified);
-        assert_eq!(classify_copy_up(&d, "/bin/new"), CopyUp::NewFile);
-        assert_eq!(classify_copy_up(&d, "/bin/missing"), CopyUp::Unknown);
-        assert_eq!(classify_copy_up(&d, "/../etc/passwd"), CopyUp::Unknown);
+        assert_eq!(classify_copy_up(&d, Path::new("/bin/same")), CopyUp::ImageFileUnchanged);
+        assert_eq!(classify_copy_up(&d, Path::new("/bin/changed")), CopyUp::ImageFileModified);
+        assert_eq!(classify_copy_up(&d, Path::new("/bin/new")), CopyUp::NewFile);
+        assert_eq!(classify_copy_up(&d, Path::new("/bin/missing")), CopyUp::Unknown);
+        assert_eq!(classify_copy_up(&d, Path::new("/../etc/passwd")), CopyUp::Unknown);
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -286,15 +343,19 @@ mod tests {
         std::fs::write(up.join("bin/dropped.sh"), b"#!/bin/sh\n").unwrap();
         let fs =
             ContainerFs { overlay: Some(OverlayDirs { upper: up, lowers: vec![lo] }), volumes: vec!["/data".into()] };
-        assert_eq!(script_source(&fs, "/bin/image.sh"), ExeSource::Image);
-        assert_eq!(script_source(&fs, "/bin/touched.sh"), ExeSource::Image, "copied up unchanged");
-        assert_eq!(script_source(&fs, "/bin/edited.sh"), ExeSource::UpperLayer);
-        assert_eq!(script_source(&fs, "/bin/dropped.sh"), ExeSource::UpperLayer);
-        assert_eq!(script_source(&fs, "/data/run.sh"), ExeSource::Volume);
-        assert_eq!(script_source(&fs, "/datax/run.sh"), ExeSource::Unknown);
-        assert_eq!(script_source(&fs, "/bin/../bin/dropped.sh"), ExeSource::Unknown);
-        assert_eq!(script_source(&fs, "bin/dropped.sh"), ExeSource::Unknown);
-        assert_eq!(script_source(&ContainerFs::default(), "/bin/image.sh"), ExeSource::Unknown);
+        // A script whose name is not UTF-8 is found by its bytes.
+        let bad = std::ffi::OsStr::from_bytes(b"bin/bad\xff.sh");
+        std::fs::write(fs.overlay.as_ref().unwrap().upper.join(bad), b"#!/bin/sh\n").unwrap();
+        assert_eq!(script_source(&fs, &crate::escape::path("/bin/bad\\xff.sh", true)), ExeSource::UpperLayer);
+        assert_eq!(script_source(&fs, Path::new("/bin/image.sh")), ExeSource::Image);
+        assert_eq!(script_source(&fs, Path::new("/bin/touched.sh")), ExeSource::Image, "copied up unchanged");
+        assert_eq!(script_source(&fs, Path::new("/bin/edited.sh")), ExeSource::UpperLayer);
+        assert_eq!(script_source(&fs, Path::new("/bin/dropped.sh")), ExeSource::UpperLayer);
+        assert_eq!(script_source(&fs, Path::new("/data/run.sh")), ExeSource::Volume);
+        assert_eq!(script_source(&fs, Path::new("/datax/run.sh")), ExeSource::Unknown);
+        assert_eq!(script_source(&fs, Path::new("/bin/../bin/dropped.sh")), ExeSource::Unknown);
+        assert_eq!(script_source(&fs, Path::new("bin/dropped.sh")), ExeSource::Unknown);
+        assert_eq!(script_source(&ContainerFs::default(), Path::new("/bin/image.sh")), ExeSource::Unknown);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -96,9 +96,9 @@ impl Pipeline {
             let (me, path, mut ev, entry) = (self.clone(), path.clone(), ev, self.d.registry.observe(&c));
             tokio::spawn(async move {
                 let _slot = slot;
-                let (fs_of, pid) = (entry.clone(), ev.proc.tgid);
+                let (fs_of, pid, escaped) = (entry.clone(), ev.proc.tgid, ev.script_escaped);
                 let judged = tokio::task::spawn_blocking(move || {
-                    let src = overlay::script_source(&fs_of.fs(pid), &path);
+                    let src = overlay::script_source(&fs_of.fs(pid), &crate::escape::path(&path, escaped));
                     (path, src)
                 })
                 .await;
@@ -142,13 +142,13 @@ impl Pipeline {
         let Some(slot) = self.d.emitter.wait_slot() else {
             return self.d.emitter.enrich(f);
         };
-        let (me, path, ino, pid) = (self.clone(), ev.path.clone(), ev.ino, ev.proc.tgid);
+        let (me, path, ino, pid, escaped) = (self.clone(), ev.path.clone(), ev.ino, ev.proc.tgid, ev.path_escaped);
         tokio::spawn(async move {
             let _slot = slot;
             let judged = entry.clone();
             let p = path.clone();
             let origin = tokio::task::spawn_blocking(move || match &judged.fs(pid).overlay {
-                Some(d) => overlay::classify_copy_up(d, &p),
+                Some(d) => overlay::classify_copy_up(d, &crate::escape::path(&p, escaped)),
                 None => CopyUp::Unknown,
             })
             .await

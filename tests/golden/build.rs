@@ -24,6 +24,13 @@ fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
     }
 }
 
+/// Replaces a NUL-terminated name (and its length) with `s`.
+fn set(dst: &mut [std::ffi::c_char], len: &mut u16, s: &[u8]) {
+    dst.fill(0);
+    put(dst, s);
+    *len = s.len() as u16;
+}
+
 /// The kubelet + containerd (systemd driver) cgroup of our pod's container.
 fn cgroup(levels: &mut [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) {
     put(&mut levels[0], format!("cri-containerd-{ID}.scope").as_bytes());
@@ -57,6 +64,8 @@ struct Exec {
     flags: u32,
     script: Option<(&'static str, u32)>,
     env: u16,
+    /// Last touches to the record (names that are not UTF-8).
+    raw: fn(&mut abi::dw_exec),
 }
 
 fn exec_record(e: &Exec) -> Vec<u8> {
@@ -87,7 +96,17 @@ fn exec_record(e: &Exec) -> Vec<u8> {
         r.script_source = src;
     }
     cgroup(&mut r.cgroup);
+    (e.raw)(&mut r);
     bytes(r)
+}
+
+/// An exec of `/tmp/<name>` with argv `[path, "a\\b"]`, for names that are not UTF-8.
+fn bad_name(r: &mut abi::dw_exec, name: &[u8]) {
+    let path = [b"/tmp/".as_slice(), name].concat();
+    let mut comm_len = 0;
+    set(&mut r.comm, &mut comm_len, name);
+    set(&mut r.path, &mut r.path_len, &path);
+    set(&mut r.args, &mut r.args_len, &[path.as_slice(), b"\0a\\b\0"].concat());
 }
 
 fn file_record(op: u32, path: &str, path2: &str, f: impl FnOnce(&mut abi::dw_file)) -> Vec<u8> {
@@ -221,8 +240,17 @@ fn config_case(spec: &str, image_ref: &str, approved: &[(&str, &str)], rule: &st
 /// Every case: (golden file name, JSON line).
 pub fn all() -> Vec<(String, String)> {
     let j = judges();
-    let x =
-        |comm, path, args, source, flags| Exec { comm, parent: "sh", path, args, source, flags, script: None, env: 0 };
+    let x = |comm, path, args, source, flags| Exec {
+        comm,
+        parent: "sh",
+        path,
+        args,
+        source,
+        flags,
+        script: None,
+        env: 0,
+        raw: |_| {},
+    };
     let mut v: Vec<(&str, String)> = vec![
         (
             "exec_new_binary",
@@ -394,6 +422,64 @@ pub fn all() -> Vec<(String, String)> {
                 &j,
                 file_record(abi::DW_FILE_RENAME, "/etc/a", "ddd/e/new-name", |r| {
                     r.flags = (abi::DW_FILE_PATH_TRUNC | abi::DW_FILE_PATH2_TRUNC) as u16;
+                }),
+            ),
+        ),
+        // Names that are not UTF-8 (issue 10): escaped (\xHH, and \\ for a backslash
+        // of an escaped name), marked with a *_escaped key, never alike.
+        (
+            "exec_new_binary_escaped",
+            exec_case(
+                &j,
+                Exec {
+                    raw: |r| bad_name(r, b"bad\xff\xfe"),
+                    ..x("bad", "/tmp/bad", &["/tmp/bad"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT)
+                },
+                true,
+                |f| f.exec_mut().unwrap().exe_origin = Some("new_file"),
+            ),
+        ),
+        (
+            "exec_new_binary_escaped_swapped",
+            exec_case(
+                &j,
+                Exec {
+                    raw: |r| bad_name(r, b"bad\xfe\xff"),
+                    ..x("bad", "/tmp/bad", &["/tmp/bad"], abi::DW_SRC_UPPER, abi::DW_EXEC_DRIFT)
+                },
+                true,
+                |f| f.exec_mut().unwrap().exe_origin = Some("new_file"),
+            ),
+        ),
+        (
+            "exec_new_script_escaped",
+            exec_case(
+                &j,
+                Exec {
+                    script: Some(("/root/run.sh", abi::DW_SRC_UPPER)),
+                    raw: |r| {
+                        // "r\xc3n.sh": a UTF-8 lead byte without its continuation.
+                        set(&mut r.script, &mut r.script_len, b"/root/r\xc3n.sh");
+                        let mut len = 0;
+                        set(&mut r.comm, &mut len, b"r\xc3n.sh");
+                        set(&mut r.parent_comm, &mut len, b"dropper\x80");
+                        // A cgroup the process made below its container's.
+                        set(&mut r.cgroup[3], &mut len, b"sub\xff");
+                        r.cgroup.rotate_right(1);
+                    },
+                    ..x("run.sh", "/bin/sh", &["/bin/sh", "/root/run.sh"], abi::DW_SRC_IMAGE, abi::DW_EXEC_DRIFT)
+                },
+                true,
+                |_| {},
+            ),
+        ),
+        (
+            "file_renamed_escaped",
+            file_case(
+                &j,
+                file_record(abi::DW_FILE_RENAME, "", "", |r| {
+                    set(&mut r.path, &mut r.path_len, b"/etc/bad\xff\xfe");
+                    set(&mut r.path2, &mut r.path2_len, b"/etc/back\\slash\xfe");
                 }),
             ),
         ),

@@ -16,6 +16,8 @@ pub struct Agent {
     pub addr: SocketAddr,
     findings: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// Stdout lines that were not UTF-8 or not JSON (the reader stops at the first).
+    bad_stdout: Arc<Mutex<Vec<String>>>,
 }
 
 fn free_port() -> SocketAddr {
@@ -76,14 +78,23 @@ impl Agent {
             .expect("spawn driftwatch");
         let findings = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
+        let bad_stdout = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
-        let f = findings.clone();
+        let (f, bad) = (findings.clone(), bad_stdout.clone());
         thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
+            // Bytes, not `lines()`: a line that is not UTF-8 must be seen, not end the read.
+            for line in BufReader::new(out).split(b'\n') {
                 let Ok(line) = line else { break };
-                match serde_json::from_str::<Value>(&line) {
+                let parsed = std::str::from_utf8(&line)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| serde_json::from_str::<Value>(l).map_err(|e| e.to_string()));
+                match parsed {
                     Ok(v) => f.lock().unwrap().push(v),
-                    Err(e) => panic!("agent wrote a non-JSON line on stdout ({e}): {line}"),
+                    Err(e) => {
+                        let line = String::from_utf8_lossy(&line).into_owned();
+                        bad.lock().unwrap().push(format!("{e}: {line}"));
+                        panic!("agent wrote a line on stdout that is not JSON ({e}): {line}");
+                    }
                 }
             }
         });
@@ -97,7 +108,7 @@ impl Agent {
                 s.push('\n');
             }
         });
-        let mut agent = Agent { child, addr, findings, stderr };
+        let mut agent = Agent { child, addr, findings, stderr, bad_stdout };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
@@ -126,6 +137,11 @@ impl Agent {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Stdout lines so far that were not UTF-8 JSON (with why).
+    pub fn bad_stdout_lines(&self) -> Vec<String> {
+        self.bad_stdout.lock().unwrap().clone()
     }
 
     /// All findings so far.
