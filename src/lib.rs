@@ -6,6 +6,7 @@
 //! [`classify`] (rules -> findings, pure) -> [`pipeline`] (runs those stages,
 //! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
 //! every stage counts into, [`server`] serves it, [`agent`] wires everything.
+//! [`redact`] (pure) replaces secrets in findings before any sink sees them.
 
 pub mod abi;
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod procfs;
+pub mod redact;
 pub mod server;
 pub mod sink;
 pub mod state;

@@ -15,6 +15,8 @@ pub struct Agent {
     child: Child,
     pub addr: SocketAddr,
     findings: Arc<Mutex<Vec<Value>>>,
+    /// Every stdout line as written (not re-serialized).
+    lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -75,14 +77,18 @@ impl Agent {
             .spawn()
             .expect("spawn driftwatch");
         let findings = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
-        let f = findings.clone();
+        let (f, raw) = (findings.clone(), lines.clone());
         thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => f.lock().unwrap().push(v),
+                    Ok(v) => {
+                        raw.lock().unwrap().push(line);
+                        f.lock().unwrap().push(v);
+                    }
                     Err(e) => panic!("agent wrote a non-JSON line on stdout ({e}): {line}"),
                 }
             }
@@ -97,7 +103,7 @@ impl Agent {
                 s.push('\n');
             }
         });
-        let mut agent = Agent { child, addr, findings, stderr };
+        let mut agent = Agent { child, addr, findings, lines, stderr };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
@@ -131,6 +137,11 @@ impl Agent {
     /// All findings so far.
     pub fn findings(&self) -> Vec<Value> {
         self.findings.lock().unwrap().clone()
+    }
+
+    /// Every stdout line so far, byte for byte as the agent wrote it.
+    pub fn raw_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     /// Findings of one container so far.
