@@ -24,7 +24,7 @@ use driftwatch::{
     containers::{Registry, RegistryConfig},
     event,
     metrics::{FindingLabels, Metrics},
-    pipeline::{Deps, Emitter, Pipeline},
+    pipeline::{Deps, Emitter, Pipeline, Redaction},
     sink::{Fanout, json},
 };
 use std::{hint::black_box, io::Write, mem::size_of, sync::Arc, time::Instant};
@@ -103,7 +103,11 @@ fn pipeline() -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Findin
     fanout.add("findings_stdout", tx, &metrics);
     let registry =
         Registry::new(RegistryConfig::default(), None, None, metrics.registry_stats.clone(), metrics.cri.clone());
-    let emitter = Arc::new(Emitter::new(registry.clone(), metrics.clone(), fanout, std::time::Duration::ZERO));
+    // As the agent: every finding redacted (the default policy) before the fan-out.
+    let redaction = cfg.redaction.redactor().expect("valid").map(|r| Redaction::new(r, &metrics));
+    let emitter = Arc::new(
+        Emitter::new(registry.clone(), metrics.clone(), fanout, std::time::Duration::ZERO).with_redaction(redaction),
+    );
     let deps =
         Deps { classifier, emitter, registry, network: None, file: None, not_container: None, drift_marks: None };
     (Pipeline::new(deps), rx, metrics)

@@ -122,12 +122,15 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         pre.prune_on_scans(registry.snapshots(), cancel.clone());
     }
     let queues = fanout.probe();
-    let emitter = Arc::new(Emitter::new(
-        registry.clone(),
-        metrics.clone(),
-        fanout,
-        Duration::from_millis(cfg.runtime.metadata_wait_ms),
-    ));
+    // Secrets are replaced once per finding, before the fan-out to every sink.
+    let redactor = cfg.redaction.redactor().map_err(|e| AgentError::Config(format!("redaction: {e}")))?;
+    if let Some(r) = &redactor {
+        tracing::info!(patterns = ?r.labels(), "findings are redacted before any output");
+    }
+    let emitter = Arc::new(
+        Emitter::new(registry.clone(), metrics.clone(), fanout, Duration::from_millis(cfg.runtime.metadata_wait_ms))
+            .with_redaction(redactor.map(|r| pipeline::Redaction::new(r, &metrics))),
+    );
     pipeline::emit::retire_series(registry.clone(), metrics.clone(), cancel.clone());
     let config_drift = ConfigDrift::new(
         pipeline::config_drift::Settings {
@@ -241,6 +244,10 @@ pub fn declare_series(metrics: &Metrics, classifier: &Classifier, cfg: &Config) 
         metrics.health.set(check, false);
     }
     metrics.pipeline.declare_event_drops(&bpf::queue::DROP_SERIES);
+    // One redaction series per pattern the config turns on (bounded by the config).
+    for pattern in cfg.redaction.spec().labels() {
+        let _ = metrics.pipeline.redaction_counter(&pattern);
+    }
     let order = crate::config::METRIC_LABELS;
     metrics.containers.set_labels(order.into_iter().filter(|n| cfg.metrics.labels.iter().any(|l| l == n)).collect());
 }

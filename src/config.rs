@@ -6,9 +6,11 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 mod exports;
 mod locate;
+mod redaction;
 
 pub use exports::{AlertmanagerUrl, secret_file};
 use locate::{At, Seg, humanize, locate, repeated};
+pub use redaction::{BuiltinPatterns, Pattern as RedactionPattern, Redaction};
 
 /// The embedded default configuration (also the documented reference).
 pub const DEFAULT_YAML: &str = include_str!("default-config.yaml");
@@ -40,6 +42,9 @@ pub struct Config {
     pub kubernetes: Kubernetes,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Secrets replaced in findings before any sink (src/redact.rs).
+    #[serde(default)]
+    pub redaction: Redaction,
 }
 
 /// Kubernetes API access (src/enrich/kube.rs): owner workloads, pod specs,
@@ -684,6 +689,7 @@ impl Config {
             ));
         }
         exports::validate(self, &error, files)?;
+        redaction::validate(self, &error)?;
         let program_name = |n: &str| {
             (n.is_empty() || n.len() > COMM_MAX || n.contains('/')).then(|| {
                 format!(

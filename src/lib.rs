@@ -7,6 +7,7 @@
 //! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
 //! every stage counts into, [`server`] serves it, [`agent`] wires everything.
 //! [`escape`] turns the kernel's byte names into text without losing a byte.
+//! [`redact`] (pure) replaces secrets in findings before any sink sees them.
 
 pub mod abi;
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod procfs;
+pub mod redact;
 pub mod server;
 pub mod sink;
 pub mod state;

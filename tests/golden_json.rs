@@ -72,3 +72,16 @@ fn every_rule_of_the_catalog_has_a_golden_case() {
         assert!(covered.contains(rule), "rule {rule} has no golden case");
     }
 }
+
+#[test]
+fn default_redaction_finds_nothing_in_the_other_golden_findings() {
+    // The built-in patterns must not take ordinary findings for secrets: only the
+    // redacted case has anything to replace, even read as one text.
+    let r = driftwatch::config::Config::default().redaction.redactor().expect("valid").expect("on by default");
+    for (name, json) in build::all() {
+        let mut text = json.clone();
+        let hits = r.redact_text(&mut text);
+        assert_eq!(!hits.is_empty(), name.ends_with("_redacted"), "{name}: {text}");
+        assert_eq!(json.contains("\"driftwatch.redacted\":true"), name.ends_with("_redacted"), "{name}");
+    }
+}

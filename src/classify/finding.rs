@@ -102,6 +102,9 @@ pub struct Finding {
     /// The kernel record's own facts; with `process`.
     #[serde(flatten)]
     pub record: Option<RecordFacts>,
+    /// Secrets were replaced by `[REDACTED]` (src/redact.rs) before any sink.
+    #[serde(rename = "driftwatch.redacted", skip_serializing_if = "is_false")]
+    pub redacted: bool,
     /// Kernel timestamp, for the detection-latency metric; not serialized.
     #[serde(skip)]
     pub ktime_ns: u64,

@@ -170,6 +170,7 @@ impl Classifier {
             process: None,
             detail,
             record: None,
+            redacted: false,
             ktime_ns,
         }
     }

@@ -29,6 +29,13 @@ struct QueueLabel {
     queue: &'static str,
 }
 
+/// A redaction pattern's name: a built-in's, `flags`, or one the config names
+/// (bounded by the config: at most 32 user patterns).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PatternLabel {
+    pattern: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     kind: &'static str,
@@ -50,6 +57,7 @@ pub struct PipelineMetrics {
     no_finding: Family<ReasonLabel, Counter>,
     queue_dropped: Family<QueueLabel, Counter>,
     event_drops: Family<DropLabels, Counter>,
+    redactions: Family<PatternLabel, Counter>,
     latency: Histogram,
     /// Findings held for pod metadata or an image comparison.
     pub findings_waiting: Gauge,
@@ -87,6 +95,12 @@ impl PipelineMetrics {
             "Kernel events dropped by the full events queue before the pipeline, by kind and whether they were drift (drift is dropped last)",
             event_drops.clone(),
         );
+        let redactions = Family::<PatternLabel, Counter>::default();
+        r.register(
+            "redactions",
+            "Findings in which a redaction pattern replaced a secret before any sink, by pattern",
+            redactions.clone(),
+        );
         let latency = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         r.register(
             "detection_latency_seconds",
@@ -107,6 +121,7 @@ impl PipelineMetrics {
             no_finding,
             queue_dropped,
             event_drops,
+            redactions,
             latency,
             findings_waiting,
         }
@@ -188,6 +203,12 @@ impl PipelineMetrics {
 }
 
 impl PipelineMetrics {
+    /// The redaction counter of one pattern (created at 0), as a handle: the
+    /// emitter takes one per pattern at startup.
+    pub fn redaction_counter(&self, pattern: &str) -> Counter {
+        self.redactions.get_or_create(&PatternLabel { pattern: pattern.to_string() }).clone()
+    }
+
     /// The drop counter of one queue, as a handle for code that owns the queue.
     pub fn queue_counter(&self, queue: &'static str) -> Counter {
         self.queue_dropped.get_or_create(&QueueLabel { queue }).clone()

@@ -4,6 +4,7 @@
 //! goes to every sink's queue. Shared by the event pipeline and the
 //! configuration-drift task.
 
+use super::redact::Redaction;
 use crate::{
     classify::Finding,
     containers::{Change, Registry},
@@ -35,6 +36,8 @@ pub struct Emitter {
     fanout: Fanout,
     metadata_wait: Duration,
     waiting: Arc<Semaphore>,
+    /// Secrets replaced before the fan-out; None: redaction is off.
+    redaction: Option<Redaction>,
 }
 
 /// A finding's place among the bounded number that may wait; counted in the
@@ -52,7 +55,20 @@ impl Drop for WaitSlot {
 
 impl Emitter {
     pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, fanout: Fanout, metadata_wait: Duration) -> Self {
-        Self { registry, metrics, fanout, metadata_wait, waiting: Arc::new(Semaphore::new(MAX_WAITING)) }
+        Self {
+            registry,
+            metrics,
+            fanout,
+            metadata_wait,
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            redaction: None,
+        }
+    }
+
+    /// Redacts every finding before it reaches any sink.
+    pub fn with_redaction(mut self, redaction: Option<Redaction>) -> Self {
+        self.redaction = redaction;
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -126,8 +142,12 @@ impl Emitter {
         }
     }
 
-    /// Counts a finding and hands it to the sinks.
+    /// Redacts a finding, counts it and hands it to the sinks: the one place
+    /// findings leave the pipeline, so no sink sees a secret it carried.
     pub fn emit(&self, mut f: Finding) {
+        if let Some(r) = &self.redaction {
+            r.apply(&mut f);
+        }
         self.apply_workload(&mut f);
         let labels = FindingLabels { kind: f.kind.as_str(), rule: f.rule, severity: f.severity.as_str() };
         // Config drift is judged when a container is found, not at a kernel event.

@@ -10,8 +10,10 @@
 
 pub mod config_drift;
 pub mod emit;
+pub mod redact;
 
 pub use emit::{Emitter, apply_metadata};
+pub use redact::{Redaction, redact_finding};
 
 use crate::{
     bpf::{DriftMarks, NotContainer, queue},

@@ -177,6 +177,14 @@ for name in STATE:
     check(cfg.get("sensor", {}).get("network") is net and cfg.get("sensor", {}).get("files") is files,
           f"{name}: sensor.network / sensor.files follow sensors.* ({net}, {files}): {cfg.get('sensor')}")
     check(cfg.get("rules", {}).get("network", {}).get("state_dir") == ("/var/lib/driftwatch" if STATE[name] else ""), f"{name}: rules.network.state_dir matches the state mount: {cfg.get('rules')}")
+    # Redaction (values redaction.*): on by default, user parts passed through.
+    red = cfg.get("redaction", {})
+    if name == "all-features":
+        check(red == {"enabled": True, "builtin_patterns": {"token_formats": False}, "flags": ["--db-pass", "-p"],
+                      "patterns": [{"name": "acme_key", "regex": "acme_[a-f0-9]{32}"}, {"name": "pin", "regex": "pin=(?P<secret>[0-9]+)"}]},
+              f"{name}: redaction from values: {red}")
+    else:
+        check(red == {"enabled": True}, f"{name}: redaction on with the agent's defaults: {red}")
     os.unlink(f.name)
 
     if name == "alertmanager-basic-auth":

@@ -13,7 +13,7 @@
 #                             the probes on their own port (health_addr) and not in the Service,
 #                             privileges, RBAC and kubernetes.enabled gating, ServiceMonitor / PrometheusRule
 #                             (CRD schema subset), the PrometheusRule equals the rules file,
-#                             the dashboards ConfigMap equals dashboards/, and
+#                             the dashboards ConfigMap equals dashboards/, redaction.* reaches the config, and
 #   driftwatch check-config   the rendered config ConfigMap loads in the real agent's parser
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -68,7 +68,9 @@ done
 for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc hostPaths.bpffs=/sys/fs/bpf hostPaths.btf=sys/kernel/btf kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false \
     health.port=8789 health.port=0 health.enabled=yes health.path=/healthz \
     'alertmanager.urls={ftp://am:9093}' alertmanager.bearerTokenSecret.token=abc alertmanager.basicAuth.password=pw \
-    alertmanager.headers.Authorization=Bearer otlp.headers.authorization=x otlp.tls.ca=pem alertmanager.tls.caSecret=Bad_Name; do
+    alertmanager.headers.Authorization=Bearer otlp.headers.authorization=x otlp.tls.ca=pem alertmanager.tls.caSecret=Bad_Name \
+    redaction.enabled=yes redaction.builtinPatterns.password_flags=false 'redaction.flags={password}' \
+    'redaction.patterns[0].name=Bad' 'redaction.patterns[0].regx=x' redaction.marker=x; do
   if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
   fi

@@ -353,6 +353,26 @@ pub fn all() -> Vec<(String, String)> {
             ),
         ),
         (
+            // A credential in a package index URL: redacted (src/redact.rs) in the
+            // arguments and in the message that quotes them, and marked.
+            "package_manager_exec_redacted",
+            exec_case(
+                &j,
+                x(
+                    "pip",
+                    "/usr/local/bin/pip",
+                    &["pip", "install", "--index-url", "https://ci:s3cr3t@pypi.example.com/simple", "private-pkg"],
+                    abi::DW_SRC_IMAGE,
+                    0,
+                ),
+                true,
+                |f| {
+                    let r = Config::default().redaction.redactor().expect("valid").expect("on by default");
+                    assert!(!driftwatch::pipeline::redact_finding(&r, f).is_empty());
+                },
+            ),
+        ),
+        (
             "loader_injection_env",
             exec_case(
                 &j,

@@ -15,6 +15,8 @@ pub struct Agent {
     child: Child,
     pub addr: SocketAddr,
     findings: Arc<Mutex<Vec<Value>>>,
+    /// Every stdout line as written (not re-serialized).
+    lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     /// Stdout lines that were not UTF-8 or not JSON (the reader stops at the first).
     bad_stdout: Arc<Mutex<Vec<String>>>,
@@ -77,10 +79,11 @@ impl Agent {
             .spawn()
             .expect("spawn driftwatch");
         let findings = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let bad_stdout = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
-        let (f, bad) = (findings.clone(), bad_stdout.clone());
+        let (f, bad, raw) = (findings.clone(), bad_stdout.clone(), lines.clone());
         thread::spawn(move || {
             // Bytes, not `lines()`: a line that is not UTF-8 must be seen, not end the read.
             for line in BufReader::new(out).split(b'\n') {
@@ -89,7 +92,10 @@ impl Agent {
                     .map_err(|e| e.to_string())
                     .and_then(|l| serde_json::from_str::<Value>(l).map_err(|e| e.to_string()));
                 match parsed {
-                    Ok(v) => f.lock().unwrap().push(v),
+                    Ok(v) => {
+                        raw.lock().unwrap().push(String::from_utf8(line).expect("checked UTF-8"));
+                        f.lock().unwrap().push(v);
+                    }
                     Err(e) => {
                         let line = String::from_utf8_lossy(&line).into_owned();
                         bad.lock().unwrap().push(format!("{e}: {line}"));
@@ -108,7 +114,7 @@ impl Agent {
                 s.push('\n');
             }
         });
-        let mut agent = Agent { child, addr, findings, stderr, bad_stdout };
+        let mut agent = Agent { child, addr, findings, lines, stderr, bad_stdout };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
@@ -147,6 +153,11 @@ impl Agent {
     /// All findings so far.
     pub fn findings(&self) -> Vec<Value> {
         self.findings.lock().unwrap().clone()
+    }
+
+    /// Every stdout line so far, byte for byte as the agent wrote it.
+    pub fn raw_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     /// Findings of one container so far.

@@ -95,6 +95,18 @@ app.kubernetes.io/component: agent
 {{- if $otlp -}}
 {{- $_ := set $cfg "otlp" $otlp -}}
 {{- end -}}
+{{- $rv := .Values.redaction | default dict -}}
+{{- $redaction := dict "enabled" (ternary $rv.enabled true (hasKey $rv "enabled")) -}}
+{{- if $rv.builtinPatterns -}}
+{{- $_ := set $redaction "builtin_patterns" $rv.builtinPatterns -}}
+{{- end -}}
+{{- if $rv.flags -}}
+{{- $_ := set $redaction "flags" $rv.flags -}}
+{{- end -}}
+{{- if $rv.patterns -}}
+{{- $_ := set $redaction "patterns" $rv.patterns -}}
+{{- end -}}
+{{- $_ := set $cfg "redaction" $redaction -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy .Values.config)) -}}
 {{- end -}}
 
