@@ -559,3 +559,47 @@ fn loader_injection_in_the_environment_is_config_drift() {
         agent.findings_of(&d.id).into_iter().filter(|f| f["rule"] == "loader_injection_env").collect();
     assert!(env.is_empty(), "{env:#?}");
 }
+
+/// A container's findings leave in the order of their events, though some
+/// wait (a dropped binary is compared with the image first) and others do
+/// not (a file write is judged at once): each round's dropped binary comes
+/// before the write that follows it, and `time` never goes back.
+#[test]
+fn findings_of_a_container_leave_in_event_order() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    // Paced under the kernel's file-event rate limit (100/s per container).
+    let n = 30;
+    c.exec_ok(&[
+        "/bin/sh",
+        "-c",
+        &format!(
+            "i=0; while [ $i -lt {n} ]; do cp /bin/busybox /tmp/o$i; /tmp/o$i true; echo $i > /etc/order-$i; usleep 20000; i=$((i+1)); done"
+        ),
+    ]);
+    let ours = |f: &Value| {
+        let (exe, path) = (s(f, "process.executable.path"), s(f, "file.path"));
+        if let Some(i) = exe.strip_prefix("/tmp/o") {
+            Some(format!("bin{i}"))
+        } else {
+            path.strip_prefix("/etc/order-").map(|i| format!("write{i}"))
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while agent.findings_of(&c.id).iter().filter_map(ours).count() < 2 * n {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", agent.findings_of(&c.id));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let f = agent.findings_of(&c.id);
+    let times: Vec<String> = f.iter().map(|f| s(f, "time")).collect();
+    let back: Vec<usize> = (1..times.len()).filter(|&i| times[i] < times[i - 1]).collect();
+    let seen: Vec<(String, String, String)> =
+        f.iter().map(|f| (s(f, "time"), s(f, "rule"), ours(f).unwrap_or_default())).collect();
+    assert!(back.is_empty(), "findings out of time order at {back:?}: {seen:#?}");
+    let order: Vec<String> = f.iter().filter_map(ours).collect();
+    let want: Vec<String> = (0..n).flat_map(|i| [format!("bin{i}"), format!("write{i}")]).collect();
+    assert_eq!(order, want);
+}

@@ -100,7 +100,8 @@ fn empty_environment_variables_mean_unset() {
     let env = [("DRIFTWATCH_RUNTIME_ENDPOINT", ""), ("DRIFTWATCH_CONFIG", ""), ("DRIFTWATCH_BTF", " ")];
     let agent = Agent::start_with_env(&[], &env);
     let stderr = agent.stderr();
-    assert!(!stderr.contains("error"), "{stderr}");
+    // No error-level line (a warning may quote an OS error, e.g. a blocked /proc/1).
+    assert!(!stderr.lines().any(|l| l.contains(" ERROR ")), "{stderr}");
     assert!(
         stderr.contains("auto-detect") || stderr.contains("CRI connected"),
         "auto-detection (a warning names the sockets it tried when none answers): {stderr}"

@@ -61,6 +61,8 @@ pub struct PipelineMetrics {
     latency: Histogram,
     /// Findings held for pod metadata or an image comparison.
     pub findings_waiting: Gauge,
+    /// Findings ready but held behind an earlier one of their container.
+    pub findings_held: Gauge,
 }
 
 impl PipelineMetrics {
@@ -113,6 +115,12 @@ impl PipelineMetrics {
             "Findings held back for pod metadata or an image comparison (bounded; beyond the bound they go out incomplete)",
             findings_waiting.clone(),
         );
+        let findings_held = Gauge::default();
+        r.register(
+            "findings_held_for_order",
+            "Findings ready but held until an earlier finding of their container goes out (findings leave in event order)",
+            findings_held.clone(),
+        );
         Self {
             findings,
             events,
@@ -124,6 +132,7 @@ impl PipelineMetrics {
             redactions,
             latency,
             findings_waiting,
+            findings_held,
         }
     }
 

@@ -100,7 +100,8 @@ impl ConfigDrift {
     fn report_once(&mut self, subject: String, f: crate::classify::Finding) {
         if self.memory.reported.insert((subject, f.rule.to_string())) {
             self.dirty = true;
-            self.emitter.emit(f);
+            let t = self.emitter.ticket(&f.container_id);
+            self.emitter.emit(t, f);
         } else {
             self.emitter.metrics().pipeline.no_finding(crate::classify::NoFinding::AlreadyReported.as_str());
         }

@@ -4,7 +4,7 @@
 //! goes to every sink's queue. Shared by the event pipeline and the
 //! configuration-drift task.
 
-use super::redact::Redaction;
+use super::{order::Order, redact::Redaction};
 use crate::{
     classify::Finding,
     containers::{Change, Registry},
@@ -38,6 +38,34 @@ pub struct Emitter {
     waiting: Arc<Semaphore>,
     /// Secrets replaced before the fan-out; None: redaction is off.
     redaction: Option<Redaction>,
+    /// Each container's findings in ticket (event) order.
+    order: std::sync::Mutex<Order<Finding>>,
+}
+
+/// A finding's place in its container's order ([`super::order`]), taken
+/// where the pipeline handles its event. Sent with the finding, or dropped
+/// unsent when the event turns out not to be one: either way the findings
+/// behind it go on.
+pub struct Ticket {
+    emitter: Arc<Emitter>,
+    container: Box<str>,
+    seq: u64,
+    settled: bool,
+}
+
+impl Ticket {
+    fn settle(mut self, f: Option<Finding>) {
+        self.settled = true;
+        self.emitter.settle(&self.container, self.seq, f);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.emitter.settle(&self.container, self.seq, None);
+        }
+    }
 }
 
 /// A finding's place among the bounded number that may wait; counted in the
@@ -62,7 +90,23 @@ impl Emitter {
             metadata_wait,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             redaction: None,
+            order: Default::default(),
         }
+    }
+
+    /// The next place in `container`'s order: take it while handling the
+    /// event, before anything that may wait.
+    pub fn ticket(self: &Arc<Self>, container: &str) -> Ticket {
+        let seq = crate::locks::lock(&self.order).ticket(container);
+        Ticket { emitter: self.clone(), container: container.into(), seq, settled: false }
+    }
+
+    /// Sends what is due under the lock: two tasks releasing findings of one
+    /// container must not interleave their sends. Sending never blocks.
+    fn settle(&self, container: &str, seq: u64, f: Option<Finding>) {
+        let mut order = crate::locks::lock(&self.order);
+        order.settle(container, seq, f, |f| self.fanout.send(f, &self.metrics));
+        self.metrics.pipeline.findings_held.set(order.held() as i64);
     }
 
     /// Redacts every finding before it reaches any sink.
@@ -93,18 +137,18 @@ impl Emitter {
     }
 
     /// Adds pod metadata (waiting a bounded time for the runtime) and emits.
-    pub fn enrich(self: &Arc<Self>, mut f: Finding) {
+    pub fn enrich(self: &Arc<Self>, t: Ticket, mut f: Finding) {
         if self.registry.cri().is_none() {
-            self.incomplete(f, "no_runtime");
+            self.incomplete(t, f, "no_runtime");
             return;
         }
         if let Some(meta) = self.registry.cached(&f.container_id) {
             apply_metadata(&mut f, &meta);
-            self.emit(f);
+            self.emit(t, f);
             return;
         }
         let Some(slot) = self.wait_slot() else {
-            self.incomplete(f, "backlog");
+            self.incomplete(t, f, "backlog");
             return;
         };
         let me = self.clone();
@@ -113,20 +157,20 @@ impl Emitter {
             match me.registry.resolve(&f.container_id, me.metadata_wait).await {
                 Lookup::Found(meta) => {
                     apply_metadata(&mut f, &meta);
-                    me.emit(f);
+                    me.emit(t, f);
                 }
-                Lookup::NotFound => me.incomplete(f, "not_found"),
-                Lookup::Unavailable(reason) => me.incomplete(f, reason),
+                Lookup::NotFound => me.incomplete(t, f, "not_found"),
+                Lookup::Unavailable(reason) => me.incomplete(t, f, reason),
             }
         });
     }
 
     /// Emits without metadata, saying why.
-    pub fn incomplete(&self, mut f: Finding, reason: &'static str) {
+    pub fn incomplete(&self, t: Ticket, mut f: Finding, reason: &'static str) {
         self.metrics.pipeline.enrich_failure(reason);
         f.k8s.metadata_complete = false;
         f.k8s.metadata_missing = Some(reason);
-        self.emit(f);
+        self.emit(t, f);
     }
 
     /// The workload of a finding: the owner the Kubernetes API resolved
@@ -143,8 +187,9 @@ impl Emitter {
     }
 
     /// Redacts a finding, counts it and hands it to the sinks: the one place
-    /// findings leave the pipeline, so no sink sees a secret it carried.
-    pub fn emit(&self, mut f: Finding) {
+    /// findings leave the pipeline, so no sink sees a secret it carried; in
+    /// its container's order (`t`).
+    pub fn emit(&self, t: Ticket, mut f: Finding) {
         if let Some(r) = &self.redaction {
             r.apply(&mut f);
         }
@@ -167,7 +212,7 @@ impl Emitter {
                 severity: labels.severity,
             },
         );
-        self.fanout.send(f, &self.metrics);
+        t.settle(Some(f));
     }
 }
 

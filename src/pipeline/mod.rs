@@ -10,9 +10,10 @@
 
 pub mod config_drift;
 pub mod emit;
+mod order;
 pub mod redact;
 
-pub use emit::{Emitter, apply_metadata};
+pub use emit::{Emitter, Ticket, apply_metadata};
 pub use redact::{Redaction, redact_finding};
 
 use crate::{
@@ -27,8 +28,19 @@ use crate::{
     },
     event::{Event, ExeSource, ExecEvent, FileEvent, NetEvent, Process},
 };
-use std::{ops::ControlFlow, sync::Arc};
+use std::{ops::ControlFlow, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
+
+/// Longest a blocking look at a container's files (an image comparison, a
+/// script's layer) may hold its finding, and so the container's findings
+/// behind it: a stuck filesystem must not stop them. Past it the finding
+/// goes on without that detail (the look itself finishes in the background).
+const BLOCKING_LIMIT: Duration = Duration::from_secs(5);
+
+/// The result of a blocking step, or None when it failed or took too long.
+async fn bounded<T>(h: tokio::task::JoinHandle<T>) -> Option<T> {
+    tokio::time::timeout(BLOCKING_LIMIT, h).await.ok()?.ok()
+}
 
 /// What the pipeline needs.
 pub struct Deps {
@@ -96,15 +108,16 @@ impl Pipeline {
             && let Some(slot) = self.d.emitter.wait_slot()
         {
             let (me, path, mut ev, entry) = (self.clone(), path.clone(), ev, self.d.registry.observe(&c));
+            let ticket = self.d.emitter.ticket(&c.id);
             tokio::spawn(async move {
                 let _slot = slot;
                 let (fs_of, pid, escaped) = (entry.clone(), ev.proc.tgid, ev.script_escaped);
-                let judged = tokio::task::spawn_blocking(move || {
+                let judged = bounded(tokio::task::spawn_blocking(move || {
                     let src = overlay::script_source(&fs_of.fs(pid), &crate::escape::path(&path, escaped));
                     (path, src)
-                })
+                }))
                 .await;
-                if let Ok(script) = judged {
+                if let Some(script) = judged {
                     if script.1.is_drift()
                         && let Some(marks) = &me.d.drift_marks
                     {
@@ -112,22 +125,24 @@ impl Pipeline {
                     }
                     ev.script = Some(script);
                 }
-                me.judge_exec(&ev, &c);
+                me.judge_exec(&ev, &c, Some(ticket));
             });
             return;
         }
-        self.judge_exec(&ev, &c);
+        self.judge_exec(&ev, &c, None);
     }
 
     /// Classifies an exec of a container and hands its finding on.
-    fn judge_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef) {
+    /// `ticket`: the exec's place, when it was taken before a wait.
+    fn judge_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef, ticket: Option<Ticket>) {
         let metrics = &self.d.emitter.metrics().pipeline;
         let mut f = match self.d.classifier.exec(ev, c) {
             Ok(f) => f,
             Err(reason) => return metrics.no_finding(reason.as_str()),
         };
+        let t = ticket.unwrap_or_else(|| self.d.emitter.ticket(&c.id));
         if f.rule != crate::classify::rules::EXEC_NEW_BINARY.name {
-            return self.d.emitter.enrich(f);
+            return self.d.emitter.enrich(t, f);
         }
         // An upper-layer image binary may only have been chmod'ed or touched:
         // compare it with the image, once per file, off the async workers.
@@ -139,10 +154,10 @@ impl Pipeline {
             if let Some(e) = f.exec_mut() {
                 e.exe_origin = Some(origin.as_str());
             }
-            return self.d.emitter.enrich(f);
+            return self.d.emitter.enrich(t, f);
         }
         let Some(slot) = self.d.emitter.wait_slot() else {
-            return self.d.emitter.enrich(f);
+            return self.d.emitter.enrich(t, f);
         };
         let (me, path, ino, pid, escaped) = (self.clone(), ev.path.clone(), ev.ino, ev.proc.tgid, ev.path_escaped);
         tokio::spawn(async move {
@@ -163,7 +178,7 @@ impl Pipeline {
             if let Some(e) = f.exec_mut() {
                 e.exe_origin = Some(origin.as_str());
             }
-            me.d.emitter.enrich(f);
+            me.d.emitter.enrich(t, f);
         });
     }
 
@@ -180,7 +195,7 @@ impl Pipeline {
         // Read once per container (its mounts), then kept by the registry.
         let fs = self.d.registry.observe(&c).fs(ev.proc.tgid);
         match judge.judge(&self.d.classifier, ev, &c, &fs) {
-            Ok(f) => self.d.emitter.enrich(f),
+            Ok(f) => self.d.emitter.enrich(self.d.emitter.ticket(&c.id), f),
             Err(reason) => metrics.no_finding(reason.as_str()),
         }
     }
@@ -194,21 +209,22 @@ impl Pipeline {
         let Some(c) = self.container(&ev.proc) else { return };
         let cached = self.d.registry.cached(&c.id);
         if cached.is_some() || self.d.registry.cri().is_none() {
-            return self.judge_net(ev, &c, cached.map(Lookup::Found));
+            return self.judge_net(ev, &c, cached.map(Lookup::Found), None);
         }
         let Some(slot) = self.d.emitter.wait_slot() else {
-            return self.judge_net(ev, &c, Some(Lookup::Unavailable("backlog")));
+            return self.judge_net(ev, &c, Some(Lookup::Unavailable("backlog")), None);
         };
         let (me, ev, wait) = (self.clone(), ev.clone(), self.d.emitter.metadata_wait());
+        let ticket = self.d.emitter.ticket(&c.id);
         tokio::spawn(async move {
             let _slot = slot;
             let found = me.d.registry.resolve(&c.id, wait).await;
-            me.judge_net(&ev, &c, Some(found));
+            me.judge_net(&ev, &c, Some(found), Some(ticket));
         });
     }
 
     /// Judges an endpoint with what the runtime said of its container (None: no runtime).
-    fn judge_net(&self, ev: &NetEvent, c: &ContainerRef, meta: Option<Lookup>) {
+    fn judge_net(&self, ev: &NetEvent, c: &ContainerRef, meta: Option<Lookup>, ticket: Option<Ticket>) {
         let Some(judge) = &self.d.network else { return };
         let key = match &meta {
             Some(Lookup::Found(m)) if !m.pod_name.is_empty() => {
@@ -222,14 +238,15 @@ impl Pipeline {
             Ok(f) => f,
             Err(reason) => return emitter.metrics().pipeline.no_finding(reason.as_str()),
         };
+        let t = ticket.unwrap_or_else(|| emitter.ticket(&c.id));
         match meta {
             Some(Lookup::Found(m)) => {
                 apply_metadata(&mut f, &m);
-                emitter.emit(f);
+                emitter.emit(t, f);
             }
-            Some(Lookup::NotFound) => emitter.incomplete(f, "not_found"),
-            Some(Lookup::Unavailable(reason)) => emitter.incomplete(f, reason),
-            None => emitter.incomplete(f, "no_runtime"),
+            Some(Lookup::NotFound) => emitter.incomplete(t, f, "not_found"),
+            Some(Lookup::Unavailable(reason)) => emitter.incomplete(t, f, reason),
+            None => emitter.incomplete(t, f, "no_runtime"),
         }
     }
 
