@@ -296,17 +296,22 @@ fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// argv as the kernel copied it: NUL-separated, possibly cut mid-argument.
+/// argv as the kernel copied it: each argument ends with a NUL (empty ones
+/// too: `sh -c '' x` is not `sh -c x`); bytes after the last NUL are an
+/// argument cut short.
 fn split_args(raw: &[std::ffi::c_char], len: u16) -> Vec<String> {
     let b = c_bytes(raw);
-    let len = (len as usize).min(b.len());
-    b[..len]
-        .split(|&c| c == 0)
-        .enumerate()
-        .filter(|(i, s)| !s.is_empty() || *i == 0)
-        .map(|(_, s)| String::from_utf8_lossy(s).into_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+    let b = match b.get(..len as usize) {
+        Some(b) => b,
+        // Not a length the kernel sends (it cuts argv at the buffer): the
+        // arguments end at the last non-NUL byte's NUL, zero fill follows.
+        None => &b[..b.iter().rposition(|&c| c != 0).map_or(0, |i| (i + 2).min(b.len()))],
+    };
+    if b.is_empty() {
+        return Vec::new();
+    }
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
+    b.split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
 }
 
 /// Decodes one ring-buffer record.
@@ -545,6 +550,33 @@ pub(crate) mod tests {
                 })
                 .collect();
             let _ = decode(&buf);
+        }
+    }
+
+    #[test]
+    fn empty_arguments_are_kept() {
+        // Found by tests/properties (decode): empty arguments were dropped, so
+        // `sh -c '' evil` (runs nothing) was reported as `sh -c evil`.
+        let rec = exec_record(|r| {
+            put(&mut r.args, b"sh\0-c\0\0evil\0");
+            r.args_len = 12;
+        });
+        let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
+        assert_eq!(e.args, vec!["sh", "-c", "", "evil"]);
+        for (bytes, want) in [
+            (&b""[..], &[][..]),
+            (b"\0", &[""]),
+            (b"a\0\0", &["a", ""]),
+            (b"a\0b", &["a", "b"]), // cut mid-argument
+            (b"a\0\0\0b\0", &["a", "", "", "b"]),
+        ] {
+            let rec = exec_record(|r| {
+                r.args = [0; abi::DW_ARGS_LEN as usize];
+                put(&mut r.args, bytes);
+                r.args_len = bytes.len() as u16;
+            });
+            let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
+            assert_eq!(e.args, want, "{bytes:?}");
         }
     }
 
