@@ -556,8 +556,12 @@ impl Config {
     /// [`Config::from_yaml`], reading the files the config names or not.
     pub fn from_yaml_with(text: &str, file: &str, files: FileChecks) -> Result<Self, ConfigError> {
         let parse_err = |e: serde_yaml_ng::Error| {
-            let location =
-                e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
+            let location = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .or_else(|| locate::second_document(text))
+                .map(|(l, c)| format!("line {l}, column {c}: "))
+                .unwrap_or_default();
             let message = e.to_string();
             // serde_yaml_ng appends " at line X column Y"; we print it up front.
             let message = match message.rfind(" at line ") {
@@ -1217,6 +1221,15 @@ mod tests {
     fn mistyped_top_level_key() {
         let e = err("metrics_addr: \"0.0.0.0:8789\"\nsensors:\n  ringbuf_bytes: 8192\n");
         assert!(e.starts_with("config p.yaml: line 2, column 1: sensors: unknown field `sensors`"), "{e}");
+    }
+
+    #[test]
+    fn a_second_document_is_located() {
+        // Found by tests/properties (config): serde_yaml_ng's error has no position.
+        let e = err("sensor:\n  drain_interval_ms: 5\n---\nrules: {}\n");
+        assert!(e.starts_with("config p.yaml: line 4, column 1: ") && e.contains("more than one document"), "{e}");
+        let e = err("sensor\n---\n");
+        assert!(e.starts_with("config p.yaml: line 3, column 1: "), "{e}");
     }
 
     #[test]

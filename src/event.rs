@@ -310,15 +310,25 @@ fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> (String, bool) {
     escape::lossless(&b[..end])
 }
 
-/// argv as the kernel copied it: NUL-separated, possibly cut mid-argument;
-/// empty arguments left out. One validation of the whole buffer: NUL is
-/// ASCII, so it is UTF-8 exactly when every argument is.
+/// argv as the kernel copied it: each argument ends with a NUL (empty ones
+/// too: `sh -c '' x` is not `sh -c x`); bytes after the last NUL are an
+/// argument cut short. One validation of the whole buffer: NUL is ASCII, so
+/// it is UTF-8 exactly when every argument is.
 fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<String>, bool) {
     let b = c_bytes(raw);
-    let b = &b[..(len as usize).min(b.len())];
+    let b = match b.get(..len as usize) {
+        Some(b) => b,
+        // Not a length the kernel sends (it cuts argv at the buffer): the
+        // arguments end at the last non-NUL byte's NUL, zero fill follows.
+        None => &b[..b.iter().rposition(|&c| c != 0).map_or(0, |i| (i + 2).min(b.len()))],
+    };
+    if b.is_empty() {
+        return (Vec::new(), false);
+    }
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
     match std::str::from_utf8(b) {
-        Ok(s) => (s.split('\0').filter(|a| !a.is_empty()).map(str::to_owned).collect(), false),
-        Err(_) => (b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(escape::escaped).collect(), true),
+        Ok(s) => (s.split('\0').map(str::to_owned).collect(), false),
+        Err(_) => (b.split(|&c| c == 0).map(escape::escaped).collect(), true),
     }
 }
 
@@ -574,6 +584,33 @@ pub(crate) mod tests {
                 })
                 .collect();
             let _ = decode(&buf);
+        }
+    }
+
+    #[test]
+    fn empty_arguments_are_kept() {
+        // Found by tests/properties (decode): empty arguments were dropped, so
+        // `sh -c '' evil` (runs nothing) was reported as `sh -c evil`.
+        let rec = exec_record(|r| {
+            put(&mut r.args, b"sh\0-c\0\0evil\0");
+            r.args_len = 12;
+        });
+        let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
+        assert_eq!(e.args, vec!["sh", "-c", "", "evil"]);
+        for (bytes, want) in [
+            (&b""[..], &[][..]),
+            (b"\0", &[""]),
+            (b"a\0\0", &["a", ""]),
+            (b"a\0b", &["a", "b"]), // cut mid-argument
+            (b"a\0\0\0b\0", &["a", "", "", "b"]),
+        ] {
+            let rec = exec_record(|r| {
+                r.args = [0; abi::DW_ARGS_LEN as usize];
+                put(&mut r.args, bytes);
+                r.args_len = bytes.len() as u16;
+            });
+            let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
+            assert_eq!(e.args, want, "{bytes:?}");
         }
     }
 

@@ -107,6 +107,17 @@ pub(super) fn locate(text: &str, path: &[Seg], at: At) -> Option<(usize, usize)>
     Some((l.line(), l.column()))
 }
 
+/// 1-based line and column where a second YAML document starts in `text`
+/// (`---` after a first one): serde_yaml_ng refuses such a file with an error
+/// that has no position.
+pub(super) fn second_document(text: &str) -> Option<(usize, usize)> {
+    use serde::de::DeserializeSeed;
+    let doc = serde_yaml_ng::Deserializer::from_str(text).nth(1)?;
+    let found = std::cell::Cell::new(false);
+    let err = Walk { path: &[], at: At::Value, found: &found }.deserialize(doc).err()?;
+    err.location().map(|l| (l.line(), l.column()))
+}
+
 /// Follows `path` into a YAML document. Never returns Ok: at the target it sets
 /// `found` and fails there; anywhere else it fails without setting it.
 struct Walk<'a> {

@@ -4,9 +4,10 @@
 //! grammar), because that is what the runtime pulled and what a user will search
 //! their registry for:
 //! - The first path component is a registry only if it looks like a host: it has a
-//!   `.` or a `:port`, or is `localhost`. Otherwise (`busybox`, `shop/api`) the
-//!   registry is `docker.io`, and single-component Docker Hub names get `library/`.
-//!   `index.docker.io` is the same registry as `docker.io`.
+//!   `.` or a `:port`, is `localhost`, or has an uppercase letter. Otherwise
+//!   (`busybox`, `shop/api`) the registry is `docker.io`, and single-component
+//!   Docker Hub names get `library/`. `index.docker.io` is the same registry as
+//!   `docker.io`.
 //! - A tag is the part after the last `:` that follows the last `/`, so
 //!   `localhost:5000/app` has a port but no tag.
 //! - A digest follows `@`; both `name@sha256:…` and `name:tag@sha256:…` are valid.
@@ -205,8 +206,10 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Docker's rule (`splitDockerDomain`): a `.` or `:`, `localhost`, or an
+/// uppercase letter (repository paths are lowercase, host names need not be).
 fn looks_like_registry(first: &str) -> bool {
-    first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[')
+    first.contains(['.', ':', '[']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
@@ -356,6 +359,11 @@ mod tests {
         check("my-registry.example.com/app", "my-registry.example.com", "app", None, None);
         // No '.', ':' and not localhost: a Docker Hub namespace, not a host.
         check("myregistry/app", "docker.io", "myregistry/app", None, None);
+        // Found by tests/properties (image): an uppercase letter makes it a host,
+        // as in Docker and containerd (a repository path is lowercase).
+        check("MyRegistry/app:1", "MyRegistry", "app", Some("1"), None);
+        check("Registry/team/app", "Registry", "team/app", None, None);
+        bad("registry/App", "must be lowercase");
     }
 
     #[test]
