@@ -4,7 +4,10 @@
 //! within `pipeline.shutdown_timeout_ms`, counting and saying what it could
 //! not write; a second signal exits at once; a runtime that does not answer
 //! makes it not ready. Liveness stays up through all of it (a restart would
-//! not help).
+//! not help). SIGKILL in a storm leaves state a new agent can use; agents
+//! sharing a state directory all start; hostile (valid UTF-8) names come out
+//! exact, one JSON line each. The rest of the fault suite (OTLP, Alertmanager,
+//! ring buffer, storms, bad configs) is listed in the README's "Tests".
 mod support;
 
 use std::{
@@ -222,4 +225,135 @@ fn agents_sharing_a_state_directory_all_start() {
         .filter(|n| n.contains("write-test"))
         .collect();
     assert!(leftovers.is_empty(), "write probes left behind: {leftovers:?}");
+}
+
+/// SIGKILL in the middle of a drift storm: no shutdown code runs, yet the
+/// state the agent kept (network baselines, reported configuration findings:
+/// written whole, renamed into place) is intact, and a new agent on it starts,
+/// does not report the configuration finding again and goes on detecting the
+/// storm. (Findings the killed agent had not written yet are gone with it:
+/// what SIGKILL costs is at most the agent's queues, and the restart gap.)
+#[test]
+fn sigkill_mid_storm_leaves_state_a_new_agent_can_use() {
+    if !support::privileged() {
+        return;
+    }
+    use support::{
+        agent::Agent,
+        cri::{Pod, PodSpec},
+    };
+    let dir = std::env::temp_dir().join(format!("driftwatch-sigkill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cfg, state) = (dir.join("c.yaml"), dir.join("state"));
+    std::fs::write(
+        &cfg,
+        format!("kubernetes:\n  enabled: false\nrules:\n  network:\n    state_dir: {}\n", state.display()),
+    )
+    .unwrap();
+    let endpoint = format!("unix://{}", support::containerd().address.display());
+    let args = ["--runtime-endpoint", &endpoint, "--config", cfg.to_str().unwrap()];
+    let spec =
+        PodSpec::new("storm-7d8e9f0a1b-k1ll9", "storm").namespace("shop").label("pod-template-hash", "7d8e9f0a1b");
+    let mut pod = Pod::run(&support::containerd().address, spec);
+    let api = pod.start_container("api", &["/bin/sleep", "300"]);
+    let ours =
+        |a: &Agent| a.findings_of(&api.id).iter().filter(|f| f["process.executable.path"] == "/tmp/killbb").count();
+    let first = Agent::start(&args);
+    first.wait_for("config finding", |f| f["container.id"] == api.id.as_str() && f["rule"] == "image_mutable_tag");
+    let memory = state.join("config-findings.json");
+    let t0 = Instant::now();
+    while !memory.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "reported configuration findings never saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::scope(|s| {
+        let storm = s.spawn(|| {
+            api.exec_sync(&[
+                "/bin/sh",
+                "-c",
+                "cp /bin/busybox /tmp/killbb && i=0; while [ $i -lt 3000 ]; do /tmp/killbb true; i=$((i+1)); done",
+            ])
+        });
+        let t0 = Instant::now();
+        while ours(&first) < 200 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "storm not seen: {}", ours(&first));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
+        let before = ours(&first);
+        // Every state file left is whole JSON (a half-written one would be a temporary).
+        for e in std::fs::read_dir(&state).unwrap().map(Result::unwrap) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") {
+                let text = std::fs::read(e.path()).unwrap();
+                serde_json::from_slice::<serde_json::Value>(&text).unwrap_or_else(|err| panic!("{name}: {err}"));
+            }
+        }
+        let second = Agent::start(&args);
+        let t0 = Instant::now();
+        while ours(&second) < 100 {
+            let done = storm.is_finished();
+            assert!(
+                !done || ours(&second) > 0,
+                "the storm ended before the new agent saw it: {} findings",
+                ours(&second)
+            );
+            assert!(t0.elapsed() < Duration::from_secs(60), "new agent sees no storm: {}", ours(&second));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let m = second.metrics();
+        for bad in ["state_corrupt", "state_io"] {
+            let series = format!("driftwatch_enrich_failures_total{{reason=\"{bad}\"}}");
+            assert_eq!(second.metric(&series).unwrap_or(0.0), 0.0, "{bad}:\n{m}\n{}", second.stderr());
+        }
+        let again: Vec<_> = second.findings_of(&api.id).into_iter().filter(|f| f["kind"] == "config").collect();
+        assert!(again.is_empty(), "configuration finding reported again after SIGKILL: {again:#?}");
+        eprintln!("sigkill mid-storm: {before} storm findings before the kill, {} after the restart", ours(&second));
+        let (code, _, err) = storm.join().unwrap().expect("storm exec");
+        assert_eq!(code, 0, "{err}");
+    });
+    drop(pod);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Names built to break a log line or a parser (newline, quotes, a JSON
+/// fragment, a terminal escape, a right-to-left override, a long name) are
+/// valid UTF-8: each comes out exactly as it is, unmarked, in one valid JSON
+/// line per finding.
+#[test]
+fn hostile_names_come_out_exact_in_one_json_line_each() {
+    if !support::privileged() {
+        return;
+    }
+    let agent = support::agent::Agent::start(&[]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    let long = format!("/tmp/{}", "l".repeat(200));
+    let names = [
+        "/tmp/new\nline".to_string(),
+        "/tmp/quote\"d".to_string(),
+        "/tmp/back\\slash".to_string(),
+        "/tmp/\"},{\"rule\":\"none\"".to_string(),
+        "/tmp/\u{1b}[31mred".to_string(),
+        "/tmp/\u{202e}fdp.exe".to_string(),
+        "/tmp/tab\there".to_string(),
+        long,
+    ];
+    for n in &names {
+        c.exec_ok(&["/bin/cp", "/usr/bin/hello", n]);
+        c.exec_ok(&[n]);
+    }
+    for n in &names {
+        let f = agent.wait_for(&format!("{n:?}"), |f| {
+            f["container.id"] == c.id.as_str() && f["process.executable.path"] == n.as_str()
+        });
+        assert_eq!(f["rule"], "exec_new_binary", "{f:#}");
+        assert!(f.get("driftwatch.exe.path_escaped").is_none(), "valid UTF-8 is not escaped: {f:#}");
+    }
+    assert!(agent.bad_stdout_lines().is_empty(), "{:?}", agent.bad_stdout_lines());
+    for n in &names {
+        let count = agent.findings_of(&c.id).iter().filter(|f| f["process.executable.path"] == n.as_str()).count();
+        assert_eq!(count, 1, "{n:?}");
+    }
 }
