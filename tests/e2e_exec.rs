@@ -299,9 +299,11 @@ fn package_managers_direct_and_through_an_interpreter() {
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/usr/bin/apt-get", "install", "-y", "curl"]);
     c.exec_ok(&["/bin/sh", "/usr/bin/pip", "install", "requests"]);
+    // Run directly, the way pip is: a #! script with a subcommand.
+    c.exec_ok(&["/usr/bin/pip", "install", "flask"]);
     support::settle(&agent, &c);
     let mut f = real_findings(&agent, &c);
-    assert_eq!(f.len(), 2, "{f:#?}");
+    assert_eq!(f.len(), 3, "{f:#?}");
     f.sort_by_key(|v| s(v, "driftwatch.package.manager"));
     for v in &f {
         assert_common(v, &c);
@@ -316,8 +318,13 @@ fn package_managers_direct_and_through_an_interpreter() {
     // The kernel has released the script file at exec: the agent judged its layer.
     assert_eq!(f[0]["driftwatch.script.source"], "image");
     // An interpreter running the package manager's script: not a shell finding.
-    assert_eq!(f[1]["driftwatch.package.manager"], "pip install");
-    assert_eq!(f[1]["process.command_args"], json!(["/bin/sh", "/usr/bin/pip", "install", "requests"]));
+    let pip = |pkg: &str| f.iter().find(|v| v["process.command_args"].to_string().contains(pkg)).unwrap();
+    assert_eq!(pip("requests")["driftwatch.package.manager"], "pip install");
+    assert_eq!(pip("requests")["process.command_args"], json!(["/bin/sh", "/usr/bin/pip", "install", "requests"]));
+    // The script run directly: the kernel's argv is its interpreter's.
+    assert_eq!(pip("flask")["driftwatch.package.manager"], "pip install");
+    assert_eq!(pip("flask")["process.command_args"], json!(["/bin/sh", "/usr/bin/pip", "install", "flask"]));
+    assert_eq!(pip("flask")["driftwatch.script.path"], "/usr/bin/pip");
 }
 
 #[test]

@@ -103,7 +103,15 @@ impl NameTables {
     fn package_in(&self, comm: &str, args: &[String]) -> Option<String> {
         let name = basename(comm);
         if self.packages.contains(name) || self.subcommands.contains_key(name) {
-            return self.manager(name, args.get(1..).unwrap_or_default());
+            // A `#!` script run directly (`pip install x`, pip being a Python
+            // script) reaches us with the interpreter's argv, `[python3,
+            // /usr/bin/pip, install, x]`: its own arguments follow its path.
+            let rest = match args {
+                [interp, script, rest @ ..] if basename(script) == name && basename(interp) != name => rest,
+                [_, rest @ ..] => rest,
+                [] => &[],
+            };
+            return self.manager(name, rest);
         }
         if !(self.interpreters.contains(name) || self.shells.contains(name)) {
             return None;
@@ -218,6 +226,14 @@ mod tests {
         assert_eq!(t.classify("node", &a(&["node", "/usr/bin/npm", "start"])), None);
         assert_eq!(t.classify("busybox", &a(&["busybox", "sh", "/usr/bin/pip", "install"])), pkg("pip install"));
         assert_eq!(t.classify("env", &a(&["env", "apt-get", "update"])), pkg("apt-get"));
+        // A #! script run directly: comm is the script's name, argv the interpreter's.
+        assert_eq!(
+            t.classify("pip", &a(&["/usr/bin/python3", "/usr/local/bin/pip", "install", "x"])),
+            pkg("pip install")
+        );
+        assert_eq!(t.classify("npm", &a(&["/usr/bin/node", "/usr/bin/npm", "ci"])), pkg("npm ci"));
+        assert_eq!(t.classify("pip", &a(&["/usr/bin/python3", "/usr/local/bin/pip", "list"])), None);
+        assert_eq!(t.classify("pip", &a(&["pip", "install", "x"])), pkg("pip install"));
         // Not package managers:
         assert_eq!(t.classify("python3", &a(&["python3", "-c", "import pip"])), None);
         assert_eq!(t.classify("python3", &a(&["python3", "app.py"])), None);
