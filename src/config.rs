@@ -45,6 +45,9 @@ pub struct Config {
     /// Secrets replaced in findings before any sink (src/redact.rs).
     #[serde(default)]
     pub redaction: Redaction,
+    /// Approvals and modes (src/policy/); reloaded without a restart.
+    #[serde(default)]
+    pub policy: crate::policy::PolicySpec,
 }
 
 /// Kubernetes API access (src/enrich/kube.rs): owner workloads, pod specs,
@@ -694,6 +697,16 @@ impl Config {
         }
         exports::validate(self, &error, files)?;
         redaction::validate(self, &error)?;
+        if let Err(e) = crate::policy::compile(&self.policy) {
+            let path: Vec<Seg> = [Seg::from("policy")]
+                .into_iter()
+                .chain(e.path.iter().map(|p| match p {
+                    crate::policy::compile::PathSeg::Key(k) => Seg::from(k.as_str()),
+                    crate::policy::compile::PathSeg::Index(i) => Seg::Index(*i),
+                }))
+                .collect();
+            return Err(invalid(&path, e.message));
+        }
         let program_name = |n: &str| {
             (n.is_empty() || n.len() > COMM_MAX || n.contains('/')).then(|| {
                 format!(

@@ -7,6 +7,7 @@
 //! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
 //! every stage counts into, [`server`] serves it, [`agent`] wires everything.
 //! [`escape`] turns the kernel's byte names into text without losing a byte.
+//! [`policy`] (pure) decides what is approved and each container's mode.
 //! [`redact`] (pure) replaces secrets in findings before any sink sees them.
 
 pub mod abi;
@@ -24,6 +25,7 @@ mod locks;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+pub mod policy;
 pub mod procfs;
 pub mod redact;
 pub mod server;
