@@ -20,6 +20,7 @@
 #include "helpers/net.h"
 #include "helpers/fileops.h"
 #include "helpers/env.h"
+#include "helpers/protect.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -113,6 +114,8 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	} else if (!(seen->flags & DW_SEEN_ENV_UNKNOWN) && (env & ~seen->env_loader & DW_ENV_LOADER_MASK)) {
 		vp->flags |= DW_EXEC_ENV_DRIFT;
 	}
+	if (protect_exec(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr))
+		vp->flags |= DW_EXEC_KILLED;
 
 	/* Lineage: inherit drift from the parent recorded at fork. */
 	struct dw_proc *me = bpf_map_lookup_elem(&procs, &tgid);
@@ -209,9 +212,10 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	task_cgroup_names(task, e->cgroup);
 	e->flags = vp->flags;
 
-	/* Only binary drift wakes the reader at once: a shell storm must not cost
-	 * one wakeup per exec; everything else waits for the drain timer. */
-	emit_submit(e, DW_KIND_EXEC, vp->flags & DW_EXEC_DRIFT);
+	/* Only binary drift and entrypoints (one per container: protect mode is
+	 * armed from it) wake the reader at once: a shell storm must not cost one
+	 * wakeup per exec; everything else waits for the drain timer. */
+	emit_submit(e, DW_KIND_EXEC, vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT));
 	return 0;
 }
 

@@ -11,6 +11,7 @@
 const volatile u32 host_mntns = 0; /* mount namespace of the host: never traced */
 const volatile u8 emit_all_execs = 0; /* send every container exec (benchmarks, debugging) */
 const volatile u32 file_events_per_sec = 100; /* per container; the excess is counted and dropped */
+const volatile u64 protect_seed = 0; /* random per load: approved-path hashes cannot be forged offline */
 
 /* The one ring buffer. Size is overridden by the loader (power of two pages). */
 struct {
@@ -59,6 +60,23 @@ struct {
 	__type(key, u64);
 	__type(value, u8);
 } not_container_mntns SEC(".maps");
+
+/* Protect mode: containers (mount namespace ids) whose binary drift is killed
+ * at exec, and the approved paths that still run in them. Userspace fills
+ * both while it runs; empty maps kill nothing (fail-open). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct dw_protect);
+} protect_mntns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dw_allow_key);
+	__type(value, u32);
+} protect_allow SEC(".maps");
 
 /* Network endpoints already reported, per mount namespace and program. */
 struct dw_net_key {

@@ -62,7 +62,7 @@ enum dw_exe_source {
 #define DW_EXEC_ARGS_TRUNC (1u << 5) /* argv did not fit */
 #define DW_EXEC_SCRIPT (1u << 6) /* script_path holds the script run by an interpreter */
 #define DW_EXEC_OVERLAY_ROOT (1u << 7) /* container root is overlayfs */
-#define DW_EXEC_KILLED (1u << 8) /* prevent mode sent SIGKILL (reserved) */
+#define DW_EXEC_KILLED (1u << 8) /* protect mode sent SIGKILL before the new image ran */
 #define DW_EXEC_ENV_DRIFT (1u << 9) /* loader variables the main process did not start with */
 
 /* Dynamic-loader variables in an environment (dw_exec.env_loader). */
@@ -79,6 +79,26 @@ struct dw_seen {
 	dw_u16 flags; /* DW_SEEN_* */
 };
 #define DW_SEEN_ENV_UNKNOWN (1u << 0) /* the main process's environment was never seen */
+
+/* Value of the protect_mntns map: a container in protect mode, by mount
+ * namespace id (filled by userspace; absent: nothing is killed). */
+struct dw_protect {
+	dw_u32 main_tgid; /* the container's main process (never killed); 0: unknown */
+	dw_u32 flags; /* DW_PROTECT_* */
+};
+#define DW_PROTECT_ALLOW_ALL (1u << 0) /* an approval covers every binary of the container */
+#define DW_PROTECT_HAS_ALLOW (1u << 1) /* protect_allow holds path entries for it */
+
+/* Key of the protect_allow map: an approved executable path, or a directory
+ * prefix ending in '/', hashed with the load-time seed (protect_seed). */
+struct dw_allow_key {
+	dw_u64 mntns_id;
+	dw_u64 hash;
+};
+/* protect_allow values: how the hashed text approves. */
+#define DW_ALLOW_EXACT (1u << 0) /* this exact path */
+#define DW_ALLOW_DIR (1u << 1) /* files directly in this directory (dir/ *) */
+#define DW_ALLOW_TREE (1u << 2) /* files anywhere below this directory (dir/ **) */
 
 /* Name classes, values of the exec_names map (filled by userspace). */
 #define DW_NAME_SHELL (1u << 0)
@@ -196,6 +216,9 @@ enum dw_kstat {
 	DW_KSTAT_FILE_FOLDED = 9, /* write opens folded into one already sent (same container and inode) */
 	DW_KSTAT_FILE_RATE_LIMITED = 10, /* file events over the per-container rate, dropped */
 	DW_KSTAT_FILE_PATH_TRUNCATED = 11, /* file events whose path or target did not fit (the tail is kept) */
+	DW_KSTAT_PROTECT_KILLED = 12, /* drifted execs killed in protect mode */
+	DW_KSTAT_PROTECT_KILL_FAILED = 13, /* bpf_send_signal refused: the exec ran */
+	DW_KSTAT_PROTECT_APPROVED = 14, /* drifted execs in protect mode an approval let run */
 	DW_KSTAT_MAX = 16,
 };
 

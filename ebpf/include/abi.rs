@@ -26,6 +26,11 @@ pub const DW_ENV_LD_LIBRARY_PATH: u32 = 2;
 pub const DW_ENV_LD_AUDIT: u32 = 4;
 pub const DW_ENV_LOADER_MASK: u32 = 7;
 pub const DW_SEEN_ENV_UNKNOWN: u32 = 1;
+pub const DW_PROTECT_ALLOW_ALL: u32 = 1;
+pub const DW_PROTECT_HAS_ALLOW: u32 = 2;
+pub const DW_ALLOW_EXACT: u32 = 1;
+pub const DW_ALLOW_DIR: u32 = 2;
+pub const DW_ALLOW_TREE: u32 = 4;
 pub const DW_NAME_SHELL: u32 = 1;
 pub const DW_NAME_PACKAGE: u32 = 2;
 pub const DW_NAME_INTERPRETER: u32 = 4;
@@ -81,6 +86,40 @@ const _: () = {
         "Offset of field: dw_seen::env_loader",
     ][::std::mem::offset_of!(dw_seen, env_loader) - 4usize];
     ["Offset of field: dw_seen::flags"][::std::mem::offset_of!(dw_seen, flags) - 6usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dw_protect {
+    pub main_tgid: dw_u32,
+    pub flags: dw_u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_protect"][::std::mem::size_of::<dw_protect>() - 8usize];
+    ["Alignment of dw_protect"][::std::mem::align_of::<dw_protect>() - 4usize];
+    [
+        "Offset of field: dw_protect::main_tgid",
+    ][::std::mem::offset_of!(dw_protect, main_tgid) - 0usize];
+    [
+        "Offset of field: dw_protect::flags",
+    ][::std::mem::offset_of!(dw_protect, flags) - 4usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dw_allow_key {
+    pub mntns_id: dw_u64,
+    pub hash: dw_u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_allow_key"][::std::mem::size_of::<dw_allow_key>() - 16usize];
+    ["Alignment of dw_allow_key"][::std::mem::align_of::<dw_allow_key>() - 8usize];
+    [
+        "Offset of field: dw_allow_key::mntns_id",
+    ][::std::mem::offset_of!(dw_allow_key, mntns_id) - 0usize];
+    [
+        "Offset of field: dw_allow_key::hash",
+    ][::std::mem::offset_of!(dw_allow_key, hash) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -343,6 +382,9 @@ pub const DW_KSTAT_NET_TABLE_FULL: dw_kstat = 8;
 pub const DW_KSTAT_FILE_FOLDED: dw_kstat = 9;
 pub const DW_KSTAT_FILE_RATE_LIMITED: dw_kstat = 10;
 pub const DW_KSTAT_FILE_PATH_TRUNCATED: dw_kstat = 11;
+pub const DW_KSTAT_PROTECT_KILLED: dw_kstat = 12;
+pub const DW_KSTAT_PROTECT_KILL_FAILED: dw_kstat = 13;
+pub const DW_KSTAT_PROTECT_APPROVED: dw_kstat = 14;
 pub const DW_KSTAT_MAX: dw_kstat = 16;
 pub type dw_kstat = ::std::os::raw::c_uint;
 #[repr(C)]

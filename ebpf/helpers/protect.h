@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Protect mode: stop binary drift at exec, before its first instruction.
+ *
+ * Called from the sched_process_exec tracepoint, which runs in the exec'ing
+ * task after the new image is loaded and before it returns to user mode:
+ * bpf_send_signal(SIGKILL) there kills it before any of its code runs. */
+#ifndef DRIFTWATCH_PROTECT_H
+#define DRIFTWATCH_PROTECT_H
+
+#include "../maps.h"
+#include "emit.h"
+#include "file.h"
+
+#define DW_SIGKILL 9
+#define DW_FNV_OFFSET 0xcbf29ce484222325ULL
+#define DW_FNV_PRIME 0x100000001b3ULL
+#define DW_NAME_MASK (DW_NAME_SCAN * 2 - 1)
+
+/* Hash state of one walk over the executable's path (scratch name[]). */
+struct allow_walk {
+	u64 ns_id;
+	u64 h; /* seeded FNV-1a of path[0..i] */
+	u64 dir_h; /* the same, up to and including the last '/' */
+	u32 len;
+	bool allowed;
+};
+
+/* One byte: fold it in; at a '/', the prefix so far is a directory that a
+ * `dir/` + `**` approval may cover. */
+static long allow_step(u32 i, void *arg)
+{
+	struct allow_walk *w = arg;
+	if (i >= w->len)
+		return 1;
+	u32 zero = 0;
+	struct dw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 1;
+	u8 c = s->name[i & DW_NAME_MASK];
+	w->h = (w->h ^ c) * DW_FNV_PRIME;
+	if (c == '/') {
+		w->dir_h = w->h;
+		struct dw_allow_key k = {.mntns_id = w->ns_id, .hash = w->h};
+		u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
+		if (a && (*a & DW_ALLOW_TREE)) {
+			w->allowed = true;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static __always_inline bool allow_has(u64 ns_id, u64 h, u32 bit)
+{
+	struct dw_allow_key k = {.mntns_id = ns_id, .hash = h};
+	u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
+	return a && (*a & bit);
+}
+
+/* An approval the kernel can decide covers the executable: its exact path,
+ * its directory (dir/ *) or a directory above it (dir/ **). A cut path is
+ * never approved: its head is unknown. */
+static __always_inline bool exec_approved(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id,
+					  struct dw_scratch *scr)
+{
+	struct path root = BPF_CORE_READ(task, fs, root);
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct path fpath = BPF_CORE_READ(file, f_path);
+	u32 trunc = 0;
+	u16 len = resolve_path(&fpath, &root, scr->name, DW_PATH_LEN, &trunc);
+	if (trunc || len == 0)
+		return false;
+	struct allow_walk w = {.ns_id = ns_id, .h = DW_FNV_OFFSET ^ protect_seed, .len = len};
+	w.dir_h = w.h;
+	bpf_loop(DW_PATH_LEN, allow_step, &w, 0);
+	if (w.allowed)
+		return true;
+	return allow_has(ns_id, w.dir_h, DW_ALLOW_DIR) || allow_has(ns_id, w.h, DW_ALLOW_EXACT);
+}
+
+/* The kill decision, on the verdict judge_exec computed: binary drift (an
+ * executable, or a script the kernel could judge, not from the image) in a
+ * protect container, except the entrypoint, the container's main process
+ * and what an approval covers. True when SIGKILL was sent. */
+static __always_inline bool protect_exec(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id, u32 tgid,
+					 u32 main_tgid, struct exec_verdict *v, struct dw_scratch *scr)
+{
+	/* Image execs stop here, before any lookup: protect mode costs them nothing. */
+	if (!(v->flags & DW_EXEC_DRIFT) || (v->flags & DW_EXEC_ENTRYPOINT))
+		return false;
+	struct dw_protect *p = bpf_map_lookup_elem(&protect_mntns, &ns_id);
+	if (!p)
+		return false;
+	if (tgid == main_tgid || tgid == p->main_tgid)
+		return false;
+	u32 flags = p->flags;
+	if ((flags & DW_PROTECT_ALLOW_ALL) ||
+	    ((flags & DW_PROTECT_HAS_ALLOW) && exec_approved(task, bprm, ns_id, scr))) {
+		kstat_inc(DW_KSTAT_PROTECT_APPROVED);
+		return false;
+	}
+	if (bpf_send_signal(DW_SIGKILL)) {
+		kstat_inc(DW_KSTAT_PROTECT_KILL_FAILED);
+		return false;
+	}
+	kstat_inc(DW_KSTAT_PROTECT_KILLED);
+	return true;
+}
+
+#endif
