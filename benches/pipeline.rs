@@ -108,8 +108,16 @@ fn pipeline() -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Findin
     let emitter = Arc::new(
         Emitter::new(registry.clone(), metrics.clone(), fanout, std::time::Duration::ZERO).with_redaction(redaction),
     );
-    let deps =
-        Deps { classifier, emitter, registry, network: None, file: None, not_container: None, drift_marks: None };
+    let deps = Deps {
+        classifier,
+        emitter,
+        registry,
+        network: None,
+        file: None,
+        not_container: None,
+        drift_marks: None,
+        protect: None,
+    };
     (Pipeline::new(deps), rx, metrics)
 }
 

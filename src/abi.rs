@@ -9,6 +9,8 @@ include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 unsafe impl aya::Pod for dw_kstats {}
 unsafe impl aya::Pod for dw_proc {}
 unsafe impl aya::Pod for dw_seen {}
+unsafe impl aya::Pod for dw_protect {}
+unsafe impl aya::Pod for dw_allow_key {}
 
 #[cfg(test)]
 mod layout {
@@ -86,6 +88,12 @@ mod layout {
         assert_eq!(size_of::<dw_kstats>(), 8 * (2 * DW_KIND_MAX as usize + DW_KSTAT_MAX as usize));
         assert_eq!(size_of::<dw_proc>(), 16);
         assert_eq!(size_of::<dw_seen>(), 8);
+        assert_eq!(size_of::<dw_protect>(), 8);
+        assert_eq!(offset_of!(dw_protect, main_tgid), 0);
+        assert_eq!(offset_of!(dw_protect, flags), 4);
+        assert_eq!(size_of::<dw_allow_key>(), 16);
+        assert_eq!(offset_of!(dw_allow_key, mntns_id), 0);
+        assert_eq!(offset_of!(dw_allow_key, hash), 8);
         assert_eq!(offset_of!(dw_exec, env_loader), 94);
     }
 

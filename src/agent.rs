@@ -155,6 +155,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         file: cfg.rules.file.enabled.then(|| crate::classify::file::FileJudge::new(&cfg.rules.file)),
         not_container: sensor.take_not_container(),
         drift_marks: sensor.take_drift_marks(),
+        protect: protector(&cfg, &mut sensor, &registry, &cancel)?,
     });
     pipeline.persist_baselines(cancel.clone());
 
@@ -261,6 +262,22 @@ fn load_sensor(cfg: &Config, opts: &Options, classifier: &Classifier) -> Result<
     let sensor =
         tokio::task::block_in_place(|| tracing::info_span!("sensor.load").in_scope(|| Sensor::load(&sopts, &names)))?;
     Ok(sensor)
+}
+
+/// Protect mode's arming task, over the policy of the config.
+fn protector(
+    cfg: &Config,
+    sensor: &mut Sensor,
+    registry: &Arc<Registry>,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<pipeline::protect::Protector>>, AgentError> {
+    let Some(maps) = sensor.take_protect() else { return Ok(None) };
+    let compiled = crate::policy::compile(&cfg.policy).map_err(|e| AgentError::Config(format!("policy: {e:?}")))?;
+    let wait = Duration::from_millis(cfg.runtime.metadata_wait_ms);
+    let p =
+        pipeline::protect::Protector::new(maps, Arc::new(crate::policy::Policy::new(compiled)), registry.clone(), wait);
+    p.clone().run(cancel.clone());
+    Ok(Some(p))
 }
 
 /// The runtime client, the Kubernetes API index and the registry joining them.

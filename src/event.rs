@@ -83,6 +83,10 @@ impl ExecFlags {
     pub fn env_drift(self) -> bool {
         self.0 & abi::DW_EXEC_ENV_DRIFT != 0
     }
+    /// Protect mode killed the new image before it ran.
+    pub fn killed(self) -> bool {
+        self.0 & abi::DW_EXEC_KILLED != 0
+    }
 }
 
 /// The process facts every record carries, from its common header and the

@@ -16,9 +16,18 @@
 #define DW_FNV_PRIME 0x100000001b3ULL
 #define DW_NAME_MASK (DW_NAME_SCAN * 2 - 1)
 
+/* An approval may name rules (exec_new_binary, exec_fileless_memfd, ...),
+ * that is executable sources: the source is folded into every key as one
+ * more symbol, outside the byte range (0: a script the kernel judged). */
+static __always_inline u64 allow_key_hash(u64 h, u32 source)
+{
+	return (h ^ (0x100 + source)) * DW_FNV_PRIME;
+}
+
 /* Hash state of one walk over the executable's path (scratch name[]). */
 struct allow_walk {
 	u64 ns_id;
+	u32 source;
 	u64 h; /* seeded FNV-1a of path[0..i] */
 	u64 dir_h; /* the same, up to and including the last '/' */
 	u32 len;
@@ -40,7 +49,7 @@ static long allow_step(u32 i, void *arg)
 	w->h = (w->h ^ c) * DW_FNV_PRIME;
 	if (c == '/') {
 		w->dir_h = w->h;
-		struct dw_allow_key k = {.mntns_id = w->ns_id, .hash = w->h};
+		struct dw_allow_key k = {.mntns_id = w->ns_id, .hash = allow_key_hash(w->h, w->source)};
 		u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
 		if (a && (*a & DW_ALLOW_TREE)) {
 			w->allowed = true;
@@ -50,9 +59,9 @@ static long allow_step(u32 i, void *arg)
 	return 0;
 }
 
-static __always_inline bool allow_has(u64 ns_id, u64 h, u32 bit)
+static __always_inline bool allow_has(u64 ns_id, u64 h, u32 source, u32 bit)
 {
-	struct dw_allow_key k = {.mntns_id = ns_id, .hash = h};
+	struct dw_allow_key k = {.mntns_id = ns_id, .hash = allow_key_hash(h, source)};
 	u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
 	return a && (*a & bit);
 }
@@ -61,7 +70,7 @@ static __always_inline bool allow_has(u64 ns_id, u64 h, u32 bit)
  * its directory (dir/ *) or a directory above it (dir/ **). A cut path is
  * never approved: its head is unknown. */
 static __always_inline bool exec_approved(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id,
-					  struct dw_scratch *scr)
+					  u32 source, struct dw_scratch *scr)
 {
 	struct path root = BPF_CORE_READ(task, fs, root);
 	struct file *file = BPF_CORE_READ(bprm, file);
@@ -70,12 +79,12 @@ static __always_inline bool exec_approved(struct task_struct *task, struct linux
 	u16 len = resolve_path(&fpath, &root, scr->name, DW_PATH_LEN, &trunc);
 	if (trunc || len == 0)
 		return false;
-	struct allow_walk w = {.ns_id = ns_id, .h = DW_FNV_OFFSET ^ protect_seed, .len = len};
+	struct allow_walk w = {.ns_id = ns_id, .source = source, .h = DW_FNV_OFFSET ^ protect_seed, .len = len};
 	w.dir_h = w.h;
 	bpf_loop(DW_PATH_LEN, allow_step, &w, 0);
 	if (w.allowed)
 		return true;
-	return allow_has(ns_id, w.dir_h, DW_ALLOW_DIR) || allow_has(ns_id, w.h, DW_ALLOW_EXACT);
+	return allow_has(ns_id, w.dir_h, source, DW_ALLOW_DIR) || allow_has(ns_id, w.h, source, DW_ALLOW_EXACT);
 }
 
 /* The kill decision, on the verdict judge_exec computed: binary drift (an
@@ -94,8 +103,9 @@ static __always_inline bool protect_exec(struct task_struct *task, struct linux_
 	if (tgid == main_tgid || tgid == p->main_tgid)
 		return false;
 	u32 flags = p->flags;
+	u32 source = source_is_drift(v->exe_source) ? v->exe_source : 0;
 	if ((flags & DW_PROTECT_ALLOW_ALL) ||
-	    ((flags & DW_PROTECT_HAS_ALLOW) && exec_approved(task, bprm, ns_id, scr))) {
+	    ((flags & DW_PROTECT_HAS_ALLOW) && exec_approved(task, bprm, ns_id, source, scr))) {
 		kstat_inc(DW_KSTAT_PROTECT_APPROVED);
 		return false;
 	}

@@ -1,6 +1,7 @@
 //! Loading, attaching and feeding the eBPF sensor (ebpf/driftwatch.bpf.c).
 
 pub mod preflight;
+pub mod protect;
 pub mod queue;
 pub mod reader;
 
@@ -155,6 +156,7 @@ pub struct Sensor {
     preexisting: Option<Preexisting>,
     not_container: Option<NotContainer>,
     drift_marks: Option<DriftMarks>,
+    protect: Option<protect::ProtectMaps>,
     pub host_mntns: u32,
     pub attached: usize,
 }
@@ -204,11 +206,13 @@ impl Sensor {
         }
         let btf = Btf::parse_file(&btf_path, aya::Endianness::default())?;
         let emit_all: u8 = opts.emit_all_execs.into();
+        let seed = protect::random_seed();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("host_mntns", &host_mntns, true)
             .override_global("emit_all_execs", &emit_all, true)
             .override_global("file_events_per_sec", &opts.file_events_per_sec, true)
+            .override_global("protect_seed", &seed, true)
             .map_max_entries("events", opts.ringbuf_bytes)
             .load(OBJECT)?;
 
@@ -292,6 +296,11 @@ impl Sensor {
             ebpf.take_map("procs").ok_or(BpfError::Map { map: "procs", reason: "missing".into() })?,
         )
         .map_err(|e| BpfError::Map { map: "procs", reason: e.to_string() })?;
+        let protect = protect::ProtectMaps::new(
+            take_hash(&mut ebpf, "protect_mntns")?,
+            take_hash(&mut ebpf, "protect_allow")?,
+            seed,
+        );
         Ok(Self {
             _ebpf: ebpf,
             ring: Some(ring),
@@ -300,6 +309,7 @@ impl Sensor {
             preexisting: by_inode.then_some(Preexisting { map: pre }),
             not_container: Some(NotContainer(Mutex::new(nc))),
             drift_marks: Some(DriftMarks(Mutex::new(procs))),
+            protect: Some(protect),
             host_mntns,
             attached,
         })
@@ -325,10 +335,24 @@ impl Sensor {
         self.drift_marks.take()
     }
 
+    /// Protect mode's maps, for the pipeline (once).
+    pub fn take_protect(&mut self) -> Option<protect::ProtectMaps> {
+        self.protect.take()
+    }
+
     /// The kernel counters, for the metrics collector (once).
     pub fn take_kstats(&mut self) -> Option<Box<dyn KernelStatsSource>> {
         self.kstats.take().map(|m| Box::new(KStats(Mutex::new(m))) as Box<dyn KernelStatsSource>)
     }
+}
+
+/// A hash map taken out of the object, by name.
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<BpfHashMap<MapData, K, V>, BpfError> {
+    let map = ebpf.take_map(name).ok_or(BpfError::Map { map: name, reason: "missing".into() })?;
+    BpfHashMap::try_from(map).map_err(|e| BpfError::Map { map: name, reason: e.to_string() })
 }
 
 /// NS_GET_MNTNS_ID (Linux 6.8+): the namespace's never-reused id, the same

@@ -246,6 +246,10 @@ pub struct ExecFacts {
     /// main process did not have (environment drift).
     #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]
     pub env_loader_vars: Option<Vec<&'static str>>,
+    /// What was done about it: `killed` (protect mode stopped it before its
+    /// first instruction); absent when nothing was done.
+    #[serde(rename = "driftwatch.action", skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

@@ -119,6 +119,9 @@ pub fn process_facts(p: &Process) -> ProcessFacts {
     ProcessFacts { pid: p.tgid, parent_pid: p.ppid, exe_name: p.comm.clone(), uid: p.uid, ..Default::default() }
 }
 
+/// `driftwatch.action` of an exec protect mode stopped.
+pub const KILLED: &str = "killed";
+
 /// The kernel record's keys of a finding about a process.
 pub fn record_facts(p: &Process) -> RecordFacts {
     RecordFacts {
@@ -303,7 +306,10 @@ impl Classifier {
             _ => "not part of the image",
         };
         let what = if script { "script" } else { "binary" };
-        let msg = format!("container {} executed {what} {path}: {why}", c.short_id());
+        let mut msg = format!("container {} executed {what} {path}: {why}", c.short_id());
+        if ev.flags.killed() {
+            msg.push_str("; killed before its first instruction (protect mode)");
+        }
         self.exec_finding(ev, c, rule, msg)
     }
 
@@ -315,6 +321,7 @@ impl Classifier {
             script_path: ev.script.as_ref().map(|s| s.0.clone()),
             script_source: ev.script.as_ref().map(|s| s.1.as_str()),
             drifted_ancestor: ev.flags.ancestor_drift(),
+            action: ev.flags.killed().then_some(KILLED),
             ..Default::default()
         });
         let mut f = self.finding(rule, c.into(), ev.proc.ktime_ns, message, detail);

@@ -11,6 +11,7 @@
 pub mod config_drift;
 pub mod emit;
 mod order;
+pub mod protect;
 pub mod redact;
 
 pub use emit::{Emitter, Ticket, apply_metadata};
@@ -55,6 +56,8 @@ pub struct Deps {
     pub not_container: Option<NotContainer>,
     /// Feeds userspace drift verdicts (scripts) back to the kernel's lineage.
     pub drift_marks: Option<DriftMarks>,
+    /// Arms protect mode in the kernel per container; None without a sensor.
+    pub protect: Option<Arc<protect::Protector>>,
 }
 
 pub struct Pipeline {
@@ -97,6 +100,9 @@ impl Pipeline {
 
     fn handle_exec(self: &Arc<Self>, ev: ExecEvent) {
         let Some(c) = self.container(&ev.proc) else { return };
+        if let Some(p) = &self.d.protect {
+            p.on_exec(&ev, &c);
+        }
         // A #! script the kernel could not judge: find its layer from here,
         // off the async workers, before classifying (a dropped script run by
         // an image interpreter is binary drift).
@@ -147,8 +153,10 @@ impl Pipeline {
         // An upper-layer image binary may only have been chmod'ed or touched:
         // compare it with the image, once per file, off the async workers.
         let entry = self.d.registry.observe(c);
+        // A killed exec's finding is the evidence of the kill: it always goes out.
+        let killed = ev.flags.killed();
         if let Some(origin) = entry.copy_up(&ev.path, ev.ino) {
-            if origin == CopyUp::ImageFileUnchanged {
+            if origin == CopyUp::ImageFileUnchanged && !killed {
                 return metrics.no_finding(crate::classify::NoFinding::MetadataOnlyCopyUp.as_str());
             }
             if let Some(e) = f.exec_mut() {
@@ -171,7 +179,7 @@ impl Pipeline {
             .await
             .unwrap_or(CopyUp::Unknown);
             entry.set_copy_up(&path, ino, origin);
-            if origin == CopyUp::ImageFileUnchanged {
+            if origin == CopyUp::ImageFileUnchanged && !killed {
                 let reason = crate::classify::NoFinding::MetadataOnlyCopyUp.as_str();
                 return me.d.emitter.metrics().pipeline.no_finding(reason);
             }

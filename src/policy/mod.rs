@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod learned;
+pub mod protect;
 pub mod spec;
 
 pub use compile::{Compiled, PolicyError, compile};

@@ -1,0 +1,167 @@
+//! Protect mode, userspace side: decides each container's mode from its CRI
+//! metadata (pod annotation `driftwatch.io/mode`, else `policy.modes`) and
+//! arms the kernel's map for it. The kernel does the killing; this only says
+//! where, and which approvals it can apply there.
+//!
+//! A container is decided once, at the first exec of its mount namespace the
+//! kernel reports (its entrypoint, which wakes the reader at once; or, for a
+//! container that predates the agent, its first reported exec), and disarmed
+//! when the registry says it is gone. Until it is armed nothing is killed
+//! (fail-open): the window is logged per container (`armed_after_ms`).
+
+use crate::{
+    bpf::protect::ProtectMaps,
+    clock::BootClock,
+    containers::{Change, Registry},
+    enrich::{ContainerRef, cri::Lookup, workload},
+    event::ExecEvent,
+    locks::lock,
+    policy::{self, Mode, Policy, Scope, protect::kernel_approvals},
+};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Most namespaces remembered as decided (a bound; beyond it the oldest
+/// decisions are forgotten and taken again on their next exec).
+const MAX_DECIDED: usize = 65_536;
+
+pub struct Protector {
+    maps: ProtectMaps,
+    policy: Arc<Policy>,
+    registry: Arc<Registry>,
+    wait: Duration,
+    /// Mount namespace id -> its container id, once decided (armed or not).
+    decided: Mutex<HashMap<u64, String>>,
+    /// (approval, container) pairs already warned about.
+    warned: Mutex<HashSet<(String, String)>>,
+}
+
+impl Protector {
+    pub fn new(maps: ProtectMaps, policy: Arc<Policy>, registry: Arc<Registry>, wait: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            maps,
+            policy,
+            registry,
+            wait,
+            decided: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Called for every exec event of a container: the first of each mount
+    /// namespace decides its mode (off the pipeline: the runtime may be asked).
+    pub fn on_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef) {
+        let ns = ev.proc.mntns_id;
+        {
+            let mut d = lock(&self.decided);
+            if d.contains_key(&ns) {
+                return;
+            }
+            if d.len() >= MAX_DECIDED {
+                d.clear();
+            }
+            d.insert(ns, c.id.clone());
+        }
+        // The entrypoint's process is the container's main process: never killed.
+        let main_tgid = if ev.flags.entrypoint() { ev.proc.tgid } else { 0 };
+        let (me, c, exec_ns) = (self.clone(), c.clone(), ev.proc.ktime_ns);
+        tokio::spawn(async move {
+            let meta = match me.registry.resolve(&c.id, me.wait).await {
+                Lookup::Found(m) => m,
+                other => {
+                    tracing::debug!(container = %c.short_id(), lookup = ?other, "no runtime metadata: not protected");
+                    return;
+                }
+            };
+            // A pod's sandbox (pause) is not one of its containers.
+            if meta.container_name.is_empty() && !meta.pod_name.is_empty() {
+                return;
+            }
+            let w = (!meta.pod_name.is_empty()).then(|| {
+                me.registry.workload(&meta.namespace, &meta.pod_name).unwrap_or_else(|| {
+                    let w = workload::from_pod(&meta.pod_name, &meta.pod_labels);
+                    (w.kind, w.name)
+                })
+            });
+            let image = policy::image_name(&meta.image);
+            let scope = Scope {
+                namespace: (!meta.namespace.is_empty()).then_some(meta.namespace.as_str()),
+                workload: w.as_ref().map(|w| w.1.as_str()),
+                workload_kind: w.as_ref().map(|w| w.0),
+                pod_labels: Some(&meta.pod_labels),
+                labels_prefixed: false,
+                container: (!meta.container_name.is_empty()).then_some(meta.container_name.as_str()),
+                image: image.as_deref(),
+            };
+            if let Some(v) = meta.pod_annotations.get(policy::MODE_ANNOTATION)
+                && Mode::parse(v).is_none()
+            {
+                tracing::warn!(container = %c.short_id(), value = %v, "pod annotation {} is not learn, monitor or protect: ignored", policy::MODE_ANNOTATION);
+            }
+            let (mode, source) = me.policy.mode_for(&scope, Some(&meta.pod_annotations));
+            if mode != Mode::Protect {
+                return;
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let k = kernel_approvals(&me.policy, &scope, now);
+            for name in &k.undecidable {
+                if lock(&me.warned).insert((name.clone(), c.id.clone())) {
+                    tracing::warn!(
+                        approval = %name,
+                        container = %c.short_id(),
+                        "approval {name:?} uses keys the kernel cannot check at exec (parent_executable, command_args, \
+                         file_path, or an executable glob other than dir/* or dir/**): in protect mode the binaries \
+                         it approves are still killed (their findings say approved)"
+                    );
+                }
+            }
+            match me.maps.arm(ns, main_tgid, &k) {
+                Ok(()) => tracing::info!(
+                    container = %c.short_id(),
+                    pod = %meta.pod_name,
+                    namespace = %meta.namespace,
+                    mode_from = ?source,
+                    approvals_in_kernel = k.allows.len() + usize::from(k.all),
+                    armed_after_ms = BootClock::since_ns(exec_ns) as f64 / 1e6,
+                    "protect mode armed: binary drift in this container is killed at exec"
+                ),
+                Err(e) => {
+                    tracing::error!(container = %c.short_id(), "cannot arm protect mode: {e}; its drift is reported, not stopped")
+                }
+            }
+        });
+    }
+
+    /// Disarms the namespaces of containers the registry says are gone.
+    pub fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut changes = self.registry.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = changes.recv() => c,
+                };
+                match change {
+                    Ok(Change::Gone(c)) => {
+                        let gone: Vec<u64> = {
+                            let mut d = lock(&self.decided);
+                            let ns: Vec<u64> = d.iter().filter(|(_, id)| **id == c.id).map(|(n, _)| *n).collect();
+                            ns.iter().for_each(|n| {
+                                d.remove(n);
+                            });
+                            ns
+                        };
+                        gone.into_iter().for_each(|n| self.maps.disarm(n));
+                    }
+                    Ok(Change::Added(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
