@@ -150,6 +150,17 @@ impl Collector for KernelCollector {
         )?;
         counter(
             &mut enc,
+            "kernel_protect_execs",
+            "Binary drift in protect-mode containers, by what the kernel did: killed before its first instruction, \
+             approved (ran), kill_failed (bpf_send_signal refused; ran).",
+            &[
+                ("result", "killed", c(abi::DW_KSTAT_PROTECT_KILLED)),
+                ("result", "approved", c(abi::DW_KSTAT_PROTECT_APPROVED)),
+                ("result", "kill_failed", c(abi::DW_KSTAT_PROTECT_KILL_FAILED)),
+            ],
+        )?;
+        counter(
+            &mut enc,
             "kernel_paths_truncated",
             "Paths the kernel cut to fit its buffer (the tail is kept), by kind: executables, files.",
             &[
