@@ -223,3 +223,29 @@ fn protect_pod_kills_binary_drift_before_it_runs_and_a_monitor_pod_beside_it_doe
     );
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// A protect container that predates the agent is armed from the registry's
+/// first `/proc` scan, before any exec of it is reported: its first drift is
+/// already killed. The container's pid 1 is known and never killed.
+#[test]
+fn a_protect_container_running_before_the_agent_is_armed_from_the_scan() {
+    if !support::privileged() {
+        return;
+    }
+    let sock = &support::containerd().address;
+    let spec = PodSpec::new("early-7a8b9c0d1e-b3f0r", "early")
+        .namespace("guarded-early")
+        .label("pod-template-hash", "7a8b9c0d1e")
+        .annotation("driftwatch.io/mode", "protect");
+    let mut pod = Pod::run(sock, spec);
+    let c = pod.start_container("app", &["/bin/sleep", "300"]);
+    sh(&c, "cp /bin/busybox /tmp/sh");
+    let agent = Agent::start(&["--runtime-endpoint", &endpoint()]);
+    let window = armed_after_ms(&agent, &c);
+    assert!(window.is_nan(), "armed from a scan, not an exec: {window}");
+    let (code, out) = run(&c, &["/tmp/sh", "-c", "echo hit > /tmp/marker"]);
+    assert_eq!(code, 137, "{out}");
+    assert_eq!(sh(&c, "test -e /tmp/marker && echo present || echo absent"), "absent");
+    let f = finding(&agent, &c, "/tmp/sh", "/tmp/marker");
+    assert_eq!(f["driftwatch.action"], "killed", "{f:#}");
+}

@@ -357,7 +357,7 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
 
 /// NS_GET_MNTNS_ID (Linux 6.8+): the namespace's never-reused id, the same
 /// value the kernel program keys `seen_mntns` by.
-fn mntns_unique_id(link: &str) -> Option<u64> {
+pub fn mntns_unique_id(link: &str) -> Option<u64> {
     const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
     let f = std::fs::File::open(link).ok()?;
     let mut id: u64 = 0;

@@ -199,6 +199,11 @@ impl Container {
         true
     }
 
+    /// A pid the last `/proc` scan found in the container (0: none yet).
+    pub fn scanned_pid(&self) -> u32 {
+        lock(&self.seen).pid
+    }
+
     /// Published as running (Added, and not Gone since).
     pub fn is_running(&self) -> bool {
         lock(&self.seen).running

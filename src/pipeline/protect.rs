@@ -55,7 +55,28 @@ impl Protector {
     /// Called for every exec event of a container: the first of each mount
     /// namespace decides its mode (off the pipeline: the runtime may be asked).
     pub fn on_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef) {
-        let ns = ev.proc.mntns_id;
+        // The entrypoint's process is the container's main process: never killed.
+        let main_tgid = if ev.flags.entrypoint() { ev.proc.tgid } else { 0 };
+        self.decide(ev.proc.mntns_id, &c.id, main_tgid, Some(ev.proc.ktime_ns));
+    }
+
+    /// A container the registry found running (a `/proc` scan): decided
+    /// through one of its processes, so a container that predates the agent
+    /// is armed before its first drift rather than at it.
+    fn on_added(self: &Arc<Self>, id: &str, pid: u32) {
+        let Some(ns) = (pid != 0).then(|| crate::bpf::mntns_unique_id(&format!("/proc/{pid}/ns/mnt"))).flatten()
+        else {
+            return;
+        };
+        // Only pid 1 of the container's pid namespace is its main process.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let ns_pid = status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last());
+        self.decide(ns, id, if ns_pid == Some("1") { pid } else { 0 }, None);
+    }
+
+    /// Decides the mode of mount namespace `ns` of container `id` once.
+    /// `exec_ns`: the kernel time of the exec that revealed it, for the log.
+    fn decide(self: &Arc<Self>, ns: u64, id: &str, main_tgid: u32, exec_ns: Option<u64>) {
         {
             let mut d = lock(&self.decided);
             if d.contains_key(&ns) {
@@ -64,16 +85,15 @@ impl Protector {
             if d.len() >= MAX_DECIDED {
                 d.clear();
             }
-            d.insert(ns, c.id.clone());
+            d.insert(ns, id.to_string());
         }
-        // The entrypoint's process is the container's main process: never killed.
-        let main_tgid = if ev.flags.entrypoint() { ev.proc.tgid } else { 0 };
-        let (me, c, exec_ns) = (self.clone(), c.clone(), ev.proc.ktime_ns);
+        let (me, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
-            let meta = match me.registry.resolve(&c.id, me.wait).await {
+            let short = &id[..id.len().min(12)];
+            let meta = match me.registry.resolve(&id, me.wait).await {
                 Lookup::Found(m) => m,
                 other => {
-                    tracing::debug!(container = %c.short_id(), lookup = ?other, "no runtime metadata: not protected");
+                    tracing::debug!(container = %short, lookup = ?other, "no runtime metadata: not protected");
                     return;
                 }
             };
@@ -100,7 +120,7 @@ impl Protector {
             if let Some(v) = meta.pod_annotations.get(policy::MODE_ANNOTATION)
                 && Mode::parse(v).is_none()
             {
-                tracing::warn!(container = %c.short_id(), value = %v, "pod annotation {} is not learn, monitor or protect: ignored", policy::MODE_ANNOTATION);
+                tracing::warn!(container = %short, value = %v, "pod annotation {} is not learn, monitor or protect: ignored", policy::MODE_ANNOTATION);
             }
             let (mode, source) = me.policy.mode_for(&scope, Some(&meta.pod_annotations));
             if mode != Mode::Protect {
@@ -109,10 +129,10 @@ impl Protector {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let k = kernel_approvals(&me.policy, &scope, now);
             for name in &k.undecidable {
-                if lock(&me.warned).insert((name.clone(), c.id.clone())) {
+                if lock(&me.warned).insert((name.clone(), id.clone())) {
                     tracing::warn!(
                         approval = %name,
-                        container = %c.short_id(),
+                        container = %short,
                         "approval {name:?} uses keys the kernel cannot check at exec (parent_executable, command_args, \
                          file_path, or an executable glob other than dir/* or dir/**): in protect mode the binaries \
                          it approves are still killed (their findings say approved)"
@@ -121,16 +141,16 @@ impl Protector {
             }
             match me.maps.arm(ns, main_tgid, &k) {
                 Ok(()) => tracing::info!(
-                    container = %c.short_id(),
+                    container = %short,
                     pod = %meta.pod_name,
                     namespace = %meta.namespace,
                     mode_from = ?source,
                     approvals_in_kernel = k.allows.len() + usize::from(k.all),
-                    armed_after_ms = BootClock::since_ns(exec_ns) as f64 / 1e6,
+                    armed_after_ms = exec_ns.map(|t| BootClock::since_ns(t) as f64 / 1e6),
                     "protect mode armed: binary drift in this container is killed at exec"
                 ),
                 Err(e) => {
-                    tracing::error!(container = %c.short_id(), "cannot arm protect mode: {e}; its drift is reported, not stopped")
+                    tracing::error!(container = %short, "cannot arm protect mode: {e}; its drift is reported, not stopped")
                 }
             }
         });
@@ -157,7 +177,7 @@ impl Protector {
                         };
                         gone.into_iter().for_each(|n| self.maps.disarm(n));
                     }
-                    Ok(Change::Added(_)) => {}
+                    Ok(Change::Added(c)) => self.on_added(&c.id, c.scanned_pid()),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 }
