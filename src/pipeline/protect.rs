@@ -64,8 +64,7 @@ impl Protector {
     /// through one of its processes, so a container that predates the agent
     /// is armed before its first drift rather than at it.
     fn on_added(self: &Arc<Self>, id: &str, pid: u32) {
-        let Some(ns) = (pid != 0).then(|| crate::bpf::mntns_unique_id(&format!("/proc/{pid}/ns/mnt"))).flatten()
-        else {
+        let Some(ns) = (pid != 0).then(|| crate::bpf::mntns_unique_id(&format!("/proc/{pid}/ns/mnt"))).flatten() else {
             return;
         };
         // Only pid 1 of the container's pid namespace is its main process.
