@@ -134,6 +134,7 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		entry.flags |= DW_PROC_DRIFTED;
 	if (bpf_map_update_elem(&procs, &tgid, &entry, BPF_ANY))
 		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
+	protect_script(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr, entry.exec_ktime_ns);
 
 	char comm[DW_COMM_LEN] = {};
 	bpf_probe_read_kernel(comm, sizeof(comm), task->comm);
@@ -250,8 +251,11 @@ int BPF_PROG(dw_exit, struct task_struct *task)
 {
 	u32 tgid = BPF_CORE_READ(task, tgid);
 	u32 pid = BPF_CORE_READ(task, pid);
-	if (tgid == pid)
+	if (tgid == pid) {
 		bpf_map_delete_elem(&procs, &tgid);
+		if (scripts_pending)
+			script_pending_done(tgid);
+	}
 	return 0;
 }
 
@@ -338,6 +342,9 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	/* Runs for every syscall of the node: a plain load, not a helper call. */
 	unsigned long nr = regs->orig_ax;
 	bool open = nr == DW_NR_OPENAT || nr == DW_NR_OPEN || nr == DW_NR_CREAT || nr == DW_NR_OPENAT2;
+	/* Protect mode: a pending #! script is judged when its interpreter opens it. */
+	if (open && scripts_pending)
+		protect_script_open(ret);
 	struct named_op o = {};
 	if (open ? !open_may_write(nr, regs) : !named_op_of(nr, regs, &o))
 		return 0;

@@ -78,6 +78,32 @@ struct {
 	__type(value, u32);
 } protect_allow SEC(".maps");
 
+/* `#!` scripts in protect containers whose layer the kernel could not judge
+ * at exec (it has released the script's file by then): judged when their
+ * interpreter opens them, by tgid. `scripts_pending` counts the entries, so
+ * opens on the node pay for the check only while one exists. */
+struct dw_script_pending {
+	u64 path_hash; /* FNV-1a of the script's absolute path, as the container sees it */
+	u64 exec_ktime_ns;
+	u32 opens; /* other files the process opened meanwhile */
+	u32 _pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, struct dw_script_pending);
+} script_pending SEC(".maps");
+u32 scripts_pending = 0;
+
+/* Scripts killed at that open, for the finding's `driftwatch.action`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct dw_script_key);
+	__type(value, u8);
+} script_killed SEC(".maps");
+
 /* Network endpoints already reported, per mount namespace and program. */
 struct dw_net_key {
 	u64 mntns_id;

@@ -11,6 +11,7 @@ unsafe impl aya::Pod for dw_proc {}
 unsafe impl aya::Pod for dw_seen {}
 unsafe impl aya::Pod for dw_protect {}
 unsafe impl aya::Pod for dw_allow_key {}
+unsafe impl aya::Pod for dw_script_key {}
 
 #[cfg(test)]
 mod layout {
@@ -94,6 +95,9 @@ mod layout {
         assert_eq!(size_of::<dw_allow_key>(), 16);
         assert_eq!(offset_of!(dw_allow_key, mntns_id), 0);
         assert_eq!(offset_of!(dw_allow_key, hash), 8);
+        assert_eq!(size_of::<dw_script_key>(), 16);
+        assert_eq!(offset_of!(dw_script_key, tgid), 0);
+        assert_eq!(offset_of!(dw_script_key, exec_ktime_ns), 8);
         assert_eq!(offset_of!(dw_exec, env_loader), 94);
     }
 

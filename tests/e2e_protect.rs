@@ -212,7 +212,31 @@ fn protect_pod_kills_binary_drift_before_it_runs_and_a_monitor_pod_beside_it_doe
     assert_eq!(run(&g, &["/opt/parented/true"]).0, 137);
     assert!(agent.stderr().contains("approval \"guarded-by-parent\" uses keys the kernel cannot check"));
 
+    // A dropped #! script: the kernel releases the script's file before the
+    // exec tracepoint, so it is judged when its interpreter opens it, and
+    // killed there, before its first line. Image scripts run.
+    sh(&g, "printf '#!/bin/sh\\necho hit > /tmp/smarker\\n' > /tmp/s.sh && chmod +x /tmp/s.sh");
+    let (code, out) = run(&g, &["/tmp/s.sh", "script-probe"]);
+    assert_eq!(code, 137, "{out}");
+    let out = sh(&g, "cd /tmp && ./s.sh relative-probe; echo rc=$?");
+    assert!(out.contains("rc=137"), "{out}");
+    assert_eq!(sh(&g, "test -e /tmp/smarker && echo present || echo absent"), "absent");
+    for probe in ["script-probe", "relative-probe"] {
+        let f = agent.wait_for(probe, |f| {
+            f["container.id"] == g.id.as_str()
+                && f["driftwatch.script.path"] == "/tmp/s.sh"
+                && f["process.command_args"].to_string().contains(probe)
+        });
+        assert_eq!(f["rule"], "exec_new_script", "{f:#}");
+        assert_eq!(f["driftwatch.script.path"], "/tmp/s.sh", "{f:#}");
+        assert_eq!(f["driftwatch.action"], "killed", "{f:#}");
+    }
+    assert_eq!(run(&g, &["/usr/bin/pip", "install", "x"]), (0, "fake pip: install x\n".into()));
+
     // The monitor pod beside it: the same drift runs and is only reported.
+    sh(&m, "printf '#!/bin/sh\\necho hit > /tmp/smarker\\n' > /tmp/s.sh && chmod +x /tmp/s.sh");
+    assert_eq!(run(&m, &["/tmp/s.sh", "script-probe"]).0, 0);
+    assert_eq!(sh(&m, "cat /tmp/smarker"), "hit");
     sh(&m, "cp /bin/busybox /tmp/sh");
     assert_eq!(run(&m, &["/tmp/sh", "-c", "echo hit > /tmp/marker"]).0, 0);
     assert_eq!(sh(&m, "cat /tmp/marker"), "hit");

@@ -10,8 +10,11 @@
 #include "../maps.h"
 #include "emit.h"
 #include "file.h"
+#include "net.h"
+#include "fileops.h"
 
 #define DW_SIGKILL 9
+#define DW_SCRIPT_OPENS_MAX 512 /* opens a pending script's interpreter may make before it */
 #define DW_FNV_OFFSET 0xcbf29ce484222325ULL
 #define DW_FNV_PRIME 0x100000001b3ULL
 #define DW_NAME_MASK (DW_NAME_SCAN * 2 - 1)
@@ -115,6 +118,115 @@ static __always_inline bool protect_exec(struct task_struct *task, struct linux_
 	}
 	kstat_inc(DW_KSTAT_PROTECT_KILLED);
 	return true;
+}
+
+/* FNV-1a of scratch env[0..len) (the per-CPU buffer the exec program is
+ * done with once it judged the environment). */
+struct hash_walk {
+	u64 h;
+	u32 len;
+};
+
+static long hash_step(u32 i, void *arg)
+{
+	struct hash_walk *w = arg;
+	if (i >= w->len)
+		return 1;
+	u32 zero = 0;
+	struct dw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 1;
+	w->h = (w->h ^ (u8)s->env[i & (DW_ENV_SCAN - 1)]) * DW_FNV_PRIME;
+	return 0;
+}
+
+static __always_inline u64 hash_env(u32 len)
+{
+	struct hash_walk w = {.h = DW_FNV_OFFSET ^ protect_seed, .len = len};
+	bpf_loop(DW_PATH_LEN, hash_step, &w, 0);
+	return w.h;
+}
+
+/* A `#!` script the kernel could not judge at exec, in a protect container:
+ * remember its absolute path so the open by its interpreter judges it
+ * (protect_script_open), before the interpreter reads its first line. */
+static __always_inline void protect_script(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id, u32 tgid,
+					   u32 main_tgid, struct exec_verdict *v, struct dw_scratch *scr, u64 ktime)
+{
+	if (!(v->flags & DW_EXEC_SCRIPT) || v->script_source != DW_SRC_UNKNOWN || (v->flags & DW_EXEC_ENTRYPOINT))
+		return;
+	struct dw_protect *p = bpf_map_lookup_elem(&protect_mntns, &ns_id);
+	if (!p || tgid == main_tgid || tgid == p->main_tgid || (p->flags & DW_PROTECT_ALLOW_ALL))
+		return;
+	/* `./run.sh`: the interpreter's open resolves to /cwd/run.sh, not /cwd/./run.sh. */
+	const char *name = BPF_CORE_READ(bprm, filename);
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		char two[2] = {};
+		bpf_probe_read_kernel(two, sizeof(two), name);
+		if (two[0] != '.' || two[1] != '/')
+			break;
+		name += 2;
+	}
+	u32 trunc = 0;
+	u16 unused = 0;
+	u16 len = name_path_at(task, DW_AT_FDCWD, name, true, scr->env, DW_PATH_LEN, &trunc, &unused);
+	if (trunc || len == 0)
+		return;
+	struct dw_script_pending sp = {.path_hash = hash_env(len), .exec_ktime_ns = ktime};
+	if (!bpf_map_update_elem(&script_pending, &tgid, &sp, BPF_NOEXIST))
+		__sync_fetch_and_add(&scripts_pending, 1);
+	else
+		bpf_map_update_elem(&script_pending, &tgid, &sp, BPF_EXIST);
+}
+
+static __always_inline void script_pending_done(u32 tgid)
+{
+	if (!bpf_map_delete_elem(&script_pending, &tgid))
+		__sync_fetch_and_add(&scripts_pending, (u32)-1); /* XADD: no fetch needed */
+}
+
+/* An open (returning `fd`) by a process whose script is pending: when the
+ * opened file is the script, judge its layer; drift is killed there. */
+static __always_inline void protect_script_open(long fd)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	u32 tgid = t->tgid;
+	struct dw_script_pending *sp = bpf_map_lookup_elem(&script_pending, &tgid);
+	if (!sp)
+		return;
+	u32 zero = 0;
+	struct dw_scratch *scr = bpf_map_lookup_elem(&scratch, &zero);
+	struct file *f = fd_file(t, (u64)fd);
+	if (!scr || !f)
+		return;
+	struct path root = BPF_CORE_READ(t, fs, root);
+	struct path fpath = BPF_CORE_READ(f, f_path);
+	u32 trunc = 0;
+	u16 len = resolve_path(&fpath, &root, scr->env, DW_PATH_LEN, &trunc);
+	if (trunc || len == 0 || hash_env(len) != sp->path_hash) {
+		/* Another file (the interpreter's own libraries, ...). A script
+		 * named through a symlink or `..` never matches: give up after a
+		 * bound, so the node's opens stop paying for it. */
+		if (++sp->opens > DW_SCRIPT_OPENS_MAX)
+			script_pending_done(tgid);
+		return;
+	}
+	struct dw_script_key k = {.tgid = tgid, .exec_ktime_ns = sp->exec_ktime_ns};
+	script_pending_done(tgid);
+	struct vfsmount *root_mnt = root.mnt;
+	bool overlay_root = (u32)BPF_CORE_READ(root_mnt, mnt_sb, s_magic) == OVERLAYFS_SUPER_MAGIC;
+	u32 m, n;
+	u64 ino;
+	if (!source_is_drift(file_source(f, root_mnt, overlay_root, &m, &n, &ino)))
+		return;
+	if (bpf_send_signal(DW_SIGKILL)) {
+		kstat_inc(DW_KSTAT_PROTECT_KILL_FAILED);
+		return;
+	}
+	kstat_inc(DW_KSTAT_PROTECT_KILLED);
+	u8 one = 1;
+	bpf_map_update_elem(&script_killed, &k, &one, BPF_ANY);
 }
 
 #endif

@@ -95,6 +95,14 @@ struct dw_allow_key {
 	dw_u64 mntns_id;
 	dw_u64 hash;
 };
+/* Key of the script_killed map: a `#!` script protect mode stopped when its
+ * interpreter opened it, by process and the kernel time of its exec. */
+struct dw_script_key {
+	dw_u32 tgid;
+	dw_u32 _pad;
+	dw_u64 exec_ktime_ns;
+};
+
 /* protect_allow values: how the hashed text approves. */
 #define DW_ALLOW_EXACT (1u << 0) /* this exact path */
 #define DW_ALLOW_DIR (1u << 1) /* files directly in this directory (dir/ *) */

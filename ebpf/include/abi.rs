@@ -123,6 +123,27 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct dw_script_key {
+    pub tgid: dw_u32,
+    pub _pad: dw_u32,
+    pub exec_ktime_ns: dw_u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_script_key"][::std::mem::size_of::<dw_script_key>() - 16usize];
+    ["Alignment of dw_script_key"][::std::mem::align_of::<dw_script_key>() - 8usize];
+    [
+        "Offset of field: dw_script_key::tgid",
+    ][::std::mem::offset_of!(dw_script_key, tgid) - 0usize];
+    [
+        "Offset of field: dw_script_key::_pad",
+    ][::std::mem::offset_of!(dw_script_key, _pad) - 4usize];
+    [
+        "Offset of field: dw_script_key::exec_ktime_ns",
+    ][::std::mem::offset_of!(dw_script_key, exec_ktime_ns) - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct dw_header {
     pub kind: dw_u16,
     pub size: dw_u16,

@@ -299,6 +299,7 @@ impl Sensor {
         let protect = protect::ProtectMaps::new(
             take_hash(&mut ebpf, "protect_mntns")?,
             take_hash(&mut ebpf, "protect_allow")?,
+            take_hash(&mut ebpf, "script_killed")?,
             seed,
         );
         Ok(Self {

@@ -34,15 +34,35 @@ struct Maps {
 pub struct ProtectMaps {
     maps: Mutex<Maps>,
     seed: u64,
+    /// `#!` scripts the kernel killed when their interpreter opened them.
+    script_killed: Mutex<BpfHashMap<MapData, abi::dw_script_key, u8>>,
 }
 
 impl ProtectMaps {
     pub(super) fn new(
         modes: BpfHashMap<MapData, u64, abi::dw_protect>,
         allow: BpfHashMap<MapData, abi::dw_allow_key, u32>,
+        script_killed: BpfHashMap<MapData, abi::dw_script_key, u8>,
         seed: u64,
     ) -> Self {
-        Self { maps: Mutex::new(Maps { modes, allow, keys: HashMap::new() }), seed }
+        Self {
+            maps: Mutex::new(Maps { modes, allow, keys: HashMap::new() }),
+            seed,
+            script_killed: Mutex::new(script_killed),
+        }
+    }
+
+    /// The namespace is protected now.
+    pub fn is_armed(&self, mntns_id: u64) -> bool {
+        self.maps.lock().is_ok_and(|m| m.modes.get(&mntns_id, 0).is_ok())
+    }
+
+    /// The kernel killed the script `tgid` exec'd at `exec_ktime_ns` (and
+    /// forgets it: one finding per exec).
+    pub fn take_script_killed(&self, tgid: u32, exec_ktime_ns: u64) -> bool {
+        let Ok(mut m) = self.script_killed.lock() else { return false };
+        let k = abi::dw_script_key { tgid, _pad: 0, exec_ktime_ns };
+        m.get(&k, 0).is_ok() && m.remove(&k).is_ok()
     }
 
     /// Protects the namespace: its approvals first, then its entry, so the

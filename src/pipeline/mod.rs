@@ -129,6 +129,12 @@ impl Pipeline {
                     {
                         marks.mark(ev.proc.tgid, ev.proc.ktime_ns);
                     }
+                    if script.1.is_drift()
+                        && let Some(p) = &me.d.protect
+                        && p.script_killed(&ev).await
+                    {
+                        ev.flags.0 |= crate::abi::DW_EXEC_KILLED;
+                    }
                     ev.script = Some(script);
                 }
                 me.judge_exec(&ev, &c, Some(ticket));

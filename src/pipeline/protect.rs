@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// decisions are forgotten and taken again on their next exec).
 const MAX_DECIDED: usize = 65_536;
 
+/// 10 ms steps a running script's process is given to be killed.
+const SCRIPT_GRACE_STEPS: u32 = 20;
+
 pub struct Protector {
     maps: ProtectMaps,
     policy: Arc<Policy>,
@@ -153,6 +156,27 @@ impl Protector {
                 }
             }
         });
+    }
+
+    /// Whether protect mode killed the `#!` script of `ev`, which userspace
+    /// found to be drift: the kernel kills it when its interpreter opens it,
+    /// usually long before this verdict; a process still running gets a short
+    /// grace to reach that open.
+    pub async fn script_killed(&self, ev: &ExecEvent) -> bool {
+        let (tgid, t) = (ev.proc.tgid, ev.proc.ktime_ns);
+        if !self.maps.is_armed(ev.proc.mntns_id) {
+            return false;
+        }
+        for _ in 0..SCRIPT_GRACE_STEPS {
+            if self.maps.take_script_killed(tgid, t) {
+                return true;
+            }
+            if !std::path::Path::new(&format!("/proc/{tgid}")).exists() {
+                return self.maps.take_script_killed(tgid, t);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     /// Disarms the namespaces of containers the registry says are gone.
