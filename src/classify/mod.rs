@@ -413,6 +413,18 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_exec_says_so_and_others_say_nothing() {
+        let flags = abi::DW_EXEC_DRIFT | abi::DW_EXEC_KILLED;
+        let f = cl().exec(&ev("x", &["x"], ExeSource::UpperLayer, flags), &c()).unwrap();
+        assert_eq!(f.exec().and_then(|e| e.action), Some("killed"));
+        assert!(f.message.ends_with("killed before its first instruction (protect mode)"), "{}", f.message);
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["driftwatch.action"], "killed");
+        let f = cl().exec(&ev("x", &["x"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
+        assert!(serde_json::to_value(&f).unwrap().get("driftwatch.action").is_none());
+    }
+
+    #[test]
     fn dropped_shell_is_binary_drift_not_shell() {
         let f = cl().exec(&ev("sh", &["sh"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
         assert_eq!(f.kind, Kind::Binary);
