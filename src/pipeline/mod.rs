@@ -11,9 +11,11 @@
 pub mod config_drift;
 pub mod emit;
 mod order;
+pub mod policy;
 pub mod redact;
 
 pub use emit::{Emitter, Ticket, apply_metadata};
+pub use policy::{Gate, PolicyGate};
 pub use redact::{Redaction, redact_finding};
 
 use crate::{

@@ -233,3 +233,6 @@ impl Policy {
 pub fn image_name(image: &str) -> Option<String> {
     normalise_image(image)
 }
+
+#[cfg(test)]
+mod tests;
