@@ -175,3 +175,54 @@ fn learn_mode_learns_then_monitor_approves_what_was_learned() {
     drop(q);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Exec probes and lifecycle hooks are approved by construction, from the
+/// pod spec. No apiserver runs here: the agent reads a real Pod object from a
+/// local server (tests/support/kubeapi.rs) that matches the CRI pod.
+#[test]
+fn probe_and_hook_commands_from_the_pod_spec_are_approved() {
+    if !support::privileged() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let node = "node-e2e-policy";
+    let mut object =
+        support::kubeapi::pod("policy-probe", "probed-0", node, None, serde_json::json!({"app": "probed"}));
+    object["spec"]["containers"] = serde_json::json!([{
+        "name": "app", "image": "localhost/driftwatch-test:1",
+        "readinessProbe": {"exec": {"command": ["/bin/sh", "-c", "echo ready"]}},
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "echo bye"]}}}
+    }]);
+    object["status"] = serde_json::json!({"phase": "Running"});
+    let state = support::kubeapi::State { pods: vec![object], ..Default::default() };
+    let api = rt.block_on(support::kubeapi::FakeApi::start(state));
+    let dir = std::env::temp_dir().join(format!("driftwatch-e2e-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("probe.yaml");
+    std::fs::write(&cfg, format!("kubernetes:\n  enabled: true\n  kubeconfig: {}\n", api.kubeconfig.display()))
+        .unwrap();
+    let agent = Agent::start_with_env(
+        &["--runtime-endpoint", &endpoint(), "--config", cfg.to_str().unwrap()],
+        &[("NODE_NAME", node), ("RUST_LOG", "info")],
+    );
+    let sock = &support::containerd().address;
+    let mut p = Pod::run(sock, PodSpec::new("probed-0", "probed").namespace("policy-probe"));
+    let c = p.start_container("app", &["/bin/sleep", "600"]);
+    run(&c, &["/bin/sh", "-c", "echo ready"]);
+    run(&c, &["/bin/sh", "-c", "echo bye"]);
+    run(&c, &["/bin/sh", "-c", "echo other"]);
+    let f = agent.wait_for("the other shell", |f| f["container.id"] == c.id.as_str() && f["kind"] == "shell");
+    assert_eq!(f["process.command_args"], serde_json::json!(["/bin/sh", "-c", "echo other"]), "{f:#}");
+    for approval in ["probe", "lifecycle_hook"] {
+        let series = format!(
+            "driftwatch_findings_approved_total{{kind=\"shell\",rule=\"shell_in_container\",approval=\"{approval}\"}}"
+        );
+        wait_until(&series, &agent, || agent.metric(&series) == Some(1.0));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let shells = agent.findings_of(&c.id).into_iter().filter(|f| f["kind"] == "shell").count();
+    assert_eq!(shells, 1, "{:#?}", agent.findings_of(&c.id));
+    drop(p);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,7 +97,9 @@ impl PolicyGate {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let key = workload_key(f);
         let sig = signature(&subject);
-        let approval = match policy.approve(&scope, &subject, now) {
+        let by_spec =
+            if policy.compiled.approve_pod_spec { meta.as_deref().and_then(|m| self.pod_spec(f, m)) } else { None };
+        let approval = match by_spec.or_else(|| policy.approve(&scope, &subject, now)) {
             Some(name) => Some(name.to_string()),
             None if self.learned.knows(&key, &sig) => Some("learned".to_string()),
             None => None,
@@ -119,6 +121,37 @@ impl PolicyGate {
             return Gate::Hold;
         }
         Gate::Emit
+    }
+}
+
+impl PolicyGate {
+    /// Approved by construction, from the pod spec the API served: the exact
+    /// command of one of the container's exec probes or lifecycle hooks (as
+    /// the kubelet runs it), and an init container's file changes in a volume
+    /// an app container mounts too.
+    fn pod_spec(&self, f: &Finding, meta: &ContainerMeta) -> Option<&'static str> {
+        let pod = self.registry.pod(meta)?;
+        let me = pod.container(&meta.container_name)?;
+        if let (Some(p), Some(e)) = (&f.process, f.exec())
+            && !e.drifted_ancestor
+            && f.kind != crate::classify::Kind::Binary
+            && !p.command_args.is_empty()
+        {
+            return me.exec_commands.iter().find(|(_, cmd)| *cmd == p.command_args).map(|(why, _)| *why);
+        }
+        if let crate::classify::Detail::File(d) = &f.detail
+            && me.init
+            && d.location == "volume"
+        {
+            let under = |mount: &str| {
+                let m = mount.trim_end_matches('/');
+                d.path.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            };
+            let (volume, _) = me.mounts.iter().filter(|(_, path)| under(path)).max_by_key(|(_, path)| path.len())?;
+            let shared = pod.containers.iter().any(|c| !c.init && c.mounts.iter().any(|(v, _)| v == volume));
+            return shared.then_some("init_container");
+        }
+        None
     }
 }
 
