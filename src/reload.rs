@@ -47,10 +47,18 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
 impl Reloader {
     /// Loads the file and applies its policy; Err: the running policy stays.
     pub fn reload(&mut self, why: &str) -> Result<(), ConfigError> {
-        // Config::load validated the policy: it compiles.
-        match Config::load(&self.path) {
-            Ok(cfg) => {
-                let compiled = crate::policy::compile(&cfg.policy).unwrap_or_default();
+        // Config::load validated the policy (it compiles); compiled again here.
+        let loaded = Config::load(&self.path).and_then(|cfg| match crate::policy::compile(&cfg.policy) {
+            Ok(c) => Ok((cfg, c)),
+            Err(e) => Err(ConfigError::Invalid {
+                file: self.path.display().to_string(),
+                location: String::new(),
+                field: "policy".into(),
+                message: e.message,
+            }),
+        });
+        match loaded {
+            Ok((cfg, compiled)) => {
                 let changed = self.gate.replace(Policy::new(compiled));
                 let restart = restart_sections(&self.running, &cfg);
                 self.metrics.policy.reload(true);
