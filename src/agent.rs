@@ -14,7 +14,7 @@ use crate::{
     event::{DecodeError, Event},
     health::Health,
     metrics::{FindingLabels, Metrics},
-    pipeline::{self, Deps, Emitter, Pipeline, config_drift::ConfigDrift},
+    pipeline::{self, Deps, Emitter, Pipeline, PolicyGate, config_drift::ConfigDrift},
     server,
     sink::{Fanout, json},
 };
@@ -53,6 +53,8 @@ pub struct Options {
     pub emit_all_execs: bool,
     /// Kernel BTF file instead of /sys/kernel/btf/vmlinux.
     pub btf: Option<std::path::PathBuf>,
+    /// The config file: its `policy` is reloaded on SIGHUP and when it changes.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// The agent as a program: its own tokio runtime and diagnostics (stderr,
@@ -127,10 +129,17 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     if let Some(r) = &redactor {
         tracing::info!(patterns = ?r.labels(), "findings are redacted before any output");
     }
+    let gate = policy_gate(&cfg, &registry, &metrics)?;
     let emitter = Arc::new(
         Emitter::new(registry.clone(), metrics.clone(), fanout, Duration::from_millis(cfg.runtime.metadata_wait_ms))
-            .with_redaction(redactor.map(|r| pipeline::Redaction::new(r, &metrics))),
+            .with_redaction(redactor.map(|r| pipeline::Redaction::new(r, &metrics)))
+            .with_policy(gate.clone()),
     );
+    pipeline::policy::watch_modes(gate.clone(), cancel.clone());
+    if let Some(path) = opts.config_path.clone() {
+        let r = crate::reload::Reloader { path, running: cfg.clone(), gate: gate.clone(), metrics: metrics.clone() };
+        tokio::spawn(r.run(cancel.clone()));
+    }
     pipeline::emit::retire_series(registry.clone(), metrics.clone(), cancel.clone());
     let config_drift = ConfigDrift::new(
         pipeline::config_drift::Settings {
@@ -155,7 +164,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         file: cfg.rules.file.enabled.then(|| crate::classify::file::FileJudge::new(&cfg.rules.file)),
         not_container: sensor.take_not_container(),
         drift_marks: sensor.take_drift_marks(),
-        protect: protector(&cfg, &mut sensor, &registry, &cancel)?,
+        protect: protector(&cfg, &mut sensor, &gate, &registry, &cancel),
     });
     pipeline.persist_baselines(cancel.clone());
 
@@ -193,6 +202,9 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         let _ = pipeline_task.await; // ends when the reader drops its sender
         pipeline.save_baselines();
+        if let Err(e) = gate.learned().save() {
+            tracing::warn!("learned baselines: {e}");
+        }
         drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
         net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
@@ -217,6 +229,28 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     }
     drop(sensor);
     Ok(())
+}
+
+/// The policy gate, with learned baselines kept in the state directory.
+fn policy_gate(cfg: &Config, registry: &Arc<Registry>, metrics: &Arc<Metrics>) -> Result<Arc<PolicyGate>, AgentError> {
+    let compiled =
+        crate::policy::compile(&cfg.policy).map_err(|e| AgentError::Config(format!("policy: {}", e.message)))?;
+    let dir = &cfg.rules.network.state_dir;
+    let path = (!dir.is_empty()).then(|| std::path::Path::new(dir).join("learned.json"));
+    let (learned, warning) = crate::policy::learned::Learned::open(path.as_deref());
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    let p = crate::policy::Policy::new(compiled);
+    if !p.compiled.approvals.is_empty() || !p.compiled.modes.is_empty() {
+        tracing::info!(
+            approvals = p.compiled.approvals.len(),
+            modes = p.compiled.modes.len(),
+            default_mode = p.compiled.default_mode.as_str(),
+            "policy loaded"
+        );
+    }
+    Ok(Arc::new(PolicyGate::new(p, learned, registry.clone(), metrics.clone())))
 }
 
 /// Pre-creates every finding, kind and reason series at 0 (alerts use
@@ -264,20 +298,19 @@ fn load_sensor(cfg: &Config, opts: &Options, classifier: &Classifier) -> Result<
     Ok(sensor)
 }
 
-/// Protect mode's arming task, over the policy of the config.
+/// Protect mode's arming task, over the policy in force (reloads included).
 fn protector(
     cfg: &Config,
     sensor: &mut Sensor,
+    gate: &Arc<PolicyGate>,
     registry: &Arc<Registry>,
     cancel: &CancellationToken,
-) -> Result<Option<Arc<pipeline::protect::Protector>>, AgentError> {
-    let Some(maps) = sensor.take_protect() else { return Ok(None) };
-    let compiled = crate::policy::compile(&cfg.policy).map_err(|e| AgentError::Config(format!("policy: {e:?}")))?;
+) -> Option<Arc<pipeline::protect::Protector>> {
+    let maps = sensor.take_protect()?;
     let wait = Duration::from_millis(cfg.runtime.metadata_wait_ms);
-    let p =
-        pipeline::protect::Protector::new(maps, Arc::new(crate::policy::Policy::new(compiled)), registry.clone(), wait);
+    let p = pipeline::protect::Protector::new(maps, gate.clone(), registry.clone(), wait);
     p.clone().run(cancel.clone());
-    Ok(Some(p))
+    Some(p)
 }
 
 /// The runtime client, the Kubernetes API index and the registry joining them.

@@ -47,7 +47,7 @@ pub struct Config {
     pub redaction: Redaction,
     /// Approvals and modes (src/policy/); reloaded without a restart.
     #[serde(default)]
-    pub policy: crate::policy::PolicySpec,
+    pub policy: crate::policy::spec::PolicySpec,
 }
 
 /// Kubernetes API access (src/enrich/kube.rs): owner workloads, pod specs,
@@ -697,7 +697,7 @@ impl Config {
         }
         exports::validate(self, &error, files)?;
         redaction::validate(self, &error)?;
-        if let Err(e) = crate::policy::compile(&self.policy) {
+        if let Err(e) = crate::policy::compile::compile(&self.policy) {
             let path: Vec<Seg> = [Seg::from("policy")]
                 .into_iter()
                 .chain(e.path.iter().map(|p| match p {

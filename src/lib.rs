@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod procfs;
 pub mod redact;
+pub mod reload;
 pub mod server;
 pub mod sink;
 pub mod state;

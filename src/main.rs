@@ -82,7 +82,7 @@ fn main() -> ExitCode {
                 }
                 cfg.runtime.endpoint = e;
             }
-            match agent::run_blocking(cfg, agent::Options { emit_all_execs, btf }) {
+            match agent::run_blocking(cfg, agent::Options { emit_all_execs, btf, config_path: config }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }

@@ -69,6 +69,17 @@ pub fn live_pid_of(container_id: &str) -> Option<u32> {
     pids().find(|&pid| container_of(pid).is_some_and(|id| id == container_id))
 }
 
+/// The executable of `pid` as its own mount namespace names it (None when
+/// the process is gone or unreadable).
+pub fn exe_path(pid: u32) -> Option<String> {
+    if pid == 0 {
+        return None;
+    }
+    let p = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let s = p.to_string_lossy();
+    Some(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

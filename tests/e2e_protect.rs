@@ -31,7 +31,7 @@ policy:
       match: {namespace: guarded, executable: "/opt/plugins/**"}
     - name: guarded-by-parent
       reason: the kernel cannot check a parent
-      match: {namespace: guarded, executable: /opt/parented/true, parent_executable: /bin/sh}
+      match: {namespace: guarded, executable: /opt/parented/true, parent_executable: "/bin/*"}
 "#;
 
 fn run(c: &CriContainer, cmd: &[&str]) -> (i32, String) {
@@ -211,6 +211,13 @@ fn protect_pod_kills_binary_drift_before_it_runs_and_a_monitor_pod_beside_it_doe
     assert_eq!(run(&g, &["/opt/tool/true"]).0, 137);
     assert_eq!(run(&g, &["/opt/parented/true"]).0, 137);
     assert!(agent.stderr().contains("approval \"guarded-by-parent\" uses keys the kernel cannot check"));
+    // Userspace approves it (its parent is the image's shell) where the kernel could
+    // not: the kill is evidence, its finding goes out, naming the approval.
+    let out = sh(&g, "/opt/parented/true parent-probe; echo rc=$?; sleep 1");
+    assert!(out.contains("rc=137"), "{out}");
+    let f = finding(&agent, &g, "/opt/parented/true", "parent-probe");
+    assert_eq!(f["driftwatch.action"], "killed", "{f:#}");
+    assert_eq!(f["driftwatch.approval"], "guarded-by-parent", "{f:#}");
 
     // A dropped #! script: the kernel releases the script's file before the
     // exec tracepoint, so it is judged when its interpreter opens it, and

@@ -105,6 +105,9 @@ pub struct Finding {
     /// Secrets were replaced by `[REDACTED]` (src/redact.rs) before any sink.
     #[serde(rename = "driftwatch.redacted", skip_serializing_if = "is_false")]
     pub redacted: bool,
+    /// The approval that matched (with `policy.emit_approved`; severity info).
+    #[serde(rename = "driftwatch.approval", skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// Kernel timestamp, for the detection-latency metric; not serialized.
     #[serde(skip)]
     pub ktime_ns: u64,

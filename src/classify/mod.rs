@@ -174,6 +174,7 @@ impl Classifier {
             detail,
             record: None,
             redacted: false,
+            approval: None,
             ktime_ns,
         }
     }

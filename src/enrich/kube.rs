@@ -67,6 +67,30 @@ pub struct SpecContainer {
     pub image: String,
     /// `securityContext.readOnlyRootFilesystem`.
     pub read_only_root: bool,
+    /// An init container.
+    pub init: bool,
+    /// Exec commands the kubelet runs in it: (`probe` | `lifecycle_hook`, argv).
+    pub exec_commands: Vec<(&'static str, Vec<String>)>,
+    /// (volume name, mount path) of its volume mounts.
+    pub mounts: Vec<(String, String)>,
+}
+
+/// The exec commands of a container's probes and lifecycle hooks.
+fn exec_commands(c: &Container) -> Vec<(&'static str, Vec<String>)> {
+    let probes = [&c.liveness_probe, &c.readiness_probe, &c.startup_probe];
+    let mut v: Vec<(&'static str, Vec<String>)> = probes
+        .into_iter()
+        .filter_map(|p| p.as_ref()?.exec.as_ref()?.command.clone())
+        .map(|cmd| ("probe", cmd))
+        .collect();
+    if let Some(l) = &c.lifecycle {
+        for h in [&l.post_start, &l.pre_stop].into_iter().flatten() {
+            if let Some(cmd) = h.exec.as_ref().and_then(|e| e.command.clone()) {
+                v.push(("lifecycle_hook", cmd));
+            }
+        }
+    }
+    v
 }
 
 /// An ephemeral container (`kubectl debug`).
@@ -361,13 +385,21 @@ impl KubeIndex {
         let name = meta.name.clone().unwrap_or_default();
         let workload = self.owner_of(client, &namespace, meta).await;
         let spec = p.spec.as_ref();
-        let to_spec = |c: &Container| SpecContainer {
+        let to_spec = |c: &Container, init: bool| SpecContainer {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
             read_only_root: c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+            init,
+            exec_commands: exec_commands(c),
+            mounts: c.volume_mounts.iter().flatten().map(|m| (m.name.clone(), m.mount_path.clone())).collect(),
         };
         let containers = spec
-            .map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).map(to_spec).collect())
+            .map(|s| {
+                let app = s.containers.iter().map(|c| to_spec(c, false));
+                // A restartable init container (restartPolicy: Always) is a sidecar, not a one-off step.
+                let init = |c: &Container| c.restart_policy.as_deref() != Some("Always");
+                app.chain(s.init_containers.iter().flatten().map(|c| to_spec(c, init(c)))).collect()
+            })
             .unwrap_or_default();
         let ephemeral = spec
             .and_then(|s| s.ephemeral_containers.as_ref())

@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod kernel;
 pub mod pipeline;
+pub mod policy;
 pub mod sinks;
 
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
@@ -21,6 +22,7 @@ pub use health::HealthMetrics;
 pub use http::HttpMetrics;
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
+pub use policy::PolicyMetrics;
 pub use sinks::{AlertmanagerTargetMetrics, SinkMetrics};
 
 use prometheus_client::registry::Registry;
@@ -41,6 +43,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// Series labelled by namespace, workload and container name.
     pub containers: ContainerSeries,
+    /// Approvals, learn mode, modes, reloads.
+    pub policy: PolicyMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,7 +73,8 @@ impl Metrics {
         let health = HealthMetrics::register(r);
         let containers = ContainerSeries::register(r);
         let http = HttpMetrics::register(r);
-        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, health, http, containers }
+        let policy = PolicyMetrics::register(r);
+        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, health, http, containers, policy }
     }
 
     /// The OpenMetrics text exposition.

@@ -4,7 +4,11 @@
 //! goes to every sink's queue. Shared by the event pipeline and the
 //! configuration-drift task.
 
-use super::{order::Order, redact::Redaction};
+use super::{
+    order::Order,
+    policy::{Gate, PolicyGate},
+    redact::Redaction,
+};
 use crate::{
     classify::Finding,
     containers::{Change, Registry},
@@ -40,6 +44,8 @@ pub struct Emitter {
     redaction: Option<Redaction>,
     /// Each container's findings in ticket (event) order.
     order: std::sync::Mutex<Order<Finding>>,
+    /// Approvals and learn mode; None: every finding goes out.
+    policy: Option<Arc<PolicyGate>>,
 }
 
 /// A finding's place in its container's order ([`super::order`]), taken
@@ -91,6 +97,7 @@ impl Emitter {
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             redaction: None,
             order: Default::default(),
+            policy: None,
         }
     }
 
@@ -112,6 +119,12 @@ impl Emitter {
     /// Redacts every finding before it reaches any sink.
     pub fn with_redaction(mut self, redaction: Option<Redaction>) -> Self {
         self.redaction = redaction;
+        self
+    }
+
+    /// Judges every finding by the policy before it goes out.
+    pub fn with_policy(mut self, policy: Arc<PolicyGate>) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -190,10 +203,16 @@ impl Emitter {
     /// findings leave the pipeline, so no sink sees a secret it carried; in
     /// its container's order (`t`).
     pub fn emit(&self, t: Ticket, mut f: Finding) {
+        self.apply_workload(&mut f);
+        // Approvals see what the kernel saw (before redaction).
+        if let Some(p) = &self.policy
+            && p.judge(&mut f) == Gate::Hold
+        {
+            return t.settle(None);
+        }
         if let Some(r) = &self.redaction {
             r.apply(&mut f);
         }
-        self.apply_workload(&mut f);
         let labels = FindingLabels { kind: f.kind.as_str(), rule: f.rule, severity: f.severity.as_str() };
         // Config drift is judged when a container is found, not at a kernel event.
         let latency = (f.kind != crate::classify::Kind::Config)

@@ -11,10 +11,12 @@
 pub mod config_drift;
 pub mod emit;
 mod order;
+pub mod policy;
 pub mod protect;
 pub mod redact;
 
 pub use emit::{Emitter, Ticket, apply_metadata};
+pub use policy::{Gate, PolicyGate};
 pub use redact::{Redaction, redact_finding};
 
 use crate::{

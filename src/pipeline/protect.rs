@@ -16,7 +16,8 @@ use crate::{
     enrich::{ContainerRef, cri::Lookup, workload},
     event::ExecEvent,
     locks::lock,
-    policy::{self, Mode, Policy, Scope, protect::kernel_approvals},
+    pipeline::PolicyGate,
+    policy::{self, Mode, Scope, protect::kernel_approvals},
 };
 use std::{
     collections::{HashMap, HashSet},
@@ -29,25 +30,31 @@ use tokio_util::sync::CancellationToken;
 /// decisions are forgotten and taken again on their next exec).
 const MAX_DECIDED: usize = 65_536;
 
+/// How often the policy in force is compared with the one containers were
+/// decided under (a reload swaps it whole).
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
 /// 10 ms steps a running script's process is given to be killed.
 const SCRIPT_GRACE_STEPS: u32 = 20;
 
 pub struct Protector {
     maps: ProtectMaps,
-    policy: Arc<Policy>,
+    /// The policy in force (swapped whole on reload) and the mode it gives.
+    gate: Arc<PolicyGate>,
     registry: Arc<Registry>,
     wait: Duration,
-    /// Mount namespace id -> its container id, once decided (armed or not).
-    decided: Mutex<HashMap<u64, String>>,
+    /// Mount namespace id -> its container id and main process, once
+    /// decided (armed or not).
+    decided: Mutex<HashMap<u64, (String, u32)>>,
     /// (approval, container) pairs already warned about.
     warned: Mutex<HashSet<(String, String)>>,
 }
 
 impl Protector {
-    pub fn new(maps: ProtectMaps, policy: Arc<Policy>, registry: Arc<Registry>, wait: Duration) -> Arc<Self> {
+    pub fn new(maps: ProtectMaps, gate: Arc<PolicyGate>, registry: Arc<Registry>, wait: Duration) -> Arc<Self> {
         Arc::new(Self {
             maps,
-            policy,
+            gate,
             registry,
             wait,
             decided: Mutex::new(HashMap::new()),
@@ -60,7 +67,7 @@ impl Protector {
     pub fn on_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef) {
         // The entrypoint's process is the container's main process: never killed.
         let main_tgid = if ev.flags.entrypoint() { ev.proc.tgid } else { 0 };
-        self.decide(ev.proc.mntns_id, &c.id, main_tgid, Some(ev.proc.ktime_ns));
+        self.decide(ev.proc.mntns_id, &c.id, main_tgid, Some(ev.proc.ktime_ns), false);
     }
 
     /// A container the registry found running (a `/proc` scan): decided
@@ -73,13 +80,15 @@ impl Protector {
         // Only pid 1 of the container's pid namespace is its main process.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let ns_pid = status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last());
-        self.decide(ns, id, if ns_pid == Some("1") { pid } else { 0 }, None);
+        self.decide(ns, id, if ns_pid == Some("1") { pid } else { 0 }, None, false);
     }
 
-    /// Decides the mode of mount namespace `ns` of container `id` once.
-    /// `exec_ns`: the kernel time of the exec that revealed it, for the log.
-    fn decide(self: &Arc<Self>, ns: u64, id: &str, main_tgid: u32, exec_ns: Option<u64>) {
-        {
+    /// Decides the mode of mount namespace `ns` of container `id` once, or
+    /// again (`again`: the policy changed; a container no longer in protect
+    /// mode is disarmed). `exec_ns`: the kernel time of the exec that
+    /// revealed it, for the log.
+    fn decide(self: &Arc<Self>, ns: u64, id: &str, main_tgid: u32, exec_ns: Option<u64>, again: bool) {
+        if !again {
             let mut d = lock(&self.decided);
             if d.contains_key(&ns) {
                 return;
@@ -87,7 +96,7 @@ impl Protector {
             if d.len() >= MAX_DECIDED {
                 d.clear();
             }
-            d.insert(ns, id.to_string());
+            d.insert(ns, (id.to_string(), main_tgid));
         }
         let (me, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
@@ -119,17 +128,17 @@ impl Protector {
                 container: (!meta.container_name.is_empty()).then_some(meta.container_name.as_str()),
                 image: image.as_deref(),
             };
-            if let Some(v) = meta.pod_annotations.get(policy::MODE_ANNOTATION)
-                && Mode::parse(v).is_none()
-            {
-                tracing::warn!(container = %short, value = %v, "pod annotation {} is not learn, monitor or protect: ignored", policy::MODE_ANNOTATION);
-            }
-            let (mode, source) = me.policy.mode_for(&scope, Some(&meta.pod_annotations));
+            // The same mode the policy gate gives its findings (a bad
+            // annotation value is logged there).
+            let (mode, source) = me.gate.mode_of(&meta);
             if mode != Mode::Protect {
+                if again {
+                    me.maps.disarm(ns);
+                }
                 return;
             }
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let k = kernel_approvals(&me.policy, &scope, now);
+            let k = kernel_approvals(&me.gate.policy(), &scope, now);
             for name in &k.undecidable {
                 if lock(&me.warned).insert((name.clone(), id.clone())) {
                     tracing::warn!(
@@ -179,20 +188,34 @@ impl Protector {
         false
     }
 
-    /// Disarms the namespaces of containers the registry says are gone.
+    /// Arms containers the registry finds running, disarms those it says are
+    /// gone, and decides every container again when the policy is reloaded.
     pub fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut changes = self.registry.subscribe();
+        let mut policy = self.gate.policy();
+        let mut tick = tokio::time::interval(RELOAD_CHECK);
         tokio::spawn(async move {
             loop {
                 let change = tokio::select! {
                     _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {
+                        let now = self.gate.policy();
+                        if !Arc::ptr_eq(&now, &policy) {
+                            policy = now;
+                            let all: Vec<(u64, (String, u32))> = lock(&self.decided).iter().map(|(n, v)| (*n, v.clone())).collect();
+                            for (ns, (id, main)) in all {
+                                self.decide(ns, &id, main, None, true);
+                            }
+                        }
+                        continue;
+                    }
                     c = changes.recv() => c,
                 };
                 match change {
                     Ok(Change::Gone(c)) => {
                         let gone: Vec<u64> = {
                             let mut d = lock(&self.decided);
-                            let ns: Vec<u64> = d.iter().filter(|(_, id)| **id == c.id).map(|(n, _)| *n).collect();
+                            let ns: Vec<u64> = d.iter().filter(|(_, v)| v.0 == c.id).map(|(n, _)| *n).collect();
                             ns.iter().for_each(|n| {
                                 d.remove(n);
                             });

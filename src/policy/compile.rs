@@ -36,7 +36,7 @@ pub struct Pattern {
 
 impl Pattern {
     /// `path`: `*` stays within a directory and `**` crosses them.
-    fn new(text: &str, path: bool) -> Result<Pattern, String> {
+    pub fn new(text: &str, path: bool) -> Result<Pattern, String> {
         if text.is_empty() {
             return Err("must not be empty".into());
         }
@@ -385,6 +385,3 @@ impl spec::Mode {
         self.as_str()
     }
 }
-
-#[cfg(test)]
-mod tests;

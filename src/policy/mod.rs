@@ -234,3 +234,6 @@ impl Policy {
 pub fn image_name(image: &str) -> Option<String> {
     normalise_image(image)
 }
+
+#[cfg(test)]
+mod tests;

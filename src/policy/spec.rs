@@ -38,7 +38,7 @@ impl Mode {
 /// The pod annotation that chooses a container's mode.
 pub const MODE_ANNOTATION: &str = "driftwatch.io/mode";
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySpec {
     /// Scoped approvals: a finding one of them matches is not drift.
@@ -53,6 +53,18 @@ pub struct PolicySpec {
     /// Exec probes, lifecycle hooks and init containers (from the pod spec)
     /// are approved by construction.
     pub approve_pod_spec: bool,
+}
+
+impl Default for PolicySpec {
+    fn default() -> Self {
+        Self {
+            approvals: Vec::new(),
+            modes: Vec::new(),
+            default_mode: Mode::Monitor,
+            emit_approved: false,
+            approve_pod_spec: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

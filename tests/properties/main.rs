@@ -1,7 +1,8 @@
 //! Property-based tests (proptest) of the code that reads untrusted input: the
 //! ring-buffer record decoder (`event::decode`), the cgroup-path parser
 //! (`enrich::cgroup`), the config loader (`Config::from_yaml_with`) and the image
-//! reference parser (`enrich::image`). No privileges, no BPF, no containers.
+//! reference parser (`enrich::image`), and the drift policy (`policy:`). No
+//! privileges, no BPF, no containers.
 //!
 //! Each property runs [`DEFAULT_CASES`] generated cases (a bounded CI budget);
 //! `PROPTEST_CASES=N cargo test --test properties` runs N instead. No failure
@@ -13,6 +14,7 @@ mod cgroup;
 mod config;
 mod decode;
 mod image;
+mod policy;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};

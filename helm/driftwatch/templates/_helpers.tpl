@@ -107,6 +107,16 @@ app.kubernetes.io/component: agent
 {{- $_ := set $redaction "patterns" $rv.patterns -}}
 {{- end -}}
 {{- $_ := set $cfg "redaction" $redaction -}}
+{{- $pv := .Values.policy | default dict -}}
+{{- $policy := dict -}}
+{{- range $k, $v := dict "approvals" $pv.approvals "modes" $pv.modes "default_mode" $pv.defaultMode "emit_approved" $pv.emitApproved "approve_pod_spec" $pv.approvePodSpec -}}
+{{- if not (kindIs "invalid" $v) -}}
+{{- $_ := set $policy $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- if $policy -}}
+{{- $_ := set $cfg "policy" $policy -}}
+{{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy .Values.config)) -}}
 {{- end -}}
 

@@ -1,5 +1,6 @@
-use super::*;
-use crate::policy::{Policy, Scope, Subject};
+use super::compile::*;
+use super::spec::*;
+use super::{Policy, Scope, Subject};
 
 fn spec(yaml: &str) -> PolicySpec {
     serde_yaml_ng::from_str(yaml).unwrap()

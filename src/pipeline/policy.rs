@@ -1,0 +1,227 @@
+//! The policy at the pipeline's exit: a finding an approval matches is
+//! counted (and sent as info with `policy.emit_approved`), a finding of a
+//! container in learn mode is learned and counted, the rest goes on. The
+//! policy in force is swapped whole on reload; findings in flight see either
+//! the old one or the new one, never a mix.
+
+use crate::{
+    classify::Finding,
+    config::Severity,
+    containers::Registry,
+    enrich::cri::ContainerMeta,
+    locks::{read, write},
+    metrics::Metrics,
+    policy::{
+        Mode, ModeSource, Policy, Scope, Subject,
+        learned::{Learn, Learned, signature},
+    },
+};
+use std::sync::{Arc, RwLock};
+
+pub struct PolicyGate {
+    current: RwLock<Arc<Policy>>,
+    learned: Learned,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+/// What becomes of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Emit,
+    /// Approved or learned: counted, not emitted.
+    Hold,
+}
+
+impl PolicyGate {
+    pub fn new(policy: Policy, learned: Learned, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+        Self { current: RwLock::new(Arc::new(policy)), learned, registry, metrics }
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        read(&self.current).clone()
+    }
+
+    /// Puts `p` in force; returns what changed (for the log).
+    pub fn replace(&self, p: Policy) -> String {
+        let mut g = write(&self.current);
+        let diff = p.diff(&g);
+        *g = Arc::new(p);
+        diff
+    }
+
+    pub fn learned(&self) -> &Learned {
+        &self.learned
+    }
+
+    /// The mode of a container the runtime described.
+    pub fn mode_of(&self, meta: &ContainerMeta) -> (Mode, ModeSource) {
+        let policy = self.policy();
+        let w = crate::enrich::workload::from_pod(&meta.pod_name, &meta.pod_labels);
+        let (kind, name) = match self.registry.workload(&meta.namespace, &meta.pod_name) {
+            Some((k, n)) => (k, n),
+            None => (w.kind, w.name),
+        };
+        let image = crate::policy::image_name(&meta.image);
+        let scope = Scope {
+            namespace: Some(&meta.namespace),
+            workload: Some(&name),
+            workload_kind: Some(kind),
+            pod_labels: Some(&meta.pod_labels),
+            labels_prefixed: false,
+            container: Some(&meta.container_name),
+            image: image.as_deref(),
+        };
+        policy.mode_for(&scope, Some(&meta.pod_annotations))
+    }
+
+    /// Judges `f` (metadata and workload already applied).
+    pub fn judge(&self, f: &mut Finding) -> Gate {
+        let policy = self.policy();
+        let meta = self.registry.cached(&f.container_id);
+        let scope = Scope::of(f);
+        let mode = match &meta {
+            Some(m) => self.mode_of(m).0,
+            None => policy.mode_for(&scope, None).0,
+        };
+        // Network and file records name the process, not its executable: read
+        // it from /proc only when an approval asks for it.
+        let (exe, parent) = match &f.process {
+            Some(p) if p.exe_path.is_empty() && policy.needs_executable() => {
+                (crate::procfs::exe_path(p.pid), crate::procfs::exe_path(p.parent_pid))
+            }
+            Some(p) if policy.needs_executable() => (None, crate::procfs::exe_path(p.parent_pid)),
+            _ => (None, None),
+        };
+        let subject = Subject::of(f, exe.as_deref(), parent.as_deref());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let key = workload_key(f);
+        let sig = signature(&subject);
+        let by_spec =
+            if policy.compiled.approve_pod_spec { meta.as_deref().and_then(|m| self.pod_spec(f, m)) } else { None };
+        let approval = match by_spec.or_else(|| policy.approve(&scope, &subject, now)) {
+            Some(name) => Some(name.to_string()),
+            None if self.learned.knows(&key, &sig) => Some("learned".to_string()),
+            None => None,
+        };
+        if let Some(name) = approval {
+            self.metrics.policy.approved(f.kind.as_str(), f.rule, &name);
+            // A kill is evidence: it goes out, at its severity, even when
+            // userspace approves what the kernel could not check at exec.
+            let killed = f.exec().is_some_and(|e| e.action.is_some());
+            if !policy.compiled.emit_approved && !killed {
+                return Gate::Hold;
+            }
+            if !killed {
+                f.severity = Severity::Info;
+            }
+            f.approval = Some(name);
+            return Gate::Emit;
+        }
+        if mode == Mode::Learn {
+            if self.learned.learn(&key, sig) == Learn::Full {
+                self.metrics.policy.learned_full();
+            }
+            self.metrics.policy.learned(f.kind.as_str(), f.rule);
+            return Gate::Hold;
+        }
+        Gate::Emit
+    }
+}
+
+impl PolicyGate {
+    /// Approved by construction, from the pod spec the API served: the exact
+    /// command of one of the container's exec probes or lifecycle hooks (as
+    /// the kubelet runs it), and an init container's file changes in a volume
+    /// an app container mounts too.
+    fn pod_spec(&self, f: &Finding, meta: &ContainerMeta) -> Option<&'static str> {
+        let pod = self.registry.pod(meta)?;
+        let me = pod.container(&meta.container_name)?;
+        if let (Some(p), Some(e)) = (&f.process, f.exec())
+            && !e.drifted_ancestor
+            && f.kind != crate::classify::Kind::Binary
+            && !p.command_args.is_empty()
+        {
+            return me.exec_commands.iter().find(|(_, cmd)| *cmd == p.command_args).map(|(why, _)| *why);
+        }
+        if let crate::classify::Detail::File(d) = &f.detail
+            && me.init
+            && d.location == "volume"
+        {
+            let under = |mount: &str| {
+                let m = mount.trim_end_matches('/');
+                d.path.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            };
+            let (volume, _) = me.mounts.iter().filter(|(_, path)| under(path)).max_by_key(|(_, path)| path.len())?;
+            let shared = pod.containers.iter().any(|c| !c.init && c.mounts.iter().any(|(v, _)| v == volume));
+            return shared.then_some("init_container");
+        }
+        None
+    }
+}
+
+/// The baseline a finding's signature is learned under: its workload's
+/// container when the runtime said which, else the container itself.
+pub fn workload_key(f: &Finding) -> String {
+    let k = &f.k8s;
+    match (&k.namespace, k.workload_kind, &k.workload_name, &k.container_name) {
+        (Some(ns), Some(kind), Some(name), Some(c)) => format!("{ns}/{kind}/{name}/{c}"),
+        _ => format!("container/{}", f.container_id),
+    }
+}
+
+/// How often `driftwatch_workload_mode` is recounted.
+const MODE_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Counts running containers per mode for `driftwatch_workload_mode`, and
+/// logs each container's mode when it is not the default or changes (a
+/// reload, an annotation), and once a bad `driftwatch.io/mode` value.
+pub fn watch_modes(gate: Arc<PolicyGate>, cancel: tokio_util::sync::CancellationToken) {
+    let known = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, Mode>::new()));
+    crate::tasks::spawn_every(MODE_COUNT_EVERY, cancel, move || {
+        let (gate, known) = (gate.clone(), known.clone());
+        async move {
+            gate.count_modes(&mut crate::locks::lock(&known));
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+}
+
+impl PolicyGate {
+    fn count_modes(&self, known: &mut std::collections::HashMap<String, Mode>) {
+        let mut counts = [0usize; 3];
+        let mut seen = std::collections::HashSet::new();
+        let default = self.policy().compiled.default_mode;
+        for c in self.registry.running() {
+            let Some(meta) = self.registry.cached(&c.id) else { continue };
+            if meta.pod_name.is_empty() {
+                continue; // a pod sandbox (pause): no workload of its own
+            }
+            let (mode, source) = self.mode_of(&meta);
+            counts[Mode::ALL.iter().position(|m| *m == mode).unwrap_or(1)] += 1;
+            seen.insert(c.id.clone());
+            let before = known.insert(c.id.clone(), mode);
+            if before == Some(mode) {
+                continue;
+            }
+            if let Some(bad) = meta.pod_annotations.get(crate::policy::MODE_ANNOTATION)
+                && Mode::parse(bad).is_none()
+                && before.is_none()
+            {
+                tracing::warn!(
+                    container = %c.id, namespace = %meta.namespace, pod = %meta.pod_name,
+                    "annotation {}={bad:?} is not learn, monitor or protect: ignored", crate::policy::MODE_ANNOTATION
+                );
+            }
+            if before.is_some() || mode != default {
+                tracing::info!(
+                    container = %c.id, namespace = %meta.namespace, pod = %meta.pod_name, container_name = %meta.container_name,
+                    mode = mode.as_str(), from = ?source, "container mode"
+                );
+            }
+        }
+        known.retain(|id, _| seen.contains(id));
+        let labels: Vec<(&'static str, usize)> = Mode::ALL.iter().map(|m| m.as_str()).zip(counts).collect();
+        self.metrics.policy.set_modes(&labels);
+    }
+}
