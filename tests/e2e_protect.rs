@@ -323,3 +323,53 @@ fn a_protect_container_running_before_the_agent_is_armed_from_the_scan() {
     let f = finding(&agent, &c, "/tmp/sh", "/tmp/marker");
     assert_eq!(f["driftwatch.action"], "killed", "{f:#}");
 }
+
+/// Learn mode, then protect after a config reload: the binary learn mode saw
+/// runs (its signature is in the kernel), another dropped binary is killed;
+/// back to monitor, nothing is killed (the container is disarmed).
+#[test]
+fn learned_binaries_run_in_protect_mode_and_a_reload_rearms_or_disarms() {
+    if !support::privileged() {
+        return;
+    }
+    let cfg = std::env::temp_dir().join(format!("driftwatch-learn-protect-{}.yaml", std::process::id()));
+    let config = |mode: &str| {
+        format!(
+            "rules: {{network: {{state_dir: \"\"}}}}\npolicy:\n  modes:\n    - {{match: {{namespace: learnt}}, mode: {mode}}}\n"
+        )
+    };
+    std::fs::write(&cfg, config("learn")).expect("config");
+    let agent = Agent::start(&["--runtime-endpoint", &endpoint(), "--config", cfg.to_str().unwrap()]);
+    let sock = &support::containerd().address;
+    let spec =
+        PodSpec::new("batch-6d7e8f9a0b-l34rn", "batch").namespace("learnt").label("pod-template-hash", "6d7e8f9a0b");
+    let mut pod = Pod::run(sock, spec);
+    let c = pod.start_container("app", &["/bin/sleep", "300"]);
+
+    // Learn mode: the dropped tool runs and is learned, not reported.
+    sh(&c, "cp /bin/busybox /tmp/sh && cp /bin/busybox /tmp/true");
+    assert_eq!(run(&c, &["/tmp/sh", "-c", "true"]).0, 0);
+    let series = "driftwatch_findings_learned_total{kind=\"binary\",rule=\"exec_new_binary\"}";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent.metric(series).unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "never learned:\n{}", agent.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Protect, by a config change (reloaded without a restart).
+    std::fs::write(&cfg, config("protect")).expect("config");
+    armed_after_ms(&agent, &c);
+    assert!(agent.stderr().contains("learned_in_kernel=1"), "{}", agent.stderr());
+    assert_eq!(run(&c, &["/tmp/sh", "-c", "echo hit > /tmp/marker"]).0, 0, "learned: runs");
+    assert_eq!(sh(&c, "cat /tmp/marker"), "hit");
+    assert_eq!(run(&c, &["/tmp/true"]).0, 137, "not learned: killed");
+
+    // Monitor again: disarmed.
+    std::fs::write(&cfg, config("monitor")).expect("config");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while run(&c, &["/tmp/true"]).0 != 0 {
+        assert!(Instant::now() < deadline, "still protected after the reload to monitor");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_file(&cfg);
+}

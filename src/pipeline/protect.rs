@@ -17,7 +17,10 @@ use crate::{
     event::ExecEvent,
     locks::lock,
     pipeline::PolicyGate,
-    policy::{self, Mode, Scope, protect::kernel_approvals},
+    policy::{
+        self, Mode, Scope,
+        protect::{kernel_approvals, learned_allows},
+    },
 };
 use std::{
     collections::{HashMap, HashSet},
@@ -138,7 +141,15 @@ impl Protector {
                 return;
             }
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let k = kernel_approvals(&me.gate.policy(), &scope, now);
+            let mut k = kernel_approvals(&me.gate.policy(), &scope, now);
+            // What learn mode saw of this workload (the key findings are learned under).
+            let key = match &w {
+                Some((kind, name)) => format!("{}/{kind}/{name}/{}", meta.namespace, meta.container_name),
+                None => format!("container/{id}"),
+            };
+            let learned = learned_allows(&me.gate.learned().of(&key));
+            let learned_n = learned.len();
+            k.allows.extend(learned);
             for name in &k.undecidable {
                 if lock(&me.warned).insert((name.clone(), id.clone())) {
                     tracing::warn!(
@@ -156,7 +167,8 @@ impl Protector {
                     pod = %meta.pod_name,
                     namespace = %meta.namespace,
                     mode_from = ?source,
-                    approvals_in_kernel = k.allows.len() + usize::from(k.all),
+                    approvals_in_kernel = k.allows.len() - learned_n + usize::from(k.all),
+                    learned_in_kernel = learned_n,
                     armed_after_ms = exec_ns.map(|t| BootClock::since_ns(t) as f64 / 1e6),
                     "protect mode armed: binary drift in this container is killed at exec"
                 ),

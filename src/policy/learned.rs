@@ -90,6 +90,12 @@ impl Learned {
         lock(&self.store).0.workloads.get(workload).is_some_and(|s| s.contains(sig))
     }
 
+    /// The signatures learned for one workload (protect mode puts the
+    /// binary ones in the kernel).
+    pub fn of(&self, workload: &str) -> Vec<String> {
+        lock(&self.store).0.workloads.get(workload).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// Signatures learned, over all workloads.
     pub fn len(&self) -> usize {
         lock(&self.store).0.workloads.values().map(BTreeSet::len).sum()

@@ -116,6 +116,26 @@ pub fn kernel_approvals(p: &Policy, c: &Scope, now: i64) -> KernelApprovals {
     out
 }
 
+/// Learned signatures (`rule|executable|file|endpoint`, see
+/// [`super::learned::signature`]) of binaries, as exact paths for the kernel.
+/// A script's signature names its interpreter and script: the kernel cannot
+/// check that pair at exec, so scripts learn mode saw are still killed.
+pub fn learned_allows(signatures: &[String]) -> Vec<KernelAllow> {
+    signatures
+        .iter()
+        .filter_map(|sig| {
+            let mut parts = sig.splitn(4, '|');
+            let (rule, exe, file) = (parts.next()?, parts.next()?, parts.next()?);
+            let source = RULE_SOURCES.iter().find(|(r, s)| *r == rule && *s != 0)?.1;
+            (!exe.is_empty() && file.is_empty()).then(|| KernelAllow {
+                text: exe.to_string(),
+                kind: AllowKind::Exact,
+                sources: vec![source],
+            })
+        })
+        .collect()
+}
+
 /// The seeded hash the kernel computes (ebpf/helpers/protect.h): FNV-1a over
 /// the text's bytes, then the source folded in as one more symbol outside
 /// the byte range.
@@ -191,6 +211,32 @@ approvals:
         // A script path can only approve scripts.
         let p = policy("approvals: [{name: s, reason: r, match: {namespace: shop, file_path: /tmp/s.sh}}]");
         assert_eq!(kernel_approvals(&p, &scope("shop"), 0).undecidable, ["s"]);
+    }
+
+    #[test]
+    fn learned_binaries_become_exact_paths_for_their_rule() {
+        let sigs = [
+            "exec_new_binary|/tmp/tool||".to_string(),
+            "exec_fileless_memfd|/memfd:x||".to_string(),
+            "exec_new_script|/bin/sh|/tmp/s.sh|".to_string(),
+            "shell_in_container|/bin/sh||".to_string(),
+            "file_written||/etc/x|".to_string(),
+        ];
+        assert_eq!(
+            learned_allows(&sigs),
+            [
+                KernelAllow {
+                    text: "/tmp/tool".into(),
+                    kind: AllowKind::Exact,
+                    sources: vec![crate::abi::DW_SRC_UPPER]
+                },
+                KernelAllow {
+                    text: "/memfd:x".into(),
+                    kind: AllowKind::Exact,
+                    sources: vec![crate::abi::DW_SRC_MEMFD]
+                },
+            ]
+        );
     }
 
     #[test]
