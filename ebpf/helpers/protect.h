@@ -156,8 +156,15 @@ static __always_inline void protect_script(struct task_struct *task, struct linu
 	if (!(v->flags & DW_EXEC_SCRIPT) || v->script_source != DW_SRC_UNKNOWN || (v->flags & DW_EXEC_ENTRYPOINT))
 		return;
 	struct dw_protect *p = bpf_map_lookup_elem(&protect_mntns, &ns_id);
-	if (!p || tgid == main_tgid || tgid == p->main_tgid || (p->flags & DW_PROTECT_ALLOW_ALL))
+	if (!p || tgid == main_tgid || tgid == p->main_tgid)
 		return;
+	/* A script finding's executable is its interpreter (rule exec_new_script:
+	 * source 0), as userspace matches approvals. */
+	u32 flags = p->flags;
+	if ((flags & DW_PROTECT_ALLOW_ALL) || ((flags & DW_PROTECT_HAS_ALLOW) && exec_approved(task, bprm, ns_id, 0, scr))) {
+		kstat_inc(DW_KSTAT_PROTECT_APPROVED);
+		return;
+	}
 	/* `./run.sh`: the interpreter's open resolves to /cwd/run.sh, not /cwd/./run.sh. */
 	const char *name = BPF_CORE_READ(bprm, filename);
 #pragma unroll
