@@ -15,6 +15,14 @@ use support::{
     cri::{CriContainer, Pod, PodSpec},
 };
 
+/// One test at a time: every agent arms every protect pod on the node, so a
+/// test's agent without its approvals would kill what another's approves.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn endpoint() -> String {
     format!("unix://{}", support::containerd().address.display())
 }
@@ -148,6 +156,7 @@ fn protect_pod_kills_binary_drift_before_it_runs_and_a_monitor_pod_beside_it_doe
     if !support::privileged() {
         return;
     }
+    let _serial = serial();
     let cfg = std::env::temp_dir().join(format!("driftwatch-protect-{}.yaml", std::process::id()));
     std::fs::write(&cfg, CONFIG).expect("config");
     let agent = Agent::start(&["--runtime-endpoint", &endpoint(), "--config", cfg.to_str().unwrap()]);
@@ -306,6 +315,7 @@ fn a_protect_container_running_before_the_agent_is_armed_from_the_scan() {
     if !support::privileged() {
         return;
     }
+    let _serial = serial();
     let sock = &support::containerd().address;
     let spec = PodSpec::new("early-7a8b9c0d1e-b3f0r", "early")
         .namespace("guarded-early")
@@ -332,6 +342,7 @@ fn learned_binaries_run_in_protect_mode_and_a_reload_rearms_or_disarms() {
     if !support::privileged() {
         return;
     }
+    let _serial = serial();
     let cfg = std::env::temp_dir().join(format!("driftwatch-learn-protect-{}.yaml", std::process::id()));
     let config = |mode: &str| {
         format!(

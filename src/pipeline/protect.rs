@@ -204,6 +204,11 @@ impl Protector {
     /// gone, and decides every container again when the policy is reloaded.
     pub fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut changes = self.registry.subscribe();
+        // Containers found running before this subscription (the registry's
+        // first scan may have published them already).
+        for c in self.registry.running() {
+            self.on_added(&c.id, c.scanned_pid());
+        }
         let mut policy = self.gate.policy();
         let mut tick = tokio::time::interval(RELOAD_CHECK);
         tokio::spawn(async move {
