@@ -3,10 +3,11 @@
 //! arms the kernel's map for it. The kernel does the killing; this only says
 //! where, and which approvals it can apply there.
 //!
-//! A container is decided once, at the first exec of its mount namespace the
-//! kernel reports (its entrypoint, which wakes the reader at once; or, for a
-//! container that predates the agent, its first reported exec), and disarmed
-//! when the registry says it is gone. Until it is armed nothing is killed
+//! A container is decided once per mount namespace: at the first exec of it
+//! the kernel reports (its entrypoint, which wakes the reader at once), or
+//! when the registry's `/proc` scan finds it running (a container that
+//! predates the agent); again when the policy is reloaded; and disarmed when
+//! the registry says it is gone. Until it is armed nothing is killed
 //! (fail-open): the window is logged per container (`armed_after_ms`).
 
 use crate::{
