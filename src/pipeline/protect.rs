@@ -152,7 +152,14 @@ impl Protector {
             let learned_n = learned.len();
             k.allows.extend(learned);
             for name in &k.undecidable {
-                if lock(&me.warned).insert((name.clone(), id.clone())) {
+                let new = {
+                    let mut w = lock(&me.warned);
+                    if w.len() >= MAX_DECIDED {
+                        w.clear(); // bounded: at worst a warning is repeated
+                    }
+                    w.insert((name.clone(), id.clone()))
+                };
+                if new {
                     tracing::warn!(
                         approval = %name,
                         container = %short,
