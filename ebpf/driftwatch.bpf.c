@@ -103,10 +103,14 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
 	if (!seen) {
 		struct dw_seen fresh = {.main_tgid = tgid, .env_loader = env};
-		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns))
+		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns)) {
 			vp->flags |= DW_EXEC_ENTRYPOINT;
-		else
+		} else {
+			/* The first exec since we started, maybe an exec session's:
+			 * not the main process (the origin trusts main_tgid). */
+			fresh.main_tgid = 0;
 			fresh.flags = DW_SEEN_ENV_UNKNOWN;
+		}
 		if (bpf_map_update_elem(&seen_mntns, &ns_id, &fresh, BPF_ANY))
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
 	} else if (seen->main_tgid == tgid) {

@@ -196,3 +196,35 @@ fn processes_that_predate_the_agent() {
     assert_eq!(origin(by_path(&started, "exec_new_binary", "/root/bb-old-exec")), "exec_session");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The hard case: a pod sharing its pid namespace, started before the agent.
+/// Its entrypoint is not pid 1 and its first exec is long past; the agent
+/// seeds each running namespace's oldest process as its main process.
+#[test]
+fn a_pod_sharing_its_pid_namespace_that_predates_the_agent() {
+    if !support::privileged() {
+        return;
+    }
+    let (dir, cfg) = config("pre-cri");
+    let spec = support::cri::PodSpec::new(&format!("origin-pre-{}", std::process::id()), "origin-pre")
+        .share_process_namespace();
+    let mut pod = support::cri::Pod::run(&support::containerd().address, spec);
+    let wait = "while [ ! -e /tmp/go ]; do sleep 1; done";
+    let entry = format!("{wait}; cp /bin/busybox /root/bb-old-app && /root/bb-old-app true; exec sleep 300");
+    let c = pod.start_container("app", &["/bin/sh", "-c", &entry]);
+    let session = format!("{wait}; cp /bin/busybox /root/bb-old-sync && /root/bb-old-sync true");
+    let all = std::thread::scope(|s| {
+        let h = s.spawn(|| c.exec_sync(&["/bin/sh", "-c", &session]));
+        std::thread::sleep(Duration::from_secs(1)); // the session's shell is waiting
+        let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+        c.exec_sync(&["/bin/touch", "/tmp/go"]).expect("ExecSync");
+        let _ = h.join();
+        std::thread::sleep(Duration::from_secs(2)); // the entrypoint's loop sees it too
+        settle_cri(&agent, &c, &format!("sentinel-pre-cri-{}", std::process::id()));
+        agent.findings_of(&c.id)
+    });
+    assert_eq!(origin(by_path(&all, "exec_new_binary", "/root/bb-old-app")), "container");
+    assert_eq!(origin(by_path(&all, "exec_new_binary", "/root/bb-old-sync")), "exec_session");
+    drop(pod);
+    let _ = std::fs::remove_dir_all(&dir);
+}
