@@ -18,6 +18,7 @@
 
 #include "../maps.h"
 #include <bpf/bpf_core_read.h>
+#include "task.h"
 
 /* Ancestors looked at for a process that predates the agent. */
 #define DW_ORIGIN_WALK 16
@@ -58,8 +59,15 @@ static __always_inline u32 origin_walk(struct task_struct *t, u64 ns_id)
 	if (task_ns_pid(top) == 1)
 		return DW_ORIGIN_CONTAINER;
 	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
+	if (!seen) {
+		/* No exec yet in a namespace younger than the agent: runc is still
+		 * setting up the container's init (an exec session needs a
+		 * started container). */
+		u32 inum = task_mntns(t);
+		return bpf_map_lookup_elem(&preexisting_mntns, &inum) ? DW_ORIGIN_EXEC_SESSION : DW_ORIGIN_CONTAINER;
+	}
 	u32 top_tgid = BPF_CORE_READ(top, tgid);
-	if (seen && seen->main_tgid && seen->main_tgid == top_tgid)
+	if (seen->main_tgid && seen->main_tgid == top_tgid)
 		return DW_ORIGIN_CONTAINER;
 	return DW_ORIGIN_EXEC_SESSION;
 }
