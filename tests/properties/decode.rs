@@ -257,8 +257,7 @@ fn exec_record() -> impl Strategy<Value = ExecIn> {
             cg,
             origin,
         )| {
-            let mut r = abi::dw_exec::default();
-            r.origin = origin;
+            let mut r = abi::dw_exec { origin, ..Default::default() };
             r.hdr.kind = abi::DW_KIND_EXEC as u16;
             r.hdr.size = size_of::<abi::dw_exec>() as u16;
             (r.hdr.ktime_ns, r.hdr.cgroup_id, r.hdr.cpu, r.hdr.tgid, r.hdr.pid) = (ktime, cgid, cpu, tgid, pid);
@@ -301,8 +300,7 @@ fn net_record() -> impl Strategy<Value = Net> {
     let what = (op, family, sock, any::<u16>(), any::<[u8; 16]>());
     (hdr, what, field_bytes(16), cgroup_levels(), origin()).prop_map(
         |((ktime, tgid, mntns_id, ppid, uid), (op, family, sock_type, port, addr), comm, cg, origin)| {
-            let mut r = abi::dw_net::default();
-            r.origin = origin;
+            let mut r = abi::dw_net { origin, ..Default::default() };
             r.hdr.kind = abi::DW_KIND_NET as u16;
             r.hdr.size = size_of::<abi::dw_net>() as u16;
             (r.hdr.ktime_ns, r.hdr.tgid, r.mntns_id, r.ppid, r.uid) = (ktime, tgid, mntns_id, ppid, uid);
@@ -330,8 +328,7 @@ fn file_record() -> impl Strategy<Value = File> {
             cg,
             origin,
         )| {
-            let mut r = abi::dw_file::default();
-            r.origin = origin;
+            let mut r = abi::dw_file { origin, ..Default::default() };
             r.hdr.kind = abi::DW_KIND_FILE as u16;
             r.hdr.size = size_of::<abi::dw_file>() as u16;
             (r.hdr.ktime_ns, r.hdr.tgid, r.mntns_id, r.ino, r.ppid, r.uid) = (ktime, tgid, mntns_id, ino, ppid, uid);
