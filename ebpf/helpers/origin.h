@@ -44,8 +44,8 @@ static __always_inline int task_ns_pid(struct task_struct *t)
  * DW_ORIGIN_WALK levels up, is the container's init when it is pid 1 of its
  * pid namespace or the namespace's recorded main process (a pod sharing its
  * pid namespace has the pause process as pid 1); anything else came in from
- * outside: an exec session. */
-static __always_inline u32 origin_walk(struct task_struct *t, u64 ns_id)
+ * outside: an exec session. `in_tree`: `t` has a parent in the container. */
+static __always_inline u32 origin_walk(struct task_struct *t, u64 ns_id, bool *in_tree)
 {
 	struct mnt_namespace *mnt = BPF_CORE_READ(t, nsproxy, mnt_ns);
 	struct task_struct *top = t;
@@ -56,6 +56,7 @@ static __always_inline u32 origin_walk(struct task_struct *t, u64 ns_id)
 			break;
 		top = p;
 	}
+	*in_tree = top != t;
 	if (task_ns_pid(top) == 1)
 		return DW_ORIGIN_CONTAINER;
 	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
@@ -80,7 +81,20 @@ static __always_inline u32 task_origin(struct task_struct *t, u64 ns_id)
 	struct dw_proc *p = bpf_map_lookup_elem(&procs, &tgid);
 	if (p)
 		return (p->flags & DW_PROC_EXEC_SESSION) ? DW_ORIGIN_EXEC_SESSION : DW_ORIGIN_CONTAINER;
-	return origin_walk(t, ns_id);
+	bool in_tree = false;
+	u32 origin = origin_walk(t, ns_id, &in_tree);
+	/* Decided once for a process of the container's own tree that predates
+	 * the agent (a server's next connect costs one lookup, and it keeps its
+	 * origin if orphaned later); not for one that came in from outside and
+	 * may leave again (runc init before its exec, nsenter, a host tool). */
+	if (in_tree || origin == DW_ORIGIN_CONTAINER) {
+		struct dw_proc e = {
+			.ppid = BPF_CORE_READ(t, real_parent, tgid),
+			.flags = origin == DW_ORIGIN_EXEC_SESSION ? DW_PROC_EXEC_SESSION : 0,
+		};
+		bpf_map_update_elem(&procs, &tgid, &e, BPF_NOEXIST);
+	}
+	return origin;
 }
 
 /* DW_PROC_EXEC_SESSION for the lineage entry of a process exec'ing without one. */
@@ -88,7 +102,8 @@ static __always_inline u32 origin_proc_flags(struct task_struct *t, u64 ns_id, b
 {
 	if (entrypoint)
 		return 0;
-	return origin_walk(t, ns_id) == DW_ORIGIN_EXEC_SESSION ? DW_PROC_EXEC_SESSION : 0;
+	bool in_tree;
+	return origin_walk(t, ns_id, &in_tree) == DW_ORIGIN_EXEC_SESSION ? DW_PROC_EXEC_SESSION : 0;
 }
 
 #endif

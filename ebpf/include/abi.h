@@ -224,7 +224,7 @@ struct dw_kstats {
 struct dw_proc {
 	dw_u32 ppid;
 	dw_u32 flags; /* DW_PROC_* */
-	dw_u64 exec_ktime_ns;
+	dw_u64 exec_ktime_ns; /* 0: a process that predates the agent, entered for its origin */
 };
 
 #define DW_PROC_DRIFTED (1u << 0) /* this process image is drift */
