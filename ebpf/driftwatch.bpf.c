@@ -20,6 +20,7 @@
 #include "helpers/net.h"
 #include "helpers/fileops.h"
 #include "helpers/env.h"
+#include "helpers/origin.h"
 #include "helpers/protect.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -103,10 +104,14 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
 	if (!seen) {
 		struct dw_seen fresh = {.main_tgid = tgid, .env_loader = env};
-		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns))
+		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns)) {
 			vp->flags |= DW_EXEC_ENTRYPOINT;
-		else
+		} else {
+			/* The first exec since we started, maybe an exec session's:
+			 * not the main process (the origin trusts main_tgid). */
+			fresh.main_tgid = 0;
 			fresh.flags = DW_SEEN_ENV_UNKNOWN;
+		}
 		if (bpf_map_update_elem(&seen_mntns, &ns_id, &fresh, BPF_ANY))
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
 	} else if (seen->main_tgid == tgid) {
@@ -122,8 +127,11 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct dw_proc entry = {};
 	if (me)
 		entry = *me;
-	else
+	else {
 		entry.ppid = BPF_CORE_READ(task, real_parent, tgid);
+		/* No tracked parent: decide the origin once; children inherit it. */
+		entry.flags = origin_proc_flags(task, ns_id, vp->flags & DW_EXEC_ENTRYPOINT);
+	}
 	entry.exec_ktime_ns = bpf_ktime_get_boot_ns();
 	if (entry.flags & (DW_PROC_DRIFTED | DW_PROC_ANCESTOR_DRIFTED)) {
 		entry.flags |= DW_PROC_ANCESTOR_DRIFTED;
@@ -212,6 +220,8 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 
 	task_cgroup_names(task, e->cgroup);
 	e->flags = vp->flags;
+	e->origin = (entry.flags & DW_PROC_EXEC_SESSION) ? DW_ORIGIN_EXEC_SESSION : DW_ORIGIN_CONTAINER;
+	e->_reserved = 0;
 
 	/* Only binary drift and entrypoints (one per container: protect mode is
 	 * armed from it) wake the reader at once: a shell storm must not cost one
@@ -241,6 +251,7 @@ int BPF_PROG(dw_fork, struct task_struct *parent, struct task_struct *child)
 	/* fork image == parent image: a drifted parent's child runs drifted code */
 	if (p->flags & DW_PROC_DRIFTED)
 		c.flags |= DW_PROC_DRIFTED;
+	c.flags |= p->flags & DW_PROC_EXEC_SESSION;
 	if (bpf_map_update_elem(&procs, &child_tgid, &c, BPF_ANY))
 		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
 	return 0;
@@ -359,7 +370,8 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 			if (!f)
 				return 0;
 		}
-		file_event(t, ns_id, o.op, f, o.dfd, o.name, o.dfd2, o.name2, o.mode, o.uid, o.gid, o.raw2);
+		file_event(t, ns_id, o.op, f, o.dfd, o.name, o.dfd2, o.name2, o.mode, o.uid, o.gid, o.raw2,
+			   task_origin(t, ns_id));
 		return 0;
 	}
 	struct file *f = fd_file(t, (u64)ret);
@@ -369,12 +381,13 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & DW_S_IFMT) != DW_S_IFREG)
 		return 0;
 	struct dw_file_key k = {.mntns_id = ns_id, .ino = BPF_CORE_READ(f, f_inode, i_ino)};
+	k.origin = task_origin(t, ns_id);
 	if (bpf_map_lookup_elem(&file_seen, &k)) {
 		kstat_inc(DW_KSTAT_FILE_FOLDED);
 		return 0;
 	}
 	u8 one = 1;
 	bpf_map_update_elem(&file_seen, &k, &one, BPF_ANY);
-	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0, 0, 0, false);
+	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0, 0, 0, false, k.origin);
 	return 0;
 }

@@ -113,6 +113,10 @@ struct dw_net_key {
 	u16 sock_type;
 	u16 port;
 	u8 addr[16];
+	/* An exec session's endpoint is never folded into the container's own
+	 * (nor the reverse): one is learned, the other never is. */
+	u32 origin;
+	u32 _pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -125,6 +129,8 @@ struct {
 struct dw_file_key {
 	u64 mntns_id;
 	u64 ino;
+	u32 origin; /* an exec session's write is not folded into the container's */
+	u32 _pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -46,11 +46,9 @@ mod layout {
         assert_eq!(offset_of!(dw_exec, script), 128 + DW_PATH_LEN as usize);
         assert_eq!(offset_of!(dw_exec, args), 128 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
         assert_eq!(offset_of!(dw_exec, cgroup), 128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize);
-        assert_eq!(
-            size_of::<dw_exec>(),
-            128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize
-                + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize
-        );
+        let origin = 128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN + DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize;
+        assert_eq!(offset_of!(dw_exec, origin), origin);
+        assert_eq!(size_of::<dw_exec>(), origin + 8);
         // The kernel stores the record size in a u16.
         const { assert!(size_of::<dw_exec>() < u16::MAX as usize) };
     }
@@ -65,7 +63,8 @@ mod layout {
         assert_eq!(offset_of!(dw_net, addr), 56);
         assert_eq!(offset_of!(dw_net, comm), 72);
         assert_eq!(offset_of!(dw_net, cgroup), 88);
-        assert_eq!(size_of::<dw_net>(), 88 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
+        assert_eq!(offset_of!(dw_net, origin), 88 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
+        assert_eq!(size_of::<dw_net>(), 96 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
         assert_eq!(DW_KIND_NET, 2);
     }
 
@@ -81,6 +80,9 @@ mod layout {
         assert_eq!(offset_of!(dw_file, path), 96);
         assert_eq!(offset_of!(dw_file, path2), 96 + DW_PATH_LEN as usize);
         assert_eq!(offset_of!(dw_file, cgroup), 96 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
+        let origin = 96 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize;
+        assert_eq!(offset_of!(dw_file, origin), origin);
+        assert_eq!(size_of::<dw_file>(), origin + 8);
         assert_eq!(DW_KIND_FILE, 3);
     }
 
@@ -108,5 +110,8 @@ mod layout {
         assert_eq!(DW_SRC_MEMFD, 3);
         assert_eq!(DW_EXEC_DRIFT, 1);
         assert_eq!(DW_EXEC_ENTRYPOINT, 2);
+        assert_eq!((DW_ORIGIN_CONTAINER, DW_ORIGIN_EXEC_SESSION), (0, 1));
+        assert_eq!(DW_PROC_EXEC_SESSION, 4);
+        assert_eq!(DW_ABI_VERSION, 2);
     }
 }

@@ -54,6 +54,35 @@ impl ExeSource {
     }
 }
 
+/// Where a container process came from (mirrors `enum dw_origin`): the
+/// container's own process tree, descended from its init, or an exec session
+/// (`kubectl exec`, CRI ExecSync, `runc exec`, `nsenter`) and what it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    #[default]
+    Container,
+    ExecSession,
+}
+
+impl Origin {
+    fn from_raw(v: u32) -> Result<Self, DecodeError> {
+        Ok(match v {
+            abi::DW_ORIGIN_CONTAINER => Self::Container,
+            abi::DW_ORIGIN_EXEC_SESSION => Self::ExecSession,
+            other => return Err(DecodeError::BadValue { field: "origin", value: other as u64 }),
+        })
+    }
+
+    /// The JSON value of `driftwatch.process.origin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Container => "container",
+            Self::ExecSession => "exec_session",
+        }
+    }
+}
+
 /// `DW_EXEC_*` flag bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExecFlags(pub u32);
@@ -100,6 +129,8 @@ pub struct Process {
     pub uid: u32,
     /// Never-reused mount namespace id.
     pub mntns_id: u64,
+    /// The container's own process tree or an exec session (decided in the kernel).
+    pub origin: Origin,
     /// Task name (15 bytes at most).
     pub comm: String,
     /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>").
@@ -399,19 +430,22 @@ fn process(
     mntns_id: u64,
     comm: &[std::ffi::c_char],
     cgroup: &CgroupLevels,
-) -> Process {
+    origin: u32,
+) -> Result<Process, DecodeError> {
+    let origin = Origin::from_raw(origin)?;
     let ((comm, comm_escaped), (cgroup_path, cgroup_path_escaped)) = (c_str(comm), cgroup_path(cgroup));
-    Process {
+    Ok(Process {
         ktime_ns: hdr.ktime_ns,
         tgid: hdr.tgid,
         ppid,
         uid,
         mntns_id,
+        origin,
         comm,
         cgroup_path,
         comm_escaped,
         cgroup_path_escaped,
-    }
+    })
 }
 
 fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
@@ -432,7 +466,7 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink).then(|| c_str_len(&r.path2, r.path2_len));
     let (path, path_escaped) = without_trailing_slash(c_str_len(&r.path, r.path_len));
     Ok(FileEvent {
-        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup, r.origin)?,
         op,
         path,
         path_escaped,
@@ -466,7 +500,7 @@ fn decode_net(buf: &[u8]) -> Result<NetEvent, DecodeError> {
         other => return Err(DecodeError::BadValue { field: "family", value: other as u64 }),
     };
     Ok(NetEvent {
-        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup, r.origin)?,
         op,
         transport,
         addr,
@@ -487,7 +521,7 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
         (c_str(&r.parent_comm), c_str_len(&r.path, r.path_len));
     let (args, args_escaped) = split_args(&r.args, r.args_len);
     Ok(ExecEvent {
-        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup),
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup, r.origin)?,
         gid: r.gid,
         flags,
         exe_source: ExeSource::from_raw(r.exe_source)?,
@@ -715,6 +749,33 @@ pub(crate) mod tests {
         }
         let rec = net_record(|_| {});
         assert_eq!(decode(&rec[..rec.len() - 1]).unwrap_err().reason(), "bad_size");
+    }
+
+    /// Issue 11: every kind carries the process's origin; an unknown value is
+    /// rejected, never guessed.
+    #[test]
+    fn decodes_the_origin_of_every_kind() {
+        let exec = |o| exec_record(|r| r.origin = o);
+        let net = |o| net_record(|r| r.origin = o);
+        let file = |o| {
+            let mut r = abi::dw_file::default();
+            r.hdr.kind = abi::DW_KIND_FILE as u16;
+            r.hdr.size = size_of::<abi::dw_file>() as u16;
+            r.op = abi::DW_FILE_WRITE as u16;
+            r.origin = o;
+            let mut v = vec![0u8; size_of::<abi::dw_file>()];
+            // SAFETY: writing a POD into a buffer of exactly its size.
+            unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_file>(), r) };
+            v
+        };
+        for rec in [exec as fn(u32) -> Vec<u8>, net, file] {
+            assert_eq!(decode(&rec(abi::DW_ORIGIN_CONTAINER)).unwrap().process().origin, Origin::Container);
+            assert_eq!(decode(&rec(abi::DW_ORIGIN_EXEC_SESSION)).unwrap().process().origin, Origin::ExecSession);
+            let err = decode(&rec(7)).unwrap_err();
+            assert_eq!(err, DecodeError::BadValue { field: "origin", value: 7 });
+        }
+        assert_eq!((Origin::Container.as_str(), Origin::ExecSession.as_str()), ("container", "exec_session"));
+        assert_eq!(serde_json::to_value(Origin::ExecSession).unwrap(), "exec_session");
     }
 
     #[test]

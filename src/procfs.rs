@@ -63,6 +63,29 @@ pub fn scan(with_mntns: bool) -> Snapshot {
     snap
 }
 
+/// The start time of `pid` (clock ticks after boot, field 22 of its stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // After the comm's closing parenthesis (a comm may hold any byte): field 3 on.
+    let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    std::str::from_utf8(rest).ok()?.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Mount namespace inode -> its oldest live process (the container's main
+/// process: runc's init creates the namespace and outlives nothing in it).
+/// One pass over `/proc`, at startup.
+pub fn oldest_by_mntns() -> HashMap<u32, u32> {
+    let mut oldest: HashMap<u32, (u64, u32)> = HashMap::new();
+    for pid in pids() {
+        let (Some(ns), Some(t)) = (mntns_of(&format!("/proc/{pid}/ns/mnt")), start_time(pid)) else { continue };
+        let e = oldest.entry(ns).or_insert((t, pid));
+        if (t, pid) < *e {
+            *e = (t, pid);
+        }
+    }
+    oldest.into_iter().map(|(ns, (_, pid))| (ns, pid)).collect()
+}
+
 /// One live pid of `container_id`: the scan, stopped at the first match
 /// (for a container the periodic scan has not seen yet).
 pub fn live_pid_of(container_id: &str) -> Option<u32> {
@@ -88,5 +111,8 @@ mod tests {
         assert!(super::scan(true).mntns.contains_key(&me));
         assert!(super::scan(false).mntns.is_empty());
         assert!(super::mntns_of("/nonexistent").is_none());
+        // This test's process is younger than pid 1 of its namespace's oldest.
+        let oldest = super::oldest_by_mntns()[&me];
+        assert!(super::start_time(oldest) <= super::start_time(std::process::id()));
     }
 }

@@ -40,12 +40,14 @@ fn baseline_learning_then_drift_then_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = config(&dir);
-    let c = support::containerd().run(RunSpec::sleeper());
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    // Learning window: the container's own processes open a listener and a
+    // destination, which become the baseline (an exec session's would not:
+    // tests/e2e_exec_session.rs).
+    let own = "/bin/timeout 1 /bin/nc -l -p 8080; /bin/timeout 1 /bin/nc 127.0.0.2 9000; exec /bin/sleep 300";
+    let c = support::containerd().run(RunSpec::new(&["/bin/sh", "-c", own]));
     {
-        let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
-        // Learning window: a listener and a destination become the baseline.
-        briefly(&c, &["/bin/nc", "-l", "-p", "8080"]);
-        briefly(&c, &["/bin/nc", "127.0.0.2", "9000"]);
+        std::thread::sleep(Duration::from_millis(2500)); // the entrypoint's endpoints are open
         support::settle(&agent, &c);
         assert!(network(&agent, &c).is_empty(), "learning: {:#?}", network(&agent, &c));
         std::thread::sleep(Duration::from_millis(3500));
@@ -77,7 +79,8 @@ fn baseline_learning_then_drift_then_restart() {
         assert_eq!(listen["container.id"], c.id.as_str());
         assert_eq!(listen["driftwatch.baseline.workload"], format!("container/{}", c.id));
         assert!(listen.get("process.command_args").is_none(), "exec-only keys stay out: {listen:#}");
-    } // the agent stops and saves its baselines
+    }
+    drop(agent); // the agent stops and saves its baselines
 
     let saved = std::fs::read_to_string(dir.join("state/network-baselines.json")).expect("baseline persisted");
     assert!(saved.contains(&c.id), "{saved}");

@@ -407,12 +407,13 @@ fn run_and_check(lab: &Lab, docs: &[Value], tag: &str) -> Result<ChartPod, Broke
         &lab.ctrd.socket,
         PodSpec::new(&pod_name, "checkout").namespace("payments").label("pod-template-hash", "7d9f8b6c5d"),
     );
-    let api = neighbour.start_container("api", &["/bin/sleep", "300"]);
+    // Its entrypoint's listener is learned (an exec session's never is).
+    let entry = "/bin/timeout 1 /bin/nc -l -p 28789; exec /bin/sleep 300";
+    let api = neighbour.start_container("api", &["/bin/sh", "-c", entry]);
     let (code, _, err) = api.exec_sync(&["/bin/cp", "/bin/busybox", "/tmp/busybox"]).expect("ExecSync cp");
     assert_eq!(code, 0, "{err}");
     let marker = format!("drift-{tag}");
     let _ = api.exec_sync(&["/tmp/busybox", "true", &marker]);
-    let _ = api.exec_sync(&["/bin/timeout", "1", "/bin/nc", "-l", "-p", "28789"]);
     let f = match wait_for(&pod, "drift in the neighbour pod", Duration::from_secs(20), |f| {
         f["container.id"] == api.id.as_str() && f["process.command_args"].to_string().contains(&marker)
     }) {

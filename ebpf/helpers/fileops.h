@@ -284,7 +284,7 @@ static __always_inline bool named_op_of(unsigned long nr, struct pt_regs *regs, 
  * otherwise `name` (relative to `dfd`) names it. */
 static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op, struct file *f, long dfd,
 				       const char *name, long dfd2, const char *name2, u32 mode, u32 owner_uid,
-				       u32 owner_gid, bool raw2)
+				       u32 owner_gid, bool raw2, u32 origin)
 {
 	if (!file_rate_ok(ns_id))
 		return;
@@ -302,6 +302,8 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 	e->mntns_id = ns_id;
 	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	e->uid = (u32)bpf_get_current_uid_gid();
+	e->origin = origin;
+	e->_reserved = 0;
 	e->op = op;
 	e->flags = 0;
 	e->mode = mode;

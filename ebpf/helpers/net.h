@@ -7,6 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include "emit.h"
 #include "task.h"
+#include "origin.h"
 
 #define DW_AF_INET 2
 #define DW_AF_INET6 10
@@ -50,6 +51,7 @@ static __always_inline void emit_net(struct task_struct *t, u64 ns_id, struct dw
 {
 	k->mntns_id = ns_id;
 	bpf_get_current_comm(k->comm, sizeof(k->comm));
+	k->origin = task_origin(t, ns_id);
 	if (bpf_map_lookup_elem(&net_seen, k)) {
 		kstat_inc(DW_KSTAT_NET_FOLDED);
 		return;
@@ -72,6 +74,7 @@ static __always_inline void emit_net(struct task_struct *t, u64 ns_id, struct dw
 	e->port = k->port;
 	__builtin_memcpy(e->addr, k->addr, sizeof(e->addr));
 	__builtin_memcpy(e->comm, k->comm, sizeof(e->comm));
+	e->origin = k->origin;
 	task_cgroup_names(t, e->cgroup);
 	/* Network drift is judged against a baseline in userspace: no wakeup. */
 	emit_submit(e, DW_KIND_NET, false);

@@ -25,7 +25,7 @@ typedef uint32_t dw_u32;
 typedef uint64_t dw_u64;
 #endif
 
-#define DW_ABI_VERSION 1
+#define DW_ABI_VERSION 2
 
 /* Record kinds (dw_header.kind). 0 is never valid. */
 enum dw_kind {
@@ -51,6 +51,15 @@ enum dw_exe_source {
 	DW_SRC_DELETED = 4, /* no links left: fileless */
 	DW_SRC_TMPFS = 5, /* a tmpfs mount other than the root (emptyDir medium Memory) */
 	DW_SRC_VOLUME = 6, /* another mount inside the container (emptyDir, hostPath, ...) */
+};
+
+/* Where a container process came from (the origin field of dw_exec, dw_net
+ * and dw_file): the container's own process tree, descended from its init, or
+ * an exec session (kubectl exec, CRI ExecSync, runc exec, nsenter) and what
+ * that session started. */
+enum dw_origin {
+	DW_ORIGIN_CONTAINER = 0,
+	DW_ORIGIN_EXEC_SESSION = 1,
 };
 
 /* dw_exec.flags */
@@ -149,6 +158,8 @@ struct dw_exec {
 	char args[DW_ARGS_LEN];
 	/* cgroup path components, leaf first (cgroup[0] is the task's own cgroup) */
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+	dw_u32 origin; /* enum dw_origin */
+	dw_u32 _reserved;
 };
 
 /* dw_net.op */
@@ -170,6 +181,8 @@ struct dw_net {
 	dw_u8 addr[16]; /* network byte order; IPv4 in the first 4 bytes */
 	char comm[DW_COMM_LEN];
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+	dw_u32 origin; /* enum dw_origin */
+	dw_u32 _reserved;
 };
 
 /* dw_file.op */
@@ -208,6 +221,8 @@ struct dw_file {
 	char path[DW_PATH_LEN];
 	char path2[DW_SCRIPT_LEN];
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+	dw_u32 origin; /* enum dw_origin */
+	dw_u32 _reserved;
 };
 
 /* Kernel-side counters, one per CPU (summed by userspace). */
@@ -240,10 +255,11 @@ struct dw_kstats {
 struct dw_proc {
 	dw_u32 ppid;
 	dw_u32 flags; /* DW_PROC_* */
-	dw_u64 exec_ktime_ns;
+	dw_u64 exec_ktime_ns; /* 0: a process that predates the agent, entered for its origin */
 };
 
 #define DW_PROC_DRIFTED (1u << 0) /* this process image is drift */
 #define DW_PROC_ANCESTOR_DRIFTED (1u << 1)
+#define DW_PROC_EXEC_SESSION (1u << 2) /* origin: an exec session (inherited at fork) */
 
 #endif

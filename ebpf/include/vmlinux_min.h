@@ -198,6 +198,17 @@ struct pt_regs {
 	unsigned long orig_ax;
 };
 
+/* A pid as each pid namespace from the root down to `level` sees it. */
+struct upid {
+	int nr;
+	void *ns;
+};
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -211,6 +222,7 @@ struct task_struct {
 	struct css_set *cgroups;
 	struct mm_struct *mm;
 	struct files_struct *files;
+	struct pid *thread_pid;
 };
 
 #pragma clang attribute pop

@@ -384,6 +384,9 @@ fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
     }
     let mut live = snap.mntns;
     live.remove(&host);
+    // Each namespace's main process, for telling its tree from exec sessions
+    // where it is not pid 1 (pods sharing a pid namespace, hostPID).
+    let mains = procfs::oldest_by_mntns();
     let mut fallback = Vec::new();
     {
         let mut seen: BpfHashMap<_, u64, abi::dw_seen> = BpfHashMap::try_from(
@@ -394,7 +397,8 @@ fn seed_preexisting(ebpf: &mut Ebpf, host: u32) -> Result<bool, BpfError> {
             match mntns_unique_id(link) {
                 Some(id) => {
                     // Its main process started before us: its environment is unknown.
-                    let v = abi::dw_seen { main_tgid: 0, env_loader: 0, flags: abi::DW_SEEN_ENV_UNKNOWN as u16 };
+                    let main_tgid = mains.get(ino).copied().unwrap_or(0);
+                    let v = abi::dw_seen { main_tgid, env_loader: 0, flags: abi::DW_SEEN_ENV_UNKNOWN as u16 };
                     let _ = seen.insert(id, v, 0);
                 }
                 None => fallback.push(*ino),

@@ -344,6 +344,7 @@ mod tests {
             ppid: 1,
             uid: 0,
             mntns_id: 1,
+            origin: Default::default(),
             comm: "x".into(),
             cgroup_path: "k8s.io/0123".into(),
             comm_escaped: false,

@@ -100,8 +100,15 @@ impl Baselines {
         }
     }
 
-    /// Judges an endpoint of workload `key` at unix time `now`.
+    /// Judges an endpoint of workload `key` at unix time `now`, learning it
+    /// inside the window.
     pub fn observe(&mut self, key: &str, ep: Endpoint, now: u64) -> Verdict {
+        self.judge(key, ep, now, true)
+    }
+
+    /// Judges an endpoint; `learn: false` (an exec session's) never enters
+    /// the baseline: outside it, the endpoint is new even inside the window.
+    pub fn judge(&mut self, key: &str, ep: Endpoint, now: u64, learn: bool) -> Verdict {
         if !self.workloads.contains_key(key) {
             if self.workloads.len() >= self.max_workloads {
                 // Bounded: a node never holds more workloads than this. The
@@ -116,6 +123,11 @@ impl Baselines {
         let Some(w) = self.workloads.get_mut(key) else { return Verdict::New };
         if w.endpoints.contains(&ep) {
             return Verdict::Expected;
+        }
+        // What someone ran by hand in an exec session is not the workload's
+        // normal: it is judged, never learned.
+        if !learn {
+            return Verdict::New;
         }
         let learning = !w.full && now.saturating_sub(w.first_seen) < self.window.as_secs();
         if !learning {
@@ -179,6 +191,21 @@ mod tests {
         let d = |a: &str| Endpoint::new(NetOp::Connect, Transport::Tcp, a.parse().unwrap(), 443, "curl");
         assert_eq!(b.observe("shop/web", d("10.0.0.1"), 1062), Verdict::Learned);
         assert_eq!(b.observe("shop/web", d("10.0.0.2"), 2000), Verdict::New);
+    }
+
+    #[test]
+    fn exec_sessions_are_never_learned() {
+        let (mut b, _) = Baselines::load(None, Duration::from_secs(60), 16, 16);
+        // Inside the window: new to the baseline, and still new later.
+        assert_eq!(b.judge("w", ep(9999, "nc"), 1000, false), Verdict::New);
+        assert_eq!(b.judge("w", ep(9999, "nc"), 1001, false), Verdict::New);
+        assert_eq!(b.observe("w", ep(9999, "nc"), 1002), Verdict::Learned, "the container's own learns it");
+        // What the container learned is expected from an exec session too.
+        assert_eq!(b.judge("w", ep(9999, "nc"), 1003, false), Verdict::Expected);
+        assert_eq!(b.judge("w", ep(8080, "nc"), 1003, false), Verdict::New);
+        // An exec session starts the workload's clock like anything else.
+        assert_eq!(b.judge("x", ep(1, "a"), 1000, false), Verdict::New);
+        assert_eq!(b.observe("x", ep(1, "a"), 1061), Verdict::New, "window over");
     }
 
     #[test]

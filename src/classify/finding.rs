@@ -174,6 +174,11 @@ pub struct ProcessFacts {
     pub interactive: bool,
     #[serde(rename = "driftwatch.process.parent.name", skip_serializing_if = "String::is_empty")]
     pub parent_name: String,
+    /// `container` (the container's own process tree, descended from its
+    /// init) or `exec_session` (kubectl exec, CRI ExecSync, runc exec,
+    /// nsenter, and what they started).
+    #[serde(rename = "driftwatch.process.origin")]
+    pub origin: crate::event::Origin,
 }
 
 /// What the kernel record adds: the cgroup it saw, what it had to cut, and

@@ -116,7 +116,14 @@ fn loader_vars(bits: u16) -> Vec<&'static str> {
 
 /// The process keys every finding about a process carries.
 pub fn process_facts(p: &Process) -> ProcessFacts {
-    ProcessFacts { pid: p.tgid, parent_pid: p.ppid, exe_name: p.comm.clone(), uid: p.uid, ..Default::default() }
+    ProcessFacts {
+        pid: p.tgid,
+        parent_pid: p.ppid,
+        exe_name: p.comm.clone(),
+        uid: p.uid,
+        origin: p.origin,
+        ..Default::default()
+    }
 }
 
 /// `driftwatch.action` of an exec protect mode stopped.
@@ -366,6 +373,7 @@ mod tests {
                 ppid: 9,
                 uid: 0,
                 mntns_id: 5,
+                origin: Default::default(),
                 comm: comm.into(),
                 cgroup_path: format!("k8s.io/{ID}"),
                 comm_escaped: false,

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     config::NetworkRule,
     enrich::ContainerRef,
-    event::{NetEvent, NetOp},
+    event::{NetEvent, NetOp, Origin},
 };
 use std::{path::Path, sync::Mutex, time::Duration};
 
@@ -58,8 +58,10 @@ impl NetworkJudge {
             return Err(NoFinding::Allowed);
         }
         let ep = Endpoint::new(ev.op, ev.transport, ev.addr, ev.port, &ev.proc.comm);
+        // Exec sessions are never learned, even inside the learning window.
+        let learn = ev.proc.origin == Origin::Container;
         let verdict = match self.baselines.lock() {
-            Ok(mut b) => b.observe(workload, ep, unix_now()),
+            Ok(mut b) => b.judge(workload, ep, unix_now(), learn),
             Err(_) => Verdict::New,
         };
         match verdict {
@@ -72,8 +74,10 @@ impl NetworkJudge {
             NetOp::Listen | NetOp::BindUdp => (&rules::NETWORK_NEW_LISTENER, "listens on", "listen"),
         };
         let address = ev.addr.to_string();
+        let (session, never) =
+            if learn { ("", "") } else { (", started from an exec session,", " (exec sessions are never learned)") };
         let msg = format!(
-            "{} in container {} {what} {} {address} port {}, which its workload's baseline does not expect",
+            "{} in container {}{session} {what} {} {address} port {}, which its workload's baseline does not expect{never}",
             ev.proc.comm,
             c.short_id(),
             ev.transport.as_str(),
@@ -97,5 +101,72 @@ impl NetworkJudge {
             Ok(mut b) => b.save(),
             Err(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        enrich::CgroupLayout,
+        event::{Process, Transport},
+    };
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn listen(comm: &str, port: u16, origin: Origin) -> NetEvent {
+        NetEvent {
+            proc: Process {
+                ktime_ns: 1,
+                tgid: 10,
+                ppid: 9,
+                uid: 0,
+                mntns_id: 5,
+                origin,
+                comm: comm.into(),
+                cgroup_path: format!("k8s.io/{ID}"),
+                comm_escaped: false,
+                cgroup_path_escaped: false,
+            },
+            op: NetOp::Listen,
+            transport: Transport::Tcp,
+            addr: "0.0.0.0".parse().unwrap(),
+            port,
+        }
+    }
+
+    /// Issue 11: inside the learning window the container's own listener is
+    /// learned, an exec session's is a finding (and stays one).
+    #[test]
+    fn exec_sessions_are_judged_inside_the_learning_window() {
+        let mut cfg = Config::default();
+        cfg.rules.network.learning_window_s = 3600;
+        cfg.rules.network.allowed_ports.clear();
+        cfg.rules.network.state_dir.clear();
+        let (judge, err) = NetworkJudge::new(&cfg.rules.network);
+        assert!(err.is_none());
+        let (cl, c) = (
+            Classifier::new(&cfg),
+            ContainerRef { id: ID.into(), layout: CgroupLayout::ContainerdCgroupfs, pod_uid: None },
+        );
+        let w = "shop/Deployment/api/api";
+        assert_eq!(
+            judge.judge(&cl, &listen("nginx", 8080, Origin::Container), &c, w).unwrap_err(),
+            NoFinding::BaselineLearning
+        );
+        for _ in 0..2 {
+            let f = judge.judge(&cl, &listen("nc", 9999, Origin::ExecSession), &c, w).expect("a finding");
+            assert_eq!(f.rule, rules::NETWORK_NEW_LISTENER.name);
+            assert_eq!(f.process.as_ref().map(|p| p.origin), Some(Origin::ExecSession));
+            assert!(f.message.contains("exec session"), "{}", f.message);
+            let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
+            assert_eq!(v["driftwatch.process.origin"], "exec_session");
+        }
+        // Learned from the container: expected from an exec session too.
+        assert_eq!(
+            judge.judge(&cl, &listen("nginx", 8080, Origin::ExecSession), &c, w).unwrap_err(),
+            NoFinding::BaselineExpected
+        );
     }
 }

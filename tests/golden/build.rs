@@ -335,8 +335,10 @@ pub fn all() -> Vec<(String, String)> {
             "terminal_shell_in_container",
             exec_case(
                 &j,
+                // `kubectl exec -it ... bash`: an exec session.
                 Exec {
                     parent: "runc:[2:INIT]",
+                    raw: |r| r.origin = abi::DW_ORIGIN_EXEC_SESSION,
                     ..x("bash", "/bin/bash", &["bash"], abi::DW_SRC_IMAGE, abi::DW_EXEC_TTY)
                 },
                 true,
@@ -517,6 +519,16 @@ pub fn all() -> Vec<(String, String)> {
                     5353,
                 ),
             ),
+        ),
+        (
+            // `nc -l -p 9999` from `kubectl exec`: judged even inside the learning window.
+            "network_new_listener_exec_session",
+            net_case(&j, {
+                let mut rec = net_record(abi::DW_NET_LISTEN, 2, 1, &[0, 0, 0, 0], 9999);
+                let at = std::mem::offset_of!(abi::dw_net, origin);
+                rec[at..at + 4].copy_from_slice(&abi::DW_ORIGIN_EXEC_SESSION.to_ne_bytes());
+                rec
+            }),
         ),
         (
             "image_mutable_tag",

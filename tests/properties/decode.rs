@@ -8,7 +8,7 @@
 
 use driftwatch::abi;
 use driftwatch::enrich::cgroup::container_from_cgroup_path;
-use driftwatch::event::{DecodeError, Event, ExeSource, FileOp, NetOp, Transport, decode};
+use driftwatch::event::{DecodeError, Event, ExeSource, FileOp, NetOp, Origin, Transport, decode};
 use proptest::prelude::*;
 use std::ffi::c_char;
 use std::mem::size_of;
@@ -187,6 +187,7 @@ impl std::fmt::Debug for ExecIn {
             .field("script", &(r.script_len, shown(&r.script)))
             .field("args", &(r.args_len, shown(&r.args)))
             .field("cgroup", &shown_levels(&r.cgroup))
+            .field("origin", &r.origin)
             .field(
                 "argv",
                 &self
@@ -208,6 +209,7 @@ impl std::fmt::Debug for Net {
             .field("addr", &r.addr)
             .field("comm", &shown(&r.comm))
             .field("cgroup", &shown_levels(&r.cgroup))
+            .field("origin", &r.origin)
             .finish()
     }
 }
@@ -224,6 +226,7 @@ impl std::fmt::Debug for File {
             .field("path", &(r.path_len, shown(&r.path)))
             .field("path2", &(r.path2_len, shown(&r.path2)))
             .field("cgroup", &shown_levels(&r.cgroup))
+            .field("origin", &r.origin)
             .finish()
     }
 }
@@ -244,7 +247,7 @@ fn exec_record() -> impl Strategy<Value = ExecIn> {
         3 => argv().prop_map(|a| (a, None)),
         1 => sized_field(512).prop_map(|(b, l)| (vec![b], Some(l))),
     ];
-    (hdr, ids, kinds, names, args, cgroup_levels()).prop_map(
+    (hdr, ids, kinds, names, args, cgroup_levels(), origin()).prop_map(
         |(
             (ktime, cgid, cpu, tgid, pid),
             (ppid, uid, gid, mntns, ino, mntns_id, env),
@@ -252,8 +255,9 @@ fn exec_record() -> impl Strategy<Value = ExecIn> {
             (comm, parent, (path, path_len), (scr, script_len)),
             (args, args_len),
             cg,
+            origin,
         )| {
-            let mut r = abi::dw_exec::default();
+            let mut r = abi::dw_exec { origin, ..Default::default() };
             r.hdr.kind = abi::DW_KIND_EXEC as u16;
             r.hdr.size = size_of::<abi::dw_exec>() as u16;
             (r.hdr.ktime_ns, r.hdr.cgroup_id, r.hdr.cpu, r.hdr.tgid, r.hdr.pid) = (ktime, cgid, cpu, tgid, pid);
@@ -294,9 +298,9 @@ fn net_record() -> impl Strategy<Value = Net> {
     let family = prop_oneof![4 => Just(2u16), 4 => Just(10u16), 1 => any::<u16>()];
     let sock = prop_oneof![8 => 1u16..=2, 1 => any::<u16>()];
     let what = (op, family, sock, any::<u16>(), any::<[u8; 16]>());
-    (hdr, what, field_bytes(16), cgroup_levels()).prop_map(
-        |((ktime, tgid, mntns_id, ppid, uid), (op, family, sock_type, port, addr), comm, cg)| {
-            let mut r = abi::dw_net::default();
+    (hdr, what, field_bytes(16), cgroup_levels(), origin()).prop_map(
+        |((ktime, tgid, mntns_id, ppid, uid), (op, family, sock_type, port, addr), comm, cg, origin)| {
+            let mut r = abi::dw_net { origin, ..Default::default() };
             r.hdr.kind = abi::DW_KIND_NET as u16;
             r.hdr.size = size_of::<abi::dw_net>() as u16;
             (r.hdr.ktime_ns, r.hdr.tgid, r.mntns_id, r.ppid, r.uid) = (ktime, tgid, mntns_id, ppid, uid);
@@ -314,7 +318,7 @@ fn file_record() -> impl Strategy<Value = File> {
     let hdr = (any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>());
     let op = prop_oneof![8 => 1u16..=9, 1 => any::<u16>()];
     let what = (op, any::<u16>(), source(), any::<u32>(), any::<u32>(), any::<u32>());
-    (hdr, what, field_bytes(16), sized_field(512), sized_field(256), cgroup_levels()).prop_map(
+    (hdr, what, field_bytes(16), sized_field(512), sized_field(256), cgroup_levels(), origin()).prop_map(
         |(
             (ktime, tgid, mntns_id, ino, ppid, uid),
             (op, flags, src, mode, ouid, ogid),
@@ -322,8 +326,9 @@ fn file_record() -> impl Strategy<Value = File> {
             (path, path_len),
             (path2, path2_len),
             cg,
+            origin,
         )| {
-            let mut r = abi::dw_file::default();
+            let mut r = abi::dw_file { origin, ..Default::default() };
             r.hdr.kind = abi::DW_KIND_FILE as u16;
             r.hdr.size = size_of::<abi::dw_file>() as u16;
             (r.hdr.ktime_ns, r.hdr.tgid, r.mntns_id, r.ino, r.ppid, r.uid) = (ktime, tgid, mntns_id, ino, ppid, uid);
@@ -378,6 +383,19 @@ fn same_in_list(got: &str, escaped: bool, want: &[u8], what: &str) -> Result<(),
     Ok(())
 }
 
+/// `enum dw_origin`: mostly valid, sometimes not.
+fn origin() -> impl Strategy<Value = u32> {
+    prop_oneof![8 => 0u32..=1, 1 => any::<u32>()]
+}
+
+fn origin_of(v: u32) -> Option<Origin> {
+    match v {
+        abi::DW_ORIGIN_CONTAINER => Some(Origin::Container),
+        abi::DW_ORIGIN_EXEC_SESSION => Some(Origin::ExecSession),
+        _ => None,
+    }
+}
+
 fn source_of(v: u32) -> Option<ExeSource> {
     Some(match v {
         abi::DW_SRC_UNKNOWN => ExeSource::Unknown,
@@ -428,9 +446,11 @@ fn clean_script(p: &str) -> String {
 fn check_exec(input: &ExecIn, got: Result<Event, DecodeError>) -> Result<(), TestCaseError> {
     let r = &input.rec;
     let script = r.flags & abi::DW_EXEC_SCRIPT != 0;
-    let (Some(exe_source), Some(script_source)) =
-        (source_of(r.exe_source), if script { source_of(r.script_source) } else { Some(ExeSource::Unknown) })
-    else {
+    let (Some(exe_source), Some(script_source), Some(origin)) = (
+        source_of(r.exe_source),
+        if script { source_of(r.script_source) } else { Some(ExeSource::Unknown) },
+        origin_of(r.origin),
+    ) else {
         prop_assert_eq!(got.map_err(|e| e.reason()).err(), Some("bad_value"));
         return Ok(());
     };
@@ -441,6 +461,7 @@ fn check_exec(input: &ExecIn, got: Result<Event, DecodeError>) -> Result<(), Tes
     prop_assert_eq!((e.proc.mntns_id, e.ino, e.env_loader), (r.mntns_id, r.exe_ino, r.env_loader));
     prop_assert_eq!(e.flags.0, r.flags);
     prop_assert_eq!(e.exe_source, exe_source);
+    prop_assert_eq!(e.proc.origin, origin);
     check_process(&e.proc, &r.comm, &r.cgroup)?;
     same_name(&e.parent_comm, e.parent_comm_escaped, &str_bytes(&r.parent_comm, None), "parent_comm")?;
     same_name(&e.path, e.path_escaped, &str_bytes(&r.path, Some(r.path_len)), "path")?;
@@ -506,7 +527,7 @@ fn check_net(r: &abi::dw_net, got: Result<Event, DecodeError>) -> Result<(), Tes
         10 => Some(r.addr.into()),
         _ => None,
     };
-    let (Some(op), Some(transport), Some(addr)) = (op, transport, addr) else {
+    let (Some(op), Some(transport), Some(addr), Some(origin)) = (op, transport, addr, origin_of(r.origin)) else {
         prop_assert_eq!(got.map_err(|e| e.reason()).err(), Some("bad_value"));
         return Ok(());
     };
@@ -514,7 +535,7 @@ fn check_net(r: &abi::dw_net, got: Result<Event, DecodeError>) -> Result<(), Tes
     let Event::Net(e) = got else { return Err(TestCaseError::fail(format!("not a net event: {got:?}"))) };
     prop_assert_eq!((e.op, e.transport, e.addr, e.port), (op, transport, addr, r.port));
     prop_assert_eq!((e.proc.tgid, e.proc.ppid, e.proc.uid), (r.hdr.tgid, r.ppid, r.uid));
-    prop_assert_eq!((e.proc.ktime_ns, e.proc.mntns_id), (r.hdr.ktime_ns, r.mntns_id));
+    prop_assert_eq!((e.proc.ktime_ns, e.proc.mntns_id, e.proc.origin), (r.hdr.ktime_ns, r.mntns_id, origin));
     check_process(&e.proc, &r.comm, &r.cgroup)
 }
 
@@ -534,7 +555,7 @@ fn check_file(r: &abi::dw_file, got: Result<Event, DecodeError>) -> Result<(), T
             return Ok(());
         }
     };
-    let Some(source) = source_of(r.source) else {
+    let (Some(source), Some(origin)) = (source_of(r.source), origin_of(r.origin)) else {
         prop_assert_eq!(got.map_err(|e| e.reason()).err(), Some("bad_value"));
         return Ok(());
     };
@@ -545,7 +566,7 @@ fn check_file(r: &abi::dw_file, got: Result<Event, DecodeError>) -> Result<(), T
     prop_assert_eq!(e.owner, (op == FileOp::Chown).then_some((r.owner_uid, r.owner_gid)));
     prop_assert_eq!(e.path_truncated, r.flags as u32 & abi::DW_FILE_PATH_TRUNC != 0);
     prop_assert_eq!(e.target_truncated, two_names && r.flags as u32 & abi::DW_FILE_PATH2_TRUNC != 0);
-    prop_assert_eq!((e.proc.tgid, e.proc.ppid, e.proc.uid), (r.hdr.tgid, r.ppid, r.uid));
+    prop_assert_eq!((e.proc.tgid, e.proc.ppid, e.proc.uid, e.proc.origin), (r.hdr.tgid, r.ppid, r.uid, origin));
     check_process(&e.proc, &r.comm, &r.cgroup)?;
     // `dir/` (mkdir -p) is the path `dir`; "/" stays "/".
     let mut path = str_bytes(&r.path, Some(r.path_len));

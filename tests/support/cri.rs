@@ -81,6 +81,9 @@ pub struct PodSpec {
     pub uid: String,
     pub labels: HashMap<String, String>,
     pub annotations: HashMap<String, String>,
+    /// `shareProcessNamespace: true`: one pid namespace for the pod, whose
+    /// pid 1 is the sandbox's pause process.
+    pub share_pid: bool,
 }
 
 impl PodSpec {
@@ -94,7 +97,13 @@ impl PodSpec {
             uid: random_uuid(),
             labels,
             annotations: HashMap::new(),
+            share_pid: false,
         }
+    }
+    /// `shareProcessNamespace: true`.
+    pub fn share_process_namespace(mut self) -> PodSpec {
+        self.share_pid = true;
+        self
     }
     pub fn namespace(mut self, ns: &str) -> PodSpec {
         self.namespace = ns.to_string();
@@ -141,7 +150,7 @@ impl PodSpec {
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(host_network()),
+                    namespace_options: Some(host_network(self.share_pid)),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -151,11 +160,12 @@ impl PodSpec {
     }
 }
 
-/// hostNetwork: true (no CNI needed), private pid namespace per container, pod ipc.
-fn host_network() -> cri::NamespaceOption {
+/// hostNetwork: true (no CNI needed), private pid namespace per container
+/// (or one for the pod: `share_pid`), pod ipc.
+fn host_network(share_pid: bool) -> cri::NamespaceOption {
     cri::NamespaceOption {
         network: cri::NamespaceMode::Node as i32,
-        pid: cri::NamespaceMode::Container as i32,
+        pid: if share_pid { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container } as i32,
         ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
     }
@@ -258,7 +268,7 @@ impl Pod {
                     ..Default::default()
                 }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(host_network()),
+                    namespace_options: Some(host_network(self.spec.share_pid)),
                     masked_paths: vec!["/proc/kcore".into(), "/proc/keys".into()],
                     readonly_paths: vec!["/proc/sys".into()],
                     ..Default::default()

@@ -336,6 +336,9 @@ binary=$(echo "$out" | grep '"kind":"binary"' | grep '"driftwatch.exe.source":"u
 [ -z "$binary" ] || echo "$binary" | grep -q "\"driftwatch.cgroup.path\":\"k8s.io/$CID\"" || fails+=("binary finding lacks the kernel cgroup path k8s.io/$CID")
 shell=$(echo "$out" | grep '"kind":"shell"' | grep '"driftwatch.process.parent.name":"nsenter"' || true)
 [ -n "$shell" ] || fails+=("no shell finding for sh -c true (parent nsenter)")
+# Origin (issue 11): the container's own tree dropped the binary; nsenter is an exec session.
+[ -z "$binary" ] || echo "$binary" | grep -q '"driftwatch.process.origin":"container"' || fails+=("binary finding's origin is not container")
+[ -z "$shell" ] || echo "$shell" | grep -q '"driftwatch.process.origin":"exec_session"' || fails+=("nsenter shell's origin is not exec_session")
 echo "$out" | grep -q 'entry\.sh' && fails+=("the entrypoint (sh /entry.sh) was reported")
 
 echo
