@@ -142,31 +142,39 @@ fn learn_mode_learns_then_monitor_approves_what_was_learned() {
         sock,
         PodSpec::new("annotated-0", "annotated").namespace("policy-other").annotation("driftwatch.io/mode", "learn"),
     );
-    let c = p.start_container("app", &["/bin/sleep", "600"]);
-    let d = q.start_container("app", &["/bin/sleep", "600"]);
-    run(&c, &["/bin/mkdir", "-p", "/tmp/learned", "/tmp/unlearned"]);
-    run(&c, &["/bin/cp", "/bin/busybox", "/tmp/learned/busybox"]);
-    run(&c, &["/tmp/learned/busybox", "true"]);
-    run(&d, &["/bin/mkdir", "-p", "/tmp/learned"]);
-    run(&d, &["/bin/cp", "/bin/busybox", "/tmp/learned/busybox"]);
-    run(&d, &["/tmp/learned/busybox", "true"]);
+    let c = p.start_container("app", support::cri::TRIGGER_LOOP);
+    let d = q.start_container("app", support::cri::TRIGGER_LOOP);
+    let setup = "mkdir -p /tmp/learned /tmp/unlearned && cp /bin/busybox /tmp/learned/busybox && \
+                 cp /bin/busybox /tmp/unlearned/busybox";
+    // Learned: what the container's own processes run.
+    assert_eq!(c.run_in_tree(&format!("{setup} && /tmp/learned/busybox true")), 0);
+    assert_eq!(d.run_in_tree(&format!("{setup} && /tmp/learned/busybox true")), 0);
     let learned = "driftwatch_findings_learned_total{kind=\"binary\",rule=\"exec_new_binary\"}";
     wait_until("learned", &agent, || agent.metric(learned) == Some(2.0));
     wait_until("mode gauge", &agent, || agent.metric("driftwatch_workload_mode{mode=\"learn\"}") >= Some(2.0));
     assert_eq!(binaries(&agent, &c, "/tmp/learned/busybox") + binaries(&agent, &d, "/tmp/learned/busybox"), 0);
+    // Never learned: an exec session's drift is reported even in learn mode.
+    run(&c, &["/tmp/unlearned/busybox", "true"]);
+    let f = agent.wait_for("exec session in learn mode", |f| {
+        f["container.id"] == c.id.as_str() && f["process.executable.path"] == "/tmp/unlearned/busybox"
+    });
+    assert_eq!(f["driftwatch.process.origin"], "exec_session", "{f:#}");
     // Monitor now (the rule removed): what was learned is approved, the rest is drift.
     std::fs::write(&cfg, learn.replace("mode: learn", "mode: monitor")).unwrap();
     wait_until("reload", &agent, || agent.stderr().contains("config reloaded"));
-    run(&c, &["/tmp/learned/busybox", "true"]);
-    run(&c, &["/bin/cp", "/bin/busybox", "/tmp/unlearned/busybox"]);
-    run(&c, &["/tmp/unlearned/busybox", "true"]);
-    agent.wait_for("new drift", |f| {
-        f["container.id"] == c.id.as_str() && f["process.executable.path"] == "/tmp/unlearned/busybox"
-    });
+    assert_eq!(c.run_in_tree("/tmp/learned/busybox true"), 0);
+    assert_eq!(c.run_in_tree("/tmp/unlearned/busybox true"), 0);
+    wait_until("new drift from the container's tree", &agent, || binaries(&agent, &c, "/tmp/unlearned/busybox") == 2);
     let by_learned =
         "driftwatch_findings_approved_total{kind=\"binary\",rule=\"exec_new_binary\",approval=\"learned\"}";
     wait_until("approved as learned", &agent, || agent.metric(by_learned) == Some(1.0));
     assert_eq!(binaries(&agent, &c, "/tmp/learned/busybox"), 0);
+    // What the container learned does not approve an exec session running it.
+    run(&c, &["/tmp/learned/busybox", "true"]);
+    let f = agent.wait_for("exec session of a learned binary", |f| {
+        f["container.id"] == c.id.as_str() && f["process.executable.path"] == "/tmp/learned/busybox"
+    });
+    assert_eq!(f["driftwatch.process.origin"], "exec_session", "{f:#}");
     drop(agent);
     // Saved at shutdown, in the state directory.
     let saved = std::fs::read_to_string(dir.join("learned.json")).expect("learned.json saved");

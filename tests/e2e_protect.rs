@@ -357,11 +357,12 @@ fn learned_binaries_run_in_protect_mode_and_a_reload_rearms_or_disarms() {
     let spec =
         PodSpec::new("batch-6d7e8f9a0b-l34rn", "batch").namespace("learnt").label("pod-template-hash", "6d7e8f9a0b");
     let mut pod = Pod::run(sock, spec);
-    let c = pod.start_container("app", &["/bin/sleep", "300"]);
+    let c = pod.start_container("app", support::cri::TRIGGER_LOOP);
 
-    // Learn mode: the dropped tool runs and is learned, not reported.
+    // Learn mode: the dropped tool runs and is learned, not reported. Run by
+    // the container's own tree: an exec session's drift is never learned.
     sh(&c, "cp /bin/busybox /tmp/sh && cp /bin/busybox /tmp/true");
-    assert_eq!(run(&c, &["/tmp/sh", "-c", "true"]).0, 0);
+    assert_eq!(c.run_in_tree("/tmp/sh -c true"), 0);
     let series = "driftwatch_findings_learned_total{kind=\"binary\",rule=\"exec_new_binary\"}";
     let deadline = Instant::now() + Duration::from_secs(15);
     while agent.metric(series).unwrap_or(0.0) < 1.0 {

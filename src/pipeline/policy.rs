@@ -46,6 +46,7 @@ impl PolicyGate {
     pub fn replace(&self, p: Policy) -> String {
         let mut g = write(&self.current);
         let diff = p.diff(&g);
+        p.inherit_notes(&g);
         *g = Arc::new(p);
         diff
     }
@@ -99,9 +100,12 @@ impl PolicyGate {
         let sig = signature(&subject);
         let by_spec =
             if policy.compiled.approve_pod_spec { meta.as_deref().and_then(|m| self.pod_spec(f, m)) } else { None };
+        // An exec session (kubectl exec, runc exec, nsenter) is never learned,
+        // nor approved by what the container's own processes taught.
+        let session = f.process.as_ref().is_some_and(|p| p.origin == crate::event::Origin::ExecSession);
         let approval = match by_spec.or_else(|| policy.approve(&scope, &subject, now)) {
             Some(name) => Some(name.to_string()),
-            None if self.learned.knows(&key, &sig) => Some("learned".to_string()),
+            None if !session && self.learned.knows(&key, &sig) => Some("learned".to_string()),
             None => None,
         };
         if let Some(name) = approval {
@@ -118,7 +122,7 @@ impl PolicyGate {
             f.approval = Some(name);
             return Gate::Emit;
         }
-        if mode == Mode::Learn {
+        if mode == Mode::Learn && !session {
             if self.learned.learn(&key, sig) == Learn::Full {
                 self.metrics.policy.learned_full();
             }

@@ -174,6 +174,18 @@ impl Policy {
         }
     }
 
+    /// Keeps `old`'s once-only notes for approvals of the same name (a reload
+    /// does not log an expired approval again).
+    pub fn inherit_notes(&self, old: &Policy) {
+        for (i, a) in self.compiled.approvals.iter().enumerate() {
+            if let Some(j) = old.compiled.approvals.iter().position(|o| o.name == a.name)
+                && old.expired_logged[j].load(Ordering::Relaxed)
+            {
+                self.expired_logged[i].store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether some approval needs the process's executable path.
     pub fn needs_executable(&self) -> bool {
         self.compiled.approvals.iter().any(|a| a.m.needs_executable())

@@ -358,7 +358,37 @@ fn remove_pod_dirs(spec: &PodSpec) {
     }
 }
 
+/// A container command whose entrypoint runs what [`CriContainer::run_in_tree`]
+/// hands it: processes of the container's own tree (origin `container`), not
+/// of an exec session.
+pub const TRIGGER_LOOP: &[&str] = &[
+    "/bin/sh",
+    "-c",
+    "while :; do for f in /tmp/run-*; do [ -e \"$f\" ] || continue; c=$(cat \"$f\"); rm -f \"$f\"; sh -c \"$c\"; echo \"$?\" > \"/tmp/done-${f#/tmp/run-}\"; done; sleep 0.05; done",
+];
+
 impl CriContainer {
+    /// Runs `cmd` (a shell command line) from the container's entrypoint
+    /// (started with [`TRIGGER_LOOP`]) and waits for its exit code. The hand-off
+    /// itself is an exec session (ExecSync), the command is not.
+    pub fn run_in_tree(&self, cmd: &str) -> i32 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let quoted = cmd.replace('\'', "'\\''");
+        let hand = format!("echo '{quoted}' > /tmp/.run-{n} && mv /tmp/.run-{n} /tmp/run-{n}");
+        let (code, _, err) = self.exec_sync(&["/bin/sh", "-c", &hand]).expect("ExecSync hand-off");
+        assert_eq!(code, 0, "hand-off of {cmd:?}: {err}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((0, out, _)) = self.exec_sync(&["/bin/cat", &format!("/tmp/done-{n}")]) {
+                return out.trim().parse().unwrap_or(-1);
+            }
+            assert!(std::time::Instant::now() < deadline, "{cmd:?} not run by the entrypoint in 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// ExecSync: runs `cmd` in the container through the runtime (kubectl exec without
     /// a tty). Returns (exit code, stdout, stderr).
     pub fn exec_sync(&self, cmd: &[&str]) -> Result<(i32, String, String), String> {
