@@ -11,7 +11,11 @@
 //!   `--emit-all-execs` sends for `container_exec_true`);
 //! - `shell_finding_json`: + a `shell_in_container` finding: metrics, the
 //!   per-container series, the fan-out queue, and the JSON line the stdout
-//!   sink writes (to `io::sink()`), as in `container_exec_sh`.
+//!   sink writes (to `io::sink()`), as in `container_exec_sh`;
+//! - `shell_finding_no_gate`: the same without the policy gate (A/B);
+//! - `shell_finding_100_approvals`: the same through a policy of 100
+//!   approvals none of which matches (each is checked), against the default
+//!   empty policy of `shell_finding_json` (the agent always has a policy gate).
 //!
 //! Node-only mode (no runtime): the finding goes out with
 //! `driftwatch.metadata.complete: false`, without waiting. Plain `std::time`
@@ -24,7 +28,7 @@ use driftwatch::{
     containers::{Registry, RegistryConfig},
     event,
     metrics::{FindingLabels, Metrics},
-    pipeline::{Deps, Emitter, Pipeline, Redaction},
+    pipeline::{Deps, Emitter, Pipeline, PolicyGate, Redaction},
     sink::{Fanout, json},
 };
 use std::{hint::black_box, io::Write, mem::size_of, sync::Arc, time::Instant};
@@ -88,8 +92,15 @@ fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
     med
 }
 
-fn pipeline() -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
-    let mut cfg = Config::default();
+fn pipeline(policy: &str) -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
+    pipeline_with(Some(policy))
+}
+
+/// `None`: no policy gate at all (the agent before policies), for the A/B.
+fn pipeline_with(
+    policy: Option<&str>,
+) -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
+    let mut cfg = Config::from_yaml(policy.unwrap_or_default(), "bench.yaml").expect("bench policy");
     cfg.runtime.enabled = false;
     let classifier = Arc::new(Classifier::new(&cfg));
     let metrics = Arc::new(Metrics::new());
@@ -105,9 +116,16 @@ fn pipeline() -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Findin
         Registry::new(RegistryConfig::default(), None, None, metrics.registry_stats.clone(), metrics.cri.clone());
     // As the agent: every finding redacted (the default policy) before the fan-out.
     let redaction = cfg.redaction.redactor().expect("valid").map(|r| Redaction::new(r, &metrics));
-    let emitter = Arc::new(
-        Emitter::new(registry.clone(), metrics.clone(), fanout, std::time::Duration::ZERO).with_redaction(redaction),
-    );
+    let compiled = driftwatch::policy::compile::compile(&cfg.policy).expect("bench policy compiles");
+    let gate = Arc::new(PolicyGate::new(
+        driftwatch::policy::Policy::new(compiled),
+        driftwatch::policy::learned::Learned::open(None).0,
+        registry.clone(),
+        metrics.clone(),
+    ));
+    let emitter =
+        Emitter::new(registry.clone(), metrics.clone(), fanout, std::time::Duration::ZERO).with_redaction(redaction);
+    let emitter = Arc::new(if policy.is_some() { emitter.with_policy(gate) } else { emitter });
     let deps = Deps {
         classifier,
         emitter,
@@ -172,19 +190,35 @@ fn main() {
         }
     });
 
-    let (p, mut rx, m) = pipeline();
+    let (p, mut rx, m) = pipeline("");
     let mut out = std::io::BufWriter::new(std::io::sink());
     let mut jbuf = Vec::with_capacity(4096);
     let recs = [true_rec];
     measure("classify_no_finding", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
     assert!(rx.try_recv().is_err(), "an image /bin/true is no finding");
 
-    let (p, mut rx, m) = pipeline();
+    let (p, mut rx, m) = pipeline("");
     let recs = [sh_rec.clone()];
     measure("shell_finding_json", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
 
+    let (p, mut rx, m) = pipeline_with(None);
+    measure("shell_finding_no_gate", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+    // Again with the gate: the stages alternate, so a drift of the host shows.
+    let (p, mut rx, m) = pipeline("");
+    measure("shell_finding_json", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+
+    let approvals: String = (0..100)
+        .map(|i| {
+            format!(
+                "    - {{name: a{i}, reason: bench, match: {{namespace: 'team-{i}-*', kind: shell, command_args: '*--x{i}*'}}}}\n"
+            )
+        })
+        .collect();
+    let (p, mut rx, m) = pipeline(&format!("policy:\n  approvals:\n{approvals}"));
+    measure("shell_finding_100_approvals", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+
     // The JSON line alone, for reference.
-    let (p, mut rx, _) = pipeline();
+    let (p, mut rx, _) = pipeline("");
     p.handle(event::decode(&sh_rec).expect("valid record"));
     let f = rx.try_recv().expect("a shell finding");
     let mut line = Vec::with_capacity(4096);

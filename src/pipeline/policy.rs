@@ -76,36 +76,50 @@ impl PolicyGate {
         policy.mode_for(&scope, Some(&meta.pod_annotations))
     }
 
-    /// Judges `f` (metadata and workload already applied).
+    /// Judges `f` (metadata and workload already applied). Without
+    /// approvals, modes or anything learned this is a few lookups: the
+    /// subject and signature are built only when something will read them.
     pub fn judge(&self, f: &mut Finding) -> Gate {
         let policy = self.policy();
         let meta = self.registry.cached(&f.container_id);
-        let scope = Scope::of(f);
+        let annotations = meta.as_deref().map(|m| &m.pod_annotations);
         let mode = match &meta {
-            Some(m) => self.mode_of(m).0,
-            None => policy.mode_for(&scope, None).0,
+            Some(m) if !policy.compiled.modes.is_empty() => self.mode_of(m).0,
+            // No rules: the annotation or the default decides, nothing to build.
+            _ => policy.mode_for(&Scope::default(), annotations).0,
         };
-        // Network and file records name the process, not its executable: read
-        // it from /proc only when an approval asks for it.
-        let (exe, parent) = match &f.process {
-            Some(p) if p.exe_path.is_empty() && policy.needs_executable() => {
-                (crate::procfs::exe_path(p.pid), crate::procfs::exe_path(p.parent_pid))
-            }
-            Some(p) if policy.needs_executable() => (None, crate::procfs::exe_path(p.parent_pid)),
-            _ => (None, None),
-        };
-        let subject = Subject::of(f, exe.as_deref(), parent.as_deref());
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let key = workload_key(f);
-        let sig = signature(&subject);
         let by_spec =
             if policy.compiled.approve_pod_spec { meta.as_deref().and_then(|m| self.pod_spec(f, m)) } else { None };
         // An exec session (kubectl exec, runc exec, nsenter) is never learned,
         // nor approved by what the container's own processes taught.
         let session = f.process.as_ref().is_some_and(|p| p.origin == crate::event::Origin::ExecSession);
-        let approval = match by_spec.or_else(|| policy.approve(&scope, &subject, now)) {
+        let learning = mode == Mode::Learn && !session;
+        let check_learned = !session && !self.learned.is_empty();
+        let mut learned_sig = None;
+        let approval = match by_spec {
             Some(name) => Some(name.to_string()),
-            None if !session && self.learned.knows(&key, &sig) => Some("learned".to_string()),
+            None if !policy.compiled.approvals.is_empty() || learning || check_learned => {
+                // Network and file records name the process, not its
+                // executable: read it from /proc only when an approval asks.
+                let (exe, parent) = match &f.process {
+                    Some(p) if p.exe_path.is_empty() && policy.needs_executable() => {
+                        (crate::procfs::exe_path(p.pid), crate::procfs::exe_path(p.parent_pid))
+                    }
+                    Some(p) if policy.needs_executable() => (None, crate::procfs::exe_path(p.parent_pid)),
+                    _ => (None, None),
+                };
+                let subject = Subject::of(f, exe.as_deref(), parent.as_deref());
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                match policy.approve(&Scope::of(f), &subject, now) {
+                    Some(name) => Some(name.to_string()),
+                    None => {
+                        let (key, sig) = (workload_key(f), signature(&subject));
+                        let known = check_learned && self.learned.knows(&key, &sig);
+                        learned_sig = Some((key, sig));
+                        known.then(|| "learned".to_string())
+                    }
+                }
+            }
             None => None,
         };
         if let Some(name) = approval {
@@ -122,7 +136,7 @@ impl PolicyGate {
             f.approval = Some(name);
             return Gate::Emit;
         }
-        if mode == Mode::Learn && !session {
+        if learning && let Some((key, sig)) = learned_sig {
             if self.learned.learn(&key, sig) == Learn::Full {
                 self.metrics.policy.learned_full();
             }

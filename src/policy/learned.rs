@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 /// Most signatures kept per workload.
@@ -39,6 +42,8 @@ struct Store {
 pub struct Learned {
     store: Mutex<(Store, bool)>,
     path: Option<PathBuf>,
+    /// Signatures kept, readable without the lock (every finding asks).
+    total: AtomicUsize,
 }
 
 /// Result of [`Learned::learn`].
@@ -65,7 +70,8 @@ impl Learned {
             }
             _ => Store::default(),
         };
-        (Learned { store: Mutex::new((store, false)), path: path.map(Path::to_path_buf) }, warning)
+        let total = AtomicUsize::new(store.workloads.values().map(BTreeSet::len).sum());
+        (Learned { store: Mutex::new((store, false)), path: path.map(Path::to_path_buf), total }, warning)
     }
 
     pub fn learn(&self, workload: &str, sig: String) -> Learn {
@@ -82,6 +88,7 @@ impl Learned {
             return Learn::Full;
         }
         set.insert(sig);
+        self.total.fetch_add(1, Ordering::Relaxed);
         *dirty = true;
         Learn::New
     }
@@ -98,7 +105,7 @@ impl Learned {
 
     /// Signatures learned, over all workloads.
     pub fn len(&self) -> usize {
-        lock(&self.store).0.workloads.values().map(BTreeSet::len).sum()
+        self.total.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
