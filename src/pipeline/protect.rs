@@ -78,6 +78,9 @@ impl Protector {
     /// through one of its processes, so a container that predates the agent
     /// is armed before its first drift rather than at it.
     fn on_added(self: &Arc<Self>, id: &str, pid: u32) {
+        // Added from a runtime listing before any scan saw a process of it:
+        // find one now (once per container), or it would wait for an exec.
+        let pid = if pid == 0 { crate::procfs::live_pid_of(id).unwrap_or(0) } else { pid };
         let Some(ns) = (pid != 0).then(|| crate::bpf::mntns_unique_id(&format!("/proc/{pid}/ns/mnt"))).flatten() else {
             return;
         };
