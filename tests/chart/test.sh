@@ -85,4 +85,27 @@ for bad in "--set alertmanager.url=http://a:9093 --set alertmanager.urls={http:/
 done
 echo "chart: contradictory alertmanager values fail to render"
 
+# The policy is reloaded in place: changing it must not roll the DaemonSet (the
+# pods' config checksum stays), while changing anything else must; and it is
+# rendered into the config the agent loads.
+checksum() { "$HELM" template driftwatch "$chart" "$@" | grep -m1 'checksum/config:'; }
+base=$(checksum)
+pol=$(checksum --set 'policy.approvals[0].name=ci' --set 'policy.approvals[0].reason=builds' \
+  --set 'policy.approvals[0].match.namespace=ci' --set policy.defaultMode=learn)
+sensor=$(checksum --set sensors.files=false)
+[ -n "$base" ] && [ "$base" = "$pol" ] || { echo "chart: a policy change rolls the DaemonSet ($base vs $pol)" >&2; exit 1; }
+[ "$base" != "$sensor" ] || { echo "chart: a sensor change does not change the config checksum" >&2; exit 1; }
+"$HELM" template driftwatch "$chart" --show-only templates/configmap.yaml --set 'policy.approvals[0].name=ci' \
+  --set 'policy.approvals[0].reason=builds' --set 'policy.approvals[0].match.namespace=ci' --set policy.defaultMode=learn \
+  | "$PY" -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); print(d["data"]["config.yaml"])' > "$out/policy-config.yaml"
+"$agent" check-config --no-file-checks "$out/policy-config.yaml" >/dev/null
+grep -q 'default_mode: learn' "$out/policy-config.yaml" && grep -q 'name: ci' "$out/policy-config.yaml" \
+  || { echo "chart: policy values not in the rendered config" >&2; exit 1; }
+for bad in policy.defaultMode=block 'policy.approvals[0].name=x' policy.emitApproved=yes 'policy.modes[0].mode=learn'; do
+  if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
+    echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
+  fi
+done
+echo "chart: policy values render into the config, are checked by the schema, and do not roll the DaemonSet"
+
 "$PY" tests/chart/check_rendered.py "$out" "$agent"
