@@ -37,6 +37,13 @@ struct allow_walk {
 	bool allowed;
 };
 
+static __always_inline bool allow_has(u64 ns_id, u64 h, u32 source, u32 bit)
+{
+	struct dw_allow_key k = {.mntns_id = ns_id, .hash = allow_key_hash(h, source)};
+	u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
+	return a && (*a & bit);
+}
+
 /* One byte: fold it in; at a '/', the prefix so far is a directory that a
  * `dir/` + `**` approval may cover. */
 static long allow_step(u32 i, void *arg)
@@ -52,21 +59,12 @@ static long allow_step(u32 i, void *arg)
 	w->h = (w->h ^ c) * DW_FNV_PRIME;
 	if (c == '/') {
 		w->dir_h = w->h;
-		struct dw_allow_key k = {.mntns_id = w->ns_id, .hash = allow_key_hash(w->h, w->source)};
-		u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
-		if (a && (*a & DW_ALLOW_TREE)) {
+		if (allow_has(w->ns_id, w->h, w->source, DW_ALLOW_TREE)) {
 			w->allowed = true;
 			return 1;
 		}
 	}
 	return 0;
-}
-
-static __always_inline bool allow_has(u64 ns_id, u64 h, u32 source, u32 bit)
-{
-	struct dw_allow_key k = {.mntns_id = ns_id, .hash = allow_key_hash(h, source)};
-	u32 *a = bpf_map_lookup_elem(&protect_allow, &k);
-	return a && (*a & bit);
 }
 
 /* An approval the kernel can decide covers the executable: its exact path,
