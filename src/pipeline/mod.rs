@@ -245,9 +245,9 @@ impl Pipeline {
         let key = match &meta {
             Some(Lookup::Found(m)) if !m.pod_name.is_empty() => {
                 let w = workload::from_pod(&m.pod_name, &m.pod_labels);
-                format!("{}/{}/{}/{}", m.namespace, w.kind, w.name, m.container_name)
+                policy::baseline_key(&m.namespace, w.kind, &w.name, &m.container_name)
             }
-            _ => format!("container/{}", c.id),
+            _ => policy::container_key(&c.id),
         };
         let emitter = &self.d.emitter;
         let mut f = match judge.judge(&self.d.classifier, ev, c, &key) {

@@ -55,25 +55,22 @@ impl PolicyGate {
         &self.learned
     }
 
+    /// What the registry knows of a container, for container-scope keys:
+    /// the API's owner workload when it knows the pod, else the label heuristic.
+    pub fn container_scope<'a>(&self, meta: &'a ContainerMeta) -> ContainerScope<'a> {
+        let workload = (!meta.pod_name.is_empty()).then(|| {
+            self.registry.workload(&meta.namespace, &meta.pod_name).unwrap_or_else(|| {
+                let w = crate::enrich::workload::from_pod(&meta.pod_name, &meta.pod_labels);
+                (w.kind, w.name)
+            })
+        });
+        ContainerScope { meta, workload, image: crate::policy::image_name(&meta.image) }
+    }
+
     /// The mode of a container the runtime described.
     pub fn mode_of(&self, meta: &ContainerMeta) -> (Mode, ModeSource) {
-        let policy = self.policy();
-        let w = crate::enrich::workload::from_pod(&meta.pod_name, &meta.pod_labels);
-        let (kind, name) = match self.registry.workload(&meta.namespace, &meta.pod_name) {
-            Some((k, n)) => (k, n),
-            None => (w.kind, w.name),
-        };
-        let image = crate::policy::image_name(&meta.image);
-        let scope = Scope {
-            namespace: Some(&meta.namespace),
-            workload: Some(&name),
-            workload_kind: Some(kind),
-            pod_labels: Some(&meta.pod_labels),
-            labels_prefixed: false,
-            container: Some(&meta.container_name),
-            image: image.as_deref(),
-        };
-        policy.mode_for(&scope, Some(&meta.pod_annotations))
+        let c = self.container_scope(meta);
+        self.policy().mode_for(&c.scope(), Some(&meta.pod_annotations))
     }
 
     /// Judges `f` (metadata and workload already applied). Without
@@ -183,8 +180,55 @@ impl PolicyGate {
 pub fn workload_key(f: &Finding) -> String {
     let k = &f.k8s;
     match (&k.namespace, k.workload_kind, &k.workload_name, &k.container_name) {
-        (Some(ns), Some(kind), Some(name), Some(c)) => format!("{ns}/{kind}/{name}/{c}"),
-        _ => format!("container/{}", f.container_id),
+        (Some(ns), Some(kind), Some(name), Some(c)) => baseline_key(ns, kind, name, c),
+        _ => container_key(&f.container_id),
+    }
+}
+
+/// A workload container's baseline key (learned signatures, network baselines).
+pub fn baseline_key(namespace: &str, kind: &str, workload: &str, container: &str) -> String {
+    format!("{namespace}/{kind}/{workload}/{container}")
+}
+
+/// The baseline key of a container the runtime cannot place in a workload.
+pub fn container_key(id: &str) -> String {
+    format!("container/{id}")
+}
+
+/// A container's metadata with what is derived from it once: its workload
+/// and normalised image. An empty value is unknown (it matches no key), as
+/// in findings.
+pub struct ContainerScope<'a> {
+    pub meta: &'a ContainerMeta,
+    /// (kind, name); None without a pod.
+    pub workload: Option<(&'static str, String)>,
+    pub image: Option<String>,
+}
+
+impl ContainerScope<'_> {
+    pub fn scope(&self) -> Scope<'_> {
+        let m = self.meta;
+        fn some(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
+        Scope {
+            namespace: some(&m.namespace),
+            workload: self.workload.as_ref().map(|w| w.1.as_str()),
+            workload_kind: self.workload.as_ref().map(|w| w.0),
+            pod_labels: Some(&m.pod_labels),
+            labels_prefixed: false,
+            container: some(&m.container_name),
+            image: self.image.as_deref(),
+        }
+    }
+
+    /// The key findings of this container are learned under ([`workload_key`]).
+    pub fn workload_key(&self) -> String {
+        let m = self.meta;
+        match &self.workload {
+            Some((kind, name)) => baseline_key(&m.namespace, kind, name, &m.container_name),
+            None => container_key(&m.container_id),
+        }
     }
 }
 

@@ -14,12 +14,12 @@ use crate::{
     bpf::protect::ProtectMaps,
     clock::BootClock,
     containers::{Change, Registry},
-    enrich::{ContainerRef, cri::Lookup, workload},
+    enrich::{ContainerRef, cri::Lookup},
     event::ExecEvent,
     locks::lock,
     pipeline::PolicyGate,
     policy::{
-        self, Mode, Scope,
+        Mode,
         protect::{kernel_approvals, learned_allows},
     },
 };
@@ -119,22 +119,8 @@ impl Protector {
             if meta.container_name.is_empty() && !meta.pod_name.is_empty() {
                 return;
             }
-            let w = (!meta.pod_name.is_empty()).then(|| {
-                me.registry.workload(&meta.namespace, &meta.pod_name).unwrap_or_else(|| {
-                    let w = workload::from_pod(&meta.pod_name, &meta.pod_labels);
-                    (w.kind, w.name)
-                })
-            });
-            let image = policy::image_name(&meta.image);
-            let scope = Scope {
-                namespace: (!meta.namespace.is_empty()).then_some(meta.namespace.as_str()),
-                workload: w.as_ref().map(|w| w.1.as_str()),
-                workload_kind: w.as_ref().map(|w| w.0),
-                pod_labels: Some(&meta.pod_labels),
-                labels_prefixed: false,
-                container: (!meta.container_name.is_empty()).then_some(meta.container_name.as_str()),
-                image: image.as_deref(),
-            };
+            let c = me.gate.container_scope(&meta);
+            let scope = c.scope();
             // The same mode the policy gate gives its findings (a bad
             // annotation value is logged there).
             let (mode, source) = me.gate.mode_of(&meta);
@@ -147,11 +133,7 @@ impl Protector {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let mut k = kernel_approvals(&me.gate.policy(), &scope, now);
             // What learn mode saw of this workload (the key findings are learned under).
-            let key = match &w {
-                Some((kind, name)) => format!("{}/{kind}/{name}/{}", meta.namespace, meta.container_name),
-                None => format!("container/{id}"),
-            };
-            let learned = learned_allows(&me.gate.learned().of(&key));
+            let learned = learned_allows(&me.gate.learned().of(&c.workload_key()));
             let learned_n = learned.len();
             k.allows.extend(learned);
             for name in &k.undecidable {
