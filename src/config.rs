@@ -7,10 +7,12 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 mod exports;
 mod locate;
 mod redaction;
+mod response;
 
 pub use exports::{AlertmanagerUrl, secret_file};
 use locate::{At, Seg, humanize, locate, repeated};
 pub use redaction::{BuiltinPatterns, Pattern as RedactionPattern, Redaction};
+pub use response::{AdminAddr, AllowRule, Capture, Quarantine, Response, Retention, STEPS};
 
 /// The embedded default configuration (also the documented reference).
 pub const DEFAULT_YAML: &str = include_str!("default-config.yaml");
@@ -30,6 +32,12 @@ pub struct Config {
     /// probes), with its own connection budget; `None`: the probes are served
     /// on `metrics_addr` only.
     pub health_addr: Option<SocketAddr>,
+    /// The admin API (src/admin/): `unix:///path` or `host:port`; empty: off.
+    #[serde(default)]
+    pub admin_addr: String,
+    /// Bearer token the admin API requires (mandatory on TCP).
+    #[serde(default)]
+    pub admin_token_file: String,
     pub sensor: Sensor,
     pub pipeline: Pipeline,
     pub rules: Rules,
@@ -48,6 +56,9 @@ pub struct Config {
     /// Approvals and modes (src/policy/); reloaded without a restart.
     #[serde(default)]
     pub policy: crate::policy::spec::PolicySpec,
+    /// Evidence capture and node quarantine (src/respond/).
+    #[serde(default)]
+    pub response: Response,
 }
 
 /// Kubernetes API access (src/enrich/kube.rs): owner workloads, pod specs,
@@ -697,6 +708,7 @@ impl Config {
         }
         exports::validate(self, &error, files)?;
         redaction::validate(self, &error)?;
+        response::validate(self, &error)?;
         if let Err(e) = crate::policy::compile::compile(&self.policy) {
             let path: Vec<Seg> = [Seg::from("policy")]
                 .into_iter()

@@ -1,0 +1,4 @@
+//! The playbook's Investigate and Isolate steps on the node: a container's
+//! filesystem diff against its image ([`diff`]), its process list
+//! ([`processes`]), evidence bundles ([`evidence`]) and the cgroup_skb network
+//! quarantine ([`quarantine`]).
