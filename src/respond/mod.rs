@@ -2,3 +2,5 @@
 //! filesystem diff against its image ([`diff`]), its process list
 //! ([`processes`]), evidence bundles ([`evidence`]) and the cgroup_skb network
 //! quarantine ([`quarantine`]).
+
+pub mod target;
