@@ -108,6 +108,15 @@ pub struct Finding {
     /// The approval that matched (with `policy.emit_approved`; severity info).
     #[serde(rename = "driftwatch.approval", skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// What was done about it: `killed` (protect mode stopped the process
+    /// before its first instruction), `quarantined` (the container was cut
+    /// off the network), or `killed,quarantined`; absent when nothing was done.
+    #[serde(rename = "driftwatch.action", skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// The evidence bundle that holds (or will hold) this finding's container
+    /// state (`response.capture`).
+    #[serde(rename = "driftwatch.evidence.path", skip_serializing_if = "Option::is_none")]
+    pub evidence_path: Option<String>,
     /// Kernel timestamp, for the detection-latency metric; not serialized.
     #[serde(skip)]
     pub ktime_ns: u64,
@@ -254,10 +263,6 @@ pub struct ExecFacts {
     /// main process did not have (environment drift).
     #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]
     pub env_loader_vars: Option<Vec<&'static str>>,
-    /// What was done about it: `killed` (protect mode stopped it before its
-    /// first instruction); absent when nothing was done.
-    #[serde(rename = "driftwatch.action", skip_serializing_if = "Option::is_none")]
-    pub action: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

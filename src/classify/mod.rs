@@ -128,6 +128,10 @@ pub fn process_facts(p: &Process) -> ProcessFacts {
 
 /// `driftwatch.action` of an exec protect mode stopped.
 pub const KILLED: &str = "killed";
+/// `driftwatch.action` of a finding whose container was quarantined.
+pub const QUARANTINED: &str = "quarantined";
+/// Both.
+pub const KILLED_QUARANTINED: &str = "killed,quarantined";
 
 /// The kernel record's keys of a finding about a process.
 pub fn record_facts(p: &Process) -> RecordFacts {
@@ -182,6 +186,8 @@ impl Classifier {
             record: None,
             redacted: false,
             approval: None,
+            action: None,
+            evidence_path: None,
             ktime_ns,
         }
     }
@@ -329,10 +335,10 @@ impl Classifier {
             script_path: ev.script.as_ref().map(|s| s.0.clone()),
             script_source: ev.script.as_ref().map(|s| s.1.as_str()),
             drifted_ancestor: ev.flags.ancestor_drift(),
-            action: ev.flags.killed().then_some(KILLED),
             ..Default::default()
         });
         let mut f = self.finding(rule, c.into(), ev.proc.ktime_ns, message, detail);
+        f.action = ev.flags.killed().then_some(KILLED);
         f.process = Some(ProcessFacts {
             exe_path: ev.path.clone(),
             command_args: ev.args.clone(),
@@ -425,7 +431,7 @@ mod tests {
     fn a_killed_exec_says_so_and_others_say_nothing() {
         let flags = abi::DW_EXEC_DRIFT | abi::DW_EXEC_KILLED;
         let f = cl().exec(&ev("x", &["x"], ExeSource::UpperLayer, flags), &c()).unwrap();
-        assert_eq!(f.exec().and_then(|e| e.action), Some("killed"));
+        assert_eq!(f.action, Some("killed"));
         assert!(f.message.ends_with("killed before its first instruction (protect mode)"), "{}", f.message);
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v["driftwatch.action"], "killed");

@@ -14,6 +14,7 @@ pub mod http;
 pub mod kernel;
 pub mod pipeline;
 pub mod policy;
+pub mod response;
 pub mod sinks;
 
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
@@ -23,6 +24,7 @@ pub use http::HttpMetrics;
 pub use kernel::{KernelMetrics, KernelStatsSource};
 pub use pipeline::{FindingLabels, PipelineMetrics};
 pub use policy::PolicyMetrics;
+pub use response::ResponseMetrics;
 pub use sinks::{AlertmanagerTargetMetrics, SinkMetrics};
 
 use prometheus_client::registry::Registry;
@@ -45,6 +47,8 @@ pub struct Metrics {
     pub containers: ContainerSeries,
     /// Approvals, learn mode, modes, reloads.
     pub policy: PolicyMetrics,
+    /// Evidence bundles and quarantines.
+    pub response: ResponseMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,7 +78,21 @@ impl Metrics {
         let containers = ContainerSeries::register(r);
         let http = HttpMetrics::register(r);
         let policy = PolicyMetrics::register(r);
-        Self { registry, pipeline, sinks, kernel, cri, kube, registry_stats, health, http, containers, policy }
+        let response = ResponseMetrics::register(r);
+        Self {
+            registry,
+            pipeline,
+            sinks,
+            kernel,
+            cri,
+            kube,
+            registry_stats,
+            health,
+            http,
+            containers,
+            policy,
+            response,
+        }
     }
 
     /// The OpenMetrics text exposition.

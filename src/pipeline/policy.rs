@@ -123,7 +123,7 @@ impl PolicyGate {
             self.metrics.policy.approved(f.kind.as_str(), f.rule, &name);
             // A kill is evidence: it goes out, at its severity, even when
             // userspace approves what the kernel could not check at exec.
-            let killed = f.exec().is_some_and(|e| e.action.is_some());
+            let killed = f.action.is_some_and(|a| a.starts_with(crate::classify::KILLED));
             if !policy.compiled.emit_approved && !killed {
                 return Gate::Hold;
             }

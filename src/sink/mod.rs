@@ -3,6 +3,7 @@
 //! refuses is counted (`driftwatch_userspace_drops_total{queue}`).
 
 pub mod alertmanager;
+pub mod event;
 pub mod json;
 pub mod otlp;
 
@@ -108,6 +109,11 @@ impl NetworkSinks {
             sinks.alertmanager = Some(sink);
         }
         Ok(sinks)
+    }
+
+    /// The OTLP sink's node-event queue, when OTLP is on.
+    pub fn otlp_events(&self) -> Option<tokio::sync::mpsc::Sender<Arc<event::NodeEvent>>> {
+        self.otlp.as_ref().map(|s| s.events())
     }
 
     /// Final flush, bounded by each sink's timeout (call after the fan-out is dropped).

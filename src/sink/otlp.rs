@@ -27,6 +27,7 @@
 //! Memory is bounded by `max_queue_size` findings plus one batch in flight,
 //! whatever the collector does; the pipeline never waits for it.
 
+use super::event::NodeEvent;
 use crate::metrics::Metrics;
 use crate::{
     classify::{Finding, finding::Kind},
@@ -360,6 +361,24 @@ impl RecordBuilder {
         Self { logger, capture, clock: BootClock::new(), _provider: provider }
     }
 
+    /// The record of a node event (src/sink/event.rs).
+    pub fn event(&self, e: &super::event::NodeEvent) -> Option<SdkLogRecord> {
+        let mut r = self.logger.create_log_record();
+        r.set_event_name(e.name);
+        r.set_severity_number(severity_number(e.severity));
+        r.set_severity_text(e.severity.as_str());
+        r.set_timestamp(SystemTime::now());
+        r.set_observed_timestamp(SystemTime::now());
+        r.set_body(AnyValue::String(e.body.clone().into()));
+        for (k, v) in &e.attributes {
+            if let Some(v) = any_value(v.clone()) {
+                r.add_attribute(Key::from(k.clone()), v);
+            }
+        }
+        self.logger.emit(r);
+        self.capture.0.lock().ok()?.pop()
+    }
+
     pub fn record(&self, f: &Finding) -> Option<SdkLogRecord> {
         let mut r = self.logger.create_log_record();
         r.set_event_name(event_name(f.kind));
@@ -387,6 +406,13 @@ fn scope() -> InstrumentationScope {
 /// A running OTLP sink.
 pub struct OtlpSink {
     task: JoinHandle<()>,
+    events: mpsc::Sender<Arc<NodeEvent>>,
+}
+
+/// What the sink exports: findings, and the agent's own node events.
+enum Item {
+    Finding(Arc<Finding>),
+    Event(Arc<NodeEvent>),
 }
 
 impl OtlpSink {
@@ -410,8 +436,15 @@ impl OtlpSink {
         // The hand-off queue only has to absorb a burst while the loop is busy
         // building a batch; the bound that matters is `max_queue_size`.
         let (tx, rx) = mpsc::channel(settings.max_queue_size.clamp(16, 1024));
-        let task = tokio::spawn(run(rx, Arc::new(exporter), settings, metrics));
-        (tx, OtlpSink { task })
+        // Node events are rare (one per bundle or quarantine).
+        let (events, ev_rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(rx, ev_rx, Arc::new(exporter), settings, metrics));
+        (tx, OtlpSink { task, events })
+    }
+
+    /// The queue of node events (src/sink/event.rs).
+    pub fn events(&self) -> mpsc::Sender<Arc<NodeEvent>> {
+        self.events.clone()
     }
 
     /// Waits for the final flush (the sender side must be closed). The sink
@@ -448,12 +481,13 @@ async fn export<E: opentelemetry_sdk::logs::LogExporter>(
 
 async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
     mut rx: mpsc::Receiver<Arc<Finding>>,
+    mut ev_rx: mpsc::Receiver<Arc<NodeEvent>>,
     exporter: Arc<E>,
     s: Settings,
     metrics: Arc<Metrics>,
 ) {
     let builder = RecordBuilder::new();
-    let mut pending: VecDeque<Arc<Finding>> = VecDeque::new();
+    let mut pending: VecDeque<Item> = VecDeque::new();
     let mut inflight: Option<(JoinHandle<Result<(), String>>, usize)> = None;
     let mut oldest: Option<Instant> = None;
     let mut open = true;
@@ -463,7 +497,13 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
         let due = !open || pending.len() >= s.max_batch_size || oldest.is_some_and(|t| t.elapsed() >= s.batch_timeout);
         if inflight.is_none() && !pending.is_empty() && due {
             let n = pending.len().min(s.max_batch_size);
-            let records: Vec<SdkLogRecord> = pending.drain(..n).filter_map(|f| builder.record(&f)).collect();
+            let records: Vec<SdkLogRecord> = pending
+                .drain(..n)
+                .filter_map(|i| match i {
+                    Item::Finding(f) => builder.record(&f),
+                    Item::Event(e) => builder.event(&e),
+                })
+                .collect();
             let ex = exporter.clone();
             inflight = Some((tokio::spawn(export(ex, records, s.timeout)), n));
             oldest = (!pending.is_empty()).then(Instant::now);
@@ -496,7 +536,7 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
                         if pending.is_empty() {
                             oldest = Some(Instant::now());
                         }
-                        pending.push_back(f);
+                        pending.push_back(Item::Finding(f));
                     }
                 }
                 None => {
@@ -504,6 +544,16 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
                     flush_deadline = Some(Instant::now() + s.timeout);
                 }
             },
+            Some(e) = ev_rx.recv(), if open => {
+                if pending.len() >= s.max_queue_size {
+                    metrics.sinks.otlp_records("dropped", 1);
+                } else {
+                    if pending.is_empty() {
+                        oldest = Some(Instant::now());
+                    }
+                    pending.push_back(Item::Event(e));
+                }
+            }
             _ = tokio::time::sleep_until(batch_due.unwrap_or_else(Instant::now)), if batch_due.is_some() && inflight.is_none() => {}
             _ = tokio::time::sleep_until(flush_deadline.unwrap_or_else(Instant::now)), if flush_deadline.is_some() => {
                 let left = pending.len() + inflight.as_ref().map_or(0, |i| i.1);

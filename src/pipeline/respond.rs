@@ -1,0 +1,273 @@
+//! The response steps the agent takes itself, at the finding: evidence
+//! capture (Investigate) and the node quarantine (Isolate), each for the
+//! playbook steps the config lists. Runs in [`super::Emitter::emit`] after
+//! the policy gate and redaction, before the sinks: the finding that goes
+//! out says what was done (`driftwatch.action`, `driftwatch.evidence.path`).
+
+use crate::{
+    classify::{Finding, KILLED, KILLED_QUARANTINED, QUARANTINED},
+    containers::Registry,
+    respond::{evidence::Capture, quarantine::Quarantine},
+};
+use std::sync::Arc;
+
+pub struct Responder {
+    pub registry: Arc<Registry>,
+    pub capture: Option<Arc<Capture>>,
+    pub quarantine: Option<Arc<QuarantineCtl>>,
+}
+
+impl Responder {
+    /// Takes the configured steps for `f`; never fails the finding.
+    pub fn act(&self, f: &mut Finding) {
+        let step = f.playbook_step.as_str();
+        let wants_q = self.quarantine.as_ref().is_some_and(|q| q.wants(step));
+        let wants_c = self.capture.as_ref().is_some_and(|c| c.wants(step));
+        if !wants_q && !wants_c {
+            return;
+        }
+        let hint = f.process.as_ref().map_or(0, |p| p.pid);
+        let pid = live_pid(&self.registry, &f.container_id, hint);
+        if wants_q && let Some(q) = &self.quarantine {
+            let reason = format!("{} ({})", f.rule, step);
+            let attrs = match serde_json::to_value(&f.k8s) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => Default::default(),
+            };
+            if q.ensure(&f.container_id, pid, &reason, attrs) {
+                f.action = Some(match f.action {
+                    Some(a) if a == KILLED => KILLED_QUARANTINED,
+                    _ => QUARANTINED,
+                });
+            }
+        }
+        if wants_c && let Some(c) = &self.capture {
+            let line = serde_json::to_string(&*f).unwrap_or_default();
+            let facts = || {
+                let mut v = serde_json::to_value(&f.k8s).unwrap_or_default();
+                v["container.runtime.name"] = f.container_runtime.into();
+                v
+            };
+            f.evidence_path = c.request(&f.container_id, pid, line, facts).map(|p| p.display().to_string());
+        }
+    }
+}
+
+/// A live process of container `id`: `hint` (the finding's process) when it
+/// still is one, else the registry's last scan, else a `/proc` walk; 0: none.
+pub fn live_pid(registry: &Registry, id: &str, hint: u32) -> u32 {
+    let ours = |pid: u32| pid != 0 && crate::procfs::container_of(pid).is_some_and(|c| c == id);
+    if ours(hint) {
+        return hint;
+    }
+    if let Some(c) = registry.get(id)
+        && ours(c.scanned_pid())
+    {
+        return c.scanned_pid();
+    }
+    crate::procfs::live_pid_of(id).unwrap_or(0)
+}
+
+/// The node quarantine as the pipeline and the admin API use it: the
+/// programs are loaded on first use (never on a node that does not use it),
+/// every action is counted, logged and sent as an OTLP event.
+pub struct QuarantineCtl {
+    pin_dir: std::path::PathBuf,
+    allow: Vec<crate::config::AllowRule>,
+    on_steps: Vec<String>,
+    open: std::sync::Mutex<Option<Arc<Quarantine>>>,
+    /// Quarantined ids, so a burst of findings does not ask the kernel again.
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    events: crate::sink::event::NodeEvents,
+}
+
+impl QuarantineCtl {
+    pub fn new(
+        cfg: &crate::config::Quarantine,
+        metrics: Arc<crate::metrics::Metrics>,
+        events: crate::sink::event::NodeEvents,
+    ) -> Self {
+        let allow = cfg.allow.iter().filter_map(|a| crate::config::AllowRule::parse(a).ok()).collect();
+        QuarantineCtl {
+            pin_dir: cfg.pin_dir.clone().into(),
+            allow,
+            on_steps: cfg.on_steps.clone(),
+            open: Default::default(),
+            known: Default::default(),
+            metrics,
+            events,
+        }
+    }
+
+    pub fn wants(&self, step: &str) -> bool {
+        self.on_steps.iter().any(|s| s == step)
+    }
+
+    /// Quarantines made by an earlier agent (pins in `pin_dir`): opened at
+    /// startup so they are listed, counted and pruned.
+    pub fn has_pins(&self) -> bool {
+        std::fs::read_dir(&self.pin_dir).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    /// The loaded manager, loading it on first use.
+    pub fn manager(&self) -> Result<Arc<Quarantine>, String> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = &*open {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(Quarantine::open(&self.pin_dir, &self.allow).map_err(|e| e.to_string())?);
+        tracing::info!(pin_dir = %self.pin_dir.display(), took_ms = q.opened_in.as_secs_f64() * 1e3, "quarantine programs loaded");
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(q.list().into_iter().map(|e| e.container_id));
+        self.metrics.response.set_quarantined(known.len());
+        *open = Some(q.clone());
+        Ok(q)
+    }
+
+    /// The pipeline's call: quarantines `id` unless it already is; whether it
+    /// is quarantined now. Failures are counted and logged.
+    pub fn ensure(&self, id: &str, pid: u32, reason: &str, attrs: serde_json::Map<String, serde_json::Value>) -> bool {
+        if self.known.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
+            return true;
+        }
+        self.apply(id, pid, reason, attrs).is_ok()
+    }
+
+    /// Quarantines `id` (idempotent); the entry as JSON.
+    pub fn apply(
+        &self,
+        id: &str,
+        pid: u32,
+        reason: &str,
+        mut attrs: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let result = self.manager().and_then(|q| {
+            if pid == 0 {
+                return Err(format!("container {id} has no running process: nothing to find its cgroup by"));
+            }
+            q.apply(id, pid, reason).map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(a) => {
+                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                known.insert(id.to_string());
+                self.metrics.response.set_quarantined(known.len());
+                drop(known);
+                self.metrics.response.quarantine_action("apply", if a.already { "already" } else { "ok" });
+                let v = entry_json(&a.entry);
+                if !a.already {
+                    attrs.insert("container.id".into(), id.into());
+                    attrs.insert("driftwatch.quarantine.reason".into(), reason.into());
+                    attrs.insert("driftwatch.cgroup.path".into(), a.entry.cgroup_path.display().to_string().into());
+                    attrs.insert("driftwatch.quarantine.took_ms".into(), (a.took.as_secs_f64() * 1e3).into());
+                    self.events.emit(crate::sink::event::NodeEvent {
+                        name: "driftwatch.quarantine.applied",
+                        severity: crate::config::Severity::Warning,
+                        body: format!("container {id} quarantined: all traffic but the allow list is dropped ({reason})"),
+                        attributes: attrs,
+                    });
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.metrics.response.quarantine_action("apply", "failed");
+                tracing::warn!(container = id, error = %e, "quarantine failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Lifts the quarantine of `id`; whether there was one. `why`: released
+    /// (by a person) or container_gone.
+    pub fn release(&self, id: &str, why: &'static str) -> Result<bool, String> {
+        let q = match self.manager() {
+            Ok(q) => q,
+            // Nothing loaded and nothing pinned: nothing to release.
+            Err(_) if !self.has_pins() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let action = if why == "container_gone" { "prune" } else { "release" };
+        match q.release(id) {
+            Ok(was) => {
+                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                known.remove(id);
+                self.metrics.response.set_quarantined(known.len());
+                drop(known);
+                if was {
+                    self.metrics.response.quarantine_action(action, "ok");
+                    let mut attrs = serde_json::Map::new();
+                    attrs.insert("container.id".into(), id.into());
+                    attrs.insert("driftwatch.quarantine.released_because".into(), why.into());
+                    self.events.emit(crate::sink::event::NodeEvent {
+                        name: "driftwatch.quarantine.released",
+                        severity: crate::config::Severity::Info,
+                        body: format!("container {id}: quarantine lifted ({why})"),
+                        attributes: attrs,
+                    });
+                }
+                Ok(was)
+            }
+            Err(e) => {
+                self.metrics.response.quarantine_action(action, "failed");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Whether `id` is quarantined, as far as this agent knows.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// The quarantined containers (loaded only if something is pinned).
+    pub fn list(&self) -> Result<Vec<serde_json::Value>, String> {
+        let loaded = self.open.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let q = match loaded {
+            Some(q) => q,
+            None if self.has_pins() => self.manager()?,
+            None => return Ok(Vec::new()),
+        };
+        Ok(q.list().iter().map(entry_json).collect())
+    }
+
+    /// Releases quarantines of containers `live` says are gone; refreshes
+    /// the gauges and drop counters.
+    pub fn prune(&self, live: &dyn Fn(&str) -> bool) {
+        let Some(q) = self.open.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
+        let before: Vec<String> = q.list().into_iter().map(|e| e.container_id).collect();
+        let n = q.prune(live);
+        if n > 0 {
+            let after: std::collections::HashSet<String> = q.list().into_iter().map(|e| e.container_id).collect();
+            for id in before.iter().filter(|id| !after.contains(*id)) {
+                self.metrics.response.quarantine_action("prune", "ok");
+                let mut attrs = serde_json::Map::new();
+                attrs.insert("container.id".into(), id.as_str().into());
+                attrs.insert("driftwatch.quarantine.released_because".into(), "container_gone".into());
+                self.events.emit(crate::sink::event::NodeEvent {
+                    name: "driftwatch.quarantine.released",
+                    severity: crate::config::Severity::Info,
+                    body: format!("container {id} is gone: its quarantine is removed"),
+                    attributes: attrs,
+                });
+            }
+            *self.known.lock().unwrap_or_else(|p| p.into_inner()) = after;
+        }
+        self.metrics.response.set_quarantined(self.known.lock().unwrap_or_else(|p| p.into_inner()).len());
+        let (ingress, egress) = q.dropped();
+        self.metrics.response.set_dropped(ingress, egress);
+    }
+}
+
+/// An entry as the admin API and `driftwatch quarantine list` show it.
+pub fn entry_json(e: &crate::respond::quarantine::Entry) -> serde_json::Value {
+    let since = time::OffsetDateTime::from(e.since);
+    serde_json::json!({
+        "container.id": e.container_id,
+        "driftwatch.cgroup.path": e.cgroup_path.display().to_string(),
+        "since": crate::clock::rfc3339(since),
+        "reason": e.reason,
+        "host_network": e.host_network,
+        "dropped": {"ingress": e.ingress_dropped, "egress": e.egress_dropped},
+    })
+}
