@@ -7,6 +7,7 @@
 //! Labels are bounded: kind, rule, severity, reasons, stage and queue names;
 //! never pids, paths, container ids or digests.
 
+pub mod admin;
 pub mod containers;
 pub mod enrich;
 pub mod health;
@@ -16,6 +17,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod sinks;
 
+pub use admin::AdminMetrics;
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
 pub use enrich::{CriMetrics, KubeMetrics, RegistryMetrics};
 pub use health::HealthMetrics;
