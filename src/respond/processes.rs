@@ -405,7 +405,9 @@ pub fn list_with(container_id: &str, known: &dyn Fn(u32) -> Option<Origin>) -> R
 /// Reads each network namespace's tables once and hands every socket to the
 /// processes holding it; the rest are listed per namespace.
 fn attach_sockets(procs: &[Raw], out: &mut [Process], truncated: &mut Vec<&'static str>) -> Vec<NetNs> {
-    let host_netns = ns_inode(1, "net");
+    // The node's namespace: pid 1's (the agent sees the node's pids), else,
+    // where pid 1 cannot be read, the agent's own (it runs with hostNetwork).
+    let host_netns = ns_inode(1, "net").or_else(|| ns_inode(std::process::id(), "net"));
     let mut holders: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, r) in procs.iter().enumerate() {
         for ino in &r.socket_inodes {
