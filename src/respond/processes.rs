@@ -5,7 +5,7 @@
 //! container's network namespace, per process.
 //!
 //! Everything is read from `/proc` in userspace, bounded ([`MAX_PROCESSES`],
-//! [`MAX_FDS`], the socket tables' size); a process that exits during the scan
+//! [`MAX_FDS`], [`MAX_FDS_TOTAL`], the socket tables' size); a process that exits during the scan
 //! is left out, not an error.
 
 mod sockets;
@@ -26,6 +26,8 @@ use std::{
 pub const MAX_PROCESSES: usize = 4096;
 /// File descriptors looked at per process (for its sockets) at most.
 pub const MAX_FDS: usize = 16_384;
+/// File descriptors looked at in all (one readlink each) at most.
+pub const MAX_FDS_TOTAL: usize = 262_144;
 /// Network namespaces whose tables are read at most.
 pub const MAX_NETNS: usize = 8;
 /// Sockets listed per namespace that no listed process holds, at most.
@@ -202,7 +204,8 @@ fn read_bounded(path: &str, max: u64) -> Option<Vec<u8>> {
 }
 
 /// Reads one process; None when it is gone (or its stat is unreadable).
-fn read_raw(pid: u32, fds_truncated: &mut bool) -> Option<Raw> {
+/// `fd_budget`: descriptors left to look at in this scan.
+fn read_raw(pid: u32, fd_budget: &mut usize, fds_truncated: &mut bool) -> Option<Raw> {
     let stat = parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
     let (uid, ns_pid, ns_depth) = parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)?;
     let exe_link = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
@@ -221,7 +224,11 @@ fn read_raw(pid: u32, fds_truncated: &mut bool) -> Option<Raw> {
         args,
         netns: ns_inode(pid, "net"),
         mntns: ns_inode(pid, "mnt"),
-        socket_inodes: sockets::socket_inodes(pid, MAX_FDS, fds_truncated),
+        socket_inodes: {
+            let (inodes, seen) = sockets::socket_inodes(pid, MAX_FDS.min(*fd_budget), fds_truncated);
+            *fd_budget -= seen;
+            inodes
+        },
     })
 }
 
@@ -327,7 +334,7 @@ pub fn list_with(container_id: &str, known: &dyn Fn(u32) -> Option<Origin>) -> R
         return Err(PsError::BadId(container_id.to_string()));
     }
     let mut truncated = Vec::new();
-    let mut fds_truncated = false;
+    let (mut fds_truncated, mut fd_budget) = (false, MAX_FDS_TOTAL);
     let mut procs = Vec::new();
     let dir = std::fs::read_dir("/proc").map_err(|e| PsError::Proc(e.to_string()))?;
     for e in dir.flatten() {
@@ -339,7 +346,7 @@ pub fn list_with(container_id: &str, known: &dyn Fn(u32) -> Option<Origin>) -> R
             truncated.push("processes");
             break;
         }
-        if let Some(r) = read_raw(pid, &mut fds_truncated) {
+        if let Some(r) = read_raw(pid, &mut fd_budget, &mut fds_truncated) {
             procs.push(r);
         }
     }

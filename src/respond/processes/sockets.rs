@@ -134,23 +134,26 @@ pub fn read_tables(pid: u32, truncated: &mut bool, mut each: impl FnMut(Row)) ->
     true
 }
 
-/// The socket inodes among `pid`'s file descriptors (at most `max_fds`
-/// looked at; `truncated` is set when it had more). Empty when it is gone.
-pub fn socket_inodes(pid: u32, max_fds: usize, truncated: &mut bool) -> HashSet<u64> {
+/// The socket inodes among `pid`'s file descriptors, and how many
+/// descriptors were looked at: at most `max_fds` (`truncated` is set when it
+/// had more). Empty when it is gone.
+pub fn socket_inodes(pid: u32, max_fds: usize, truncated: &mut bool) -> (HashSet<u64>, usize) {
     let mut out = HashSet::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return out };
-    for (i, e) in dir.flatten().enumerate() {
-        if i >= max_fds {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return (out, 0) };
+    let mut seen = 0;
+    for e in dir.flatten() {
+        if seen >= max_fds {
             *truncated = true;
             break;
         }
+        seen += 1;
         let Ok(target) = std::fs::read_link(e.path()) else { continue };
         let Some(s) = target.to_str() else { continue };
         if let Some(ino) = s.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse().ok()) {
             out.insert(ino);
         }
     }
-    out
+    (out, seen)
 }
 
 #[cfg(test)]
@@ -187,7 +190,11 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mut t = false;
-        let mine = socket_inodes(std::process::id(), 100_000, &mut t);
+        let (mine, seen) = socket_inodes(std::process::id(), 100_000, &mut t);
+        assert!(seen >= mine.len() && !t);
+        let (_, one) = socket_inodes(std::process::id(), 1, &mut t);
+        assert!(one == 1 && t, "stops at the bound and says so");
+        t = false;
         let mut found = None;
         assert!(read_tables(std::process::id(), &mut t, |r| {
             if mine.contains(&r.inode) && r.socket.local == format!("127.0.0.1:{port}") {
