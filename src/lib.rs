@@ -9,8 +9,10 @@
 //! [`escape`] turns the kernel's byte names into text without losing a byte.
 //! [`policy`] (pure) decides what is approved and each container's mode.
 //! [`redact`] (pure) replaces secrets in findings before any sink sees them.
+//! [`admin`] serves the investigator's tools ([`respond`]) on the admin socket.
 
 pub mod abi;
+pub mod admin;
 pub mod agent;
 pub mod bpf;
 pub mod classify;

@@ -7,6 +7,7 @@
 //! Labels are bounded: kind, rule, severity, reasons, stage and queue names;
 //! never pids, paths, container ids or digests.
 
+pub mod admin;
 pub mod containers;
 pub mod enrich;
 pub mod health;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod response;
 pub mod sinks;
 
+pub use admin::AdminMetrics;
 pub use containers::{ContainerFindingLabels, ContainerIdentity, ContainerSeries};
 pub use enrich::{CriMetrics, KubeMetrics, RegistryMetrics};
 pub use health::HealthMetrics;
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub policy: PolicyMetrics,
     /// Evidence bundles and quarantines.
     pub response: ResponseMetrics,
+    /// The admin API (src/admin/).
+    pub admin: AdminMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,6 +83,7 @@ impl Metrics {
         let http = HttpMetrics::register(r);
         let policy = PolicyMetrics::register(r);
         let response = ResponseMetrics::register(r);
+        let admin = AdminMetrics::register(r);
         Self {
             registry,
             pipeline,

@@ -4,4 +4,5 @@
 //! quarantine ([`quarantine`]).
 
 pub mod evidence;
+pub mod processes;
 pub mod target;
