@@ -97,6 +97,7 @@ impl Metrics {
             containers,
             policy,
             response,
+            admin,
         }
     }
 
