@@ -81,7 +81,7 @@ fn c(p: &Path) -> CString {
 fn whiteout(layer: &Path, path: &str) {
     let p = at(layer, path);
     // SAFETY: a NUL-terminated path.
-    let r = unsafe { libc::mknod(c(&p).as_ptr(), libc::S_IFCHR | 0o000, libc::makedev(0, 0)) };
+    let r = unsafe { libc::mknod(c(&p).as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) };
     assert_eq!(r, 0, "mknod {}: {}", p.display(), std::io::Error::last_os_error());
 }
 
