@@ -281,6 +281,8 @@ pub enum LayerError {
 pub enum DiffError {
     #[error("container {0} has no running process: its overlay mount cannot be found")]
     NotRunning(String),
+    #[error("container {id}: process {pid} is not one of its processes (any more): try again")]
+    NotItsProcess { id: String, pid: u32 },
     #[error("container {id}: cannot read /proc/{pid}/mountinfo: {source}")]
     Mounts { id: String, pid: u32, source: std::io::Error },
     #[error(
@@ -296,7 +298,7 @@ impl DiffError {
     /// A stable name of the failure (metric label, API error kind).
     pub fn kind(&self) -> &'static str {
         match self {
-            DiffError::NotRunning(_) => "not_running",
+            DiffError::NotRunning(_) | DiffError::NotItsProcess { .. } => "not_running",
             DiffError::Mounts { .. } => "mountinfo",
             DiffError::NoOverlayRoot { .. } => "no_overlay_root",
             DiffError::Layer { source: LayerError::Upper { .. }, .. } => "upper_dir",
@@ -320,13 +322,14 @@ pub fn diff_container(
         pid,
         source,
     })?;
-    let text = overlay::mountinfo_text(text);
-    let dirs = overlay::root_overlay_from_mountinfo(&text)
-        .filter(|d| !d.upper.as_os_str().is_empty())
-        .ok_or_else(|| DiffError::NoOverlayRoot { id: id.to_string() })?;
+    // Read first, checked after: these were the container's mounts, not
+    // those of a process that took over a recycled pid.
+    if crate::procfs::container_of(pid).as_deref() != Some(id) {
+        return Err(DiffError::NotItsProcess { id: id.to_string(), pid });
+    }
+    let (dirs, mounts) = layout(id, &overlay::mountinfo_text(text))?;
     let dirs =
         OverlayDirs { upper: host_path(&dirs.upper), lowers: dirs.lowers.iter().map(|l| host_path(l)).collect() };
-    let mounts = overlay::volumes_from_mountinfo(&text);
     let diff = diff_dirs(&dirs, &mounts, opts).map_err(|source| DiffError::Layer { id: id.to_string(), source })?;
     let pod = meta.map(PodInfo::of).unwrap_or_default();
     let image = ImageInfo {
@@ -335,6 +338,14 @@ pub fn diff_container(
         layers: dirs.lowers.len(),
     };
     Ok(Report { container_id: id.to_string(), pod, image, changes: diff.changes, summary: diff.summary })
+}
+
+/// The root overlay and the other mount points of a container's mountinfo.
+fn layout(id: &str, mountinfo: &str) -> Result<(OverlayDirs, Vec<PathBuf>), DiffError> {
+    let dirs = overlay::root_overlay_from_mountinfo(mountinfo)
+        .filter(|d| !d.upper.as_os_str().is_empty())
+        .ok_or_else(|| DiffError::NoOverlayRoot { id: id.to_string() })?;
+    Ok((dirs, overlay::volumes_from_mountinfo(mountinfo)))
 }
 
 /// A host path as this process can open it: directly in the host's mount

@@ -59,13 +59,17 @@ pub fn render_table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         who.push(')');
     }
     let id = report.container_id.get(..12).unwrap_or(&report.container_id);
-    let image = report.image.reference.as_deref().unwrap_or("image unknown to the runtime");
-    writeln!(out, "container {id}{who}  image {image} ({} layers)", report.image.layers)?;
+    let image = report.image.reference.as_deref().unwrap_or("unknown (no runtime metadata)");
+    let layers = match report.image.layers {
+        1 => "1 layer".to_string(),
+        n => format!("{n} layers"),
+    };
+    writeln!(out, "container {id}{who}, image {image}, {layers}")?;
     if !s.drift {
         writeln!(out, "no drift: the container's filesystem matches its image")?;
     } else {
         let counts: Vec<String> = ChangeKind::ALL.iter().map(|k| format!("{} {}", count(s, *k), k.as_str())).collect();
-        writeln!(out, "drift: {} changes ({}), {} executable", s.total, counts.join(", "), s.executables)?;
+        writeln!(out, "drift: {} changes ({}); executables: {}", s.total, counts.join(", "), s.executables)?;
     }
     for kind in ChangeKind::ALL {
         let mut group: Vec<&Change> = report.changes.iter().filter(|c| c.change == kind).collect();
@@ -180,8 +184,11 @@ mod tests {
         let mut out = Vec::new();
         render_table(&report, &mut out).unwrap();
         let t = String::from_utf8(out).unwrap();
-        assert!(t.starts_with("container 0123456789ab (ns/web/app)  image busybox:1 (3 layers)\n"), "{t}");
-        assert!(t.contains("drift: 3 changes (2 added, 0 modified, 0 metadata_only, 1 deleted), 1 executable"), "{t}");
+        assert!(t.starts_with("container 0123456789ab (ns/web/app), image busybox:1, 3 layers\n"), "{t}");
+        assert!(
+            t.contains("drift: 3 changes (2 added, 0 modified, 0 metadata_only, 1 deleted); executables: 1"),
+            "{t}"
+        );
         let (payload, conf) = (t.find("/b/payload").unwrap(), t.find("/a.conf").unwrap());
         assert!(payload < conf, "executables first:\n{t}");
         assert!(t.contains("ADDED (2)") && t.contains("DELETED (1)") && !t.contains("MODIFIED"), "{t}");

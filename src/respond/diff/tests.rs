@@ -370,9 +370,15 @@ fn containers_that_cannot_be_diffed_say_why() {
     let e = diff_container("abc", 0, None, &o).unwrap_err();
     assert_eq!(e.kind(), "not_running");
     assert!(e.to_string().contains("container abc"), "{e}");
-    // This test's own root is not an overlay with an upper directory.
+    // This test's process is in no container.
     let e = diff_container("abc", std::process::id(), None, &o).unwrap_err();
+    assert!(matches!(e, DiffError::NotItsProcess { .. }), "{e}");
+    let e = layout("abc", "73 48 0:40 / / rw - ext4 /dev/vda rw\n").unwrap_err();
     assert_eq!(e.kind(), "no_overlay_root", "{e}");
+    let mi = "73 48 0:40 / / rw - overlay overlay rw,lowerdir=/l2:/l1,upperdir=/u,workdir=/w\n\
+              76 73 0:43 / /data rw - ext4 /dev/vda rw\n";
+    let (dirs, mounts) = layout("abc", mi).unwrap();
+    assert_eq!((dirs.upper, dirs.lowers.len(), mounts), (PathBuf::from("/u"), 2, vec![PathBuf::from("/data")]));
     let e = diff_container("abc", u32::MAX, None, &o).unwrap_err();
     assert_eq!(e.kind(), "mountinfo", "{e}");
 }
