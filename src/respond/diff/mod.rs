@@ -190,7 +190,8 @@ pub struct Summary {
     /// Changes under a mount point: in the upper directory, hidden from the
     /// container by the mount.
     pub shadowed: u64,
-    /// Empty files and directories the runtime created as mount points (not
+    /// What the runtime created to mount something on: empty files and
+    /// directories at mount points, directories on the way to one (not
     /// drift, not listed).
     pub mount_points_created: u64,
     /// The overlay upper directory read (a host path).
