@@ -3,6 +3,7 @@
 //! ([`processes`]), evidence bundles ([`evidence`]) and the cgroup_skb network
 //! quarantine ([`quarantine`]).
 
+pub mod diff;
 pub mod evidence;
 pub mod processes;
 pub mod target;

@@ -21,6 +21,7 @@ pub mod containerd_config;
 pub mod cri;
 pub mod kubeapi;
 pub mod kubelet;
+pub mod layers;
 pub mod otlp;
 pub mod prometheus;
 pub mod tls;
