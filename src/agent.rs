@@ -1,6 +1,9 @@
 //! Wires the stages: sensor -> reader thread -> pipeline (registry,
 //! classify, emit) -> sinks, plus the registry's task, the configuration-drift
-//! task and the HTTP server. Every arrow is a bounded queue.
+//! task and the HTTP server. Every arrow is a bounded queue. The response
+//! steps (evidence, quarantine, the admin API) are wired in [`respond`].
+
+mod respond;
 
 use crate::{
     bpf::{self, Sensor, SensorOptions},
@@ -130,10 +133,14 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         tracing::info!(patterns = ?r.labels(), "findings are redacted before any output");
     }
     let gate = policy_gate(&cfg, &registry, &metrics)?;
+    let events = crate::sink::event::NodeEvents::new(net_sinks.otlp_events(), metrics.clone());
+    let response = respond::start(&cfg, &registry, &metrics, events, &cancel);
+    respond::serve_admin(&cfg, response.view.clone(), &metrics, &cancel).await?;
     let emitter = Arc::new(
         Emitter::new(registry.clone(), metrics.clone(), fanout, Duration::from_millis(cfg.runtime.metadata_wait_ms))
             .with_redaction(redactor.map(|r| pipeline::Redaction::new(r, &metrics)))
-            .with_policy(gate.clone()),
+            .with_policy(gate.clone())
+            .with_responder(response.responder.clone()),
     );
     pipeline::policy::watch_modes(gate.clone(), cancel.clone());
     if let Some(path) = opts.config_path.clone() {

@@ -30,7 +30,9 @@ impl Drop for Guard {
 /// spans over OTLP when `cfg.otlp` is enabled and the traces exporter can be
 /// built (the span exporter needs a tokio runtime: call this inside one).
 pub fn init(cfg: Option<&Config>) -> Guard {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The agent logs what it does; the one-shot verbs (diff, ps, ...) only what went wrong.
+    let default = if cfg.is_some() { "info" } else { "warn" };
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

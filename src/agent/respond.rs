@@ -38,7 +38,10 @@ impl NodeView {
         match ids.len() {
             0 => Err(ApiError::not_found(format!("no running container {prefix} on this node"))),
             1 => Ok(ids.remove(0)),
-            n => Err(ApiError::conflict(format!("{prefix} matches {n} containers: {}; give more of the id", ids.join(", ")))),
+            n => Err(ApiError::conflict(format!(
+                "{prefix} matches {n} containers: {}; give more of the id",
+                ids.join(", ")
+            ))),
         }
     }
 
@@ -281,5 +284,43 @@ async fn follow_containers(
                 .await;
             }
         }
+    }
+}
+
+/// Starts the admin API on `admin_addr` (off when it is empty). A listener
+/// that cannot start is a startup error: the operator asked for it.
+pub async fn serve_admin(
+    cfg: &Config,
+    view: Arc<NodeView>,
+    metrics: &Arc<Metrics>,
+    cancel: &CancellationToken,
+) -> Result<(), super::AgentError> {
+    let addr = match crate::config::AdminAddr::parse(&cfg.admin_addr) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(super::AgentError::Config(format!("admin_addr: {e}"))),
+    };
+    let token = match cfg.admin_token_file.as_str() {
+        "" => None,
+        f => Some(
+            crate::config::secret_file(f, "admin token")
+                .map_err(|e| super::AgentError::Config(format!("admin_token_file: {e}")))?,
+        ),
+    };
+    let (m, c) = (metrics.admin.clone(), cancel.clone());
+    let shown = addr.to_string();
+    // Bind errors show up at once: wait for the first moments of the task.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let r = crate::admin::serve(addr, token, view, m, c).await;
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+        let _ = tx.send(r);
+    });
+    // A bind error shows at once; a listener still serving after a moment is up.
+    match tokio::time::timeout(Duration::from_millis(100), rx).await {
+        Ok(Ok(Err(e))) => Err(super::AgentError::Config(format!("admin API on {shown}: {e}"))),
+        _ => Ok(()),
     }
 }

@@ -46,6 +46,8 @@ pub struct Emitter {
     order: std::sync::Mutex<Order<Finding>>,
     /// Approvals and learn mode; None: every finding goes out.
     policy: Option<Arc<PolicyGate>>,
+    /// Evidence capture and quarantine (src/pipeline/respond.rs).
+    responder: Option<Arc<super::respond::Responder>>,
 }
 
 /// A finding's place in its container's order ([`super::order`]), taken
@@ -98,6 +100,7 @@ impl Emitter {
             redaction: None,
             order: Default::default(),
             policy: None,
+            responder: None,
         }
     }
 
@@ -123,6 +126,11 @@ impl Emitter {
     }
 
     /// Judges every finding by the policy before it goes out.
+    pub fn with_responder(mut self, r: Arc<super::respond::Responder>) -> Self {
+        self.responder = Some(r);
+        self
+    }
+
     pub fn with_policy(mut self, policy: Arc<PolicyGate>) -> Self {
         self.policy = Some(policy);
         self
@@ -212,6 +220,9 @@ impl Emitter {
         }
         if let Some(r) = &self.redaction {
             r.apply(&mut f);
+        }
+        if let Some(r) = &self.responder {
+            r.act(&mut f);
         }
         let labels = FindingLabels { kind: f.kind.as_str(), rule: f.rule, severity: f.severity.as_str() };
         // Config drift is judged when a container is found, not at a kernel event.

@@ -14,6 +14,7 @@ mod order;
 pub mod policy;
 pub mod protect;
 pub mod redact;
+pub mod respond;
 
 pub use emit::{Emitter, Ticket, apply_metadata};
 pub use policy::{Gate, PolicyGate};

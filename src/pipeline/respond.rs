@@ -164,7 +164,9 @@ impl QuarantineCtl {
                     self.events.emit(crate::sink::event::NodeEvent {
                         name: "driftwatch.quarantine.applied",
                         severity: crate::config::Severity::Warning,
-                        body: format!("container {id} quarantined: all traffic but the allow list is dropped ({reason})"),
+                        body: format!(
+                            "container {id} quarantined: all traffic but the allow list is dropped ({reason})"
+                        ),
                         attributes: attrs,
                     });
                 }
