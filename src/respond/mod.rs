@@ -3,4 +3,5 @@
 //! ([`processes`]), evidence bundles ([`evidence`]) and the cgroup_skb network
 //! quarantine ([`quarantine`]).
 
+pub mod quarantine;
 pub mod target;
