@@ -23,6 +23,7 @@
 //! `setpriv` with the chart's capability set, with and without NET_ADMIN).
 mod support;
 
+use driftwatch::bpf::quarantine::{Netns, QuarantineBpf};
 use driftwatch::config::AllowRule;
 use driftwatch::respond::quarantine::Quarantine;
 use std::path::{Path, PathBuf};
@@ -445,7 +446,6 @@ fn a_quarantined_pod_is_cut_off_until_released_and_pruned_when_gone() {
 /// A stand-in container for the capability measurement: a process in a
 /// cgroup named like a containerd container (`/<name>/<64 hex>`).
 struct FakeContainer {
-    id: String,
     dir: PathBuf,
     child: Child,
 }
@@ -465,7 +465,7 @@ impl FakeContainer {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let child = Command::new("sleep").arg("120").spawn().unwrap();
         std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
-        FakeContainer { id, dir, child }
+        FakeContainer { dir, child }
     }
 }
 
@@ -479,29 +479,35 @@ impl Drop for FakeContainer {
 }
 
 /// The child half of the capability measurement (it runs only when the
-/// parent below sets DWQ_CAPS_CHILD): open, apply and release with the
-/// capabilities it was started with; one line per step on stdout.
+/// parent below sets DWQ_CAPS_CHILD): the kernel steps themselves (load the
+/// programs, attach them to a cgroup), then the manager's own check; one
+/// line per step on stdout.
 #[test]
 fn caps_child() {
     let Ok(spec) = std::env::var("DWQ_CAPS_CHILD") else { return };
     let mut it = spec.split(' ');
-    let (pins, id, pid) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap().parse::<u32>().unwrap());
-    let caps = std::fs::read_to_string("/proc/self/status").unwrap();
-    println!("caps {}", caps.lines().find(|l| l.starts_with("CapEff")).unwrap_or_default());
-    match Quarantine::open(Path::new(pins), &[]) {
-        Err(e) => println!("open: error {}: {e}", e.kind()),
-        Ok(q) => {
-            println!("open: ok");
-            match q.apply(id, pid, "caps") {
-                Ok(_) => println!("apply: ok"),
-                Err(e) => println!("apply: error {}: {e}", e.kind()),
-            }
-            match q.release(id) {
-                Ok(_) => println!("release: ok"),
-                Err(e) => println!("release: error {}: {e}", e.kind()),
-            }
+    let (pins, dir) = (PathBuf::from(it.next().unwrap()), PathBuf::from(it.next().unwrap()));
+    std::fs::create_dir_all(&pins).unwrap();
+    println!();
+    let step = |name: &str, r: Result<(), String>| match r {
+        Ok(()) => println!("{name}: ok"),
+        Err(e) => println!("{name}: error {e}"),
+    };
+    match QuarantineBpf::load(&pins) {
+        Err(e) => step("load", Err(e.to_string())),
+        Ok(mut bpf) => {
+            step("load", Ok(()));
+            let cgroup = std::fs::File::open(&dir).unwrap();
+            let links = pins.join("links");
+            std::fs::create_dir_all(&links).unwrap();
+            step(
+                "attach",
+                bpf.attach(&cgroup, &dir.display().to_string(), Netns::Pod, &links).map_err(|e| e.to_string()),
+            );
+            remove_pins(&links);
         }
     }
+    step("open", Quarantine::open(&pins, &[]).map(drop).map_err(|e| format!("{}: {e}", e.kind())));
 }
 
 /// What the quarantine needs on this kernel, measured: this binary's
@@ -522,26 +528,24 @@ fn loading_cgroup_skb_needs_cap_net_admin() {
             .arg("--")
             .arg(std::env::current_exe().unwrap())
             .args(["caps_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env("DWQ_CAPS_CHILD", format!("{} {} {}", pins.0.display(), fake.id, fake.child.id()))
+            .env("DWQ_CAPS_CHILD", format!("{} {}", pins.0.display(), fake.dir.display()))
             .output()
             .expect("setpriv");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let steps: Vec<&str> = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("open") || l.starts_with("apply") || l.starts_with("release") || l.starts_with("caps")
-            })
-            .collect();
+        let steps: Vec<&str> =
+            text.lines().filter(|l| ["load:", "attach:", "open:"].iter().any(|p| l.starts_with(p))).collect();
         eprintln!("with {caps}:\n  {}", steps.join("\n  "));
         steps.join("\n")
     };
     let chart = run_with("+bpf,+perfmon,+sys_ptrace");
-    let net_admin = run_with("+bpf,+perfmon,+sys_ptrace,+net_admin");
-    let sys_admin = run_with("+bpf,+perfmon,+sys_ptrace,+sys_admin");
-    assert!(chart.contains("open: error"), "the chart's capabilities alone load cgroup_skb programs:\n{chart}");
+    assert!(chart.contains("load: ok"), "CAP_BPF no longer loads cgroup_skb programs:\n{chart}");
     assert!(
-        net_admin.contains("open: ok") && net_admin.contains("apply: ok") && net_admin.contains("release: ok"),
-        "NET_ADMIN is not enough:\n{net_admin}"
+        chart.contains("attach: error") && chart.contains("Operation not permitted") && chart.contains("CAP_NET_ADMIN"),
+        "the chart's capabilities attach cgroup_skb programs now:\n{chart}"
     );
-    assert!(sys_admin.contains("apply: ok"), "SYS_ADMIN does not stand in for NET_ADMIN:\n{sys_admin}");
+    assert!(chart.contains("open: error not_privileged"), "open does not say what is missing:\n{chart}");
+    for caps in ["+bpf,+perfmon,+sys_ptrace,+net_admin", "+bpf,+perfmon,+sys_ptrace,+sys_admin"] {
+        let got = run_with(caps);
+        assert_eq!(got, "load: ok\nattach: ok\nopen: ok", "with {caps}");
+    }
 }

@@ -37,7 +37,7 @@ pub enum QBpfError {
     #[error("this binary was built with DRIFTWATCH_BPF_STUB=1: it has no quarantine programs; rebuild without it")]
     StubObject,
     #[error("cannot load the quarantine programs: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(String),
     #[error("the kernel refused quarantine program {program}: {reason}")]
     Rejected { program: &'static str, reason: String },
     #[error(
@@ -87,7 +87,7 @@ fn check_pinned(pin_dir: &Path) -> Result<(), QBpfError> {
             continue;
         }
         let bad = |reason: String| QBpfError::Incompatible { path: path.clone(), reason };
-        let info = MapInfo::from_pin(&path).map_err(|e| bad(e.to_string()))?;
+        let info = MapInfo::from_pin(&path).map_err(|e| bad(chain(&e)))?;
         let (ty, key, value, max) = expected(map);
         let have = (info.map_type().map_err(|e| bad(e.to_string()))?, info.key_size(), info.value_size());
         if have != (ty, key, value) || info.max_entries() != max {
@@ -134,28 +134,28 @@ impl QuarantineBpf {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| QBpfError::Load(chain(&e)))?;
         for program in ["dwq_in", "dwq_out", "dwq_in_host", "dwq_out_host"] {
             let p: &mut CgroupSkb = ebpf
                 .program_mut(program)
                 .ok_or(QBpfError::Rejected { program, reason: "missing from the object".into() })?
                 .try_into()
-                .map_err(|e: ProgramError| QBpfError::Rejected { program, reason: e.to_string() })?;
+                .map_err(|e: ProgramError| QBpfError::Rejected { program, reason: chain(&e) })?;
             p.load().map_err(|e| QBpfError::Rejected { program, reason: super::verifier_reason(&e) })?;
         }
         let allow = LpmTrie::try_from(take(&mut ebpf, "q_allow")?)
-            .map_err(|e| QBpfError::Map { map: "q_allow", reason: e.to_string() })?;
+            .map_err(|e| QBpfError::Map { map: "q_allow", reason: chain(&e) })?;
         let entries = BpfHashMap::try_from(take(&mut ebpf, "q_entries")?)
-            .map_err(|e| QBpfError::Map { map: "q_entries", reason: e.to_string() })?;
+            .map_err(|e| QBpfError::Map { map: "q_entries", reason: chain(&e) })?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "q_stats")?)
-            .map_err(|e| QBpfError::Map { map: "q_stats", reason: e.to_string() })?;
+            .map_err(|e| QBpfError::Map { map: "q_stats", reason: chain(&e) })?;
         Ok(Self { ebpf, allow, entries, stats })
     }
 
     /// Makes `q_allow` hold exactly `keys` (prefix length, data): the
     /// programs of every quarantine, older agents' included, use it.
     pub fn set_allow(&mut self, keys: &[(u32, AllowData)]) -> Result<(), QBpfError> {
-        let err = |e: aya::maps::MapError| QBpfError::Map { map: "q_allow", reason: e.to_string() };
+        let err = |e: aya::maps::MapError| QBpfError::Map { map: "q_allow", reason: chain(&e) };
         let old: Vec<Key<AllowData>> = self.allow.keys().filter_map(Result::ok).collect();
         for (i, (prefix, data)) in keys.iter().enumerate() {
             self.allow.insert(&Key::new(*prefix, *data), i as u32 + 1, 0).map_err(err)?;
@@ -189,14 +189,23 @@ impl QuarantineBpf {
                     .ok_or_else(|| attach_err("program missing".into()))?
                     .try_into()
                     .map_err(|e: ProgramError| attach_err(e.to_string()))?;
-                let id = p.attach(dir, ty, CgroupAttachMode::Single).map_err(|e| attach_err(e.to_string()))?;
+                let id = p.attach(dir, ty, CgroupAttachMode::Single).map_err(|e| {
+                    let eperm =
+                        matches!(&e, ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EPERM));
+                    let hint = if eperm {
+                        " (attaching cgroup_skb programs needs CAP_NET_ADMIN or CAP_SYS_ADMIN)"
+                    } else {
+                        ""
+                    };
+                    attach_err(format!("{}{hint}", chain(&e)))
+                })?;
                 let link: FdLink = p
                     .take_link(id)
                     .map_err(|e| attach_err(e.to_string()))?
                     .try_into()
                     .map_err(|e: aya::programs::links::LinkError| attach_err(format!("not a bpf_link: {e}")))?;
                 let path = link_dir.join(direction);
-                link.pin(&path).map_err(|e| QBpfError::Pin { path: path.clone(), reason: e.to_string() })?;
+                link.pin(&path).map_err(|e| QBpfError::Pin { path: path.clone(), reason: chain(&e) })?;
                 Ok::<PathBuf, QBpfError>(path)
             })();
             match result {
@@ -222,9 +231,7 @@ impl QuarantineBpf {
     }
 
     pub fn put_entry(&mut self, e: &abi::dw_quarantine) -> Result<(), QBpfError> {
-        self.entries
-            .insert(e.cgroup_id, e, 0)
-            .map_err(|err| QBpfError::Map { map: "q_entries", reason: err.to_string() })
+        self.entries.insert(e.cgroup_id, e, 0).map_err(|err| QBpfError::Map { map: "q_entries", reason: chain(&err) })
     }
 
     pub fn remove_entry(&mut self, cgroup_id: u64) {
@@ -244,6 +251,20 @@ impl QuarantineBpf {
         }
         sum
     }
+}
+
+/// An error with its sources: aya's Display leaves the errno in the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(&format!(": {text}"));
+        }
+        cur = c.source();
+    }
+    s
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, QBpfError> {

@@ -31,6 +31,11 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub enum QuarantineError {
     #[error("quarantine pin_dir {dir}: {reason}")]
     PinDir { dir: PathBuf, reason: String },
+    #[error(
+        "node quarantine needs CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN): this process has {0}; \
+         measured on Linux 6.18: loading cgroup_skb programs needs CAP_BPF, attaching them to a cgroup CAP_NET_ADMIN"
+    )]
+    NotPrivileged(String),
     #[error("{0:?} is not a container id (letters, digits, '-', '_', '.'; at most 79)")]
     BadContainerId(String),
     #[error("cannot read the cgroup of pid {pid}: {reason}")]
@@ -50,6 +55,7 @@ impl QuarantineError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::PinDir { .. } => "pin_dir",
+            Self::NotPrivileged(_) => "not_privileged",
             Self::BadContainerId(_) => "bad_container_id",
             Self::NoProcess { .. } => "no_process",
             Self::Cgroup { .. } => "cgroup",
@@ -108,13 +114,9 @@ impl Quarantine {
     /// by an earlier agent stay in force and take the new allow list.
     pub fn open(pin_dir: &Path, allow: &[AllowRule]) -> Result<Quarantine, QuarantineError> {
         let t0 = Instant::now();
+        check_privileges()?;
         prepare_pin_dir(pin_dir)?;
-        let mut bpf = QuarantineBpf::load(pin_dir).map_err(|e| match e {
-            QBpfError::Load(err) => {
-                QuarantineError::PinDir { dir: pin_dir.to_path_buf(), reason: format!("loading the programs: {err}") }
-            }
-            other => other.into(),
-        })?;
+        let mut bpf = QuarantineBpf::load(pin_dir)?;
         bpf.set_allow(&allow_keys(allow))?;
         Ok(Quarantine { pin_dir: pin_dir.to_path_buf(), bpf: Mutex::new(bpf), opened_in: t0.elapsed() })
     }
@@ -231,6 +233,29 @@ impl Quarantine {
             egress_dropped: s.egress_dropped,
         }
     }
+}
+
+/// Fails at start, not at the first finding, when attaching would be refused.
+fn check_privileges() -> Result<(), QuarantineError> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(caps) =
+        status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    else {
+        return Ok(()); // unknown: let the kernel say
+    };
+    let has = |c: u32| caps & (1 << c) != 0;
+    if (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && (has(CAP_NET_ADMIN) || has(CAP_SYS_ADMIN)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
+        .iter()
+        .filter(|(c, _)| has(*c))
+        .map(|(_, n)| *n)
+        .collect();
+    Err(QuarantineError::NotPrivileged(if names.is_empty() { "none of them".into() } else { names.join(", ") }))
 }
 
 /// The pin directory exists (made if needed), is on a bpffs and writable.
