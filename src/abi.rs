@@ -12,6 +12,8 @@ unsafe impl aya::Pod for dw_seen {}
 unsafe impl aya::Pod for dw_protect {}
 unsafe impl aya::Pod for dw_allow_key {}
 unsafe impl aya::Pod for dw_script_key {}
+unsafe impl aya::Pod for dw_quarantine {}
+unsafe impl aya::Pod for dw_qstats {}
 
 #[cfg(test)]
 mod layout {
@@ -101,6 +103,29 @@ mod layout {
         assert_eq!(offset_of!(dw_script_key, tgid), 0);
         assert_eq!(offset_of!(dw_script_key, exec_ktime_ns), 8);
         assert_eq!(offset_of!(dw_exec, env_loader), 94);
+    }
+
+    /// The quarantine maps are pinned and outlive an agent: these layouts are
+    /// read by the next agent version (bpf::quarantine checks the sizes).
+    #[test]
+    fn quarantine_layout() {
+        assert_eq!(size_of::<dw_qallow_key>(), 24);
+        assert_eq!(offset_of!(dw_qallow_key, prefixlen), 0);
+        assert_eq!(offset_of!(dw_qallow_key, port_be), 4);
+        assert_eq!(offset_of!(dw_qallow_key, addr), 6);
+        assert_eq!(offset_of!(dw_quarantine, cgroup_id), 0);
+        assert_eq!(offset_of!(dw_quarantine, since_unix_ns), 8);
+        assert_eq!(offset_of!(dw_quarantine, ingress_dropped), 16);
+        assert_eq!(offset_of!(dw_quarantine, egress_dropped), 24);
+        assert_eq!(offset_of!(dw_quarantine, flags), 32);
+        assert_eq!(offset_of!(dw_quarantine, container_id), 40);
+        assert_eq!(offset_of!(dw_quarantine, cgroup_path), 40 + DW_Q_ID_LEN as usize);
+        assert_eq!(offset_of!(dw_quarantine, reason), 40 + (DW_Q_ID_LEN + DW_Q_PATH_LEN) as usize);
+        assert_eq!(size_of::<dw_quarantine>(), 40 + (DW_Q_ID_LEN + DW_Q_PATH_LEN + DW_Q_REASON_LEN) as usize);
+        assert_eq!(size_of::<dw_qstats>(), 32);
+        assert_eq!(offset_of!(dw_qstats, ingress_dropped), 8);
+        assert_eq!(offset_of!(dw_qstats, egress_dropped), 24);
+        assert_eq!((DW_Q_HOST_NETNS, DW_QALLOW_MAX, DW_Q_MAX), (1, 64, 1024));
     }
 
     #[test]

@@ -262,4 +262,50 @@ struct dw_proc {
 #define DW_PROC_ANCESTOR_DRIFTED (1u << 1)
 #define DW_PROC_EXEC_SESSION (1u << 2) /* origin: an exec session (inherited at fork) */
 
+/* ---- Node quarantine (ebpf/quarantine.bpf.c, a separate object) ----------
+ * cgroup_skb programs on a container's cgroup drop every packet whose remote
+ * side (destination on egress, source on ingress) no allow entry names. Its
+ * maps are pinned in bpffs, so these layouts outlive an agent: change them
+ * only with a new pin directory layout (see src/bpf/quarantine.rs). */
+
+/* Key of the quarantine_allow LPM trie: port first, then the address, so one
+ * lookup with the packet's remote port finds the CIDR:port entries and one
+ * with port 0 the CIDR entries (any port). IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d), so a /n IPv4 prefix is 16 + 96 + n bits. */
+struct dw_qallow_key {
+	dw_u32 prefixlen; /* bits of port_be and addr that must match: 16 + address bits */
+	dw_u8 port_be[2]; /* remote port, big endian; 0 0: any port */
+	dw_u8 addr[16]; /* remote address: IPv6, or IPv4-mapped IPv6 */
+	dw_u8 _pad[2];
+};
+#define DW_QALLOW_MAX 64 /* entries of quarantine_allow (response.quarantine.allow) */
+
+#define DW_Q_ID_LEN 80 /* container id, NUL terminated */
+#define DW_Q_PATH_LEN 256 /* cgroup v2 path, NUL terminated (truncated) */
+#define DW_Q_REASON_LEN 128 /* why, NUL terminated (truncated) */
+#define DW_Q_MAX 1024 /* quarantined containers per node */
+
+/* Value of the quarantined map, by cgroup v2 id: written by userspace before
+ * the programs are attached; the programs add to its drop counters. */
+struct dw_quarantine {
+	dw_u64 cgroup_id;
+	dw_u64 since_unix_ns; /* when it was applied (CLOCK_REALTIME) */
+	dw_u64 ingress_dropped; /* packets to the container's sockets dropped */
+	dw_u64 egress_dropped; /* packets from the container's sockets dropped */
+	dw_u32 flags; /* DW_Q_* */
+	dw_u32 _pad;
+	char container_id[DW_Q_ID_LEN];
+	char cgroup_path[DW_Q_PATH_LEN];
+	char reason[DW_Q_REASON_LEN];
+};
+#define DW_Q_HOST_NETNS (1u << 0) /* the container shares the node's network namespace: loopback is not allowed */
+
+/* Per-CPU counters of the quarantine programs, over every quarantined container. */
+struct dw_qstats {
+	dw_u64 ingress_allowed;
+	dw_u64 ingress_dropped;
+	dw_u64 egress_allowed;
+	dw_u64 egress_dropped;
+};
+
 #endif

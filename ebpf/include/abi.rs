@@ -52,6 +52,12 @@ pub const DW_FILE_PATH2_TRUNC: u32 = 4;
 pub const DW_PROC_DRIFTED: u32 = 1;
 pub const DW_PROC_ANCESTOR_DRIFTED: u32 = 2;
 pub const DW_PROC_EXEC_SESSION: u32 = 4;
+pub const DW_QALLOW_MAX: u32 = 64;
+pub const DW_Q_ID_LEN: u32 = 80;
+pub const DW_Q_PATH_LEN: u32 = 256;
+pub const DW_Q_REASON_LEN: u32 = 128;
+pub const DW_Q_MAX: u32 = 1024;
+pub const DW_Q_HOST_NETNS: u32 = 1;
 pub type dw_u8 = u8;
 pub type dw_u16 = u16;
 pub type dw_u32 = u32;
@@ -473,4 +479,108 @@ const _: () = {
     [
         "Offset of field: dw_proc::exec_ktime_ns",
     ][::std::mem::offset_of!(dw_proc, exec_ktime_ns) - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dw_qallow_key {
+    pub prefixlen: dw_u32,
+    pub port_be: [dw_u8; 2usize],
+    pub addr: [dw_u8; 16usize],
+    pub _pad: [dw_u8; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_qallow_key"][::std::mem::size_of::<dw_qallow_key>() - 24usize];
+    ["Alignment of dw_qallow_key"][::std::mem::align_of::<dw_qallow_key>() - 4usize];
+    [
+        "Offset of field: dw_qallow_key::prefixlen",
+    ][::std::mem::offset_of!(dw_qallow_key, prefixlen) - 0usize];
+    [
+        "Offset of field: dw_qallow_key::port_be",
+    ][::std::mem::offset_of!(dw_qallow_key, port_be) - 4usize];
+    [
+        "Offset of field: dw_qallow_key::addr",
+    ][::std::mem::offset_of!(dw_qallow_key, addr) - 6usize];
+    [
+        "Offset of field: dw_qallow_key::_pad",
+    ][::std::mem::offset_of!(dw_qallow_key, _pad) - 22usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dw_quarantine {
+    pub cgroup_id: dw_u64,
+    pub since_unix_ns: dw_u64,
+    pub ingress_dropped: dw_u64,
+    pub egress_dropped: dw_u64,
+    pub flags: dw_u32,
+    pub _pad: dw_u32,
+    pub container_id: [::std::os::raw::c_char; 80usize],
+    pub cgroup_path: [::std::os::raw::c_char; 256usize],
+    pub reason: [::std::os::raw::c_char; 128usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_quarantine"][::std::mem::size_of::<dw_quarantine>() - 504usize];
+    ["Alignment of dw_quarantine"][::std::mem::align_of::<dw_quarantine>() - 8usize];
+    [
+        "Offset of field: dw_quarantine::cgroup_id",
+    ][::std::mem::offset_of!(dw_quarantine, cgroup_id) - 0usize];
+    [
+        "Offset of field: dw_quarantine::since_unix_ns",
+    ][::std::mem::offset_of!(dw_quarantine, since_unix_ns) - 8usize];
+    [
+        "Offset of field: dw_quarantine::ingress_dropped",
+    ][::std::mem::offset_of!(dw_quarantine, ingress_dropped) - 16usize];
+    [
+        "Offset of field: dw_quarantine::egress_dropped",
+    ][::std::mem::offset_of!(dw_quarantine, egress_dropped) - 24usize];
+    [
+        "Offset of field: dw_quarantine::flags",
+    ][::std::mem::offset_of!(dw_quarantine, flags) - 32usize];
+    [
+        "Offset of field: dw_quarantine::_pad",
+    ][::std::mem::offset_of!(dw_quarantine, _pad) - 36usize];
+    [
+        "Offset of field: dw_quarantine::container_id",
+    ][::std::mem::offset_of!(dw_quarantine, container_id) - 40usize];
+    [
+        "Offset of field: dw_quarantine::cgroup_path",
+    ][::std::mem::offset_of!(dw_quarantine, cgroup_path) - 120usize];
+    [
+        "Offset of field: dw_quarantine::reason",
+    ][::std::mem::offset_of!(dw_quarantine, reason) - 376usize];
+};
+impl Default for dw_quarantine {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dw_qstats {
+    pub ingress_allowed: dw_u64,
+    pub ingress_dropped: dw_u64,
+    pub egress_allowed: dw_u64,
+    pub egress_dropped: dw_u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_qstats"][::std::mem::size_of::<dw_qstats>() - 32usize];
+    ["Alignment of dw_qstats"][::std::mem::align_of::<dw_qstats>() - 8usize];
+    [
+        "Offset of field: dw_qstats::ingress_allowed",
+    ][::std::mem::offset_of!(dw_qstats, ingress_allowed) - 0usize];
+    [
+        "Offset of field: dw_qstats::ingress_dropped",
+    ][::std::mem::offset_of!(dw_qstats, ingress_dropped) - 8usize];
+    [
+        "Offset of field: dw_qstats::egress_allowed",
+    ][::std::mem::offset_of!(dw_qstats, egress_allowed) - 16usize];
+    [
+        "Offset of field: dw_qstats::egress_dropped",
+    ][::std::mem::offset_of!(dw_qstats, egress_dropped) - 24usize];
 };

@@ -2,6 +2,7 @@
 
 pub mod preflight;
 pub mod protect;
+pub mod quarantine;
 pub mod queue;
 pub mod reader;
 

@@ -6,4 +6,5 @@
 pub mod diff;
 pub mod evidence;
 pub mod processes;
+pub mod quarantine;
 pub mod target;

@@ -84,6 +84,8 @@ pub struct PodSpec {
     /// `shareProcessNamespace: true`: one pid namespace for the pod, whose
     /// pid 1 is the sandbox's pause process.
     pub share_pid: bool,
+    /// The pod's own network namespace (through the runtime's CNI), not the node's.
+    pub pod_network: bool,
 }
 
 impl PodSpec {
@@ -98,11 +100,17 @@ impl PodSpec {
             labels,
             annotations: HashMap::new(),
             share_pid: false,
+            pod_network: false,
         }
     }
     /// `shareProcessNamespace: true`.
     pub fn share_process_namespace(mut self) -> PodSpec {
         self.share_pid = true;
+        self
+    }
+    /// `hostNetwork: false`: the runtime needs a CNI network (see `kubelet::install_cni_stub`).
+    pub fn pod_network(mut self) -> PodSpec {
+        self.pod_network = true;
         self
     }
     pub fn namespace(mut self, ns: &str) -> PodSpec {
@@ -143,14 +151,14 @@ impl PodSpec {
             }),
             // Host network means the host's UTS namespace: the kubelet sends no
             // hostname then (runc refuses to set one without a private UTS namespace).
-            hostname: String::new(),
+            hostname: if self.pod_network { self.name.clone() } else { String::new() },
             log_directory: self.log_directory().display().to_string(),
             labels,
             annotations,
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(host_network(self.share_pid)),
+                    namespace_options: Some(namespaces(self.share_pid, self.pod_network)),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -160,11 +168,11 @@ impl PodSpec {
     }
 }
 
-/// hostNetwork: true (no CNI needed), private pid namespace per container
-/// (or one for the pod: `share_pid`), pod ipc.
-fn host_network(share_pid: bool) -> cri::NamespaceOption {
+/// hostNetwork: true (no CNI needed) unless `pod_network`, private pid namespace
+/// per container (or one for the pod: `share_pid`), pod ipc.
+fn namespaces(share_pid: bool, pod_network: bool) -> cri::NamespaceOption {
     cri::NamespaceOption {
-        network: cri::NamespaceMode::Node as i32,
+        network: if pod_network { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Node } as i32,
         pid: if share_pid { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container } as i32,
         ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
@@ -268,7 +276,7 @@ impl Pod {
                     ..Default::default()
                 }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(host_network(self.spec.share_pid)),
+                    namespace_options: Some(namespaces(self.spec.share_pid, self.spec.pod_network)),
                     masked_paths: vec!["/proc/kcore".into(), "/proc/keys".into()],
                     readonly_paths: vec!["/proc/sys".into()],
                     ..Default::default()
