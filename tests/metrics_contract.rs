@@ -35,6 +35,7 @@ fn startup_series() -> Vec<String> {
     }
     driftwatch::agent::declare_series(&m, &Classifier::new(&cfg), &cfg);
     m.sinks.declare_sink("stdout");
+    m.admin.declare();
     let labels = ContainerFindingLabels {
         namespace: "n".into(),
         workload: "w".into(),
