@@ -14,6 +14,8 @@ use std::{
 pub struct Agent {
     child: Child,
     pub addr: SocketAddr,
+    /// Its admin API (`unix:///...` unless the test chose one).
+    pub admin_addr: String,
     findings: Arc<Mutex<Vec<Value>>>,
     /// Every stdout line as written (not re-serialized).
     lines: Arc<Mutex<Vec<String>>>,
@@ -68,8 +70,13 @@ impl Agent {
     /// they override the default `RUST_LOG=info`.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let addr = free_port();
+        // Each agent its own admin socket: tests run agents side by side.
+        let admin = std::env::temp_dir().join(format!("dw-admin-{}-{}.sock", std::process::id(), addr.port()));
+        let admin_arg = format!("unix://{}", admin.display());
+        let own_admin = !extra.iter().any(|a| a.starts_with("--admin-addr"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args(["run", "--metrics-addr", &addr.to_string()])
+            .args(if own_admin { vec!["--admin-addr", admin_arg.as_str()] } else { vec![] })
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -114,7 +121,11 @@ impl Agent {
                 s.push('\n');
             }
         });
-        let mut agent = Agent { child, addr, findings, lines, stderr, bad_stdout };
+        let admin_addr = match extra.iter().position(|a| *a == "--admin-addr") {
+            Some(i) => extra.get(i + 1).map(|s| s.to_string()).unwrap_or_default(),
+            None => admin_arg,
+        };
+        let mut agent = Agent { child, addr, admin_addr, findings, lines, stderr, bad_stdout };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
