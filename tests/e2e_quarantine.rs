@@ -198,6 +198,7 @@ impl Drop for Net {
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         let _ = Command::new("ip").args(["link", "del", "dwq-h"]).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_file(netprobe());
     }
 }
 
