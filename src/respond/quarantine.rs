@@ -413,7 +413,9 @@ fn cgroup_dir(mounts: &[(String, PathBuf)], path: &str) -> Result<PathBuf, Strin
         .iter()
         .filter_map(|(root, at)| {
             let root = comps(root);
-            want.starts_with(&root).then(|| (root.len(), want[root.len()..].iter().fold(at.clone(), |p, c| p.join(c))))
+            // A rest that climbs (`..`) is above the mount: not under it.
+            let rest = want.strip_prefix(root.as_slice()).filter(|r| !r.iter().any(|c| c == ".."))?;
+            Some((root.len(), rest.iter().fold(at.clone(), |p, c| p.join(c))))
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, dir)| dir)
@@ -430,7 +432,12 @@ fn cgroup_dir(mounts: &[(String, PathBuf)], path: &str) -> Result<PathBuf, Strin
 /// the node's: then loopback is cut too, the safe side.
 fn netns_of(pid: u32) -> Netns {
     let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
-    let host = ino("/proc/1/ns/net");
+    // The node's: init's, or kthreadd's (kernel threads live in the initial
+    // namespace) where pid 1 is hidden; both need hostPID and CAP_SYS_PTRACE.
+    let host = ino("/proc/1/ns/net").or_else(|| {
+        let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+        kthreadd.then(|| ino("/proc/2/ns/net")).flatten()
+    });
     match (ino(&format!("/proc/{pid}/ns/net")), host) {
         (Some(a), Some(h)) if a != h => Netns::Pod,
         _ => Netns::Host,
