@@ -134,7 +134,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     }
     let gate = policy_gate(&cfg, &registry, &metrics)?;
     let events = crate::sink::event::NodeEvents::new(net_sinks.otlp_events(), metrics.clone());
-    let response = respond::start(&cfg, &registry, &metrics, events, &cancel);
+    let response = respond::start(&cfg, &registry, &metrics, events, gate.clone(), &cancel);
     respond::serve_admin(&cfg, response.view.clone(), &metrics, &cancel).await?;
     let emitter = Arc::new(
         Emitter::new(registry.clone(), metrics.clone(), fanout, Duration::from_millis(cfg.runtime.metadata_wait_ms))

@@ -21,6 +21,14 @@ use support::{
     cri::{Pod, PodSpec},
 };
 
+/// One test at a time: an agent acts on every container of the node, so a
+/// test's quarantining agent would cut off another test's pods.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn endpoint() -> String {
     format!("unix://{}", support::containerd().address.display())
 }
@@ -116,6 +124,7 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
     if !support::privileged() {
         return;
     }
+    let _serial = serial();
     let evidence = std::env::temp_dir().join(format!("dw-evidence-e2e-{}", std::process::id()));
     let pins = PathBuf::from(format!("/sys/fs/bpf/dw-test-response-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&evidence);
@@ -126,11 +135,12 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
     let sock = &support::containerd().address;
     let mut pod = Pod::run(sock, PodSpec::new("shop-7c9d8b6f5e-resp1", "shop").namespace("respond"));
     let c = pod.start_container("app", &["/bin/sleep", "600"]);
+    let sidecar = pod.start_container("sidecar", &["/bin/sleep", "600"]);
     let mut bystander_pod = Pod::run(sock, PodSpec::new("shop-7c9d8b6f5e-resp2", "shop").namespace("respond"));
     let b = bystander_pod.start_container("app", &["/bin/sleep", "600"]);
 
     // Before: nothing quarantined; the admin API answers for the container.
-    assert!(listed(&agent).is_empty());
+    assert!(listed(&agent).is_empty(), "{:?}", admin(&agent, "GET", "/v1/quarantine"));
     let short = &c.id[..12];
     let (code, ps) = admin(&agent, "GET", &format!("/v1/containers/{short}/processes"));
     assert_eq!(code, 200, "{ps}");
@@ -156,13 +166,15 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
         v["quarantined"].as_array()?.iter().find(|e| e["container.id"] == c.id.as_str()).cloned()
     });
     assert!(!listed(&agent).contains(&b.id));
+    // The pod is the unit: its sidecar (which could relay over loopback) too.
+    until("the sidecar quarantined", Duration::from_secs(5), || listed(&agent).contains(&sidecar.id).then_some(()));
     let cut_ms = (nanos_of(entry["since"].as_str().unwrap()) - nanos_of(f["time"].as_str().unwrap())) as f64 / 1e6;
     println!("exec of the dropped binary -> container cut off: {cut_ms:.1} ms");
     assert!(cut_ms < 5_000.0, "{cut_ms} ms");
     let (code, out, err) = quarantine_cli(&agent, &["list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&c.id), "{out}");
-    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(1.0));
+    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(2.0));
 
     // The evidence bundle: the diff names the dropped binary, whose copy is in it.
     until("the bundle file", Duration::from_secs(20), || bundle.exists().then_some(()));
@@ -201,12 +213,18 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
     until("the quarantine listed after a restart", Duration::from_secs(10), || {
         listed(&agent).contains(&c.id).then_some(())
     });
-    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(1.0));
+    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(2.0));
 
-    // Release; a second release says it is not quarantined (exit 1).
+    // Release (the pod's: the sidecar too); a second release says it is not quarantined (exit 1).
+    // The restarted agent's registry must know the pod first.
+    until("the pod known again", Duration::from_secs(10), || {
+        let (code, _) = admin(&agent, "GET", &format!("/v1/containers/{}/processes", &sidecar.id[..12]));
+        (code == 200).then_some(())
+    });
     let (code, _, err) = quarantine_cli(&agent, &["release", short]);
     assert_eq!(code, 0, "{err}");
     assert!(!listed(&agent).contains(&c.id));
+    assert!(!listed(&agent).contains(&sidecar.id), "the pod's sidecar is released with it");
     let (code, _, err) = quarantine_cli(&agent, &["release", short]);
     assert_eq!(code, 1, "{err}");
     assert!(!pins.join(&c.id).exists());
@@ -231,6 +249,7 @@ fn the_admin_api_refuses_bad_ids_and_unknown_containers() {
     if !support::privileged() {
         return;
     }
+    let _serial = serial();
     let agent = Agent::start(&["--runtime-endpoint", &endpoint()]);
     for (path, want) in [
         ("/v1/containers/0123456789ab/diff", 404),
@@ -247,4 +266,52 @@ fn the_admin_api_refuses_bad_ids_and_unknown_containers() {
     // an unknown container is a 404, not a crash.
     let (code, v) = admin(&agent, "DELETE", "/v1/containers/0123456789ab/quarantine");
     assert!(code == 404 || code == 409, "{code} {v}");
+}
+
+/// `response.quarantine.modes`: a workload opts in through its policy mode.
+/// A protect pod's drift is killed and quarantined; a monitor pod's is not.
+#[test]
+fn quarantine_modes_limit_it_to_the_workloads_in_those_modes() {
+    if !support::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let pins = PathBuf::from(format!("/sys/fs/bpf/dw-test-modes-{}", std::process::id()));
+    let cfg = std::env::temp_dir().join(format!("driftwatch-modes-{}.yaml", std::process::id()));
+    let yaml = format!(
+        "response:\n  capture:\n    on_steps: []\n  quarantine:\n    on_steps: [isolate]\n    modes: [protect]\n    pin_dir: {}\n",
+        pins.display()
+    );
+    std::fs::write(&cfg, yaml).expect("config");
+    let agent = Agent::start(&["--runtime-endpoint", &endpoint(), "--config", cfg.to_str().unwrap()]);
+    let sock = &support::containerd().address;
+    let guarded = PodSpec::new("vault-6f7d8c9b5a-qm0d1", "vault")
+        .namespace("respond-modes")
+        .annotation("driftwatch.io/mode", "protect");
+    let mut gpod = Pod::run(sock, guarded);
+    let g = gpod.start_container("app", &["/bin/sleep", "600"]);
+    let mut mpod = Pod::run(sock, PodSpec::new("shop-5a6b7c8d9e-qm0d2", "shop").namespace("respond-modes"));
+    let m = mpod.start_container("app", &["/bin/sleep", "600"]);
+    // Protect mode is armed from the entrypoint: wait for it before the drift.
+    until("protect mode armed", Duration::from_secs(15), || {
+        agent.stderr().lines().any(|l| l.contains("protect mode armed") && l.contains(&g.id[..12])).then_some(())
+    });
+    for c in [&g, &m] {
+        let _ = c.exec_sync(&["/bin/sh", "-c", "cp /bin/busybox /tmp/true && /tmp/true"]).unwrap();
+    }
+    let fg = agent.wait_for("the protect pod's finding", |f| {
+        f["container.id"] == g.id.as_str() && f["rule"] == "exec_new_binary"
+    });
+    let fm = agent.wait_for("the monitor pod's finding", |f| {
+        f["container.id"] == m.id.as_str() && f["rule"] == "exec_new_binary"
+    });
+    assert_eq!(fg["driftwatch.action"], "killed,quarantined", "{fg:#}");
+    assert!(fm.get("driftwatch.action").is_none(), "{fm:#}");
+    let now = listed(&agent);
+    assert!(now.contains(&g.id) && !now.contains(&m.id), "{now:?}");
+    drop(gpod);
+    drop(mpod);
+    until("the quarantine pruned", Duration::from_secs(30), || (!listed(&agent).contains(&g.id)).then_some(()));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&pins);
 }

@@ -120,7 +120,16 @@ impl Backend for NodeView {
             Value::Object(m) => m,
             _ => Default::default(),
         };
-        self.quarantine.apply(&id, pid, "admin API", attrs).map_err(ApiError::unavailable)
+        let mut v = self.quarantine.apply(&id, pid, "admin API", attrs.clone()).map_err(ApiError::unavailable)?;
+        // The pod is the unit of isolation (see pipeline::respond).
+        let why = format!("same pod as {} (admin API)", &id[..id.len().min(12)]);
+        let also: Vec<String> = crate::pipeline::respond::pod_siblings(&self.registry, &id)
+            .into_iter()
+            .filter(|(sib, pid)| self.quarantine.apply(sib, *pid, &why, attrs.clone()).is_ok())
+            .map(|(sib, _)| sib)
+            .collect();
+        v["also_quarantined"] = json!(also);
+        Ok(v)
     }
 
     fn quarantine_release(&self, id: &str) -> Result<Value, ApiError> {
@@ -138,7 +147,16 @@ impl Backend for NodeView {
             _ => self.resolve(id)?,
         };
         match self.quarantine.release(&id, "released") {
-            Ok(true) => Ok(json!({"container.id": id, "released": true})),
+            Ok(true) => {
+                // Its pod was quarantined with it: lift the pod's.
+                let mut also = Vec::new();
+                for (sib, _) in crate::pipeline::respond::pod_siblings(&self.registry, &id) {
+                    if self.quarantine.is_quarantined(&sib) && self.quarantine.release(&sib, "released") == Ok(true) {
+                        also.push(sib);
+                    }
+                }
+                Ok(json!({"container.id": id, "released": true, "also_released": also}))
+            }
             Ok(false) => Err(ApiError::conflict(format!("container {id} is not quarantined"))),
             Err(e) => Err(ApiError::unavailable(e)),
         }
@@ -184,6 +202,7 @@ pub fn start(
     registry: &Arc<Registry>,
     metrics: &Arc<Metrics>,
     events: NodeEvents,
+    gate: Arc<crate::pipeline::PolicyGate>,
     cancel: &CancellationToken,
 ) -> Started {
     let quarantine = Arc::new(QuarantineCtl::new(&cfg.response.quarantine, metrics.clone(), events.clone()));
@@ -212,7 +231,8 @@ pub fn start(
         quarantine: quarantine.clone(),
     });
     tokio::spawn(follow_containers(registry.clone(), quarantine.clone(), capture.clone(), cancel.clone()));
-    let responder = Arc::new(Responder { registry: registry.clone(), capture, quarantine: Some(quarantine) });
+    let responder =
+        Arc::new(Responder { registry: registry.clone(), capture, quarantine: Some(quarantine), gate: Some(gate) });
     Started { responder, view }
 }
 

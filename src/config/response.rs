@@ -111,11 +111,19 @@ pub struct Quarantine {
     pub allow: Vec<String>,
     /// bpffs directory of the pinned programs and links (survive a restart).
     pub pin_dir: String,
+    /// Only containers in these policy modes (learn, monitor, protect) are
+    /// quarantined, so a workload opts in with its mode; empty: every mode.
+    pub modes: Vec<String>,
 }
 
 impl Default for Quarantine {
     fn default() -> Self {
-        Quarantine { on_steps: Vec::new(), allow: Vec::new(), pin_dir: "/sys/fs/bpf/driftwatch/quarantine".into() }
+        Quarantine {
+            on_steps: Vec::new(),
+            allow: Vec::new(),
+            pin_dir: "/sys/fs/bpf/driftwatch/quarantine".into(),
+            modes: Vec::new(),
+        }
     }
 }
 
@@ -188,6 +196,14 @@ pub(super) fn validate(c: &Config, error: &dyn Fn(&[Seg], At, String) -> ConfigE
             if steps[..i].contains(s) {
                 return Err(invalid(&item(&keys, i), format!("{s:?} is listed twice")));
             }
+        }
+    }
+    for (i, m) in r.quarantine.modes.iter().enumerate() {
+        if !["learn", "monitor", "protect"].contains(&m.as_str()) {
+            return Err(invalid(
+                &item(&["response", "quarantine", "modes"], i),
+                format!("{m:?} is not a mode (learn, monitor, protect)"),
+            ));
         }
     }
     for (i, a) in r.quarantine.allow.iter().enumerate() {

@@ -15,13 +15,15 @@ pub struct Responder {
     pub registry: Arc<Registry>,
     pub capture: Option<Arc<Capture>>,
     pub quarantine: Option<Arc<QuarantineCtl>>,
+    /// Each container's policy mode, for `response.quarantine.modes`.
+    pub gate: Option<Arc<super::PolicyGate>>,
 }
 
 impl Responder {
     /// Takes the configured steps for `f`; never fails the finding.
     pub fn act(&self, f: &mut Finding) {
         let step = f.playbook_step.as_str();
-        let wants_q = self.quarantine.as_ref().is_some_and(|q| q.wants(step));
+        let wants_q = self.quarantine.as_ref().is_some_and(|q| q.wants(step) && self.mode_allows(q, &f.container_id));
         let wants_c = self.capture.as_ref().is_some_and(|c| c.wants(step));
         if !wants_q && !wants_c {
             return;
@@ -34,11 +36,17 @@ impl Responder {
                 Ok(serde_json::Value::Object(m)) => m,
                 _ => Default::default(),
             };
-            if q.ensure(&f.container_id, pid, &reason, attrs) {
+            if q.ensure(&f.container_id, pid, &reason, attrs.clone()) {
                 f.action = Some(match f.action {
                     Some(a) if a == KILLED => KILLED_QUARANTINED,
                     _ => QUARANTINED,
                 });
+                // The pod is the unit of isolation: a sidecar reached over
+                // loopback (a mesh proxy) would otherwise relay for it.
+                let why = format!("same pod as {} ({reason})", short(&f.container_id));
+                for (id, sib_pid) in pod_siblings(&self.registry, &f.container_id) {
+                    q.ensure(&id, sib_pid, &why, attrs.clone());
+                }
             }
         }
         if wants_c && let Some(c) = &self.capture {
@@ -51,6 +59,38 @@ impl Responder {
             f.evidence_path = c.request(&f.container_id, pid, line, facts).map(|p| p.display().to_string());
         }
     }
+}
+
+impl Responder {
+    /// `response.quarantine.modes`: empty, or the container's mode is listed.
+    fn mode_allows(&self, q: &QuarantineCtl, id: &str) -> bool {
+        if q.modes.is_empty() {
+            return true;
+        }
+        let (Some(gate), Some(meta)) = (&self.gate, self.registry.cached(id)) else { return false };
+        q.modes.iter().any(|m| m == gate.mode_of(&meta).0.as_str())
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// The other running containers of `id`'s pod, each with a live pid.
+pub fn pod_siblings(registry: &Registry, id: &str) -> Vec<(String, u32)> {
+    let Some(sandbox) = registry.cached(id).map(|m| m.sandbox_id.clone()).filter(|s| !s.is_empty()) else {
+        return Vec::new();
+    };
+    registry
+        .running()
+        .iter()
+        .filter(|c| c.id != id)
+        .filter(|c| registry.cached(&c.id).is_some_and(|m| m.sandbox_id == sandbox && m.is_pod_container()))
+        .filter_map(|c| match live_pid(registry, &c.id, 0) {
+            0 => None,
+            pid => Some((c.id.clone(), pid)),
+        })
+        .collect()
 }
 
 /// A live process of container `id`: `hint` (the finding's process) when it
@@ -75,6 +115,7 @@ pub struct QuarantineCtl {
     pin_dir: std::path::PathBuf,
     allow: Vec<crate::config::AllowRule>,
     on_steps: Vec<String>,
+    modes: Vec<String>,
     open: std::sync::Mutex<Option<Arc<Quarantine>>>,
     /// Quarantined ids, so a burst of findings does not ask the kernel again.
     known: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -93,6 +134,7 @@ impl QuarantineCtl {
             pin_dir: cfg.pin_dir.clone().into(),
             allow,
             on_steps: cfg.on_steps.clone(),
+            modes: cfg.modes.clone(),
             open: Default::default(),
             known: Default::default(),
             metrics,
