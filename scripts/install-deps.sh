@@ -9,6 +9,7 @@ PKGS=(
   gcc libc6-dev protobuf-compiler python3 ca-certificates
   python3-prometheus-client
   mmdebstrap umoci binutils
+  iproute2 util-linux
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -31,7 +31,8 @@ impl Drop for Guard {
 /// built (the span exporter needs a tokio runtime: call this inside one).
 pub fn init(cfg: Option<&Config>) -> Guard {
     // The agent logs what it does; the one-shot verbs (diff, ps, ...) only what went wrong.
-    let default = if cfg.is_some() { "info" } else { "warn" };
+    // (The CRI client's reconnect warnings are the verbs' own clear error, or a /proc fallback.)
+    let default = if cfg.is_some() { "info" } else { "warn,driftwatch::enrich::cri=error" };
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
