@@ -708,7 +708,7 @@ impl Config {
         }
         exports::validate(self, &error, files)?;
         redaction::validate(self, &error)?;
-        response::validate(self, &error)?;
+        response::validate(self, &error, files)?;
         if let Err(e) = crate::policy::compile::compile(&self.policy) {
             let path: Vec<Seg> = [Seg::from("policy")]
                 .into_iter()

@@ -81,6 +81,13 @@ fn grpc_receiver_gets_drift_finding() {
     assert_record_is_finding(&r, &f, "driftwatch.drift.binary", 18);
     assert_eq!(r.attrs["rule"], "exec_new_binary");
     assert_eq!(r.attrs["process.command_args"], serde_json::json!(["/tmp/busybox", "true"]));
+    // The isolate finding's evidence bundle (response.capture is on by default) is an event too.
+    let e = rx.wait_for("the evidence event", Duration::from_secs(30), |r| {
+        r.record.event_name == "driftwatch.evidence.captured"
+            && r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+    });
+    assert_eq!(e.attrs["driftwatch.evidence.path"], f["driftwatch.evidence.path"], "{e:#?}");
+    assert!(e.attrs.contains_key("driftwatch.evidence.result"), "{e:#?}");
     // A shell: warning -> WARN (13).
     c.exec_ok(&["/bin/sh", "-c", ": otlp-shell"]);
     let f = agent.wait_for("shell", |f| f["container.id"] == c.id.as_str() && f["kind"] == "shell");
@@ -94,9 +101,11 @@ fn grpc_receiver_gets_drift_finding() {
     });
     assert_eq!(agent.metric("driftwatch_otlp_records_total{result=\"failed\"}"), Some(0.0));
     assert_eq!(agent.metric("driftwatch_otlp_records_total{result=\"dropped\"}"), Some(0.0));
-    // Diagnostics are not findings: every record received is a finding event.
+    // Diagnostics are not findings: every record received is a finding or a
+    // response event (evidence, quarantine), never a log line of the agent.
     for r in rx.records() {
-        assert!(r.record.event_name.starts_with("driftwatch.drift."), "{r:#?}");
+        let n = &r.record.event_name;
+        assert!(n.starts_with("driftwatch.drift.") || n == "driftwatch.evidence.captured", "{r:#?}");
     }
 }
 

@@ -167,7 +167,11 @@ impl AllowRule {
     }
 }
 
-pub(super) fn validate(c: &Config, error: &dyn Fn(&[Seg], At, String) -> ConfigError) -> Result<(), ConfigError> {
+pub(super) fn validate(
+    c: &Config,
+    error: &dyn Fn(&[Seg], At, String) -> ConfigError,
+    files: super::FileChecks,
+) -> Result<(), ConfigError> {
     let invalid = |path: &[Seg], m: String| error(path, At::Value, m);
     let item =
         |keys: &[&str], i: usize| -> Vec<Seg> { keys.iter().map(|k| Seg::from(*k)).chain([Seg::Index(i)]).collect() };
@@ -180,6 +184,10 @@ pub(super) fn validate(c: &Config, error: &dyn Fn(&[Seg], At, String) -> ConfigE
             ));
         }
         Ok(_) => {}
+    }
+    if !c.admin_token_file.is_empty() && files == super::FileChecks::Read {
+        super::secret_file(&c.admin_token_file, "admin token")
+            .map_err(|e| invalid(&[Seg::from("admin_token_file")], e))?;
     }
     let r = &c.response;
     for (keys, steps) in [
@@ -286,6 +294,11 @@ mod tests {
         assert!(e.contains("response.quarantine.on_steps[0]") && e.contains("line 3"), "{e}");
         let e = Config::from_yaml("admin_addr: \"0.0.0.0:8791\"\n", "f.yaml").unwrap_err().to_string();
         assert!(e.contains("admin_token_file"), "{e}");
+        let e = Config::from_yaml("admin_token_file: /nonexistent/token\n", "f.yaml").unwrap_err().to_string();
+        assert!(e.contains("admin_token_file") && e.contains("/nonexistent/token"), "{e}");
+        let e =
+            Config::from_yaml("response:\n  quarantine:\n    modes: [enforce]\n", "f.yaml").unwrap_err().to_string();
+        assert!(e.contains("response.quarantine.modes[0]"), "{e}");
         let e = Config::from_yaml("response:\n  quarantine:\n    allow: [\"10.0.0.0/40\"]\n", "f.yaml")
             .unwrap_err()
             .to_string();
