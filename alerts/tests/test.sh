@@ -84,6 +84,9 @@ route remediation-tickets alertname=WorkloadWritableRootFilesystem severity=info
 route driftwatch-operators alertname=DriftwatchKubernetesWatchFailing severity=warning playbook_step=detect
 route driftwatch-operators alertname=DriftwatchFileEventsRateLimited severity=warning playbook_step=detect
 route driftwatch-operators alertname=DriftwatchDriftEventsDropped severity=critical playbook_step=detect
+route security-pager alertname=DriftwatchQuarantineFailed severity=critical playbook_step=isolate
+route security-investigations alertname=DriftwatchContainerQuarantined severity=warning playbook_step=investigate
+route security-investigations alertname=DriftwatchEvidenceCaptureFailing severity=warning playbook_step=investigate result=failed
 route platform-default alertname=Watchdog severity=none
 # Every playbook_step used by the rules has a route of its own.
 for step in $(grep -o 'playbook_step: [a-z]*' "$rules" | awk '{print $2}' | sort -u); do
