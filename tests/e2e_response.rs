@@ -168,13 +168,19 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
     assert!(!listed(&agent).contains(&b.id));
     // The pod is the unit: its sidecar (which could relay over loopback) too.
     until("the sidecar quarantined", Duration::from_secs(5), || listed(&agent).contains(&sidecar.id).then_some(()));
+    // A container the pod starts later (the kubelet restarting one whose
+    // probes the quarantine cut) is quarantined too.
+    let late = pod.start_container("restarted", &["/bin/sleep", "600"]);
+    until("the pod's new container quarantined", Duration::from_secs(20), || {
+        listed(&agent).contains(&late.id).then_some(())
+    });
     let cut_ms = (nanos_of(entry["since"].as_str().unwrap()) - nanos_of(f["time"].as_str().unwrap())) as f64 / 1e6;
     println!("exec of the dropped binary -> container cut off: {cut_ms:.1} ms");
     assert!(cut_ms < 5_000.0, "{cut_ms} ms");
     let (code, out, err) = quarantine_cli(&agent, &["list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&c.id), "{out}");
-    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(2.0));
+    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(3.0));
 
     // The evidence bundle: the diff names the dropped binary, whose copy is in it.
     until("the bundle file", Duration::from_secs(20), || bundle.exists().then_some(()));
@@ -213,7 +219,7 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
     until("the quarantine listed after a restart", Duration::from_secs(10), || {
         listed(&agent).contains(&c.id).then_some(())
     });
-    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(2.0));
+    assert_eq!(agent.metric("driftwatch_quarantined_containers"), Some(3.0));
 
     // Release (the pod's: the sidecar too); a second release says it is not quarantined (exit 1).
     // The restarted agent's registry must know the pod first.
@@ -225,6 +231,7 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
     assert_eq!(code, 0, "{err}");
     assert!(!listed(&agent).contains(&c.id));
     assert!(!listed(&agent).contains(&sidecar.id), "the pod's sidecar is released with it");
+    assert!(!listed(&agent).contains(&late.id), "and its restarted container");
     let (code, _, err) = quarantine_cli(&agent, &["release", short]);
     assert_eq!(code, 1, "{err}");
     assert!(!pins.join(&c.id).exists());

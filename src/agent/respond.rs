@@ -121,6 +121,9 @@ impl Backend for NodeView {
             _ => Default::default(),
         };
         let mut v = self.quarantine.apply(&id, pid, "admin API", attrs.clone()).map_err(ApiError::unavailable)?;
+        if let Some(meta) = self.registry.cached(&id) {
+            self.quarantine.mark_pod(&meta.sandbox_id, "admin API");
+        }
         // The pod is the unit of isolation (see pipeline::respond).
         let why = format!("same pod as {} (admin API)", &id[..id.len().min(12)]);
         let also: Vec<String> = crate::pipeline::respond::pod_siblings(&self.registry, &id)
@@ -148,6 +151,9 @@ impl Backend for NodeView {
         };
         match self.quarantine.release(&id, "released") {
             Ok(true) => {
+                if let Some(meta) = self.registry.cached(&id) {
+                    self.quarantine.unmark_pod(&meta.sandbox_id);
+                }
                 // Its pod was quarantined with it: lift the pod's.
                 let mut also = Vec::new();
                 for (sib, _) in crate::pipeline::respond::pod_siblings(&self.registry, &id) {
@@ -291,15 +297,21 @@ async fn follow_containers(
                         let _ = tokio::task::spawn_blocking(move || q.release(&id, "container_gone")).await;
                     }
                 }
-                Ok(Change::Added(_)) => {}
+                Ok(Change::Added(_)) => {
+                    // A container a quarantined pod (re)started: quarantined too.
+                    let (q, r) = (quarantine.clone(), registry.clone());
+                    let _ = tokio::task::spawn_blocking(move || q.follow_pods(&r)).await;
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             _ = tick.tick() => {
-                let q = quarantine.clone();
+                let (q, r) = (quarantine.clone(), registry.clone());
                 let _ = tokio::task::spawn_blocking(move || {
                     let live = crate::procfs::scan(false).containers;
                     q.prune(&|id| live.contains_key(id));
+                    // Metadata may come after Added: catch up here too.
+                    q.follow_pods(&r);
                 })
                 .await;
             }

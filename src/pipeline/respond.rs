@@ -43,6 +43,9 @@ impl Responder {
                 });
                 // The pod is the unit of isolation: a sidecar reached over
                 // loopback (a mesh proxy) would otherwise relay for it.
+                if let Some(meta) = self.registry.cached(&f.container_id) {
+                    q.mark_pod(&meta.sandbox_id, &reason);
+                }
                 let why = format!("same pod as {} ({reason})", short(&f.container_id));
                 for (id, sib_pid) in pod_siblings(&self.registry, &f.container_id) {
                     q.ensure(&id, sib_pid, &why, attrs.clone());
@@ -119,6 +122,10 @@ pub struct QuarantineCtl {
     open: std::sync::Mutex<Option<Arc<Quarantine>>>,
     /// Quarantined ids, so a burst of findings does not ask the kernel again.
     known: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Quarantined pods (sandbox id -> why): a container the pod starts
+    /// later (the kubelet restarts one whose probes the quarantine cut) is
+    /// quarantined too, until a person releases the pod.
+    pods: std::sync::Mutex<std::collections::HashMap<String, PodMark>>,
     metrics: Arc<crate::metrics::Metrics>,
     events: crate::sink::event::NodeEvents,
 }
@@ -137,6 +144,7 @@ impl QuarantineCtl {
             modes: cfg.modes.clone(),
             open: Default::default(),
             known: Default::default(),
+            pods: Default::default(),
             metrics,
             events,
         }
@@ -300,6 +308,86 @@ impl QuarantineCtl {
         self.metrics.response.set_quarantined(self.known.lock().unwrap_or_else(|p| p.into_inner()).len());
         let (ingress, egress) = q.dropped();
         self.metrics.response.set_dropped(ingress, egress);
+    }
+}
+
+/// A quarantined pod.
+#[derive(Debug, Clone)]
+pub struct PodMark {
+    pub reason: String,
+    /// When a container of it last ran (marks of pods gone for long are dropped).
+    pub seen: std::time::Instant,
+}
+
+/// Marks of pods with no running container for this long are forgotten
+/// (past the kubelet's longest restart back-off, 5 min).
+pub const POD_MARK_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl QuarantineCtl {
+    /// Remembers that `sandbox`'s pod is quarantined.
+    pub fn mark_pod(&self, sandbox: &str, reason: &str) {
+        if sandbox.is_empty() {
+            return;
+        }
+        let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        pods.entry(sandbox.to_string())
+            .or_insert_with(|| PodMark { reason: reason.to_string(), seen: std::time::Instant::now() })
+            .seen = std::time::Instant::now();
+    }
+
+    /// Forgets the pod's mark (a person released it).
+    pub fn unmark_pod(&self, sandbox: &str) {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(sandbox);
+    }
+
+    /// Why `sandbox`'s pod is quarantined, if it is.
+    pub fn pod_reason(&self, sandbox: &str) -> Option<String> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner()).get(sandbox).map(|m| m.reason.clone())
+    }
+
+    /// Quarantines the running containers of quarantined pods that are not
+    /// yet (restarted ones), refreshes the marks and drops stale ones.
+    pub fn follow_pods(&self, registry: &Registry) {
+        // Pods quarantined before this agent started (pins) are marked once
+        // the registry knows them.
+        let known: Vec<String> = self.known.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        for id in known {
+            if let Some(meta) = registry.cached(&id)
+                && meta.is_pod_container()
+            {
+                self.mark_pod(&meta.sandbox_id, "quarantined before the agent restarted");
+            }
+        }
+        if self.pods.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
+        }
+        let mut running_sandboxes = std::collections::HashSet::new();
+        for c in registry.running() {
+            let Some(meta) = registry.cached(&c.id) else { continue };
+            if !meta.is_pod_container() {
+                continue;
+            }
+            running_sandboxes.insert(meta.sandbox_id.clone());
+            let Some(reason) = self.pod_reason(&meta.sandbox_id) else { continue };
+            if self.is_quarantined(&c.id) {
+                continue;
+            }
+            let pid = live_pid(registry, &c.id, 0);
+            if pid != 0 {
+                let mut attrs = serde_json::Map::new();
+                attrs.insert("k8s.namespace.name".into(), meta.namespace.clone().into());
+                attrs.insert("k8s.pod.name".into(), meta.pod_name.clone().into());
+                attrs.insert("k8s.container.name".into(), meta.container_name.clone().into());
+                let _ = self.apply(&c.id, pid, &format!("pod quarantined: {reason}"), attrs);
+            }
+        }
+        let now = std::time::Instant::now();
+        self.pods.lock().unwrap_or_else(|p| p.into_inner()).retain(|sandbox, m| {
+            if running_sandboxes.contains(sandbox) {
+                m.seen = now;
+            }
+            now.duration_since(m.seen) < POD_MARK_TTL
+        });
     }
 }
 
