@@ -55,7 +55,32 @@ STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
          "all-features": "/var/lib/driftwatch-agent", "no-state": None,
          "files-off": "/var/lib/driftwatch", "network-off": "/var/lib/driftwatch",
          "no-syscall-sensors": "/var/lib/driftwatch", "health-off": "/var/lib/driftwatch",
-         "alertmanager-basic-auth": "/var/lib/driftwatch"}
+         "alertmanager-basic-auth": "/var/lib/driftwatch", "quarantine-on": "/var/lib/driftwatch",
+         "quarantine-privileged": "/var/lib/driftwatch", "investigate-off": "/var/lib/driftwatch"}
+PRIVILEGED = {"privileged", "quarantine-privileged"}
+BASE_CAPS = ["BPF", "PERFMON", "SYS_PTRACE"]
+# response.* (values) -> admin_addr, response.* (config) and the mounts: the admin
+# socket's directory, the evidence directory (both at their host path), the host's
+# BPF filesystem and the node's cgroup2 hierarchy (read-only, at /host<root>).
+CAPTURE = {"on_steps": ["isolate"], "dir": "/var/lib/driftwatch/evidence", "window_s": 300, "max_file_bytes": 16 << 20,
+           "max_bundle_bytes": 64 << 20, "hash_limit_bytes": 64 << 20, "retention": {"max_bytes": 1 << 30, "max_bundles": 100}}
+QUARANTINE_OFF = {"on_steps": [], "allow": [], "modes": [], "pin_dir": "/sys/fs/bpf/driftwatch/quarantine"}
+def response(name):
+    r = {"admin": "/run/driftwatch", "capture": dict(CAPTURE), "quarantine": dict(QUARANTINE_OFF), "bpffs": None, "cgroup": None}
+    if name in ("quarantine-on", "quarantine-privileged", "all-features"):
+        r.update(bpffs="/sys/fs/bpf", cgroup="/sys/fs/cgroup")
+        r["quarantine"]["on_steps"] = ["isolate"]
+    if name == "quarantine-on":
+        r["quarantine"].update(allow=["10.96.0.10/32:53"], modes=["protect"])
+    if name == "investigate-off":
+        r.update(admin=None)
+        r["capture"]["on_steps"] = []
+    if name == "all-features":
+        r.update(admin="/run/driftwatch-agent", cgroup="/sys/fs/cgroup/unified")
+        r["capture"].update(on_steps=["isolate", "evict"], dir="/var/lib/driftwatch-evidence", window_s=600, hash_limit_bytes=8 << 20,
+                            retention={"max_bytes": 4 << 30, "max_bundles": 50})
+        r["quarantine"].update(modes=["protect"], allow=["10.96.0.10/32:53", "[fd00:10:96::a]:53", "10.0.0.5/32:8789"])
+    return r
 # The probes' own listener (health.port, config health_addr); health.enabled=false: none,
 # the probes go to the metrics port.
 HEALTH = {"health-off": None}
@@ -89,8 +114,10 @@ for name in STATE:
         check(mounts["/sys/kernel/btf"].get("readOnly"), f"{name}: BTF read-only")
     else:
         check("/sys/kernel/btf" not in mounts, f"{name}: no BTF mount without hostPaths.btf")
-    check("/sys/fs/bpf" not in mounts and not any(v.get("hostPath", {}).get("path") == "/sys/fs/bpf" for v in vols.values()),
-          f"{name}: no BPF filesystem mount")
+    resp = response(name)
+    if not resp["bpffs"]:
+        check("/sys/fs/bpf" not in mounts and not any(v.get("hostPath", {}).get("path") == "/sys/fs/bpf" for v in vols.values()),
+              f"{name}: no BPF filesystem mount without response.quarantine.enabled")
     if tracefs:
         check(mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: tracefs read-only")
         check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
@@ -107,7 +134,9 @@ for name in STATE:
         check(state is not None and not state.get("readOnly") and hp.get("path") == STATE[name] and hp.get("type") == "DirectoryOrCreate",
               f"{name}: state dir {STATE[name]} (DirectoryOrCreate) mounted writable at /var/lib/driftwatch")
     else:
-        check(state is None and not any(v.get("hostPath", {}).get("path", "").startswith("/var/lib") for v in vols.values()), f"{name}: no state volume")
+        # (the evidence directory, response.capture.hostPath, is a volume of its own)
+        check(state is None and not any(v.get("hostPath", {}).get("path", "").startswith("/var/lib") for n, v in vols.items() if n != "evidence"),
+              f"{name}: no state volume")
     env = {e["name"]: e for e in c["env"]}
     check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName", f"{name}: NODE_NAME from the downward API")
     health = HEALTH.get(name, 8790)
@@ -123,11 +152,39 @@ for name in STATE:
     check({"operator": "Exists"} in pod.get("tolerations", []), f"{name}: tolerates every taint")
     check("cpu" in c["resources"]["requests"] and "memory" in c["resources"]["requests"], f"{name}: resource requests")
     check(sc.get("readOnlyRootFilesystem") is True, f"{name}: read-only root filesystem")
-    if name == "privileged":
+    if name in PRIVILEGED:
         check(sc.get("privileged") is True and "capabilities" not in sc, f"{name}: privileged fallback")
     else:
+        # NET_ADMIN (attach the quarantine's programs to a cgroup) only with quarantine on.
+        caps = BASE_CAPS + (["NET_ADMIN"] if resp["bpffs"] else [])
         check(sc.get("privileged") is False and sc.get("allowPrivilegeEscalation") is False, f"{name}: not privileged")
-        check(sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_PTRACE"]}, f"{name}: least-privilege capabilities {sc.get('capabilities')}")
+        check(sc["capabilities"] == {"drop": ["ALL"], "add": caps}, f"{name}: least-privilege capabilities {sc.get('capabilities')} (want {caps})")
+    # Every mount path and volume name once (the API server rejects duplicates).
+    paths = [m["mountPath"] for m in c["volumeMounts"]]
+    check(len(paths) == len(set(paths)) and len(vols) == len(pod["volumes"]), f"{name}: duplicate mount paths or volumes: {paths}")
+    # response.*: each feature's host directory mounted while it is on, and only then.
+    want = {}
+    if resp["admin"]:
+        want[resp["admin"]] = (resp["admin"], "DirectoryOrCreate", False)
+    if resp["capture"]["on_steps"]:
+        want[resp["capture"]["dir"]] = (resp["capture"]["dir"], "DirectoryOrCreate", False)
+    if resp["bpffs"]:
+        want[resp["bpffs"]] = (resp["bpffs"], "Directory", False)
+        want["/host" + resp["cgroup"]] = (resp["cgroup"], "Directory", True)
+    known = {"/run/driftwatch", "/run/driftwatch-agent", CAPTURE["dir"], "/var/lib/driftwatch-evidence", "/sys/fs/bpf",
+             "/host/sys/fs/cgroup", "/host/sys/fs/cgroup/unified"}
+    for path in sorted(known | set(want)):
+        m = mounts.get(path)
+        if path in want:
+            host, typ, ro = want[path]
+            hp = vols[m["name"]].get("hostPath", {}) if m else {}
+            check(m is not None and hp == {"path": host, "type": typ} and bool(m.get("readOnly")) == ro
+                  and "mountPropagation" not in m,
+                  f"{name}: {host} ({typ}, {'ro' if ro else 'rw'}) mounted at {path}: {m} {hp}")
+        else:
+            check(m is None, f"{name}: {path} mounted with its feature off")
+    for host in {"/run/driftwatch", "/var/lib/driftwatch/evidence", "/sys/fs/bpf", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"} - {w[0] for w in want.values()}:
+        check(not any(v.get("hostPath", {}).get("path") == host for v in vols.values()), f"{name}: a volume for {host} with its feature off")
     api = name == "all-features"
     check(pod.get("automountServiceAccountToken") is api, f"{name}: API token only with kubernetesApi.enabled")
     cr = one(d, "ClusterRole")
@@ -177,6 +234,15 @@ for name in STATE:
     check(cfg.get("sensor", {}).get("network") is net and cfg.get("sensor", {}).get("files") is files,
           f"{name}: sensor.network / sensor.files follow sensors.* ({net}, {files}): {cfg.get('sensor')}")
     check(cfg.get("rules", {}).get("network", {}).get("state_dir") == ("/var/lib/driftwatch" if STATE[name] else ""), f"{name}: rules.network.state_dir matches the state mount: {cfg.get('rules')}")
+    # admin_addr: the socket in the mounted directory (root on the node reaches it at the
+    # same path), or "" (off); response.capture.dir is the evidence mount; pin_dir is on
+    # the mounted BPF filesystem; a feature that is off has on_steps [].
+    check(cfg.get("admin_addr") == (f"unix://{resp['admin']}/admin.sock" if resp["admin"] else ""), f"{name}: admin_addr {cfg.get('admin_addr')!r}")
+    got = cfg.get("response", {})
+    check(got.get("capture") == resp["capture"], f"{name}: response.capture {got.get('capture')} (want {resp['capture']})")
+    check(got.get("quarantine") == resp["quarantine"], f"{name}: response.quarantine {got.get('quarantine')} (want {resp['quarantine']})")
+    if resp["bpffs"]:
+        check(got.get("quarantine", {}).get("pin_dir", "").startswith(resp["bpffs"] + "/"), f"{name}: pin_dir on the mounted BPF filesystem")
     # Redaction (values redaction.*): on by default, user parts passed through.
     red = cfg.get("redaction", {})
     if name == "all-features":

@@ -3,9 +3,11 @@
 #   helm lint --strict        default (least privilege), privileged, all-features,
 #                             no-state (baselines in memory), files-off (network sensor only),
 #                             network-off (file sensor only: no tracefs) and no-syscall-sensors
-#                             (network and file sensors off) and health-off (probes on the
-#                             metrics port) values
-#   helm template             the same, plus the schema rejecting bad values
+#                             (network and file sensors off), health-off (probes on the
+#                             metrics port), quarantine-on (least privilege and privileged)
+#                             and investigate-off (no admin socket, no evidence) values
+#   helm template             the same, plus the schema rejecting bad values and contradictory
+#                             values (config: against response.*) failing the rendering
 #   kubernetes-validate       --strict against Kubernetes 1.33 (the kubectl of the layer):
 #                             every core resource; a broken manifest must fail (proves strictness)
 #   check_rendered.py         mounts (no host /proc; tracefs only with a syscall sensor on;
@@ -13,7 +15,9 @@
 #                             the probes on their own port (health_addr) and not in the Service,
 #                             privileges, RBAC and kubernetes.enabled gating, ServiceMonitor / PrometheusRule
 #                             (CRD schema subset), the PrometheusRule equals the rules file,
-#                             the dashboards ConfigMap equals dashboards/, redaction.* reaches the config, and
+#                             the dashboards ConfigMap equals dashboards/, redaction.* reaches the config,
+#                             response.*: admin_addr and response.* in the config, each feature's
+#                             mounts only while it is on, NET_ADMIN only with quarantine, and
 #   driftwatch check-config   the rendered config ConfigMap loads in the real agent's parser
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,8 +44,12 @@ declare -A sets=(
   [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false"
   [health-off]="--set health.enabled=false"
   [alertmanager-basic-auth]="--set alertmanager.url=https://alertmanager.monitoring:9093 --set alertmanager.basicAuth.username=driftwatch --set alertmanager.basicAuth.passwordSecret.name=am-basic --set alertmanager.tls.serverName=alertmanager.monitoring.svc"
+  [quarantine-on]="--set response.quarantine.enabled=true --set response.quarantine.allow={10.96.0.10/32:53} --set response.quarantine.modes={protect}"
+  [quarantine-privileged]="-f $chart/ci/privileged-values.yaml --set response.quarantine.enabled=true"
+  [investigate-off]="--set response.admin.enabled=false --set response.capture.enabled=false"
 )
-for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off alertmanager-basic-auth; do
+for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off alertmanager-basic-auth \
+    quarantine-on quarantine-privileged investigate-off; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086
@@ -85,6 +93,36 @@ for bad in "--set alertmanager.url=http://a:9093 --set alertmanager.urls={http:/
 done
 echo "chart: contradictory alertmanager values fail to render"
 
+# response.*: the schema rejects what the agent cannot use; and config: may not ask for a
+# mount or a privilege the values did not grant (nor may two mounts share a path).
+for bad in response.capture.hostPath=var/lib/evidence response.capture.hostPath=/var/lib/evidence/ response.capture.hostPath=/var/../etc \
+    'response.capture.onSteps={isolat}' response.capture.windowSeconds=0 response.capture.maxBundleBytes=1.5 response.capture.dir=/x \
+    'response.quarantine.onSteps={isolate,isolate}' 'response.quarantine.modes={block}' 'response.quarantine.allow={dns.local:53}' \
+    response.quarantine.enabled=yes response.quarantine.pinDir=/x response.quarantine.bpffs=sys/fs/bpf response.quarantine.cgroupRoot= \
+    response.admin.socketDir=/run/driftwatch/ response.admin.addr=127.0.0.1:8791 "response.admin.socketDir=/$(printf 'a%.0s' {1..100})"; do
+  if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
+    echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
+  fi
+done
+if "$HELM" template driftwatch "$chart" --set-json 'response={"capture":{"onSteps":[]}}' >/dev/null 2>&1; then
+  echo "chart: values.schema.json accepted response.capture.onSteps [] (enabled: false turns capture off)" >&2; exit 1
+fi
+for bad in "--set response.capture.retention.maxBytes=65536" \
+    "--set response.capture.hostPath=/var/lib/driftwatch" "--set response.admin.socketDir=/run/containerd" \
+    "--set config.admin_addr=unix:///var/run/driftwatch.sock" "--set response.admin.enabled=false --set config.admin_addr=unix:///run/driftwatch/admin.sock" \
+    "--set config.response.capture.dir=/tmp/evidence" "--set response.capture.enabled=false --set config.response.capture.on_steps={isolate}" \
+    "--set config.response.quarantine.on_steps={isolate}" "--set response.quarantine.enabled=true --set config.response.quarantine.pin_dir=/var/lib/q"; do
+  # shellcheck disable=SC2086
+  if "$HELM" template driftwatch "$chart" $bad >/dev/null 2>&1; then
+    echo "chart: rendered contradictory values: $bad" >&2; exit 1
+  fi
+done
+# config: still wins where no mount or privilege depends on it.
+"$HELM" template driftwatch "$chart" --show-only templates/configmap.yaml --set config.response.capture.window_s=60 \
+  --set config.response.quarantine.allow={10.0.0.0/8:53} | grep -q 'window_s: 60' \
+  || { echo "chart: config.response.* does not override the rendered keys" >&2; exit 1; }
+echo "chart: response values are checked by the schema, and config: contradicting them fails to render"
+
 # The policy is reloaded in place: changing it must not roll the DaemonSet (the
 # pods' config checksum stays), while changing anything else must; and it is
 # rendered into the config the agent loads.
@@ -93,8 +131,10 @@ base=$(checksum)
 pol=$(checksum --set 'policy.approvals[0].name=ci' --set 'policy.approvals[0].reason=builds' \
   --set 'policy.approvals[0].match.namespace=ci' --set policy.defaultMode=learn)
 sensor=$(checksum --set sensors.files=false)
+quarantine=$(checksum --set response.quarantine.enabled=true)
 [ -n "$base" ] && [ "$base" = "$pol" ] || { echo "chart: a policy change rolls the DaemonSet ($base vs $pol)" >&2; exit 1; }
 [ "$base" != "$sensor" ] || { echo "chart: a sensor change does not change the config checksum" >&2; exit 1; }
+[ "$base" != "$quarantine" ] || { echo "chart: turning quarantine on does not change the config checksum" >&2; exit 1; }
 "$HELM" template driftwatch "$chart" --show-only templates/configmap.yaml --set 'policy.approvals[0].name=ci' \
   --set 'policy.approvals[0].reason=builds' --set 'policy.approvals[0].match.namespace=ci' --set policy.defaultMode=learn \
   | "$PY" -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); print(d["data"]["config.yaml"])' > "$out/policy-config.yaml"

@@ -117,7 +117,10 @@ app.kubernetes.io/component: agent
 {{- if $policy -}}
 {{- $_ := set $cfg "policy" $policy -}}
 {{- end -}}
-{{- toYaml (mergeOverwrite $cfg (deepCopy .Values.config)) -}}
+{{- $cfg = merge $cfg (include "driftwatch.responseConfig" . | fromYaml) -}}
+{{- $cfg = mergeOverwrite $cfg (deepCopy .Values.config) -}}
+{{- include "driftwatch.checkResponse" (dict "cfg" $cfg "Values" .Values) -}}
+{{- toYaml $cfg -}}
 {{- end -}}
 
 {{/* "true" when a syscall-tracepoint sensor (network, files) is on in the rendered
