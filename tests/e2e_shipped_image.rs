@@ -49,11 +49,24 @@ fn node_values() -> String {
     format!(
         "image:\n  repository: localhost/driftwatch\n\
          runtime:\n  endpoint: unix://{sock}\n  socketDirs: [{dir}]\n\
-         hostPaths:\n  state: {state}\n",
+         hostPaths:\n  state: {state}\n\
+         response:\n  admin:\n    socketDir: {admin}\n  capture:\n    hostPath: {evidence}\n",
         sock = socket_dir().join("containerd.sock").display(),
         dir = socket_dir().display(),
         state = state_dir().display(),
+        admin = admin_dir().display(),
+        evidence = evidence_dir().display(),
     )
+}
+
+/// The admin socket's host directory (the chart's `response.admin.socketDir`).
+fn admin_dir() -> PathBuf {
+    Path::new(support::ROOT_DIR).join(RUNTIME).join("admin")
+}
+
+/// The evidence bundles' host directory (the chart's `response.capture.hostPath`).
+fn evidence_dir() -> PathBuf {
+    Path::new(support::ROOT_DIR).join(RUNTIME).join("evidence")
 }
 
 fn node() -> Node {
@@ -438,6 +451,24 @@ fn run_and_check(lab: &Lab, docs: &[Value], tag: &str) -> Result<ChartPod, Broke
     if f["driftwatch.metadata.complete"] != true {
         return fail(pod, format!("finding without complete pod metadata: {f}"));
     }
+    // The isolate finding's evidence bundle lands in the host directory, and
+    // the admin API answers on the host's socket.
+    let Some(bundle) = f["driftwatch.evidence.path"].as_str().map(PathBuf::from) else {
+        return fail(pod, format!("the isolate finding names no evidence bundle: {f}"));
+    };
+    if !bundle.starts_with(evidence_dir()) {
+        return fail(pod, format!("evidence bundle {} outside {}", bundle.display(), evidence_dir().display()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bundle.exists() {
+        if Instant::now() > deadline {
+            return fail(pod, format!("the evidence bundle {} was not written on the host", bundle.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Err(e) = admin_healthz(&admin_dir().join("admin.sock")) {
+        return fail(pod, format!("the admin API on the host's socket: {e}"));
+    }
 
     // 3. A clean shutdown persists the learned baseline in the state directory.
     let id = pod.container_id.clone();
@@ -461,6 +492,16 @@ fn run_and_check(lab: &Lab, docs: &[Value], tag: &str) -> Result<ChartPod, Broke
         return fail(pod, format!("the agent complained: {l}"));
     }
     Ok(pod)
+}
+
+/// `GET /healthz` on the admin socket.
+fn admin_healthz(sock: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if out.starts_with("HTTP/1.1 200") { Ok(()) } else { Err(format!("answered {:?}", out.lines().next())) }
 }
 
 /// Linux capability numbers of the names a pod spec uses.

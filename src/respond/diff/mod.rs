@@ -200,6 +200,10 @@ pub struct Summary {
     pub layers: usize,
     pub hash_limit: u64,
     pub elapsed_ms: u64,
+    /// Why the diff may miss something it cannot see (without CAP_SYS_ADMIN,
+    /// `trusted.*` xattrs read as absent: opaque directories look plain).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }
 
 /// The image, as far as the node knows it.
@@ -338,7 +342,15 @@ pub fn diff_container(
         id: pod.image_id.clone(),
         layers: dirs.lowers.len(),
     };
-    Ok(Report { container_id: id.to_string(), pod, image, changes: diff.changes, summary: diff.summary })
+    let mut summary = diff.summary;
+    if !has_sys_admin() {
+        summary.limits.push(
+            "no CAP_SYS_ADMIN: overlayfs's trusted.* attributes read as absent, so a directory the container \
+             replaced (opaque) shows only its new entries, not the image entries it hides"
+                .into(),
+        );
+    }
+    Ok(Report { container_id: id.to_string(), pod, image, changes: diff.changes, summary })
 }
 
 /// The root overlay and the other mount points of a container's mountinfo.
@@ -388,3 +400,10 @@ fn under(path: &[u8], mount: &Path) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// CAP_SYS_ADMIN (21) in this process's effective set (`/proc/self/status` CapEff).
+fn has_sys_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim).unwrap_or("0");
+    u64::from_str_radix(eff, 16).is_ok_and(|v| v & (1 << 21) != 0)
+}

@@ -114,6 +114,9 @@ pub fn render_table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if s.shadowed > 0 {
         writeln!(out, "{} changes lie under a mount point: hidden from the container now", s.shadowed)?;
     }
+    for l in &s.limits {
+        writeln!(out, "note: {l}")?;
+    }
     Ok(())
 }
 
