@@ -39,6 +39,8 @@ fn start_stuck(yaml: &str) -> Stuck {
     let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(["run", "--metrics-addr", &addr.to_string(), "--config", cfg.to_str().unwrap()])
         .env("DRIFTWATCH_RUNTIME_ENDPOINT", "unix:///run/driftwatch-test/no-such.sock")
+        // Its own admin socket: other tests' agents run beside it.
+        .env("DRIFTWATCH_ADMIN_ADDR", format!("unix://{}", dir.join("admin.sock").display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
