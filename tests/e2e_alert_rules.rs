@@ -31,6 +31,11 @@ const ALLOWED_FOREIGN_METRICS: &[(&str, &str)] = &[
     ("container_memory_rss", "cAdvisor: agent RSS"),
     // Prometheus's own series for alerting rules (the playbook status panels).
     ("ALERTS", "Prometheus: firing alerts of the driftwatch rules"),
+    // The responder (`driftwatch respond`, a Deployment of its own): the agent never
+    // exports them (the overview's Response row).
+    ("driftwatch_response_actions_total", "driftwatch respond: actions by action, result"),
+    ("driftwatch_response_webhook_requests_total", "driftwatch respond: webhook requests by code"),
+    ("driftwatch_response_webhook_rejected_total", "driftwatch respond: webhook rejections by reason"),
 ];
 
 const PROMQL_WORDS: &[&str] = &[

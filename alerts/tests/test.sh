@@ -6,6 +6,8 @@
 #   promtool test rules    - unit tests: every alert fires with its exact labels and
 #                            annotations, and stays quiet where it must
 #   amtool check-config / config routes test - each playbook_step reaches its receiver
+#                                              (and the responder, driftwatch-respond, gets the
+#                                              per-pod push alerts of isolate|investigate|evict, continue)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # PyYAML comes with the chart tools' venv (scripts/install-chart-tools.sh).
@@ -88,6 +90,46 @@ route security-pager alertname=DriftwatchQuarantineFailed severity=critical play
 route security-investigations alertname=DriftwatchContainerQuarantined severity=warning playbook_step=investigate
 route security-investigations alertname=DriftwatchEvidenceCaptureFailing severity=warning playbook_step=investigate result=failed
 route platform-default alertname=Watchdog severity=none
+# The responder gets the agent's per-pod push alerts (pod and container_id) of the steps it
+# acts on, and people are still paged (continue); workload-level rule alerts, other steps
+# and alerts without a container id never reach it.
+push="node=node-1 namespace=shop pod=web-7d9f-x2 container=web container_id=0123456789abcdef workload=web"
+# shellcheck disable=SC2086
+{
+route driftwatch-respond,security-pager alertname=ContainerDriftBinary severity=critical playbook_step=isolate kind=binary rule=exec_new_binary $push
+route driftwatch-respond,security-pager alertname=ContainerDriftBinary severity=critical playbook_step=evict kind=binary rule=exec_new_binary $push
+route driftwatch-respond,security-investigations alertname=ContainerDriftFile severity=warning playbook_step=investigate kind=file rule=file_written $push
+route workload-owners alertname=ContainerShellSpawned severity=warning playbook_step=validate kind=shell rule=shell_in_container $push
+route remediation-tickets alertname=ContainerDriftRecurring severity=warning playbook_step=remediate $push
+route security-pager alertname=ContainerDriftBinary severity=critical playbook_step=isolate namespace=shop pod=web-7d9f-x2
+route security-pager alertname=ContainerDriftBinary severity=critical playbook_step=isolate namespace=shop workload=web container=web
+}
+# Every receiver the responder gets alerts from sends them with its bearer token, never resolved.
+"$PY" - "$am" <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+def routes(r):
+    for c in r.get("routes", []):
+        yield c
+        yield from routes(c)
+resp = [r for r in routes(doc["route"]) if r["receiver"] == "driftwatch-respond"]
+bad = [f"route {r['matchers']}: continue is not true (people would not be paged)" for r in resp if r.get("continue") is not True]
+bad += [f"route {r['matchers']}: no pod / container_id matcher" for r in resp
+        if not {'pod=~".+"', 'container_id=~".+"'} <= set(r["matchers"])]
+steps = sorted(m for r in resp for m in r["matchers"] if m.startswith("playbook_step="))
+if steps != ['playbook_step="evict"', 'playbook_step="investigate"', 'playbook_step="isolate"']: bad.append(f"responder steps {steps}")
+for rc in doc["receivers"]:
+    if rc["name"] != "driftwatch-respond": continue
+    for w in rc["webhook_configs"]:
+        if not w["url"].endswith("/v1/alerts"): bad.append(f"url {w['url']}")
+        if w.get("send_resolved") is not False: bad.append("send_resolved must be false")
+        if not 0 < w.get("max_alerts", 0) <= 100: bad.append(f"max_alerts {w.get('max_alerts')}")
+        auth = w.get("http_config", {}).get("authorization", {})
+        if auth.get("type") != "Bearer" or not auth.get("credentials_file"): bad.append(f"authorization {auth}")
+if bad:
+    print("alertmanager example: responder routing:\n  " + "\n  ".join(bad), file=sys.stderr); sys.exit(1)
+print(f"responder: {len(resp)} routes (continue), bearer token file, not resolved")
+PY
 # Every playbook_step used by the rules has a route of its own.
 for step in $(grep -o 'playbook_step: [a-z]*' "$rules" | awk '{print $2}' | sort -u); do
   got=$(amtool config routes test --config.file="$am" playbook_step="$step" 2>/dev/null || true)

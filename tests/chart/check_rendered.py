@@ -11,9 +11,12 @@ def check(cond, msg):
     if not cond:
         failures.append(msg)
 
-def load(name):
+def load(name, component="agent"):
+    """The rendered documents of one values set: the agent's, or (component "respond")
+    the responder's (app.kubernetes.io/component: respond)."""
     docs = [d for d in yaml.safe_load_all(open(os.path.join(out, name + ".yaml"))) if d]
-    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    is_respond = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "respond"
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs if is_respond(d) == (component == "respond")}
 
 def one(docs, kind):
     found = [d for (k, _), d in docs.items() if k == kind]
@@ -56,7 +59,8 @@ STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
          "files-off": "/var/lib/driftwatch", "network-off": "/var/lib/driftwatch",
          "no-syscall-sensors": "/var/lib/driftwatch", "health-off": "/var/lib/driftwatch",
          "alertmanager-basic-auth": "/var/lib/driftwatch", "quarantine-on": "/var/lib/driftwatch",
-         "quarantine-privileged": "/var/lib/driftwatch", "investigate-off": "/var/lib/driftwatch"}
+         "quarantine-privileged": "/var/lib/driftwatch", "investigate-off": "/var/lib/driftwatch",
+         "respond-on": "/var/lib/driftwatch"}
 PRIVILEGED = {"privileged", "quarantine-privileged"}
 BASE_CAPS = ["BPF", "PERFMON", "SYS_PTRACE"]
 # response.* (values) -> admin_addr, response.* (config) and the mounts: the admin
@@ -293,6 +297,10 @@ for name in STATE:
     check(sorted(dcm["data"]) == dash_files, f"{name}: dashboards ConfigMap keys {sorted(dcm['data'])}")
     for f in dash_files:
         check(json.loads(dcm["data"][f]) == json.load(open(os.path.join("dashboards", f))), f"{name}: {f} in the ConfigMap differs from dashboards/{f}")
+
+# The responder (respond.*): its own checks (tests/chart/check_respond.py).
+import check_respond
+failures += check_respond.check_all(out, agent, list(STATE), load, SERVICE_MONITOR)
 
 # alerts/ and dashboards/ are the chart's files (links), not copies that could drift.
 check(os.path.realpath("alerts/driftwatch-rules.yaml") == os.path.realpath(RULES), "alerts/driftwatch-rules.yaml must link to " + RULES)

@@ -4,8 +4,9 @@
 #                             no-state (baselines in memory), files-off (network sensor only),
 #                             network-off (file sensor only: no tracefs) and no-syscall-sensors
 #                             (network and file sensors off), health-off (probes on the
-#                             metrics port), quarantine-on (least privilege and privileged)
-#                             and investigate-off (no admin socket, no evidence) values
+#                             metrics port), quarantine-on (least privilege and privileged),
+#                             investigate-off (no admin socket, no evidence) and respond-on
+#                             (the responder, ci/respond-values.yaml) values
 #   helm template             the same, plus the schema rejecting bad values and contradictory
 #                             values (config: against response.*) failing the rendering
 #   kubernetes-validate       --strict against Kubernetes 1.33 (the kubectl of the layer):
@@ -17,7 +18,11 @@
 #                             (CRD schema subset), the PrometheusRule equals the rules file,
 #                             the dashboards ConfigMap equals dashboards/, redaction.* reaches the config,
 #                             response.*: admin_addr and response.* in the config, each feature's
-#                             mounts only while it is on, NET_ADMIN only with quarantine, and
+#                             mounts only while it is on, NET_ADMIN only with quarantine,
+#   check_respond.py          respond.* (respond-on, all-features): nothing when off; exact RBAC;
+#                             a non-root, capability-less, read-only Deployment; the webhook token
+#                             Secret at the config's token_file; Service/NetworkPolicy/ServiceMonitor
+#                             selecting only the responder (hook: the binary's config check), and
 #   driftwatch check-config   the rendered config ConfigMap loads in the real agent's parser
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -47,9 +52,10 @@ declare -A sets=(
   [quarantine-on]="--set response.quarantine.enabled=true --set response.quarantine.allow={10.96.0.10/32:53} --set response.quarantine.modes={protect}"
   [quarantine-privileged]="-f $chart/ci/privileged-values.yaml --set response.quarantine.enabled=true"
   [investigate-off]="--set response.admin.enabled=false --set response.capture.enabled=false"
+  [respond-on]="-f $chart/ci/respond-values.yaml"
 )
 for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off alertmanager-basic-auth \
-    quarantine-on quarantine-privileged investigate-off; do
+    quarantine-on quarantine-privileged investigate-off respond-on; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086
@@ -147,5 +153,34 @@ for bad in policy.defaultMode=block 'policy.approvals[0].name=x' policy.emitAppr
   fi
 done
 echo "chart: policy values render into the config, are checked by the schema, and do not roll the DaemonSet"
+
+# respond.* (the responder, `driftwatch respond`): off renders nothing of it (checked per
+# values set by check_respond.py); the schema rejects what it cannot use; on without a
+# webhook token Secret fails to render (the webhook is never open).
+respond_on="--set respond.enabled=true --set respond.webhook.tokenSecret.name=am-respond"
+for bad in respond.enabled=yes respond.replicas=0 respond.replicas=3 respond.port=80 respond.dryRun=no \
+    'respond.steps={isolat}' 'respond.steps={isolate,isolate}' 'respond.steps={remediate}' respond.allowDns=1 respond.evict.allowUnowned=yes \
+    'respond.protectedNamespaces={Kube_System}' respond.dedupWindowSeconds=-1 respond.rateLimits.global.max=0 \
+    respond.rateLimits.perNamespace.windowSeconds=0 respond.rateLimits.burst=1 'respond.namespaces.Bad_NS.dryRun=true' \
+    'respond.namespaces.shop.steps={kill}' respond.namespaces.shop.mode=protect respond.webhook.token=abc \
+    respond.webhook.tokenSecret.name=Bad_Name respond.webhook.maxBodyBytes=10 respond.networkPolicy.apiServerCidr=10.0.0.1 \
+    respond.networkPolicy.apiServerCidr=kubernetes.default 'respond.networkPolicy.apiServerPorts={}' respond.bogus=1; do
+  # shellcheck disable=SC2086
+  if "$HELM" template driftwatch "$chart" $respond_on --set "$bad" >/dev/null 2>&1; then
+    echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
+  fi
+done
+if "$HELM" template driftwatch "$chart" --set-json 'respond.namespaces={"shop":{}}' $respond_on >/dev/null 2>&1; then
+  echo "chart: values.schema.json accepted an empty respond.namespaces override" >&2; exit 1
+fi
+if err=$("$HELM" template driftwatch "$chart" --set respond.enabled=true 2>&1 >/dev/null); then
+  echo "chart: respond.enabled rendered without respond.webhook.tokenSecret.name" >&2; exit 1
+fi
+grep -q 'respond.webhook.tokenSecret.name' <<<"$err" || { echo "chart: unclear error without a webhook token: $err" >&2; exit 1; }
+# shellcheck disable=SC2086
+"$HELM" template driftwatch "$chart" $respond_on >/dev/null
+# shellcheck disable=SC2086
+[ "$(checksum $respond_on)" = "$base" ] || { echo "chart: turning the responder on rolls the agent's DaemonSet" >&2; exit 1; }
+echo "chart: respond values are checked by the schema; no webhook token fails to render; the responder does not roll the agent"
 
 "$PY" tests/chart/check_rendered.py "$out" "$agent"

@@ -1,0 +1,59 @@
+{{/* The responder (`driftwatch respond`, values respond.*): its names, labels and config.
+Its pods carry app.kubernetes.io/name <name>-respond: the agent's Service and
+ServiceMonitor select <name> only, and its scrape job (job label) is not the agent's
+(the agent's alert rules select job="driftwatch"). */}}
+{{- define "driftwatch.respond.fullname" -}}
+{{- printf "%s-respond" (include "driftwatch.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "driftwatch.respond.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-respond" (include "driftwatch.name" . | trunc 55 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "driftwatch.respond.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "driftwatch.respond.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: respond
+{{- end -}}
+
+{{/* Where the webhook token Secret is mounted, and the file the config names. */}}
+{{- define "driftwatch.respond.tokenDir" -}}/var/run/secrets/driftwatch/respond-token{{- end -}}
+{{- define "driftwatch.respond.tokenFile" -}}{{ include "driftwatch.respond.tokenDir" . }}/token{{- end -}}
+
+{{/* The responder's config file (YAML, top key respond). Every key is rendered so the
+responder's own parser sees them all; the release namespace (the agent's and the
+responder's) is always protected. Fails when the webhook has no token Secret. */}}
+{{- define "driftwatch.respond.config" -}}
+{{- $r := .Values.respond -}}
+{{- if not $r.webhook.tokenSecret.name -}}
+{{- fail "respond.enabled needs respond.webhook.tokenSecret.name: a Secret holding the bearer token Alertmanager sends (the webhook is never open)" -}}
+{{- end -}}
+{{- $namespaces := dict -}}
+{{- range $ns, $o := $r.namespaces -}}
+{{- $over := dict -}}
+{{- if hasKey $o "steps" -}}
+{{- $_ := set $over "steps" $o.steps -}}
+{{- end -}}
+{{- if hasKey $o "dryRun" -}}
+{{- $_ := set $over "dry_run" $o.dryRun -}}
+{{- end -}}
+{{- $_ := set $namespaces $ns $over -}}
+{{- end -}}
+{{- $rl := $r.rateLimits -}}
+{{- $cfg := dict
+  "dry_run" $r.dryRun
+  "steps" $r.steps
+  "webhook" (dict "token_file" (include "driftwatch.respond.tokenFile" .) "max_body_bytes" (int64 $r.webhook.maxBodyBytes))
+  "isolate" (dict "allow_dns" $r.allowDns)
+  "evict" (dict "allow_unowned" $r.evict.allowUnowned)
+  "dedup_window_s" (int64 $r.dedupWindowSeconds)
+  "rate_limits" (dict
+    "global" (dict "max" (int64 $rl.global.max) "window_s" (int64 $rl.global.windowSeconds))
+    "per_namespace" (dict "max" (int64 $rl.perNamespace.max) "window_s" (int64 $rl.perNamespace.windowSeconds)))
+  "protected_namespaces" (append $r.protectedNamespaces .Release.Namespace | uniq)
+  "namespaces" $namespaces -}}
+{{- toYaml (dict "respond" $cfg) -}}
+{{- end -}}
