@@ -21,7 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves the webhook on `listen` (host:port) until SIGINT or SIGTERM.
 pub async fn run(listen: &str, cfg: RespondConfig) -> Result<(), String> {
-    let client = ::kube::Client::try_default().await.map_err(|e| format!("kubernetes client: {e}"))?;
+    // What `Client::try_default` does (in-cluster, else KUBECONFIG), minus
+    // kube's own retry of 429s (up to 15 times, minutes apart): the eviction
+    // retries on its own short schedule and then reports (kube.rs).
+    let mut kc = ::kube::Config::infer().await.map_err(|e| format!("kubernetes config: {e}"))?;
+    kc.default_retry = false;
+    let client = ::kube::Client::try_from(kc).map_err(|e| format!("kubernetes client: {e}"))?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("--listen {listen}: {e}"))?;
     let own_ns = std::env::var("POD_NAMESPACE").ok();
