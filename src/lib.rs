@@ -33,6 +33,7 @@ pub mod procfs;
 pub mod redact;
 pub mod reload;
 pub mod respond;
+pub mod responder;
 pub mod server;
 pub mod sink;
 pub mod state;

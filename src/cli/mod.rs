@@ -4,6 +4,7 @@
 mod diff;
 mod ps;
 mod quarantine;
+mod respond;
 
 use crate::{agent, config, config::Config};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -84,6 +85,8 @@ enum Cmd {
     Ps(ps::Args),
     /// Node quarantine through the running agent: list, apply, release.
     Quarantine(quarantine::Args),
+    /// Receive Alertmanager's webhook and carry out the playbook steps on pods (isolate, evict, label).
+    Respond(respond::Args),
     /// Validate a config file and print the effective configuration's errors, if any.
     CheckConfig {
         /// The YAML file to check.
@@ -121,6 +124,7 @@ pub fn main() -> ExitCode {
         Cmd::Diff(a) => diff::run(a),
         Cmd::Ps(a) => ps::run(a),
         Cmd::Quarantine(a) => quarantine::run(a),
+        Cmd::Respond(a) => respond::run(a),
         Cmd::Run { config, metrics_addr, health_addr, runtime_endpoint, admin_addr, btf, emit_all_execs } => {
             let mut cfg = match config.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
                 Ok(c) => c,

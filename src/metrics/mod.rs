@@ -15,6 +15,7 @@ pub mod http;
 pub mod kernel;
 pub mod pipeline;
 pub mod policy;
+pub mod respond;
 pub mod response;
 pub mod sinks;
 

@@ -20,6 +20,7 @@ pub mod alertmanager;
 pub mod containerd_config;
 pub mod cri;
 pub mod kubeapi;
+pub mod kubeapi_rw;
 pub mod kubelet;
 pub mod layers;
 pub mod otlp;

@@ -1,0 +1,84 @@
+//! The audit trail: one JSON line on stdout per decision, and its count in
+//! `driftwatch_response_actions_total{action,result}`.
+
+use super::webhook::{Alert, Target};
+use crate::metrics::respond::RespondMetrics;
+use serde::Serialize;
+use std::io::Write;
+
+/// The outcome of a decision, as audited and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Acted,
+    DryRun,
+    Refused,
+    Failed,
+    Acknowledged,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Acted => "acted",
+            Self::DryRun => "dry_run",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+            Self::Acknowledged => "acknowledged",
+        }
+    }
+}
+
+/// One audit line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub time: String,
+    pub fingerprint: String,
+    pub alertname: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container_id: String,
+    pub rule: String,
+    pub playbook_step: String,
+    /// isolate | evict | label | none.
+    pub action: &'static str,
+    pub result: Outcome,
+    pub reason: String,
+}
+
+impl Record {
+    pub fn new(
+        alert: &Alert,
+        target: Option<&Target>,
+        action: &'static str,
+        result: Outcome,
+        reason: String,
+    ) -> Record {
+        let label = |k: &str| alert.labels.get(k).cloned().unwrap_or_default();
+        let now = time::OffsetDateTime::now_utc();
+        Record {
+            time: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            fingerprint: alert.fingerprint.clone(),
+            alertname: label("alertname"),
+            namespace: target.map_or_else(|| label("namespace"), |t| t.namespace.clone()),
+            pod: target.map_or_else(|| label("pod"), |t| t.pod.clone()),
+            container_id: target.map_or_else(|| label("container_id"), |t| t.container_id.clone()),
+            rule: label("rule"),
+            playbook_step: label("playbook_step"),
+            action,
+            result,
+            reason,
+        }
+    }
+
+    /// Writes the line and counts it.
+    pub fn emit(&self, m: &RespondMetrics) {
+        m.action(self.action, self.result.as_str());
+        if let Ok(mut line) = serde_json::to_vec(self) {
+            line.push(b'\n');
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the responder; the counter still holds.
+            let _ = out.write_all(&line).and_then(|()| out.flush());
+        }
+    }
+}

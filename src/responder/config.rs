@@ -1,0 +1,285 @@
+//! The responder's YAML config (`driftwatch respond --config FILE`): what acts,
+//! where, how often. Everything has a safe default: dry-run, no steps.
+
+use crate::config::ConfigError;
+use serde::Deserialize;
+use std::{collections::BTreeMap, path::Path};
+
+/// A playbook step the responder can carry out (`respond.steps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Isolate,
+    Investigate,
+    Evict,
+    /// `label` or its alias `annotate`.
+    #[serde(alias = "annotate")]
+    Label,
+}
+
+impl Step {
+    /// A finding's `playbook_step` label, if the responder knows it.
+    pub fn parse(s: &str) -> Option<Step> {
+        match s {
+            "isolate" => Some(Step::Isolate),
+            "investigate" => Some(Step::Investigate),
+            "evict" => Some(Step::Evict),
+            "label" | "annotate" => Some(Step::Label),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    respond: RespondConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondConfig {
+    /// Log and count what would be done; touch nothing.
+    pub dry_run: bool,
+    /// The playbook steps that act (none by default).
+    pub steps: Vec<Step>,
+    pub webhook: Webhook,
+    pub isolate: Isolate,
+    pub evict: Evict,
+    pub label: Label,
+    /// One action per (pod, action) within this window; later alerts are acknowledged.
+    pub dedup_window_s: u64,
+    pub rate_limits: RateLimits,
+    /// Never acted on (the responder's own namespace, `POD_NAMESPACE`, is added).
+    pub protected_namespaces: Vec<String>,
+    /// Per-namespace overrides of `steps` and `dry_run`.
+    pub namespaces: BTreeMap<String, NamespaceOverride>,
+}
+
+impl Default for RespondConfig {
+    fn default() -> Self {
+        RespondConfig {
+            dry_run: true,
+            steps: Vec::new(),
+            webhook: Webhook::default(),
+            isolate: Isolate::default(),
+            evict: Evict::default(),
+            label: Label::default(),
+            dedup_window_s: 600,
+            rate_limits: RateLimits::default(),
+            protected_namespaces: vec!["kube-system".into()],
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhook {
+    /// File holding the bearer token Alertmanager sends (`http_config.authorization`).
+    pub token_file: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Webhook { token_file: String::new(), max_body_bytes: 1 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Isolate {
+    /// Let the isolated pod resolve names (UDP and TCP 53 to the kube-dns pods).
+    pub allow_dns: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Evict {
+    /// Evict pods no controller owns (nothing recreates them).
+    pub allow_unowned: bool,
+}
+
+/// The `label` step has no settings yet; the section exists so it can grow.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Label {}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub global: Limit,
+    pub per_namespace: Limit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits { global: Limit { max: 20, window_s: 600 }, per_namespace: Limit { max: 5, window_s: 600 } }
+    }
+}
+
+/// At most `max` actions in any `window_s` seconds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub max: u32,
+    pub window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOverride {
+    pub steps: Option<Vec<Step>>,
+    pub dry_run: Option<bool>,
+}
+
+/// Largest webhook body accepted: Alertmanager groups are KBs, not tens of MBs.
+const MAX_BODY_LIMIT: usize = 64 << 20;
+
+impl RespondConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<RespondConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::from_yaml(&text, &file)
+    }
+
+    /// Parses `text` (named `file` in errors): unknown keys and bad values name their field and line.
+    pub fn from_yaml(text: &str, file: &str) -> Result<RespondConfig, ConfigError> {
+        let parsed: Result<Option<File>, _> =
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text));
+        let cfg = match parsed {
+            Ok(f) => f.unwrap_or_default().respond,
+            Err(e) => {
+                let location = e
+                    .inner()
+                    .location()
+                    .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+                    .unwrap_or_default();
+                let mut message = e.inner().to_string();
+                if let Some(i) = message.rfind(" at line ") {
+                    message.truncate(i);
+                }
+                let message = match e.path().to_string() {
+                    root if root == "." => message,
+                    field => format!("{field}: {message}"),
+                };
+                return Err(ConfigError::Parse { file: file.to_string(), location, message });
+            }
+        };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            location: String::new(),
+            field: format!("respond.{field}"),
+            message,
+        };
+        let b = self.webhook.max_body_bytes;
+        if b == 0 || b > MAX_BODY_LIMIT {
+            return Err(invalid("webhook.max_body_bytes", format!("{b} must be between 1 and {MAX_BODY_LIMIT}")));
+        }
+        for (name, l) in [("global", self.rate_limits.global), ("per_namespace", self.rate_limits.per_namespace)] {
+            if l.window_s == 0 {
+                return Err(invalid(&format!("rate_limits.{name}.window_s"), "must be at least 1".into()));
+            }
+        }
+        let acts = !self.dry_run || self.namespaces.values().any(|o| o.dry_run == Some(false));
+        if acts && self.webhook.token_file.trim().is_empty() {
+            return Err(invalid(
+                "webhook.token_file",
+                "required when dry_run is false anywhere: an unauthenticated webhook must not evict pods".into(),
+            ));
+        }
+        for ns in self.namespaces.keys() {
+            if !is_dns_label(ns) {
+                return Err(invalid(&format!("namespaces.{ns}"), "not a namespace name".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `ns` acts in dry-run, and the steps that act there.
+    pub fn for_namespace(&self, ns: &str) -> (bool, &[Step]) {
+        let o = self.namespaces.get(ns);
+        let dry = o.and_then(|o| o.dry_run).unwrap_or(self.dry_run);
+        let steps = o.and_then(|o| o.steps.as_deref()).unwrap_or(&self.steps);
+        (dry, steps)
+    }
+}
+
+/// An RFC 1123 label: what namespace names are.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 subdomain: what pod names are.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_safe_default() {
+        let c = RespondConfig::from_yaml("", "r.yaml").unwrap();
+        assert!(c.dry_run && c.steps.is_empty());
+        assert_eq!(c.protected_namespaces, ["kube-system"]);
+        assert_eq!(c.rate_limits.per_namespace, Limit { max: 5, window_s: 600 });
+        assert_eq!(c.webhook.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn full_contract_parses() {
+        let y = "respond:\n  dry_run: false\n  steps: [isolate, evict, annotate]\n  webhook: {token_file: /t, max_body_bytes: 2048}\n  \
+                 isolate: {allow_dns: true}\n  evict: {allow_unowned: true}\n  label: {}\n  dedup_window_s: 5\n  \
+                 rate_limits: {global: {max: 1, window_s: 2}, per_namespace: {max: 3, window_s: 4}}\n  \
+                 protected_namespaces: [a]\n  namespaces: {payments: {steps: [isolate], dry_run: true}}\n";
+        let c = RespondConfig::from_yaml(y, "r.yaml").unwrap();
+        assert_eq!(c.steps, [Step::Isolate, Step::Evict, Step::Label]);
+        assert!(c.isolate.allow_dns && c.evict.allow_unowned);
+        assert_eq!(c.for_namespace("payments"), (true, &[Step::Isolate][..]));
+        assert_eq!(c.for_namespace("other"), (false, &c.steps[..]));
+    }
+
+    #[test]
+    fn errors_name_file_field_and_line() {
+        let e = RespondConfig::from_yaml("respond:\n  dry_run: true\n  isolate: {alow_dns: true}\n", "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("r.yaml") && e.contains("line 3") && e.contains("respond.isolate") && e.contains("alow_dns"),
+            "{e}"
+        );
+        let e = RespondConfig::from_yaml("respond:\n  steps: [isolate, nuke]\n", "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("respond.steps[1]") && e.contains("nuke") && e.contains("line 2"), "{e}");
+        let e = RespondConfig::from_yaml("respnd: {}\n", "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("respnd"), "{e}");
+        let e = RespondConfig::from_yaml("respond:\n  dry_run: false\n", "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("respond.webhook.token_file"), "{e}");
+        let e =
+            RespondConfig::from_yaml("respond:\n  webhook: {max_body_bytes: 0}\n", "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("respond.webhook.max_body_bytes"), "{e}");
+        let e = RespondConfig::from_yaml("respond:\n  rate_limits: {global: {max: 1, window_s: 0}}\n", "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rate_limits.global.window_s"), "{e}");
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_dns_label("kube-system") && !is_dns_label("Kube") && !is_dns_label("a/b") && !is_dns_label(""));
+        assert!(is_dns_subdomain("web-1.x") && !is_dns_subdomain("../x"));
+    }
+}

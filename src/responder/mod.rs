@@ -1,0 +1,70 @@
+//! `driftwatch respond`: the receiver of Alertmanager's webhook that carries
+//! out the playbook steps on pods (isolate, evict, label), with dry-run, a
+//! dedup window, rate limits and an audit trail.
+//!
+//! The data: [`webhook`] (payload -> alerts) -> [`decide`] (pure: alert ->
+//! verdict, holding dedup and rate limits) -> [`kube`] (check the pod, act,
+//! leave an Event) -> [`audit`] (one JSON line and a counter per decision);
+//! [`server`] is the HTTP side, [`config`] the YAML.
+
+pub mod audit;
+pub mod config;
+pub mod decide;
+pub mod kube;
+pub mod server;
+pub mod webhook;
+
+use crate::metrics::respond::RespondMetrics;
+use config::RespondConfig;
+use std::{path::PathBuf, sync::Arc};
+use tokio_util::sync::CancellationToken;
+
+/// Serves the webhook on `listen` (host:port) until SIGINT or SIGTERM.
+pub async fn run(listen: &str, cfg: RespondConfig) -> Result<(), String> {
+    // What `Client::try_default` does (in-cluster, else KUBECONFIG), minus
+    // kube's own retry of 429s (up to 15 times, minutes apart): the eviction
+    // retries on its own short schedule and then reports (kube.rs).
+    let mut kc = ::kube::Config::infer().await.map_err(|e| format!("kubernetes config: {e}"))?;
+    kc.default_retry = false;
+    let client = ::kube::Client::try_from(kc).map_err(|e| format!("kubernetes client: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("--listen {listen}: {e}"))?;
+    let own_ns = std::env::var("POD_NAMESPACE").ok();
+    tracing::info!(listen = %local, dry_run = cfg.dry_run, steps = ?cfg.steps, "responder listening");
+    if cfg.webhook.token_file.is_empty() {
+        tracing::warn!("responder: webhook.token_file is empty: the webhook accepts anyone (dry-run only)");
+    }
+    let (registry, metrics) = RespondMetrics::new();
+    let r = Arc::new(server::Responder {
+        kube: kube::Kube::new(client, cfg.isolate.allow_dns, cfg.evict.allow_unowned),
+        token_file: PathBuf::from(&cfg.webhook.token_file),
+        max_body_bytes: cfg.webhook.max_body_bytes,
+        decider: tokio::sync::Mutex::new(decide::Decider::new(cfg, own_ns.as_deref())),
+        metrics,
+        registry,
+    });
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    server::serve(listener, r, cancel).await;
+    tracing::info!("responder stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,218 @@
+//! The responder's HTTP server: `POST /v1/alerts` (Alertmanager's webhook),
+//! `GET /metrics`, `GET /healthz`. Every bad request is answered 4xx and
+//! counted by reason; nothing a sender does can stop the server.
+
+use super::{
+    audit::{Outcome, Record},
+    decide::{Decider, Verdict},
+    kube::{Kube, NotDone, event_reason},
+    webhook::{self, Alert, Rejection},
+};
+use crate::metrics::respond::RespondMetrics;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use std::{path::PathBuf, sync::Arc, time::Duration};
+use tokio::{
+    net::TcpListener,
+    sync::{Mutex, Semaphore},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Connections served at once (Alertmanager replicas keep a few open).
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Responder {
+    pub decider: Mutex<Decider>,
+    pub kube: Kube,
+    pub metrics: RespondMetrics,
+    pub registry: Registry,
+    /// Empty: no token (only allowed while everything is dry-run).
+    pub token_file: PathBuf,
+    pub max_body_bytes: usize,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn reply(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+fn json(status: u16, v: &serde_json::Value) -> Resp {
+    reply(status, "application/json", format!("{v}\n"))
+}
+
+/// Equal, in a time that depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Serves until `cancel`.
+pub async fn serve(listener: TcpListener, r: Arc<Responder>, cancel: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "responder: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let r = r.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let r = r.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&r, req).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            drop(slot);
+        });
+    }
+}
+
+async fn route(r: &Responder, req: Request<Incoming>) -> Resp {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => reply(200, "text/plain", "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, &r.registry) {
+                Ok(()) => reply(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                Err(_) => reply(500, "text/plain", "encoding failed\n"),
+            }
+        }
+        (&Method::POST, "/v1/alerts") => match alerts(r, req).await {
+            Ok(v) => json(200, &v),
+            Err((why, msg)) => rejected(r, why, &msg),
+        },
+        (_, "/v1/alerts" | "/metrics" | "/healthz") => rejected(r, Rejection::Method, "method not allowed"),
+        _ => rejected(r, Rejection::NotFound, "not found"),
+    };
+    r.metrics.request(resp.status().as_u16());
+    resp
+}
+
+fn rejected(r: &Responder, why: Rejection, msg: &str) -> Resp {
+    r.metrics.rejected(why.reason());
+    if !matches!(why, Rejection::NotFound | Rejection::Method) {
+        tracing::warn!(reason = why.reason(), error = msg, "responder: webhook request rejected");
+    }
+    json(why.status(), &serde_json::json!({"error": msg, "reason": why.reason()}))
+}
+
+fn authorized(headers: &hyper::HeaderMap, token: &[u8]) -> bool {
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return false };
+    let v = v.as_bytes();
+    let Some(given) = v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer ")) else { return false };
+    constant_time_eq(given, token)
+}
+
+async fn alerts(r: &Responder, req: Request<Incoming>) -> Result<serde_json::Value, (Rejection, String)> {
+    if !r.token_file.as_os_str().is_empty() {
+        // Read at every request: a rotated Secret is picked up without a restart.
+        // A small file on a tmpfs (a mounted Secret): a blocking read is fine here.
+        let token = std::fs::read(&r.token_file)
+            .map_err(|e| (Rejection::TokenUnreadable, format!("token file {}: {e}", r.token_file.display())))?;
+        let token = token.trim_ascii();
+        if token.is_empty() || !authorized(req.headers(), token) {
+            return Err((Rejection::Unauthorized, "missing or wrong bearer token".into()));
+        }
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > r.max_body_bytes as u64) {
+        return Err((Rejection::TooLarge, format!("body over {} bytes", r.max_body_bytes)));
+    }
+    let body = match Limited::new(req.into_body(), r.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err((Rejection::TooLarge, format!("body over {} bytes", r.max_body_bytes)));
+        }
+        Err(e) => return Err((Rejection::Malformed, format!("body: {e}"))),
+    };
+    let payload = webhook::parse(&body)?;
+    let mut out = Vec::with_capacity(payload.alerts.len());
+    for alert in &payload.alerts {
+        let rec = handle(r, alert).await;
+        out.push(serde_json::json!({"fingerprint": rec.fingerprint, "action": rec.action,
+                                    "result": rec.result, "reason": rec.reason}));
+        rec.emit(&r.metrics);
+    }
+    Ok(serde_json::json!({"decisions": out}))
+}
+
+/// Decides and carries out one alert; its audit record.
+async fn handle(r: &Responder, alert: &Alert) -> Record {
+    let verdict = r.decider.lock().await.decide(alert, std::time::Instant::now());
+    let (t, action, dry_run) = match verdict {
+        Verdict::Acknowledge { target, action, reason } => {
+            let a = action.map_or("none", |a| a.as_str());
+            return Record::new(alert, target.as_ref(), a, Outcome::Acknowledged, reason);
+        }
+        Verdict::Refuse { target, action, reason } => {
+            let a = action.map_or("none", |a| a.as_str());
+            return Record::new(alert, target.as_ref(), a, Outcome::Refused, reason);
+        }
+        Verdict::Act { target, action, dry_run } => (target, action, dry_run),
+    };
+    let a = action.as_str();
+    // Dry-run reads the pod too (no write), so it reports the refusals acting would meet.
+    let pod = match r.kube.check(&t, action).await {
+        Ok(p) => p,
+        Err((pod, NotDone::Refused(why))) => {
+            if let (Some(p), false) = (pod, dry_run) {
+                r.kube.event(&t, &p, event_reason(action, "refused"), true, &format!("{a} refused: {why}")).await;
+            }
+            return Record::new(alert, Some(&t), a, Outcome::Refused, why);
+        }
+        Err((_, NotDone::Failed(why))) => return Record::new(alert, Some(&t), a, Outcome::Failed, why),
+    };
+    if dry_run {
+        return Record::new(alert, Some(&t), a, Outcome::DryRun, format!("dry run: would {a} the pod"));
+    }
+    match r.kube.act(&t, action, &pod).await {
+        Ok(what) => {
+            let msg = format!("{what} (rule {}, container {})", t.rule, t.container_id);
+            r.kube.event(&t, &pod, event_reason(action, "acted"), false, &msg).await;
+            Record::new(alert, Some(&t), a, Outcome::Acted, what)
+        }
+        Err(NotDone::Refused(why)) => {
+            r.kube.event(&t, &pod, event_reason(action, "refused"), true, &format!("{a} refused: {why}")).await;
+            Record::new(alert, Some(&t), a, Outcome::Refused, why)
+        }
+        Err(NotDone::Failed(why)) => {
+            r.kube.event(&t, &pod, event_reason(action, "failed"), true, &format!("{a} failed: {why}")).await;
+            Record::new(alert, Some(&t), a, Outcome::Failed, why)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_compare_exactly() {
+        let mut h = hyper::HeaderMap::new();
+        assert!(!authorized(&h, b"s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, b"s3cret"));
+        assert!(!authorized(&h, b"s3cre") && !authorized(&h, b"s3cret2") && !authorized(&h, b"S3cret"));
+        h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(!authorized(&h, b"s3cret"));
+    }
+}

@@ -1,0 +1,368 @@
+//! `driftwatch respond` (src/responder/), the real binary, fed Alertmanager
+//! webhook payloads over HTTP and acting on a Kubernetes API.
+//!
+//! The API server is a local stand-in (tests/support/kubeapi_rw.rs) serving
+//! real API objects and recording every request, because no kube-apiserver
+//! runs on our machines; the responder reaches it through a kubeconfig
+//! (`KUBECONFIG`), as kube-rs does outside a cluster. Unprivileged.
+mod support;
+
+use serde_json::{Value, json};
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+use support::{
+    kubeapi::pod,
+    kubeapi_rw::{Recorded, RwApi, RwState},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "am-webhook-token";
+
+/// The running responder; killed on drop.
+struct Responder {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Responder {
+    async fn start(api: &RwApi, config: &str) -> Responder {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = std::env::temp_dir().join(format!("driftwatch-respond-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+        let config = config.replace("TOKEN_FILE", &dir.join("token").display().to_string());
+        std::fs::write(dir.join("respond.yaml"), config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(["respond", "--listen", &addr.to_string(), "--config"])
+            .arg(dir.join("respond.yaml"))
+            .env("KUBECONFIG", &api.kubeconfig)
+            .env("POD_NAMESPACE", "driftwatch")
+            .env_remove("DRIFTWATCH_RESPOND_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("driftwatch respond starts");
+        let r = Responder { child, addr, dir };
+        let t0 = Instant::now();
+        while http(addr, "GET", "/healthz", None, b"").await.0 != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "responder never answered /healthz");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        r
+    }
+
+    async fn post(&self, token: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let (code, text) = http(self.addr, "POST", "/v1/alerts", token, body).await;
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn metrics(&self) -> String {
+        http(self.addr, "GET", "/metrics", None, b"").await.1
+    }
+
+    /// Stops the responder and returns its audit lines.
+    fn audit(mut self) -> Vec<Value> {
+        let _ = self.child.kill();
+        let out = self.child.stdout.take().unwrap();
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| serde_json::from_str(&l).expect("audit line is JSON"))
+            .collect()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; (status, body). 0 when unreachable.
+async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return (0, String::new()) };
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body).await;
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp).await;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+const CID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// One alert as the agent's Alertmanager push labels it.
+fn alert(ns: &str, pod: &str, step: &str, container_id: &str) -> Value {
+    json!({"status": "firing",
+           "labels": {"alertname": "ContainerDriftBinary", "severity": "critical", "kind": "binary",
+                      "rule": "exec_new_binary", "playbook_step": step, "container_id": container_id,
+                      "node": "node-1", "namespace": ns, "pod": pod, "container": "app", "workload": "web"},
+           "annotations": {"summary": "drift"}, "startsAt": "2026-01-01T00:00:00Z",
+           "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("fp-{pod}-{step}")})
+}
+
+fn payload(alerts: Vec<Value>) -> Vec<u8> {
+    json!({"version": "4", "groupKey": "{}:{alertname=\"ContainerDriftBinary\"}", "truncatedAlerts": 0,
+           "status": "firing", "receiver": "driftwatch-respond", "groupLabels": {}, "commonLabels": {},
+           "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": alerts})
+    .to_string()
+    .into_bytes()
+}
+
+fn pods() -> RwState {
+    let rs = Some(("apps/v1", "ReplicaSet", "web-7d9f8b6c5d"));
+    let mut s = RwState::default();
+    for (name, owner) in [("web-1", rs), ("web-2", rs), ("web-3", rs), ("lonely", None)] {
+        s.pods.insert(format!("shop/{name}"), pod("shop", name, "node-1", owner, json!({"app": "web"})));
+    }
+    s
+}
+
+fn of<'a>(reqs: &'a [Recorded], method: &str, path: &str) -> Vec<&'a Recorded> {
+    reqs.iter().filter(|r| r.method == method && r.path == path).collect()
+}
+
+fn decisions(v: &Value) -> Vec<(String, String)> {
+    v["decisions"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap_or("").to_string(), d["result"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+const ACTING: &str =
+    "respond:\n  dry_run: false\n  steps: [isolate, evict, investigate]\n  webhook: {token_file: TOKEN_FILE}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_and_evict_send_the_exact_bodies_and_retry_429() {
+    let api = RwApi::start(pods()).await;
+    api.with(|s| s.eviction_429s = 2);
+    let r = Responder::start(&api, ACTING).await;
+
+    let (code, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-1", "isolate", CID)])).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(decisions(&v), [("isolate".to_string(), "acted".to_string())], "{v}");
+    let reqs = api.requests();
+    let np = of(&reqs, "POST", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies");
+    assert_eq!(np.len(), 1, "{reqs:?}");
+    assert_eq!(
+        np[0].body,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "driftwatch-quarantine-aaaaaaaaaaaa", "namespace": "shop",
+                            "labels": {"app.kubernetes.io/managed-by": "driftwatch"},
+                            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "web-1", "uid": "uid-web-1"}]},
+               "spec": {"podSelector": {"matchLabels": {"driftwatch.io/quarantine": "aaaaaaaaaaaa"}},
+                        "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []}})
+    );
+    let patch = of(&reqs, "PATCH", "/api/v1/namespaces/shop/pods/web-1");
+    assert_eq!(patch.len(), 1, "{reqs:?}");
+    assert_eq!(patch[0].content_type, "application/merge-patch+json");
+    assert_eq!(
+        patch[0].body,
+        json!({"metadata": {"labels": {"driftwatch.io/drifted": "exec_new_binary", "driftwatch.io/quarantine": "aaaaaaaaaaaa"},
+                            "annotations": {"driftwatch.io/drifted-container": CID}}})
+    );
+    let events = of(&reqs, "POST", "/api/v1/namespaces/shop/events");
+    assert_eq!(events.len(), 1, "{reqs:?}");
+    assert_eq!(events[0].body["reason"], "DriftwatchIsolated");
+    assert_eq!(events[0].body["involvedObject"]["uid"], "uid-web-1");
+    // The policy is created before the pod is labelled: nothing is half-isolated.
+    let order: Vec<&str> = reqs.iter().filter(|r| r.method != "GET").map(|r| r.method.as_str()).collect();
+    assert_eq!(order, ["POST", "PATCH", "POST"], "{reqs:?}");
+
+    // The same alert again (Alertmanager's repeat_interval): deduplicated.
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-1", "isolate", CID)])).await;
+    assert_eq!(decisions(&v), [("isolate".to_string(), "acknowledged".to_string())], "{v}");
+    // Another pod whose container id has the same 12-character prefix: its policy exists already (409), which is fine.
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-2", "isolate", CID)])).await;
+    assert_eq!(decisions(&v), [("isolate".to_string(), "acted".to_string())], "409 AlreadyExists is success: {v}");
+
+    // Eviction: two 429s (a disruption budget), then accepted.
+    let t0 = Instant::now();
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-3", "evict", CID)])).await;
+    assert_eq!(decisions(&v), [("evict".to_string(), "acted".to_string())], "{v}");
+    assert!(t0.elapsed() >= Duration::from_millis(700), "backoff 250+500ms: {:?}", t0.elapsed());
+    let reqs = api.requests();
+    let ev = of(&reqs, "POST", "/api/v1/namespaces/shop/pods/web-3/eviction");
+    assert_eq!(ev.len(), 3, "two 429s then success: {reqs:?}");
+    for e in &ev {
+        assert_eq!(
+            e.body,
+            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "web-3", "namespace": "shop"}})
+        );
+    }
+    let patch = of(&reqs, "PATCH", "/api/v1/namespaces/shop/pods/web-3");
+    assert_eq!(
+        patch[0].body,
+        json!({"metadata": {"labels": {"driftwatch.io/drifted": "exec_new_binary"},
+                            "annotations": {"driftwatch.io/drifted-container": CID}}})
+    );
+
+    // An unowned pod is not evicted; a replaced pod (other container id) is refused; both leave nothing but an Event.
+    let before = api.writes().len();
+    let other = "b".repeat(64);
+    let (_, v) = r
+        .post(
+            Some(TOKEN),
+            &payload(vec![alert("shop", "lonely", "evict", CID), alert("shop", "web-1", "evict", &other)]),
+        )
+        .await;
+    assert_eq!(decisions(&v), [("evict".into(), "refused".into()), ("evict".into(), "refused".into())], "{v}");
+    let writes = api.writes();
+    let new: Vec<&Recorded> = writes[before..].iter().collect();
+    assert!(new.iter().all(|w| w.path.ends_with("/events") && w.body["reason"] == "DriftwatchRefused"), "{new:?}");
+    assert!(v["decisions"][1]["reason"].as_str().unwrap().contains("replaced"), "{v}");
+
+    let m = r.metrics().await;
+    for line in [
+        r#"driftwatch_response_actions_total{action="isolate",result="acted"} 2"#,
+        r#"driftwatch_response_actions_total{action="isolate",result="acknowledged"} 1"#,
+        r#"driftwatch_response_actions_total{action="evict",result="acted"} 1"#,
+        r#"driftwatch_response_actions_total{action="evict",result="refused"} 2"#,
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    let audit = r.audit();
+    assert_eq!(audit.len(), 6, "{audit:?}");
+    let first = &audit[0];
+    for k in [
+        "time",
+        "fingerprint",
+        "namespace",
+        "pod",
+        "container_id",
+        "rule",
+        "playbook_step",
+        "action",
+        "result",
+        "reason",
+    ] {
+        assert!(first.get(k).is_some(), "{k} in {first}");
+    }
+    assert_eq!((first["pod"].as_str(), first["result"].as_str()), (Some("web-1"), Some("acted")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_refused_for_good_is_reported_failed() {
+    let api = RwApi::start(pods()).await;
+    api.with(|s| s.eviction_429s = 100);
+    let r = Responder::start(&api, ACTING).await;
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-3", "evict", CID)])).await;
+    assert_eq!(decisions(&v), [("evict".to_string(), "failed".to_string())], "{v}");
+    assert!(v["decisions"][0]["reason"].as_str().unwrap().contains("attempt 5"), "{v}");
+    let reqs = api.requests();
+    assert_eq!(of(&reqs, "POST", "/api/v1/namespaces/shop/pods/web-3/eviction").len(), 5, "{reqs:?}");
+    let events = of(&reqs, "POST", "/api/v1/namespaces/shop/events");
+    assert_eq!(events[0].body["reason"], "DriftwatchActionFailed");
+    assert_eq!(events[0].body["type"], "Warning");
+    let m = r.metrics().await;
+    assert!(m.contains(r#"driftwatch_response_actions_total{action="evict",result="failed"} 1"#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_makes_no_mutating_request() {
+    let api = RwApi::start(pods()).await;
+    let cfg = "respond:\n  steps: [isolate, evict, label]\n  webhook: {token_file: TOKEN_FILE}\n";
+    let r = Responder::start(&api, cfg).await;
+    let alerts = vec![
+        alert("shop", "web-1", "isolate", CID),
+        alert("shop", "web-2", "evict", CID),
+        alert("shop", "web-3", "label", CID),
+        alert("shop", "web-3", "evict", &"c".repeat(64)),
+        alert("kube-system", "coredns-1", "evict", CID),
+        alert("driftwatch", "responder-1", "isolate", CID),
+    ];
+    let (code, v) = r.post(Some(TOKEN), &payload(alerts)).await;
+    assert_eq!(code, 200, "{v}");
+    let results: Vec<String> = decisions(&v).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(results, ["dry_run", "dry_run", "dry_run", "refused", "refused", "refused"], "{v}");
+    let reqs = api.requests();
+    assert!(reqs.iter().all(|r| r.method == "GET"), "dry run wrote: {reqs:?}");
+    assert_eq!(reqs.len(), 4, "only the four pods outside protected namespaces are read: {reqs:?}");
+    let m = r.metrics().await;
+    assert!(m.contains(r#"driftwatch_response_actions_total{action="isolate",result="dry_run"} 1"#), "{m}");
+    assert!(m.contains(r#"driftwatch_response_actions_total{action="evict",result="refused"} 2"#), "{m}");
+    let audit = r.audit();
+    assert_eq!(audit.iter().filter(|a| a["result"] == "dry_run").count(), 3, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_get_4xx_and_a_counted_reason() {
+    let api = RwApi::start(pods()).await;
+    let cfg = "respond:\n  steps: [isolate]\n  webhook: {token_file: TOKEN_FILE, max_body_bytes: 4096}\n";
+    let r = Responder::start(&api, cfg).await;
+    let good = payload(vec![alert("shop", "web-1", "isolate", CID)]);
+    assert_eq!(r.post(None, &good).await.0, 401, "no token");
+    assert_eq!(r.post(Some("wrong"), &good).await.0, 401, "wrong token");
+    let mut v3: Value = serde_json::from_slice(&good).unwrap();
+    v3["version"] = json!("3");
+    assert_eq!(r.post(Some(TOKEN), v3.to_string().as_bytes()).await.0, 400, "version 3");
+    assert_eq!(r.post(Some(TOKEN), b"{\"version\": \"4\", \"alerts\": [").await.0, 400, "malformed");
+    let no_labels = payload(vec![json!({"status": "firing", "labels": {"pod": "web-1"}})]);
+    assert_eq!(r.post(Some(TOKEN), &no_labels).await.0, 400, "missing alertname");
+    let huge = payload(vec![alert("shop", "web-1", "isolate", CID); 40]);
+    assert!(huge.len() > 4096);
+    // Only the head is sent: the answer comes before the body is read, and
+    // a closed socket with unread data would reset the connection.
+    let head = format!(
+        "POST /v1/alerts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        huge.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "over max_body_bytes: {resp}");
+    assert_eq!(http(r.addr, "GET", "/v1/alerts", Some(TOKEN), b"").await.0, 405);
+    assert_eq!(http(r.addr, "GET", "/nope", None, b"").await.0, 404);
+    // Still serving, and the good payload still works.
+    let (code, v) = r.post(Some(TOKEN), &good).await;
+    assert_eq!((code, decisions(&v)), (200, vec![("isolate".into(), "dry_run".into())]), "{v}");
+    let m = r.metrics().await;
+    for line in [
+        r#"driftwatch_response_webhook_rejected_total{reason="unauthorized"} 2"#,
+        r#"driftwatch_response_webhook_rejected_total{reason="version"} 1"#,
+        r#"driftwatch_response_webhook_rejected_total{reason="malformed"} 1"#,
+        r#"driftwatch_response_webhook_rejected_total{reason="missing_labels"} 1"#,
+        r#"driftwatch_response_webhook_rejected_total{reason="too_large"} 1"#,
+        r#"driftwatch_response_webhook_requests_total{code="401"} 2"#,
+        r#"driftwatch_response_webhook_requests_total{code="413"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    assert!(api.writes().is_empty());
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("driftwatch-respond-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("r.yaml");
+    std::fs::write(&f, "respond:\n  dry_run: false\n  steps: [isolate]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["respond", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("respond.webhook.token_file") && err.contains("r.yaml"), "{err}");
+}
