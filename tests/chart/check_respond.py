@@ -39,7 +39,7 @@ ON = {
 # binary has it. Set to the argv after the binary that loads a config file and exits 0 when it
 # is valid (e.g. ["respond", "--check-config"]); the check is skipped while
 # `driftwatch respond --help` fails (a binary without the responder).
-RESPOND_CONFIG_CHECK_ARGS = None
+RESPOND_CONFIG_CHECK_ARGS = ["respond", "--check-config"]
 
 
 def _selects(selector, labels):
