@@ -59,17 +59,11 @@ impl NodeView {
         serde_json::to_value(report).map_err(|e| e.to_string())
     }
 
-    /// Pod and image facts of a container for bundles and events.
+    /// Pod and image facts of a container for bundles and events: the
+    /// keys the diff report uses (`diff::PodInfo`).
     fn facts(&self, id: &str) -> Value {
         match self.registry.cached(id) {
-            Some(m) => json!({
-                "k8s.namespace.name": m.namespace,
-                "k8s.pod.name": m.pod_name,
-                "k8s.pod.uid": m.pod_uid,
-                "k8s.container.name": m.container_name,
-                "container.image.name": m.image,
-                "container.image.id": m.image_ref,
-            }),
+            Some(m) => serde_json::to_value(diff::PodInfo::of(&m)).unwrap_or_else(|_| json!({})),
             None => json!({}),
         }
     }

@@ -426,8 +426,7 @@ fn add_bytes<W: Write>(
     // append_data sets the (possibly long) name safely and the checksum.
     tar.append_data(&mut h, name, bytes)?;
     let sha = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let hex: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    index.push(json!({"name": name, "bytes": bytes.len(), "sha256": hex}));
+    index.push(json!({"name": name, "bytes": bytes.len(), "sha256": super::diff::hex(sha.as_ref())}));
     Ok(())
 }
 

@@ -95,8 +95,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-pub fn hex(d: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(64);
+/// Lower-case hex of a digest (the diff's and the evidence manifest's sha256).
+pub fn hex(d: &[u8]) -> String {
+    let mut s = String::with_capacity(d.len() * 2);
     for b in d {
         let _ = write!(s, "{b:02x}");
     }

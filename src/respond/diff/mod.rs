@@ -21,6 +21,7 @@ mod fsat;
 mod render;
 mod walk;
 
+pub use content::hex;
 pub use render::render_table;
 
 use crate::{

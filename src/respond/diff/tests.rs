@@ -93,7 +93,7 @@ fn xattr(p: &Path, name: &str, value: &[u8]) {
 }
 
 fn sha(b: &[u8]) -> String {
-    content::hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref().try_into().unwrap())
+    content::hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
 }
 
 fn kinds(d: &Diff) -> BTreeMap<String, ChangeKind> {
