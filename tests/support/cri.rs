@@ -389,8 +389,12 @@ impl CriContainer {
         assert_eq!(code, 0, "hand-off of {cmd:?}: {err}");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
+            // The shell creates the file before it writes the code (one write):
+            // an empty read is "not yet", not a failure.
             if let Ok((0, out, _)) = self.exec_sync(&["/bin/cat", &format!("/tmp/done-{n}")]) {
-                return out.trim().parse().unwrap_or(-1);
+                if let Ok(code) = out.trim().parse() {
+                    return code;
+                }
             }
             assert!(std::time::Instant::now() < deadline, "{cmd:?} not run by the entrypoint in 20 s");
             std::thread::sleep(Duration::from_millis(50));
