@@ -63,6 +63,7 @@ pub struct Options {
 /// The agent as a program: its own tokio runtime and diagnostics (stderr,
 /// plus its spans over OTLP when configured), until SIGINT/SIGTERM.
 pub fn run_blocking(cfg: Config, opts: Options) -> Result<(), AgentError> {
+    crate::heap::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,6 +75,19 @@ pub fn run_blocking(cfg: Config, opts: Options) -> Result<(), AgentError> {
     // A blocked stdout write may still hold a thread: do not wait for it.
     rt.shutdown_timeout(Duration::from_millis(200));
     result
+}
+
+/// Trims the heap now and then, so a storm's queues do not stay resident.
+async fn trim_heap(cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::heap::TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
+    }
 }
 
 /// Runs until SIGINT/SIGTERM or until `cancel` fires.
@@ -110,6 +124,9 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         metrics.kernel.set_source(k);
     }
     metrics.kernel.set_programs_attached(sensor.attached as i64);
+    // The BTF parsed to load the sensor is the agent's largest allocation: give it back.
+    crate::heap::trim();
+    tokio::spawn(trim_heap(cancel.clone()));
 
     // Sinks, each behind its own bounded queue.
     let cap = cfg.pipeline.queue_capacity;

@@ -25,6 +25,7 @@ pub mod enrich;
 pub mod escape;
 pub mod event;
 pub mod health;
+pub mod heap;
 mod locks;
 pub mod metrics;
 pub mod node;

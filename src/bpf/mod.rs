@@ -205,10 +205,16 @@ impl Sensor {
                  (correct when the agent runs on the host; in a pod, use hostPID and CAP_SYS_PTRACE)"
             );
         }
-        let btf = Btf::parse_file(&btf_path, aya::Endianness::default())?;
         let emit_all: u8 = opts.emit_all_execs.into();
         let seed = protect::random_seed();
-        let mut ebpf = EbpfLoader::new()
+        // EbpfLoader::new parses the kernel's BTF itself: drop that copy before
+        // parsing the one we keep (for the tp_btf programs), so the agent's
+        // peak memory holds one parsed BTF, not two.
+        let btf;
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        btf = Btf::parse_file(&btf_path, aya::Endianness::default())?;
+        let mut ebpf = loader
             .btf(Some(&btf))
             .override_global("host_mntns", &host_mntns, true)
             .override_global("emit_all_execs", &emit_all, true)
