@@ -375,6 +375,60 @@ for f in dash_files:
             if "rate(" in e or "increase(" in e:
                 check("[$__rate_interval]" in e or "[$__range]" in e, f"{f}: {p['title']}: use $__rate_interval: {e}")
 
+# Dashboards work in any Prometheus (issue 17): cluster and job variables, node (never the pod
+# IP, instance), every selector of an agent metric filtered by cluster and job (the health
+# dashboard by node too), the per-container metrics by namespace; the renamed metrics under
+# their new names only; every metric the agent exports is on a dashboard (or says why not);
+# every query parses (promtool, Grafana's variables substituted).
+import re
+NS_METRICS = {"driftwatch_drifted_containers", "driftwatch_container_findings_total", "driftwatch_container_writable_rootfs"}
+DEPRECATED = {"driftwatch_events_total", "driftwatch_kernel_events_total", "driftwatch_execs_not_findings_total"}
+NOT_ON_DASHBOARDS = {}  # metric family -> why it is on no dashboard
+golden = [l.split()[1] for l in open("tests/golden/metric-series.txt") if l.startswith("# ")]
+used, queries = set(), []
+for f in dash_files:
+    db = json.load(open(os.path.join("dashboards", f)))
+    names = [v["name"] for v in db["templating"]["list"]]
+    check(names[:3] == ["datasource", "cluster", "job"] and "instance" not in names, f"{f}: variables {names}: datasource, cluster, job first, no instance")
+    if "health" in f:
+        check("node" in names, f"{f}: a node variable")
+    exprs = [(p["title"], t["expr"], t.get("legendFormat", "")) for p in db["panels"] for t in p.get("targets", [])]
+    # The variables' own chain (cluster, then job, then node) is checked by the lines above.
+    exprs += [(f"variable {v['name']}", v["query"]["query"], "") for v in db["templating"]["list"]
+              if v["type"] == "query" and v["name"] not in ("cluster", "job", "node")]
+    for title, e, legend in exprs:
+        check("instance" not in e and "instance" not in legend, f"{f}: {title}: names instance (the pod IP), not node: {e}")
+        for m in re.finditer(r"\b(driftwatch_[a-z_]+)(\{[^}]*\})?", e):
+            name, sel = m.group(1), m.group(2) or ""
+            used.add(name)
+            check(name not in DEPRECATED, f"{f}: {title}: deprecated {name}")
+            check('cluster=~"$cluster"' in sel and ('job=~"$job"' in sel or 'job=~"$job-respond"' in sel), f"{f}: {title}: {name} not filtered by cluster and job: {e}")
+            if "health" in f and not name.startswith("driftwatch_response_"):
+                check('node=~"$node"' in sel, f"{f}: {title}: {name} not filtered by node: {e}")
+            if name in NS_METRICS and not title.startswith("variable namespace"):
+                check('namespace=~"$namespace"' in sel, f"{f}: {title}: {name} not filtered by namespace: {e}")
+        queries.append((f, title, e))
+for fam in golden:
+    sample = {"counter": fam + "_total", "info": fam + "_info"}.get(dict(l.split()[1:3] for l in open("tests/golden/metric-series.txt") if l.startswith("# "))[fam], fam)
+    if sample in DEPRECATED or fam in NOT_ON_DASHBOARDS:
+        continue
+    check(sample in used or fam + "_bucket" in used, f"dashboards: {sample} is exported but on no dashboard (add a panel, or say why in NOT_ON_DASHBOARDS)")
+subst = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
+rules = []
+for i, (f, title, e) in enumerate(queries):
+    q = e
+    for k, v in subst.items():
+        q = q.replace(k, v)
+    q = re.sub(r"\$[a-z]+", ".*", q)
+    if q.startswith("label_values("):
+        q = q[len("label_values("):].rsplit(",", 1)[0]
+    rules.append({"record": f"dashboard:query_{i}", "expr": q})
+with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+    yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, fh)
+r = subprocess.run(["promtool", "check", "rules", fh.name], capture_output=True, text=True)
+check(r.returncode == 0, f"dashboards: promtool rejects a query: {r.stdout}{r.stderr}")
+os.unlink(fh.name)
+
 if failures:
     print("chart checks failed:\n  " + "\n  ".join(failures), file=sys.stderr)
     sys.exit(1)
