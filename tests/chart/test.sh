@@ -27,6 +27,7 @@
 #   gen_config_schema.py      values.schema.json's config: is current with src/default-config.yaml;
 #                             bad config: (unknown key, wrong type) rejected, the full default accepted
 #   readyz_hook.py            the helm test hook's script against ready and unready stand-in agents
+#   check_runbooks.py         docs/runbooks: Meaning/Impact/Diagnosis/Mitigation; every value they name exists
 #   podmonitor                a PodMonitor instead of the ServiceMonitor; all-features: ServiceMonitor
 #                             scheme/tlsConfig/targetLabels/namespace, podSecurityContext, extraVolumes,
 #                             the PrometheusRule with per-alert values (recomputed from the rules file)
@@ -124,6 +125,8 @@ done
 echo "chart: a bad config: is rejected by the schema; the agent's full default config is accepted"
 # The helm test hook's script against stand-in agents (one ready, one not).
 "$PY" tests/chart/readyz_hook.py
+# Runbooks: one structure, and every chart value or config key they name exists.
+"$PY" tests/chart/check_runbooks.py
 # Contradictions the schema cannot express fail the rendering with a clear message.
 for bad in "--set alertmanager.url=http://a:9093 --set alertmanager.urls={http://b:9093}" "--set alertmanager.basicAuth.username=dw" \
     "--set serviceMonitor.enabled=true --set podMonitor.enabled=true" "--set serviceMonitor.enabled=true --set service.enabled=false"; do
