@@ -73,7 +73,7 @@ impl PipelineMetrics {
         let events = Family::<KindLabel, Counter>::default();
         r.register("events_decoded", "Kernel records the agent read and decoded, by kind", events.clone());
         // The same counter under its old name, for one release (deprecated::OLD_NAMES).
-        r.register("events", &deprecated::help("events_decoded_total"), events.clone());
+        r.register("events", deprecated::help("events_decoded_total"), events.clone());
         let decode_errors = Family::<ReasonLabel, Counter>::default();
         r.register("decode_errors", "Kernel records that failed to decode, by reason", decode_errors.clone());
         let enrich_failures = Family::<ReasonLabel, Counter>::default();
@@ -88,7 +88,7 @@ impl PipelineMetrics {
             "Container events (execs, network endpoints, file changes) judged not to be drift, by reason",
             no_finding.clone(),
         );
-        r.register("execs_not_findings", &deprecated::help("events_not_drift_total"), no_finding.clone());
+        r.register("execs_not_findings", deprecated::help("events_not_drift_total"), no_finding.clone());
         let queue_dropped = Family::<QueueLabel, Counter>::default();
         r.register(
             "userspace_drops",
