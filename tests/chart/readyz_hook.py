@@ -1,6 +1,6 @@
 """The `helm test` hook's script (helm/driftwatch/files/test-readyz.sh), run by a POSIX sh
 against two local stand-in agents: 127.0.0.1 ready (200), 127.0.0.2 not (503). nslookup
-is a stub printing what busybox's prints (both formats); wget is a stub over curl (the
+is a stub printing what busybox's prints (both formats); wget is a stub over Python's urllib (the
 script's only use: GET a URL, fail on a non-2xx answer). Checks: all ready -> exit 0 and
 each address named; one unready -> exit 1 naming it; no address -> exit 1 with a hint."""
 import http.server, os, shutil, subprocess, sys, threading
@@ -37,7 +37,8 @@ nslookup() {
     i=1; for a in $ADDRS; do printf 'Address %d: %s %s.pod\n' "$i" "$a" "$a"; i=$((i + 1)); done
   fi
 }
-wget() { eval "url=\${$#}"; curl -sf -m "$TIMEOUT" "$url"; }
+wget() { eval "url=\${$#}"; "$PYBIN" -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode(), end="")' "$url" "$TIMEOUT" 2>/dev/null; }
 '''
 
 
@@ -45,13 +46,25 @@ def run(addrs, fmt="new", want_name="dw-driftwatch.security.svc"):
     sh = shutil.which("busybox")
     cmd = [sh, "sh"] if sh else ["sh"]
     env = dict(os.environ, ADDRS=addrs, FORMAT=fmt, WANT_NAME=want_name, SERVICE="dw-driftwatch.security.svc",
-               CLUSTER_DOMAIN="cluster.local", PORT=str(PORT), TIMEOUT="5")
+               CLUSTER_DOMAIN="cluster.local", PORT=str(PORT), TIMEOUT="5", PYBIN=sys.executable)
     r = subprocess.run(cmd + ["-c", STUBS + open(SCRIPT).read()], env=env, capture_output=True, text=True, timeout=60)
     return r.returncode, r.stdout + r.stderr
 
 
-PORT = serve("127.0.0.1", 0)
-serve("127.0.0.2", PORT)
+def serve_both():
+    """One port on both addresses (the script asks every agent on the same port); the
+    second bind can lose a race for that port: take another."""
+    for _ in range(50):
+        port = serve("127.0.0.1", 0)
+        try:
+            serve("127.0.0.2", port)
+            return port
+        except OSError:
+            continue
+    sys.exit("readyz_hook: no port free on both 127.0.0.1 and 127.0.0.2")
+
+
+PORT = serve_both()
 failures = []
 for fmt in ("new", "old"):
     code, out = run("127.0.0.1", fmt)
