@@ -7,6 +7,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The commit, for driftwatch_build_info{git_revision} (docker build --build-arg DRIFTWATCH_GIT_REVISION=$(git rev-parse HEAD)).
+ARG DRIFTWATCH_GIT_REVISION=unknown
+ENV DRIFTWATCH_GIT_REVISION=$DRIFTWATCH_GIT_REVISION
 # Debug sections stripped (the release profile keeps line tables: 139 MB -> 24 MB);
 # symbols stay, so a panic's backtrace still names functions. scripts/build-image.sh
 # does the same.

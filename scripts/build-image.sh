@@ -72,7 +72,9 @@ if [ -n "${DRIFTWATCH_BIN:-}" ]; then
   bin=$DRIFTWATCH_BIN
 else
   say "cargo build --release"
-  (cd "$repo" && cargo build --release --locked --quiet --bin driftwatch) || die "cargo build --release failed"
+  # The commit goes into driftwatch_build_info{git_revision} (src/metrics/kernel.rs).
+  rev=${DRIFTWATCH_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)}
+  (cd "$repo" && DRIFTWATCH_GIT_REVISION=$rev cargo build --release --locked --quiet --bin driftwatch) || die "cargo build --release failed"
   bin=${CARGO_TARGET_DIR:-$repo/target}/release/driftwatch
 fi
 [ -x "$bin" ] || die "$bin is not an executable"

@@ -144,7 +144,9 @@ fn dashboard_queries(db: &Value) -> Vec<(String, String)> {
             .replace("$__range", "1h")
             .replace("$namespace", ".*")
             .replace("$workload", ".*")
-            .replace("$instance", ".*")
+            .replace("$cluster", ".*")
+            .replace("$job", ".*")
+            .replace("$node", ".*")
     };
     let mut out = Vec::new();
     for p in db["panels"].as_array().unwrap() {

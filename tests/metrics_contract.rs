@@ -52,10 +52,28 @@ fn startup_series() -> Vec<String> {
         .filter_map(|l| match l.strip_prefix("# TYPE ") {
             Some(t) => Some(format!("# {t}")),
             None if l.starts_with('#') => None,
-            None => l.rsplit_once(' ').map(|(s, _)| s.to_string()),
+            None => l.rsplit_once(' ').map(|(s, _)| machine_neutral(s)),
         })
         .collect();
     out.sort();
+    out
+}
+
+/// build_info's labels that depend on the build and the machine (git_revision,
+/// kernel_release) keep their names in the contract, not their values.
+fn machine_neutral(series: &str) -> String {
+    if !series.starts_with("driftwatch_build_info{") {
+        return series.to_string();
+    }
+    let mut out = series.to_string();
+    for label in ["git_revision", "kernel_release"] {
+        let key = format!("{label}=\"");
+        if let Some(start) = out.find(&key).map(|i| i + key.len())
+            && let Some(len) = out[start..].find('"')
+        {
+            out.replace_range(start..start + len, "*");
+        }
+    }
     out
 }
 

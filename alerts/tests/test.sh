@@ -2,7 +2,10 @@
 # Alert rules and the example Alertmanager routing (run by scripts/test.sh):
 #   promtool check rules   - the rules file parses and every expression is valid
 #   lint (below)           - every alert has severity, playbook_step, summary,
-#                            description, runbook_url; the runbook page exists
+#                            description, runbook_url; the runbook page exists; the naming
+#                            scheme; the chart's per-alert values know every alert
+#   chart rendering        - the rules as the chart renders them for custom labels and
+#                            selectors (promtool test rules alerts/tests/custom-labels.test.yaml)
 #   promtool test rules    - unit tests: every alert fires with its exact labels and
 #                            annotations, and stays quiet where it must
 #   amtool check-config / config routes test - each playbook_step reaches its receiver
@@ -33,6 +36,11 @@ for g in doc["groups"]:
             continue
         names.append(a)
         if not re.fullmatch(r"[A-Z][A-Za-z0-9]+", a): bad.append(f"{a}: not CamelCase")
+        # One naming scheme (README "Alert rules"): what a workload did is Container*/Workload*
+        # (the agent's push uses the same names); driftwatch's own health is Driftwatch*.
+        own = g["name"] in ("driftwatch.agent", "driftwatch.coverage", "driftwatch.response")
+        if own != a.startswith("Driftwatch") or not re.match(r"(Container|Workload|Driftwatch)[A-Z]", a):
+            bad.append(f"{a} (group {g['name']}): Driftwatch* for driftwatch's own alerts, Container*/Workload* for workloads'")
         l, an = r.get("labels", {}), r.get("annotations", {})
         if l.get("severity") not in ("critical", "warning", "info"): bad.append(f"{a}: severity {l.get('severity')!r}")
         if l.get("playbook_step") not in steps: bad.append(f"{a}: playbook_step {l.get('playbook_step')!r}")
@@ -43,6 +51,10 @@ for g in doc["groups"]:
         if not os.path.exists(page): bad.append(f"{a}: {page} missing")
         elif not open(page).readline().strip() == f"# {a}": bad.append(f"{page}: first line must be '# {a}'")
 if len(set(names)) != len(names): bad.append("duplicate alert names")
+# The chart's per-alert values (prometheusRule.alerts.<name>) accept exactly these names.
+import json
+enum = json.load(open("helm/driftwatch/values.schema.json"))["properties"]["prometheusRule"]["properties"]["alerts"]["propertyNames"]["enum"]
+if sorted(enum) != sorted(names): bad.append(f"values.schema.json prometheusRule.alerts names differ from the rules: {sorted(set(enum) ^ set(names))}")
 # The agent's direct push uses the same base URL (alertmanager.runbook_base_url).
 cfg = yaml.safe_load(open("src/default-config.yaml"))
 if cfg["alertmanager"]["runbook_base_url"] != base: bad.append("runbook base differs from src/default-config.yaml")
@@ -56,6 +68,36 @@ print(f"lint: {len(names)} alerts have severity, playbook_step, summary, descrip
 PY
 
 promtool test rules alerts/tests/driftwatch-rules.test.yaml
+
+# The rules as the chart renders them for another Prometheus's labels (custom job, node and
+# cluster label names, kube-state-metrics job, per-alert values): alerts/tests/custom-labels.test.yaml.
+HELM=${DRIFTWATCH_TOOLS:-/opt/driftwatch-tools}/bin/helm
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+"$HELM" template dw helm/driftwatch --namespace security --show-only templates/prometheusrule.yaml \
+  --set prometheusRule.enabled=true --set-string 'prometheusRule.jobSelector=job="security/driftwatch-agents"' \
+  --set prometheusRule.nodeLabel=kubernetes_node --set prometheusRule.clusterLabel=k8s_cluster \
+  --set-string 'prometheusRule.kubeStateMetricsSelector=job="ksm"' --set prometheusRule.additionalLabels.team=security \
+  --set prometheusRule.alerts.ContainerShellSpawned.enabled=false \
+  --set prometheusRule.alerts.DriftwatchAgentDown.for=5m --set prometheusRule.alerts.DriftwatchAgentDown.labels.severity=warning \
+  | "$PY" -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(sys.stdin)["spec"], sys.stdout)' > "$rendered/rendered-rules.yaml"
+# No default label name or selector is left over (the coverage alert's `node` is kube-state-metrics').
+"$PY" - "$rendered/rendered-rules.yaml" <<'PY'
+import re, sys, yaml
+bad = []
+for g in yaml.safe_load(open(sys.argv[1]))["groups"]:
+    for r in g["rules"]:
+        e = r["expr"]
+        if re.search(r"\bcluster\b", e) or 'job="driftwatch"' in e or 'job="kube-state-metrics"' in e:
+            bad.append(f"{r['alert']}: default label or selector left: {e}")
+        if g["name"] != "driftwatch.coverage" and (re.search(r"\bnode\b", e) or "$labels.node " in str(r["annotations"])):
+            bad.append(f"{r['alert']}: `node` left in {e}")
+if bad:
+    sys.exit("chart-rendered rules:\n  " + "\n  ".join(bad))
+PY
+promtool check rules "$rendered/rendered-rules.yaml" >/dev/null
+cp alerts/tests/custom-labels.test.yaml "$rendered/"
+promtool test rules "$rendered/custom-labels.test.yaml"
 
 am=alerts/alertmanager.example.yaml
 amtool check-config "$am" >/dev/null

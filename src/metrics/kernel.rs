@@ -1,6 +1,7 @@
 //! The kernel's own counters (per-CPU array `kstats`), read and summed at
 //! scrape time, plus the sensor's build and attach facts.
 
+use super::deprecated;
 use crate::abi;
 use prometheus_client::{
     collector::Collector,
@@ -20,6 +21,20 @@ struct BuildLabels {
     version: &'static str,
     abi_version: String,
     bpf_objects: &'static str,
+    /// The commit built from: DRIFTWATCH_GIT_REVISION at build time
+    /// (scripts/build-image.sh and the Dockerfile set it), else "unknown".
+    git_revision: &'static str,
+    /// The running kernel (uname -r): BPF behaviour follows it.
+    kernel_release: String,
+}
+
+/// The running kernel's release, "unknown" when /proc does not say.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The sensor group: kernel counters, attached programs, build info.
@@ -40,6 +55,8 @@ impl KernelMetrics {
                 version: env!("CARGO_PKG_VERSION"),
                 abi_version: abi::DW_ABI_VERSION.to_string(),
                 bpf_objects: "driftwatch.bpf.o",
+                git_revision: option_env!("DRIFTWATCH_GIT_REVISION").unwrap_or("unknown"),
+                kernel_release: kernel_release(),
             }),
         );
         let collector = Arc::new(KernelCollector::default());
@@ -92,12 +109,15 @@ impl Collector for KernelCollector {
         let per_kind = |arr: &[u64]| -> Vec<(&'static str, &'static str, u64)> {
             arr.iter().enumerate().filter_map(|(i, v)| kind_name(i).map(|k| ("kind", k, *v))).collect()
         };
+        let submitted = per_kind(&s.submitted);
         counter(
             &mut enc,
-            "kernel_events",
+            "kernel_events_submitted",
             "Records the kernel submitted to the ring buffer, by kind.",
-            &per_kind(&s.submitted),
+            &submitted,
         )?;
+        // The same values under the old name, for one release (deprecated::OLD_NAMES).
+        counter(&mut enc, "kernel_events", &(deprecated::help("kernel_events_submitted_total") + "."), &submitted)?;
         counter(
             &mut enc,
             "kernel_ringbuf_drops",

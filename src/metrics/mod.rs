@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod containers;
+pub mod deprecated;
 pub mod enrich;
 pub mod health;
 pub mod http;
@@ -116,7 +117,7 @@ mod tests {
     use crate::abi;
 
     #[derive(Debug)]
-    struct Fixed;
+    pub(super) struct Fixed;
     impl KernelStatsSource for Fixed {
         fn read(&self) -> Option<abi::dw_kstats> {
             let mut s = abi::dw_kstats::default();
@@ -137,6 +138,7 @@ mod tests {
         let text = m.encode();
         for needle in [
             "driftwatch_build_info{version=\"",
+            "driftwatch_kernel_events_submitted_total{kind=\"exec\"} 5",
             "driftwatch_kernel_events_total{kind=\"exec\"} 5",
             "driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"} 2",
             "driftwatch_kernel_execs_total{verdict=\"host_filtered\"} 9",

@@ -1,6 +1,7 @@
 //! The event pipeline's group: what was decoded, resolved, judged and
 //! emitted, what waited and what a full queue refused.
 
+use super::deprecated;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -70,7 +71,9 @@ impl PipelineMetrics {
         let findings = Family::<FindingLabels, Counter>::default();
         r.register("findings", "Drift findings emitted, by kind, rule and severity", findings.clone());
         let events = Family::<KindLabel, Counter>::default();
-        r.register("events", "Kernel records decoded by the agent, by kind", events.clone());
+        r.register("events_decoded", "Kernel records the agent read and decoded, by kind", events.clone());
+        // The same counter under its old name, for one release (deprecated::OLD_NAMES).
+        r.register("events", deprecated::help("events_decoded_total"), events.clone());
         let decode_errors = Family::<ReasonLabel, Counter>::default();
         r.register("decode_errors", "Kernel records that failed to decode, by reason", decode_errors.clone());
         let enrich_failures = Family::<ReasonLabel, Counter>::default();
@@ -81,10 +84,11 @@ impl PipelineMetrics {
         );
         let no_finding = Family::<ReasonLabel, Counter>::default();
         r.register(
-            "execs_not_findings",
-            "Container events (execs, network endpoints) judged not to be drift, by reason",
+            "events_not_drift",
+            "Container events (execs, network endpoints, file changes) judged not to be drift, by reason",
             no_finding.clone(),
         );
+        r.register("execs_not_findings", deprecated::help("events_not_drift_total"), no_finding.clone());
         let queue_dropped = Family::<QueueLabel, Counter>::default();
         r.register(
             "userspace_drops",

@@ -25,21 +25,28 @@ def one(docs, kind):
 # Subsets of the prometheus-operator CRD schemas (monitoring.coreos.com/v1), strict
 # for every field the chart sets: kubernetes-validate has no schema for CRDs.
 STR = {"type": "string"}
-SERVICE_MONITOR = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"},
-        "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
-            "jobLabel": STR,
-            "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": {"type": "object", "additionalProperties": STR}}},
-            "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {"matchNames": {"type": "array", "items": STR}, "any": {"type": "boolean"}}},
-            "endpoints": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": False, "properties": {
-                "port": STR, "path": STR, "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
-                "scrapeTimeout": STR, "honorLabels": {"type": "boolean"},
-                "relabelings": {"type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
-                    "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod", "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep"]},
-                    "sourceLabels": {"type": "array", "items": STR}, "targetLabel": STR, "regex": STR, "replacement": STR, "separator": STR, "modulus": {"type": "integer"}}}},
-                "metricRelabelings": {"type": "array", "items": {"type": "object"}}}}}}}}}
+ENDPOINT = {"type": "object", "additionalProperties": False, "properties": {
+    "port": STR, "path": STR, "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+    "scrapeTimeout": STR, "honorLabels": {"type": "boolean"}, "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+    "tlsConfig": {"type": "object", "additionalProperties": False, "properties": {
+        "ca": {"type": "object"}, "caFile": STR, "cert": {"type": "object"}, "certFile": STR, "keyFile": STR,
+        "keySecret": {"type": "object"}, "serverName": STR, "insecureSkipVerify": {"type": "boolean"}}},
+    "relabelings": {"type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
+        "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod", "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep"]},
+        "sourceLabels": {"type": "array", "items": STR}, "targetLabel": STR, "regex": STR, "replacement": STR, "separator": STR, "modulus": {"type": "integer"}}}},
+    "metricRelabelings": {"type": "array", "items": {"type": "object"}}}}
+def monitor_schema(kind, endpoints, target_labels):
+    return {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": kind},
+            "spec": {"type": "object", "additionalProperties": False, "required": ["selector", endpoints], "properties": {
+                "jobLabel": STR, target_labels: {"type": "array", "items": STR},
+                "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": {"type": "object", "additionalProperties": STR}}},
+                "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {"matchNames": {"type": "array", "items": STR}, "any": {"type": "boolean"}}},
+                endpoints: {"type": "array", "minItems": 1, "items": ENDPOINT}}}}}
+SERVICE_MONITOR = monitor_schema("ServiceMonitor", "endpoints", "targetLabels")
+POD_MONITOR = monitor_schema("PodMonitor", "podMetricsEndpoints", "podTargetLabels")
 PROMETHEUS_RULE = {
     "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
@@ -60,7 +67,7 @@ STATE = {"default": "/var/lib/driftwatch", "privileged": "/var/lib/driftwatch",
          "no-syscall-sensors": "/var/lib/driftwatch", "health-off": "/var/lib/driftwatch",
          "alertmanager-basic-auth": "/var/lib/driftwatch", "quarantine-on": "/var/lib/driftwatch",
          "quarantine-privileged": "/var/lib/driftwatch", "investigate-off": "/var/lib/driftwatch",
-         "respond-on": "/var/lib/driftwatch"}
+         "respond-on": "/var/lib/driftwatch", "podmonitor": "/var/lib/driftwatch"}
 PRIVILEGED = {"privileged", "quarantine-privileged"}
 BASE_CAPS = ["BPF", "PERFMON", "SYS_PTRACE"]
 # response.* (values) -> admin_addr, response.* (config) and the mounts: the admin
@@ -263,10 +270,42 @@ for name in STATE:
               and cfg["alertmanager"]["tls"] == {"server_name": "alertmanager.monitoring.svc"}, f"{name}: basic auth from a Secret: {cfg['alertmanager']} {secret_files}")
     elif name != "all-features":
         check(not secret_files and "OTEL_EXPORTER_OTLP_HEADERS" not in env, f"{name}: no Secret mounted by default")
-    sm, pr = one(d, "ServiceMonitor"), one(d, "PrometheusRule")
+    sm, pr, pm = one(d, "ServiceMonitor"), one(d, "PrometheusRule"), one(d, "PodMonitor")
     dcm = d.get(("ConfigMap", "driftwatch-dashboards"))
+    # Every values set: the helm test hook asks /readyz of the agents behind the Service.
+    hook = one(d, "Pod")
+    check(hook is not None and hook["metadata"]["annotations"].get("helm.sh/hook") == "test", f"{name}: a helm test hook Pod")
+    if hook:
+        hc = hook["spec"]["containers"][0]
+        henv = {e["name"]: e["value"] for e in hc["env"]}
+        check(henv.get("SERVICE") == f"{svc['metadata']['name']}.driftwatch.svc" and henv.get("PORT") == str(svc["spec"]["ports"][0]["port"])
+              and "/readyz" in hc["args"][0] and hook["spec"]["securityContext"].get("runAsNonRoot") is True,
+              f"{name}: the test hook asks the Service's agents for /readyz, as non-root: {henv}")
+    # podSecurityContext, extraVolumes and extraVolumeMounts pass through (all-features).
+    if name == "all-features":
+        check(pod.get("securityContext") == {"seLinuxOptions": {"type": "spc_t"}}, f"{name}: podSecurityContext {pod.get('securityContext')}")
+        check(vols.get("corp-ca") == {"name": "corp-ca", "configMap": {"name": "corp-ca"}}
+              and mounts.get("/etc/corp-ca") == {"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True},
+              f"{name}: extraVolumes / extraVolumeMounts: {vols.get('corp-ca')} {mounts.get('/etc/corp-ca')}")
+    else:
+        check("securityContext" not in pod, f"{name}: no pod securityContext by default")
+    if name == "podmonitor":
+        check(sm is None and pm is not None, f"{name}: a PodMonitor instead of the ServiceMonitor")
+        try:
+            jsonschema.validate(pm, POD_MONITOR)
+        except jsonschema.ValidationError as e:
+            failures.append(f"{name}: PodMonitor: {e.message} at {list(e.absolute_path)}")
+        ep = pm["spec"]["podMetricsEndpoints"][0]
+        check(pm["metadata"]["namespace"] == "monitoring" and pm["spec"]["namespaceSelector"] == {"matchNames": ["driftwatch"]}
+              and pm["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+              and pm["spec"]["jobLabel"] == "app.kubernetes.io/name" and pm["spec"]["podTargetLabels"] == ["app.kubernetes.io/instance"],
+              f"{name}: PodMonitor selects the agent pods from the monitoring namespace, job from the name label: {pm['spec']}")
+        check(ep["port"] == "metrics" and ep["honorLabels"] is True and ep["scheme"] == "http"
+              and {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in ep["relabelings"],
+              f"{name}: PodMonitor endpoint: {ep}")
+        continue
     if name != "all-features":
-        check(sm is None and pr is None and dcm is None, f"{name}: optional resources off by default")
+        check(sm is None and pm is None and pr is None and dcm is None, f"{name}: optional resources off by default")
         continue
     check(cfg["alertmanager"]["urls"] == ["https://alertmanager-0.alertmanager-operated.monitoring:9093", "https://alertmanager-1.alertmanager-operated.monitoring:9093"]
           and "url" not in cfg["alertmanager"] and cfg["otlp"]["protocol"] == "grpc", f"{name}: sinks configured: {cfg['alertmanager']}")
@@ -285,9 +324,22 @@ for name in STATE:
     ep = sm["spec"]["endpoints"][0]
     check(ep["honorLabels"] is True and ep["port"] == "metrics", f"{name}: ServiceMonitor honorLabels")
     check(sm["spec"]["jobLabel"] == "app.kubernetes.io/name" and sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", f"{name}: ServiceMonitor job label / selector label")
-    # The PrometheusRule is the rules file, only the runbook base rewritten.
+    check(sm["metadata"]["namespace"] == "monitoring" and sm["spec"]["namespaceSelector"] == {"matchNames": ["driftwatch"]}
+          and sm["spec"]["targetLabels"] == ["team"] and ep["scheme"] == "https" and ep["tlsConfig"]["insecureSkipVerify"] is True
+          and {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in ep["relabelings"],
+          f"{name}: ServiceMonitor namespace, targetLabels, scheme, tlsConfig, node relabeling: {sm['spec']} {sm['metadata']['namespace']}")
+    # The PrometheusRule is the rules file with the values applied (all-features: default
+    # job and labels, team=security on every alert, one alert off, one with its own for and
+    # severity) and the runbook base rewritten.
     expect = json.loads(json.dumps(canonical_rules).replace(BASE, "https://runbooks.example.org/driftwatch"))
-    check(pr["spec"] == expect, f"{name}: PrometheusRule spec differs from {RULES}")
+    for g in expect["groups"]:
+        g["rules"] = [r for r in g["rules"] if r["alert"] != "DriftwatchNodeNotCovered"]
+        for r in g["rules"]:
+            r["labels"]["team"] = "security"
+            if r["alert"] == "ContainerShellSpawned":
+                r["for"], r["labels"]["severity"] = "1m", "critical"
+    expect["groups"] = [g for g in expect["groups"] if g["rules"]]
+    check(pr["spec"] == expect, f"{name}: PrometheusRule spec differs from {RULES} with the values applied")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(pr["spec"], f)
     r = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
@@ -322,6 +374,60 @@ for f in dash_files:
             e = t["expr"]
             if "rate(" in e or "increase(" in e:
                 check("[$__rate_interval]" in e or "[$__range]" in e, f"{f}: {p['title']}: use $__rate_interval: {e}")
+
+# Dashboards work in any Prometheus (issue 17): cluster and job variables, node (never the pod
+# IP, instance), every selector of an agent metric filtered by cluster and job (the health
+# dashboard by node too), the per-container metrics by namespace; the renamed metrics under
+# their new names only; every metric the agent exports is on a dashboard (or says why not);
+# every query parses (promtool, Grafana's variables substituted).
+import re
+NS_METRICS = {"driftwatch_drifted_containers", "driftwatch_container_findings_total", "driftwatch_container_writable_rootfs"}
+DEPRECATED = {"driftwatch_events_total", "driftwatch_kernel_events_total", "driftwatch_execs_not_findings_total"}
+NOT_ON_DASHBOARDS = {}  # metric family -> why it is on no dashboard
+golden = [l.split()[1] for l in open("tests/golden/metric-series.txt") if l.startswith("# ")]
+used, queries = set(), []
+for f in dash_files:
+    db = json.load(open(os.path.join("dashboards", f)))
+    names = [v["name"] for v in db["templating"]["list"]]
+    check(names[:3] == ["datasource", "cluster", "job"] and "instance" not in names, f"{f}: variables {names}: datasource, cluster, job first, no instance")
+    if "health" in f:
+        check("node" in names, f"{f}: a node variable")
+    exprs = [(p["title"], t["expr"], t.get("legendFormat", "")) for p in db["panels"] for t in p.get("targets", [])]
+    # The variables' own chain (cluster, then job, then node) is checked by the lines above.
+    exprs += [(f"variable {v['name']}", v["query"]["query"], "") for v in db["templating"]["list"]
+              if v["type"] == "query" and v["name"] not in ("cluster", "job", "node")]
+    for title, e, legend in exprs:
+        check("instance" not in e and "instance" not in legend, f"{f}: {title}: names instance (the pod IP), not node: {e}")
+        for m in re.finditer(r"\b(driftwatch_[a-z_]+)(\{[^}]*\})?", e):
+            name, sel = m.group(1), m.group(2) or ""
+            used.add(name)
+            check(name not in DEPRECATED, f"{f}: {title}: deprecated {name}")
+            check('cluster=~"$cluster"' in sel and ('job=~"$job"' in sel or 'job=~"$job-respond"' in sel), f"{f}: {title}: {name} not filtered by cluster and job: {e}")
+            if "health" in f and not name.startswith("driftwatch_response_"):
+                check('node=~"$node"' in sel, f"{f}: {title}: {name} not filtered by node: {e}")
+            if name in NS_METRICS and not title.startswith("variable namespace"):
+                check('namespace=~"$namespace"' in sel, f"{f}: {title}: {name} not filtered by namespace: {e}")
+        queries.append((f, title, e))
+for fam in golden:
+    sample = {"counter": fam + "_total", "info": fam + "_info"}.get(dict(l.split()[1:3] for l in open("tests/golden/metric-series.txt") if l.startswith("# "))[fam], fam)
+    if sample in DEPRECATED or fam in NOT_ON_DASHBOARDS:
+        continue
+    check(sample in used or fam + "_bucket" in used, f"dashboards: {sample} is exported but on no dashboard (add a panel, or say why in NOT_ON_DASHBOARDS)")
+subst = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
+rules = []
+for i, (f, title, e) in enumerate(queries):
+    q = e
+    for k, v in subst.items():
+        q = q.replace(k, v)
+    q = re.sub(r"\$[a-z]+", ".*", q)
+    if q.startswith("label_values("):
+        q = q[len("label_values("):].rsplit(",", 1)[0]
+    rules.append({"record": f"dashboard:query_{i}", "expr": q})
+with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+    yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, fh)
+r = subprocess.run(["promtool", "check", "rules", fh.name], capture_output=True, text=True)
+check(r.returncode == 0, f"dashboards: promtool rejects a query: {r.stdout}{r.stderr}")
+os.unlink(fh.name)
 
 if failures:
     print("chart checks failed:\n  " + "\n  ".join(failures), file=sys.stderr)

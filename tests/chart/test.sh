@@ -24,6 +24,13 @@
 #                             Secret at the config's token_file; Service/NetworkPolicy/ServiceMonitor
 #                             selecting only the responder (hook: the binary's config check), and
 #   driftwatch check-config   the rendered config ConfigMap loads in the real agent's parser
+#   gen_config_schema.py      values.schema.json's config: is current with src/default-config.yaml;
+#                             bad config: (unknown key, wrong type) rejected, the full default accepted
+#   readyz_hook.py            the helm test hook's script against ready and unready stand-in agents
+#   check_runbooks.py         docs/runbooks: Meaning/Impact/Diagnosis/Mitigation; every value they name exists
+#   podmonitor                a PodMonitor instead of the ServiceMonitor; all-features: ServiceMonitor
+#                             scheme/tlsConfig/targetLabels/namespace, podSecurityContext, extraVolumes,
+#                             the PrometheusRule with per-alert values (recomputed from the rules file)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/install-chart-tools.sh
@@ -53,14 +60,15 @@ declare -A sets=(
   [quarantine-privileged]="-f $chart/ci/privileged-values.yaml --set response.quarantine.enabled=true"
   [investigate-off]="--set response.admin.enabled=false --set response.capture.enabled=false"
   [respond-on]="-f $chart/ci/respond-values.yaml"
+  [podmonitor]="--set podMonitor.enabled=true --set podMonitor.namespace=monitoring --set podMonitor.podTargetLabels={app.kubernetes.io/instance}"
 )
 for name in default privileged all-features no-state files-off network-off no-syscall-sensors health-off alertmanager-basic-auth \
-    quarantine-on quarantine-privileged investigate-off respond-on; do
+    quarantine-on quarantine-privileged investigate-off respond-on podmonitor; do
   # shellcheck disable=SC2086
   "$HELM" lint --strict --quiet "$chart" ${sets[$name]} >/dev/null
   # shellcheck disable=SC2086
   "$HELM" template driftwatch "$chart" --namespace driftwatch ${sets[$name]} > "$out/$name.yaml"
-  "$KV" --strict --quiet -k "$K8S_VERSION" "$out/$name.yaml" 2>&1 | grep -v "Couldn't find schema for kind \(PrometheusRule\|ServiceMonitor\)" || true
+  "$KV" --strict --quiet -k "$K8S_VERSION" "$out/$name.yaml" 2>&1 | grep -v "Couldn't find schema for kind \(PrometheusRule\|ServiceMonitor\|PodMonitor\)" || true
   if ! "$KV" --strict --quiet -k "$K8S_VERSION" "$out/$name.yaml" >/dev/null 2>&1; then
     echo "chart: kubernetes-validate --strict failed for $name values" >&2; exit 1
   fi
@@ -89,15 +97,45 @@ for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp ho
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
   fi
 done
+# Monitoring, alert rules, pod extras and the test hook (issue 17).
+for bad in podMonitor.scheme=ftp serviceMonitor.scheme=tcp 'serviceMonitor.targetLabels={bad-label}' serviceMonitor.namespace=Bad_NS \
+    serviceMonitor.tlsConfig=x podMonitor.bogus=1 prometheusRule.nodeLabel=bad-label prometheusRule.clusterLabel= \
+    prometheusRule.alerts.NoSuchAlert.enabled=false prometheusRule.alerts.DriftwatchAgentDown.enabled=no \
+    prometheusRule.alerts.DriftwatchAgentDown.severity=info prometheusRule.alerts.DriftwatchAgentDown.for=soon \
+    prometheusRule.additionalLabels.bad-name=x prometheusRule.kubeStateMetricsSelector= runbookBaseUrl=ftp://runbooks \
+    podSecurityContext=root 'extraVolumeMounts[0].name=x' 'extraVolumes[0].hostPath.path=/x' test.timeoutSeconds=0 test.image.repository= test.bogus=1; do
+  if "$HELM" template driftwatch "$chart" --set "$bad" >/dev/null 2>&1; then
+    echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
+  fi
+done
 echo "chart: values.schema.json rejects bad values"
+# config: is checked against the schema generated from the agent's defaults (an unknown key,
+# a wrong type), which must be current; every default the agent ships is accepted.
+"$PY" tests/chart/gen_config_schema.py --check
+for bad in config.bogus=1 config.sensor.ringbuf_bytes=big config.rules.shell.enabled=yes config.otlp.protocol=udp \
+    config.kubernetes.enabled=maybe config.rules.network.allowed_ports=53 config.policy.default_mode.x=1 config.alertmanager.tls.ca=x; do
+  if err=$("$HELM" template driftwatch "$chart" --set "$bad" 2>&1 >/dev/null); then
+    echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
+  fi
+  grep -q "/config" <<<"$err" || { echo "chart: --set $bad rejected without naming /config: $err" >&2; exit 1; }
+done
+"$agent" default-config | "$PY" -c 'import sys, yaml; yaml.safe_dump({"config": yaml.safe_load(sys.stdin)}, sys.stdout)' > "$out/full-config-values.yaml"
+"$HELM" template driftwatch "$chart" -f "$out/full-config-values.yaml" >/dev/null \
+  || { echo "chart: values.schema.json rejects the agent's own default config as config:" >&2; exit 1; }
+echo "chart: a bad config: is rejected by the schema; the agent's full default config is accepted"
+# The helm test hook's script against stand-in agents (one ready, one not).
+"$PY" tests/chart/readyz_hook.py
+# Runbooks: one structure, and every chart value or config key they name exists.
+"$PY" tests/chart/check_runbooks.py
 # Contradictions the schema cannot express fail the rendering with a clear message.
-for bad in "--set alertmanager.url=http://a:9093 --set alertmanager.urls={http://b:9093}" "--set alertmanager.basicAuth.username=dw"; do
+for bad in "--set alertmanager.url=http://a:9093 --set alertmanager.urls={http://b:9093}" "--set alertmanager.basicAuth.username=dw" \
+    "--set serviceMonitor.enabled=true --set podMonitor.enabled=true" "--set serviceMonitor.enabled=true --set service.enabled=false"; do
   # shellcheck disable=SC2086
   if "$HELM" template driftwatch "$chart" $bad >/dev/null 2>&1; then
     echo "chart: rendered contradictory values: $bad" >&2; exit 1
   fi
 done
-echo "chart: contradictory alertmanager values fail to render"
+echo "chart: contradictory alertmanager and monitor values fail to render"
 
 # response.*: the schema rejects what the agent cannot use; and config: may not ask for a
 # mount or a privilege the values did not grant (nor may two mounts share a path).

@@ -52,7 +52,7 @@ app.kubernetes.io/component: agent
 {{- $sensors := .Values.sensors | default dict -}}
 {{- $_ := set $cfg "sensor" (dict "network" (ternary $sensors.network true (hasKey $sensors "network")) "files" (ternary $sensors.files true (hasKey $sensors "files"))) -}}
 {{- $_ := set $cfg "rules" (dict "network" (dict "state_dir" (ternary "/var/lib/driftwatch" "" (not (empty .Values.hostPaths.state))))) -}}
-{{- $am := dict "runbook_base_url" .Values.runbookBaseUrl -}}
+{{- $am := dict "runbook_base_url" (include "driftwatch.runbookBaseUrl" .) -}}
 {{- $amv := .Values.alertmanager -}}
 {{- if and $amv.url $amv.urls -}}
 {{- fail "alertmanager.url and alertmanager.urls: set one or the other" -}}
@@ -181,4 +181,47 @@ the files where the Secrets of driftwatch.secretVolumes are mounted. */}}
 {{- $vols = append $vols (dict "name" "alertmanager-password" "secret" $pw.name "mountPath" (printf "%s/alertmanager-password" $dir) "items" (list (dict "key" ($pw.key | default "password") "path" "password"))) -}}
 {{- end -}}
 {{- toYaml $vols -}}
+{{- end -}}
+
+{{/* One scrape endpoint of the ServiceMonitor or the PodMonitor (their values share
+these keys), after its port. */}}
+{{- define "driftwatch.scrapeEndpoint" -}}
+{{- $node := .node }}
+{{- with .m -}}
+path: /metrics
+interval: {{ .interval }}
+scrapeTimeout: {{ .scrapeTimeout }}
+honorLabels: {{ .honorLabels }}
+scheme: {{ .scheme | default "http" }}
+{{- with .tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+relabelings:
+  # The node the agent runs on: per-agent alerts and dashboards group by it
+  # (prometheusRule.nodeLabel), not by the pod IP.
+  - sourceLabels: [__meta_kubernetes_pod_node_name]
+    targetLabel: {{ $node }}
+  # The target's namespace/container labels would stand in for the empty ones of
+  # containers without pod metadata: the agent's own labels are the only ones.
+  - action: labeldrop
+    regex: (namespace|container)
+  {{- with .relabelings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The runbooks' base URL: runbookBaseUrl, or the docs of the tag this chart is
+released from (chart-releaser's <name>-<version>). */}}
+{{- define "driftwatch.runbookBaseUrl" -}}
+{{- if .Values.runbookBaseUrl -}}
+{{- trimSuffix "/" .Values.runbookBaseUrl -}}
+{{- else -}}
+{{- printf "https://github.com/driftwatch/driftwatch/blob/%s-%s/docs/runbooks" .Chart.Name .Chart.Version -}}
+{{- end -}}
 {{- end -}}
