@@ -125,7 +125,7 @@ impl NetworkSinks {
     /// Must run inside the tokio runtime. An error is a configuration error.
     pub fn start(cfg: &crate::config::Config, metrics: &Arc<Metrics>, fanout: &mut Fanout) -> Result<Self, String> {
         let mut sinks = NetworkSinks::default();
-        if let Some(s) = otlp::Settings::resolve(&cfg.otlp).map_err(|e| e.to_string())? {
+        if let Some(s) = otlp::Settings::resolve_for(cfg).map_err(|e| e.to_string())? {
             let (protocol, endpoint) = (s.protocol, s.endpoint.clone());
             let tls = s
                 .tls
