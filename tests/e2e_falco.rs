@@ -77,11 +77,13 @@ fn falcosidekick_down_costs_counted_events_not_detection() {
     let cfg = config_file(
         "falco-down",
         &format!(
-            "outputs:\n  falcosidekick:\n    url: http://{dead}\n    queue_size: 4\n    max_retries: 1\n    retry_initial_ms: 50\n    retry_max_ms: 50\n"
+            "outputs:\n  falcosidekick:\n    url: http://{dead}\n    queue_size: 4\n    max_retries: 1\n    retry_initial_ms: 1000\n    retry_max_ms: 1000\n"
         ),
     );
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     let c = support::containerd().run(RunSpec::sleeper());
+    // Each event takes a second to give up (one retry after 1 s): 50 findings
+    // overflow a queue of 4 whatever the machine's speed.
     c.exec_ok(&["/bin/cp", "/bin/busybox", "/tmp/bb"]);
     c.exec_ok(&["/bin/sh", "-c", "i=0; while [ $i -lt 50 ]; do /tmp/bb true; i=$((i+1)); done"]);
     let ours = || agent.findings_of(&c.id).iter().filter(|f| f["process.executable.path"] == "/tmp/bb").count();
