@@ -51,14 +51,7 @@ async fn until(what: &str, timeout: Duration, f: impl Fn() -> bool) {
 }
 
 fn config(url: String) -> Falcosidekick {
-    Falcosidekick {
-        url,
-        timeout_ms: 300,
-        max_retries: 2,
-        retry_initial_ms: 10,
-        retry_max_ms: 20,
-        ..Default::default()
-    }
+    Falcosidekick { url, timeout_ms: 300, max_retries: 2, retry_initial_ms: 10, retry_max_ms: 20, ..Default::default() }
 }
 
 fn start(c: &Falcosidekick, m: &Arc<Metrics>) -> (tokio::sync::mpsc::Sender<bytes::Bytes>, FalcosidekickSink) {

@@ -97,7 +97,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, mode: &Mutex<Mode>) {
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let len: usize =
+            headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         let mut body = vec![0u8; len];
         if r.read_exact(&mut body).is_err() {
             return;
