@@ -24,10 +24,10 @@ pub struct Stdout {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// The finding's own JSON (README "Finding format").
+    /// The finding's own JSON (README "Findings").
     #[default]
     Json,
-    /// Falco's JSON output (README "Falco-compatible output").
+    /// Falco's JSON output (README "Outputs").
     Falco,
 }
 

@@ -4,7 +4,7 @@
 //! `source` (`driftwatch`), `tags` and `hostname`.
 //!
 //! `output_fields` has Falco's field names where one exists (the table is in
-//! the README, "Falco-compatible output"), then the finding's own keys beside
+//! the README, "Outputs"), then the finding's own keys beside
 //! them, except three whose names or values Falco's event already carries:
 //! `container.id` (Falco's is the 12-character id; the full one is
 //! `container.full_id`), `time` (the event's `time`; `evt.time` in ns) and
