@@ -63,6 +63,8 @@ async fn events_arrive_as_falco_json_on_the_root_path() {
     let rx = Receiver::start(Mode::Ok);
     let m = Arc::new(Metrics::new());
     let mut c = config(format!("{}/", rx.url()));
+    // The shutdown flush gets timeout_ms: generous, a loaded machine must not cut it short.
+    c.timeout_ms = 10_000;
     c.headers.insert("X-Tenant".into(), "drift".into());
     let (tx, sink) = start(&c, &m);
     let e = event(1);
@@ -83,7 +85,7 @@ async fn events_arrive_as_falco_json_on_the_root_path() {
         tx.send(event(n)).await.unwrap();
     }
     drop(tx);
-    sink.shutdown(Duration::from_secs(10)).await;
+    sink.shutdown(Duration::from_secs(30)).await;
     assert_eq!(rx.posts().len(), 5);
     assert_eq!(events(&m, "sent"), 5.0);
     assert_eq!(metric(&m, "driftwatch_falcosidekick_queued_events"), 0.0);
