@@ -29,7 +29,6 @@ use std::{
     },
     time::Duration,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,12 +130,9 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     // Sinks, each behind its own bounded queue.
     let cap = cfg.pipeline.queue_capacity;
     let mut fanout = Fanout::default();
-    let (stdout_tx, stdout_rx) = mpsc::channel(cap);
-    let stdout_sent = fanout.add(STDOUT_QUEUE, stdout_tx, &metrics);
-    metrics.sinks.declare_sink("stdout");
-    let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
-    let stdout_sink = json::StdoutSink::start(stdout_rx, stdout_sent, metrics.clone())
+    let stdout_sink = json::StdoutSink::start_on(cfg.outputs.stdout.format, cap, STDOUT_QUEUE, &mut fanout, &metrics)
         .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
+    let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
 
     // What is known per container: the runtime, the API, /proc.
     let registry = start_registry(&cfg, &metrics, &cancel).await;

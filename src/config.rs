@@ -6,11 +6,13 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 mod exports;
 mod locate;
+mod outputs;
 mod redaction;
 mod response;
 
 pub use exports::{AlertmanagerUrl, secret_file};
 use locate::{At, Seg, humanize, locate, repeated};
+pub use outputs::{Falcosidekick, Format as OutputFormat, Outputs, PostUrl};
 pub use redaction::{BuiltinPatterns, Pattern as RedactionPattern, Redaction};
 pub use response::{AdminAddr, AllowRule, Capture, Quarantine, Response, Retention, STEPS};
 
@@ -45,6 +47,12 @@ pub struct Config {
     pub otlp: Otlp,
     #[serde(default)]
     pub alertmanager: Alertmanager,
+    /// stdout's format and the falcosidekick push (src/config/outputs.rs).
+    #[serde(default)]
+    pub outputs: Outputs,
+    /// The cluster's name (`k8s.cluster.name` of the OTLP resource); empty: not sent.
+    #[serde(default)]
+    pub cluster_name: String,
     pub runtime: Runtime,
     #[serde(default)]
     pub kubernetes: Kubernetes,
@@ -707,6 +715,7 @@ impl Config {
             ));
         }
         exports::validate(self, &error, files)?;
+        outputs::validate(self, &error, files)?;
         redaction::validate(self, &error)?;
         response::validate(self, &error, files)?;
         if let Err(e) = crate::policy::compile::compile(&self.policy) {

@@ -40,7 +40,7 @@ pub fn init(cfg: Option<&Config>) -> Guard {
         .with_filter(filter());
     let mut guard = Guard::default();
     let mut otel_err = None;
-    let otel = cfg.and_then(|c| match crate::sink::otlp::Settings::resolve(&c.otlp) {
+    let otel = cfg.and_then(|c| match crate::sink::otlp::Settings::resolve_for(c) {
         Ok(Some(s)) => match s.span_exporter() {
             Ok(exp) => {
                 // The async-runtime processor exports on tokio (both transports need
@@ -50,7 +50,10 @@ pub fn init(cfg: Option<&Config>) -> Guard {
                     opentelemetry_sdk::runtime::Tokio,
                 )
                 .build();
-                let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(bsp).build();
+                let provider = SdkTracerProvider::builder()
+                    .with_resource(resource(&c.cluster_name))
+                    .with_span_processor(bsp)
+                    .build();
                 let tracer = provider.tracer("driftwatch");
                 guard.tracer = Some(provider);
                 // Spans only: events inside them stay on stderr.

@@ -54,6 +54,7 @@ fn finding_becomes_alert_with_labels_and_annotations() {
     assert_eq!(l["kind"], "binary");
     assert_eq!(l["rule"], "exec_new_binary");
     assert_eq!(l["playbook_step"], "isolate");
+    assert_eq!(l["mitre"], "T1105", "the rule's ATT&CK technique ids");
     assert!(l["node"].as_str().is_some_and(|n| !n.is_empty()), "{a:#}");
     // Kubernetes metadata labels appear exactly when the finding carries them.
     for (label, key) in

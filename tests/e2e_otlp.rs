@@ -38,19 +38,45 @@ fn node_name() -> String {
         .unwrap_or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string())
 }
 
-/// The record carries exactly the JSON finding: event name, severity, body,
-/// every key as an attribute with the same value, and the resource.
+/// The record carries the JSON finding: event name, severity, body, the
+/// OpenTelemetry security conventions (`security_rule.*`, the semantic
+/// conventions crate's names), every other key as an attribute with the same
+/// value but those that only repeat the record's timestamp, body and severity,
+/// and the resource.
 fn assert_record_is_finding(r: &Rec, f: &Value, event: &str, severity: i32) {
+    use opentelemetry_semantic_conventions::attribute as sc;
     assert_eq!(r.record.event_name, event, "{r:#?}");
     assert_eq!(r.record.severity_number, severity, "{r:#?}");
     assert_eq!(r.record.severity_text, f["severity"].as_str().unwrap());
     assert_eq!(r.body(), f["message"]);
-    let obj = f.as_object().unwrap();
-    assert_eq!(&r.attrs, obj, "OTLP attributes must equal the JSON finding's keys and values");
+    let mut want = f.as_object().unwrap().clone();
+    for k in ["time", "message", "severity", "k8s.workload.kind", "k8s.workload.name"] {
+        want.remove(k);
+    }
+    if let (Some(kind), Some(name)) = (f["k8s.workload.kind"].as_str(), f["k8s.workload.name"].as_str())
+        && let Some(key) = driftwatch::sink::otlp::semconv::workload_key(kind)
+    {
+        want.insert(key.into(), name.into());
+    }
+    let rule = f["rule"].as_str().unwrap();
+    let alert = driftwatch::sink::alertmanager::alertname(f["kind"].as_str().unwrap());
+    want.insert(sc::SECURITY_RULE_NAME.into(), rule.into());
+    want.insert(sc::SECURITY_RULE_CATEGORY.into(), f["kind"].clone());
+    want.insert(sc::SECURITY_RULE_RULESET_NAME.into(), "driftwatch".into());
+    want.insert(
+        sc::SECURITY_RULE_REFERENCE.into(),
+        format!("https://github.com/driftwatch/driftwatch/blob/main/docs/runbooks/{alert}.md").into(),
+    );
+    want.insert(sc::SECURITY_RULE_UUID.into(), driftwatch::sink::otlp::semconv::rule_uuid(rule).into());
+    assert_eq!(&r.attrs, &want, "OTLP attributes: the security conventions and the JSON finding's other keys");
     assert!(r.record.time_unix_nano > 0 && r.record.observed_time_unix_nano >= r.record.time_unix_nano, "{r:#?}");
-    assert_eq!(r.resource["service.name"], "driftwatch");
-    assert_eq!(r.resource["service.version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(r.resource["k8s.node.name"], node_name().as_str());
+    assert_eq!(r.resource[sc::SERVICE_NAME], "driftwatch");
+    assert_eq!(r.resource[sc::SERVICE_VERSION], env!("CARGO_PKG_VERSION"));
+    assert_eq!(r.resource[sc::K8S_NODE_NAME], node_name().as_str());
+    assert_eq!(r.resource[sc::HOST_NAME], node_name().as_str());
+    let cluster = r.resource.get(sc::K8S_CLUSTER_NAME).and_then(Value::as_str).unwrap_or("");
+    let instance = driftwatch::sink::otlp::semconv::instance_id(cluster, &node_name());
+    assert_eq!(r.resource[sc::SERVICE_INSTANCE_ID], instance.as_str());
     assert_eq!(r.scope, "driftwatch");
 }
 
@@ -68,7 +94,7 @@ fn grpc_receiver_gets_drift_finding() {
     let rx = Receiver::grpc();
     let cfg = config_file(
         "otlp-grpc",
-        &format!("otlp:\n  endpoint: {}\n  protocol: grpc\n  batch_timeout_ms: 100\n", rx.url()),
+        &format!("cluster_name: prod-eu\notlp:\n  endpoint: {}\n  protocol: grpc\n  batch_timeout_ms: 100\n", rx.url()),
     );
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     let c = support::containerd().run(RunSpec::sleeper());
@@ -80,6 +106,9 @@ fn grpc_receiver_gets_drift_finding() {
     });
     assert_record_is_finding(&r, &f, "driftwatch.drift.binary", 18);
     assert_eq!(r.attrs["rule"], "exec_new_binary");
+    assert_eq!(r.attrs["security_rule.name"], "exec_new_binary");
+    assert_eq!(r.resource["k8s.cluster.name"], "prod-eu", "config cluster_name");
+    assert!(r.attrs["driftwatch.tags"].as_array().unwrap().contains(&"T1105".into()), "{r:#?}");
     assert_eq!(r.attrs["process.command_args"], serde_json::json!(["/tmp/busybox", "true"]));
     // The isolate finding's evidence bundle (response.capture is on by default) is an event too.
     let e = rx.wait_for("the evidence event", Duration::from_secs(30), |r| {

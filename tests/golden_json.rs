@@ -60,6 +60,93 @@ fn findings_match_golden_files() {
     assert!(failures.is_empty(), "findings differ from the golden files:\n{}", failures.join("\n"));
 }
 
+/// Falco's names `output_fields` may carry (the README's mapping table).
+const FALCO_FIELDS: [&str; 21] = [
+    "evt.time",
+    "container.id",
+    "container.full_id",
+    "container.name",
+    "container.image.repository",
+    "container.image.tag",
+    "container.image.digest",
+    "k8s.ns.name",
+    "k8s.pod.name",
+    "proc.pid",
+    "proc.ppid",
+    "proc.exepath",
+    "proc.name",
+    "proc.cmdline",
+    "proc.pname",
+    "user.uid",
+    "group.gid",
+    "fd.name",
+    "fd.sip",
+    "fd.sport",
+    "fd.l4proto",
+];
+
+/// [`normalise`] for a Falco event: the time (also `evt.time` and the
+/// output's clock time) and the node's name (also `hostname`).
+fn normalise_falco(line: &str) -> String {
+    let mut s = normalise(line, "time", "2026-01-02T03:04:05.000000006Z");
+    s = normalise(&normalise(&s, "hostname", "node-1"), "k8s.node.name", "node-1");
+    let at = s.find("\"output\":\"").expect("output") + "\"output\":\"".len();
+    s.replace_range(at..at + "03:04:05.000000006".len(), "03:04:05.000000006");
+    let at = s.find("\"evt.time\":").expect("evt.time") + "\"evt.time\":".len();
+    let end = at + s[at..].find(',').expect("more fields");
+    s.replace_range(at..end, "1767323045000000006");
+    s
+}
+
+/// The Falco events (`outputs.stdout.format: falco`, falcosidekick), pinned
+/// like the findings in `tests/golden/falco/`, checked against Falco's keys
+/// and parsed back against the finding they render.
+#[test]
+fn falco_events_match_golden_files() {
+    let update = std::env::var("DW_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/falco");
+    let findings: std::collections::HashMap<String, String> = build::all().into_iter().collect();
+    let mut failures = Vec::new();
+    for (name, line) in build::falco() {
+        let got = normalise_falco(&line);
+        let e: serde_json::Value = serde_json::from_str(&got).unwrap_or_else(|err| panic!("{name}: {err}: {got}"));
+        let f = normalise(&findings[&name], "k8s.node.name", "node-1");
+        let f: serde_json::Value = serde_json::from_str(&f).expect("finding");
+        let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 8, "{name}: {keys:?}");
+        assert_eq!(e["rule"], f["rule"], "{name}");
+        assert_eq!(e["source"], "driftwatch");
+        assert_eq!(e["tags"], f["driftwatch.tags"], "{name}");
+        let want_priority = match f["severity"].as_str() {
+            Some("critical") => "Critical",
+            Some("warning") => "Warning",
+            _ => "Informational",
+        };
+        assert_eq!(e["priority"], want_priority, "{name}");
+        assert!(e["output"].as_str().unwrap().contains(f["message"].as_str().unwrap()), "{name}");
+        let fields = e["output_fields"].as_object().unwrap();
+        for (k, v) in fields {
+            let falco = FALCO_FIELDS.contains(&k.as_str());
+            assert!(falco || f.get(k) == Some(v), "{name}: {k} is neither Falco's nor the finding's");
+        }
+        let id = f["container.id"].as_str().unwrap();
+        assert_eq!(fields["container.full_id"], id, "{name}");
+        assert_eq!(fields["container.id"], id.get(..12).unwrap_or(id), "{name}");
+        let path = dir.join(format!("{name}.json"));
+        if update {
+            std::fs::create_dir_all(&dir).expect("golden dir");
+            std::fs::write(&path, format!("{got}\n")).expect("write golden file");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with DW_UPDATE_GOLDEN=1 to create it)", path.display()));
+        if want.trim_end() != got {
+            failures.push(format!("{name}:\n  want {}\n  got  {got}", want.trim_end()));
+        }
+    }
+    assert!(failures.is_empty(), "Falco events differ from the golden files:\n{}", failures.join("\n"));
+}
+
 #[test]
 fn every_rule_of_the_catalog_has_a_golden_case() {
     let covered: std::collections::HashSet<String> = build::all()

@@ -83,6 +83,9 @@ pub struct Finding {
     pub rule: &'static str,
     pub severity: Severity,
     pub playbook_step: PlaybookStep,
+    /// The rule's ATT&CK and compliance tags (`classify::tags`).
+    #[serde(rename = "driftwatch.tags")]
+    pub tags: &'static [&'static str],
     pub message: String,
     #[serde(rename = "container.id")]
     pub container_id: String,

@@ -13,6 +13,7 @@ pub mod finding;
 pub mod names;
 pub mod network;
 pub mod rules;
+pub mod tags;
 
 pub use finding::{Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts};
 pub use names::{NameMatch, NameTables};
@@ -176,6 +177,7 @@ impl Classifier {
             rule: rule.name,
             severity: rule.severity(&self.rules),
             playbook_step: rule.step,
+            tags: tags::of(rule.name),
             message,
             container_id: c.id.to_string(),
             container_runtime: c.runtime,

@@ -10,8 +10,8 @@ use super::{At, Config, ConfigError, FileChecks, Seg, Tls};
 /// Builds the error of a field (`path`), pointing at its value or its key.
 type Error<'a> = &'a dyn Fn(&[Seg], At, String) -> ConfigError;
 
-/// Headers `alertmanager.headers` may not set: the sink sets them, or they carry secrets.
-const RESERVED_HEADERS: [&str; 6] =
+/// Headers `alertmanager.headers` (and `outputs.falcosidekick.headers`) may not set: the sink sets them, or they carry secrets.
+pub(super) const RESERVED_HEADERS: [&str; 6] =
     ["authorization", "host", "content-type", "content-length", "transfer-encoding", "connection"];
 
 fn key(section: &str, rest: &[&str]) -> Vec<Seg> {

@@ -43,6 +43,9 @@ pub struct SinkMetrics {
     am_target_alerts: Family<TargetResult, Counter>,
     am_target_requests: Family<TargetResult, Counter>,
     am_target_queued: Family<TargetLabel, Gauge>,
+    fsk_events: Family<ResultLabel, Counter>,
+    fsk_requests: Family<ResultLabel, Counter>,
+    fsk_queued: Gauge,
 }
 
 impl SinkMetrics {
@@ -93,6 +96,24 @@ impl SinkMetrics {
             "Alert groups waiting for delivery to each configured Alertmanager (bounded)",
             am_target_queued.clone(),
         );
+        let fsk_events = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "falcosidekick_events",
+            "Findings pushed to falcosidekick as Falco events, by result (sent, failed: rejected or given up after retries, dropped: queue full or not delivered by the shutdown deadline)",
+            fsk_events.clone(),
+        );
+        let fsk_requests = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "falcosidekick_requests",
+            "POSTs to falcosidekick, by result (ok, error); retries count again",
+            fsk_requests.clone(),
+        );
+        let fsk_queued = Gauge::default();
+        r.register(
+            "falcosidekick_queued_events",
+            "Events waiting for delivery to falcosidekick (bounded)",
+            fsk_queued.clone(),
+        );
         Self {
             writes,
             otlp_records,
@@ -103,7 +124,34 @@ impl SinkMetrics {
             am_target_alerts,
             am_target_requests,
             am_target_queued,
+            fsk_events,
+            fsk_requests,
+            fsk_queued,
         }
+    }
+
+    /// Pre-creates the falcosidekick series at 0 (called when the sink starts).
+    pub fn declare_falcosidekick(&self) {
+        for result in ["sent", "failed", "dropped"] {
+            let _ = self.fsk_events.get_or_create(&ResultLabel { result });
+        }
+        for result in ["ok", "error"] {
+            let _ = self.fsk_requests.get_or_create(&ResultLabel { result });
+        }
+        self.fsk_queued.set(0);
+    }
+
+    /// `result`: sent | failed | dropped.
+    pub fn falcosidekick_events(&self, result: &'static str, n: u64) {
+        self.fsk_events.get_or_create(&ResultLabel { result }).inc_by(n);
+    }
+
+    pub fn falcosidekick_request(&self, ok: bool) {
+        self.fsk_requests.get_or_create(&ResultLabel { result: ok_or_error(ok) }).inc();
+    }
+
+    pub fn set_falcosidekick_queued(&self, n: usize) {
+        self.fsk_queued.set(n as i64);
     }
 
     /// `n` results of one sink at once (0 is a no-op: no series is created for it).

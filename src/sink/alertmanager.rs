@@ -11,7 +11,8 @@
 //! `binary` -> `ContainerDriftBinary`, `shell` -> `ContainerShellSpawned`,
 //! `package` -> `ContainerPackageManager`; a future kind `foo` becomes
 //! `ContainerDriftFoo`. Labels: `alertname`, `severity`, `kind`, `rule`,
-//! `playbook_step`, `container_id`, `node`, and, when the finding carries
+//! `playbook_step`, `container_id`, `node`, `mitre` (the rule's ATT&CK technique
+//! ids, comma-separated, from `driftwatch.tags`), and, when the finding carries
 //! Kubernetes metadata, `namespace`, `pod`, `container`, `workload` (read from
 //! the finding's JSON keys, so new metadata flows through without code
 //! changes here). Annotations: `summary`, `description`, `evidence` (the
@@ -40,6 +41,7 @@
 //! auth read from files before every POST (a rotated token is picked up), and
 //! fixed extra headers such as `X-Scope-OrgID`.
 
+use super::http::{Auth, Endpoint, PostError, backoff, extra_headers, post};
 use crate::metrics::{AlertmanagerTargetMetrics, Metrics};
 use crate::{
     classify::Finding,
@@ -48,9 +50,6 @@ use crate::{
     tls::{self, ClientTls},
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use serde_json::{Map, Value, json};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -124,6 +123,12 @@ pub fn labels(f: &Map<String, Value>, node: &str) -> BTreeMap<String, String> {
         n => n,
     };
     l.insert("node".into(), node);
+    // The rule's ATT&CK technique ids (`T1105,T1059`), for routing and silences.
+    if let Some(Value::Array(tags)) = f.get("driftwatch.tags") {
+        let ids: Vec<&str> =
+            tags.iter().filter_map(Value::as_str).filter(|t| crate::classify::tags::is_technique(t)).collect();
+        l.insert("mitre".into(), ids.join(","));
+    }
     for (label, keys) in METADATA_LABELS {
         if let Some(v) = keys.iter().map(|k| str_of(f, k)).find(|v| !v.is_empty()) {
             l.insert((*label).into(), v);
@@ -133,116 +138,11 @@ pub fn labels(f: &Map<String, Value>, node: &str) -> BTreeMap<String, String> {
     l
 }
 
-/// How a request authenticates: nothing, a bearer token or basic auth, both
-/// read from their files before every POST.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Auth {
-    None,
-    Bearer { token_file: String },
-    Basic { username: String, password_file: String },
-}
-
-impl Auth {
-    fn from_config(c: &config::Alertmanager) -> Auth {
-        if !c.bearer_token_file.is_empty() {
-            Auth::Bearer { token_file: c.bearer_token_file.clone() }
-        } else if !c.basic_auth.username.is_empty() {
-            Auth::Basic { username: c.basic_auth.username.clone(), password_file: c.basic_auth.password_file.clone() }
-        } else {
-            Auth::None
-        }
-    }
-
-    /// The `Authorization` value, from the files as they are now.
-    fn header(&self) -> Result<Option<HeaderValue>, String> {
-        use base64::Engine;
-        let value = match self {
-            Auth::None => return Ok(None),
-            Auth::Bearer { token_file } => format!("Bearer {}", config::secret_file(token_file, "token")?),
-            Auth::Basic { username, password_file } => {
-                let password = config::secret_file(password_file, "password")?;
-                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-                format!("Basic {pair}")
-            }
-        };
-        let mut v =
-            HeaderValue::from_str(&value).map_err(|_| "the credentials are not a valid header value".to_string())?;
-        v.set_sensitive(true);
-        Ok(Some(v))
-    }
-}
-
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// One Alertmanager (one configured URL): where to POST, and how.
+/// One Alertmanager (one configured URL): where to POST, and its `target` label.
 #[derive(Clone)]
 struct Target {
     url: AlertmanagerUrl,
-    uri: hyper::Uri,
-    client: Client<HttpsConnector, Full<Bytes>>,
-    auth: Arc<Auth>,
-    headers: Arc<HeaderMap>,
-}
-
-impl Target {
-    fn new(url: AlertmanagerUrl, connector: HttpsConnector, auth: Arc<Auth>, headers: Arc<HeaderMap>) -> Target {
-        let scheme = if url.https { "https" } else { "http" };
-        let uri = format!("{scheme}://{}{}", url.authority, url.path).parse().expect("parsed from a valid URL");
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1)
-            .build(connector);
-        Target { url, uri, client, auth, headers }
-    }
-}
-
-/// The fixed extra headers (validated with the config).
-fn extra_headers(c: &config::Alertmanager) -> Result<HeaderMap, String> {
-    let mut h = HeaderMap::new();
-    for (k, v) in &c.headers {
-        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("alertmanager.headers.{k}: {e}"))?;
-        let value = HeaderValue::from_str(v).map_err(|e| format!("alertmanager.headers.{k}: {e}"))?;
-        h.insert(name, value);
-    }
-    Ok(h)
-}
-
-/// Why a POST failed: retry, or give up at once (4xx: the request itself is wrong).
-#[derive(Debug)]
-enum PostError {
-    Retry(String),
-    Permanent(String),
-}
-
-async fn post(t: &Target, body: Bytes, timeout: Duration) -> Result<(), PostError> {
-    let attempt = async {
-        let mut req = hyper::Request::post(t.uri.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("driftwatch/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|e| PostError::Permanent(format!("request: {e}")))?;
-        for (k, v) in t.headers.iter() {
-            req.headers_mut().insert(k.clone(), v.clone());
-        }
-        if let Some(v) = t.auth.header().map_err(PostError::Retry)? {
-            req.headers_mut().insert(AUTHORIZATION, v);
-        }
-        let resp = t.client.request(req).await.map_err(|e| PostError::Retry(tls::error_chain(&e)))?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        if status.is_success() {
-            Ok(())
-        } else if status.is_client_error() && status != hyper::StatusCode::TOO_MANY_REQUESTS {
-            Err(PostError::Permanent(format!("{status}: {text}")))
-        } else {
-            Err(PostError::Retry(format!("{status}: {text}")))
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(PostError::Retry(format!("no answer within {timeout:?}"))),
-    }
+    endpoint: Endpoint,
 }
 
 type GroupKey = (String, String, String);
@@ -350,18 +250,20 @@ impl AlertmanagerSink {
         } else {
             tls::http_connector()
         };
-        let auth = Arc::new(Auth::from_config(&s.cfg));
+        let auth = Arc::new(Auth::new(&s.cfg.bearer_token_file, &s.cfg.basic_auth));
         if *auth != Auth::None && urls.iter().any(|u| !u.https) {
             tracing::warn!("alertmanager: credentials are sent over plain http:// to some URLs; use https://");
         }
-        let headers = Arc::new(extra_headers(&s.cfg)?);
+        let headers = Arc::new(extra_headers("alertmanager", &s.cfg.headers)?);
         let labels: Vec<String> = urls.iter().map(|u| u.label.clone()).collect();
         metrics.sinks.declare_alertmanager(&labels.iter().map(String::as_str).collect::<Vec<_>>());
         let s = Arc::new(s);
         let (mut senders, mut tasks) = (Vec::new(), Vec::new());
         for url in urls {
             let m = metrics.sinks.alertmanager_target(&url.label);
-            let target = Target::new(url, connector.clone(), auth.clone(), headers.clone());
+            let endpoint =
+                Endpoint::new(url.https, &url.authority, &url.path, connector.clone(), auth.clone(), headers.clone())?;
+            let target = Target { url, endpoint };
             let (tx, rx) = mpsc::channel(s.cfg.queue_size.clamp(16, 1024));
             tasks.push(tokio::spawn(run(rx, target, s.clone(), m)));
             senders.push(tx);
@@ -420,7 +322,8 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Arc<Settin
                 let sent = due.iter().map(|k| (k.clone(), groups[k].version)).collect();
                 let body = Bytes::from(serde_json::to_vec(&alerts).unwrap_or_default());
                 let t = target.clone();
-                inflight = Some(InFlight { task: tokio::spawn(async move { post(&t, body, timeout).await }), sent });
+                inflight =
+                    Some(InFlight { task: tokio::spawn(async move { post(&t.endpoint, body, timeout).await }), sent });
             }
         }
         m.set_queued(groups.values().filter(|g| g.due.is_some()).count());
@@ -461,9 +364,7 @@ async fn run(mut rx: mpsc::Receiver<Arc<Finding>>, target: Target, s: Arc<Settin
                             tracing::warn!(target = %label, error = %e, alerts = n, attempts = attempt, "alertmanager unreachable; alerts given up");
                             true
                         } else {
-                            let backoff = Duration::from_millis(
-                                c.retry_initial_ms.saturating_mul(1u64 << (attempt - 1).min(20)).min(c.retry_max_ms),
-                            );
+                            let backoff = backoff(c.retry_initial_ms, c.retry_max_ms, attempt);
                             if attempt == 1 {
                                 tracing::warn!(target = %label, error = %e, alerts = n, retry_in = ?backoff, "alertmanager push failed; retrying");
                             }
@@ -576,6 +477,7 @@ mod tests {
             "kind": "binary", "rule": "exec_new_binary", "severity": "critical", "playbook_step": "isolate",
             "container.id": "abc", "k8s.namespace.name": "prod", "k8s.pod.name": "web-1",
             "k8s.container.name": "app", "k8s.deployment.name": "web",
+            "driftwatch.tags": ["container", "mitre_execution", "T1105", "T1059.004"],
         });
         let l = labels(v.as_object().unwrap(), "node-1");
         assert_eq!(l["alertname"], "ContainerDriftBinary");
@@ -583,40 +485,12 @@ mod tests {
         assert_eq!(l["workload"], "web");
         assert_eq!(l["container"], "app");
         assert_eq!(l["node"], "node-1");
+        assert_eq!(l["mitre"], "T1105,T1059.004");
         let v = json!({"kind": "shell", "rule": "shell_in_container", "severity": "warning",
                        "playbook_step": "validate", "container.id": "abc"});
         let l = labels(v.as_object().unwrap(), "n");
         assert!(!l.contains_key("namespace") && !l.contains_key("workload"), "{l:?}");
         assert_eq!(l["alertname"], "ContainerShellSpawned");
-    }
-
-    #[test]
-    fn credentials_are_read_from_their_files_at_every_request() {
-        let dir = std::env::temp_dir().join(format!("driftwatch-am-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let token = dir.join("token");
-        std::fs::write(&token, "first\n").unwrap();
-        let mut c = config::Alertmanager { bearer_token_file: token.display().to_string(), ..Default::default() };
-        let auth = Auth::from_config(&c);
-        let h = auth.header().unwrap().unwrap();
-        assert_eq!(h, "Bearer first");
-        assert!(h.is_sensitive());
-        std::fs::write(&token, "rotated").unwrap();
-        assert_eq!(auth.header().unwrap().unwrap(), "Bearer rotated", "a rotated token is used at once");
-        std::fs::remove_file(&token).unwrap();
-        let e = auth.header().unwrap_err();
-        assert!(e.contains("cannot read the token file"), "{e}");
-        let pw = dir.join("pw");
-        std::fs::write(&pw, "pw\n").unwrap();
-        c.bearer_token_file.clear();
-        c.basic_auth = config::BasicAuth { username: "dw".into(), password_file: pw.display().to_string() };
-        assert_eq!(Auth::from_config(&c).header().unwrap().unwrap(), "Basic ZHc6cHc=");
-        c.basic_auth = config::BasicAuth::default();
-        assert_eq!(Auth::from_config(&c), Auth::None);
-        assert_eq!(Auth::None.header().unwrap(), None);
-        let _ = std::fs::remove_dir_all(&dir);
-        c.headers.insert("X-Scope-OrgID".into(), "tenant-1".into());
-        assert_eq!(extra_headers(&c).unwrap()["x-scope-orgid"], "tenant-1");
     }
 
     #[test]

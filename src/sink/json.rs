@@ -1,7 +1,10 @@
-//! Findings as JSON lines on stdout (one object per line).
+//! Findings as JSON lines on stdout (one object per line): the finding's own
+//! JSON, or Falco's event (`outputs.stdout.format`).
 
 use crate::classify::Finding;
+use crate::config::OutputFormat;
 use crate::metrics::Metrics;
+use bytes::Bytes;
 use std::{
     io::Write,
     sync::{
@@ -56,15 +59,35 @@ impl StdoutSink {
     /// stdout (a full pipe) never blocks a tokio worker; its bounded queue
     /// absorbs bursts and counts what overflows. `sent` counts what the
     /// queue took (`Fanout::add`).
-    pub fn start(
-        rx: mpsc::Receiver<Arc<Finding>>,
-        sent: Arc<AtomicU64>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Self> {
+    pub fn start<T: Line>(rx: mpsc::Receiver<T>, sent: Arc<AtomicU64>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let progress = Progress::new(sent);
         let p = progress.clone();
         let thread = std::thread::Builder::new().name("dw-stdout".into()).spawn(move || run(rx, metrics, p))?;
         Ok(Self { thread, progress })
+    }
+
+    /// Starts the sink in `format`, behind a queue of `cap` findings named
+    /// `queue`, registered with `fanout`.
+    pub fn start_on(
+        format: OutputFormat,
+        cap: usize,
+        queue: &'static str,
+        fanout: &mut super::Fanout,
+        metrics: &Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        metrics.sinks.declare_sink("stdout");
+        match format {
+            OutputFormat::Json => {
+                let (tx, rx) = mpsc::channel(cap);
+                let sent = fanout.add(queue, tx, metrics);
+                Self::start(rx, sent, metrics.clone())
+            }
+            OutputFormat::Falco => {
+                let (tx, rx) = mpsc::channel(cap);
+                let sent = fanout.add_falco(queue, tx, metrics);
+                Self::start::<Bytes>(rx, sent, metrics.clone())
+            }
+        }
     }
 
     /// How far it has got, as a handle that outlives the sink.
@@ -78,7 +101,29 @@ impl StdoutSink {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>, progress: Progress) {
+/// What the stdout sink writes, one line each.
+pub trait Line: Send + 'static {
+    /// Writes the line and its newline; `buf` is reused from line to line.
+    fn write_to<W: Write>(&self, out: &mut W, buf: &mut Vec<u8>) -> std::io::Result<()>;
+}
+
+impl Line for Arc<Finding> {
+    fn write_to<W: Write>(&self, out: &mut W, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        write_line(out, self, buf)
+    }
+}
+
+/// A rendered event (a Falco event), written as it is.
+impl Line for Bytes {
+    fn write_to<W: Write>(&self, out: &mut W, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        buf.clear();
+        buf.extend_from_slice(self);
+        buf.push(b'\n');
+        out.write_all(buf)
+    }
+}
+
+fn run<T: Line>(mut rx: mpsc::Receiver<T>, metrics: Arc<Metrics>, progress: Progress) {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut buf = Vec::with_capacity(4096);
@@ -91,7 +136,7 @@ fn run(mut rx: mpsc::Receiver<Arc<Finding>>, metrics: Arc<Metrics>, progress: Pr
             }
         }
         // Counted once per batch: each update is a lock and a label-set hash.
-        let ok = batch.iter().filter(|f| write_line(&mut out, f, &mut buf).is_ok()).count();
+        let ok = batch.iter().filter(|f| f.write_to(&mut out, &mut buf).is_ok()).count();
         let flushed = out.flush().is_ok();
         progress.advanced(batch.len() as u64);
         metrics.sinks.sink_results("stdout", true, ok as u64);

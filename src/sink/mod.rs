@@ -4,20 +4,37 @@
 
 pub mod alertmanager;
 pub mod event;
+pub mod falco;
+pub mod falcosidekick;
+mod http;
 pub mod json;
 pub mod otlp;
 
 use crate::{classify::Finding, metrics::Metrics};
+use bytes::Bytes;
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
 use tokio::sync::mpsc;
 
+/// What a sink's queue carries: findings, or findings already rendered as
+/// Falco events (rendered once per finding, whatever the number of such sinks).
+enum Feed {
+    Findings(mpsc::Sender<Arc<Finding>>),
+    Falco(mpsc::Sender<Bytes>),
+}
+
+/// [`Feed`] without keeping the queue open.
+enum WeakFeed {
+    Findings(mpsc::WeakSender<Arc<Finding>>),
+    Falco(mpsc::WeakSender<Bytes>),
+}
+
 /// One sink's queue: its name, its sender, and how many findings it took.
 struct Queue {
     name: &'static str,
-    tx: mpsc::Sender<Arc<Finding>>,
+    tx: Feed,
     sent: Arc<AtomicU64>,
 }
 
@@ -31,6 +48,15 @@ impl Fanout {
     /// Registers a sink; `queue` names its queue in metrics. Returns how many
     /// findings the queue has taken so far (for the shutdown's accounting).
     pub fn add(&mut self, queue: &'static str, tx: mpsc::Sender<Arc<Finding>>, metrics: &Metrics) -> Arc<AtomicU64> {
+        self.register(queue, Feed::Findings(tx), metrics)
+    }
+
+    /// Registers a sink that takes findings as Falco events ([`falco::render`]).
+    pub fn add_falco(&mut self, queue: &'static str, tx: mpsc::Sender<Bytes>, metrics: &Metrics) -> Arc<AtomicU64> {
+        self.register(queue, Feed::Falco(tx), metrics)
+    }
+
+    fn register(&mut self, queue: &'static str, tx: Feed, metrics: &Metrics) -> Arc<AtomicU64> {
         metrics.pipeline.declare_queue(queue);
         let sent = Arc::new(AtomicU64::new(0));
         self.sinks.push(Queue { name: queue, tx, sent: sent.clone() });
@@ -39,17 +65,29 @@ impl Fanout {
 
     /// A view of the queues' depths that does not keep them open.
     pub fn probe(&self) -> QueueProbe {
-        QueueProbe(self.sinks.iter().map(|q| (q.name, q.tx.downgrade(), q.tx.max_capacity())).collect())
+        QueueProbe(
+            self.sinks
+                .iter()
+                .map(|q| match &q.tx {
+                    Feed::Findings(tx) => (q.name, WeakFeed::Findings(tx.downgrade()), tx.max_capacity()),
+                    Feed::Falco(tx) => (q.name, WeakFeed::Falco(tx.downgrade()), tx.max_capacity()),
+                })
+                .collect(),
+        )
     }
 
     pub fn send(&self, f: Finding, metrics: &Metrics) {
         let f = Arc::new(f);
+        let mut falco: Option<Bytes> = None;
         for q in &self.sinks {
-            match q.tx.try_send(f.clone()) {
-                Ok(()) => {
-                    q.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => metrics.pipeline.queue_drops(q.name, 1),
+            let taken = match &q.tx {
+                Feed::Findings(tx) => tx.try_send(f.clone()).is_ok(),
+                Feed::Falco(tx) => tx.try_send(falco.get_or_insert_with(|| falco::render(&f)).clone()).is_ok(),
+            };
+            if taken {
+                q.sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                metrics.pipeline.queue_drops(q.name, 1);
             }
         }
     }
@@ -57,22 +95,29 @@ impl Fanout {
 
 /// Each sink queue's (name, depth, capacity), read without holding a sender
 /// (the queues close when the pipeline ends, as they must at shutdown).
-pub struct QueueProbe(Vec<(&'static str, mpsc::WeakSender<Arc<Finding>>, usize)>);
+pub struct QueueProbe(Vec<(&'static str, WeakFeed, usize)>);
 
 impl QueueProbe {
     pub fn depths(&self) -> Vec<(&'static str, usize, usize)> {
         self.0
             .iter()
-            .map(|(name, weak, cap)| (*name, weak.upgrade().map_or(0, |tx| cap - tx.capacity()), *cap))
+            .map(|(name, weak, cap)| {
+                let free = match weak {
+                    WeakFeed::Findings(w) => w.upgrade().map(|tx| tx.capacity()),
+                    WeakFeed::Falco(w) => w.upgrade().map(|tx| tx.capacity()),
+                };
+                (*name, free.map_or(0, |free| cap - free), *cap)
+            })
             .collect()
     }
 }
 
-/// The optional network sinks (OTLP log events, Alertmanager), started from the config.
+/// The optional network sinks (OTLP log events, Alertmanager, falcosidekick), started from the config.
 #[derive(Default)]
 pub struct NetworkSinks {
     otlp: Option<otlp::OtlpSink>,
     alertmanager: Option<alertmanager::AlertmanagerSink>,
+    falcosidekick: Option<falcosidekick::FalcosidekickSink>,
 }
 
 impl NetworkSinks {
@@ -80,7 +125,7 @@ impl NetworkSinks {
     /// Must run inside the tokio runtime. An error is a configuration error.
     pub fn start(cfg: &crate::config::Config, metrics: &Arc<Metrics>, fanout: &mut Fanout) -> Result<Self, String> {
         let mut sinks = NetworkSinks::default();
-        if let Some(s) = otlp::Settings::resolve(&cfg.otlp).map_err(|e| e.to_string())? {
+        if let Some(s) = otlp::Settings::resolve_for(cfg).map_err(|e| e.to_string())? {
             let (protocol, endpoint) = (s.protocol, s.endpoint.clone());
             let tls = s
                 .tls
@@ -108,6 +153,12 @@ impl NetworkSinks {
             tracing::info!(targets = ?sink.targets, "findings push to Alertmanager");
             sinks.alertmanager = Some(sink);
         }
+        if let Some((tx, sink)) = falcosidekick::FalcosidekickSink::start(&cfg.outputs.falcosidekick, metrics.clone())?
+        {
+            fanout.add_falco(falcosidekick::QUEUE, tx, metrics);
+            tracing::info!(url = %sink.url, "findings push to falcosidekick as Falco events");
+            sinks.falcosidekick = Some(sink);
+        }
         Ok(sinks)
     }
 
@@ -130,6 +181,12 @@ impl NetworkSinks {
                 s.shutdown(am_limit).await;
             }
         };
-        tokio::join!(a, b);
+        let fsk_limit = std::time::Duration::from_millis(cfg.outputs.falcosidekick.timeout_ms * 2 + 1000);
+        let c = async {
+            if let Some(s) = self.falcosidekick {
+                s.shutdown(fsk_limit).await;
+            }
+        };
+        tokio::join!(a, b, c);
     }
 }

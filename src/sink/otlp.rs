@@ -3,10 +3,16 @@
 //!
 //! Each record: EventName `driftwatch.drift.<kind>`; body the finding's
 //! `message`; timestamp the kernel's exec time; severity per the OTel
-//! severity-number ranges; and as attributes *every key of the JSON finding*
-//! (built from `serde_json::to_value(&Finding)`, so the OTLP attributes cannot
-//! drift from the stdout contract; arrays become array values). Resource:
-//! `service.name`, `service.version`, `k8s.node.name` (see [`resource`]).
+//! severity-number ranges; as attributes the OpenTelemetry security
+//! conventions (`security_rule.name`, `.category` (the kind), `.ruleset.name`
+//! (`driftwatch`), `.reference` (the runbook), `.uuid` (stable per rule)), the
+//! workload as `k8s.deployment.name`, `k8s.statefulset.name`, ... and *every
+//! other key of the JSON finding* (built from `serde_json::to_value(&Finding)`,
+//! so the OTLP attributes cannot drift from the stdout contract; arrays become
+//! array values) but those that only repeat the record's timestamp, body and
+//! severity (see [`semconv`]). Resource: `service.name`, `service.version`,
+//! `service.instance.id`, `k8s.node.name`, `host.name`, `k8s.cluster.name`
+//! (see [`resource`]).
 //!
 //! Severity: `critical` -> ERROR2 (18), `warning` -> WARN (13), `info` -> INFO (9),
 //! `SeverityText` the finding's own word. A critical finding is the most severe
@@ -26,6 +32,8 @@
 //! `driftwatch_otlp_records_total{result="exported"|"failed"|"dropped"}`.
 //! Memory is bounded by `max_queue_size` findings plus one batch in flight,
 //! whatever the collector does; the pipeline never waits for it.
+
+pub mod semconv;
 
 use super::event::NodeEvent;
 use crate::metrics::Metrics;
@@ -120,6 +128,10 @@ pub struct Settings {
     pub batch_timeout: Duration,
     /// TLS of an https:// endpoint: loaded at startup (CA file or system roots, client certificate).
     pub tls: Option<Arc<ClientTls>>,
+    /// `k8s.cluster.name` of the resource (config `cluster_name`); empty: not sent.
+    pub cluster_name: String,
+    /// Base of `security_rule.reference` (config `alertmanager.runbook_base_url`).
+    pub runbook_base_url: String,
 }
 
 /// One TLS setting: the config key, else the first `OTEL_*` variable set; with its source for errors.
@@ -188,6 +200,17 @@ impl Settings {
             max_batch_size: c.max_batch_size,
             batch_timeout: Duration::from_millis(c.batch_timeout_ms),
             tls,
+            cluster_name: String::new(),
+            runbook_base_url: config::Alertmanager::default().runbook_base_url,
+        }))
+    }
+
+    /// [`Settings::resolve`] of `cfg.otlp`, with what the records and the resource take from the rest of `cfg`.
+    pub fn resolve_for(cfg: &config::Config) -> Result<Option<Settings>, OtlpError> {
+        Ok(Self::resolve(&cfg.otlp)?.map(|s| Settings {
+            cluster_name: cfg.cluster_name.clone(),
+            runbook_base_url: cfg.alertmanager.runbook_base_url.clone(),
+            ..s
         }))
     }
 
@@ -263,15 +286,26 @@ impl Settings {
 }
 
 /// The OTel resource of everything the agent exports. Precedence, lowest first:
-/// our defaults (`service.name=driftwatch`, `service.version`, `k8s.node.name`),
-/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`.
-pub fn resource() -> opentelemetry_sdk::Resource {
+/// our defaults (`service.name=driftwatch`, `service.version`, `service.instance.id`,
+/// `k8s.node.name` and `host.name` (the node's name), `k8s.cluster.name` when
+/// `cluster` is set), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`.
+pub fn resource(cluster: &str) -> opentelemetry_sdk::Resource {
+    use opentelemetry::KeyValue;
+    use opentelemetry_semantic_conventions::attribute as sc;
+    let node = crate::node::name();
+    let mut attrs = vec![
+        KeyValue::new(sc::SERVICE_NAME, "driftwatch"),
+        KeyValue::new(sc::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+        KeyValue::new(sc::SERVICE_INSTANCE_ID, semconv::instance_id(cluster, node)),
+        KeyValue::new(sc::K8S_NODE_NAME, node.to_string()),
+        // The agent watches the node: the node is the host (the pod's own hostname is not).
+        KeyValue::new(sc::HOST_NAME, node.to_string()),
+    ];
+    if !cluster.is_empty() {
+        attrs.push(KeyValue::new(sc::K8S_CLUSTER_NAME, cluster.to_string()));
+    }
     let mut b = opentelemetry_sdk::Resource::builder_empty()
-        .with_attributes([
-            opentelemetry::KeyValue::new("service.name", "driftwatch"),
-            opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            opentelemetry::KeyValue::new("k8s.node.name", crate::node::name()),
-        ])
+        .with_attributes(attrs)
         .with_detector(Box::new(opentelemetry_sdk::resource::EnvResourceDetector::new()));
     if let Some(name) = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.trim().is_empty()) {
         b = b.with_service_name(name);
@@ -344,21 +378,24 @@ pub struct RecordBuilder {
     logger: SdkLogger,
     capture: Capture,
     clock: BootClock,
+    rules: semconv::SecurityRules,
     _provider: SdkLoggerProvider,
 }
 
 impl Default for RecordBuilder {
     fn default() -> Self {
-        Self::new()
+        Self::new(&config::Alertmanager::default().runbook_base_url)
     }
 }
 
 impl RecordBuilder {
-    pub fn new() -> Self {
+    /// `runbook_base` is the base of `security_rule.reference`.
+    pub fn new(runbook_base: &str) -> Self {
         let capture = Capture::default();
         let provider = SdkLoggerProvider::builder().with_log_processor(capture.clone()).build();
         let logger = provider.logger_with_scope(scope());
-        Self { logger, capture, clock: BootClock::new(), _provider: provider }
+        let rules = semconv::SecurityRules::new(runbook_base);
+        Self { logger, capture, clock: BootClock::new(), rules, _provider: provider }
     }
 
     /// The record of a node event (src/sink/event.rs).
@@ -387,8 +424,12 @@ impl RecordBuilder {
         r.set_timestamp(SystemTime::from(self.clock.wall(f.ktime_ns)));
         r.set_observed_timestamp(SystemTime::now());
         r.set_body(AnyValue::String(f.message.clone().into()));
+        r.add_attributes(self.rules.attributes(f));
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(f) {
             for (k, v) in m {
+                if semconv::left_out(&k) {
+                    continue;
+                }
                 if let Some(v) = any_value(v) {
                     r.add_attribute(Key::from(k), v);
                 }
@@ -422,7 +463,7 @@ impl OtlpSink {
         metrics: Arc<Metrics>,
     ) -> Result<(mpsc::Sender<Arc<Finding>>, OtlpSink), OtlpError> {
         let mut exporter = settings.log_exporter()?;
-        exporter.set_resource(&resource());
+        exporter.set_resource(&resource(&settings.cluster_name));
         Ok(Self::start_with(exporter, settings, metrics))
     }
 
@@ -486,7 +527,7 @@ async fn run<E: opentelemetry_sdk::logs::LogExporter + 'static>(
     s: Settings,
     metrics: Arc<Metrics>,
 ) {
-    let builder = RecordBuilder::new();
+    let builder = RecordBuilder::new(&s.runbook_base_url);
     let mut pending: VecDeque<Item> = VecDeque::new();
     let mut inflight: Option<(JoinHandle<Result<(), String>>, usize)> = None;
     let mut oldest: Option<Instant> = None;

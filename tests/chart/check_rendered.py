@@ -270,6 +270,8 @@ for name in STATE:
               and cfg["alertmanager"]["tls"] == {"server_name": "alertmanager.monitoring.svc"}, f"{name}: basic auth from a Secret: {cfg['alertmanager']} {secret_files}")
     elif name != "all-features":
         check(not secret_files and "OTEL_EXPORTER_OTLP_HEADERS" not in env, f"{name}: no Secret mounted by default")
+    if name != "all-features":
+        check("cluster_name" not in cfg, f"{name}: no cluster_name unless clusterName is set")
     sm, pr, pm = one(d, "ServiceMonitor"), one(d, "PrometheusRule"), one(d, "PodMonitor")
     dcm = d.get(("ConfigMap", "driftwatch-dashboards"))
     # Every values set: the helm test hook asks /readyz of the agents behind the Service.
@@ -316,6 +318,9 @@ for name in STATE:
     hdr = env.get("OTEL_EXPORTER_OTLP_HEADERS", {}).get("valueFrom", {}).get("secretKeyRef")
     check(hdr == {"name": "driftwatch-otlp-headers", "key": "headers"}, f"{name}: OTLP headers from the Secret: {hdr}")
     check(cfg["alertmanager"]["runbook_base_url"] == "https://runbooks.example.org/driftwatch", f"{name}: runbook base")
+    check(cfg.get("cluster_name") == "prod-eu-1", f"{name}: clusterName -> cluster_name: {cfg.get('cluster_name')}")
+    check(cfg.get("outputs") == {"stdout": {"format": "falco"}, "falcosidekick": {"url": "http://falcosidekick.falco:2801"}},
+          f"{name}: outputs passed through config: {cfg.get('outputs')}")
     for doc, schema, kind in ((sm, SERVICE_MONITOR, "ServiceMonitor"), (pr, PROMETHEUS_RULE, "PrometheusRule")):
         try:
             jsonschema.validate(doc, schema)

@@ -179,8 +179,15 @@ fn judges() -> Judges {
     Judges { cl: Classifier::new(&cfg), file: FileJudge::new(&cfg.rules.file), net }
 }
 
-/// One finding as the stdout sink writes it (no newline).
+thread_local! {
+    /// Each case's finding as a Falco event, in the order [`all`] builds them.
+    static FALCO: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One finding as the stdout sink writes it (no newline); its Falco event is kept for [`falco`].
 fn json(f: &driftwatch::classify::Finding) -> String {
+    let event = String::from_utf8(driftwatch::sink::falco::render(f).to_vec()).expect("utf-8");
+    FALCO.with(|v| v.borrow_mut().push(event));
     let mut out = Vec::new();
     let mut buf = Vec::new();
     driftwatch::sink::json::write_line(&mut out, f, &mut buf).expect("write");
@@ -568,6 +575,15 @@ pub fn all() -> Vec<(String, String)> {
     f.k8s.metadata_complete = true;
     v.push(("ephemeral_container_added", json(&f)));
     v.into_iter().map(|(n, s)| (n.to_string(), s)).collect()
+}
+
+/// Every case as a Falco event (`outputs.stdout.format: falco`): (golden file name, JSON line).
+pub fn falco() -> Vec<(String, String)> {
+    FALCO.with(|v| v.borrow_mut().clear());
+    let cases = all();
+    let events = FALCO.with(|v| v.take());
+    assert_eq!(cases.len(), events.len(), "one Falco event per case");
+    cases.into_iter().zip(events).map(|((name, _), e)| (name, e)).collect()
 }
 
 /// Every rule the agent can emit.

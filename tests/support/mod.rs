@@ -19,6 +19,7 @@ pub mod agent;
 pub mod alertmanager;
 pub mod containerd_config;
 pub mod cri;
+pub mod falcosidekick;
 pub mod kubeapi;
 pub mod kubeapi_rw;
 pub mod kubelet;

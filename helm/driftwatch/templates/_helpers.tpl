@@ -49,6 +49,9 @@ app.kubernetes.io/component: agent
 {{- $_ := set $cfg "runtime" (dict "endpoint" .Values.runtime.endpoint) -}}
 {{- end -}}
 {{- $_ := set $cfg "kubernetes" (dict "enabled" (.Values.kubernetesApi.enabled | default false)) -}}
+{{- if .Values.clusterName -}}
+{{- $_ := set $cfg "cluster_name" .Values.clusterName -}}
+{{- end -}}
 {{- $sensors := .Values.sensors | default dict -}}
 {{- $_ := set $cfg "sensor" (dict "network" (ternary $sensors.network true (hasKey $sensors "network")) "files" (ternary $sensors.files true (hasKey $sensors "files"))) -}}
 {{- $_ := set $cfg "rules" (dict "network" (dict "state_dir" (ternary "/var/lib/driftwatch" "" (not (empty .Values.hostPaths.state))))) -}}
