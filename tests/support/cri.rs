@@ -391,10 +391,10 @@ impl CriContainer {
         loop {
             // The shell creates the file before it writes the code (one write):
             // an empty read is "not yet", not a failure.
-            if let Ok((0, out, _)) = self.exec_sync(&["/bin/cat", &format!("/tmp/done-{n}")]) {
-                if let Ok(code) = out.trim().parse() {
-                    return code;
-                }
+            if let Ok((0, out, _)) = self.exec_sync(&["/bin/cat", &format!("/tmp/done-{n}")])
+                && let Ok(code) = out.trim().parse()
+            {
+                return code;
             }
             assert!(std::time::Instant::now() < deadline, "{cmd:?} not run by the entrypoint in 20 s");
             std::thread::sleep(Duration::from_millis(50));
