@@ -4,7 +4,8 @@
 //! binary) -> the Kubernetes API. A real Prometheus scrapes the agent with the
 //! shipped rules (alerts/driftwatch-rules.yaml) and sends to the same
 //! Alertmanager: its workload-level alerts reach the responder too and are
-//! acknowledged without action.
+//! acknowledged without action. Isolate also asks the node agent (its TCP
+//! admin API, bearer token) for an evidence bundle and links it from the pod.
 //!
 //! The API server is the recording stand-in (tests/support/kubeapi_rw.rs)
 //! serving a Pod object that matches the CRI pod (namespace, name, container
@@ -45,6 +46,9 @@ const NAMESPACE: &str = "shop";
 const POD: &str = "web-5f7c9d8b4-q8z2x";
 const REPLICASET: &str = "web-5f7c9d8b4";
 const NODE: &str = "node-e2e";
+const ADMIN_TOKEN: &str = "responder-to-agent-admin-token";
+/// The stand-in's agent pod selector (the chart's labels).
+const AGENT_SELECTOR: &str = "app.kubernetes.io/name=driftwatch,app.kubernetes.io/component=agent";
 
 /// `driftwatch respond`, its audit lines collected as they come; killed on drop.
 struct Responder {
@@ -178,13 +182,24 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("webhook-token");
     std::fs::write(&token_file, format!("{WEBHOOK_TOKEN}\n")).unwrap();
+    let admin_token = dir.join("admin-token");
+    std::fs::write(&admin_token, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The node agent as the API lists it: a running pod of the agent's labels on the pod's node.
+    let mut agent_pod = pod("driftwatch", "driftwatch-agent-x1", NODE, None, json!({}));
+    agent_pod["metadata"]["labels"] =
+        json!({"app.kubernetes.io/name": "driftwatch", "app.kubernetes.io/component": "agent"});
+    agent_pod["status"]["podIP"] = json!("127.0.0.1");
+    api.with(|s| s.pods.insert("driftwatch/driftwatch-agent-x1".into(), agent_pod));
 
     let respond_cfg = dir.join("respond.yaml");
     std::fs::write(
         &respond_cfg,
         format!(
-            "respond:\n  dry_run: false\n  steps: [isolate, evict]\n  webhook:\n    token_file: {}\n",
-            token_file.display()
+            "respond:\n  dry_run: false\n  steps: [isolate, evict]\n  webhook:\n    token_file: {}\n\
+             \x20 node_agent:\n    selector: {AGENT_SELECTOR}\n    port: {admin_port}\n    token_file: {}\n",
+            token_file.display(),
+            admin_token.display()
         ),
     )
     .unwrap();
@@ -195,14 +210,23 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     std::fs::write(
         &agent_cfg,
         format!(
-            "alertmanager:\n  url: {}\n  group_window_ms: 300\nresponse:\n  capture:\n    dir: {}\n",
+            "alertmanager:\n  url: {}\n  group_window_ms: 300\nadmin_token_file: {}\nresponse:\n  capture:\n    dir: {}\n",
             am.url(),
+            admin_token.display(),
             dir.join("evidence").display()
         ),
     )
     .unwrap();
     let endpoint = format!("unix://{}", support::containerd().address.display());
-    let agent = Agent::start(&["--runtime-endpoint", &endpoint, "--config", agent_cfg.to_str().unwrap()]);
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let agent = Agent::start(&[
+        "--runtime-endpoint",
+        &endpoint,
+        "--config",
+        agent_cfg.to_str().unwrap(),
+        "--admin-addr",
+        &admin_addr,
+    ]);
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/driftwatch-rules.yaml");
     let prom = Prometheus::start(agent.addr, &[&rules], am.addr);
     prom.wait_for(r#"up{job="driftwatch"} == 1"#, Duration::from_secs(30));
@@ -265,6 +289,33 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     );
     assert!(isolate_patch.at >= np.at, "the policy is created before the label selects the pod");
 
+    // Isolate's capture: the agent on the pod's node (found by selector and node) writes a
+    // bundle through its admin API; the pod is annotated with where it is.
+    let evidence_patch = wait_for(
+        "the evidence annotation",
+        Duration::from_secs(90),
+        || {
+            of(&api.requests(), "PATCH", &pod_path)
+                .into_iter()
+                .find(|p| p.body["metadata"]["annotations"]["driftwatch.io/evidence"].is_string())
+                .cloned()
+        },
+        context,
+    );
+    let location = evidence_patch.body["metadata"]["annotations"]["driftwatch.io/evidence"].as_str().unwrap();
+    assert_eq!(evidence_patch.body, json!({"metadata": {"annotations": {"driftwatch.io/evidence": location}}}));
+    let bundle = location.strip_prefix(&format!("{NODE}:")).unwrap_or_else(|| panic!("{location}"));
+    assert!(bundle.starts_with(dir.join("evidence").to_str().unwrap()) && bundle.ends_with(".tar.gz"), "{bundle}");
+    assert!(std::fs::metadata(bundle).is_ok_and(|m| m.len() > 0), "the bundle {bundle} is on the node");
+    let lists =
+        of(&api.requests(), "GET", "/api/v1/namespaces/driftwatch/pods").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(lists.len(), 1, "{lists:#?}");
+    assert!(
+        lists[0].query.contains("labelSelector=") && lists[0].query.contains("fieldSelector=spec.nodeName"),
+        "{}",
+        lists[0].query
+    );
+
     // Evict: a per-pod evict alert with the agent's alert's pod labels, through the same route.
     let pushed = am.wait_for("the agent's isolate alert", Duration::from_secs(30), |a| {
         a["labels"]["container_id"] == app.id.as_str() && a["labels"]["alertname"] == "ContainerDriftBinary"
@@ -289,9 +340,9 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
         json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": POD, "namespace": NAMESPACE}})
     );
     let patches = of(&api.requests(), "PATCH", &pod_path).into_iter().cloned().collect::<Vec<_>>();
-    assert_eq!(patches.len(), 2, "{patches:#?}");
+    assert_eq!(patches.len(), 3, "{patches:#?}");
     assert_eq!(
-        patches[1].body,
+        patches[2].body,
         json!({"metadata": {"labels": {"driftwatch.io/drifted": "exec_new_binary"},
                             "annotations": {"driftwatch.io/drifted-container": app.id}}})
     );
@@ -317,13 +368,15 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
         .filter(|a| a["result"] == "acted")
         .map(|a| (a["action"].as_str().unwrap_or(""), a["pod"].as_str().unwrap_or("")))
         .collect();
-    assert_eq!(acted, [("isolate", POD), ("evict", POD)], "{audit:#?}");
+    assert_eq!(acted, [("isolate", POD), ("investigate", POD), ("evict", POD)], "{audit:#?}");
     let writes: Vec<String> = api.writes().iter().map(|w| format!("{} {}", w.method, w.path)).collect();
     let events = format!("POST /api/v1/namespaces/{NAMESPACE}/events");
     assert_eq!(
         writes,
         [
             format!("POST {np_path}"),
+            format!("PATCH {pod_path}"),
+            events.clone(),
             format!("PATCH {pod_path}"),
             events.clone(),
             format!("PATCH {pod_path}"),
@@ -337,6 +390,7 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     for line in [
         r#"driftwatch_response_actions_total{action="isolate",result="acted"} 1"#,
         r#"driftwatch_response_actions_total{action="evict",result="acted"} 1"#,
+        r#"driftwatch_response_actions_total{action="investigate",result="acted"} 1"#,
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
     }
@@ -345,9 +399,11 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
 
     eprintln!(
         "e2e_respond_chain: kernel event -> NetworkPolicy create {:.3}s, -> quarantine label {:.3}s; \
-         evict alert posted -> Eviction {:.3}s (kernel event -> Eviction {:.3}s, includes the test's own waits)",
+         -> evidence annotation {:.3}s; evict alert posted -> Eviction {:.3}s (kernel event -> Eviction {:.3}s, \
+         includes the test's own waits)",
         since(kernel, np.at).as_secs_f64(),
         since(kernel, isolate_patch.at).as_secs_f64(),
+        since(kernel, evidence_patch.at).as_secs_f64(),
         since(t_evict_alert, eviction.at).as_secs_f64(),
         since(kernel, eviction.at).as_secs_f64(),
     );

@@ -350,6 +350,71 @@ async fn bad_payloads_get_4xx_and_a_counted_reason() {
     assert!(api.writes().is_empty());
 }
 
+/// The node agent cannot be reached (nothing listens at its admin port) or
+/// there is none on the pod's node: the isolation still happens, and the
+/// capture is audited, counted and an Event as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_node_agent_never_blocks_the_isolation() {
+    let mut state = pods();
+    let mut agent = pod("driftwatch", "driftwatch-agent-1", "node-1", None, json!({"app": "dw"}));
+    agent["status"]["podIP"] = json!("127.0.0.1");
+    state.pods.insert("driftwatch/driftwatch-agent-1".into(), agent);
+    state.pods.insert("shop/far-1".into(), pod("shop", "far-1", "node-9", None, json!({"app": "web"})));
+    let api = RwApi::start(state).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = format!(
+        "respond:\n  dry_run: false\n  steps: [isolate, investigate]\n  webhook: {{token_file: TOKEN_FILE}}\n  \
+         node_agent: {{selector: app=dw, port: {closed}, token_file: TOKEN_FILE, timeout_s: 20}}\n"
+    );
+    let r = Responder::start(&api, &cfg).await;
+    let (code, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-1", "isolate", CID)])).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(decisions(&v), [("isolate".into(), "acted".into()), ("investigate".into(), "failed".into())], "{v}");
+    let why = v["decisions"][1]["reason"].as_str().unwrap();
+    assert!(why.contains(&format!("127.0.0.1:{closed}")) && why.contains("node-1"), "{why}");
+    let reqs = api.requests();
+    let lists = of(&reqs, "GET", "/api/v1/namespaces/driftwatch/pods");
+    assert_eq!(lists.len(), 1, "the agents are looked up in the responder's namespace: {reqs:?}");
+    let q = &lists[0].query;
+    assert!(q.contains("labelSelector=app%3Ddw") && q.contains("fieldSelector=spec.nodeName%3Dnode-1"), "{q}");
+    let writes: Vec<String> = api.writes().iter().map(|w| format!("{} {}", w.method, w.path)).collect();
+    assert_eq!(
+        writes,
+        [
+            "POST /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies",
+            "PATCH /api/v1/namespaces/shop/pods/web-1",
+            "POST /api/v1/namespaces/shop/events",
+            "POST /api/v1/namespaces/shop/events"
+        ],
+        "isolated, then the capture's failure recorded: {reqs:?}"
+    );
+    let events = api.writes();
+    assert_eq!(events[3].body["reason"], "DriftwatchActionFailed", "{:?}", events[3]);
+
+    // investigate on a node without an agent: labelled, the capture failed.
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "far-1", "investigate", CID)])).await;
+    assert_eq!(decisions(&v), [("investigate".into(), "failed".into())], "{v}");
+    assert!(v["decisions"][0]["reason"].as_str().unwrap().contains("no running node agent"), "{v}");
+    let patch =
+        of(&api.requests(), "PATCH", "/api/v1/namespaces/shop/pods/far-1").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(patch.len(), 1);
+    assert_eq!(patch[0].body["metadata"]["labels"], json!({"driftwatch.io/drifted": "exec_new_binary"}));
+    let m = r.metrics().await;
+    for line in [
+        r#"driftwatch_response_actions_total{action="isolate",result="acted"} 1"#,
+        r#"driftwatch_response_actions_total{action="investigate",result="failed"} 2"#,
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    let audit = r.audit();
+    assert_eq!(
+        audit.iter().filter(|a| a["action"] == "investigate" && a["result"] == "failed").count(),
+        2,
+        "{audit:?}"
+    );
+}
+
 #[test]
 fn a_bad_config_is_refused_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("driftwatch-respond-cfg-{}", std::process::id()));

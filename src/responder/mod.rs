@@ -4,13 +4,14 @@
 //!
 //! The data: [`webhook`] (payload -> alerts) -> [`decide`] (pure: alert ->
 //! verdict, holding dedup and rate limits) -> [`kube`] (check the pod, act,
-//! leave an Event) -> [`audit`] (one JSON line and a counter per decision);
+//! leave an Event; [`node_agent`] for evidence bundles) -> [`audit`] (one JSON line and a counter per decision);
 //! [`server`] is the HTTP side, [`config`] the YAML.
 
 pub mod audit;
 pub mod config;
 pub mod decide;
 pub mod kube;
+pub mod node_agent;
 pub mod server;
 pub mod webhook;
 
@@ -36,6 +37,7 @@ pub async fn run(listen: &str, cfg: RespondConfig) -> Result<(), String> {
     }
     let (registry, metrics) = RespondMetrics::new();
     let r = Arc::new(server::Responder {
+        node_agents: cfg.node_agent.as_ref().map(|n| node_agent::NodeAgents::new(client.clone(), n, own_ns.as_deref())),
         kube: kube::Kube::new(client, cfg.isolate.allow_dns, cfg.evict.allow_unowned),
         token_file: PathBuf::from(&cfg.webhook.token_file),
         max_body_bytes: cfg.webhook.max_body_bytes,

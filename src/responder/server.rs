@@ -4,15 +4,17 @@
 
 use super::{
     audit::{Outcome, Record},
-    decide::{Decider, Verdict},
-    kube::{Kube, NotDone, event_reason},
-    webhook::{self, Alert, Rejection},
+    decide::{Action, Decider, Verdict},
+    kube::{Kube, NotDone, event_reason, evidence_patch},
+    node_agent::NodeAgents,
+    webhook::{self, Alert, Rejection, Target},
 };
 use crate::metrics::respond::RespondMetrics;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use k8s_openapi::api::core::v1::Pod;
 use prometheus_client::registry::Registry;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio::{
@@ -28,6 +30,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Responder {
     pub decider: Mutex<Decider>,
     pub kube: Kube,
+    /// The node agents' admin API (config `node_agent`), for evidence capture.
+    pub node_agents: Option<NodeAgents>,
     pub metrics: RespondMetrics,
     pub registry: Registry,
     /// Empty: no token (only allowed while everything is dry-run).
@@ -147,25 +151,69 @@ async fn alerts(r: &Responder, req: Request<Incoming>) -> Result<serde_json::Val
     let payload = webhook::parse(&body)?;
     let mut out = Vec::with_capacity(payload.alerts.len());
     for alert in &payload.alerts {
-        let rec = handle(r, alert).await;
-        out.push(serde_json::json!({"fingerprint": rec.fingerprint, "action": rec.action,
-                                    "result": rec.result, "reason": rec.reason}));
-        rec.emit(&r.metrics);
+        for rec in handle(r, alert).await {
+            out.push(serde_json::json!({"fingerprint": rec.fingerprint, "action": rec.action,
+                                        "result": rec.result, "reason": rec.reason}));
+            rec.emit(&r.metrics);
+        }
     }
     Ok(serde_json::json!({"decisions": out}))
 }
 
-/// Decides and carries out one alert; its audit record.
-async fn handle(r: &Responder, alert: &Alert) -> Record {
+/// Decides and carries out one alert; its audit records: the decision's, and
+/// for an isolate, its evidence capture's (action `investigate`).
+async fn handle(r: &Responder, alert: &Alert) -> Vec<Record> {
+    let (rec, acted) = decide_and_act(r, alert).await;
+    let mut out = vec![rec];
+    if let Some((t, pod)) = acted.filter(|_| out[0].action == Action::Isolate.as_str())
+        && r.node_agents.is_some()
+    {
+        // After the isolation, never before it: a slow or failing agent delays or blocks nothing.
+        let rec = match capture(r, &t, &pod).await {
+            Ok(what) => {
+                r.kube.event(&t, &pod, event_reason(Action::Investigate, "acted"), false, &what).await;
+                Record::new(alert, Some(&t), Action::Investigate.as_str(), Outcome::Acted, what)
+            }
+            Err(why) => {
+                let msg = format!("evidence capture after isolate failed: {why}");
+                r.kube.event(&t, &pod, event_reason(Action::Investigate, "failed"), true, &msg).await;
+                Record::new(alert, Some(&t), Action::Investigate.as_str(), Outcome::Failed, msg)
+            }
+        };
+        out.push(rec);
+    }
+    out
+}
+
+/// Asks the agent on the pod's node for an evidence bundle and links it from
+/// the pod (`driftwatch.io/evidence=<node>:<path>`).
+async fn capture(r: &Responder, t: &Target, pod: &Pod) -> Result<String, String> {
+    let Some(agents) = &r.node_agents else { return Err("no node_agent configured".into()) };
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .ok_or("the pod has no spec.nodeName (not scheduled)")?;
+    let ev = agents.capture(node, &t.container_id).await?;
+    let location = ev.location();
+    match r.kube.patch(t, evidence_patch(&location), "annotate pod with the evidence").await {
+        Ok(()) => Ok(format!("evidence bundle {location}")),
+        Err(NotDone::Failed(why) | NotDone::Refused(why)) => Err(format!("bundle {location} written, but {why}")),
+    }
+}
+
+/// Decides and carries out one alert: its record, and the target and pod when it acted.
+async fn decide_and_act(r: &Responder, alert: &Alert) -> (Record, Option<(Target, Pod)>) {
     let verdict = r.decider.lock().await.decide(alert, std::time::Instant::now());
     let (t, action, dry_run) = match verdict {
         Verdict::Acknowledge { target, action, reason } => {
             let a = action.map_or("none", |a| a.as_str());
-            return Record::new(alert, target.as_ref(), a, Outcome::Acknowledged, reason);
+            return (Record::new(alert, target.as_ref(), a, Outcome::Acknowledged, reason), None);
         }
         Verdict::Refuse { target, action, reason } => {
             let a = action.map_or("none", |a| a.as_str());
-            return Record::new(alert, target.as_ref(), a, Outcome::Refused, reason);
+            return (Record::new(alert, target.as_ref(), a, Outcome::Refused, reason), None);
         }
         Verdict::Act { target, action, dry_run } => (target, action, dry_run),
     };
@@ -177,26 +225,33 @@ async fn handle(r: &Responder, alert: &Alert) -> Record {
             if let (Some(p), false) = (pod, dry_run) {
                 r.kube.event(&t, &p, event_reason(action, "refused"), true, &format!("{a} refused: {why}")).await;
             }
-            return Record::new(alert, Some(&t), a, Outcome::Refused, why);
+            return (Record::new(alert, Some(&t), a, Outcome::Refused, why), None);
         }
-        Err((_, NotDone::Failed(why))) => return Record::new(alert, Some(&t), a, Outcome::Failed, why),
+        Err((_, NotDone::Failed(why))) => return (Record::new(alert, Some(&t), a, Outcome::Failed, why), None),
     };
     if dry_run {
-        return Record::new(alert, Some(&t), a, Outcome::DryRun, format!("dry run: would {a} the pod"));
+        return (Record::new(alert, Some(&t), a, Outcome::DryRun, format!("dry run: would {a} the pod")), None);
     }
-    match r.kube.act(&t, action, &pod).await {
+    let done = match r.kube.act(&t, action, &pod).await {
+        Ok(what) if action == Action::Investigate => match &r.node_agents {
+            None => Ok(format!("{what}; no node_agent configured: no evidence captured")),
+            Some(_) => capture(r, &t, &pod).await.map(|ev| format!("{what}; {ev}")).map_err(NotDone::Failed),
+        },
+        other => other,
+    };
+    match done {
         Ok(what) => {
             let msg = format!("{what} (rule {}, container {})", t.rule, t.container_id);
             r.kube.event(&t, &pod, event_reason(action, "acted"), false, &msg).await;
-            Record::new(alert, Some(&t), a, Outcome::Acted, what)
+            (Record::new(alert, Some(&t), a, Outcome::Acted, what), Some((t, pod)))
         }
         Err(NotDone::Refused(why)) => {
             r.kube.event(&t, &pod, event_reason(action, "refused"), true, &format!("{a} refused: {why}")).await;
-            Record::new(alert, Some(&t), a, Outcome::Refused, why)
+            (Record::new(alert, Some(&t), a, Outcome::Refused, why), None)
         }
         Err(NotDone::Failed(why)) => {
             r.kube.event(&t, &pod, event_reason(action, "failed"), true, &format!("{a} failed: {why}")).await;
-            Record::new(alert, Some(&t), a, Outcome::Failed, why)
+            (Record::new(alert, Some(&t), a, Outcome::Failed, why), None)
         }
     }
 }
