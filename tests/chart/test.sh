@@ -164,7 +164,8 @@ for bad in respond.enabled=yes respond.replicas=0 respond.replicas=3 respond.por
     respond.rateLimits.perNamespace.windowSeconds=0 respond.rateLimits.burst=1 'respond.namespaces.Bad_NS.dryRun=true' \
     'respond.namespaces.shop.steps={kill}' respond.namespaces.shop.mode=protect respond.webhook.token=abc \
     respond.webhook.tokenSecret.name=Bad_Name respond.webhook.maxBodyBytes=10 respond.networkPolicy.apiServerCidr=10.0.0.1 \
-    respond.networkPolicy.apiServerCidr=kubernetes.default 'respond.networkPolicy.apiServerPorts={}' respond.bogus=1; do
+    respond.networkPolicy.apiServerCidr=kubernetes.default 'respond.networkPolicy.apiServerPorts={}' respond.bogus=1 \
+    respond.nodeAgent.enabled=yes respond.nodeAgent.port=80 respond.nodeAgent.timeoutSeconds=0 respond.nodeAgent.tokenSecret.name=Bad_Name; do
   # shellcheck disable=SC2086
   if "$HELM" template driftwatch "$chart" $respond_on --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
@@ -177,6 +178,11 @@ if err=$("$HELM" template driftwatch "$chart" --set respond.enabled=true 2>&1 >/
   echo "chart: respond.enabled rendered without respond.webhook.tokenSecret.name" >&2; exit 1
 fi
 grep -q 'respond.webhook.tokenSecret.name' <<<"$err" || { echo "chart: unclear error without a webhook token: $err" >&2; exit 1; }
+# shellcheck disable=SC2086
+if err=$("$HELM" template driftwatch "$chart" $respond_on --set respond.nodeAgent.enabled=true 2>&1 >/dev/null); then
+  echo "chart: respond.nodeAgent.enabled rendered without respond.nodeAgent.tokenSecret.name" >&2; exit 1
+fi
+grep -q 'respond.nodeAgent.tokenSecret.name' <<<"$err" || { echo "chart: unclear error without an admin token: $err" >&2; exit 1; }
 # shellcheck disable=SC2086
 "$HELM" template driftwatch "$chart" $respond_on >/dev/null
 # shellcheck disable=SC2086

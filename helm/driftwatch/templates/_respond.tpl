@@ -23,6 +23,23 @@ app.kubernetes.io/component: respond
 {{- define "driftwatch.respond.tokenDir" -}}/var/run/secrets/driftwatch/respond-token{{- end -}}
 {{- define "driftwatch.respond.tokenFile" -}}{{ include "driftwatch.respond.tokenDir" . }}/token{{- end -}}
 
+{{/* The agents' admin API on TCP for the responder (values respond.nodeAgent): "true" or "". */}}
+{{- define "driftwatch.respond.nodeAgentOn" -}}
+{{- if and .Values.respond.enabled .Values.respond.nodeAgent.enabled -}}
+{{- if not .Values.respond.nodeAgent.tokenSecret.name -}}
+{{- fail "respond.nodeAgent.enabled needs respond.nodeAgent.tokenSecret.name: a Secret holding the agents' admin API bearer token (a TCP admin API is never open)" -}}
+{{- end -}}
+{{- if not .Values.response.admin.enabled -}}
+{{- fail "respond.nodeAgent.enabled needs response.admin.enabled: the agents' admin API serves the evidence" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Where the admin token Secret is mounted (agent and responder alike), and its file. */}}
+{{- define "driftwatch.respond.adminTokenDir" -}}/var/run/secrets/driftwatch/admin-token{{- end -}}
+{{- define "driftwatch.respond.adminTokenFile" -}}{{ include "driftwatch.respond.adminTokenDir" . }}/token{{- end -}}
+
 {{/* The responder's config file (YAML, top key respond). Every key is rendered so the
 responder's own parser sees them all; the release namespace (the agent's and the
 responder's) is always protected. Fails when the webhook has no token Secret. */}}
@@ -55,5 +72,17 @@ responder's) is always protected. Fails when the webhook has no token Secret. */
     "per_namespace" (dict "max" (int64 $rl.perNamespace.max) "window_s" (int64 $rl.perNamespace.windowSeconds)))
   "protected_namespaces" (append $r.protectedNamespaces .Release.Namespace | uniq)
   "namespaces" $namespaces -}}
+{{- if include "driftwatch.respond.nodeAgentOn" . -}}
+{{- $sel := list -}}
+{{- range $k, $v := include "driftwatch.selectorLabels" . | fromYaml -}}
+{{- $sel = append $sel (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- $_ := set $cfg "node_agent" (dict
+  "namespace" .Release.Namespace
+  "selector" (join "," $sel)
+  "port" (int64 $r.nodeAgent.port)
+  "token_file" (include "driftwatch.respond.adminTokenFile" .)
+  "timeout_s" (int64 $r.nodeAgent.timeoutSeconds)) -}}
+{{- end -}}
 {{- toYaml (dict "respond" $cfg) -}}
 {{- end -}}
