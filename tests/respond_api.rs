@@ -415,6 +415,63 @@ async fn a_failing_node_agent_never_blocks_the_isolation() {
     );
 }
 
+/// Every decision but an acknowledgement is an OTLP log event
+/// `driftwatch.response.<action>` (the agent's `otlp:` section), to a real
+/// OTLP/gRPC receiver; the sink's own counters are on the responder's /metrics.
+#[test]
+fn decisions_are_otlp_log_events() {
+    let receiver = support::otlp::Receiver::grpc();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let api = rt.block_on(RwApi::start(pods()));
+    let cfg = format!(
+        "respond:\n  steps: [isolate, evict]\n  webhook: {{token_file: TOKEN_FILE}}\n\
+         otlp:\n  endpoint: {}\n  batch_timeout_ms: 100\n",
+        receiver.url()
+    );
+    let r = rt.block_on(Responder::start(&api, &cfg));
+    let alerts = vec![
+        alert("shop", "web-1", "isolate", CID),
+        alert("kube-system", "coredns-1", "evict", CID),
+        alert("shop", "web-2", "validate", CID),
+    ];
+    let (code, v) = rt.block_on(r.post(Some(TOKEN), &payload(alerts)));
+    assert_eq!(code, 200, "{v}");
+    let results: Vec<String> = decisions(&v).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(results, ["dry_run", "refused", "acknowledged"], "{v}");
+    let isolate = receiver.wait_for("driftwatch.response.isolate", Duration::from_secs(30), |r| {
+        r.record.event_name == "driftwatch.response.isolate"
+    });
+    let a = &isolate.attrs;
+    assert_eq!(a["result"], "dry_run", "{isolate:#?}");
+    assert_eq!(a["action"], "isolate");
+    assert_eq!((a["k8s.namespace.name"].as_str(), a["k8s.pod.name"].as_str()), (Some("shop"), Some("web-1")));
+    assert_eq!(a["container.id"], CID);
+    assert_eq!((a["rule"].as_str(), a["playbook_step"].as_str()), (Some("exec_new_binary"), Some("isolate")));
+    assert_eq!(isolate.record.severity_text, "info");
+    let evict = receiver.wait_for("driftwatch.response.evict", Duration::from_secs(30), |r| {
+        r.record.event_name == "driftwatch.response.evict"
+    });
+    assert_eq!(evict.attrs["result"], "refused", "{evict:#?}");
+    assert!(evict.attrs["reason"].as_str().unwrap().contains("protected"), "{evict:#?}");
+    assert_eq!(evict.record.severity_text, "warning");
+    let exported = || {
+        rt.block_on(r.metrics())
+            .lines()
+            .find_map(|l| l.strip_prefix("driftwatch_otlp_records_total{result=\"exported\"} ")?.parse::<f64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exported() != Some(2.0) {
+        assert!(Instant::now() < deadline, "driftwatch_otlp_records_total: {}", rt.block_on(r.metrics()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names: Vec<String> = receiver.records().iter().map(|r| r.record.event_name.clone()).collect();
+    assert_eq!(names.len(), 2, "no event for the acknowledgement: {names:?}");
+    let m = rt.block_on(r.metrics());
+    assert!(m.ends_with("# EOF\n") && m.matches("# EOF").count() == 1, "{m}");
+    assert!(m.contains("# TYPE driftwatch_otlp_records counter"), "{m}");
+    assert!(!m.contains("driftwatch_findings_total"), "only the sink's series of the agent-style registry: {m}");
+}
+
 #[test]
 fn a_bad_config_is_refused_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("driftwatch-respond-cfg-{}", std::process::id()));

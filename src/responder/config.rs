@@ -35,6 +35,9 @@ impl Step {
 struct File {
     #[serde(default)]
     respond: RespondConfig,
+    /// The audit's OTLP log events, as the agent's `otlp:` (and `OTEL_EXPORTER_OTLP_*`).
+    #[serde(default)]
+    otlp: crate::config::Otlp,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -58,6 +61,9 @@ pub struct RespondConfig {
     /// The node agents' admin API, for evidence capture (investigate, and
     /// isolate's capture); absent: investigate only labels, isolate captures nothing.
     pub node_agent: Option<NodeAgent>,
+    /// The file's top-level `otlp:` section (not under `respond:`, as in the agent's config).
+    #[serde(skip)]
+    pub otlp: crate::config::Otlp,
 }
 
 impl Default for RespondConfig {
@@ -74,6 +80,7 @@ impl Default for RespondConfig {
             protected_namespaces: vec!["kube-system".into()],
             namespaces: BTreeMap::new(),
             node_agent: None,
+            otlp: crate::config::Otlp::default(),
         }
     }
 }
@@ -184,7 +191,10 @@ impl RespondConfig {
         let parsed: Result<Option<File>, _> =
             serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text));
         let cfg = match parsed {
-            Ok(f) => f.unwrap_or_default().respond,
+            Ok(f) => {
+                let f = f.unwrap_or_default();
+                RespondConfig { otlp: f.otlp, ..f.respond }
+            }
             Err(e) => {
                 let location = e
                     .inner()
@@ -350,6 +360,16 @@ mod tests {
             let e = RespondConfig::from_yaml(&format!("respond:\n  {y}\n"), "r.yaml").unwrap_err().to_string();
             assert!(e.contains(field), "{y}: {e}");
         }
+    }
+
+    #[test]
+    fn otlp_is_the_agents_section() {
+        let c =
+            RespondConfig::from_yaml("respond: {}\notlp:\n  endpoint: http://c:4317\n  timeout_ms: 500\n", "r.yaml")
+                .unwrap();
+        assert_eq!((c.otlp.endpoint.as_str(), c.otlp.timeout_ms), ("http://c:4317", 500));
+        let e = RespondConfig::from_yaml("otlp: {endpont: x}\n", "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("otlp") && e.contains("endpont"), "{e}");
     }
 
     #[test]

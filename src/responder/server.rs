@@ -9,7 +9,10 @@ use super::{
     node_agent::NodeAgents,
     webhook::{self, Alert, Rejection, Target},
 };
-use crate::metrics::respond::RespondMetrics;
+use crate::{
+    metrics::{Metrics, respond::RespondMetrics},
+    sink::event::NodeEvents,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
@@ -32,6 +35,8 @@ pub struct Responder {
     pub kube: Kube,
     /// The node agents' admin API (config `node_agent`), for evidence capture.
     pub node_agents: Option<NodeAgents>,
+    /// OTLP log events of the decisions (config `otlp:`), and the sink's own metrics.
+    pub events: Option<(NodeEvents, Arc<Metrics>)>,
     pub metrics: RespondMetrics,
     pub registry: Registry,
     /// Empty: no token (only allowed while everything is dry-run).
@@ -96,7 +101,12 @@ async fn route(r: &Responder, req: Request<Incoming>) -> Resp {
         (&Method::GET, "/metrics") => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, &r.registry) {
-                Ok(()) => reply(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                Ok(()) => {
+                    if let Some((_, m)) = &r.events {
+                        text = with_otlp_series(&text, &m.encode());
+                    }
+                    reply(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+                }
                 Err(_) => reply(500, "text/plain", "encoding failed\n"),
             }
         }
@@ -109,6 +119,27 @@ async fn route(r: &Responder, req: Request<Incoming>) -> Resp {
     };
     r.metrics.request(resp.status().as_u16());
     resp
+}
+
+/// The responder's exposition plus the OTLP sink's own series
+/// (`driftwatch_otlp_*`), which the sink counts in an agent-style registry.
+fn with_otlp_series(own: &str, sink: &str) -> String {
+    let otlp = |l: &&str| {
+        l.strip_prefix("# HELP ")
+            .or_else(|| l.strip_prefix("# TYPE "))
+            .or_else(|| l.strip_prefix("# UNIT "))
+            .unwrap_or(l)
+            .starts_with("driftwatch_otlp_")
+    };
+    let body = own.strip_suffix("# EOF\n").unwrap_or(own);
+    let mut out = String::with_capacity(own.len() + 1024);
+    out.push_str(body);
+    for l in sink.lines().filter(otlp) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("# EOF\n");
+    out
 }
 
 fn rejected(r: &Responder, why: Rejection, msg: &str) -> Resp {
@@ -155,6 +186,9 @@ async fn alerts(r: &Responder, req: Request<Incoming>) -> Result<serde_json::Val
             out.push(serde_json::json!({"fingerprint": rec.fingerprint, "action": rec.action,
                                         "result": rec.result, "reason": rec.reason}));
             rec.emit(&r.metrics);
+            if let (Some((events, _)), Some(e)) = (&r.events, rec.node_event()) {
+                events.emit(e);
+            }
         }
     }
     Ok(serde_json::json!({"decisions": out}))
@@ -259,6 +293,20 @@ async fn decide_and_act(r: &Responder, alert: &Alert) -> (Record, Option<(Target
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_series_join_the_exposition_before_eof() {
+        let own = "# TYPE driftwatch_response_actions counter\ndriftwatch_response_actions_total 1\n# EOF\n";
+        let sink = "# HELP driftwatch_otlp_records Records.\n# TYPE driftwatch_otlp_records counter\n\
+                    driftwatch_otlp_records_total{result=\"exported\"} 2\n# TYPE driftwatch_findings counter\n\
+                    driftwatch_findings_total 0\n# EOF\n";
+        assert_eq!(
+            with_otlp_series(own, sink),
+            "# TYPE driftwatch_response_actions counter\ndriftwatch_response_actions_total 1\n\
+             # HELP driftwatch_otlp_records Records.\n# TYPE driftwatch_otlp_records counter\n\
+             driftwatch_otlp_records_total{result=\"exported\"} 2\n# EOF\n"
+        );
+    }
 
     #[test]
     fn bearer_tokens_compare_exactly() {
