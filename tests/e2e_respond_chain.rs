@@ -316,6 +316,13 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
         lists[0].query
     );
 
+    // The audit line comes after the decision's Event: nothing of the isolate is still in flight.
+    let responder = &responder;
+    let audited = |action: &'static str| {
+        move || responder.audit().into_iter().find(|a| a["action"] == action && a["result"] == "acted")
+    };
+    wait_for("the capture audited", Duration::from_secs(30), audited("investigate"), context);
+
     // Evict: a per-pod evict alert with the agent's alert's pod labels, through the same route.
     let pushed = am.wait_for("the agent's isolate alert", Duration::from_secs(30), |a| {
         a["labels"]["container_id"] == app.id.as_str() && a["labels"]["alertname"] == "ContainerDriftBinary"
@@ -339,6 +346,7 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
         eviction.body,
         json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": POD, "namespace": NAMESPACE}})
     );
+    wait_for("the eviction audited", Duration::from_secs(30), audited("evict"), context);
     let patches = of(&api.requests(), "PATCH", &pod_path).into_iter().cloned().collect::<Vec<_>>();
     assert_eq!(patches.len(), 3, "{patches:#?}");
     assert_eq!(
