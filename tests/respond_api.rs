@@ -472,6 +472,138 @@ fn decisions_are_otlp_log_events() {
     assert!(!m.contains("driftwatch_findings_total"), "only the sink's series of the agent-style registry: {m}");
 }
 
+/// One HTTPS/1.0 request (client `cfg`), verifying the server as 127.0.0.1: (status, body) or the TLS error.
+fn https(
+    addr: SocketAddr,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
+    let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    Ok((head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string()))
+}
+
+/// `respond.webhook.tls` with `client_ca_file` (mTLS, no bearer token): a
+/// client certificate of that CA is served; no certificate, plain HTTP and a
+/// certificate of another CA never reach a handler, and are counted.
+#[test]
+fn mtls_webhook_takes_only_client_certificates_of_its_ca() {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let pki = support::tls::Pki::new("respond-mtls");
+    let other = support::tls::Pki::new("respond-mtls-other");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let api = rt.block_on(RwApi::start(pods()));
+    let p = |p: &std::path::Path| p.display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("driftwatch-respond-mtls-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("respond.yaml"),
+        format!(
+            "respond:\n  dry_run: false\n  steps: [isolate]\n  webhook:\n    tls:\n      cert_file: {}\n      key_file: {}\n      client_ca_file: {}\n",
+            p(&pki.server_cert),
+            p(&pki.server_key),
+            p(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["respond", "--listen", &addr.to_string(), "--config"])
+        .arg(dir.join("respond.yaml"))
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("DRIFTWATCH_RESPOND_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("driftwatch respond starts");
+    let r = Responder { child, addr, dir };
+    let with_cert = pki.client_config();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(https(addr, with_cert.clone(), "GET", "/healthz", b""), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "responder never answered /healthz over mTLS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) =
+        https(addr, with_cert.clone(), "POST", "/v1/alerts", &payload(vec![alert("shop", "web-1", "isolate", CID)]))
+            .expect("POST with a client certificate");
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!((code, decisions(&v)), (200, vec![("isolate".into(), "acted".into())]), "{body}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let no_cert = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let good = payload(vec![alert("shop", "web-2", "isolate", CID)]);
+    assert!(!matches!(https(addr, no_cert, "POST", "/v1/alerts", &good), Ok((200, _))), "no client certificate");
+    // A certificate of another CA (its own CA trusted by the client, so the server is ours only by name).
+    let mut both = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        both.add(c.unwrap()).unwrap();
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&other.client_key).unwrap();
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(&other.client_cert).unwrap().map(|c| c.unwrap()).collect();
+    let wrong_ca = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(both)
+            .with_client_auth_cert(certs, key)
+            .unwrap(),
+    );
+    assert!(
+        !matches!(https(addr, wrong_ca, "POST", "/v1/alerts", &good), Ok((200, _))),
+        "another CA's client certificate"
+    );
+    let (plain, _) = rt.block_on(http(addr, "POST", "/v1/alerts", None, &good));
+    assert_ne!(plain, 200, "plain HTTP to the TLS listener");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rejected = || {
+        https(addr, with_cert.clone(), "GET", "/metrics", b"").ok().and_then(|(_, m)| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("driftwatch_response_webhook_rejected_total{reason=\"tls\"} ")?.parse::<f64>().ok()
+            })
+        })
+    };
+    while rejected() != Some(3.0) {
+        assert!(Instant::now() < deadline, "three failed handshakes counted: {:?}", rejected());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let writes: Vec<String> = api.writes().iter().map(|w| format!("{} {}", w.method, w.path)).collect();
+    assert!(writes.iter().all(|w| !w.contains("web-2")), "nothing but the authenticated alert acted: {writes:?}");
+    drop(r);
+}
+
 #[test]
 fn a_bad_config_is_refused_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("driftwatch-respond-cfg-{}", std::process::id()));

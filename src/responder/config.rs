@@ -120,12 +120,24 @@ pub struct Webhook {
     /// File holding the bearer token Alertmanager sends (`http_config.authorization`).
     pub token_file: String,
     pub max_body_bytes: usize,
+    /// Serve HTTPS, and with `client_ca_file` require a client certificate (mTLS).
+    pub tls: Option<WebhookTls>,
 }
 
 impl Default for Webhook {
     fn default() -> Self {
-        Webhook { token_file: String::new(), max_body_bytes: 1 << 20 }
+        Webhook { token_file: String::new(), max_body_bytes: 1 << 20, tls: None }
     }
+}
+
+/// `respond.webhook.tls`: PEM files, read at startup.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookTls {
+    pub cert_file: String,
+    pub key_file: String,
+    /// CA bundle the client certificate must chain to; "": no client certificate asked.
+    pub client_ca_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -233,11 +245,21 @@ impl RespondConfig {
             }
         }
         let acts = !self.dry_run || self.namespaces.values().any(|o| o.dry_run == Some(false));
-        if acts && self.webhook.token_file.trim().is_empty() {
+        let mtls = self.webhook.tls.as_ref().is_some_and(|t| !t.client_ca_file.trim().is_empty());
+        if acts && self.webhook.token_file.trim().is_empty() && !mtls {
             return Err(invalid(
                 "webhook.token_file",
-                "required when dry_run is false anywhere: an unauthenticated webhook must not evict pods".into(),
+                "required when dry_run is false anywhere (or webhook.tls.client_ca_file): \
+                 an unauthenticated webhook must not evict pods"
+                    .into(),
             ));
+        }
+        if let Some(t) = &self.webhook.tls {
+            for (k, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+                if v.trim().is_empty() {
+                    return Err(invalid(&format!("webhook.tls.{k}"), "required with webhook.tls".into()));
+                }
+            }
         }
         if let Some(n) = &self.node_agent {
             if n.token_file.trim().is_empty() {
@@ -343,6 +365,12 @@ mod tests {
         assert!(e.contains("respnd"), "{e}");
         let e = RespondConfig::from_yaml("respond:\n  dry_run: false\n", "r.yaml").unwrap_err().to_string();
         assert!(e.contains("respond.webhook.token_file"), "{e}");
+        let mtls = "respond:\n  dry_run: false\n  webhook: {tls: {cert_file: /c, key_file: /k, client_ca_file: /ca}}\n";
+        assert!(RespondConfig::from_yaml(mtls, "r.yaml").is_ok(), "a client certificate authenticates too");
+        let e = RespondConfig::from_yaml("respond:\n  webhook: {tls: {cert_file: /c}}\n", "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("respond.webhook.tls.key_file"), "{e}");
         let e =
             RespondConfig::from_yaml("respond:\n  webhook: {max_body_bytes: 0}\n", "r.yaml").unwrap_err().to_string();
         assert!(e.contains("respond.webhook.max_body_bytes"), "{e}");

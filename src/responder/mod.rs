@@ -13,6 +13,7 @@ pub mod decide;
 pub mod kube;
 pub mod node_agent;
 pub mod server;
+pub mod tls;
 pub mod webhook;
 
 use crate::{
@@ -34,11 +35,13 @@ pub async fn run(listen: &str, cfg: RespondConfig) -> Result<(), String> {
     let mut kc = ::kube::Config::infer().await.map_err(|e| format!("kubernetes config: {e}"))?;
     kc.default_retry = false;
     let client = ::kube::Client::try_from(kc).map_err(|e| format!("kubernetes client: {e}"))?;
+    let tls = cfg.webhook.tls.as_ref().map(tls::server_config).transpose()?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("--listen {listen}: {e}"))?;
     let own_ns = std::env::var("POD_NAMESPACE").ok();
-    tracing::info!(listen = %local, dry_run = cfg.dry_run, steps = ?cfg.steps, "responder listening");
-    if cfg.webhook.token_file.is_empty() {
+    let mtls = cfg.webhook.tls.as_ref().is_some_and(|t| !t.client_ca_file.is_empty());
+    tracing::info!(listen = %local, tls = tls.is_some(), mtls, dry_run = cfg.dry_run, steps = ?cfg.steps, "responder listening");
+    if cfg.webhook.token_file.is_empty() && !mtls {
         tracing::warn!("responder: webhook.token_file is empty: the webhook accepts anyone (dry-run only)");
     }
     let (registry, metrics) = RespondMetrics::new();
@@ -60,7 +63,7 @@ pub async fn run(listen: &str, cfg: RespondConfig) -> Result<(), String> {
         shutdown_signal().await;
         stop.cancel();
     });
-    server::serve(listener, r, cancel).await;
+    server::serve(listener, r, tls, cancel).await;
     if let Some(o) = otlp {
         // The events still queued go out before the process ends.
         drop(o.findings);

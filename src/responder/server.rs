@@ -63,8 +63,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Serves until `cancel`.
-pub async fn serve(listener: TcpListener, r: Arc<Responder>, cancel: CancellationToken) {
+/// Serves until `cancel`; over TLS with `tls`.
+pub async fn serve(
+    listener: TcpListener,
+    r: Arc<Responder>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cancel: CancellationToken,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
@@ -80,19 +86,37 @@ pub async fn serve(listener: TcpListener, r: Arc<Responder>, cancel: Cancellatio
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
         let r = r.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let r = r.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&r, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match acceptor {
+                None => serve_connection(r, stream).await,
+                Some(a) => match tokio::time::timeout(HEADER_TIMEOUT, a.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(r, tls).await,
+                    Ok(Err(e)) => {
+                        r.metrics.rejected(Rejection::Tls.reason());
+                        tracing::warn!(error = %e, "responder: TLS handshake failed");
+                    }
+                    Err(_) => r.metrics.rejected(Rejection::Tls.reason()),
+                },
+            }
             drop(slot);
         });
     }
+}
+
+async fn serve_connection<S>(r: Arc<Responder>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let r = r.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&r, req).await) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 async fn route(r: &Responder, req: Request<Incoming>) -> Resp {
