@@ -60,6 +60,15 @@ struct Responder {
 
 impl Responder {
     fn start(kubeconfig: &Path, config: &Path, log: PathBuf) -> Responder {
+        Self::spawn(kubeconfig, config, log, None)
+    }
+
+    /// Serving HTTPS (`webhook.tls`): readiness polled with this client configuration.
+    fn start_tls(kubeconfig: &Path, config: &Path, log: PathBuf, client: Arc<rustls::ClientConfig>) -> Responder {
+        Self::spawn(kubeconfig, config, log, Some(client))
+    }
+
+    fn spawn(kubeconfig: &Path, config: &Path, log: PathBuf, tls: Option<Arc<rustls::ClientConfig>>) -> Responder {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args(["respond", "--listen", &addr.to_string(), "--config"])
@@ -84,7 +93,11 @@ impl Responder {
         });
         let r = Responder { child, addr, audit, log };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(support::agent::http_get(addr, "/healthz"), Ok((200, _, _))) {
+        let healthy = || match &tls {
+            None => matches!(support::agent::http_get(addr, "/healthz"), Ok((200, _, _))),
+            Some(c) => matches!(support::tls::https_get(addr, "/healthz", c.clone(), "127.0.0.1", &[]), Ok((200, _))),
+        };
+        while !healthy() {
             assert!(Instant::now() < deadline, "responder never answered /healthz:\n{}", r.stderr());
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -417,5 +430,62 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     );
     drop(prom);
     drop(pod);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Alertmanager's own webhook client with `http_config.tls_config` (a client
+/// certificate) to a responder with `webhook.tls.client_ca_file` and no bearer
+/// token: the certificate alone authenticates, and the alert acts.
+#[test]
+fn alertmanager_reaches_the_responder_over_mtls() {
+    if !support::privileged() {
+        return;
+    }
+    let pki = support::tls::Pki::new("respond-chain-mtls");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let cid = "c".repeat(64);
+    let mut state = RwState::default();
+    state.pods.insert(format!("{NAMESPACE}/{POD}"), pod_object(&cid));
+    let api = rt.block_on(RwApi::start(state));
+    let dir = std::env::temp_dir().join(format!("driftwatch-e2e-respond-mtls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |p: &Path| p.display().to_string();
+    let cfg = dir.join("respond.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "respond:\n  dry_run: false\n  steps: [isolate]\n  webhook:\n    tls:\n      cert_file: {}\n      key_file: {}\n      client_ca_file: {}\n",
+            p(&pki.server_cert),
+            p(&pki.server_key),
+            p(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let responder = Responder::start_tls(&api.kubeconfig, &cfg, dir.join("respond.log"), pki.client_config());
+    let am = Alertmanager::start_config(&format!(
+        "route:\n  receiver: driftwatch-respond\n  group_by: [namespace, pod, container_id]\n  group_wait: 0s\n\
+         receivers:\n  - name: driftwatch-respond\n    webhook_configs:\n      - url: https://{}/v1/alerts\n        send_resolved: false\n\
+         \x20       http_config:\n          tls_config:\n            ca_file: {}\n            cert_file: {}\n            key_file: {}\n",
+        responder.addr,
+        p(&pki.ca),
+        p(&pki.client_cert),
+        p(&pki.client_key)
+    ));
+    let alert = json!([{"labels": {"alertname": "ContainerDriftBinary", "playbook_step": "isolate", "rule": "exec_new_binary",
+        "namespace": NAMESPACE, "pod": POD, "container_id": cid}, "annotations": {"summary": "drift"}}]);
+    assert_eq!(post_alerts(am.addr, &alert), 200);
+    let np_path = format!("/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies");
+    let context =
+        || format!("audit {:#?}\nresponder:\n{}\nalertmanager:\n{}", responder.audit(), responder.stderr(), am.log());
+    wait_for(
+        "the isolate over mTLS",
+        Duration::from_secs(60),
+        || responder.audit().into_iter().find(|a| a["action"] == "isolate" && a["result"] == "acted"),
+        context,
+    );
+    assert_eq!(of(&api.requests(), "POST", &np_path).len(), 1);
+    drop(am);
+    drop(responder);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -52,6 +52,7 @@ pub async fn run(listen: &str, cfg: RespondConfig) -> Result<(), String> {
         node_agents: cfg.node_agent.as_ref().map(|n| node_agent::NodeAgents::new(client.clone(), n, own_ns.as_deref())),
         kube: kube::Kube::new(client, cfg.isolate.allow_dns, cfg.evict.allow_unowned),
         token_file: PathBuf::from(&cfg.webhook.token_file),
+        require_client_cert: mtls,
         max_body_bytes: cfg.webhook.max_body_bytes,
         decider: tokio::sync::Mutex::new(decide::Decider::new(cfg, own_ns.as_deref())),
         metrics,

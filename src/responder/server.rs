@@ -41,6 +41,8 @@ pub struct Responder {
     pub registry: Registry,
     /// Empty: no token (only allowed while everything is dry-run).
     pub token_file: PathBuf,
+    /// `webhook.tls.client_ca_file` is set: `/v1/alerts` needs a verified client certificate.
+    pub require_client_cert: bool,
     pub max_body_bytes: usize,
 }
 
@@ -89,9 +91,13 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(r, stream).await,
+                None => serve_connection(r, stream, false).await,
                 Some(a) => match tokio::time::timeout(HEADER_TIMEOUT, a.accept(stream)).await {
-                    Ok(Ok(tls)) => serve_connection(r, tls).await,
+                    Ok(Ok(tls)) => {
+                        // The verifier rejected any certificate not of the CA: one present is verified.
+                        let verified = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                        serve_connection(r, tls, verified).await
+                    }
                     Ok(Err(e)) => {
                         r.metrics.rejected(Rejection::Tls.reason());
                         tracing::warn!(error = %e, "responder: TLS handshake failed");
@@ -104,13 +110,14 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<S>(r: Arc<Responder>, stream: S)
+/// `client_cert`: the connection presented a client certificate of the configured CA.
+async fn serve_connection<S>(r: Arc<Responder>, stream: S, client_cert: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let r = r.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&r, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(route(&r, req, client_cert).await) }
     });
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -119,7 +126,7 @@ where
         .await;
 }
 
-async fn route(r: &Responder, req: Request<Incoming>) -> Resp {
+async fn route(r: &Responder, req: Request<Incoming>, client_cert: bool) -> Resp {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(200, "text/plain", "ok\n"),
         (&Method::GET, "/metrics") => {
@@ -134,7 +141,7 @@ async fn route(r: &Responder, req: Request<Incoming>) -> Resp {
                 Err(_) => reply(500, "text/plain", "encoding failed\n"),
             }
         }
-        (&Method::POST, "/v1/alerts") => match alerts(r, req).await {
+        (&Method::POST, "/v1/alerts") => match alerts(r, req, client_cert).await {
             Ok(v) => json(200, &v),
             Err((why, msg)) => rejected(r, why, &msg),
         },
@@ -181,7 +188,16 @@ fn authorized(headers: &hyper::HeaderMap, token: &[u8]) -> bool {
     constant_time_eq(given, token)
 }
 
-async fn alerts(r: &Responder, req: Request<Incoming>) -> Result<serde_json::Value, (Rejection, String)> {
+async fn alerts(
+    r: &Responder,
+    req: Request<Incoming>,
+    client_cert: bool,
+) -> Result<serde_json::Value, (Rejection, String)> {
+    // Each configured credential is required: the client certificate, the bearer token, or both.
+    // (Probes and scrapes reach /healthz and /metrics without one.)
+    if r.require_client_cert && !client_cert {
+        return Err((Rejection::Unauthorized, "a client certificate is required (webhook.tls.client_ca_file)".into()));
+    }
     if !r.token_file.as_os_str().is_empty() {
         // Read at every request: a rotated Secret is picked up without a restart.
         // A small file on a tmpfs (a mounted Secret): a blocking read is fine here.

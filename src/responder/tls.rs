@@ -1,6 +1,7 @@
 //! The webhook over TLS (`respond.webhook.tls`): the server certificate, and
-//! with `client_ca_file` a required client certificate signed by that CA, as
-//! Alertmanager's `http_config.tls_config` (`cert_file`, `key_file`) sends one.
+//! with `client_ca_file` a client certificate signed by that CA, as
+//! Alertmanager's `http_config.tls_config` (`cert_file`, `key_file`) sends
+//! one, required for `/v1/alerts` (server.rs).
 
 use super::config::WebhookTls;
 use rustls::{
@@ -37,7 +38,10 @@ pub fn server_config(t: &WebhookTls) -> Result<Arc<ServerConfig>, String> {
         for c in certificates("client_ca_file", &t.client_ca_file)? {
             roots.add(c).map_err(|e| format!("respond.webhook.tls.client_ca_file {}: {e}", t.client_ca_file))?;
         }
+        // A missing certificate passes the handshake (kubelet probes and scrapes have none) and
+        // is refused at /v1/alerts; a certificate of another CA fails the handshake.
         let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
             .build()
             .map_err(|e| format!("respond.webhook.tls.client_ca_file {}: {e}", t.client_ca_file))?;
         b.with_client_cert_verifier(v)
