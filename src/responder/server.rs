@@ -222,41 +222,44 @@ async fn alerts(
     let payload = webhook::parse(&body)?;
     let mut out = Vec::with_capacity(payload.alerts.len());
     for alert in &payload.alerts {
-        for rec in handle(r, alert).await {
-            out.push(serde_json::json!({"fingerprint": rec.fingerprint, "action": rec.action,
-                                        "result": rec.result, "reason": rec.reason}));
-            rec.emit(&r.metrics);
-            if let (Some((events, _)), Some(e)) = (&r.events, rec.node_event()) {
-                events.emit(e);
-            }
+        let (rec, acted) = decide_and_act(r, alert).await;
+        let isolated = acted.filter(|_| rec.action == Action::Isolate.as_str());
+        // The isolation is audited before its capture starts: a slow or failing agent delays
+        // no audit line and blocks nothing.
+        record_decision(r, &mut out, &rec);
+        if let Some((t, pod)) = isolated
+            && r.node_agents.is_some()
+        {
+            record_decision(r, &mut out, &capture_after_isolate(r, alert, &t, &pod).await);
         }
     }
     Ok(serde_json::json!({"decisions": out}))
 }
 
-/// Decides and carries out one alert; its audit records: the decision's, and
-/// for an isolate, its evidence capture's (action `investigate`).
-async fn handle(r: &Responder, alert: &Alert) -> Vec<Record> {
-    let (rec, acted) = decide_and_act(r, alert).await;
-    let mut out = vec![rec];
-    if let Some((t, pod)) = acted.filter(|_| out[0].action == Action::Isolate.as_str())
-        && r.node_agents.is_some()
-    {
-        // After the isolation, never before it: a slow or failing agent delays or blocks nothing.
-        let rec = match capture(r, &t, &pod).await {
-            Ok(what) => {
-                r.kube.event(&t, &pod, event_reason(Action::Investigate, "acted"), false, &what).await;
-                Record::new(alert, Some(&t), Action::Investigate.as_str(), Outcome::Acted, what)
-            }
-            Err(why) => {
-                let msg = format!("evidence capture after isolate failed: {why}");
-                r.kube.event(&t, &pod, event_reason(Action::Investigate, "failed"), true, &msg).await;
-                Record::new(alert, Some(&t), Action::Investigate.as_str(), Outcome::Failed, msg)
-            }
-        };
-        out.push(rec);
+/// One decision: its entry in the answer, its audit line and count, its OTLP event.
+fn record_decision(r: &Responder, out: &mut Vec<serde_json::Value>, rec: &Record) {
+    out.push(serde_json::json!({"fingerprint": rec.fingerprint, "action": rec.action,
+                                "result": rec.result, "reason": rec.reason}));
+    rec.emit(&r.metrics);
+    if let (Some((events, _)), Some(e)) = (&r.events, rec.node_event()) {
+        events.emit(e);
     }
-    out
+}
+
+/// Isolate's evidence capture, audited as its own decision (action `investigate`).
+async fn capture_after_isolate(r: &Responder, alert: &Alert, t: &Target, pod: &Pod) -> Record {
+    let a = Action::Investigate;
+    match capture(r, t, pod).await {
+        Ok(what) => {
+            r.kube.event(t, pod, event_reason(a, "acted"), false, &what).await;
+            Record::new(alert, Some(t), a.as_str(), Outcome::Acted, what)
+        }
+        Err(why) => {
+            let msg = format!("evidence capture after isolate failed: {why}");
+            r.kube.event(t, pod, event_reason(a, "failed"), true, &msg).await;
+            Record::new(alert, Some(t), a.as_str(), Outcome::Failed, msg)
+        }
+    }
 }
 
 /// Asks the agent on the pod's node for an evidence bundle and links it from
