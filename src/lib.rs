@@ -13,6 +13,7 @@
 
 pub mod abi;
 pub mod admin;
+pub mod admission;
 pub mod agent;
 pub mod bpf;
 pub mod classify;

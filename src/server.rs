@@ -9,15 +9,15 @@
 //! closed; an admitted connection must send its request head within a short
 //! timeout and is served once (no keep-alive) within a deadline.
 
+use crate::admission::{Admission, Refusal, Slot};
 use crate::{health::Health, metrics::Metrics};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -157,7 +157,8 @@ pub async fn serve_as(
 ) {
     let name = kind.name();
     metrics.http.declare(name);
-    let admission = Arc::new(Admission::new(kind.limits()));
+    let limits = kind.limits();
+    let admission = Admission::new(limits.max_connections, limits.max_per_peer);
     // Refusals are counted; logged at most once a minute (a flood must not flood the log).
     let mut last_warned: Option<Instant> = None;
     loop {
@@ -173,9 +174,13 @@ pub async fn serve_as(
                 }
             },
         };
-        let slot = match admission.admit(peer.ip().to_canonical()) {
+        let slot = match admission.admit(Some(peer.ip().to_canonical())) {
             Ok(slot) => slot,
-            Err(reason) => {
+            Err(refusal) => {
+                let reason = match refusal {
+                    Refusal::PeerLimit => "peer_limit",
+                    Refusal::Full => "global_limit",
+                };
                 metrics.http.rejected(name, reason);
                 if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                     last_warned = Some(Instant::now());
@@ -225,60 +230,6 @@ async fn connection(
     }
 }
 
-/// Connections held per listener and per peer.
-#[derive(Debug)]
-struct Admission {
-    limits: Limits,
-    held: Mutex<Held>,
-}
-
-#[derive(Debug, Default)]
-struct Held {
-    total: usize,
-    by_peer: HashMap<IpAddr, usize>,
-}
-
-/// An admitted connection's place, given back when it ends.
-#[derive(Debug)]
-struct Slot {
-    admission: Arc<Admission>,
-    peer: IpAddr,
-}
-
-impl Admission {
-    fn new(limits: Limits) -> Self {
-        Self { limits, held: Mutex::new(Held::default()) }
-    }
-
-    /// A slot for one more connection of `peer`, or the reason there is none.
-    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, &'static str> {
-        let mut held = crate::locks::lock(&self.held);
-        let mine = held.by_peer.get(&peer).copied().unwrap_or(0);
-        if mine >= self.limits.max_per_peer {
-            return Err("peer_limit");
-        }
-        if held.total >= self.limits.max_connections {
-            return Err("global_limit");
-        }
-        held.total += 1;
-        *held.by_peer.entry(peer).or_default() += 1;
-        Ok(Slot { admission: self.clone(), peer })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut held = crate::locks::lock(&self.admission.held);
-        held.total -= 1;
-        if let Some(n) = held.by_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                held.by_peer.remove(&self.peer);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,26 +263,6 @@ mod tests {
             route_on(Listener::Health, &Method::POST, "/healthz", &m, &h).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
-    }
-
-    #[test]
-    fn admission_per_peer_then_global_and_slots_come_back() {
-        let limits = Limits { max_connections: 3, max_per_peer: 2, ..Listener::Metrics.limits() };
-        let a = Arc::new(Admission::new(limits));
-        let (p1, p2, p3): (IpAddr, IpAddr, IpAddr) =
-            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "::ffff:10.0.0.3".parse().unwrap());
-        let s1 = a.admit(p1).unwrap();
-        let s2 = a.admit(p1).unwrap();
-        assert_eq!(a.admit(p1).unwrap_err(), "peer_limit");
-        let s3 = a.admit(p2).unwrap();
-        assert_eq!(a.admit(p2).unwrap_err(), "global_limit");
-        assert_eq!(a.admit(p1).unwrap_err(), "peer_limit", "a peer at its share is told so, full or not");
-        drop(s1);
-        let s4 = a.admit(p3).unwrap();
-        drop((s2, s3, s4));
-        let held = crate::locks::lock(&a.held);
-        assert_eq!(held.total, 0);
-        assert!(held.by_peer.is_empty(), "no entry left for peers without connections: {:?}", held.by_peer);
     }
 
     #[test]

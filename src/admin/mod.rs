@@ -22,7 +22,11 @@ mod routes;
 pub use client::{CALL_TIMEOUT, ClientError, call};
 pub use routes::{Call, TEMPLATES, check_id};
 
-use crate::{config::AdminAddr, metrics::admin::AdminMetrics};
+use crate::{
+    admission::{Admission, Refusal, Slot},
+    config::AdminAddr,
+    metrics::admin::AdminMetrics,
+};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
@@ -31,11 +35,9 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{
-    collections::HashMap,
-    net::IpAddr,
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 use tokio::{
@@ -183,20 +185,61 @@ pub async fn serve_with(
     limits: Limits,
     cancel: CancellationToken,
 ) -> Result<(), AdminError> {
+    bind(addr, token).await?.serve(backend, metrics, limits, cancel).await;
+    Ok(())
+}
+
+/// A bound admin listener: the agent binds before it spawns the server, so a
+/// bind error stops startup with its cause instead of a guess by timeout.
+pub struct AdminListener {
+    token: Option<Vec<u8>>,
+    bound: Bound,
+}
+
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    /// The socket, its path and inode (removed at exit only if still ours).
+    Unix(UnixListener, PathBuf, u64),
+}
+
+/// Binds `addr`; a TCP address needs a non-empty `token`.
+pub async fn bind(addr: AdminAddr, token: Option<String>) -> Result<AdminListener, AdminError> {
     let token = token.map(|t| t.trim().as_bytes().to_vec()).filter(|t| !t.is_empty());
-    if matches!(addr, AdminAddr::Tcp(_)) && token.is_none() {
-        return Err(AdminError::TokenRequired { addr: addr.to_string() });
-    }
-    metrics.declare();
-    let state = Arc::new(State { backend, token, metrics, busy: Arc::new(Semaphore::new(limits.busy)), limits });
-    let admission = Arc::new(Admission { limits, held: Mutex::new(Held::default()) });
-    match addr {
+    let bound = match addr {
         AdminAddr::Tcp(a) => {
+            if token.is_none() {
+                return Err(AdminError::TokenRequired { addr: addr.to_string() });
+            }
             let l = crate::server::bind(a).await.map_err(|source| AdminError::Bind { addr: a.to_string(), source })?;
             tracing::info!(addr = %a, "admin API listening (TCP, bearer token)");
-            loop {
+            Bound::Tcp(l)
+        }
+        AdminAddr::Unix(path) => {
+            let (l, ino) = bind_unix(&path)?;
+            tracing::info!(path = %path.display(), "admin API listening (Unix socket, mode 0600)");
+            Bound::Unix(l, path, ino)
+        }
+    };
+    Ok(AdminListener { token, bound })
+}
+
+impl AdminListener {
+    /// Serves until `cancel` fires, then removes its Unix socket.
+    pub async fn serve(
+        self,
+        backend: Arc<dyn Backend>,
+        metrics: AdminMetrics,
+        limits: Limits,
+        cancel: CancellationToken,
+    ) {
+        metrics.declare();
+        let busy = Arc::new(Semaphore::new(limits.busy));
+        let state = Arc::new(State { backend, token: self.token, metrics, busy, limits });
+        let admission = Admission::new(limits.max_connections, limits.max_per_peer);
+        match self.bound {
+            Bound::Tcp(l) => loop {
                 let (stream, peer) = tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
+                    _ = cancel.cancelled() => return,
                     r = l.accept() => match r {
                         Ok(v) => v,
                         Err(e) => { accept_failed(&e).await; continue; }
@@ -204,35 +247,27 @@ pub async fn serve_with(
                 };
                 match admission.admit(Some(peer.ip().to_canonical())) {
                     Ok(slot) => drop(tokio::spawn(connection(stream, slot, state.clone()))),
-                    Err(reason) => {
-                        state.metrics.rejected(reason);
+                    Err(refusal) => {
+                        state.metrics.rejected(refusal_reason(refusal));
                         let _ = stream.set_zero_linger();
                     }
                 }
+            },
+            Bound::Unix(l, path, ino) => {
+                serve_unix(&l, &admission, &state, &cancel).await;
+                // Only our own socket: a newer agent may have replaced it already.
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                    let _ = std::fs::remove_file(&path);
+                }
             }
-        }
-        AdminAddr::Unix(path) => {
-            let (l, ino) = bind_unix(&path)?;
-            tracing::info!(path = %path.display(), "admin API listening (Unix socket, mode 0600)");
-            let r = serve_unix(&l, &admission, &state, &cancel).await;
-            // Only our own socket: a newer agent may have replaced it already.
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == ino) {
-                let _ = std::fs::remove_file(&path);
-            }
-            r
         }
     }
 }
 
-async fn serve_unix(
-    l: &UnixListener,
-    admission: &Arc<Admission>,
-    state: &Arc<State>,
-    cancel: &CancellationToken,
-) -> Result<(), AdminError> {
+async fn serve_unix(l: &UnixListener, admission: &Arc<Admission>, state: &Arc<State>, cancel: &CancellationToken) {
     loop {
         let stream = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => return,
             r = l.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => { accept_failed(&e).await; continue; }
@@ -240,8 +275,16 @@ async fn serve_unix(
         };
         match admission.admit(None) {
             Ok(slot) => drop(tokio::spawn(connection(stream, slot, state.clone()))),
-            Err(reason) => state.metrics.rejected(reason),
+            Err(refusal) => state.metrics.rejected(refusal_reason(refusal)),
         }
+    }
+}
+
+/// The `reason` label of `driftwatch_admin_connections_rejected_total`.
+fn refusal_reason(r: Refusal) -> &'static str {
+    match r {
+        Refusal::PeerLimit => "peer_limit",
+        Refusal::Full => "full",
     }
 }
 
@@ -414,55 +457,6 @@ fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-/// Connections held, in total and per TCP peer.
-struct Admission {
-    limits: Limits,
-    held: Mutex<Held>,
-}
-
-#[derive(Default)]
-struct Held {
-    total: usize,
-    by_peer: HashMap<IpAddr, usize>,
-}
-
-struct Slot {
-    admission: Arc<Admission>,
-    peer: Option<IpAddr>,
-}
-
-impl Admission {
-    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Slot, &'static str> {
-        let mut held = crate::locks::lock(&self.held);
-        if held.total >= self.limits.max_connections {
-            return Err("full");
-        }
-        if let Some(p) = peer {
-            if held.by_peer.get(&p).is_some_and(|&n| n >= self.limits.max_per_peer) {
-                return Err("peer_limit");
-            }
-            *held.by_peer.entry(p).or_default() += 1;
-        }
-        held.total += 1;
-        Ok(Slot { admission: self.clone(), peer })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut held = crate::locks::lock(&self.admission.held);
-        held.total -= 1;
-        if let Some(p) = self.peer
-            && let Some(n) = held.by_peer.get_mut(&p)
-        {
-            *n -= 1;
-            if *n == 0 {
-                held.by_peer.remove(&p);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,20 +473,5 @@ mod tests {
         assert!(authorized(&h, b"t"));
         h.insert(header::AUTHORIZATION, "Basic t".parse().unwrap());
         assert!(!authorized(&h, b"t"));
-    }
-
-    #[test]
-    fn admission_counts_per_peer_and_gives_back() {
-        let limits = Limits { max_connections: 3, max_per_peer: 2, ..Limits::default() };
-        let a = Arc::new(Admission { limits, held: Mutex::new(Held::default()) });
-        let p: IpAddr = "10.0.0.1".parse().unwrap();
-        let s1 = a.admit(Some(p)).unwrap();
-        let s2 = a.admit(Some(p)).unwrap();
-        assert_eq!(a.admit(Some(p)).err(), Some("peer_limit"));
-        let s3 = a.admit(None).unwrap();
-        assert_eq!(a.admit(None).err(), Some("full"));
-        drop((s1, s2, s3));
-        let held = crate::locks::lock(&a.held);
-        assert_eq!((held.total, held.by_peer.len()), (0, 0));
     }
 }

@@ -333,20 +333,11 @@ pub async fn serve_admin(
                 .map_err(|e| super::AgentError::Config(format!("admin_token_file: {e}")))?,
         ),
     };
-    let (m, c) = (metrics.admin.clone(), cancel.clone());
     let shown = addr.to_string();
-    // Bind errors show up at once: wait for the first moments of the task.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let r = crate::admin::serve(addr, token, view, m, c).await;
-        if let Err(e) = &r {
-            tracing::error!(error = %e, "admin API stopped");
-        }
-        let _ = tx.send(r);
-    });
-    // A bind error shows at once; a listener still serving after a moment is up.
-    match tokio::time::timeout(Duration::from_millis(100), rx).await {
-        Ok(Ok(Err(e))) => Err(super::AgentError::Config(format!("admin API on {shown}: {e}"))),
-        _ => Ok(()),
-    }
+    let listener = crate::admin::bind(addr, token)
+        .await
+        .map_err(|e| super::AgentError::Config(format!("admin API on {shown}: {e}")))?;
+    let (m, c) = (metrics.admin.clone(), cancel.clone());
+    tokio::spawn(listener.serve(view, m, crate::admin::Limits::default(), c));
+    Ok(())
 }

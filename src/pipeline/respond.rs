@@ -287,11 +287,9 @@ impl QuarantineCtl {
     /// the gauges and drop counters.
     pub fn prune(&self, live: &dyn Fn(&str) -> bool) {
         let Some(q) = self.open.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
-        let before: Vec<String> = q.list().into_iter().map(|e| e.container_id).collect();
-        let n = q.prune(live);
-        if n > 0 {
-            let after: std::collections::HashSet<String> = q.list().into_iter().map(|e| e.container_id).collect();
-            for id in before.iter().filter(|id| !after.contains(*id)) {
+        let released = q.prune(live);
+        if !released.is_empty() {
+            for id in &released {
                 self.metrics.response.quarantine_action("prune", "ok");
                 let mut attrs = serde_json::Map::new();
                 attrs.insert("container.id".into(), id.as_str().into());
@@ -303,7 +301,9 @@ impl QuarantineCtl {
                     attributes: attrs,
                 });
             }
-            *self.known.lock().unwrap_or_else(|p| p.into_inner()) = after;
+            // What is pinned now, also releases made through the admin API.
+            *self.known.lock().unwrap_or_else(|p| p.into_inner()) =
+                q.list().into_iter().map(|e| e.container_id).collect();
         }
         self.metrics.response.set_quarantined(self.known.lock().unwrap_or_else(|p| p.into_inner()).len());
         let (ingress, egress) = q.dropped();

@@ -196,14 +196,14 @@ impl Quarantine {
     /// Releases the quarantines of containers that are gone: `live` says no,
     /// or their cgroup no longer exists (its links are inert then). Also
     /// removes link pins no record names. Returns how many were released.
-    pub fn prune(&self, live: &dyn Fn(&str) -> bool) -> usize {
-        let mut released = 0;
+    pub fn prune(&self, live: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut released = Vec::new();
         for e in self.list() {
             let cgroup_alive =
                 std::fs::metadata(&e.cgroup_path).is_ok_and(|m| m.ino() == e.cgroup_id) || path_truncated(&e);
             if (!live(&e.container_id) || !cgroup_alive) && self.release(&e.container_id).unwrap_or(false) {
                 tracing::info!(container_id = %e.container_id, cgroup_alive, "quarantine of a gone container released");
-                released += 1;
+                released.push(e.container_id);
             }
         }
         let known: Vec<String> = self.list().into_iter().map(|e| e.container_id).collect();
