@@ -350,6 +350,262 @@ async fn bad_payloads_get_4xx_and_a_counted_reason() {
     assert!(api.writes().is_empty());
 }
 
+/// The node agent cannot be reached (nothing listens at its admin port) or
+/// there is none on the pod's node: the isolation still happens, and the
+/// capture is audited, counted and an Event as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_node_agent_never_blocks_the_isolation() {
+    let mut state = pods();
+    let mut agent = pod("driftwatch", "driftwatch-agent-1", "node-1", None, json!({"app": "dw"}));
+    agent["status"]["podIP"] = json!("127.0.0.1");
+    state.pods.insert("driftwatch/driftwatch-agent-1".into(), agent);
+    state.pods.insert("shop/far-1".into(), pod("shop", "far-1", "node-9", None, json!({"app": "web"})));
+    let api = RwApi::start(state).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = format!(
+        "respond:\n  dry_run: false\n  steps: [isolate, investigate]\n  webhook: {{token_file: TOKEN_FILE}}\n  \
+         node_agent: {{selector: app=dw, port: {closed}, token_file: TOKEN_FILE, timeout_s: 20}}\n"
+    );
+    let r = Responder::start(&api, &cfg).await;
+    let (code, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-1", "isolate", CID)])).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(decisions(&v), [("isolate".into(), "acted".into()), ("investigate".into(), "failed".into())], "{v}");
+    let why = v["decisions"][1]["reason"].as_str().unwrap();
+    assert!(why.contains(&format!("127.0.0.1:{closed}")) && why.contains("node-1"), "{why}");
+    let reqs = api.requests();
+    let lists = of(&reqs, "GET", "/api/v1/namespaces/driftwatch/pods");
+    assert_eq!(lists.len(), 1, "the agents are looked up in the responder's namespace: {reqs:?}");
+    let q = &lists[0].query;
+    assert!(q.contains("labelSelector=app%3Ddw") && q.contains("fieldSelector=spec.nodeName%3Dnode-1"), "{q}");
+    let writes: Vec<String> = api.writes().iter().map(|w| format!("{} {}", w.method, w.path)).collect();
+    assert_eq!(
+        writes,
+        [
+            "POST /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies",
+            "PATCH /api/v1/namespaces/shop/pods/web-1",
+            "POST /api/v1/namespaces/shop/events",
+            "POST /api/v1/namespaces/shop/events"
+        ],
+        "isolated, then the capture's failure recorded: {reqs:?}"
+    );
+    let events = api.writes();
+    assert_eq!(events[3].body["reason"], "DriftwatchActionFailed", "{:?}", events[3]);
+
+    // investigate on a node without an agent: labelled, the capture failed.
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "far-1", "investigate", CID)])).await;
+    assert_eq!(decisions(&v), [("investigate".into(), "failed".into())], "{v}");
+    assert!(v["decisions"][0]["reason"].as_str().unwrap().contains("no running node agent"), "{v}");
+    let patch =
+        of(&api.requests(), "PATCH", "/api/v1/namespaces/shop/pods/far-1").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(patch.len(), 1);
+    assert_eq!(patch[0].body["metadata"]["labels"], json!({"driftwatch.io/drifted": "exec_new_binary"}));
+    let m = r.metrics().await;
+    for line in [
+        r#"driftwatch_response_actions_total{action="isolate",result="acted"} 1"#,
+        r#"driftwatch_response_actions_total{action="investigate",result="failed"} 2"#,
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    let audit = r.audit();
+    assert_eq!(
+        audit.iter().filter(|a| a["action"] == "investigate" && a["result"] == "failed").count(),
+        2,
+        "{audit:?}"
+    );
+}
+
+/// Every decision but an acknowledgement is an OTLP log event
+/// `driftwatch.response.<action>` (the agent's `otlp:` section), to a real
+/// OTLP/gRPC receiver; the sink's own counters are on the responder's /metrics.
+#[test]
+fn decisions_are_otlp_log_events() {
+    let receiver = support::otlp::Receiver::grpc();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let api = rt.block_on(RwApi::start(pods()));
+    let cfg = format!(
+        "respond:\n  steps: [isolate, evict]\n  webhook: {{token_file: TOKEN_FILE}}\n\
+         otlp:\n  endpoint: {}\n  batch_timeout_ms: 100\n",
+        receiver.url()
+    );
+    let r = rt.block_on(Responder::start(&api, &cfg));
+    let alerts = vec![
+        alert("shop", "web-1", "isolate", CID),
+        alert("kube-system", "coredns-1", "evict", CID),
+        alert("shop", "web-2", "validate", CID),
+    ];
+    let (code, v) = rt.block_on(r.post(Some(TOKEN), &payload(alerts)));
+    assert_eq!(code, 200, "{v}");
+    let results: Vec<String> = decisions(&v).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(results, ["dry_run", "refused", "acknowledged"], "{v}");
+    let isolate = receiver.wait_for("driftwatch.response.isolate", Duration::from_secs(30), |r| {
+        r.record.event_name == "driftwatch.response.isolate"
+    });
+    let a = &isolate.attrs;
+    assert_eq!(a["result"], "dry_run", "{isolate:#?}");
+    assert_eq!(a["action"], "isolate");
+    assert_eq!((a["k8s.namespace.name"].as_str(), a["k8s.pod.name"].as_str()), (Some("shop"), Some("web-1")));
+    assert_eq!(a["container.id"], CID);
+    assert_eq!((a["rule"].as_str(), a["playbook_step"].as_str()), (Some("exec_new_binary"), Some("isolate")));
+    assert_eq!(isolate.record.severity_text, "info");
+    let evict = receiver.wait_for("driftwatch.response.evict", Duration::from_secs(30), |r| {
+        r.record.event_name == "driftwatch.response.evict"
+    });
+    assert_eq!(evict.attrs["result"], "refused", "{evict:#?}");
+    assert!(evict.attrs["reason"].as_str().unwrap().contains("protected"), "{evict:#?}");
+    assert_eq!(evict.record.severity_text, "warning");
+    let exported = || {
+        rt.block_on(r.metrics())
+            .lines()
+            .find_map(|l| l.strip_prefix("driftwatch_otlp_records_total{result=\"exported\"} ")?.parse::<f64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exported() != Some(2.0) {
+        assert!(Instant::now() < deadline, "driftwatch_otlp_records_total: {}", rt.block_on(r.metrics()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names: Vec<String> = receiver.records().iter().map(|r| r.record.event_name.clone()).collect();
+    assert_eq!(names.len(), 2, "no event for the acknowledgement: {names:?}");
+    let m = rt.block_on(r.metrics());
+    assert!(m.ends_with("# EOF\n") && m.matches("# EOF").count() == 1, "{m}");
+    assert!(m.contains("# TYPE driftwatch_otlp_records counter"), "{m}");
+    assert!(!m.contains("driftwatch_findings_total"), "only the sink's series of the agent-style registry: {m}");
+}
+
+/// One HTTPS/1.0 request (client `cfg`), verifying the server as 127.0.0.1: (status, body) or the TLS error.
+fn https(
+    addr: SocketAddr,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
+    let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    Ok((head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string()))
+}
+
+/// `respond.webhook.tls` with `client_ca_file` (mTLS, no bearer token): a
+/// client certificate of that CA may post alerts; without one /healthz still
+/// answers (probes) but /v1/alerts is 401; a certificate of another CA and
+/// plain HTTP fail the handshake, counted.
+#[test]
+fn mtls_webhook_takes_only_client_certificates_of_its_ca() {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let pki = support::tls::Pki::new("respond-mtls");
+    let other = support::tls::Pki::new("respond-mtls-other");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let api = rt.block_on(RwApi::start(pods()));
+    let p = |p: &std::path::Path| p.display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("driftwatch-respond-mtls-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("respond.yaml"),
+        format!(
+            "respond:\n  dry_run: false\n  steps: [isolate]\n  webhook:\n    tls:\n      cert_file: {}\n      key_file: {}\n      client_ca_file: {}\n",
+            p(&pki.server_cert),
+            p(&pki.server_key),
+            p(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["respond", "--listen", &addr.to_string(), "--config"])
+        .arg(dir.join("respond.yaml"))
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("DRIFTWATCH_RESPOND_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("driftwatch respond starts");
+    let r = Responder { child, addr, dir };
+    let with_cert = pki.client_config();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(https(addr, with_cert.clone(), "GET", "/healthz", b""), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "responder never answered /healthz over mTLS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) =
+        https(addr, with_cert.clone(), "POST", "/v1/alerts", &payload(vec![alert("shop", "web-1", "isolate", CID)]))
+            .expect("POST with a client certificate");
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!((code, decisions(&v)), (200, vec![("isolate".into(), "acted".into())]), "{body}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let no_cert = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let good = payload(vec![alert("shop", "web-2", "isolate", CID)]);
+    assert_eq!(https(addr, no_cert.clone(), "GET", "/healthz", b"").unwrap().0, 200, "probes need no certificate");
+    assert_eq!(https(addr, no_cert, "POST", "/v1/alerts", &good).unwrap().0, 401, "no client certificate");
+    // A certificate of another CA (its own CA trusted by the client, so the server is ours only by name).
+    let mut both = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        both.add(c.unwrap()).unwrap();
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&other.client_key).unwrap();
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(&other.client_cert).unwrap().map(|c| c.unwrap()).collect();
+    let wrong_ca = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(both)
+            .with_client_auth_cert(certs, key)
+            .unwrap(),
+    );
+    assert!(
+        !matches!(https(addr, wrong_ca, "POST", "/v1/alerts", &good), Ok((200, _))),
+        "another CA's client certificate"
+    );
+    let (plain, _) = rt.block_on(http(addr, "POST", "/v1/alerts", None, &good));
+    assert_ne!(plain, 200, "plain HTTP to the TLS listener");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rejected = || {
+        https(addr, with_cert.clone(), "GET", "/metrics", b"").ok().and_then(|(_, m)| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("driftwatch_response_webhook_rejected_total{reason=\"tls\"} ")?.parse::<f64>().ok()
+            })
+        })
+    };
+    while rejected() != Some(2.0) {
+        assert!(Instant::now() < deadline, "two failed handshakes counted: {:?}", rejected());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let writes: Vec<String> = api.writes().iter().map(|w| format!("{} {}", w.method, w.path)).collect();
+    assert!(writes.iter().all(|w| !w.contains("web-2")), "nothing but the authenticated alert acted: {writes:?}");
+    drop(r);
+}
+
 #[test]
 fn a_bad_config_is_refused_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("driftwatch-respond-cfg-{}", std::process::id()));

@@ -10,7 +10,7 @@ use prometheus_client::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
-    /// isolate | evict | label | none.
+    /// isolate | evict | investigate | label | none.
     action: &'static str,
     /// acted | dry_run | refused | failed | acknowledged.
     result: &'static str,
@@ -29,7 +29,7 @@ struct ReasonLabel {
 /// The audit's results, one series each per action.
 pub const RESULTS: [&str; 5] = ["acted", "dry_run", "refused", "failed", "acknowledged"];
 /// The actions, plus `none` for alerts acknowledged before any action applied.
-pub const ACTIONS: [&str; 4] = ["isolate", "evict", "label", "none"];
+pub const ACTIONS: [&str; 5] = ["isolate", "evict", "investigate", "label", "none"];
 
 #[derive(Debug, Default, Clone)]
 pub struct RespondMetrics {

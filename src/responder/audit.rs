@@ -1,9 +1,11 @@
-//! The audit trail: one JSON line on stdout per decision, and its count in
-//! `driftwatch_response_actions_total{action,result}`.
+//! The audit trail: one JSON line on stdout per decision, its count in
+//! `driftwatch_response_actions_total{action,result}`, and (OTLP on) a log
+//! event `driftwatch.response.<action>`.
 
 use super::webhook::{Alert, Target};
-use crate::metrics::respond::RespondMetrics;
+use crate::{config::Severity, metrics::respond::RespondMetrics, sink::event::NodeEvent};
 use serde::Serialize;
+use serde_json::{Map, Value};
 use std::io::Write;
 
 /// The outcome of a decision, as audited and counted.
@@ -69,6 +71,42 @@ impl Record {
             result,
             reason,
         }
+    }
+
+    /// The OTLP log event `driftwatch.response.<action>` of a decision that
+    /// acted, would have (dry run), was refused or failed; none for an acknowledgement.
+    pub fn node_event(&self) -> Option<NodeEvent> {
+        let severity = match self.result {
+            Outcome::Acknowledged => return None,
+            Outcome::Acted | Outcome::DryRun => Severity::Info,
+            Outcome::Refused | Outcome::Failed => Severity::Warning,
+        };
+        let name = match self.action {
+            "isolate" => "driftwatch.response.isolate",
+            "evict" => "driftwatch.response.evict",
+            "investigate" => "driftwatch.response.investigate",
+            "label" => "driftwatch.response.label",
+            _ => "driftwatch.response.none",
+        };
+        let mut attributes = Map::new();
+        for (k, v) in [
+            ("k8s.namespace.name", &self.namespace),
+            ("k8s.pod.name", &self.pod),
+            ("container.id", &self.container_id),
+            ("rule", &self.rule),
+            ("playbook_step", &self.playbook_step),
+            ("alertname", &self.alertname),
+            ("fingerprint", &self.fingerprint),
+            ("reason", &self.reason),
+        ] {
+            if !v.is_empty() {
+                attributes.insert(k.to_string(), Value::String(v.clone()));
+            }
+        }
+        attributes.insert("action".into(), Value::String(self.action.into()));
+        attributes.insert("result".into(), Value::String(self.result.as_str().into()));
+        let body = format!("{} {} {}/{}: {}", self.action, self.result.as_str(), self.namespace, self.pod, self.reason);
+        Some(NodeEvent { name, severity, body, attributes })
     }
 
     /// Writes the line and counts it.

@@ -35,6 +35,9 @@ impl Step {
 struct File {
     #[serde(default)]
     respond: RespondConfig,
+    /// The audit's OTLP log events, as the agent's `otlp:` (and `OTEL_EXPORTER_OTLP_*`).
+    #[serde(default)]
+    otlp: crate::config::Otlp,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -55,6 +58,12 @@ pub struct RespondConfig {
     pub protected_namespaces: Vec<String>,
     /// Per-namespace overrides of `steps` and `dry_run`.
     pub namespaces: BTreeMap<String, NamespaceOverride>,
+    /// The node agents' admin API, for evidence capture (investigate, and
+    /// isolate's capture); absent: investigate only labels, isolate captures nothing.
+    pub node_agent: Option<NodeAgent>,
+    /// The file's top-level `otlp:` section (not under `respond:`, as in the agent's config).
+    #[serde(skip)]
+    pub otlp: crate::config::Otlp,
 }
 
 impl Default for RespondConfig {
@@ -70,6 +79,37 @@ impl Default for RespondConfig {
             rate_limits: RateLimits::default(),
             protected_namespaces: vec!["kube-system".into()],
             namespaces: BTreeMap::new(),
+            node_agent: None,
+            otlp: crate::config::Otlp::default(),
+        }
+    }
+}
+
+/// How to reach the agent on a pod's node: the running pod matching `selector`
+/// in `namespace` on the pod's node, at its pod IP and `port` (the agent's TCP
+/// `admin_addr`), with the agent's `admin_token_file` token.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeAgent {
+    /// The agents' namespace; "": the responder's own (`POD_NAMESPACE`).
+    pub namespace: String,
+    /// Label selector of the agent pods (`k=v,k=v`).
+    pub selector: String,
+    pub port: u16,
+    /// File holding the admin API's bearer token.
+    pub token_file: String,
+    /// A capture (diff, process list, copies of the drifted files) takes at most this long.
+    pub timeout_s: u64,
+}
+
+impl Default for NodeAgent {
+    fn default() -> Self {
+        NodeAgent {
+            namespace: String::new(),
+            selector: "app.kubernetes.io/name=driftwatch,app.kubernetes.io/component=agent".into(),
+            port: 8791,
+            token_file: String::new(),
+            timeout_s: 60,
         }
     }
 }
@@ -80,12 +120,24 @@ pub struct Webhook {
     /// File holding the bearer token Alertmanager sends (`http_config.authorization`).
     pub token_file: String,
     pub max_body_bytes: usize,
+    /// Serve HTTPS, and with `client_ca_file` require a client certificate (mTLS).
+    pub tls: Option<WebhookTls>,
 }
 
 impl Default for Webhook {
     fn default() -> Self {
-        Webhook { token_file: String::new(), max_body_bytes: 1 << 20 }
+        Webhook { token_file: String::new(), max_body_bytes: 1 << 20, tls: None }
     }
+}
+
+/// `respond.webhook.tls`: PEM files, read at startup.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookTls {
+    pub cert_file: String,
+    pub key_file: String,
+    /// CA bundle the client certificate must chain to; "": no client certificate asked.
+    pub client_ca_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -151,7 +203,10 @@ impl RespondConfig {
         let parsed: Result<Option<File>, _> =
             serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text));
         let cfg = match parsed {
-            Ok(f) => f.unwrap_or_default().respond,
+            Ok(f) => {
+                let f = f.unwrap_or_default();
+                RespondConfig { otlp: f.otlp, ..f.respond }
+            }
             Err(e) => {
                 let location = e
                     .inner()
@@ -190,11 +245,48 @@ impl RespondConfig {
             }
         }
         let acts = !self.dry_run || self.namespaces.values().any(|o| o.dry_run == Some(false));
-        if acts && self.webhook.token_file.trim().is_empty() {
+        let mtls = self.webhook.tls.as_ref().is_some_and(|t| !t.client_ca_file.trim().is_empty());
+        if acts && self.webhook.token_file.trim().is_empty() && !mtls {
             return Err(invalid(
                 "webhook.token_file",
-                "required when dry_run is false anywhere: an unauthenticated webhook must not evict pods".into(),
+                "required when dry_run is false anywhere (or webhook.tls.client_ca_file): \
+                 an unauthenticated webhook must not evict pods"
+                    .into(),
             ));
+        }
+        if let Some(t) = &self.webhook.tls {
+            for (k, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+                if v.trim().is_empty() {
+                    return Err(invalid(&format!("webhook.tls.{k}"), "required with webhook.tls".into()));
+                }
+            }
+        }
+        if let Some(n) = &self.node_agent {
+            if n.token_file.trim().is_empty() {
+                return Err(invalid(
+                    "node_agent.token_file",
+                    "required: the agents' admin API takes a bearer token".into(),
+                ));
+            }
+            if n.port == 0 {
+                return Err(invalid("node_agent.port", "must be the agents' admin port (1-65535)".into()));
+            }
+            if n.timeout_s == 0 {
+                return Err(invalid("node_agent.timeout_s", "must be at least 1".into()));
+            }
+            let selector_ok = !n.selector.is_empty()
+                && n.selector
+                    .split(',')
+                    .all(|kv| kv.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty()));
+            if !selector_ok {
+                return Err(invalid(
+                    "node_agent.selector",
+                    format!("{:?} is not a label selector k=v[,k=v]", n.selector),
+                ));
+            }
+            if !n.namespace.is_empty() && !is_dns_label(&n.namespace) {
+                return Err(invalid("node_agent.namespace", format!("{:?} is not a namespace name", n.namespace)));
+            }
         }
         for ns in self.namespaces.keys() {
             if !is_dns_label(ns) {
@@ -245,12 +337,17 @@ mod tests {
         let y = "respond:\n  dry_run: false\n  steps: [isolate, evict, annotate]\n  webhook: {token_file: /t, max_body_bytes: 2048}\n  \
                  isolate: {allow_dns: true}\n  evict: {allow_unowned: true}\n  label: {}\n  dedup_window_s: 5\n  \
                  rate_limits: {global: {max: 1, window_s: 2}, per_namespace: {max: 3, window_s: 4}}\n  \
-                 protected_namespaces: [a]\n  namespaces: {payments: {steps: [isolate], dry_run: true}}\n";
+                 protected_namespaces: [a]\n  namespaces: {payments: {steps: [isolate], dry_run: true}}\n  \
+                 node_agent: {namespace: dw, selector: 'app=dw', port: 8791, token_file: /a, timeout_s: 9}\n";
         let c = RespondConfig::from_yaml(y, "r.yaml").unwrap();
         assert_eq!(c.steps, [Step::Isolate, Step::Evict, Step::Label]);
         assert!(c.isolate.allow_dns && c.evict.allow_unowned);
         assert_eq!(c.for_namespace("payments"), (true, &[Step::Isolate][..]));
         assert_eq!(c.for_namespace("other"), (false, &c.steps[..]));
+        let n = c.node_agent.unwrap();
+        assert_eq!((n.namespace.as_str(), n.selector.as_str(), n.port, n.timeout_s), ("dw", "app=dw", 8791, 9));
+        let c = RespondConfig::from_yaml("respond:\n  node_agent: {token_file: /t}\n", "r.yaml").unwrap();
+        assert_eq!(c.node_agent.unwrap().selector, NodeAgent::default().selector);
     }
 
     #[test]
@@ -268,6 +365,12 @@ mod tests {
         assert!(e.contains("respnd"), "{e}");
         let e = RespondConfig::from_yaml("respond:\n  dry_run: false\n", "r.yaml").unwrap_err().to_string();
         assert!(e.contains("respond.webhook.token_file"), "{e}");
+        let mtls = "respond:\n  dry_run: false\n  webhook: {tls: {cert_file: /c, key_file: /k, client_ca_file: /ca}}\n";
+        assert!(RespondConfig::from_yaml(mtls, "r.yaml").is_ok(), "a client certificate authenticates too");
+        let e = RespondConfig::from_yaml("respond:\n  webhook: {tls: {cert_file: /c}}\n", "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("respond.webhook.tls.key_file"), "{e}");
         let e =
             RespondConfig::from_yaml("respond:\n  webhook: {max_body_bytes: 0}\n", "r.yaml").unwrap_err().to_string();
         assert!(e.contains("respond.webhook.max_body_bytes"), "{e}");
@@ -275,6 +378,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rate_limits.global.window_s"), "{e}");
+        for (y, field) in [
+            ("node_agent: {port: 8791}", "node_agent.token_file"),
+            ("node_agent: {token_file: /t, port: 0}", "node_agent.port"),
+            ("node_agent: {token_file: /t, selector: 'app'}", "node_agent.selector"),
+            ("node_agent: {token_file: /t, namespace: 'A_b'}", "node_agent.namespace"),
+            ("node_agent: {token_file: /t, timeout_s: 0}", "node_agent.timeout_s"),
+        ] {
+            let e = RespondConfig::from_yaml(&format!("respond:\n  {y}\n"), "r.yaml").unwrap_err().to_string();
+            assert!(e.contains(field), "{y}: {e}");
+        }
+    }
+
+    #[test]
+    fn otlp_is_the_agents_section() {
+        let c =
+            RespondConfig::from_yaml("respond: {}\notlp:\n  endpoint: http://c:4317\n  timeout_ms: 500\n", "r.yaml")
+                .unwrap();
+        assert_eq!((c.otlp.endpoint.as_str(), c.otlp.timeout_ms), ("http://c:4317", 500));
+        let e = RespondConfig::from_yaml("otlp: {endpont: x}\n", "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("otlp") && e.contains("endpont"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum Action {
     Isolate,
     /// Eviction through the Eviction API + drifted label.
     Evict,
+    /// Drifted label, and an evidence bundle from the node agent linked from
+    /// the pod (`driftwatch.io/evidence`) when `node_agent` is configured.
+    Investigate,
     /// `driftwatch.io/drifted=<rule>` label and annotation only.
     Label,
 }
@@ -27,6 +30,7 @@ impl Action {
         match self {
             Self::Isolate => "isolate",
             Self::Evict => "evict",
+            Self::Investigate => "investigate",
             Self::Label => "label",
         }
     }
@@ -35,8 +39,8 @@ impl Action {
         match step {
             Step::Isolate => Action::Isolate,
             Step::Evict => Action::Evict,
-            // The node agent's evidence capture is not wired yet: mark the pod.
-            Step::Investigate | Step::Label => Action::Label,
+            Step::Investigate => Action::Investigate,
+            Step::Label => Action::Label,
         }
     }
 }
@@ -202,9 +206,11 @@ mod tests {
         let mut d = Decider::new(RespondConfig::default(), None);
         assert_eq!(kind(&d.decide(&alert("shop", "web-1", "isolate"), now)), "ack");
         let mut d = Decider::new(cfg(ACTING), None);
-        for (pod, step, action) in
-            [("a", "isolate", Action::Isolate), ("b", "evict", Action::Evict), ("c", "investigate", Action::Label)]
-        {
+        for (pod, step, action) in [
+            ("a", "isolate", Action::Isolate),
+            ("b", "evict", Action::Evict),
+            ("c", "investigate", Action::Investigate),
+        ] {
             match d.decide(&alert("shop", pod, step), now) {
                 Verdict::Act { action: a, dry_run: false, target } => {
                     assert_eq!(a, action);

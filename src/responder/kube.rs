@@ -18,6 +18,8 @@ use std::time::Duration;
 pub const QUARANTINE_LABEL: &str = "driftwatch.io/quarantine";
 pub const DRIFTED_LABEL: &str = "driftwatch.io/drifted";
 pub const DRIFTED_CONTAINER_ANNOTATION: &str = "driftwatch.io/drifted-container";
+/// `<node>:<path>` of the evidence bundle the node agent wrote.
+pub const EVIDENCE_ANNOTATION: &str = "driftwatch.io/evidence";
 const COMPONENT: &str = "driftwatch-responder";
 
 /// Eviction retries on 429 (a PodDisruptionBudget holds): attempts and first delay, doubling.
@@ -83,6 +85,11 @@ pub fn label_patch(t: &Target, isolate: bool) -> Value {
         labels[QUARANTINE_LABEL] = json!(short_id(&t.container_id));
     }
     json!({"metadata": {"labels": labels, "annotations": {DRIFTED_CONTAINER_ANNOTATION: t.container_id}}})
+}
+
+/// The merge patch linking the pod to its evidence bundle (`<node>:<path>`).
+pub fn evidence_patch(location: &str) -> Value {
+    json!({"metadata": {"annotations": {EVIDENCE_ANNOTATION: location}}})
 }
 
 /// The policy/v1 Eviction of the pod.
@@ -155,7 +162,7 @@ impl Kube {
                 .map_err(|e| NotDone::Failed(format!("label pod: {e}")))
         };
         match action {
-            Action::Label => {
+            Action::Label | Action::Investigate => {
                 label(false).await?;
                 Ok(format!("labelled {DRIFTED_LABEL}={}", label_value(&t.rule)))
             }
@@ -182,6 +189,15 @@ impl Kube {
                 self.evict(t).await
             }
         }
+    }
+
+    /// A merge patch of the pod's metadata (`what` names it in errors).
+    pub async fn patch(&self, t: &Target, patch: Value, what: &str) -> Result<(), NotDone> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &t.namespace);
+        pods.patch(&t.pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| NotDone::Failed(format!("{what}: {e}")))
     }
 
     async fn evict(&self, t: &Target) -> Result<String, NotDone> {
@@ -237,6 +253,7 @@ pub fn event_reason(action: Action, result: &str) -> &'static str {
         (_, "failed") => "DriftwatchActionFailed",
         (Action::Isolate, _) => "DriftwatchIsolated",
         (Action::Evict, _) => "DriftwatchEvicted",
+        (Action::Investigate, _) => "DriftwatchInvestigated",
         (Action::Label, _) => "DriftwatchLabelled",
     }
 }

@@ -51,6 +51,8 @@ pub enum Rejection {
     Method,
     /// The token file could not be read: the responder's fault, not the sender's.
     TokenUnreadable,
+    /// A TLS handshake failed (no or a wrong client certificate, plain HTTP to HTTPS).
+    Tls,
 }
 
 impl Rejection {
@@ -64,12 +66,13 @@ impl Rejection {
             Self::NotFound => "not_found",
             Self::Method => "method",
             Self::TokenUnreadable => "token_unreadable",
+            Self::Tls => "tls",
         }
     }
 
     pub const fn status(self) -> u16 {
         match self {
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::Tls => 401,
             Self::TooLarge => 413,
             Self::Malformed | Self::Version | Self::MissingLabels => 400,
             Self::NotFound => 404,

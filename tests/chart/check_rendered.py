@@ -77,12 +77,16 @@ CAPTURE = {"on_steps": ["isolate"], "dir": "/var/lib/driftwatch/evidence", "wind
            "max_bundle_bytes": 64 << 20, "hash_limit_bytes": 64 << 20, "retention": {"max_bytes": 1 << 30, "max_bundles": 100}}
 QUARANTINE_OFF = {"on_steps": [], "allow": [], "modes": [], "pin_dir": "/sys/fs/bpf/driftwatch/quarantine"}
 def response(name):
-    r = {"admin": "/run/driftwatch", "capture": dict(CAPTURE), "quarantine": dict(QUARANTINE_OFF), "bpffs": None, "cgroup": None}
+    r = {"admin": "/run/driftwatch", "capture": dict(CAPTURE), "quarantine": dict(QUARANTINE_OFF), "bpffs": None, "cgroup": None,
+         "admin_tcp": None}
     if name in ("quarantine-on", "quarantine-privileged", "all-features"):
         r.update(bpffs="/sys/fs/bpf", cgroup="/sys/fs/cgroup")
         r["quarantine"]["on_steps"] = ["isolate"]
     if name == "quarantine-on":
         r["quarantine"].update(allow=["10.96.0.10/32:53"], modes=["protect"])
+    if name == "respond-on":
+        # respond.nodeAgent: the admin API on TCP with a token for the responder, no socket directory.
+        r.update(admin=None, admin_tcp=8795)
     if name == "investigate-off":
         r.update(admin=None)
         r["capture"]["on_steps"] = []
@@ -152,7 +156,10 @@ for name in STATE:
     check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName", f"{name}: NODE_NAME from the downward API")
     health = HEALTH.get(name, 8790)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    check(ports == ({"metrics": 8789, "health": health} if health else {"metrics": 8789}), f"{name}: container ports {ports}")
+    want_ports = {"metrics": 8789, "health": health} if health else {"metrics": 8789}
+    if resp["admin_tcp"]:
+        want_ports["admin"] = resp["admin_tcp"]
+    check(ports == want_ports, f"{name}: container ports {ports}")
     probe_port = "health" if health else "metrics"
     probes = {k: c[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
     check({k: (g["path"], g["port"]) for k, g in probes.items()} ==
@@ -234,6 +241,7 @@ for name in STATE:
         sec = cfg.get(sink, {})
         named += [sec.get("tls", {}).get(k) for k in ("ca_file", "cert_file", "key_file")]
     named += [cfg.get("alertmanager", {}).get("bearer_token_file"), cfg.get("alertmanager", {}).get("basic_auth", {}).get("password_file")]
+    named += [cfg.get("admin_token_file")]
     named = [p for p in named if p]
     for p in named:
         check(p in secret_files, f"{name}: {p} named by the config is not a mounted Secret item ({sorted(secret_files)})")
@@ -248,7 +256,11 @@ for name in STATE:
     # admin_addr: the socket in the mounted directory (root on the node reaches it at the
     # same path), or "" (off); response.capture.dir is the evidence mount; pin_dir is on
     # the mounted BPF filesystem; a feature that is off has on_steps [].
-    check(cfg.get("admin_addr") == (f"unix://{resp['admin']}/admin.sock" if resp["admin"] else ""), f"{name}: admin_addr {cfg.get('admin_addr')!r}")
+    want_addr = f"unix://{resp['admin']}/admin.sock" if resp["admin"] else ""
+    if resp["admin_tcp"]:
+        want_addr = f"0.0.0.0:{resp['admin_tcp']}"
+        check(secret_files.get(cfg.get("admin_token_file")) == ("driftwatch-admin-token", "admin"), f"{name}: admin token Secret {secret_files}")
+    check(cfg.get("admin_addr") == want_addr, f"{name}: admin_addr {cfg.get('admin_addr')!r} (want {want_addr!r})")
     got = cfg.get("response", {})
     check(got.get("capture") == resp["capture"], f"{name}: response.capture {got.get('capture')} (want {resp['capture']})")
     check(got.get("quarantine") == resp["quarantine"], f"{name}: response.quarantine {got.get('quarantine')} (want {resp['quarantine']})")
@@ -268,6 +280,8 @@ for name in STATE:
         check(cfg["alertmanager"]["basic_auth"] == {"username": "driftwatch", "password_file": "/var/run/secrets/driftwatch/alertmanager-password/password"}
               and secret_files == {"/var/run/secrets/driftwatch/alertmanager-password/password": ("am-basic", "password")}
               and cfg["alertmanager"]["tls"] == {"server_name": "alertmanager.monitoring.svc"}, f"{name}: basic auth from a Secret: {cfg['alertmanager']} {secret_files}")
+    elif name == "respond-on":
+        check(list(secret_files) == ["/var/run/secrets/driftwatch/admin-token/token"], f"{name}: only the admin token Secret: {secret_files}")
     elif name != "all-features":
         check(not secret_files and "OTEL_EXPORTER_OTLP_HEADERS" not in env, f"{name}: no Secret mounted by default")
     if name != "all-features":

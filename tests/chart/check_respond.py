@@ -9,6 +9,7 @@ import os, subprocess, sys, tempfile
 import jsonschema, yaml
 
 TOKEN_DIR = "/var/run/secrets/driftwatch/respond-token"
+ADMIN_TOKEN_DIR = "/var/run/secrets/driftwatch/admin-token"
 CONFIG_MOUNT = "/etc/driftwatch-respond"
 
 # Exactly what the responder needs (its contract): (apiGroup, resource, verb).
@@ -30,7 +31,9 @@ ON = {
                         webhook={"token_file": TOKEN_DIR + "/token", "max_body_bytes": 262144},
                         rate_limits={"global": {"max": 50, "window_s": 600}, "per_namespace": {"max": 3, "window_s": 900}},
                         protected_namespaces=["kube-system", "monitoring", "driftwatch"],
-                        namespaces={"payments": {"steps": ["isolate", "evict"], "dry_run": False}, "staging": {"dry_run": True}}),
+                        namespaces={"payments": {"steps": ["isolate", "evict"], "dry_run": False}, "staging": {"dry_run": True}},
+                        node_agent={"namespace": "driftwatch", "selector": "app.kubernetes.io/instance=driftwatch,app.kubernetes.io/name=driftwatch",
+                                    "port": 8795, "token_file": ADMIN_TOKEN_DIR + "/token", "timeout_s": 90}),
                    ("driftwatch-respond-token", "bearer"), 2,
                    [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}], "172.18.0.2/32", [6443], False),
 }
@@ -132,11 +135,15 @@ def check_one(name, docs, agent_docs, agent, service_monitor_schema, check):
     for m in c["volumeMounts"]:
         v = vols[m["name"]]
         if "secret" in v:
-            check(m.get("readOnly") is True and m["mountPath"] == TOKEN_DIR, f"{name}: secret {m['name']} mounted read-only at {TOKEN_DIR}")
+            check(m.get("readOnly") is True and m["mountPath"] in (TOKEN_DIR, ADMIN_TOKEN_DIR), f"{name}: secret {m['name']} mounted read-only at {TOKEN_DIR} or {ADMIN_TOKEN_DIR}")
             check(v["secret"].get("defaultMode") in (0o400, 0o440), f"{name}: token Secret mode {v['secret'].get('defaultMode')}")
             for it in v["secret"]["items"]:
                 secret_files[m["mountPath"] + "/" + it["path"]] = (v["secret"]["secretName"], it["key"])
-    check(secret_files == {token_file: (secret, key)}, f"{name}: token_file {token_file!r} is the mounted Secret item {secret_files} (want {secret}/{key})")
+    want_files = {token_file: (secret, key)}
+    node_agent = cfg.get("respond", {}).get("node_agent")
+    if node_agent:
+        want_files[node_agent["token_file"]] = ("driftwatch-admin-token", "admin")
+    check(secret_files == want_files, f"{name}: token files {want_files} are the mounted Secret items {secret_files}")
     # fsGroup makes a 0440 Secret file readable by the non-root user.
     if any(v["secret"].get("defaultMode") == 0o440 for v in vols.values() if "secret" in v):
         check(psc.get("fsGroup") == (sc.get("runAsGroup") or psc.get("runAsGroup")), f"{name}: token file group-readable by the process (fsGroup)")
@@ -169,7 +176,12 @@ def check_one(name, docs, agent_docs, agent, service_monitor_schema, check):
         api = {"ports": [{"port": p, "protocol": "TCP"} for p in api_ports]}
         if cidr:
             api["to"] = [{"ipBlock": {"cidr": cidr}}]
-        check(spec["egress"] == [dns, api], f"{name}: NetworkPolicy egress {spec['egress']} (want {[dns, api]})")
+        want_out = [dns, api]
+        if node_agent:
+            # The agents' admin port, to the agent pods only.
+            agent_sel = {"app.kubernetes.io/name": "driftwatch", "app.kubernetes.io/instance": "driftwatch"}
+            want_out.append({"ports": [{"port": node_agent["port"], "protocol": "TCP"}], "to": [{"podSelector": {"matchLabels": agent_sel}}]})
+        check(spec["egress"] == want_out, f"{name}: NetworkPolicy egress {spec['egress']} (want {want_out})")
 
     sm = by_kind.get("ServiceMonitor")
     if sm:

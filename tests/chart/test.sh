@@ -202,7 +202,9 @@ for bad in respond.enabled=yes respond.replicas=0 respond.replicas=3 respond.por
     respond.rateLimits.perNamespace.windowSeconds=0 respond.rateLimits.burst=1 'respond.namespaces.Bad_NS.dryRun=true' \
     'respond.namespaces.shop.steps={kill}' respond.namespaces.shop.mode=protect respond.webhook.token=abc \
     respond.webhook.tokenSecret.name=Bad_Name respond.webhook.maxBodyBytes=10 respond.networkPolicy.apiServerCidr=10.0.0.1 \
-    respond.networkPolicy.apiServerCidr=kubernetes.default 'respond.networkPolicy.apiServerPorts={}' respond.bogus=1; do
+    respond.networkPolicy.apiServerCidr=kubernetes.default 'respond.networkPolicy.apiServerPorts={}' respond.bogus=1 \
+    respond.webhook.tls.secret=Bad_Name respond.webhook.tls.cert=pem \
+    respond.nodeAgent.enabled=yes respond.nodeAgent.port=80 respond.nodeAgent.timeoutSeconds=0 respond.nodeAgent.tokenSecret.name=Bad_Name; do
   # shellcheck disable=SC2086
   if "$HELM" template driftwatch "$chart" $respond_on --set "$bad" >/dev/null 2>&1; then
     echo "chart: values.schema.json accepted --set $bad" >&2; exit 1
@@ -216,9 +218,54 @@ if err=$("$HELM" template driftwatch "$chart" --set respond.enabled=true 2>&1 >/
 fi
 grep -q 'respond.webhook.tokenSecret.name' <<<"$err" || { echo "chart: unclear error without a webhook token: $err" >&2; exit 1; }
 # shellcheck disable=SC2086
+if err=$("$HELM" template driftwatch "$chart" $respond_on --set respond.nodeAgent.enabled=true 2>&1 >/dev/null); then
+  echo "chart: respond.nodeAgent.enabled rendered without respond.nodeAgent.tokenSecret.name" >&2; exit 1
+fi
+grep -q 'respond.nodeAgent.tokenSecret.name' <<<"$err" || { echo "chart: unclear error without an admin token: $err" >&2; exit 1; }
+# shellcheck disable=SC2086
 "$HELM" template driftwatch "$chart" $respond_on >/dev/null
 # shellcheck disable=SC2086
 [ "$(checksum $respond_on)" = "$base" ] || { echo "chart: turning the responder on rolls the agent's DaemonSet" >&2; exit 1; }
-echo "chart: respond values are checked by the schema; no webhook token fails to render; the responder does not roll the agent"
+# respond.webhook.tls: HTTPS probes and scrape, the certificate Secrets at the config's files,
+# mTLS alone authenticates (no token), a client CA without a server certificate fails to render.
+respond_tls="-f $chart/ci/respond-values.yaml --set respond.webhook.tokenSecret.name= --set respond.webhook.tls.secret=respond-tls \
+  --set respond.webhook.tls.clientCaSecret=am-client-ca --set serviceMonitor.enabled=true"
+# shellcheck disable=SC2086
+"$HELM" template driftwatch "$chart" --namespace driftwatch $respond_tls > "$out/respond-tls.yaml"
+"$KV" --strict --quiet -k "$K8S_VERSION" "$out/respond-tls.yaml" >/dev/null 2>&1 \
+  || { echo "chart: kubernetes-validate --strict failed for respond.webhook.tls" >&2; exit 1; }
+"$PY" - "$out/respond-tls.yaml" "$agent" <<'PYEOF' || exit 1
+import subprocess, sys, tempfile, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-respond"))
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-respond"))
+sm = next(d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"].endswith("-respond"))
+cfg = yaml.safe_load(cm["data"]["config.yaml"])["respond"]["webhook"]
+c = dep["spec"]["template"]["spec"]["containers"][0]
+vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+files = {m["mountPath"] + "/" + i["path"]: (vols[m["name"]]["secret"]["secretName"], i["key"])
+         for m in c["volumeMounts"] if "secret" in vols[m["name"]] for i in vols[m["name"]]["secret"]["items"]}
+want = {"/var/run/secrets/driftwatch/respond-tls/tls.crt": ("respond-tls", "tls.crt"), "/var/run/secrets/driftwatch/respond-tls/tls.key": ("respond-tls", "tls.key"),
+        "/var/run/secrets/driftwatch/respond-client-ca/ca.crt": ("am-client-ca", "ca.crt"), "/var/run/secrets/driftwatch/admin-token/token": ("driftwatch-admin-token", "admin")}
+problems = []
+if files != want: problems.append(f"secret files {files}")
+t = cfg.get("tls", {})
+if cfg.get("token_file") != "" or [t.get(k) for k in ("cert_file", "key_file", "client_ca_file")] != list(want)[:3]:
+    problems.append(f"webhook config {cfg}")
+if any(c[p]["httpGet"].get("scheme") != "HTTPS" for p in ("livenessProbe", "readinessProbe")): problems.append("probes not HTTPS")
+ep = sm["spec"]["endpoints"][0]
+if ep.get("scheme") != "https" or ep.get("tlsConfig", {}).get("ca") != {"secret": {"name": "respond-tls", "key": "ca.crt"}}: problems.append(f"ServiceMonitor {ep}")
+with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+    f.write(cm["data"]["config.yaml"])
+r = subprocess.run([sys.argv[2], "respond", "--check-config", f.name], capture_output=True, text=True)
+if r.returncode != 0: problems.append(f"respond --check-config: {r.stderr}")
+if problems:
+    print("chart: respond.webhook.tls:", *problems, sep="\n  ", file=sys.stderr); sys.exit(1)
+PYEOF
+# shellcheck disable=SC2086
+if "$HELM" template driftwatch "$chart" $respond_on --set respond.webhook.tls.clientCaSecret=am-client-ca >/dev/null 2>&1; then
+  echo "chart: rendered respond.webhook.tls.clientCaSecret without respond.webhook.tls.secret" >&2; exit 1
+fi
+echo "chart: respond values are checked by the schema; no webhook token fails to render; the responder does not roll the agent; webhook TLS / mTLS renders"
 
 "$PY" tests/chart/check_rendered.py "$out" "$agent"

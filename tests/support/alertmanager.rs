@@ -48,19 +48,24 @@ const CONFIG: &str = "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers
 
 impl Alertmanager {
     pub fn start() -> Alertmanager {
-        Self::start_with(None)
+        Self::start_with(None, CONFIG)
+    }
+
+    /// With this `alertmanager.yml` (routes and receivers of the test's own).
+    pub fn start_config(config: &str) -> Alertmanager {
+        Self::start_with(None, config)
     }
 
     /// Serving HTTPS with the PKI's server certificate (valid for 127.0.0.1).
     pub fn start_tls(web: WebTls) -> Alertmanager {
-        Self::start_with(Some(web))
+        Self::start_with(Some(web), CONFIG)
     }
 
-    fn start_with(web: Option<WebTls>) -> Alertmanager {
+    fn start_with(web: Option<WebTls>, config: &str) -> Alertmanager {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let dir = std::env::temp_dir().join(format!("driftwatch-am-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        std::fs::write(dir.join("alertmanager.yml"), CONFIG).unwrap();
+        std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
         let mut cmd = Command::new(binary());
         cmd.arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))

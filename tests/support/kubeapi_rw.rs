@@ -25,6 +25,10 @@ pub struct Recorded {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The query string ("" when none).
+    pub query: String,
+    /// When the stand-in received it (for end-to-end latencies).
+    pub at: std::time::SystemTime,
     pub content_type: String,
     /// The JSON body (`Null` when there is none).
     pub body: Value,
@@ -116,15 +120,36 @@ impl RwApi {
 async fn handle(st: &Arc<Mutex<RwState>>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let at = std::time::SystemTime::now();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: Value =
         if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     let mut s = st.lock().unwrap();
-    s.requests.push(Recorded { method: method.clone(), path: path.clone(), content_type, body: body.clone() });
+    s.requests.push(Recorded {
+        method: method.clone(),
+        path: path.clone(),
+        query: query.clone(),
+        at,
+        content_type,
+        body: body.clone(),
+    });
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let not_found = |what: &str| reply(404, status(404, "NotFound", &format!("{what} not found")));
     match (method.as_str(), segs.as_slice()) {
+        ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
+            let items: Vec<Value> = s
+                .pods
+                .iter()
+                .filter(|(k, p)| k.starts_with(&format!("{ns}/")) && selected(p, &query))
+                .map(|(_, p)| p.clone())
+                .collect();
+            reply(
+                200,
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items}),
+            )
+        }
         ("GET" | "PATCH", ["api", "v1", "namespaces", ns, "pods", name]) => match s.pods.get(&format!("{ns}/{name}")) {
             Some(p) => reply(200, p.clone()),
             None => not_found(&format!("pods \"{name}\"")),
@@ -151,4 +176,49 @@ async fn handle(st: &Arc<Mutex<RwState>>, req: Request<hyper::body::Incoming>) -
         ("POST", ["api", "v1", "namespaces", _, "events"]) => reply(201, body),
         _ => not_found(&path),
     }
+}
+
+/// Whether `pod` matches the query's `labelSelector` (`k=v,...`) and
+/// `fieldSelector` (`spec.nodeName=...`): the forms the responder sends.
+fn selected(pod: &Value, query: &str) -> bool {
+    let mut ok = true;
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        let v = percent_decode(v);
+        let pairs = v.split(',').filter_map(|p| p.split_once('='));
+        match k {
+            "labelSelector" => ok &= pairs.into_iter().all(|(l, want)| pod["metadata"]["labels"][l] == want),
+            "fieldSelector" => {
+                ok &= pairs.into_iter().all(|(f, want)| match f {
+                    "spec.nodeName" => pod["spec"]["nodeName"] == want,
+                    "status.phase" => pod["status"]["phase"] == want,
+                    _ => false,
+                })
+            }
+            _ => {}
+        }
+    }
+    ok
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+            (b'%', Some(c)) => {
+                out.push(c);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -179,6 +179,10 @@ the files where the Secrets of driftwatch.secretVolumes are mounted. */}}
 {{- if $token.name -}}
 {{- $vols = append $vols (dict "name" "alertmanager-token" "secret" $token.name "mountPath" (printf "%s/alertmanager-token" $dir) "items" (list (dict "key" ($token.key | default "token") "path" "token"))) -}}
 {{- end -}}
+{{- if include "driftwatch.respond.nodeAgentOn" . -}}
+{{- $t := .Values.respond.nodeAgent.tokenSecret -}}
+{{- $vols = append $vols (dict "name" "admin-token" "secret" $t.name "mountPath" (include "driftwatch.respond.adminTokenDir" .) "items" (list (dict "key" ($t.key | default "token") "path" "token"))) -}}
+{{- end -}}
 {{- $pw := (.Values.alertmanager.basicAuth | default dict).passwordSecret | default dict -}}
 {{- if $pw.name -}}
 {{- $vols = append $vols (dict "name" "alertmanager-password" "secret" $pw.name "mountPath" (printf "%s/alertmanager-password" $dir) "items" (list (dict "key" ($pw.key | default "password") "path" "password"))) -}}

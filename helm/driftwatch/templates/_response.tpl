@@ -22,7 +22,14 @@ isolate"), as YAML {admin_addr, response}. Every tunable is rendered, on or off,
   "modes" $q.modes
   "pin_dir" (printf "%s/driftwatch/quarantine" $q.bpffs) -}}
 {{- $adminAddr := ternary (printf "unix://%s/admin.sock" $r.admin.socketDir) "" $r.admin.enabled -}}
-{{- toYaml (dict "admin_addr" $adminAddr "response" (dict "capture" $capture "quarantine" $quarantine)) -}}
+{{- $out := dict "response" (dict "capture" $capture "quarantine" $quarantine) -}}
+{{- if include "driftwatch.respond.nodeAgentOn" . -}}
+{{- /* The responder reaches the agent at its pod IP: TCP, with the token (respond.nodeAgent). */ -}}
+{{- $adminAddr = printf "0.0.0.0:%d" (int64 .Values.respond.nodeAgent.port) -}}
+{{- $_ := set $out "admin_token_file" (include "driftwatch.respond.adminTokenFile" .) -}}
+{{- end -}}
+{{- $_ := set $out "admin_addr" $adminAddr -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* Fails when the rendered config (after config:) needs a mount or a privilege the
@@ -68,7 +75,7 @@ chart already uses fails the rendering. */}}
 {{- define "driftwatch.responseMounts" -}}
 {{- $r := .Values.response -}}
 {{- $mounts := list -}}
-{{- if $r.admin.enabled -}}
+{{- if and $r.admin.enabled (not (include "driftwatch.respond.nodeAgentOn" .)) -}}
 {{- /* The same path as on the node: root there runs `driftwatch quarantine list`. */ -}}
 {{- $mounts = append $mounts (dict "name" "admin-socket" "value" "response.admin.socketDir" "hostPath" $r.admin.socketDir "mountPath" $r.admin.socketDir "type" "DirectoryOrCreate" "readOnly" false) -}}
 {{- end -}}
