@@ -70,11 +70,10 @@ static long allow_step(u32 i, void *arg)
 /* An approval the kernel can decide covers the executable: its exact path,
  * its directory (dir/ *) or a directory above it (dir/ **). A cut path is
  * never approved: its head is unknown. */
-static __always_inline bool exec_approved(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id,
-					  u32 source, struct dw_scratch *scr)
+static __always_inline bool file_approved(struct task_struct *task, struct file *file, u64 ns_id, u32 source,
+					  struct dw_scratch *scr)
 {
 	struct path root = BPF_CORE_READ(task, fs, root);
-	struct file *file = BPF_CORE_READ(bprm, file);
 	struct path fpath = BPF_CORE_READ(file, f_path);
 	u32 trunc = 0;
 	u16 len = resolve_path(&fpath, &root, scr->name, DW_PATH_LEN, &trunc);
@@ -86,6 +85,12 @@ static __always_inline bool exec_approved(struct task_struct *task, struct linux
 	if (w.allowed)
 		return true;
 	return allow_has(ns_id, w.dir_h, source, DW_ALLOW_DIR) || allow_has(ns_id, w.h, source, DW_ALLOW_EXACT);
+}
+
+static __always_inline bool exec_approved(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id,
+					  u32 source, struct dw_scratch *scr)
+{
+	return file_approved(task, BPF_CORE_READ(bprm, file), ns_id, source, scr);
 }
 
 /* The kill decision, on the verdict judge_exec computed: binary drift (an

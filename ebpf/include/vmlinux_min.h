@@ -187,6 +187,12 @@ struct mm_struct {
 	unsigned long arg_end;
 	unsigned long env_start;
 	unsigned long env_end;
+	struct file *exe_file;
+};
+
+/* A mapping: only its file is read (bpf_find_vma hands it over). */
+struct vm_area_struct {
+	struct file *vm_file;
 };
 
 /* x86_64: the syscall number of the current syscall. */

@@ -150,6 +150,22 @@ impl Collector for KernelCollector {
         )?;
         counter(
             &mut enc,
+            "kernel_exec_mappings",
+            "Files container processes mapped executable (mmap, mprotect), by in-kernel verdict: image_filtered \
+             (image files, dropped), folded (drift already sent for the same container and inode), drift.",
+            &[
+                ("verdict", "image_filtered", c(abi::DW_KSTAT_MAP_FILTERED)),
+                ("verdict", "folded", c(abi::DW_KSTAT_MAP_FOLDED)),
+                (
+                    "verdict",
+                    "drift",
+                    c(abi::DW_KSTAT_MAP_EXEC).saturating_sub(c(abi::DW_KSTAT_MAP_FILTERED)),
+                ),
+                ("verdict", "lost", c(abi::DW_KSTAT_MAP_LOST)),
+            ],
+        )?;
+        counter(
+            &mut enc,
             "kernel_protect_execs",
             "Binary drift in protect-mode containers, by what the kernel did: killed before its first instruction, \
              approved (ran), kill_failed (bpf_send_signal refused; ran).",
