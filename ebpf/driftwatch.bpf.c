@@ -396,8 +396,10 @@ int dw_mmap_enter(struct dw_sys_enter *ctx)
 	if (!t)
 		return 0;
 	struct file *f = fd_file(t, (u64)fd);
-	if (f)
-		map_judge(t, f, prot, 0);
+	if (!f)
+		return 0;
+	struct path p = BPF_CORE_READ(f, f_path);
+	map_judge(t, &p, prot, 0);
 	return 0;
 }
 
@@ -411,9 +413,9 @@ int dw_mprotect_enter(struct dw_sys_enter *ctx)
 	struct task_struct *t = container_task(&ns_id);
 	if (!t)
 		return 0;
-	struct file *f = vma_file_at(t, ctx->args[0]);
-	if (f)
-		map_judge(t, f, prot, DW_MAP_MPROTECT);
+	struct path p;
+	if (vma_path_at(t, ctx->args[0], &p))
+		map_judge(t, &p, prot, DW_MAP_MPROTECT);
 	return 0;
 }
 

@@ -156,7 +156,8 @@ struct {
  * exit once the syscall succeeded: by thread (pid_tgid). Image files never
  * get an entry. */
 struct dw_map_pending {
-	u64 file; /* struct file *, held by the mapping once it exists */
+	u64 mnt; /* struct vfsmount * and struct dentry * of the mapped file, */
+	u64 dentry; /* held by the mapping once it exists */
 	u64 ino;
 	u32 source;
 	u32 magic;

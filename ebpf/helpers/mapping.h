@@ -25,24 +25,30 @@
 
 #define DW_PROT_EXEC 0x4
 
-/* Judges `f`, about to be mapped executable by the current (container)
- * thread `t`; drift waits for the syscall's exit in map_pending. */
-static __always_inline void map_judge(struct task_struct *t, struct file *f, u32 prot, u32 flags)
+/* Judges the file at `p`, about to be mapped executable by the current
+ * (container) thread `t`; drift waits for the syscall's exit in map_pending. */
+static __always_inline void map_judge(struct task_struct *t, struct path *p, u32 prot, u32 flags)
 {
 	kstat_inc(DW_KSTAT_MAP_EXEC);
 	struct vfsmount *root_mnt = BPF_CORE_READ(t, fs, root.mnt);
 	bool overlay_root = (u32)BPF_CORE_READ(root_mnt, mnt_sb, s_magic) == OVERLAYFS_SUPER_MAGIC;
 	u32 magic, nlink;
 	u64 ino;
-	u32 src = file_source(f, root_mnt, overlay_root, &magic, &nlink, &ino);
+	struct inode *inode = BPF_CORE_READ(p, dentry, d_inode);
+	u32 src = inode_source(inode, p->mnt, p->dentry, root_mnt, overlay_root, &magic, &nlink, &ino);
 	if (!source_is_drift(src)) {
 		kstat_inc(DW_KSTAT_MAP_FILTERED);
 		return;
 	}
-	struct dw_map_pending p = {
-		.file = (u64)f, .ino = ino, .source = src, .magic = magic, .prot = prot, .flags = flags};
+	struct dw_map_pending pend = {.mnt = (u64)p->mnt,
+				      .dentry = (u64)p->dentry,
+				      .ino = ino,
+				      .source = src,
+				      .magic = magic,
+				      .prot = prot,
+				      .flags = flags};
 	u64 id = bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&map_pending, &id, &p, BPF_ANY))
+	if (bpf_map_update_elem(&map_pending, &id, &pend, BPF_ANY))
 		kstat_inc(DW_KSTAT_MAP_LOST);
 }
 
@@ -59,12 +65,27 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 	return 0;
 }
 
-static __always_inline struct file *vma_file_at(struct task_struct *t, u64 addr)
+/* The path the process mapped at `addr`, as it opened it. A mapping of an
+ * overlayfs file holds a backing file on the layer below; its user path (the
+ * overlay's) follows struct file in struct backing_file (Linux 6.6+). Taken
+ * only when it is on the task's root mount: anything else is not a backing
+ * file of the container's root. False: no file mapping there. */
+static __always_inline bool vma_path_at(struct task_struct *t, u64 addr, struct path *out)
 {
 	struct vma_ctx c = {};
-	if (bpf_find_vma(t, addr, vma_file_cb, &c, 0))
-		return NULL;
-	return c.file;
+	if (bpf_find_vma(t, addr, vma_file_cb, &c, 0) || !c.file)
+		return false;
+	struct file *f = c.file;
+	*out = BPF_CORE_READ(f, f_path);
+	struct vfsmount *root_mnt = BPF_CORE_READ(t, fs, root.mnt);
+	if (out->mnt == root_mnt)
+		return true;
+	struct path user = {};
+	u32 file_size = bpf_core_type_size(struct file);
+	if (file_size && !bpf_probe_read_kernel(&user, sizeof(user), (char *)f + file_size) &&
+	    user.mnt == root_mnt && user.dentry)
+		*out = user;
+	return true;
 }
 
 /* Protect mode: kill the thread's process before the mapped code runs
@@ -145,8 +166,7 @@ static __always_inline void map_exit(long ret)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
 	struct path root = BPF_CORE_READ(t, fs, root);
-	struct file *f = (struct file *)pend.file;
-	struct path fpath = BPF_CORE_READ(f, f_path);
+	struct path fpath = {.mnt = (struct vfsmount *)pend.mnt, .dentry = (struct dentry *)pend.dentry};
 	u32 trunc = 0;
 	e->path_len = resolve_path(&fpath, &root, e->path, DW_PATH_LEN, &trunc);
 	if (trunc)

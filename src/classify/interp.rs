@@ -63,8 +63,13 @@ const PHP: Family = Family {
     long_with_value: &[],
     file_option: Some('f'),
 };
-const LUA: Family =
-    Family { not_a_file: &['e', 'i'], with_value: &['l'], long_not_a_file: &[], long_with_value: &[], file_option: None };
+const LUA: Family = Family {
+    not_a_file: &['e', 'i'],
+    with_value: &['l'],
+    long_not_a_file: &[],
+    long_with_value: &[],
+    file_option: None,
+};
 
 fn basename(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)

@@ -120,7 +120,8 @@ impl Classifier {
         });
         let mut f = self.finding(rule, c.into(), ev.proc.ktime_ns, msg, detail);
         f.action = ev.killed.then_some(KILLED);
-        f.process = Some(ProcessFacts { exe_path: ev.exe.clone(), command_args: ev.args.clone(), ..process_facts(&ev.proc) });
+        f.process =
+            Some(ProcessFacts { exe_path: ev.exe.clone(), command_args: ev.args.clone(), ..process_facts(&ev.proc) });
         f.record = Some(RecordFacts {
             path_truncated: ev.exe_truncated,
             args_truncated: ev.args_truncated,
@@ -201,7 +202,9 @@ mod tests {
 
     #[test]
     fn loader_names_and_relative_programs() {
-        for n in ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1", "/usr/bin/ld.so", "/lib/ld-linux-aarch64.so.1"] {
+        for n in
+            ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1", "/usr/bin/ld.so", "/lib/ld-linux-aarch64.so.1"]
+        {
             assert!(is_loader(n), "{n}");
         }
         for n in ["/usr/bin/ld", "/usr/bin/ldd", "/bin/true", ""] {

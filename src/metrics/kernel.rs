@@ -67,6 +67,7 @@ fn kind_name(i: usize) -> Option<&'static str> {
         abi::DW_KIND_EXEC => Some("exec"),
         abi::DW_KIND_NET => Some("net"),
         abi::DW_KIND_FILE => Some("file"),
+        abi::DW_KIND_MAP => Some("map"),
         _ => None,
     }
 }
@@ -152,15 +153,12 @@ impl Collector for KernelCollector {
             &mut enc,
             "kernel_exec_mappings",
             "Files container processes mapped executable (mmap, mprotect), by in-kernel verdict: image_filtered \
-             (image files, dropped), folded (drift already sent for the same container and inode), drift.",
+             (image files, dropped), drift (judged not from the image), folded (drift already sent for the same \
+             container and inode, dropped), lost (no room to hold the verdict until the syscall's exit).",
             &[
                 ("verdict", "image_filtered", c(abi::DW_KSTAT_MAP_FILTERED)),
                 ("verdict", "folded", c(abi::DW_KSTAT_MAP_FOLDED)),
-                (
-                    "verdict",
-                    "drift",
-                    c(abi::DW_KSTAT_MAP_EXEC).saturating_sub(c(abi::DW_KSTAT_MAP_FILTERED)),
-                ),
+                ("verdict", "drift", c(abi::DW_KSTAT_MAP_EXEC).saturating_sub(c(abi::DW_KSTAT_MAP_FILTERED))),
                 ("verdict", "lost", c(abi::DW_KSTAT_MAP_LOST)),
             ],
         )?;
