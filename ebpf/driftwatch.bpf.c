@@ -144,11 +144,11 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		entry.flags |= DW_PROC_DRIFTED;
 	if (bpf_map_update_elem(&procs, &tgid, &entry, BPF_ANY))
 		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
-	protect_script(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr, entry.exec_ktime_ns);
-
 	char comm[DW_COMM_LEN] = {};
 	bpf_probe_read_kernel(comm, sizeof(comm), task->comm);
 	u32 cls = comm_class(comm);
+	protect_script(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr, entry.exec_ktime_ns,
+		       cls & (DW_NAME_SHELL | DW_NAME_INTERPRETER), comm);
 
 	/* In-kernel filter: only drift, named classes (shells, package managers,
 	 * interpreters whose argv userspace inspects), entrypoints, children of

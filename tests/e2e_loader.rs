@@ -239,7 +239,24 @@ fn protect_mode_kills_at_the_drifted_mapping_before_its_code_runs() {
         assert_eq!(f["driftwatch.action"], "killed", "{f:#}");
         assert_eq!(f["k8s.namespace.name"], "guarded-loader", "{f:#}");
     }
+    // A dropped script named to an image interpreter: killed when the interpreter
+    // opens it, before its first line runs; the image's scripts run.
+    cri_sh(&g, "echo 'touch /tmp/script-ran' > /tmp/x.sh && echo 'open(F, q(>/tmp/pl-ran));' > /tmp/x.pl");
+    assert_eq!(run(&g, &["/bin/sh", "/tmp/x.sh"]).0, 137);
+    assert_eq!(run(&g, &["/bin/busybox", "sh", "/tmp/x.sh", "again"]).0, 137);
+    assert_eq!(run(&g, &["/usr/bin/perl", "/tmp/x.pl"]).0, 137);
+    assert_eq!(cri_sh(&g, "ls /tmp/script-ran /tmp/pl-ran 2>/dev/null | wc -l"), "0", "no script line ran");
+    assert_eq!(run(&g, &["/bin/sh", "/usr/lib/dwtest/hello.sh"]), (0, "image-script\n".into()));
+    for (script, marker) in [("/tmp/x.sh", "/tmp/x.sh\""), ("/tmp/x.sh", "again"), ("/tmp/x.pl", "/tmp/x.pl")] {
+        let f = agent.wait_for(&format!("killed script {script} ({marker})"), |f| {
+            f["container.id"] == g.id.as_str()
+                && f["driftwatch.script.path"] == script
+                && f["process.command_args"].to_string().contains(marker)
+        });
+        assert_eq!(f["rule"], "exec_new_script", "{f:#}");
+        assert_eq!(f["driftwatch.action"], "killed", "{f:#}");
+    }
     let killed = agent.metric("driftwatch_kernel_protect_execs_total{result=\"killed\"}").unwrap_or(0.0);
-    assert!(killed >= 3.0, "{}", agent.metrics());
+    assert!(killed >= 6.0, "{}", agent.metrics());
     pod.teardown();
 }
