@@ -138,7 +138,7 @@ mapfile -t container_cgroups < <(cgroup_procs_files "$cpid")
 
 # The agent with only its exec/fork/exit tracepoints: no syscall hooks.
 exec_only_cfg=$work/exec-only.yaml
-printf 'sensor:\n  network: false\n  files: false\n' >"$exec_only_cfg"
+printf 'sensor:\n  network: false\n  files: false\n  mappings: false\n' >"$exec_only_cfg"
 
 small=$work/small.txt
 head -c 100 /dev/urandom >"$small"

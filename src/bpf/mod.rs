@@ -39,9 +39,9 @@ pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 3] =
     [("dw_connect", &["sys_enter_connect"]), ("dw_listen", &["sys_enter_listen"]), ("dw_bind", &["sys_enter_bind"])];
 
 /// Syscall tracepoints of the executable-mapping sensor (ebpf/helpers/mapping.h):
-/// files mapped with PROT_EXEC by mmap, or given it by mprotect. Always on:
-/// they are binary drift. The mprotect pair needs bpf_find_vma (Linux 5.17+);
-/// a kernel that refuses it keeps the mmap pair (logged).
+/// files mapped with PROT_EXEC by mmap, or given it by mprotect (`sensor.mappings`).
+/// The mprotect pair needs bpf_find_vma (Linux 5.17+); a kernel that refuses
+/// it keeps the mmap pair (logged).
 pub const MAPPING_PROGRAMS: [(&str, &str); 4] = [
     ("dw_mmap_exit", "sys_exit_mmap"),
     ("dw_mmap_enter", "sys_enter_mmap"),
@@ -187,6 +187,8 @@ pub struct SensorOptions {
     pub network: bool,
     /// Attach the file sensor's syscall hooks.
     pub files: bool,
+    /// Attach the executable-mapping sensor's syscall tracepoints (mmap, mprotect).
+    pub mappings: bool,
 }
 
 impl SensorOptions {
@@ -198,6 +200,7 @@ impl SensorOptions {
             file_events_per_sec: 100,
             network: c.network,
             files: c.files,
+            mappings: c.mappings,
         }
     }
 }
@@ -207,8 +210,7 @@ impl Sensor {
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
         check_object(OBJECT)?;
         let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
-        // Syscall tracepoints (the mapping sensor's, always on) need tracefs.
-        preflight::check(&btf_path, true)?;
+        preflight::check(&btf_path, opts.network || opts.mappings)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
             let why = std::fs::read_link("/proc/1/ns/mnt").err().map(|e| e.to_string()).unwrap_or_default();
@@ -287,7 +289,7 @@ impl Sensor {
             attached += 1;
         }
 
-        for (program, tracepoint) in MAPPING_PROGRAMS {
+        for (program, tracepoint) in MAPPING_PROGRAMS.into_iter().filter(|_| opts.mappings) {
             match attach_syscall(&mut ebpf, program, tracepoint) {
                 Ok(()) => attached += 1,
                 Err(e) if program.starts_with("dw_mprotect") => {
