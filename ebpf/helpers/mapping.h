@@ -69,7 +69,9 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
  * overlayfs file holds a backing file on the layer below; its user path (the
  * overlay's) follows struct file in struct backing_file (Linux 6.6+). Taken
  * only when it is on the task's root mount: anything else is not a backing
- * file of the container's root. False: no file mapping there. */
+ * file of the container's root. A file on a mount outside the task's mount
+ * namespace (a layer's private mount, before 6.6) cannot be placed: not
+ * judged. False: nothing to judge there. */
 static __always_inline bool vma_path_at(struct task_struct *t, u64 addr, struct path *out)
 {
 	struct vma_ctx c = {};
@@ -83,9 +85,14 @@ static __always_inline bool vma_path_at(struct task_struct *t, u64 addr, struct 
 	struct path user = {};
 	u32 file_size = bpf_core_type_size(struct file);
 	if (file_size && !bpf_probe_read_kernel(&user, sizeof(user), (char *)f + file_size) &&
-	    user.mnt == root_mnt && user.dentry)
+	    user.mnt == root_mnt && user.dentry) {
 		*out = user;
-	return true;
+		return true;
+	}
+	if (name_is_memfd(out->dentry)) /* on the kernel's internal shm mount */
+		return true;
+	struct mnt_namespace *ns = BPF_CORE_READ(real_mount(out->mnt), mnt_ns);
+	return ns == BPF_CORE_READ(t, nsproxy, mnt_ns);
 }
 
 /* Protect mode: kill the thread's process before the mapped code runs
