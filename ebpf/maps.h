@@ -170,6 +170,7 @@ struct {
 	__type(key, u64);
 	__type(value, struct dw_map_pending);
 } map_pending SEC(".maps");
+u32 maps_pending = 0; /* entries of map_pending: syscall exits skip the lookup while 0 */
 
 /* Executable mappings already reported, per container and inode: a library
  * mapped by a thousand processes is one event. A kill is not folded into a

@@ -48,7 +48,9 @@ static __always_inline void map_judge(struct task_struct *t, struct path *p, u32
 				      .prot = prot,
 				      .flags = flags};
 	u64 id = bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&map_pending, &id, &pend, BPF_ANY))
+	if (!bpf_map_update_elem(&map_pending, &id, &pend, BPF_NOEXIST))
+		__sync_fetch_and_add(&maps_pending, 1);
+	else if (bpf_map_update_elem(&map_pending, &id, &pend, BPF_EXIST))
 		kstat_inc(DW_KSTAT_MAP_LOST);
 }
 
@@ -127,12 +129,16 @@ static __always_inline bool protect_map(struct task_struct *t, u64 ns_id, u32 tg
  * (protect mode) and sent, once per (container, inode). */
 static __always_inline void map_exit(long ret)
 {
+	/* Every mmap of the node ends here: a plain load while nothing is pending. */
+	if (!maps_pending)
+		return;
 	u64 id = bpf_get_current_pid_tgid();
 	struct dw_map_pending *pp = bpf_map_lookup_elem(&map_pending, &id);
 	if (!pp)
 		return;
 	struct dw_map_pending pend = *pp;
-	bpf_map_delete_elem(&map_pending, &id);
+	if (!bpf_map_delete_elem(&map_pending, &id))
+		__sync_fetch_and_add(&maps_pending, (u32)-1); /* XADD: no fetch needed */
 	if (ret < 0) /* mmap: -errno, else an address; mprotect: 0 */
 		return;
 	u64 ns_id;
