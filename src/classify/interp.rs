@@ -76,20 +76,20 @@ fn basename(s: &str) -> &str {
 }
 
 fn family(name: &str, tables: &NameTables) -> Option<&'static Family> {
-    let lower = |p: &str| name.starts_with(p);
+    let starts = |p: &str| name.starts_with(p);
     Some(if tables.is_shell(name) {
         &SHELL
-    } else if lower("python") || lower("pypy") {
+    } else if starts("python") || starts("pypy") {
         &PYTHON
-    } else if lower("perl") {
+    } else if starts("perl") {
         &PERL
-    } else if lower("ruby") {
+    } else if starts("ruby") {
         &RUBY
     } else if name == "node" || name == "nodejs" || name == "bun" || name == "deno" {
         &NODE
-    } else if lower("php") {
+    } else if starts("php") {
         &PHP
-    } else if lower("lua") || lower("luajit") {
+    } else if starts("lua") || starts("luajit") {
         &LUA
     } else {
         return None;
