@@ -1,8 +1,10 @@
 /* execstorm: fork+exec a program N times, one at a time, and print the wall time
  * and the CPU time (this process + children, user+sys) in seconds on stdout.
  *
- *   execstorm [-t PID] N PROG [ARG...]
+ *   execstorm [-t PID] [-q] N PROG [ARG...]
  *
+ * -q sends the children's stdout to /dev/null (programs that print, e.g. the
+ * test image's dynamically linked hello-dyn).
  * -t PID joins PID's pid and mount namespaces first (like runc exec, minus the
  * seccomp/capability setup), so every child is a container process that runs
  * PROG from the container's root. Why not run this binary inside the container
@@ -56,15 +58,17 @@ static double cpu_seconds(void)
 int main(int argc, char **argv)
 {
 	const char *target = NULL;
-	int opt;
-	while ((opt = getopt(argc, argv, "+t:")) != -1) {
+	int opt, quiet = 0;
+	while ((opt = getopt(argc, argv, "+t:q")) != -1) {
 		if (opt == 't')
 			target = optarg;
+		else if (opt == 'q')
+			quiet = 1;
 		else
 			return 2;
 	}
 	if (argc - optind < 2) {
-		fprintf(stderr, "usage: execstorm [-t PID] N PROG [ARG...]\n");
+		fprintf(stderr, "usage: execstorm [-t PID] [-q] N PROG [ARG...]\n");
 		return 2;
 	}
 	long n = strtol(argv[optind], NULL, 10);
@@ -82,6 +86,10 @@ int main(int argc, char **argv)
 		close(mntns);
 	}
 
+	int devnull = quiet ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
+	if (quiet && devnull < 0)
+		die("/dev/null");
+
 	struct timespec t0, t1;
 	double c0 = cpu_seconds();
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -91,6 +99,8 @@ int main(int argc, char **argv)
 		if (pid < 0)
 			die("fork");
 		if (pid == 0) {
+			if (quiet && dup2(devnull, 1) < 0)
+				_exit(126);
 			execve(child_argv[0], child_argv, envp);
 			_exit(127);
 		}

@@ -2,11 +2,14 @@
 # Overhead benchmark for the driftwatch agent. Run as root on a test node:
 #
 #   bench/overhead.sh [--quick] [--out FILE] [--rounds N] [--port PORT] [--bin PATH] [--keep]
+#                     [--only WORKLOAD[,WORKLOAD...]]
 #
 # Workloads (fixed amount of work; the workload itself measures its wall time and its
 # own CPU time, user+sys of it and its children):
 #   container_exec_true  fork+exec /bin/true (image binary) in a container: filtered in the kernel
 #   container_exec_sh    fork+exec /bin/sh -c : in a container: every exec is a shell finding
+#   container_exec_dyn   fork+exec the image's dynamically linked hello-dyn in a container:
+#                        ld.so maps libc with mmap(PROT_EXEC) (the mapping sensor judges it, image: filtered)
 #   host_open_read       open+read+close a small file on the host (control: no hooks there)
 #   host_exec_true       fork+exec /bin/true on the host: filtered in the kernel as host
 # Modes: baseline (no agent), agent (default flags), exec_only (network and file sensors off:
@@ -28,7 +31,7 @@ REPO=$(dirname "$HERE")
 
 SOCK=/run/driftwatch-test/containerd.sock
 NS=k8s.io
-IMAGE=localhost/driftwatch-test:1
+IMAGE=${DRIFTWATCH_BENCH_IMAGE:-localhost/driftwatch-test:1} # the test image (tests/image/build.sh)
 RUNC_ROOT=/run/containerd/runc/$NS
 
 quick=0
@@ -37,6 +40,7 @@ rounds=
 port=18789
 bin=$REPO/target/release/driftwatch
 keep=0
+only=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 ;;
@@ -45,6 +49,7 @@ while [[ $# -gt 0 ]]; do
     --port) port=$2; shift ;;
     --bin) bin=$2; shift ;;
     --keep) keep=1 ;;
+    --only) only=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "overhead.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -133,7 +138,7 @@ mapfile -t container_cgroups < <(cgroup_procs_files "$cpid")
 
 # The agent with only its exec/fork/exit tracepoints: no syscall hooks.
 exec_only_cfg=$work/exec-only.yaml
-printf 'sensor:\n  network: false\n  files: false\n' >"$exec_only_cfg"
+printf 'sensor:\n  network: false\n  files: false\n  mappings: false\n' >"$exec_only_cfg"
 
 small=$work/small.txt
 head -c 100 /dev/urandom >"$small"
@@ -146,11 +151,13 @@ head -c 100 /dev/urandom >"$small"
 run_workload() {
   local w=$1 n=$2
   case $w in
-    container_exec_true|container_exec_sh)
+    container_exec_true|container_exec_sh|container_exec_dyn)
       (
         for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
         if [[ $w == container_exec_true ]]; then
           exec "$work/execstorm" -t "$cpid" "$n" /bin/true
+        elif [[ $w == container_exec_dyn ]]; then
+          exec "$work/execstorm" -t "$cpid" -q "$n" /usr/bin/hello-dyn
         else
           exec "$work/execstorm" -t "$cpid" "$n" /bin/sh -c :
         fi
@@ -286,6 +293,7 @@ measure() {
     [net_folded]='^driftwatch_kernel_net_folded_total'
     [file_folded]='^driftwatch_kernel_file_folded_total'
     [file_rate_limited]='^driftwatch_kernel_file_rate_limited_total'
+    [map_image_filtered]='^driftwatch_kernel_exec_mappings_total\{verdict="image_filtered"'
   )
   local json k
   json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
@@ -296,12 +304,17 @@ measure() {
 }
 
 # --- 3. measure -------------------------------------------------------------------
-workloads=(container_exec_true container_exec_sh container_net host_net container_read container_write
-  host_open_read host_exec_true)
-declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [container_net]=$n_net
+workloads=(container_exec_true container_exec_sh container_exec_dyn container_net host_net container_read
+  container_write host_open_read host_exec_true)
+if [[ -n $only ]]; then
+  IFS=, read -ra workloads <<<"$only"
+fi
+declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [container_exec_dyn]=$n_cexec
+  [container_net]=$n_net
   [host_net]=$n_net [container_read]=$n_open [container_write]=$n_net [host_open_read]=$n_open
   [host_exec_true]=$n_hexec)
 declare -A modes=([container_exec_true]="baseline agent exec_only emit_all" [container_exec_sh]="baseline agent emit_all"
+  [container_exec_dyn]="baseline agent"
   [container_net]="baseline agent" [host_net]="baseline agent"
   [container_read]="baseline agent exec_only" [container_write]="baseline agent"
   [host_open_read]="baseline agent exec_only" [host_exec_true]="baseline agent")

@@ -15,6 +15,8 @@ import time
 WORKLOAD_DOC = {
     "container_exec_true": "fork+exec /bin/true in a container (image binary, filtered in kernel)",
     "container_exec_sh": "fork+exec /bin/sh -c : in a container (shell: event + finding each)",
+    "container_exec_dyn": "fork+exec the dynamically linked hello-dyn in a container (ld.so maps libc "
+    "with mmap(PROT_EXEC): judged in the kernel at the mmap syscall, image, filtered)",
     "host_open_read": "open+read+close a small file on the host (the open-exit hook returns at the host check)",
     "host_exec_true": "fork+exec /bin/true on the host (filtered in kernel as host)",
     "container_net": "listen+connect+UDP bind on the container's loopback, 1000 ports cycled "
@@ -28,6 +30,7 @@ COUNTERS = [
     "agent_cpu_s", "kernel_events", "kernel_ringbuf_drops", "userspace_drops_events",
     "userspace_drops_findings", "events_decoded", "findings", "findings_lines",
     "host_filtered", "container_filtered", "container_sent", "net_folded", "file_folded",
+    "map_image_filtered",
     "file_rate_limited",
 ]
 

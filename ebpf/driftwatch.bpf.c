@@ -6,6 +6,7 @@
  *   sched_process_exec  decide, in the kernel, whether a container exec is drift
  *   sched_process_fork  keep lineage (drifted ancestors) for container processes
  *   sched_process_exit  forget the process
+ *   mmap / mprotect     judge files mapped executable (helpers/mapping.h)
  */
 #include "include/vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -22,6 +23,7 @@
 #include "helpers/env.h"
 #include "helpers/origin.h"
 #include "helpers/protect.h"
+#include "helpers/mapping.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -142,11 +144,11 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		entry.flags |= DW_PROC_DRIFTED;
 	if (bpf_map_update_elem(&procs, &tgid, &entry, BPF_ANY))
 		kstat_inc(DW_KSTAT_PROC_TABLE_FULL);
-	protect_script(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr, entry.exec_ktime_ns);
-
 	char comm[DW_COMM_LEN] = {};
 	bpf_probe_read_kernel(comm, sizeof(comm), task->comm);
 	u32 cls = comm_class(comm);
+	protect_script(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr, entry.exec_ktime_ns,
+		       cls & (DW_NAME_SHELL | DW_NAME_INTERPRETER), comm);
 
 	/* In-kernel filter: only drift, named classes (shells, package managers,
 	 * interpreters whose argv userspace inspects), entrypoints, children of
@@ -201,22 +203,10 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		kstat_inc(DW_KSTAT_PATH_TRUNCATED);
 	}
 
-	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
-	unsigned long arg_end = BPF_CORE_READ(task, mm, arg_end);
-	unsigned long alen = arg_end > arg_start ? arg_end - arg_start : 0;
-	if (alen > DW_ARGS_LEN) {
-		alen = DW_ARGS_LEN;
+	bool args_trunc = false;
+	e->args_len = task_args(task, e->args, &args_trunc);
+	if (args_trunc)
 		vp->flags |= DW_EXEC_ARGS_TRUNC;
-	}
-	u32 rlen = alen;
-	barrier_var(rlen);
-	if (rlen >= DW_ARGS_LEN)
-		rlen = DW_ARGS_LEN;
-	else
-		rlen &= DW_ARGS_LEN - 1;
-	if (rlen && bpf_probe_read_user(e->args, rlen, (void *)arg_start))
-		alen = 0;
-	e->args_len = alen;
 
 	task_cgroup_names(task, e->cgroup);
 	e->flags = vp->flags;
@@ -389,5 +379,56 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 	u8 one = 1;
 	bpf_map_update_elem(&file_seen, &k, &one, BPF_ANY);
 	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0, 0, 0, false, k.origin);
+	return 0;
+}
+
+/* Executable mappings (helpers/mapping.h): classic syscall tracepoints, so
+ * only mmap and mprotect pay; PROT_EXEC of a file is the first test. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int dw_mmap_enter(struct dw_sys_enter *ctx)
+{
+	u32 prot = ctx->args[2];
+	int fd = (int)ctx->args[4];
+	if (!(prot & DW_PROT_EXEC) || fd < 0) /* anonymous executable memory (JIT) is not a file */
+		return 0;
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct file *f = fd_file(t, (u64)fd);
+	if (!f)
+		return 0;
+	struct path p = BPF_CORE_READ(f, f_path);
+	map_judge(t, &p, prot, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int dw_mprotect_enter(struct dw_sys_enter *ctx)
+{
+	u32 prot = ctx->args[2];
+	if (!(prot & DW_PROT_EXEC))
+		return 0;
+	u64 ns_id;
+	struct task_struct *t = container_task(&ns_id);
+	if (!t)
+		return 0;
+	struct path p;
+	if (vma_path_at(t, ctx->args[0], &p))
+		map_judge(t, &p, prot, DW_MAP_MPROTECT);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int dw_mmap_exit(struct dw_sys_exit *ctx)
+{
+	map_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mprotect")
+int dw_mprotect_exit(struct dw_sys_exit *ctx)
+{
+	map_exit(ctx->ret);
 	return 0;
 }

@@ -89,6 +89,31 @@ mod layout {
     }
 
     #[test]
+    fn map_layout() {
+        assert_eq!(offset_of!(dw_map, hdr), 0);
+        assert_eq!(offset_of!(dw_map, mntns_id), 32);
+        assert_eq!(offset_of!(dw_map, ino), 40);
+        assert_eq!(offset_of!(dw_map, ppid), 48);
+        assert_eq!(offset_of!(dw_map, source), 56);
+        assert_eq!(offset_of!(dw_map, flags), 60);
+        assert_eq!(offset_of!(dw_map, prot), 64);
+        assert_eq!(offset_of!(dw_map, path_len), 72);
+        assert_eq!(offset_of!(dw_map, args_len), 76);
+        assert_eq!(offset_of!(dw_map, comm), 80);
+        assert_eq!(offset_of!(dw_map, path), 96);
+        assert_eq!(offset_of!(dw_map, exe), 96 + DW_PATH_LEN as usize);
+        assert_eq!(offset_of!(dw_map, args), 96 + 2 * DW_PATH_LEN as usize);
+        assert_eq!(offset_of!(dw_map, cgroup), 96 + (2 * DW_PATH_LEN + DW_ARGS_LEN) as usize);
+        let origin = 96 + (2 * DW_PATH_LEN + DW_ARGS_LEN + DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize;
+        assert_eq!(offset_of!(dw_map, origin), origin);
+        assert_eq!(size_of::<dw_map>(), origin + 8);
+        const { assert!(size_of::<dw_map>() < u16::MAX as usize) };
+        assert_eq!(DW_KIND_MAP, 4);
+        assert_eq!((DW_MAP_MPROTECT, DW_MAP_KILLED), (1, 2));
+        assert_eq!((DW_KSTAT_MAP_EXEC, DW_KSTAT_MAP_FOLDED, DW_KSTAT_MAX), (15, 17, 24));
+    }
+
+    #[test]
     fn kstats_and_proc_layout() {
         assert_eq!(size_of::<dw_kstats>(), 8 * (2 * DW_KIND_MAX as usize + DW_KSTAT_MAX as usize));
         assert_eq!(size_of::<dw_proc>(), 16);
@@ -137,6 +162,6 @@ mod layout {
         assert_eq!(DW_EXEC_ENTRYPOINT, 2);
         assert_eq!((DW_ORIGIN_CONTAINER, DW_ORIGIN_EXEC_SESSION), (0, 1));
         assert_eq!(DW_PROC_EXEC_SESSION, 4);
-        assert_eq!(DW_ABI_VERSION, 2);
+        assert_eq!(DW_ABI_VERSION, 3);
     }
 }

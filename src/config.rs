@@ -162,6 +162,9 @@ pub struct Sensor {
     /// File drift sensor (one BTF program on raw sys_exit: write opens and
     /// successful unlink, rename, chmod, chown, link, mkdir, ...).
     pub files: bool,
+    /// Executable-mapping sensor (mmap/mprotect syscall tracepoints): dropped
+    /// libraries and programs mapped by the dynamic loader (issue 14).
+    pub mappings: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

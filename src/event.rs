@@ -6,6 +6,12 @@
 //! kernel: each becomes text through [`crate::escape`], with a `*_escaped`
 //! flag saying whether it had to be escaped.
 
+mod map;
+
+pub use map::MapEvent;
+#[cfg(test)]
+pub(crate) use map::tests as map_tests;
+
 use crate::{abi, escape};
 use std::mem::size_of;
 
@@ -262,11 +268,12 @@ pub enum Event {
     Exec(Box<ExecEvent>),
     Net(Box<NetEvent>),
     File(Box<FileEvent>),
+    Map(Box<MapEvent>),
 }
 
 impl Event {
     /// Every kind's metric label, in `DW_KIND_*` order.
-    pub const KINDS: [&'static str; 3] = ["exec", "net", "file"];
+    pub const KINDS: [&'static str; 4] = ["exec", "net", "file", "map"];
 
     /// Metric label of the kind (one of [`Self::KINDS`]).
     pub fn kind(&self) -> &'static str {
@@ -274,6 +281,7 @@ impl Event {
             Self::Exec(_) => "exec",
             Self::Net(_) => "net",
             Self::File(_) => "file",
+            Self::Map(_) => "map",
         }
     }
 
@@ -283,6 +291,7 @@ impl Event {
             Self::Exec(e) => &e.proc,
             Self::Net(e) => &e.proc,
             Self::File(e) => &e.proc,
+            Self::Map(e) => &e.proc,
         }
     }
 }
@@ -377,6 +386,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         abi::DW_KIND_EXEC => decode_exec(&buf[..hdr.size as usize]).map(|e| Event::Exec(Box::new(e))),
         abi::DW_KIND_NET => decode_net(&buf[..hdr.size as usize]).map(|e| Event::Net(Box::new(e))),
         abi::DW_KIND_FILE => decode_file(&buf[..hdr.size as usize]).map(|e| Event::File(Box::new(e))),
+        abi::DW_KIND_MAP => map::decode_map(&buf[..hdr.size as usize]).map(|e| Event::Map(Box::new(e))),
         _ => Err(DecodeError::UnknownKind(hdr.kind)),
     }
 }
@@ -418,6 +428,11 @@ fn clean_script_path(p: String) -> String {
     }
     let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     format!("/{}", parts.join("/"))
+}
+
+/// `p` without `.` and empty components (`..` stays; a relative name is left as it is).
+pub fn clean_path(p: &str) -> String {
+    clean_script_path(p.to_string())
 }
 
 type CgroupLevels = [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]; abi::DW_CGROUP_LEVELS as usize];

@@ -404,7 +404,7 @@ fn metrics_and_health_endpoints() {
     assert_eq!(v("driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}"), 0.0);
     assert_eq!(v("driftwatch_userspace_drops_total{queue=\"events\"}"), 0.0);
     assert!(v("driftwatch_events_total{kind=\"exec\"}") >= 1.0);
-    assert_eq!(v("driftwatch_bpf_programs_attached"), 7.0);
+    assert_eq!(v("driftwatch_bpf_programs_attached"), 11.0);
     assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
     assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");
     let (st, _, _) = support::agent::http_get(agent.addr, "/nope").unwrap();
@@ -528,7 +528,7 @@ fn exec_only_mode_hooks_no_syscalls_and_still_detects_exec_drift() {
     let dir = std::env::temp_dir().join(format!("dw-exec-only-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("exec-only.yaml");
-    std::fs::write(&cfg, "sensor:\n  network: false\n  files: false\n").unwrap();
+    std::fs::write(&cfg, "sensor:\n  network: false\n  files: false\n  mappings: false\n").unwrap();
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(agent.metric("driftwatch_bpf_programs_attached"), Some(3.0), "{}", agent.metrics());
     let c = support::containerd().run(RunSpec::sleeper());

@@ -33,20 +33,19 @@ static __always_inline bool name_is_memfd(struct dentry *d)
 	       prefix[4] == 'd' && prefix[5] == ':';
 }
 
-/* Decide where `f` comes from, relative to the task's root mount. */
-static __always_inline u32 file_source(struct file *f, struct vfsmount *root_mnt, bool overlay_root,
-				       u32 *magic_out, u32 *nlink_out, u64 *ino_out)
+/* Decide where the file `inode` at (`mnt`, `dentry`) comes from, relative
+ * to the task's root mount. */
+static __always_inline u32 inode_source(struct inode *inode, struct vfsmount *mnt, struct dentry *dentry,
+					struct vfsmount *root_mnt, bool overlay_root, u32 *magic_out, u32 *nlink_out,
+					u64 *ino_out)
 {
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
 	u32 magic = (u32)BPF_CORE_READ(inode, i_sb, s_magic);
 	u32 nlink = BPF_CORE_READ(inode, __i_nlink);
-	struct vfsmount *mnt = BPF_CORE_READ(f, f_path.mnt);
 	*magic_out = magic;
 	*nlink_out = nlink;
 	*ino_out = BPF_CORE_READ(inode, i_ino);
 
-	if ((magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) &&
-	    name_is_memfd(BPF_CORE_READ(f, f_path.dentry)))
+	if ((magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) && name_is_memfd(dentry))
 		return DW_SRC_MEMFD;
 	if (nlink == 0)
 		return DW_SRC_DELETED;
@@ -55,6 +54,14 @@ static __always_inline u32 file_source(struct file *f, struct vfsmount *root_mnt
 	if (!overlay_root || magic != OVERLAYFS_SUPER_MAGIC)
 		return DW_SRC_UNKNOWN;
 	return ovl_has_upper(inode) ? DW_SRC_UPPER : DW_SRC_IMAGE;
+}
+
+/* Decide where `f` comes from, relative to the task's root mount. */
+static __always_inline u32 file_source(struct file *f, struct vfsmount *root_mnt, bool overlay_root,
+				       u32 *magic_out, u32 *nlink_out, u64 *ino_out)
+{
+	return inode_source(BPF_CORE_READ(f, f_inode), BPF_CORE_READ(f, f_path.mnt), BPF_CORE_READ(f, f_path.dentry),
+			    root_mnt, overlay_root, magic_out, nlink_out, ino_out);
 }
 
 static __always_inline bool source_is_drift(u32 src)

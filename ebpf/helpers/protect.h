@@ -70,11 +70,10 @@ static long allow_step(u32 i, void *arg)
 /* An approval the kernel can decide covers the executable: its exact path,
  * its directory (dir/ *) or a directory above it (dir/ **). A cut path is
  * never approved: its head is unknown. */
-static __always_inline bool exec_approved(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id,
-					  u32 source, struct dw_scratch *scr)
+static __always_inline bool file_approved(struct task_struct *task, struct file *file, u64 ns_id, u32 source,
+					  struct dw_scratch *scr)
 {
 	struct path root = BPF_CORE_READ(task, fs, root);
-	struct file *file = BPF_CORE_READ(bprm, file);
 	struct path fpath = BPF_CORE_READ(file, f_path);
 	u32 trunc = 0;
 	u16 len = resolve_path(&fpath, &root, scr->name, DW_PATH_LEN, &trunc);
@@ -86,6 +85,12 @@ static __always_inline bool exec_approved(struct task_struct *task, struct linux
 	if (w.allowed)
 		return true;
 	return allow_has(ns_id, w.dir_h, source, DW_ALLOW_DIR) || allow_has(ns_id, w.h, source, DW_ALLOW_EXACT);
+}
+
+static __always_inline bool exec_approved(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id,
+					  u32 source, struct dw_scratch *scr)
+{
+	return file_approved(task, BPF_CORE_READ(bprm, file), ns_id, source, scr);
 }
 
 /* The kill decision, on the verdict judge_exec computed: binary drift (an
@@ -145,13 +150,47 @@ static __always_inline u64 hash_env(u32 len)
 	return w.h;
 }
 
-/* A `#!` script the kernel could not judge at exec, in a protect container:
- * remember its absolute path so the open by its interpreter judges it
- * (protect_script_open), before the interpreter reads its first line. */
-static __always_inline void protect_script(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id, u32 tgid,
-					   u32 main_tgid, struct exec_verdict *v, struct dw_scratch *scr, u64 ktime)
+/* The script an interpreter exec names as its first operand, when it is an
+ * absolute path: `sh /tmp/x.sh`, `perl /tmp/x.pl`, `busybox sh /tmp/x.sh`
+ * (options before it, or a relative name, are left to userspace, which
+ * reports them). Copied to scr->env[0..len); returns len, 0 for none. */
+static __always_inline u32 interpreter_operand(struct task_struct *task, const char comm[DW_COMM_LEN],
+					       struct dw_scratch *scr)
 {
-	if (!(v->flags & DW_EXEC_SCRIPT) || v->script_source != DW_SRC_UNKNOWN || (v->flags & DW_EXEC_ENTRYPOINT))
+	unsigned long at = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(task, mm, arg_end);
+	/* argv[0], and the applet for busybox: skipped by their lengths. */
+	bool busybox = comm[0] == 'b' && comm[1] == 'u' && comm[2] == 's' && comm[3] == 'y' && comm[4] == 'b' &&
+		       comm[5] == 'o' && comm[6] == 'x' && comm[7] == 0;
+	long n = bpf_probe_read_user_str(scr->env, DW_PATH_LEN, (void *)at);
+	if (n <= 0)
+		return 0;
+	at += n;
+	if (busybox) {
+		n = bpf_probe_read_user_str(scr->env, DW_PATH_LEN, (void *)at);
+		if (n <= 0)
+			return 0;
+		at += n;
+	}
+	if (at >= end)
+		return 0;
+	n = bpf_probe_read_user_str(scr->env, DW_PATH_LEN, (void *)at);
+	if (n <= 1 || n >= DW_PATH_LEN || scr->env[0] != '/')
+		return 0;
+	return n - 1;
+}
+
+/* A `#!` script the kernel could not judge at exec, or the script named to
+ * an interpreter (`interp`: the exec's comm is a shell or interpreter), in a
+ * protect container: remember its absolute path so the open by its
+ * interpreter judges it (protect_script_open), before the interpreter reads
+ * its first line. */
+static __always_inline void protect_script(struct task_struct *task, struct linux_binprm *bprm, u64 ns_id, u32 tgid,
+					   u32 main_tgid, struct exec_verdict *v, struct dw_scratch *scr, u64 ktime,
+					   u32 interp, const char comm[DW_COMM_LEN])
+{
+	bool shebang = (v->flags & DW_EXEC_SCRIPT) && v->script_source == DW_SRC_UNKNOWN;
+	if ((!shebang && !interp) || (v->flags & (DW_EXEC_ENTRYPOINT | DW_EXEC_DRIFT)))
 		return;
 	struct dw_protect *p = bpf_map_lookup_elem(&protect_mntns, &ns_id);
 	if (!p || tgid == main_tgid || tgid == p->main_tgid)
@@ -161,6 +200,17 @@ static __always_inline void protect_script(struct task_struct *task, struct linu
 	u32 flags = p->flags;
 	if ((flags & DW_PROTECT_ALLOW_ALL) || ((flags & DW_PROTECT_HAS_ALLOW) && exec_approved(task, bprm, ns_id, 0, scr))) {
 		kstat_inc(DW_KSTAT_PROTECT_APPROVED);
+		return;
+	}
+	if (!shebang) {
+		u32 len = interpreter_operand(task, comm, scr);
+		if (len == 0)
+			return;
+		struct dw_script_pending sp = {.path_hash = hash_env(len), .exec_ktime_ns = ktime};
+		if (!bpf_map_update_elem(&script_pending, &tgid, &sp, BPF_NOEXIST))
+			__sync_fetch_and_add(&scripts_pending, 1);
+		else
+			bpf_map_update_elem(&script_pending, &tgid, &sp, BPF_EXIST);
 		return;
 	}
 	/* `./run.sh`: the interpreter's open resolves to /cwd/run.sh, not /cwd/./run.sh. */

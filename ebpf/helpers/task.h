@@ -78,4 +78,32 @@ static __always_inline void task_cgroup_names(struct task_struct *t,
 	}
 }
 
+/* Hide a value from the compiler so masks are really emitted (the verifier
+ * needs them to bound variable-length copies). */
+#ifndef barrier_var
+#define barrier_var(v) asm volatile("" : "+r"(v))
+#endif
+
+/* The task's argv (NUL separated, as the kernel keeps it) into
+ * out[0..DW_ARGS_LEN); returns the bytes copied, sets *trunc when it did not fit. */
+static __always_inline u16 task_args(struct task_struct *task, char out[DW_ARGS_LEN], bool *trunc)
+{
+	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(task, mm, arg_end);
+	unsigned long alen = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (alen > DW_ARGS_LEN) {
+		alen = DW_ARGS_LEN;
+		*trunc = true;
+	}
+	u32 rlen = alen;
+	barrier_var(rlen);
+	if (rlen >= DW_ARGS_LEN)
+		rlen = DW_ARGS_LEN;
+	else
+		rlen &= DW_ARGS_LEN - 1;
+	if (rlen && bpf_probe_read_user(out, rlen, (void *)arg_start))
+		alen = 0;
+	return alen;
+}
+
 #endif

@@ -25,13 +25,14 @@ typedef uint32_t dw_u32;
 typedef uint64_t dw_u64;
 #endif
 
-#define DW_ABI_VERSION 2
+#define DW_ABI_VERSION 3
 
 /* Record kinds (dw_header.kind). 0 is never valid. */
 enum dw_kind {
 	DW_KIND_EXEC = 1,
 	DW_KIND_NET = 2,
 	DW_KIND_FILE = 3,
+	DW_KIND_MAP = 4,
 	DW_KIND_MAX = 8, /* size of the per-kind counter arrays */
 };
 
@@ -225,6 +226,41 @@ struct dw_file {
 	dw_u32 _reserved;
 };
 
+/* dw_map.flags */
+#define DW_MAP_MPROTECT (1u << 0) /* PROT_EXEC added by mprotect() to a file mapping (else mmap()) */
+#define DW_MAP_KILLED (1u << 1) /* protect mode sent SIGKILL before the mapped code ran */
+#define DW_MAP_PATH_TRUNC (1u << 2) /* path did not fit: its tail is kept */
+#define DW_MAP_EXE_TRUNC (1u << 3) /* exe did not fit: its tail is kept */
+#define DW_MAP_ARGS_TRUNC (1u << 4) /* argv did not fit */
+
+/* A container process mapped a file executable (DW_KIND_MAP): mmap() with
+ * PROT_EXEC of a file, or mprotect() adding PROT_EXEC to a file mapping,
+ * whose file is not from the image (the dynamic loader mapping a dropped
+ * library or program). Image files never reach the ring buffer; drift is
+ * folded per (container, inode). */
+struct dw_map {
+	struct dw_header hdr;
+	dw_u64 mntns_id;
+	dw_u64 ino; /* inode of the mapped file */
+	dw_u32 ppid;
+	dw_u32 uid;
+	dw_u32 source; /* enum dw_exe_source of the mapped file (a drift value) */
+	dw_u32 flags; /* DW_MAP_* */
+	dw_u32 prot; /* PROT_* asked for */
+	dw_u32 fs_magic; /* super_block magic of the mapped file */
+	dw_u16 path_len; /* bytes used in path */
+	dw_u16 exe_len; /* bytes used in exe */
+	dw_u16 args_len; /* bytes used in args */
+	dw_u16 _pad;
+	char comm[DW_COMM_LEN];
+	char path[DW_PATH_LEN]; /* the mapped file, as the container sees it */
+	char exe[DW_PATH_LEN]; /* the mapping process's executable */
+	char args[DW_ARGS_LEN]; /* its argv, NUL separated */
+	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
+	dw_u32 origin; /* enum dw_origin */
+	dw_u32 _reserved;
+};
+
 /* Kernel-side counters, one per CPU (summed by userspace). */
 enum dw_kstat {
 	DW_KSTAT_HOST_EXEC_FILTERED = 0, /* host execs dropped by the in-kernel filter */
@@ -242,7 +278,11 @@ enum dw_kstat {
 	DW_KSTAT_PROTECT_KILLED = 12, /* drifted execs killed in protect mode */
 	DW_KSTAT_PROTECT_KILL_FAILED = 13, /* bpf_send_signal refused: the exec ran */
 	DW_KSTAT_PROTECT_APPROVED = 14, /* drifted execs in protect mode an approval let run */
-	DW_KSTAT_MAX = 16,
+	DW_KSTAT_MAP_EXEC = 15, /* executable file mappings by container processes, judged */
+	DW_KSTAT_MAP_FILTERED = 16, /* ... of image files (or unknown layer): dropped in the kernel */
+	DW_KSTAT_MAP_FOLDED = 17, /* ... of drift folded into one already sent (same container and inode) */
+	DW_KSTAT_MAP_LOST = 18, /* ... whose syscall exit found no pending verdict (table full) */
+	DW_KSTAT_MAX = 24,
 };
 
 struct dw_kstats {

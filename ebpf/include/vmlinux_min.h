@@ -63,6 +63,7 @@ struct mount {
 	struct mount *mnt_parent;
 	struct dentry *mnt_mountpoint;
 	struct vfsmount mnt;
+	struct mnt_namespace *mnt_ns;
 };
 
 struct path {
@@ -187,6 +188,12 @@ struct mm_struct {
 	unsigned long arg_end;
 	unsigned long env_start;
 	unsigned long env_end;
+	struct file *exe_file;
+};
+
+/* A mapping: only its file is read (bpf_find_vma hands it over). */
+struct vm_area_struct {
+	struct file *vm_file;
 };
 
 /* x86_64: the syscall number of the current syscall. */

@@ -38,6 +38,17 @@ pub const PROGRAMS: [(&str, &str); 4] = [
 pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 3] =
     [("dw_connect", &["sys_enter_connect"]), ("dw_listen", &["sys_enter_listen"]), ("dw_bind", &["sys_enter_bind"])];
 
+/// Syscall tracepoints of the executable-mapping sensor (ebpf/helpers/mapping.h):
+/// files mapped with PROT_EXEC by mmap, or given it by mprotect (`sensor.mappings`).
+/// The mprotect pair needs bpf_find_vma (Linux 5.17+); a kernel that refuses
+/// it keeps the mmap pair (logged).
+pub const MAPPING_PROGRAMS: [(&str, &str); 4] = [
+    ("dw_mmap_exit", "sys_exit_mmap"),
+    ("dw_mmap_enter", "sys_enter_mmap"),
+    ("dw_mprotect_exit", "sys_exit_mprotect"),
+    ("dw_mprotect_enter", "sys_enter_mprotect"),
+];
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -176,6 +187,8 @@ pub struct SensorOptions {
     pub network: bool,
     /// Attach the file sensor's syscall hooks.
     pub files: bool,
+    /// Attach the executable-mapping sensor's syscall tracepoints (mmap, mprotect).
+    pub mappings: bool,
 }
 
 impl SensorOptions {
@@ -187,6 +200,7 @@ impl SensorOptions {
             file_events_per_sec: 100,
             network: c.network,
             files: c.files,
+            mappings: c.mappings,
         }
     }
 }
@@ -196,7 +210,7 @@ impl Sensor {
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
         check_object(OBJECT)?;
         let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
-        preflight::check(&btf_path, opts.network)?;
+        preflight::check(&btf_path, opts.network || opts.mappings)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
             let why = std::fs::read_link("/proc/1/ns/mnt").err().map(|e| e.to_string()).unwrap_or_default();
@@ -281,6 +295,16 @@ impl Sensor {
             attached += 1;
         }
 
+        for (program, tracepoint) in MAPPING_PROGRAMS.into_iter().filter(|_| opts.mappings) {
+            match attach_syscall(&mut ebpf, program, tracepoint) {
+                Ok(()) => attached += 1,
+                Err(e) if program.starts_with("dw_mprotect") => {
+                    tracing::warn!(error = %e, "mprotect(PROT_EXEC) of file mappings is not judged on this kernel");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
         let ring = RingBuf::try_from(
             ebpf.take_map("events").ok_or(BpfError::Map { map: "events", reason: "missing".into() })?,
         )
@@ -352,6 +376,18 @@ impl Sensor {
     pub fn take_kstats(&mut self) -> Option<Box<dyn KernelStatsSource>> {
         self.kstats.take().map(|m| Box::new(KStats(Mutex::new(m))) as Box<dyn KernelStatsSource>)
     }
+}
+
+/// Loads `program` and attaches it to the syscall tracepoint `tracepoint`.
+fn attach_syscall(ebpf: &mut Ebpf, program: &'static str, tracepoint: &'static str) -> Result<(), BpfError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
+        .try_into()
+        .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint, source: e })?;
+    prog.load().map_err(|e| BpfError::Rejected { program, tracepoint, reason: verifier_reason(&e) })?;
+    prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach { program, tracepoint, source })?;
+    Ok(())
 }
 
 /// A hash map taken out of the object, by name.

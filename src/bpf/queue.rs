@@ -49,6 +49,10 @@ pub const BATCH: usize = 256;
 /// the image are findings too, but the cheapest to repeat and the most
 /// numerous under load; they share the other lane.
 pub fn is_drift(ev: &Event) -> bool {
+    // An executable mapping reaches userspace only when it is drift.
+    if let Event::Map(_) = ev {
+        return true;
+    }
     let Event::Exec(e) = ev else { return false };
     if e.flags.entrypoint() {
         return false;
@@ -66,6 +70,7 @@ fn kind_index(ev: &Event) -> usize {
         Event::Exec(_) => 0,
         Event::Net(_) => 1,
         Event::File(_) => 2,
+        Event::Map(_) => 3,
     }
 }
 
@@ -111,8 +116,9 @@ impl Dropped {
 }
 
 /// The (kind, drift) series of `driftwatch_events_dropped_total` that can
-/// occur: only execs are ever drift.
-pub const DROP_SERIES: [(&str, bool); 4] = [("exec", true), ("exec", false), ("net", false), ("file", false)];
+/// occur: only execs and executable mappings are ever drift (mappings always).
+pub const DROP_SERIES: [(&str, bool); 5] =
+    [("exec", true), ("exec", false), ("net", false), ("file", false), ("map", true)];
 
 /// Newest-first shedding of the non-drift events of `batch`, at most `n`;
 /// returns how many went. Only on overflow: it may allocate.

@@ -266,6 +266,18 @@ pub struct ExecFacts {
     /// main process did not have (environment drift).
     #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]
     pub env_loader_vars: Option<Vec<&'static str>>,
+    /// A file mapped executable (`exec_new_library`, `exec_via_loader`): its
+    /// path as the container sees it; `driftwatch.exe.source` and
+    /// `driftwatch.exe.inode` are its own, the process keys the mapping process's.
+    #[serde(rename = "driftwatch.mapped.path", skip_serializing_if = "Option::is_none")]
+    pub mapped_path: Option<String>,
+    /// `mmap` or `mprotect`: the syscall that made it executable.
+    #[serde(rename = "driftwatch.mapped.syscall", skip_serializing_if = "Option::is_none")]
+    pub mapped_by: Option<&'static str>,
+    #[serde(rename = "driftwatch.mapped.path_truncated", skip_serializing_if = "is_false")]
+    pub mapped_path_truncated: bool,
+    #[serde(rename = "driftwatch.mapped.path_escaped", skip_serializing_if = "is_false")]
+    pub mapped_path_escaped: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

@@ -10,6 +10,8 @@ pub mod baseline;
 pub mod config_drift;
 pub mod file;
 pub mod finding;
+pub mod interp;
+pub mod mapping;
 pub mod names;
 pub mod network;
 pub mod rules;

@@ -49,6 +49,11 @@ impl NameTables {
         self.shells.contains(basename(name))
     }
 
+    /// A configured interpreter (`rules.interpreters`).
+    pub fn is_interpreter(&self, name: &str) -> bool {
+        self.interpreters.contains(basename(name))
+    }
+
     pub fn is_package(&self, name: &str) -> bool {
         self.packages.contains(basename(name))
     }

@@ -69,6 +69,10 @@ pub const EXEC_FILELESS_MEMFD: Rule = rule("exec_fileless_memfd", K::Binary, S::
 pub const EXEC_FILELESS_DELETED: Rule = rule("exec_fileless_deleted", K::Binary, S::Isolate, Cfg(binary));
 pub const EXEC_FROM_TMPFS: Rule = rule("exec_from_tmpfs", K::Binary, S::Isolate, Cfg(binary));
 pub const EXEC_FROM_VOLUME: Rule = rule("exec_from_volume", K::Binary, S::Isolate, Cfg(binary));
+/// A dropped shared object mapped executable into a process (LD_PRELOAD, dlopen).
+pub const EXEC_NEW_LIBRARY: Rule = rule("exec_new_library", K::Binary, S::Isolate, Cfg(binary));
+/// The dynamic loader run as a command mapping a dropped program (`ld.so /tmp/payload`).
+pub const EXEC_VIA_LOADER: Rule = rule("exec_via_loader", K::Binary, S::Isolate, Cfg(binary));
 pub const EXEC_BY_DRIFTED_PROCESS: Rule =
     rule("exec_by_drifted_process", K::Binary, S::Investigate, Fixed(Severity::Warning));
 pub const SHELL_IN_CONTAINER: Rule = rule("shell_in_container", K::Shell, S::Validate, Cfg(shell));
@@ -97,13 +101,15 @@ pub const EPHEMERAL_CONTAINER_ADDED: Rule =
     rule("ephemeral_container_added", K::Config, S::Validate, Fixed(Severity::Warning));
 
 /// Every rule, in the order of the README's table.
-pub const ALL: [Rule; 26] = [
+pub const ALL: [Rule; 28] = [
     EXEC_NEW_BINARY,
     EXEC_NEW_SCRIPT,
     EXEC_FILELESS_MEMFD,
     EXEC_FILELESS_DELETED,
     EXEC_FROM_TMPFS,
     EXEC_FROM_VOLUME,
+    EXEC_NEW_LIBRARY,
+    EXEC_VIA_LOADER,
     EXEC_BY_DRIFTED_PROCESS,
     PACKAGE_MANAGER_EXEC,
     SHELL_IN_CONTAINER,

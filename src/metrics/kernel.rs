@@ -84,6 +84,7 @@ fn kind_name(i: usize) -> Option<&'static str> {
         abi::DW_KIND_EXEC => Some("exec"),
         abi::DW_KIND_NET => Some("net"),
         abi::DW_KIND_FILE => Some("file"),
+        abi::DW_KIND_MAP => Some("map"),
         _ => None,
     }
 }
@@ -167,6 +168,19 @@ impl Collector for KernelCollector {
             "kernel_file_rate_limited",
             "File events over the per-container rate (rules.file.events_per_sec), dropped in the kernel.",
             &[("kind", "file", c(abi::DW_KSTAT_FILE_RATE_LIMITED))],
+        )?;
+        counter(
+            &mut enc,
+            "kernel_exec_mappings",
+            "Files container processes mapped executable (mmap, mprotect), by in-kernel verdict: image_filtered \
+             (image files, dropped), drift (judged not from the image), folded (drift already sent for the same \
+             container and inode, dropped), lost (no room to hold the verdict until the syscall's exit).",
+            &[
+                ("verdict", "image_filtered", c(abi::DW_KSTAT_MAP_FILTERED)),
+                ("verdict", "folded", c(abi::DW_KSTAT_MAP_FOLDED)),
+                ("verdict", "drift", c(abi::DW_KSTAT_MAP_EXEC).saturating_sub(c(abi::DW_KSTAT_MAP_FILTERED))),
+                ("verdict", "lost", c(abi::DW_KSTAT_MAP_LOST)),
+            ],
         )?;
         counter(
             &mut enc,

@@ -46,6 +46,19 @@ async fn bounded<T>(h: tokio::task::JoinHandle<T>) -> Option<T> {
     tokio::time::timeout(BLOCKING_LIMIT, h).await.ok()?.ok()
 }
 
+/// The absolute path of the script an interpreter exec names on its command
+/// line (`crate::classify::interp`); a relative one is joined to the
+/// process's cwd while it still runs.
+fn interpreter_script(cl: &Classifier, ev: &ExecEvent) -> Option<String> {
+    let named = crate::classify::interp::script_operand(cl.names(), &ev.proc.comm, &ev.args)?;
+    if named.starts_with('/') {
+        return Some(crate::event::clean_path(named));
+    }
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", ev.proc.tgid)).ok()?;
+    let cwd = cwd.to_str()?;
+    cwd.starts_with('/').then(|| crate::event::clean_path(&format!("{cwd}/{named}")))
+}
+
 /// What the pipeline needs.
 pub struct Deps {
     pub classifier: Arc<Classifier>,
@@ -79,6 +92,16 @@ impl Pipeline {
             Event::Net(ev) if self.d.network.is_some() => self.handle_net(&ev),
             Event::File(ev) if self.d.file.is_some() => self.handle_file(&ev),
             Event::Net(_) | Event::File(_) => {}
+            Event::Map(ev) => self.handle_map(&ev),
+        }
+    }
+
+    /// A drifted executable mapping (the kernel sends nothing else): binary drift.
+    fn handle_map(&self, ev: &crate::event::MapEvent) {
+        let Some(c) = self.container(&ev.proc) else { return };
+        match self.d.classifier.mapping(ev, &c) {
+            Ok(f) => self.d.emitter.enrich(self.d.emitter.ticket(&c.id), f),
+            Err(reason) => self.d.emitter.metrics().pipeline.no_finding(reason.as_str()),
         }
     }
 
@@ -101,10 +124,19 @@ impl Pipeline {
         }
     }
 
-    fn handle_exec(self: &Arc<Self>, ev: ExecEvent) {
+    fn handle_exec(self: &Arc<Self>, mut ev: ExecEvent) {
         let Some(c) = self.container(&ev.proc) else { return };
         if let Some(p) = &self.d.protect {
             p.on_exec(&ev, &c);
+        }
+        // `sh /tmp/x.sh`, `perl x.pl`: the script named on an interpreter's
+        // command line is judged like a #! script (below).
+        if ev.script.is_none()
+            && !ev.flags.entrypoint()
+            && let Some(path) = interpreter_script(&self.d.classifier, &ev)
+        {
+            ev.script = Some((path, ExeSource::Unknown));
+            ev.script_escaped = ev.args_escaped;
         }
         // A #! script the kernel could not judge: find its layer from here,
         // off the async workers, before classifying (a dropped script run by

@@ -160,6 +160,8 @@ pub const RULE_NAMES: &[&str] = &[
     "exec_fileless_deleted",
     "exec_from_tmpfs",
     "exec_from_volume",
+    "exec_new_library",
+    "exec_via_loader",
     "exec_by_drifted_process",
     "package_manager_exec",
     "shell_in_container",

@@ -128,6 +128,38 @@ fn file_record(op: u32, path: &str, path2: &str, f: impl FnOnce(&mut abi::dw_fil
     bytes(r)
 }
 
+/// A drifted executable mapping of `path` by `exe` (argv `args`).
+fn map_record(exe: &str, path: &str, args: &[&str], flags: u32) -> Vec<u8> {
+    let mut r = abi::dw_map::default();
+    header::<abi::dw_map>(&mut r.hdr, abi::DW_KIND_MAP, 4);
+    r.ppid = TGID - 1;
+    r.uid = 0;
+    r.mntns_id = 77;
+    r.ino = 1_234_568;
+    r.source = abi::DW_SRC_UPPER;
+    r.flags = flags;
+    r.prot = 5;
+    let comm = exe.rsplit('/').next().unwrap_or(exe);
+    put(&mut r.comm, &comm.as_bytes()[..comm.len().min(15)]);
+    put(&mut r.path, path.as_bytes());
+    r.path_len = path.len() as u16;
+    put(&mut r.exe, exe.as_bytes());
+    r.exe_len = exe.len() as u16;
+    let args: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    put(&mut r.args, &args);
+    r.args_len = args.len() as u16;
+    cgroup(&mut r.cgroup);
+    bytes(r)
+}
+
+fn map_case(j: &Judges, rec: Vec<u8>) -> String {
+    let Event::Map(ev) = event::decode(&rec).expect("decode") else { panic!("not map") };
+    let c = enrich::container_of(&ev.proc).expect("container");
+    let mut f = j.cl.mapping(&ev, &c).expect("a finding");
+    apply_metadata(&mut f, &meta());
+    json(&f)
+}
+
 fn net_record(op: u32, family: u16, sock_type: u16, addr: &[u8], port: u16) -> Vec<u8> {
     let mut r = abi::dw_net::default();
     header::<abi::dw_net>(&mut r.hdr, abi::DW_KIND_NET, 3);
@@ -318,6 +350,22 @@ pub fn all() -> Vec<(String, String)> {
                 },
                 true,
                 |_| {},
+            ),
+        ),
+        (
+            "exec_new_library",
+            map_case(&j, map_record("/usr/bin/python3.11", "/tmp/.x/libhook.so", &["python3", "app.py"], 0)),
+        ),
+        (
+            "exec_via_loader",
+            map_case(
+                &j,
+                map_record(
+                    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                    "/tmp/payload",
+                    &["/lib64/ld-linux-x86-64.so.2", "/tmp/payload"],
+                    0,
+                ),
             ),
         ),
         (

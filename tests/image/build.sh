@@ -65,6 +65,34 @@ gcc $cflags -o "$root/usr/bin/hello" "$here/hello.c"
 gcc $cflags -o "$root/usr/bin/truncate-path" "$here/truncate-path.c"
 gcc $cflags -o "$root/pause" "$here/pause.c"
 
+# Dynamic programs (issue 14: drift through the dynamic loader, LD_PRELOAD,
+# dlopen and interpreters): the host's glibc loader and the libraries they
+# need, at their paths; perl (perl-base, no modules) as an interpreter. Adds
+# about 7 MB (loader, libc, libm, libcrypt, perl).
+copy_libs() { # BIN: copies the shared objects BIN needs, and the loader, into the rootfs
+  ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
+    real=$(readlink -f "$lib")
+    [ -e "$root$real" ] || install -D -m 0755 "$real" "$root$real"
+    if [ "$lib" != "$real" ] && [ ! -e "$root$lib" ]; then
+      mkdir -p "$root$(dirname "$lib")"
+      ln -s "$real" "$root$lib"
+    fi
+  done
+}
+gcc -O2 -Wall -Wextra -s -o "$root/usr/bin/hello-dyn" "$here/hello.c"
+gcc -O2 -Wall -Wextra -s -o "$root/usr/bin/dwdlopen" "$here/dlopen.c" -ldl
+mkdir -p "$root/usr/lib/dwtest"
+gcc -O2 -Wall -Wextra -s -shared -fPIC -o "$root/usr/lib/dwtest/libdwtest.so" "$here/libdwtest.c"
+gcc $cflags -o "$root/usr/bin/maptool" "$here/maptool.c"
+perl=$(readlink -f /usr/bin/perl)
+[ -x "$perl" ] || { echo "build.sh: /usr/bin/perl missing (apt-get install perl-base)" >&2; exit 1; }
+install -m 0755 "$perl" "$root/usr/bin/perl"
+for bin in "$root/usr/bin/hello-dyn" "$root/usr/bin/dwdlopen" "$root/usr/bin/perl"; do
+  copy_libs "$bin"
+done
+printf 'echo image-script\n' > "$root/usr/lib/dwtest/hello.sh"
+printf 'print "image-script\\n";\n' > "$root/usr/lib/dwtest/hello.pl"
+
 cat > "$root/usr/bin/apt-get" <<'SH'
 #!/bin/sh
 echo "fake apt-get: $*"
