@@ -263,6 +263,9 @@ pub struct ExecFacts {
     /// main process did not have (environment drift).
     #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]
     pub env_loader_vars: Option<Vec<&'static str>>,
+    /// Environment drift (issue 16): variable names only, never values.
+    #[serde(flatten)]
+    pub env: super::change_facts::EnvFacts,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
@@ -353,6 +356,9 @@ pub struct ConfigFacts {
     /// `targetContainerName`: whose namespaces the ephemeral container shares.
     #[serde(rename = "driftwatch.ephemeral.target", skip_serializing_if = "Option::is_none")]
     pub ephemeral_target: Option<String>,
+    /// What changed under a running container (issue 16).
+    #[serde(flatten)]
+    pub change: super::change_facts::ChangeFacts,
 }
 
 impl Finding {

@@ -7,6 +7,8 @@
 //! their own judges in [`file`], [`network`] and [`config_drift`].
 
 pub mod baseline;
+pub mod change_facts;
+pub mod config_changes;
 pub mod config_drift;
 pub mod file;
 pub mod finding;
