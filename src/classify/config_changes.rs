@@ -132,6 +132,108 @@ pub fn runtime_parameters_changed(
     })
 }
 
+/// Names that change as a matter of course; the kernel skips them too
+/// (their FNV-1a hashes are constants in ebpf/helpers/env.h).
+pub const VOLATILE_ENV: [&str; 8] = ["PWD", "OLDPWD", "SHLVL", "_", "TERM", "COLUMNS", "LINES", "HOSTNAME"];
+
+/// Variables that make an interpreter or the loader run other code:
+/// `environment_changed` is critical when one of them is added or changed.
+pub const HIGH_RISK_ENV: [&str; 13] = [
+    "NODE_OPTIONS",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "PYTHONSTARTUP",
+    "BASH_ENV",
+    "ENV",
+    "PERL5OPT",
+    "RUBYOPT",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "GIT_SSH_COMMAND",
+];
+
+/// FNV-1a 32, as the kernel hashes names (ebpf/helpers/env.h).
+pub fn fnv1a32(b: &[u8]) -> u32 {
+    b.iter().fold(2_166_136_261u32, |h, &c| (h ^ c as u32).wrapping_mul(16_777_619))
+}
+
+/// Variable names of `env` added or changed against `base` (both
+/// NUL-separated `NAME=value` lists), without volatile and `ignore`d names.
+/// Only hashes of the values are compared.
+pub fn env_diff(env: &[u8], base: &[u8], ignore: &[String]) -> (Vec<String>, Vec<String>) {
+    let split = |b: &[u8]| -> std::collections::BTreeMap<String, u32> {
+        b.split(|&c| c == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let eq = v.iter().position(|&c| c == b'=').unwrap_or(v.len());
+                (String::from_utf8_lossy(&v[..eq]).into_owned(), fnv1a32(v))
+            })
+            .collect()
+    };
+    let (now, before) = (split(env), split(base));
+    let (mut added, mut changed) = (Vec::new(), Vec::new());
+    for (name, h) in now {
+        if VOLATILE_ENV.contains(&name.as_str()) || ignore.iter().any(|i| *i == name) {
+            continue;
+        }
+        match before.get(&name) {
+            None => added.push(name),
+            Some(b) if *b != h => changed.push(name),
+            Some(_) => {}
+        }
+    }
+    (added, changed)
+}
+
+impl super::Classifier {
+    /// `environment_changed` for an exec the kernel flagged: the variables
+    /// are named from /proc (the process and its container's main process);
+    /// `None` when only ignored names changed.
+    pub(super) fn environment(
+        &self,
+        ev: &crate::event::ExecEvent,
+        c: &crate::enrich::ContainerRef,
+    ) -> Option<super::Finding> {
+        use crate::enrich::environ;
+        let pid = ev.proc.tgid;
+        let names = environ::environ(pid)
+            .zip(environ::main_of(pid).filter(|m| *m != pid).and_then(environ::environ))
+            .map(|(env, base)| env_diff(&env, &base, &self.rules.config.ignore_env));
+        let what = match &names {
+            Some((a, ch)) if a.is_empty() && ch.is_empty() => return None,
+            Some((a, ch)) => {
+                let part = |what: &str, v: &[String]| (!v.is_empty()).then(|| format!("{what} {}", v.join(", ")));
+                [part("added", a), part("changed", ch)].into_iter().flatten().collect::<Vec<_>>().join("; ")
+            }
+            None => "variables not named: the process exited before they could be read".to_owned(),
+        };
+        let risky: Vec<&str> = names
+            .iter()
+            .flat_map(|(a, ch)| a.iter().chain(ch))
+            .map(String::as_str)
+            .filter(|n| HIGH_RISK_ENV.contains(n))
+            .collect();
+        let mut msg = format!(
+            "{} started in container {} with an environment its entrypoint did not have: {what}",
+            ev.path,
+            c.short_id()
+        );
+        if !risky.is_empty() {
+            msg.push_str(&format!(" (code injection: {})", risky.join(", ")));
+        }
+        let mut f = self.exec_finding(ev, c, &rules::ENVIRONMENT_CHANGED, msg);
+        if !risky.is_empty() {
+            f.severity = crate::config::Severity::Critical;
+        }
+        if let (Some(e), Some((a, ch))) = (f.exec_mut(), names) {
+            e.env = EnvFacts { added: Some(a).filter(|v| !v.is_empty()), changed: Some(ch).filter(|v| !v.is_empty()) };
+        }
+        Some(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +313,26 @@ mod tests {
                 )
                 .is_ok()
             );
+        }
+    }
+
+    #[test]
+    fn env_names_only_volatile_and_ignored_skipped() {
+        let base = b"PATH=/bin\0HOME=/root\0PWD=/\0APP=1\0OLD=x\0";
+        let env = b"PATH=/tmp:/bin\0HOME=/root\0PWD=/srv\0SHLVL=2\0APP=1\0NODE_OPTIONS=--require x\0MINE=1\0";
+        let (a, c) = env_diff(env, base, &["MINE".to_string()]);
+        assert_eq!(a, ["NODE_OPTIONS"]);
+        assert_eq!(c, ["PATH"]);
+        // Removed variables (OLD) are not drift.
+        assert_eq!(env_diff(b"PATH=/bin\0", base, &[]), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_kernel_skips_the_same_volatile_names() {
+        let header = include_str!("../../ebpf/helpers/env.h");
+        for n in VOLATILE_ENV {
+            let h = format!("{:#010x}", fnv1a32(n.as_bytes()));
+            assert!(header.contains(&h), "{n} ({h}) missing from env_volatile() in env.h");
         }
     }
 

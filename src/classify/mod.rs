@@ -246,6 +246,14 @@ impl Classifier {
             }
             return Ok(f);
         }
+        // Issue 16: variables added or changed against the entrypoint's.
+        if ev.flags.env_changed()
+            && self.rules.config.enabled
+            && self.rules.config.environment
+            && let Some(f) = self.environment(ev, c)
+        {
+            return Ok(f);
+        }
         match self.names.classify(&ev.proc.comm, &ev.args) {
             Some(NameMatch::Package { name }) => {
                 if self.names.is_package(&ev.parent_comm) {

@@ -14,6 +14,7 @@
 pub mod atomic_volume;
 pub mod cgroup;
 pub mod cri;
+pub mod environ;
 pub mod image;
 pub mod kube;
 pub mod overlay;
