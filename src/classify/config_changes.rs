@@ -175,7 +175,7 @@ pub fn env_diff(env: &[u8], base: &[u8], ignore: &[String]) -> (Vec<String>, Vec
     let (now, before) = (split(env), split(base));
     let (mut added, mut changed) = (Vec::new(), Vec::new());
     for (name, h) in now {
-        if VOLATILE_ENV.contains(&name.as_str()) || ignore.iter().any(|i| *i == name) {
+        if VOLATILE_ENV.contains(&name.as_str()) || ignore.contains(&name) {
             continue;
         }
         match before.get(&name) {
