@@ -101,13 +101,14 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	 * The main process re-executing itself (`exec app` at the end of an
 	 * entrypoint script) moves the baseline. */
 	u32 env_len;
-	u32 env = env_loader_vars_len(task, scr, &env_len);
+	u64 env_hash;
+	u32 env = env_loader_vars_len(task, scr, &env_len, &env_hash);
 	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
 	if (!seen) {
 		struct dw_seen fresh = {.main_tgid = tgid, .env_loader = env};
 		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns)) {
 			vp->flags |= DW_EXEC_ENTRYPOINT;
-			env_baseline(ns_id, env_len);
+			env_baseline(ns_id, env_len, env_hash);
 		} else {
 			/* The first exec since we started, maybe an exec session's:
 			 * not the main process (the origin trusts main_tgid). */
@@ -118,11 +119,11 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
 	} else if (seen->main_tgid == tgid) {
 		seen->env_loader = env;
-		env_baseline(ns_id, env_len);
+		env_baseline(ns_id, env_len, env_hash);
 	} else if (!(seen->flags & DW_SEEN_ENV_UNKNOWN) && (env & ~seen->env_loader & DW_ENV_LOADER_MASK)) {
 		vp->flags |= DW_EXEC_ENV_DRIFT;
 	}
-	if (seen && seen->main_tgid != tgid && env_changed(ns_id, env_len))
+	if (seen && seen->main_tgid != tgid && env_changed(ns_id, env_len, env_hash))
 		vp->flags |= DW_EXEC_ENV_CHANGED;
 	if (protect_exec(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr))
 		vp->flags |= DW_EXEC_KILLED;

@@ -14,6 +14,7 @@
 struct env_scan {
 	u32 len;
 	u32 bits;
+	u64 whole; /* FNV-1a 64 over the words: the whole environment, for env_changed */
 };
 
 static __always_inline bool env_is(const char *env, u32 at, u32 len, const char *want, u32 n)
@@ -37,6 +38,11 @@ static long env_word(u32 i, void *arg)
 		return 1;
 	u64 w = 0;
 	__builtin_memcpy(&w, &scr->env[off & (DW_ENV_MASK & ~7u)], 8);
+	/* The bytes past the end are an earlier exec's: not hashed. */
+	u64 m = w;
+	if (off + 8 > s->len)
+		m &= (1ULL << (((s->len - off) & 7) * 8)) - 1;
+	s->whole = (s->whole ^ m) * 0x100000001b3ULL;
 	/* Does any byte of the word equal 'L' (0x4c)? */
 	u64 x = w ^ 0x4c4c4c4c4c4c4c4cULL;
 	if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL))
@@ -61,9 +67,11 @@ static long env_word(u32 i, void *arg)
 
 /* DW_ENV_* bits of the current task's (new) environment; its copied length
  * in *copied (the bytes stay in scr->env for env_changed/env_baseline). */
-static __always_inline u32 env_loader_vars_len(struct task_struct *t, struct dw_scratch *scr, u32 *copied)
+static __always_inline u32 env_loader_vars_len(struct task_struct *t, struct dw_scratch *scr, u32 *copied,
+					      u64 *whole)
 {
 	*copied = 0;
+	*whole = 0;
 	unsigned long start = BPF_CORE_READ(t, mm, env_start);
 	unsigned long end = BPF_CORE_READ(t, mm, env_end);
 	if (end <= start)
@@ -78,15 +86,17 @@ static __always_inline u32 env_loader_vars_len(struct task_struct *t, struct dw_
 	if (bpf_probe_read_user(scr->env, len, (void *)start))
 		return 0;
 	*copied = len;
-	struct env_scan s = {.len = len};
+	struct env_scan s = {.len = len, .whole = 0xcbf29ce484222325ULL};
 	bpf_loop(DW_ENV_SCAN / 8, env_word, &s, 0);
+	*whole = s.whole;
 	return s.bits;
 }
 
 static __always_inline u32 env_loader_vars(struct task_struct *t, struct dw_scratch *scr)
 {
 	u32 unused;
-	return env_loader_vars_len(t, scr, &unused);
+	u64 unused_hash;
+	return env_loader_vars_len(t, scr, &unused, &unused_hash);
 }
 
 /* Environment drift in general (issue 16). Every complete NAME=value of the
@@ -105,10 +115,13 @@ static __always_inline u32 env_loader_vars(struct task_struct *t, struct dw_scra
 struct dw_env_base {
 	u64 names[DW_ENV_BLOOM_WORDS];
 	u64 vars[DW_ENV_BLOOM_WORDS];
+	/* The whole environment's hash: the same environment (the common case:
+	 * inherited unchanged) skips the per-variable pass. */
+	u64 whole;
 };
 
 /* Mount namespace id -> its entrypoint's filters (LRU: a gone container's
- * entry ages out, no pruning needed). 256 bytes an entry. */
+ * entry ages out, no pruning needed). 264 bytes an entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
@@ -208,7 +221,7 @@ static __always_inline u32 env_hash_scan(u32 len, u32 build)
 
 /* The entrypoint's (or the main process re-executing itself) environment,
  * copied by env_loader_vars_len, becomes the baseline of `ns_id`. */
-static __always_inline void env_baseline(u64 ns_id, u32 len)
+static __always_inline void env_baseline(u64 ns_id, u32 len, u64 whole)
 {
 	u32 zero = 0;
 	struct dw_env_base *w = bpf_map_lookup_elem(&env_work, &zero);
@@ -216,17 +229,18 @@ static __always_inline void env_baseline(u64 ns_id, u32 len)
 		return;
 	__builtin_memset(w, 0, sizeof(*w));
 	env_hash_scan(len, 1);
+	w->whole = whole;
 	bpf_map_update_elem(&env_base, &ns_id, w, BPF_ANY);
 }
 
 /* DW_ENV_ADDED / DW_ENV_CHANGED of the copied environment against the
  * baseline of `ns_id`; 0 without a baseline (the namespace predates us). */
-static __always_inline u32 env_changed(u64 ns_id, u32 len)
+static __always_inline u32 env_changed(u64 ns_id, u32 len, u64 whole)
 {
 	u32 zero = 0;
 	struct dw_env_base *base = bpf_map_lookup_elem(&env_base, &ns_id);
 	struct dw_env_base *w = bpf_map_lookup_elem(&env_work, &zero);
-	if (!base || !w)
+	if (!base || !w || base->whole == whole)
 		return 0;
 	__builtin_memcpy(w, base, sizeof(*w));
 	return env_hash_scan(len, 0);
