@@ -114,7 +114,10 @@ if ! ctr --address "$SOCK" --connect-timeout 3s version >/dev/null 2>&1 \
   (cd "$REPO" && DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test containerd_smoke) >&2
 fi
 cid=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') # 64 hex, like a CRI container id
-ctr_ run -d --label driftwatch-bench=1 "$IMAGE" "$cid" /bin/sleep 3600 >/dev/null
+# execstorm's children run with its fixed environment (PATH only): the container's
+# PATH must be the same, or every exec is environment drift (environment_changed,
+# DW_EXEC_ENV_CHANGED) and reaches userspace instead of being filtered in the kernel.
+ctr_ run -d --label driftwatch-bench=1 --env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$IMAGE" "$cid" /bin/sleep 3600 >/dev/null
 cpid=$(runc --root "$RUNC_ROOT" state "$cid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 log "container ${cid:0:12} init pid $cpid"
 

@@ -102,12 +102,15 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	 * LD_PRELOAD & co. that the main process did not have is environment drift.
 	 * The main process re-executing itself (`exec app` at the end of an
 	 * entrypoint script) moves the baseline. */
-	u32 env = env_loader_vars(task, scr);
+	u32 env_len;
+	u64 env_hash;
+	u32 env = env_loader_vars_len(task, scr, &env_len, &env_hash);
 	struct dw_seen *seen = bpf_map_lookup_elem(&seen_mntns, &ns_id);
 	if (!seen) {
 		struct dw_seen fresh = {.main_tgid = tgid, .env_loader = env};
 		if (!bpf_map_lookup_elem(&preexisting_mntns, &mntns)) {
 			vp->flags |= DW_EXEC_ENTRYPOINT;
+			env_baseline(ns_id, env_len, env_hash);
 		} else {
 			/* The first exec since we started, maybe an exec session's:
 			 * not the main process (the origin trusts main_tgid). */
@@ -118,9 +121,12 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 			kstat_inc(DW_KSTAT_MNTNS_TABLE_FULL);
 	} else if (seen->main_tgid == tgid) {
 		seen->env_loader = env;
+		env_baseline(ns_id, env_len, env_hash);
 	} else if (!(seen->flags & DW_SEEN_ENV_UNKNOWN) && (env & ~seen->env_loader & DW_ENV_LOADER_MASK)) {
 		vp->flags |= DW_EXEC_ENV_DRIFT;
 	}
+	if (seen && seen->main_tgid != tgid && env_changed(ns_id, env_len, env_hash))
+		vp->flags |= DW_EXEC_ENV_CHANGED;
 	if (protect_exec(task, bprm, ns_id, tgid, seen ? seen->main_tgid : tgid, vp, scr))
 		vp->flags |= DW_EXEC_KILLED;
 
@@ -156,7 +162,9 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	 * cost ring-buffer space. */
 	bool unjudged_script = (vp->flags & DW_EXEC_SCRIPT) && vp->script_source == DW_SRC_UNKNOWN;
 	bool interesting =
-		(vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT | DW_EXEC_ENV_DRIFT)) || cls ||
+		(vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT | DW_EXEC_ANCESTOR_DRIFT | DW_EXEC_ENV_DRIFT |
+			      DW_EXEC_ENV_CHANGED)) ||
+		cls ||
 		unjudged_script;
 	if (!interesting && !emit_all_execs) {
 		kstat_inc(DW_KSTAT_EXEC_FILTERED);

@@ -174,6 +174,18 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         registry.clone(),
     );
     tokio::spawn(config_drift.run(cancel.clone()));
+    if cfg.rules.config.enabled {
+        let rc = &cfg.rules.config;
+        let settings = pipeline::config_watch::Settings {
+            mounted_config: rc.mounted_config,
+            runtime_parameters: rc.runtime_parameters,
+            refresh_every: Duration::from_secs(rc.refresh_interval_s.max(1)),
+            max_volumes: rc.max_watched_volumes,
+        };
+        let watch =
+            pipeline::config_watch::ConfigWatch::new(settings, classifier.clone(), emitter.clone(), registry.clone());
+        tokio::spawn(watch.run(cancel.clone()));
+    }
     tokio::spawn(registry.clone().run(cancel.clone()));
 
     let pipeline = Pipeline::new(Deps {

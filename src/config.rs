@@ -424,11 +424,32 @@ pub struct ConfigRule {
     pub enabled: bool,
     /// `"<image name>": ["sha256:…", …]`: a container of that image running another digest is a finding.
     pub approved_digests: BTreeMap<String, Vec<String>>,
+    /// `mounted_config_changed`: Secret/ConfigMap volumes swapped under a running pod.
+    pub mounted_config: bool,
+    /// Volumes watched node-wide at most (more: counted as volume_watch_limit).
+    pub max_watched_volumes: usize,
+    /// `runtime_parameters_changed`: resources or image changed (CRI status).
+    pub runtime_parameters: bool,
+    /// Seconds between two reads of the runtime's container status.
+    pub refresh_interval_s: u64,
+    /// `environment_changed`: variables an exec adds or changes against the entrypoint.
+    pub environment: bool,
+    /// Variable names never judged, besides the built-in volatile ones (PWD, SHLVL, ...).
+    pub ignore_env: Vec<String>,
 }
 
 impl Default for ConfigRule {
     fn default() -> Self {
-        Self { enabled: true, approved_digests: BTreeMap::new() }
+        Self {
+            enabled: true,
+            approved_digests: BTreeMap::new(),
+            mounted_config: true,
+            max_watched_volumes: 1024,
+            runtime_parameters: true,
+            refresh_interval_s: 10,
+            environment: true,
+            ignore_env: Vec::new(),
+        }
     }
 }
 

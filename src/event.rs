@@ -118,6 +118,10 @@ impl ExecFlags {
     pub fn env_drift(self) -> bool {
         self.0 & abi::DW_EXEC_ENV_DRIFT != 0
     }
+    /// A variable added or changed against the entrypoint's environment.
+    pub fn env_changed(self) -> bool {
+        self.0 & abi::DW_EXEC_ENV_CHANGED != 0
+    }
     /// Protect mode killed the new image before it ran.
     pub fn killed(self) -> bool {
         self.0 & abi::DW_EXEC_KILLED != 0

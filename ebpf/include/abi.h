@@ -74,6 +74,7 @@ enum dw_origin {
 #define DW_EXEC_OVERLAY_ROOT (1u << 7) /* container root is overlayfs */
 #define DW_EXEC_KILLED (1u << 8) /* protect mode sent SIGKILL before the new image ran */
 #define DW_EXEC_ENV_DRIFT (1u << 9) /* loader variables the main process did not start with */
+#define DW_EXEC_ENV_CHANGED (1u << 15) /* a variable added or changed against the entrypoint's (issue 16) */
 
 /* Dynamic-loader variables in an environment (dw_exec.env_loader). */
 #define DW_ENV_LD_PRELOAD (1u << 0)

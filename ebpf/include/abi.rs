@@ -21,6 +21,7 @@ pub const DW_EXEC_SCRIPT: u32 = 64;
 pub const DW_EXEC_OVERLAY_ROOT: u32 = 128;
 pub const DW_EXEC_KILLED: u32 = 256;
 pub const DW_EXEC_ENV_DRIFT: u32 = 512;
+pub const DW_EXEC_ENV_CHANGED: u32 = 32768;
 pub const DW_ENV_LD_PRELOAD: u32 = 1;
 pub const DW_ENV_LD_LIBRARY_PATH: u32 = 2;
 pub const DW_ENV_LD_AUDIT: u32 = 4;

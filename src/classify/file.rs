@@ -106,7 +106,14 @@ impl FileJudge {
                 format!("{}:{}", id(u), id(g))
             }),
         });
-        Ok(cl.process_finding(rule, c, &ev.proc, message, detail))
+        let mut f = cl.process_finding(rule, c, &ev.proc, message, detail);
+        // A Secret/ConfigMap volume is mounted read-only: a change from inside
+        // means a writable mount and a process rewriting the pod's config.
+        if volume && fs.on_config_volume(&raw) {
+            f.severity = crate::config::Severity::Critical;
+            f.message.push_str(" on a mounted Secret/ConfigMap volume");
+        }
+        Ok(f)
     }
 }
 

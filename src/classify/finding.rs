@@ -278,6 +278,9 @@ pub struct ExecFacts {
     pub mapped_path_truncated: bool,
     #[serde(rename = "driftwatch.mapped.path_escaped", skip_serializing_if = "is_false")]
     pub mapped_path_escaped: bool,
+    /// Environment drift (issue 16): variable names only, never values.
+    #[serde(flatten)]
+    pub env: super::change_facts::EnvFacts,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
@@ -368,6 +371,9 @@ pub struct ConfigFacts {
     /// `targetContainerName`: whose namespaces the ephemeral container shares.
     #[serde(rename = "driftwatch.ephemeral.target", skip_serializing_if = "Option::is_none")]
     pub ephemeral_target: Option<String>,
+    /// What changed under a running container (issue 16).
+    #[serde(flatten)]
+    pub change: super::change_facts::ChangeFacts,
 }
 
 impl Finding {

@@ -7,6 +7,8 @@
 //! their own judges in [`file`], [`network`] and [`config_drift`].
 
 pub mod baseline;
+pub mod change_facts;
+pub mod config_changes;
 pub mod config_drift;
 pub mod file;
 pub mod finding;
@@ -246,6 +248,14 @@ impl Classifier {
             if let Some(e) = f.exec_mut() {
                 e.env_loader_vars = Some(vars);
             }
+            return Ok(f);
+        }
+        // Issue 16: variables added or changed against the entrypoint's.
+        if ev.flags.env_changed()
+            && self.rules.config.enabled
+            && self.rules.config.environment
+            && let Some(f) = self.environment(ev, c)
+        {
             return Ok(f);
         }
         match self.names.classify(&ev.proc.comm, &ev.args) {

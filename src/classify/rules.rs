@@ -99,9 +99,16 @@ pub const IMAGE_DIGEST_NOT_APPROVED: Rule =
     rule("image_digest_not_approved", K::Config, S::Validate, Fixed(Severity::Warning));
 pub const EPHEMERAL_CONTAINER_ADDED: Rule =
     rule("ephemeral_container_added", K::Config, S::Validate, Fixed(Severity::Warning));
+/// Issue 16 (`classify::config_changes`): configuration changed under a running container.
+pub const MOUNTED_CONFIG_CHANGED: Rule =
+    rule("mounted_config_changed", K::Config, S::Validate, Fixed(Severity::Warning));
+pub const RUNTIME_PARAMETERS_CHANGED: Rule =
+    rule("runtime_parameters_changed", K::Config, S::Validate, Fixed(Severity::Info));
+/// Warning; critical when a code-injection name is among the variables (see there).
+pub const ENVIRONMENT_CHANGED: Rule = rule("environment_changed", K::Config, S::Investigate, Fixed(Severity::Warning));
 
 /// Every rule, in the order of the README's table.
-pub const ALL: [Rule; 28] = [
+pub const ALL: [Rule; 31] = [
     EXEC_NEW_BINARY,
     EXEC_NEW_SCRIPT,
     EXEC_FILELESS_MEMFD,
@@ -130,6 +137,9 @@ pub const ALL: [Rule; 28] = [
     IMAGE_DIGEST_NOT_APPROVED,
     EPHEMERAL_CONTAINER_ADDED,
     LOADER_INJECTION_ENV,
+    ENVIRONMENT_CHANGED,
+    MOUNTED_CONFIG_CHANGED,
+    RUNTIME_PARAMETERS_CHANGED,
 ];
 
 /// The rule called `name`.

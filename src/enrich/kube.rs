@@ -75,6 +75,34 @@ pub struct SpecContainer {
     pub mounts: Vec<(String, String)>,
 }
 
+/// Volume name -> the objects a Secret, ConfigMap or projected volume shows.
+fn volume_objects(spec: &k8s_openapi::api::core::v1::PodSpec) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for v in spec.volumes.iter().flatten() {
+        let object = if let Some(s) = &v.secret {
+            s.secret_name.clone()
+        } else if let Some(c) = &v.config_map {
+            Some(c.name.clone())
+        } else if let Some(p) = &v.projected {
+            let names: Vec<String> = p
+                .sources
+                .iter()
+                .flatten()
+                .filter_map(|s| {
+                    s.secret.as_ref().map(|x| x.name.clone()).or_else(|| s.config_map.as_ref().map(|x| x.name.clone()))
+                })
+                .collect();
+            (!names.is_empty()).then(|| names.join(","))
+        } else {
+            None
+        };
+        if let Some(o) = object.filter(|o| !o.is_empty()) {
+            out.insert(v.name.clone(), o);
+        }
+    }
+    out
+}
+
 /// The exec commands of a container's probes and lifecycle hooks.
 fn exec_commands(c: &Container) -> Vec<(&'static str, Vec<String>)> {
     let probes = [&c.liveness_probe, &c.readiness_probe, &c.startup_probe];
@@ -114,6 +142,8 @@ pub struct PodEntry {
     pub ephemeral: Vec<EphemeralSpec>,
     /// Runtime container id (without `containerd://`) -> container name, from the status.
     pub container_ids: HashMap<String, String>,
+    /// Volume name -> the Secret/ConfigMap it shows (projected: its sources, comma-separated).
+    pub volume_objects: HashMap<String, String>,
 }
 
 impl PodEntry {
@@ -435,6 +465,7 @@ impl KubeIndex {
             containers,
             ephemeral,
             container_ids,
+            volume_objects: spec.map(volume_objects).unwrap_or_default(),
         }
     }
 
@@ -623,6 +654,7 @@ mod tests {
             containers: vec![],
             ephemeral: vec![EphemeralSpec { name: "debugger".into(), image: "busybox".into(), target: None }],
             container_ids: HashMap::from([("abc".to_string(), "debugger".to_string())]),
+            volume_objects: HashMap::new(),
         };
         idx.note_ephemeral(&Arc::new(e.clone()));
         idx.note_ephemeral(&Arc::new(e.clone()));

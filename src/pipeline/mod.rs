@@ -9,6 +9,7 @@
 //! `driftwatch.metadata.complete: false`. The pipeline itself never waits.
 
 pub mod config_drift;
+pub mod config_watch;
 pub mod emit;
 mod order;
 pub mod policy;

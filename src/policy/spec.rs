@@ -182,6 +182,9 @@ pub const RULE_NAMES: &[&str] = &[
     "image_digest_not_approved",
     "ephemeral_container_added",
     "loader_injection_env",
+    "environment_changed",
+    "mounted_config_changed",
+    "runtime_parameters_changed",
 ];
 
 /// The kinds of findings.

@@ -223,7 +223,17 @@ impl Pod {
     /// CreateContainer + StartContainer of `localhost/driftwatch-test:1` running
     /// `command`, with the labels and annotations the kubelet sets.
     pub fn start_container(&mut self, name: &str, command: &[&str]) -> CriContainer {
-        let id = self.create_container(name, super::TEST_IMAGE, command);
+        self.start_container_with_mounts(name, command, Vec::new())
+    }
+
+    /// [`Self::start_container`] with bind mounts (the kubelet's volumes).
+    pub fn start_container_with_mounts(
+        &mut self,
+        name: &str,
+        command: &[&str],
+        mounts: Vec<cri::Mount>,
+    ) -> CriContainer {
+        let id = self.create_container_with_mounts(name, super::TEST_IMAGE, command, mounts);
         let id2 = id.clone();
         with_client(&self.socket, CALL_TIMEOUT, |mut c| async move {
             c.start_container(cri::StartContainerRequest { container_id: id2 }).await?;
@@ -236,6 +246,16 @@ impl Pod {
 
     /// CreateContainer only; returns the container id (removed with the pod).
     pub fn create_container(&mut self, name: &str, image: &str, command: &[&str]) -> String {
+        self.create_container_with_mounts(name, image, command, Vec::new())
+    }
+
+    fn create_container_with_mounts(
+        &mut self,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        mounts: Vec<cri::Mount>,
+    ) -> String {
         let s = &self.spec;
         let mut labels = HashMap::new();
         labels.insert("io.kubernetes.container.name".to_string(), name.to_string());
@@ -264,6 +284,7 @@ impl Pod {
             command: command.iter().map(|a| a.to_string()).collect(),
             working_dir: "/".into(),
             envs: vec![cri::KeyValue { key: "DRIFTWATCH_TEST".into(), value: "1".into() }],
+            mounts,
             labels,
             annotations,
             log_path: format!("{name}/0.log"),

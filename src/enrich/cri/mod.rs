@@ -344,6 +344,15 @@ impl Cri {
         readonly_from_verbose_info(&info)
     }
 
+    /// The runtime's current status of container `id` (resources, mounts,
+    /// image): the configuration watch's refresh. `None` when not answered.
+    pub async fn status(&self, id: &str) -> Option<api::ContainerStatus> {
+        let conn = lock(&self.conn).clone().filter(|_| self.connected())?;
+        let mut c = conn.client.clone();
+        let req = api::ContainerStatusRequest { container_id: id.to_owned(), verbose: false };
+        rpc(self.cfg.request_timeout, c.container_status(req)).await.ok()?.status
+    }
+
     /// The connection, waiting for it while it is being (re)established.
     async fn wait_link(&self) -> Result<Conn, &'static str> {
         let mut rx = self.link.subscribe();
