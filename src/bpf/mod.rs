@@ -224,6 +224,7 @@ impl Sensor {
         // EbpfLoader::new parses the kernel's BTF itself: drop that copy before
         // parsing the one we keep (for the tp_btf programs), so the agent's
         // peak memory holds one parsed BTF, not two.
+        #[allow(clippy::needless_late_init)] // declared first: it must outlive the loader that borrows it
         let btf;
         let mut loader = EbpfLoader::new();
         loader.btf(None);

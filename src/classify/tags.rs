@@ -29,6 +29,14 @@
 //!   push the tag chooses what runs); another digest than pinned or approved:
 //!   T1525 Implant Internal Image; ephemeral containers: T1609 and T1610
 //!   Deploy Container.
+//! - a dropped shared object mapped executable: T1129 Shared Modules and
+//!   T1574.006 (preloaded or dlopen'ed into an image program); the loader
+//!   running a dropped program: T1105 with defense evasion (no exec of it).
+//! - environment changed: T1574 Hijack Execution Flow (NODE_OPTIONS, BASH_ENV,
+//!   proxies: the variables steer what a trusted program runs or reaches).
+//! - mounted Secret/ConfigMap changed: T1565.001 (the data a pod trusts).
+//! - runtime parameters changed: T1496 Resource Hijacking (limits raised
+//!   under a running container).
 
 /// `(rule name, tags)`; rules not listed have no tags (a test forbids that).
 const TAGS: &[(&str, &[&str])] = &[
@@ -98,6 +106,20 @@ const TAGS: &[(&str, &[&str])] = &[
     ("image_digest_mismatch", &["container", "k8s", "mitre_persistence", "T1525", "NIST_800-53_SI-7"]),
     ("image_digest_not_approved", &["container", "k8s", "mitre_persistence", "T1525", "NIST_800-53_CM-7"]),
     ("ephemeral_container_added", &["container", "k8s", "mitre_execution", "T1609", "T1610"]),
+    (
+        "exec_new_library",
+        &["container", "process", "mitre_execution", "mitre_defense_evasion", "T1129", "T1574.006", "NIST_800-53_SI-7"],
+    ),
+    (
+        "exec_via_loader",
+        &["container", "process", "mitre_execution", "mitre_defense_evasion", "T1105", "NIST_800-53_SI-7"],
+    ),
+    (
+        "environment_changed",
+        &["container", "process", "mitre_persistence", "mitre_defense_evasion", "T1574", "NIST_800-53_CM-6"],
+    ),
+    ("mounted_config_changed", &["container", "k8s", "mitre_impact", "T1565.001", "NIST_800-53_CM-6"]),
+    ("runtime_parameters_changed", &["container", "k8s", "mitre_impact", "T1496", "NIST_800-53_CM-6"]),
 ];
 
 /// The tags of rule `name` (empty for a rule the table does not know).

@@ -11,10 +11,22 @@ def check(cond, msg):
     if not cond:
         failures.append(msg)
 
+class StrictLoader(yaml.SafeLoader):
+    """Duplicate keys are errors, as in the API server and serde_yaml (PyYAML keeps the last)."""
+
+def _strict_mapping(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {sorted(map(str, dup))}", node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
 def load(name, component="agent"):
     """The rendered documents of one values set: the agent's, or (component "respond")
     the responder's (app.kubernetes.io/component: respond)."""
-    docs = [d for d in yaml.safe_load_all(open(os.path.join(out, name + ".yaml"))) if d]
+    docs = [d for d in yaml.load_all(open(os.path.join(out, name + ".yaml")), Loader=StrictLoader) if d]
     is_respond = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "respond"
     return {(d["kind"], d["metadata"]["name"]): d for d in docs if is_respond(d) == (component == "respond")}
 
