@@ -250,14 +250,31 @@ impl Classifier {
             }
             return Ok(f);
         }
-        // Issue 16: variables added or changed against the entrypoint's.
-        if ev.flags.env_changed()
-            && self.rules.config.enabled
-            && self.rules.config.environment
-            && let Some(f) = self.environment(ev, c)
-        {
-            return Ok(f);
+        // Issue 16: variables added or changed against the entrypoint's. A
+        // code-injection variable is the finding; otherwise a shell or package
+        // manager keeps its own rule (its alert routes it) and carries the names.
+        let env = if ev.flags.env_changed() && self.rules.config.enabled && self.rules.config.environment {
+            self.environment(ev, c)
+        } else {
+            None
+        };
+        let Some(mut env) = env else { return self.by_name(ev, c, disabled) };
+        if env.severity == crate::config::Severity::Critical {
+            return Ok(env);
         }
+        match self.by_name(ev, c, disabled) {
+            Ok(mut f) => {
+                if let (Some(to), Some(from)) = (f.exec_mut(), env.exec_mut()) {
+                    to.env = std::mem::take(&mut from.env);
+                }
+                Ok(f)
+            }
+            Err(_) => Ok(env),
+        }
+    }
+
+    /// What the executed program's name says (shell, package manager), then lineage.
+    fn by_name(&self, ev: &ExecEvent, c: &ContainerRef, mut disabled: bool) -> Result<Finding, NoFinding> {
         match self.names.classify(&ev.proc.comm, &ev.args) {
             Some(NameMatch::Package { name }) => {
                 if self.names.is_package(&ev.parent_comm) {

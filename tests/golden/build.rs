@@ -622,6 +622,58 @@ pub fn all() -> Vec<(String, String)> {
     f.k8s.container_name = Some("debugger-x7".into());
     f.k8s.metadata_complete = true;
     v.push(("ephemeral_container_added", json(&f)));
+    // Issue 16: configuration changed under a running container.
+    v.push((
+        "environment_changed",
+        exec_case(
+            &j,
+            x("node", "/usr/local/bin/node", &["node", "server.js"], abi::DW_SRC_IMAGE, abi::DW_EXEC_ENV_CHANGED),
+            true,
+            |f| {
+                // As named from /proc (the record's pid is not a live process here).
+                f.message = "/usr/local/bin/node started in container 0f1e2d3c4b5a with an environment its \
+                             entrypoint did not have: added HTTPS_PROXY; changed PATH"
+                    .into();
+                if let Some(e) = f.exec_mut() {
+                    e.env = driftwatch::classify::change_facts::EnvFacts {
+                        added: Some(vec!["HTTPS_PROXY".into()]),
+                        changed: Some(vec!["PATH".into()]),
+                    };
+                }
+            },
+        ),
+    ));
+    let snap = |payload: &str, files: &[(&str, &str)]| driftwatch::enrich::atomic_volume::Snapshot {
+        payload: payload.into(),
+        files: files.iter().map(|(k, h)| (k.to_string(), h.repeat(64))).collect(),
+        truncated: false,
+    };
+    let volume = driftwatch::classify::config_changes::VolumeFacts {
+        name: "db-credentials".into(),
+        kind: "secret",
+        object: "checkout-db".into(),
+        mount_path: "/etc/db".into(),
+    };
+    let before = snap("..2026_01_02_03_04_05.1", &[("ca.crt", "a"), ("username", "b")]);
+    let after = snap("..2026_01_02_03_09_05.2", &[("ca.crt", "c"), ("username", "b"), ("host", "d")]);
+    let issue = driftwatch::classify::config_changes::mounted_config_changed("api", &volume, &before, &after)
+        .expect("a change");
+    let mut f = j.cl.config_finding(Subject { id: ID, runtime: "containerd", pod_uid: None }, issue);
+    apply_metadata(&mut f, &meta());
+    v.push(("mounted_config_changed", json(&f)));
+    let params = |mem: &str| driftwatch::classify::config_changes::RuntimeParams {
+        values: [("cpu_quota", "50000".to_string()), ("memory_limit_bytes", mem.to_string())].into_iter().collect(),
+    };
+    let issue = driftwatch::classify::config_changes::runtime_parameters_changed(
+        "api",
+        &params("268435456"),
+        &params("1073741824"),
+        false,
+    )
+    .expect("a change");
+    let mut f = j.cl.config_finding(Subject { id: ID, runtime: "containerd", pod_uid: None }, issue);
+    apply_metadata(&mut f, &meta());
+    v.push(("runtime_parameters_changed", json(&f)));
     v.into_iter().map(|(n, s)| (n.to_string(), s)).collect()
 }
 
