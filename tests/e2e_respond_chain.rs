@@ -15,10 +15,9 @@
 //! eviction as the stand-in received them.
 //!
 //! No agent finding carries `playbook_step=evict` (the shipped evict rule,
-//! ContainerDriftPersistent, is per workload): the evict alert is posted to
-//! Alertmanager by the test with the pod labels of the agent's own alert, as a
-//! per-pod escalation rule of the user's would; from there on it takes the
-//! same route as everything else.
+//! ContainerDriftPersistent, is per workload): the responder's `escalate:
+//! {isolate: evict}` evicts the pod once it is isolated and its evidence
+//! captured, from the agent's own isolate alert.
 //!
 //! Run with: DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test e2e_respond_chain
 mod support;
@@ -209,7 +208,7 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     std::fs::write(
         &respond_cfg,
         format!(
-            "respond:\n  dry_run: false\n  steps: [isolate, evict]\n  webhook:\n    token_file: {}\n\
+            "respond:\n  dry_run: false\n  steps: [isolate, evict]\n  escalate: {{isolate: evict}}\n  webhook:\n    token_file: {}\n\
              \x20 node_agent:\n    selector: {AGENT_SELECTOR}\n    port: {admin_port}\n    token_file: {}\n",
             token_file.display(),
             admin_token.display()
@@ -336,18 +335,7 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
     };
     wait_for("the capture audited", Duration::from_secs(30), audited("investigate"), context);
 
-    // Evict: a per-pod evict alert with the agent's alert's pod labels, through the same route.
-    let pushed = am.wait_for("the agent's isolate alert", Duration::from_secs(30), |a| {
-        a["labels"]["container_id"] == app.id.as_str() && a["labels"]["alertname"] == "ContainerDriftBinary"
-    });
-    let l = &pushed["labels"];
-    assert_eq!((l["namespace"].as_str(), l["pod"].as_str()), (Some(NAMESPACE), Some(POD)), "{pushed:#}");
-    let evict_alert = json!([{"labels": {"alertname": "ContainerDriftPersistentPod", "severity": "critical",
-        "playbook_step": "evict", "rule": "exec_new_binary", "kind": "binary", "namespace": NAMESPACE, "pod": POD,
-        "container": "app", "container_id": app.id, "node": l["node"]},
-        "annotations": {"summary": "still drifted"}, "generatorURL": "http://e2e.test/"}]);
-    let t_evict_alert = SystemTime::now();
-    assert_eq!(post_alerts(am.addr, &evict_alert), 200);
+    // Evict: the isolate alert escalates once the pod is isolated and its evidence captured.
     let evict_path = format!("{pod_path}/eviction");
     let eviction = wait_for(
         "Eviction",
@@ -420,12 +408,10 @@ fn drift_is_isolated_and_evicted_through_alertmanager() {
 
     eprintln!(
         "e2e_respond_chain: kernel event -> NetworkPolicy create {:.3}s, -> quarantine label {:.3}s; \
-         -> evidence annotation {:.3}s; evict alert posted -> Eviction {:.3}s (kernel event -> Eviction {:.3}s, \
-         includes the test's own waits)",
+         -> evidence annotation {:.3}s, -> Eviction {:.3}s (escalated from the isolate alert)",
         since(kernel, np.at).as_secs_f64(),
         since(kernel, isolate_patch.at).as_secs_f64(),
         since(kernel, evidence_patch.at).as_secs_f64(),
-        since(t_evict_alert, eviction.at).as_secs_f64(),
         since(kernel, eviction.at).as_secs_f64(),
     );
     drop(prom);

@@ -259,6 +259,55 @@ async fn isolate_and_evict_send_the_exact_bodies_and_retry_429() {
     assert_eq!((first["pod"].as_str(), first["result"].as_str()), (Some("web-1"), Some("acted")));
 }
 
+/// `escalate: {isolate: evict}`: one isolate alert (what the agent's findings carry) isolates the
+/// pod and then evicts it, the eviction checked as an evict alert would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolate_alert_escalates_to_the_eviction() {
+    let api = RwApi::start(pods()).await;
+    let cfg = format!("{ACTING}  escalate: {{isolate: evict}}\n  protected_namespaces: [kube-system, guarded]\n");
+    let r = Responder::start(&api, &cfg).await;
+    let (code, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-1", "isolate", CID)])).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        decisions(&v),
+        [("isolate".to_string(), "acted".to_string()), ("evict".to_string(), "acted".to_string())],
+        "{v}"
+    );
+    let reqs = api.requests();
+    let writes: Vec<String> =
+        reqs.iter().filter(|q| q.method != "GET").map(|q| format!("{} {}", q.method, q.path)).collect();
+    let np = writes.iter().position(|w| w.ends_with("/namespaces/shop/networkpolicies")).expect("NetworkPolicy");
+    let ev = writes.iter().position(|w| w.ends_with("/pods/web-1/eviction")).expect("eviction");
+    assert!(np < ev, "isolated before evicted: {writes:?}");
+    // The same alert again: both steps are within their dedup window.
+    let (_, v) = r.post(Some(TOKEN), &payload(vec![alert("shop", "web-1", "isolate", CID)])).await;
+    assert_eq!(decisions(&v).len(), 1, "a deduplicated isolate escalates to nothing: {v}");
+    assert_eq!(decisions(&v)[0].1, "acknowledged", "{v}");
+    let m = r.metrics().await;
+    assert!(m.contains(r#"driftwatch_response_actions_total{action="evict",result="acted"} 1"#), "{m}");
+}
+
+#[test]
+fn an_escalation_to_itself_or_from_no_step_is_refused() {
+    let dir = std::env::temp_dir().join(format!("driftwatch-respond-esc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (body, want) in [
+        ("respond:\n  escalate: {isolate: isolate}\n", "respond.escalate.isolate"),
+        ("respond:\n  escalate: {quarantine: evict}\n", "respond.escalate.quarantine"),
+    ] {
+        let f = dir.join("r.yaml");
+        std::fs::write(&f, body).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(["respond", "--check-config"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{body}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eviction_refused_for_good_is_reported_failed() {
     let api = RwApi::start(pods()).await;

@@ -18,6 +18,15 @@ pub enum Step {
 }
 
 impl Step {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Step::Isolate => "isolate",
+            Step::Investigate => "investigate",
+            Step::Evict => "evict",
+            Step::Label => "label",
+        }
+    }
+
     /// A finding's `playbook_step` label, if the responder knows it.
     pub fn parse(s: &str) -> Option<Step> {
         match s {
@@ -61,6 +70,13 @@ pub struct RespondConfig {
     /// The node agents' admin API, for evidence capture (investigate, and
     /// isolate's capture); absent: investigate only labels, isolate captures nothing.
     pub node_agent: Option<NodeAgent>,
+    /// Steps that lead to another: `{isolate: evict}` evicts a pod right after
+    /// isolating it (and capturing its evidence, with `node_agent`). No agent
+    /// finding carries `evict` (the shipped rules' evict alert is per workload),
+    /// so this is how a drifted pod is evicted through Alertmanager. The next
+    /// step goes through the same checks (enabled steps, dedup, rate limits,
+    /// protected namespaces, dry-run) as an alert of that step; one level only.
+    pub escalate: BTreeMap<String, Step>,
     /// The file's top-level `otlp:` section (not under `respond:`, as in the agent's config).
     #[serde(skip)]
     pub otlp: crate::config::Otlp,
@@ -80,6 +96,7 @@ impl Default for RespondConfig {
             protected_namespaces: vec!["kube-system".into()],
             namespaces: BTreeMap::new(),
             node_agent: None,
+            escalate: BTreeMap::new(),
             otlp: crate::config::Otlp::default(),
         }
     }
@@ -242,6 +259,20 @@ impl RespondConfig {
         for (name, l) in [("global", self.rate_limits.global), ("per_namespace", self.rate_limits.per_namespace)] {
             if l.window_s == 0 {
                 return Err(invalid(&format!("rate_limits.{name}.window_s"), "must be at least 1".into()));
+            }
+        }
+        for (from, to) in &self.escalate {
+            match Step::parse(from) {
+                None => {
+                    return Err(invalid(
+                        &format!("escalate.{from}"),
+                        "not a playbook step (isolate, investigate, evict, label)".into(),
+                    ));
+                }
+                Some(f) if f == *to => {
+                    return Err(invalid(&format!("escalate.{from}"), "a step cannot lead to itself".into()));
+                }
+                Some(_) => {}
             }
         }
         let acts = !self.dry_run || self.namespaces.values().any(|o| o.dry_run == Some(false));

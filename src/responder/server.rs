@@ -232,6 +232,13 @@ async fn alerts(
         {
             record_decision(r, &mut out, &capture_after_isolate(r, alert, &t, &pod).await);
         }
+        // The step this one leads to (`escalate`), as an alert of that step.
+        if matches!(rec.result, Outcome::Acted | Outcome::DryRun)
+            && let Some(next) = escalation(r, alert).await
+        {
+            let (rec, _) = decide_and_act(r, &next).await;
+            record_decision(r, &mut out, &rec);
+        }
     }
     Ok(serde_json::json!({"decisions": out}))
 }
@@ -278,6 +285,15 @@ async fn capture(r: &Responder, t: &Target, pod: &Pod) -> Result<String, String>
         Ok(()) => Ok(format!("evidence bundle {location}")),
         Err(NotDone::Failed(why) | NotDone::Refused(why)) => Err(format!("bundle {location} written, but {why}")),
     }
+}
+
+/// `alert` relabelled with the step its own leads to, if `escalate` names one.
+async fn escalation(r: &Responder, alert: &Alert) -> Option<Alert> {
+    let step = alert.labels.get("playbook_step")?;
+    let to = *r.decider.lock().await.config().escalate.get(step)?;
+    let mut next = alert.clone();
+    next.labels.insert("playbook_step".into(), to.as_str().into());
+    Some(next)
 }
 
 /// Decides and carries out one alert: its record, and the target and pod when it acted.

@@ -21,13 +21,13 @@ DEFAULT_CONFIG = {
     "dry_run": True, "steps": [], "webhook": {"token_file": TOKEN_DIR + "/token", "max_body_bytes": 1048576},
     "isolate": {"allow_dns": False}, "evict": {"allow_unowned": False}, "dedup_window_s": 600,
     "rate_limits": {"global": {"max": 20, "window_s": 600}, "per_namespace": {"max": 5, "window_s": 600}},
-    "protected_namespaces": ["kube-system", "driftwatch"], "namespaces": {}}
+    "protected_namespaces": ["kube-system", "driftwatch"], "namespaces": {}, "escalate": {}}
 
 # The values sets that turn the responder on: (config, Secret (name, key), replicas,
 # ingress peers, API server CIDR, API server ports, ServiceMonitor).
 ON = {
     "all-features": (DEFAULT_CONFIG, ("driftwatch-respond-token", "token"), 1, None, None, [443, 6443], True),
-    "respond-on": (dict(DEFAULT_CONFIG, dry_run=False, steps=["isolate", "label"], isolate={"allow_dns": True}, dedup_window_s=300,
+    "respond-on": (dict(DEFAULT_CONFIG, dry_run=False, steps=["isolate", "label"], escalate={"isolate": "evict"}, isolate={"allow_dns": True}, dedup_window_s=300,
                         webhook={"token_file": TOKEN_DIR + "/token", "max_body_bytes": 262144},
                         rate_limits={"global": {"max": 50, "window_s": 600}, "per_namespace": {"max": 3, "window_s": 900}},
                         protected_namespaces=["kube-system", "monitoring", "driftwatch"],

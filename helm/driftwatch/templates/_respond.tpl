@@ -84,7 +84,8 @@ responder's) is always protected. Fails when the webhook has no token Secret. */
     "global" (dict "max" (int64 $rl.global.max) "window_s" (int64 $rl.global.windowSeconds))
     "per_namespace" (dict "max" (int64 $rl.perNamespace.max) "window_s" (int64 $rl.perNamespace.windowSeconds)))
   "protected_namespaces" (append $r.protectedNamespaces .Release.Namespace | uniq)
-  "namespaces" $namespaces -}}
+  "namespaces" $namespaces
+  "escalate" $r.escalate -}}
 {{- if include "driftwatch.respond.nodeAgentOn" . -}}
 {{- $sel := list -}}
 {{- range $k, $v := include "driftwatch.selectorLabels" . | fromYaml -}}
