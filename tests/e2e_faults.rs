@@ -274,7 +274,10 @@ fn sigkill_mid_storm_leaves_state_a_new_agent_can_use() {
             api.exec_sync(&[
                 "/bin/sh",
                 "-c",
-                "cp /bin/busybox /tmp/killbb && i=0; while [ $i -lt 3000 ]; do /tmp/killbb true; i=$((i+1)); done",
+                // Until the test says stop (the new agent may take seconds to attach on a
+                // busy node), at most 10,000 execs.
+                "rm -f /tmp/stop; cp /bin/busybox /tmp/killbb && i=0; \
+                 while [ ! -e /tmp/stop ] && [ $i -lt 10000 ]; do /tmp/killbb true; i=$((i+1)); done",
             ])
         });
         let t0 = Instant::now();
@@ -313,6 +316,7 @@ fn sigkill_mid_storm_leaves_state_a_new_agent_can_use() {
         let again: Vec<_> = second.findings_of(&api.id).into_iter().filter(|f| f["kind"] == "config").collect();
         assert!(again.is_empty(), "configuration finding reported again after SIGKILL: {again:#?}");
         eprintln!("sigkill mid-storm: {before} storm findings before the kill, {} after the restart", ours(&second));
+        api.exec_sync(&["/bin/touch", "/tmp/stop"]).expect("stop the storm");
         let (code, _, err) = storm.join().unwrap().expect("storm exec");
         assert_eq!(code, 0, "{err}");
     });

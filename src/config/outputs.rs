@@ -150,9 +150,20 @@ pub(super) fn validate(c: &Config, error: Error, files: FileChecks) -> Result<()
         let msg = "set either bearer_token_file or basic_auth, not both".to_string();
         return Err(error(&field(&["bearer_token_file"]), At::Value, msg));
     }
-    if basic_set && (basic.username.is_empty() || basic.password_file.is_empty() || basic.username.contains(':')) {
-        let msg = "basic_auth needs a username without ':' and a password_file (the password is read from a file)";
-        return Err(error(&field(&["basic_auth"]), At::Value, msg.into()));
+    if basic_set {
+        // The key that is wrong or that needs its partner, as the Alertmanager sink names them.
+        let bad = if basic.username.contains(':') {
+            Some(("username", "basic_auth's username cannot contain ':'"))
+        } else if basic.password_file.is_empty() {
+            Some(("username", "basic_auth needs password_file (the password is read from a file)"))
+        } else if basic.username.is_empty() {
+            Some(("password_file", "basic_auth needs a username"))
+        } else {
+            None
+        };
+        if let Some((key, msg)) = bad {
+            return Err(error(&field(&["basic_auth", key]), At::Value, msg.into()));
+        }
     }
     for (name, value) in &f.headers {
         let path = field(&["headers", name.as_str()]);
@@ -211,7 +222,10 @@ mod tests {
         let e = load("outputs:\n  falcosidekick:\n    url: http://sk\n    headers: {Authorization: x}\n").unwrap_err();
         assert!(e.contains("outputs.falcosidekick.headers.Authorization"), "{e}");
         let e = load("outputs:\n  falcosidekick:\n    url: http://sk\n    basic_auth: {username: u}\n").unwrap_err();
-        assert!(e.contains("outputs.falcosidekick.basic_auth"), "{e}");
+        assert!(e.contains("outputs.falcosidekick.basic_auth.username") && e.contains("password_file"), "{e}");
+        let e =
+            load("outputs:\n  falcosidekick:\n    url: http://sk\n    basic_auth: {password_file: /p}\n").unwrap_err();
+        assert!(e.contains("outputs.falcosidekick.basic_auth.password_file") && e.contains("username"), "{e}");
         let e = load("outputs:\n  falcosidekik: {}\n").unwrap_err();
         assert!(e.contains("unknown field `falcosidekik`"), "{e}");
     }

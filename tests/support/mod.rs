@@ -745,11 +745,40 @@ static SENTINEL_SEQ: AtomicU64 = AtomicU64::new(0);
 /// The marker must be unique per call: a second settle that matched the first
 /// sentinel would return before anything new was judged.
 pub fn settle(agent: &agent::Agent, c: &Container) {
-    let marker = format!("sentinel-{}-{}", std::process::id(), SENTINEL_SEQ.fetch_add(1, Ordering::Relaxed));
-    c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
-    agent.wait_for("sentinel shell", |f| {
-        f["container.id"] == c.id.as_str() && f["process.command_args"].to_string().contains(&marker)
-    });
+    // A sentinel is not drift: a full events queue sheds it first (counted in
+    // events_dropped_total{kind="exec",drift="false"}). Then another is sent;
+    // any later sentinel proves the same.
+    let shed = || agent.metric("driftwatch_events_dropped_total{kind=\"exec\",drift=\"false\"}").unwrap_or(0.0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut markers = Vec::new();
+    'sent: loop {
+        let before = shed();
+        let marker = format!("sentinel-{}-{}", std::process::id(), SENTINEL_SEQ.fetch_add(1, Ordering::Relaxed));
+        c.exec_ok(&["/bin/sh", "-c", &format!(": {marker}")]);
+        markers.push(marker);
+        loop {
+            let seen = agent.findings().iter().any(|f| {
+                f["container.id"] == c.id.as_str() && {
+                    let args = f["process.command_args"].to_string();
+                    markers.iter().any(|m| args.contains(m.as_str()))
+                }
+            });
+            if seen {
+                break 'sent;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sentinel shell finding within 60 s ({} sent). Findings:\n{:#?}\nmetrics:\n{}",
+                markers.len(),
+                agent.findings_of(&c.id),
+                agent.metrics()
+            );
+            if shed() > before {
+                continue 'sent;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     // Findings judged before the sentinel may still be waiting for metadata
     // or an image comparison (in their own tasks): let them out.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
