@@ -246,14 +246,26 @@ pub(super) fn validate(
             ));
         }
     }
-    if cap.retention.max_bundles == 0 || cap.retention.max_bytes < cap.max_bundle_bytes {
-        return Err(invalid(
-            &[Seg::from("response"), Seg::from("capture"), Seg::from("retention")],
-            format!(
-                "max_bundles must be at least 1 and max_bytes ({}) at least max_bundle_bytes ({})",
-                cap.retention.max_bytes, cap.max_bundle_bytes
-            ),
-        ));
+    let retention = |key: &'static str, message: String| {
+        invalid(&[Seg::from("response"), Seg::from("capture"), Seg::from("retention"), Seg::from(key)], message)
+    };
+    if cap.retention.max_bundles == 0 {
+        return Err(retention("max_bundles", "0 must be at least 1".into()));
+    }
+    if cap.retention.max_bytes < cap.max_bundle_bytes {
+        let message = format!(
+            "response.capture.retention.max_bytes ({}) must be at least response.capture.max_bundle_bytes ({}): \
+             one bundle must fit",
+            cap.retention.max_bytes, cap.max_bundle_bytes
+        );
+        // Under the key the file changed from its default (the line a reader looks at).
+        if cap.max_bundle_bytes != Capture::default().max_bundle_bytes {
+            return Err(invalid(
+                &[Seg::from("response"), Seg::from("capture"), Seg::from("max_bundle_bytes")],
+                message,
+            ));
+        }
+        return Err(retention("max_bytes", message));
     }
     Ok(())
 }
