@@ -10,9 +10,9 @@ mod outputs;
 mod redaction;
 mod response;
 
-pub use exports::{AlertmanagerUrl, secret_file};
+pub use exports::{AlertmanagerUrl, PostUrl, secret_file};
 use locate::{At, Seg, humanize, locate, repeated};
-pub use outputs::{Falcosidekick, Format as OutputFormat, Outputs, PostUrl};
+pub use outputs::{Falcosidekick, Format as OutputFormat, Outputs};
 pub use redaction::{BuiltinPatterns, Pattern as RedactionPattern, Redaction};
 pub use response::{AdminAddr, AllowRule, Capture, Quarantine, Response, Retention, STEPS};
 

@@ -187,15 +187,35 @@ pub struct AlertmanagerUrl {
 
 impl AlertmanagerUrl {
     pub fn parse(url: &str) -> Result<AlertmanagerUrl, String> {
+        let PostUrl { https, authority, path } = PostUrl::parse(url, "http://alertmanager.monitoring:9093")?;
+        let prefix = path.trim_end_matches('/');
+        Ok(AlertmanagerUrl {
+            https,
+            label: format!("{authority}{prefix}"),
+            path: format!("{prefix}/api/v2/alerts"),
+            authority,
+        })
+    }
+}
+
+/// An http(s) URL taken apart: where to POST, and the sink's name in logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostUrl {
+    pub https: bool,
+    /// `host:port` (the scheme's default port when the URL has none).
+    pub authority: String,
+    /// The URL's path, `/` when it has none.
+    pub path: String,
+}
+
+impl PostUrl {
+    /// `example` is shown in the error of a URL without an http(s) scheme.
+    pub fn parse(url: &str, example: &str) -> Result<PostUrl, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => {
-                return Err(format!(
-                    "{url:?} must be an http:// or https:// URL (e.g. http://alertmanager.monitoring:9093)"
-                ));
-            }
+            _ => return Err(format!("{url:?} must be an http:// or https:// URL (e.g. {example})")),
         };
         let auth = uri.authority().filter(|a| !a.host().is_empty()).ok_or_else(|| format!("{url:?} has no host"))?;
         if auth.as_str().contains('@') {
@@ -209,12 +229,7 @@ impl AlertmanagerUrl {
             Some(_) => auth.as_str().to_string(),
             None => format!("{}:{}", auth.as_str(), if https { 443 } else { 80 }),
         };
-        let prefix = uri.path().trim_end_matches('/');
-        Ok(AlertmanagerUrl {
-            https,
-            label: format!("{authority}{prefix}"),
-            path: format!("{prefix}/api/v2/alerts"),
-            authority,
-        })
+        let path = if uri.path().is_empty() { "/".to_string() } else { uri.path().to_string() };
+        Ok(PostUrl { https, authority, path })
     }
 }

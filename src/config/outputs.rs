@@ -3,7 +3,7 @@
 //! push names (CA bundle, client certificate, token) are read and checked
 //! here, like those of the Alertmanager push.
 
-use super::{At, BasicAuth, Config, ConfigError, FileChecks, Seg, Tls};
+use super::{At, BasicAuth, Config, ConfigError, FileChecks, Seg, Tls, exports::PostUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -68,42 +68,6 @@ impl Default for Falcosidekick {
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
         }
-    }
-}
-
-/// An http(s) URL taken apart: where to POST, and the sink's name in logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostUrl {
-    pub https: bool,
-    /// `host:port` (the scheme's default port when the URL has none).
-    pub authority: String,
-    /// The URL's path, `/` when it has none.
-    pub path: String,
-}
-
-impl PostUrl {
-    /// `example` is shown in the error of a URL without an http(s) scheme.
-    pub fn parse(url: &str, example: &str) -> Result<PostUrl, String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(format!("{url:?} must be an http:// or https:// URL (e.g. {example})")),
-        };
-        let auth = uri.authority().filter(|a| !a.host().is_empty()).ok_or_else(|| format!("{url:?} has no host"))?;
-        if auth.as_str().contains('@') {
-            // Not echoed: that part may be a password.
-            return Err("credentials in the URL are not accepted: use basic_auth with password_file".into());
-        }
-        if uri.query().is_some() {
-            return Err(format!("{url:?}: a query string is not accepted"));
-        }
-        let authority = match auth.port_u16() {
-            Some(_) => auth.as_str().to_string(),
-            None => format!("{}:{}", auth.as_str(), if https { 443 } else { 80 }),
-        };
-        let path = if uri.path().is_empty() { "/".to_string() } else { uri.path().to_string() };
-        Ok(PostUrl { https, authority, path })
     }
 }
 
