@@ -60,31 +60,6 @@ fn findings_match_golden_files() {
     assert!(failures.is_empty(), "findings differ from the golden files:\n{}", failures.join("\n"));
 }
 
-/// Falco's names `output_fields` may carry (the README's mapping table).
-const FALCO_FIELDS: [&str; 21] = [
-    "evt.time",
-    "container.id",
-    "container.full_id",
-    "container.name",
-    "container.image.repository",
-    "container.image.tag",
-    "container.image.digest",
-    "k8s.ns.name",
-    "k8s.pod.name",
-    "proc.pid",
-    "proc.ppid",
-    "proc.exepath",
-    "proc.name",
-    "proc.cmdline",
-    "proc.pname",
-    "user.uid",
-    "group.gid",
-    "fd.name",
-    "fd.sip",
-    "fd.sport",
-    "fd.l4proto",
-];
-
 /// [`normalise`] for a Falco event: the time (also `evt.time` and the
 /// output's clock time) and the node's name (also `hostname`).
 fn normalise_falco(line: &str) -> String {
@@ -126,7 +101,7 @@ fn falco_events_match_golden_files() {
         assert!(e["output"].as_str().unwrap().contains(f["message"].as_str().unwrap()), "{name}");
         let fields = e["output_fields"].as_object().unwrap();
         for (k, v) in fields {
-            let falco = FALCO_FIELDS.contains(&k.as_str());
+            let falco = driftwatch::sink::falco::FIELDS.contains(&k.as_str());
             assert!(falco || f.get(k) == Some(v), "{name}: {k} is neither Falco's nor the finding's");
         }
         let id = f["container.id"].as_str().unwrap();

@@ -27,6 +27,31 @@ use std::fmt::{self, Display};
 /// The event's `source`.
 pub const SOURCE: &str = "driftwatch";
 
+/// Falco's names `output_fields` may carry (the README's mapping table).
+pub const FIELDS: [&str; 21] = [
+    "evt.time",
+    "container.id",
+    "container.full_id",
+    "container.name",
+    "container.image.repository",
+    "container.image.tag",
+    "container.image.digest",
+    "k8s.ns.name",
+    "k8s.pod.name",
+    "proc.pid",
+    "proc.ppid",
+    "proc.exepath",
+    "proc.name",
+    "proc.cmdline",
+    "proc.pname",
+    "user.uid",
+    "group.gid",
+    "fd.name",
+    "fd.sip",
+    "fd.sport",
+    "fd.l4proto",
+];
+
 /// The finding's keys left out of `output_fields`, as JSON strings (see the module docs).
 const LEFT_OUT: [&[u8]; 3] = [b"\"container.id\"", b"\"time\"", b"\"driftwatch.tags\""];
 
