@@ -218,13 +218,14 @@ fn own_network_namespace_lists_sockets_no_process_holds() {
         .as_array()
         .unwrap()
         .iter()
-        // Whichever side closed first keeps it (IPv4 in the tcp or the tcp6 table).
+        // Whichever side closed first keeps it (IPv4 in the tcp or the tcp6
+        // table); on a simultaneous close both sides do.
         .filter(|s| {
             let port = |k: &str| s[k].as_str().unwrap().ends_with(":7000");
             s["state"] == "TIME_WAIT" && (port("local") || port("remote"))
         })
         .collect();
-    assert_eq!(tw.len(), 1, "{ns:#?}");
+    assert!((1..=2).contains(&tw.len()), "{ns:#?}");
     // The container was started outside CRI: found through /proc by id prefix.
     let (code, out, err) = ps(&[&c.id[..12]], "json");
     assert_eq!(code, Some(0), "{err}");
