@@ -2,7 +2,7 @@
 # Overhead benchmark for the driftwatch agent. Run as root on a test node:
 #
 #   bench/overhead.sh [--quick] [--out FILE] [--rounds N] [--port PORT] [--bin PATH] [--keep]
-#                     [--only WORKLOAD[,WORKLOAD...]]
+#                     [--only WORKLOAD[,WORKLOAD...]] [--compare-bin PATH]
 #
 # Workloads (fixed amount of work; the workload itself measures its wall time and its
 # own CPU time, user+sys of it and its children):
@@ -12,9 +12,18 @@
 #                        ld.so maps libc with mmap(PROT_EXEC) (the mapping sensor judges it, image: filtered)
 #   host_open_read       open+read+close a small file on the host (control: no hooks there)
 #   host_exec_true       fork+exec /bin/true on the host: filtered in the kernel as host
+#   host_getppid         getppid() in a loop on the host: a syscall no sensor needs (the tax
+#                        every syscall of the node pays for the syscall hooks)
+#   container_write_tmp  open(O_CREAT|O_TRUNC)+write+close cycling names in a container's /tmp
+#                        (scratch: rules.file.ignore_prefixes)
+#   container_write      the same in the container's /root (an image directory: file drift)
 # Modes: baseline (no agent), agent (default flags), exec_only (network and file sensors off:
 # no syscall hooks), emit_all (--emit-all-execs, container
-# storms only: host execs are dropped before that switch is consulted).
+# storms only: host execs are dropped before that switch is consulted), peer (no agent;
+# bench/peer.bt under Debian's bpftrace instead: an exec + write-open watcher, the peer
+# the agent is compared with in the same run; its CPU and RSS are reported as the agent's),
+# compare (with --compare-bin: another driftwatch binary, e.g. the previous revision's,
+# default flags, in the same rounds: an A/B of a change).
 # Each round runs every mode of a workload back to back, the mode order rotating from
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
 # agent/baseline medians; per-round ratios are shown as a range. Agent runs also record
@@ -41,6 +50,7 @@ port=18789
 bin=$REPO/target/release/driftwatch
 keep=0
 only=
+compare_bin=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 ;;
@@ -50,6 +60,7 @@ while [[ $# -gt 0 ]]; do
     --bin) bin=$2; shift ;;
     --keep) keep=1 ;;
     --only) only=$2; shift ;;
+    --compare-bin) compare_bin=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "overhead.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -59,9 +70,9 @@ done
 # Work per run. Full sizes take each run to ~5-15 s on a 2-core VM: long enough that
 # agent start-up and scheduler noise are small against it.
 if ((quick)); then
-  : "${rounds:=2}"; n_cexec=5000; n_open=500000; n_hexec=3000; n_net=20000
+  : "${rounds:=2}"; n_cexec=5000; n_open=500000; n_hexec=3000; n_net=20000; n_sys=5000000
 else
-  : "${rounds:=3}"; n_cexec=20000; n_open=2000000; n_hexec=10000; n_net=100000
+  : "${rounds:=3}"; n_cexec=20000; n_open=2000000; n_hexec=10000; n_net=100000; n_sys=20000000
 fi
 
 log() { echo "[overhead] $*" >&2; }
@@ -69,7 +80,7 @@ die() { log "error: $*"; exit 1; }
 ctr_() { ctr --address "$SOCK" -n "$NS" --timeout 60s "$@"; }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (loads eBPF, enters container namespaces)"
-for tool in ctr runc gcc curl python3; do
+for tool in ctr runc gcc curl python3 bpftrace; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 
@@ -84,6 +95,7 @@ cleanup() {
   local rc=$?
   set +e
   [[ -n $agent_pid ]] && stop_agent
+  [[ -n $peer_pid ]] && stop_peer
   if [[ -n $cid ]]; then
     ctr_ tasks kill --signal SIGKILL "$cid" >/dev/null 2>&1
     ctr_ tasks delete --force "$cid" >/dev/null 2>&1
@@ -101,7 +113,7 @@ if [[ ! -x $bin ]]; then
   (cd "$REPO" && cargo build --release) >&2
 fi
 # Static, so the same binary runs on the host and inside a busybox container.
-for prog in execstorm openstorm netstorm; do
+for prog in execstorm openstorm netstorm getppidstorm; do
   gcc -O2 -static -Wall -o "$work/$prog" "$HERE/$prog.c"
 done
 
@@ -183,6 +195,12 @@ run_workload() {
         for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
         exec "$work/openstorm" -t "$cpid" -w "$n" /root
       ) ;;
+    container_write_tmp)
+      (
+        for f in "${container_cgroups[@]}"; do echo "$BASHPID" >"$f"; done
+        exec "$work/openstorm" -t "$cpid" -w "$n" /tmp
+      ) ;;
+    host_getppid) "$work/getppidstorm" "$n" ;;
     host_open_read) "$work/openstorm" "$n" "$small" ;;
     host_exec_true) "$work/execstorm" "$n" /bin/true ;;
   esac
@@ -194,8 +212,8 @@ if curl -s -o /dev/null --max-time 2 "$url/metrics"; then
   die "something already listens on 127.0.0.1:$port (use --port)"
 fi
 
-start_agent() { # $@: extra flags
-  "$bin" run --metrics-addr "127.0.0.1:$port" "$@" >>"$findings" 2>>"$agent_log" &
+start_agent() { # $@: extra flags; $agent_bin: the binary (default --bin)
+  "${agent_bin:-$bin}" run --metrics-addr "127.0.0.1:$port" "$@" >>"$findings" 2>>"$agent_log" &
   agent_pid=$!
   local i
   for ((i = 0; i < 300; i++)); do
@@ -222,6 +240,31 @@ stop_agent() {
   agent_pid=
 }
 
+peer_pid=
+peer_out=$work/peer.out
+start_peer() {
+  : >"$peer_out"
+  bpftrace "$HERE/peer.bt" >"$peer_out" 2>&1 &
+  peer_pid=$!
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if grep -q '^Attaching' "$peer_out"; then
+      sleep 0.5 # the probes attach after the banner
+      return 0
+    fi
+    kill -0 "$peer_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$peer_out" >&2
+  die "bpftrace did not start"
+}
+
+stop_peer() {
+  kill -INT "$peer_pid" 2>/dev/null || true
+  wait "$peer_pid" 2>/dev/null || true
+  peer_pid=
+}
+
 # Sum of the samples whose "name{labels}" matches ERE $2 in scrape file $1.
 msum() {
   awk -v re="$2" '!/^#/ { v = $NF; $NF = ""; if ($0 ~ re) s += v } END { printf "%d\n", s }' "$1"
@@ -230,8 +273,23 @@ msum() {
 # Change of the samples matching ERE $3 from scrape $1 to scrape $2.
 delta() { echo $(($(msum "$2" "$3") - $(msum "$1" "$3"))); }
 
-# Agent CPU (utime+stime, clock ticks, all threads). Fields counted after "comm)".
-agent_ticks() { sed 's/.*) //' "/proc/$agent_pid/stat" | awk '{ print $12 + $13 }'; }
+# CPU (utime+stime, clock ticks, all threads) of pid $1 (the agent's by default).
+# Fields counted after "comm)".
+agent_ticks() { sed 's/.*) //' "/proc/${1:-$agent_pid}/stat" | awk '{ print $12 + $13 }'; }
+
+# The detection-latency histogram's bucket counts added from scrape $1 to $2, as JSON.
+latency_json() {
+  local -A a=() b=()
+  local le v
+  while read -r le v; do a[$le]=$v; done < <(sed -n 's/^driftwatch_detection_latency_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' "$1")
+  while read -r le v; do b[$le]=$v; done < <(sed -n 's/^driftwatch_detection_latency_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' "$2")
+  local out="" sep=""
+  for le in "${!b[@]}"; do
+    out+="$sep\"$le\":$(awk -v x="${b[$le]}" -v y="${a[$le]:-0}" 'BEGIN { printf "%d", x - y }')"
+    sep=,
+  done
+  echo "{$out}"
+}
 
 scrape() { curl -sf --max-time 5 "$url/metrics" >"$1"; }
 
@@ -266,9 +324,27 @@ measure() {
     log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s)"
     return
   fi
+  if [[ $mode == peer ]]; then
+    start_peer
+    local p0 p1 phwm pcpu
+    p0=$(agent_ticks "$peer_pid")
+    res=$(run_workload "$w" "$n")
+    read -r secs wcpu <<<"$res"
+    sleep 0.2 # let it print what is buffered
+    p1=$(agent_ticks "$peer_pid")
+    phwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$peer_pid/status")
+    stop_peer
+    pcpu=$(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
+    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"peer_lines":%d}\n' \
+      "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$pcpu" "$phwm" "$(grep -c -e '^exec ' -e '^open ' "$peer_out" || true)" >>"$runs"
+    log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), bpftrace cpu ${pcpu}s"
+    return
+  fi
   local flags=()
   [[ $mode == emit_all ]] && flags=(--emit-all-execs)
   [[ $mode == exec_only ]] && flags=(--config "$exec_only_cfg")
+  agent_bin=$bin
+  [[ $mode == compare ]] && agent_bin=$compare_bin
   start_agent "${flags[@]}"
   local m0=$work/m0.prom m1=$work/m1.prom t0 t1 f0 f1 hwm cpu
   scrape "$m0"
@@ -302,25 +378,31 @@ measure() {
   json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
     "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$hwm" $((f1 - f0)))
   for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
+  json+=",\"latency_buckets\":$(latency_json "$m0" "$m1")"
   echo "$json}" >>"$runs"
   log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), agent cpu ${cpu}s, $(delta "$m0" "$m1" "${c[kernel_events]}") kernel events"
 }
 
 # --- 3. measure -------------------------------------------------------------------
-workloads=(container_exec_true container_exec_sh container_exec_dyn container_net host_net container_read
-  container_write host_open_read host_exec_true)
+workloads=(host_getppid host_open_read host_exec_true container_exec_true container_exec_sh container_exec_dyn
+  container_net host_net container_read container_write_tmp container_write)
 if [[ -n $only ]]; then
   IFS=, read -ra workloads <<<"$only"
 fi
 declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [container_exec_dyn]=$n_cexec
   [container_net]=$n_net
-  [host_net]=$n_net [container_read]=$n_open [container_write]=$n_net [host_open_read]=$n_open
-  [host_exec_true]=$n_hexec)
-declare -A modes=([container_exec_true]="baseline agent exec_only emit_all" [container_exec_sh]="baseline agent emit_all"
-  [container_exec_dyn]="baseline agent"
+  [host_net]=$n_net [container_read]=$n_open [container_write]=$n_net [container_write_tmp]=$n_net
+  [host_open_read]=$n_open [host_exec_true]=$n_hexec [host_getppid]=$n_sys)
+declare -A modes=([container_exec_true]="baseline agent peer exec_only emit_all"
+  [container_exec_sh]="baseline agent peer emit_all" [container_exec_dyn]="baseline agent peer"
   [container_net]="baseline agent" [host_net]="baseline agent"
-  [container_read]="baseline agent exec_only" [container_write]="baseline agent"
-  [host_open_read]="baseline agent exec_only" [host_exec_true]="baseline agent")
+  [container_read]="baseline agent peer exec_only" [container_write]="baseline agent peer"
+  [container_write_tmp]="baseline agent peer" [host_getppid]="baseline agent peer exec_only"
+  [host_open_read]="baseline agent peer exec_only" [host_exec_true]="baseline agent peer")
+if [[ -n $compare_bin ]]; then
+  [[ -x $compare_bin ]] || die "--compare-bin $compare_bin is not an executable"
+  for w in "${!modes[@]}"; do modes[$w]+=" compare"; done
+fi
 
 log "warm-up (page cache, first-exec costs)"
 for w in "${workloads[@]}"; do run_workload "$w" $((size[$w] / 20)) >/dev/null; done

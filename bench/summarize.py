@@ -19,12 +19,25 @@ WORKLOAD_DOC = {
     "with mmap(PROT_EXEC): judged in the kernel at the mmap syscall, image, filtered)",
     "host_open_read": "open+read+close a small file on the host (the open-exit hook returns at the host check)",
     "host_exec_true": "fork+exec /bin/true on the host (filtered in kernel as host)",
+    "host_getppid": "getppid() on the host: a syscall no sensor needs (the traced-path tax)",
+    "container_write_tmp": "open(O_CREAT|O_TRUNC)+write+close of 1000 names cycled in a container's /tmp "
+    "(scratch: rules.file.ignore_prefixes)",
     "container_net": "listen+connect+UDP bind on the container's loopback, 1000 ports cycled "
     "(first of each reaches userspace, repeats folded in kernel)",
     "host_net": "the same on the host (filtered in kernel as host)",
     "container_read": "open+read+close /etc/passwd in a container (reads return in the kernel at once)",
     "container_write": "open(O_CREAT|O_TRUNC)+write+close of 1000 names cycled in a container's /root "
     "(first write of each is file drift, then folded per inode; per-container rate limit applies)",
+}
+# Issue 15's goals: throughput with the agent / without (baseline s / agent s).
+GOALS = {
+    "host_getppid": 0.90,
+    "host_open_read": 0.95,
+    "host_exec_true": 0.98,
+    "container_exec_true": 0.97,
+    "container_read": 0.97,
+    "container_write_tmp": 0.95,
+    "container_write": 0.90,
 }
 COUNTERS = [
     "agent_cpu_s", "kernel_events", "kernel_ringbuf_drops", "userspace_drops_events",
@@ -37,6 +50,22 @@ COUNTERS = [
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+def quantile(q, buckets):
+    """histogram_quantile over {le: cumulative count}: linear within a bucket."""
+    pts = sorted((float(le), c) for le, c in buckets.items())
+    if not pts or pts[-1][1] <= 0:
+        return None
+    rank = q * pts[-1][1]
+    prev_le, prev_c = 0.0, 0
+    for le, c in pts:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_c) / (c - prev_c) if c > prev_c else 1)
+        prev_le, prev_c = le, c
+    return None
 
 
 def summarise(runs):
@@ -75,11 +104,19 @@ def summarise(runs):
                 "added_us_per_op": (med - base_med) / n * 1e6 if base_med else None,
             }
             for c in COUNTERS:
-                s[c + "_median"] = median([r[c] for r in rs])
+                s[c + "_median"] = median([r.get(c, 0) for r in rs])
             s["drops_total"] = sum(
-                r["kernel_ringbuf_drops"] + r["userspace_drops_events"] + r["userspace_drops_findings"] for r in rs
+                r.get("kernel_ringbuf_drops", 0) + r.get("userspace_drops_events", 0)
+                + r.get("userspace_drops_findings", 0) for r in rs
             )
-            ev = sum(r["kernel_events"] for r in rs)
+            lat = {}
+            for r in rs:
+                for le, c in r.get("latency_buckets", {}).items():
+                    lat[le] = lat.get(le, 0) + c
+            s["latency_p50_s"] = quantile(0.5, lat)
+            s["latency_p99_s"] = quantile(0.99, lat)
+            s["throughput_ratio"] = base_med / med if med else None
+            ev = sum(r.get("kernel_events", 0) for r in rs)
             cpu = sum(r["agent_cpu_s"] for r in rs)
             # Below ~1000 events the tick-granular CPU figure says nothing per event.
             s["agent_cpu_s_per_1m_kernel_events"] = cpu / ev * 1e6 if ev >= 1000 * len(rs) else None
@@ -107,6 +144,35 @@ def table(summary):
             f"{fmt(s['added_us_per_op'], '.2f'):>7} {fmt(s['kernel_events_median'], '.0f'):>9} "
             f"{s['drops_total']:>5} {fmt(s['findings_median'], '.0f'):>8} {fmt(s['agent_cpu_s_median'], '.2f'):>6} "
             f"{fmt(s['agent_cpu_s_per_1m_kernel_events'], '.1f'):>11}"
+        )
+    return "\n".join(lines)
+
+
+def goals_table(summary):
+    """One row per workload: throughput ratio (baseline/with) of driftwatch and
+    of the bpftrace peer, both measured in the same interleaved rounds."""
+    by = {(s["workload"], s["mode"]): s for s in summary}
+    has_cmp = any(s["mode"] == "compare" for s in summary)
+    head = f"{'workload':<20} {'driftwatch':>10} {'per-round':>13} {'peer':>6} {'per-round':>13} {'goal':>5} {'met':>4} {'p50 ms':>7} {'p99 ms':>7}"
+    if has_cmp:
+        head += f" {'compare':>7}"
+    lines = [head, "-" * len(head)]
+    for w in dict.fromkeys(s["workload"] for s in summary):
+        a, p = by.get((w, "agent")), by.get((w, "peer"))
+        if not a:
+            continue
+        def rng(s):
+            pr = [1 / x for x in s["per_round_ratios"]] if s else []
+            return f"{min(pr):.3f}-{max(pr):.3f}" if pr else "-"
+        goal = GOALS.get(w)
+        tr = a["throughput_ratio"]
+        met = "-" if goal is None or tr is None else ("yes" if tr >= goal else "no")
+        p50 = a["latency_p50_s"] * 1e3 if a["latency_p50_s"] is not None else None
+        p99 = a["latency_p99_s"] * 1e3 if a["latency_p99_s"] is not None else None
+        lines.append(
+            f"{w:<20} {fmt(tr, '.3f'):>10} {rng(a):>13} {fmt(p and p['throughput_ratio'], '.3f'):>6} {rng(p):>13} "
+            f"{fmt(goal, '.2f'):>5} {met:>4} {fmt(p50, '.1f'):>7} {fmt(p99, '.1f'):>7}"
+            + (f" {fmt(by[(w, 'compare')]['throughput_ratio'] if (w, 'compare') in by else None, '.3f'):>7}" if has_cmp else "")
         )
     return "\n".join(lines)
 
@@ -143,6 +209,10 @@ def main():
         "\ndrops = kernel ringbuf + userspace queue drops summed over runs; cpu s = agent utime+stime per run"
         "\n(median, incl. draining after the workload); cpu s/1M ev = agent CPU per 1M kernel events."
     )
+    print("\nthroughput with / without (issue 15's goals; peer = bench/peer.bt under bpftrace, same rounds;"
+          "\np50/p99 = kernel event to finding, driftwatch_detection_latency_seconds, runs with findings only;"
+          "\ncompare = --compare-bin's binary, same rounds):")
+    print(goals_table(summary))
     print(f"JSON: {a.out}")
     bad = [s for s in summary if s["mode"] == "agent" and s["drops_total"]]
     for s in bad:

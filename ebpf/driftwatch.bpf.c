@@ -332,24 +332,26 @@ int dw_bind(struct dw_sys_enter *ctx)
 	return 0;
 }
 
-/* File drift, seen at syscall exit, filtered by syscall number (x86_64) in
- * one program on the generic raw sys_exit tracepoint:
+/* File drift, seen at syscall exit. One program, attached to the classic
+ * tracepoint of each syscall it judges (src/bpf/mod.rs FILE_TRACEPOINTS): the
+ * kernel checks a syscall's bit before any BPF runs, so the node's other
+ * syscalls pay only the traced path, never this program (a raw sys_exit
+ * program ran for every syscall: a getppid loop lost 39%).
  * - a write open: the returned descriptor names the real file (symlinks
- *   resolved) and FMODE_WRITE says the intent; reads return at once. (A
- *   classic syscalls:sys_exit_openat tracepoint would cost every open on the
- *   node about half a microsecond: the perf record is built before the
- *   program runs.)
+ *   resolved) and FMODE_WRITE says the intent; reads return at once.
  * - operations on names (unlink, rename, chmod, chown, link, symlink, mkdir,
  *   rmdir, truncate), once they succeeded: `rm -f` of a missing file or
  *   `mkdir -p` over existing directories changes nothing and is not drift.
  *   Their arguments are still in the saved user registers. */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
+SEC("tracepoint/syscalls/sys_exit_openat")
+int dw_file_exit(struct dw_sys_exit *ctx)
 {
+	long ret = ctx->ret;
 	if (ret < 0)
 		return 0;
-	/* Runs for every syscall of the node: a plain load, not a helper call. */
-	unsigned long nr = regs->orig_ax;
+	/* __syscall_nr is an int in the tracepoint's record. */
+	unsigned long nr = (unsigned int)ctx->id;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	bool open = nr == DW_NR_OPENAT || nr == DW_NR_OPEN || nr == DW_NR_CREAT || nr == DW_NR_OPENAT2;
 	/* Protect mode: a pending #! script is judged when its interpreter opens it. */
 	if (open && scripts_pending)
@@ -380,12 +382,16 @@ int BPF_PROG(dw_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct dw_file_key k = {.mntns_id = ns_id, .ino = BPF_CORE_READ(f, f_inode, i_ino)};
 	k.origin = task_origin(t, ns_id);
-	if (bpf_map_lookup_elem(&file_seen, &k)) {
+	/* Folded only for the same file: a deleted file's inode number comes
+	 * back for the next new file (often at once), whose name differs, and
+	 * so does its dentry (a deleted name's stays, negative, in the cache). */
+	u64 dentry = (u64)BPF_CORE_READ(f, f_path.dentry);
+	u64 *seen = bpf_map_lookup_elem(&file_seen, &k);
+	if (seen && *seen == dentry) {
 		kstat_inc(DW_KSTAT_FILE_FOLDED);
 		return 0;
 	}
-	u8 one = 1;
-	bpf_map_update_elem(&file_seen, &k, &one, BPF_ANY);
+	bpf_map_update_elem(&file_seen, &k, &dentry, BPF_ANY);
 	file_event(t, ns_id, DW_FILE_WRITE, f, 0, NULL, 0, NULL, 0, 0, 0, false, k.origin);
 	return 0;
 }

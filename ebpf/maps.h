@@ -11,6 +11,7 @@
 const volatile u32 host_mntns = 0; /* mount namespace of the host: never traced */
 const volatile u8 emit_all_execs = 0; /* send every container exec (benchmarks, debugging) */
 const volatile u32 file_events_per_sec = 100; /* per container; the excess is counted and dropped */
+const volatile u64 wake_gap_ns = 10000000; /* sensor.wake_interval_ms; 0: only drift wakes the reader */
 const volatile u64 protect_seed = 0; /* random per load: approved-path hashes cannot be forged offline */
 
 /* The one ring buffer. Size is overridden by the loader (power of two pages). */
@@ -95,6 +96,9 @@ struct {
 	__type(value, struct dw_script_pending);
 } script_pending SEC(".maps");
 u32 scripts_pending = 0;
+/* When a record that did not ask for it last woke the reader (emit_submit;
+ * racy across CPUs on purpose: a lost update costs one extra wakeup). */
+u64 last_wake_ns = 0;
 
 /* Scripts killed at that open, for the finding's `driftwatch.action`. */
 struct {
@@ -136,8 +140,18 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct dw_file_key);
-	__type(value, u8);
+	__type(value, u64); /* the file's dentry: an inode number reused by a new file is not folded */
 } file_seen SEC(".maps");
+
+/* Scratch paths: file events under them are dropped before the rate limit
+ * (written by userspace at load; see struct dw_prefix_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, DW_PREFIX_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct dw_prefix_key);
+	__type(value, u8);
+} scratch_prefixes SEC(".maps");
 
 /* Per-container file event budget: one-second windows. */
 struct dw_rate {
@@ -224,6 +238,7 @@ struct dw_scratch {
 	char env[DW_ENV_SCAN];
 	/* Twice the name: a masked offset plus a masked length stays inside. */
 	char name[DW_NAME_SCAN * 2];
+	struct dw_prefix_key prefix; /* a scratch_prefixes lookup */
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

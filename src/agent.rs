@@ -324,6 +324,7 @@ fn load_sensor(cfg: &Config, opts: &Options, classifier: &Classifier) -> Result<
     sopts.emit_all_execs = opts.emit_all_execs;
     sopts.btf_path = opts.btf.clone();
     sopts.file_events_per_sec = cfg.rules.file.events_per_sec;
+    sopts.scratch_prefixes = cfg.rules.file.ignore_prefixes.clone();
     let names = classifier.names().kernel_entries();
     let sensor =
         tokio::task::block_in_place(|| tracing::info_span!("sensor.load").in_scope(|| Sensor::load(&sopts, &names)))?;

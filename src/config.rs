@@ -157,10 +157,14 @@ fn default_unready_after_s() -> u64 {
 pub struct Sensor {
     pub ringbuf_bytes: u32,
     pub drain_interval_ms: u64,
+    /// Records other than drift wake the reader at most this often (in the
+    /// kernel): the bound on a finding's wait; 0: only the drain timer.
+    pub wake_interval_ms: u64,
     /// Network drift sensor (connect/listen/bind syscall tracepoints).
     pub network: bool,
-    /// File drift sensor (one BTF program on raw sys_exit: write opens and
-    /// successful unlink, rename, chmod, chown, link, mkdir, ...).
+    /// File drift sensor (one program on the exit tracepoints of the opens and
+    /// of unlink, rename, chmod, chown, link, mkdir, ...: write opens and
+    /// successful operations).
     pub files: bool,
     /// Executable-mapping sensor (mmap/mprotect syscall tracepoints): dropped
     /// libraries and programs mapped by the dynamic loader (issue 14).
@@ -701,6 +705,12 @@ impl Config {
             return Err(invalid(
                 &path!["sensor", "drain_interval_ms"],
                 format!("{} must be between 1 and 1000", self.sensor.drain_interval_ms),
+            ));
+        }
+        if self.sensor.wake_interval_ms > 1000 {
+            return Err(invalid(
+                &path!["sensor", "wake_interval_ms"],
+                format!("{} must be between 0 and 1000", self.sensor.wake_interval_ms),
             ));
         }
         if !(1..=100_000).contains(&self.rules.file.events_per_sec) {

@@ -456,13 +456,15 @@ fn ring_buffer_overflow_is_counted_not_lost() {
         return;
     }
     // The smallest ring buffer the config accepts (256 KiB, about 130 exec
-    // records) drained once a second, and every container exec sent: a burst of
+    // records) drained once a second (no wakeups between: wake_interval_ms 0),
+    // and every container exec sent: a burst of
     // 1,500 execs overflows it. Every record must show up in the counters:
     // sent = delivered + dropped.
     let dir = std::env::temp_dir().join(format!("dw-overflow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("tiny.yaml");
-    std::fs::write(&cfg, "sensor:\n  ringbuf_bytes: 262144\n  drain_interval_ms: 1000\n").unwrap();
+    std::fs::write(&cfg, "sensor:\n  ringbuf_bytes: 262144\n  drain_interval_ms: 1000\n  wake_interval_ms: 0\n")
+        .unwrap();
     let agent = Agent::start(&["--config", cfg.to_str().unwrap(), "--emit-all-execs"]);
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/bin/sh", "-c", "i=0; while [ $i -lt 1500 ]; do /usr/bin/hello >/dev/null; i=$((i+1)); done"]);

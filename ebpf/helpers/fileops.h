@@ -41,6 +41,27 @@ static __always_inline bool file_rate_ok(u64 ns_id)
 	return true;
 }
 
+/* Whether `path` (len bytes, absolute, its head intact) is scratch space:
+ * one lookup of its first bytes, NUL-terminated when they are all of it. */
+static __always_inline bool scratch_path(const char *path, u32 len, struct dw_prefix_key *k)
+{
+	if (len == 0 || path[0] != '/')
+		return false;
+	u32 n = len < DW_PREFIX_LEN ? len : DW_PREFIX_LEN;
+	barrier_var(n);
+	n &= DW_PREFIX_LEN * 2 - 1;
+	if (n > DW_PREFIX_LEN)
+		return false;
+	if (bpf_probe_read_kernel(k->data, n, path))
+		return false;
+	if (n < DW_PREFIX_LEN) {
+		k->data[n & (DW_PREFIX_LEN - 1)] = 0;
+		n++;
+	}
+	k->prefixlen = n * 8;
+	return bpf_map_lookup_elem(&scratch_prefixes, k) != NULL;
+}
+
 /* `name` as the container sees it: absolute names as they are, relative ones
  * joined to the cwd or to the directory `dfd` names. `name` is a user
  * pointer (syscall arguments) unless `kernel_name` (exec's bprm->filename).
@@ -286,8 +307,6 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 				       const char *name, long dfd2, const char *name2, u32 mode, u32 owner_uid,
 				       u32 owner_gid, bool raw2, u32 origin)
 {
-	if (!file_rate_ok(ns_id))
-		return;
 	struct dw_file *e = emit_reserve(DW_KIND_FILE, sizeof(*e));
 	if (!e)
 		return;
@@ -347,6 +366,19 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 	if (flags & (DW_FILE_PATH_TRUNC | DW_FILE_PATH2_TRUNC))
 		kstat_inc(DW_KSTAT_FILE_PATH_TRUNCATED);
 	e->flags = flags;
+	/* Scratch space is dropped here, before it counts against the rate
+	 * limit: a container busy in /tmp keeps its budget for drift. A rename
+	 * or link out of scratch space (/tmp/x -> /usr/bin/x) is drift. */
+	if (!(flags & DW_FILE_PATH_TRUNC) && scratch_path(e->path, e->path_len, &scr->prefix) &&
+	    (!name2 || raw2 || (!(flags & DW_FILE_PATH2_TRUNC) && scratch_path(e->path2, e->path2_len, &scr->prefix)))) {
+		kstat_inc(DW_KSTAT_FILE_SCRATCH);
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	if (!file_rate_ok(ns_id)) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
 	task_cgroup_names(t, e->cgroup);
 	/* Judged in userspace against scratch paths and the image: no wakeup. */
 	emit_submit(e, DW_KIND_FILE, false);

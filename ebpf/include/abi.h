@@ -283,6 +283,7 @@ enum dw_kstat {
 	DW_KSTAT_MAP_FILTERED = 16, /* ... of image files (or unknown layer): dropped in the kernel */
 	DW_KSTAT_MAP_FOLDED = 17, /* ... of drift folded into one already sent (same container and inode) */
 	DW_KSTAT_MAP_LOST = 18, /* ... whose syscall exit found no pending verdict (table full) */
+	DW_KSTAT_FILE_SCRATCH = 19, /* file events on scratch paths (rules.file.ignore_prefixes), dropped */
 	DW_KSTAT_MAX = 24,
 };
 
@@ -297,6 +298,17 @@ struct dw_proc {
 	dw_u32 ppid;
 	dw_u32 flags; /* DW_PROC_* */
 	dw_u64 exec_ktime_ns; /* 0: a process that predates the agent, entered for its origin */
+};
+
+/* Key of the scratch_prefixes LPM trie (rules.file.ignore_prefixes): a
+ * directory as a prefix ending in '/' ("/tmp/": everything under it) and as
+ * its name ending in NUL ("/tmp\0": the directory itself), prefixlen in bits.
+ * Prefixes longer than DW_PREFIX_LEN - 1 bytes are judged in userspace only. */
+#define DW_PREFIX_LEN 64
+#define DW_PREFIX_MAX 256 /* entries: two per prefix */
+struct dw_prefix_key {
+	dw_u32 prefixlen;
+	dw_u8 data[DW_PREFIX_LEN];
 };
 
 #define DW_PROC_DRIFTED (1u << 0) /* this process image is drift */

@@ -55,6 +55,8 @@ pub const DW_MAP_KILLED: u32 = 2;
 pub const DW_MAP_PATH_TRUNC: u32 = 4;
 pub const DW_MAP_EXE_TRUNC: u32 = 8;
 pub const DW_MAP_ARGS_TRUNC: u32 = 16;
+pub const DW_PREFIX_LEN: u32 = 64;
+pub const DW_PREFIX_MAX: u32 = 256;
 pub const DW_PROC_DRIFTED: u32 = 1;
 pub const DW_PROC_ANCESTOR_DRIFTED: u32 = 2;
 pub const DW_PROC_EXEC_SESSION: u32 = 4;
@@ -527,6 +529,7 @@ pub const DW_KSTAT_MAP_EXEC: dw_kstat = 15;
 pub const DW_KSTAT_MAP_FILTERED: dw_kstat = 16;
 pub const DW_KSTAT_MAP_FOLDED: dw_kstat = 17;
 pub const DW_KSTAT_MAP_LOST: dw_kstat = 18;
+pub const DW_KSTAT_FILE_SCRATCH: dw_kstat = 19;
 pub const DW_KSTAT_MAX: dw_kstat = 24;
 pub type dw_kstat = ::std::os::raw::c_uint;
 #[repr(C)]
@@ -567,6 +570,32 @@ const _: () = {
         "Offset of field: dw_proc::exec_ktime_ns",
     ][::std::mem::offset_of!(dw_proc, exec_ktime_ns) - 8usize];
 };
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dw_prefix_key {
+    pub prefixlen: dw_u32,
+    pub data: [dw_u8; 64usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_prefix_key"][::std::mem::size_of::<dw_prefix_key>() - 68usize];
+    ["Alignment of dw_prefix_key"][::std::mem::align_of::<dw_prefix_key>() - 4usize];
+    [
+        "Offset of field: dw_prefix_key::prefixlen",
+    ][::std::mem::offset_of!(dw_prefix_key, prefixlen) - 0usize];
+    [
+        "Offset of field: dw_prefix_key::data",
+    ][::std::mem::offset_of!(dw_prefix_key, data) - 4usize];
+};
+impl Default for dw_prefix_key {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct dw_qallow_key {

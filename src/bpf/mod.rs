@@ -9,7 +9,10 @@ pub mod reader;
 use crate::{abi, config, metrics::KernelStatsSource, procfs};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{
+        HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use std::{collections::HashMap, sync::Mutex};
@@ -25,16 +28,46 @@ fn check_object(object: &[u8]) -> Result<(), BpfError> {
 
 /// Programs and their tracepoints, attached in this order: exit and fork
 /// first so lineage is kept from the moment exec starts reporting.
-pub const PROGRAMS: [(&str, &str); 4] = [
-    ("dw_exit", "sched_process_exit"),
-    ("dw_fork", "sched_process_fork"),
-    ("dw_exec", "sched_process_exec"),
-    ("dw_sys_exit", "sys_exit"),
-];
+pub const PROGRAMS: [(&str, &str); 3] =
+    [("dw_exit", "sched_process_exit"), ("dw_fork", "sched_process_fork"), ("dw_exec", "sched_process_exec")];
+
+/// The file sensor's program (`sensor.files`) and the syscall tracepoints it
+/// is attached to: one per syscall it judges (the `DW_NR_*` of
+/// ebpf/helpers/fileops.h), so no other syscall runs it. A tracepoint this
+/// kernel lacks (fchmodat2 before 6.6) is skipped.
+pub const FILE_PROGRAM: (&str, &[&str]) = (
+    "dw_file_exit",
+    &[
+        "sys_exit_open",
+        "sys_exit_openat",
+        "sys_exit_openat2",
+        "sys_exit_creat",
+        "sys_exit_truncate",
+        "sys_exit_rename",
+        "sys_exit_renameat",
+        "sys_exit_renameat2",
+        "sys_exit_mkdir",
+        "sys_exit_mkdirat",
+        "sys_exit_rmdir",
+        "sys_exit_link",
+        "sys_exit_linkat",
+        "sys_exit_unlink",
+        "sys_exit_unlinkat",
+        "sys_exit_symlink",
+        "sys_exit_symlinkat",
+        "sys_exit_chmod",
+        "sys_exit_fchmod",
+        "sys_exit_fchmodat",
+        "sys_exit_fchmodat2",
+        "sys_exit_chown",
+        "sys_exit_fchown",
+        "sys_exit_lchown",
+        "sys_exit_fchownat",
+    ],
+);
 
 /// Syscall tracepoints (category syscalls) of the network sensor, program ->
 /// tracepoints: they fire only for their own syscalls. They need tracefs.
-/// (The file sensor is `dw_sys_exit`, a BTF tracepoint.)
 pub const SYSCALL_PROGRAMS: [(&str, &[&str]); 3] =
     [("dw_connect", &["sys_enter_connect"]), ("dw_listen", &["sys_enter_listen"]), ("dw_bind", &["sys_enter_bind"])];
 
@@ -51,6 +84,46 @@ pub const MAPPING_PROGRAMS: [(&str, &str); 4] = [
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scratch_prefixes_cover_the_directory_and_what_is_under_it() {
+        let ps = ["/tmp/".to_string(), "/var/log".into(), format!("/{}/", "x".repeat(70)), "/".into()];
+        let (entries, userspace_only) = super::scratch_prefix_entries(&ps);
+        let shown: Vec<(u32, String)> = entries
+            .iter()
+            .map(|(bits, d)| (*bits, String::from_utf8_lossy(&d[..*bits as usize / 8]).into_owned()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (40, "/tmp/".to_string()),
+                (40, "/tmp\0".into()),
+                (72, "/var/log/".into()),
+                (72, "/var/log\0".into()),
+                (8, "/".into()),
+                (8, "\0".into()),
+            ]
+        );
+        assert_eq!(userspace_only, [ps[2].as_str()]);
+    }
+
+    /// Every syscall the file program decodes (a `DW_NR_*` of fileops.h) has
+    /// its tracepoint in the list, and nothing else is listed: a syscall added
+    /// to one side only would never run the program, or run it for nothing.
+    #[test]
+    fn file_tracepoints_are_exactly_the_decoded_syscalls() {
+        let header = include_str!("../../ebpf/helpers/fileops.h");
+        let mut decoded: Vec<String> = header
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define DW_NR_"))
+            .map(|l| format!("sys_exit_{}", l.split_whitespace().next().unwrap().to_lowercase()))
+            .collect();
+        let mut listed: Vec<String> = super::FILE_PROGRAM.1.iter().map(|s| s.to_string()).collect();
+        decoded.sort();
+        listed.sort();
+        assert_eq!(decoded.len(), 25);
+        assert_eq!(decoded, listed);
+    }
+
     #[test]
     fn verifier_complaint_is_the_prose_before_the_statistics() {
         let log = "0: R1=ctx() R10=fp0\n; int x = 1; @ a.c:3\n1202: (85) call bpf_probe_read_kernel#113\n\
@@ -183,12 +256,17 @@ pub struct SensorOptions {
     pub emit_all_execs: bool,
     /// File events per container per second; the excess is counted and dropped in the kernel.
     pub file_events_per_sec: u32,
+    /// Records that are not drift wake the reader at most this often (ms; 0: never).
+    pub wake_interval_ms: u64,
     /// Attach the network sensor's syscall tracepoints.
     pub network: bool,
     /// Attach the file sensor's syscall hooks.
     pub files: bool,
     /// Attach the executable-mapping sensor's syscall tracepoints (mmap, mprotect).
     pub mappings: bool,
+    /// Scratch space (`rules.file.ignore_prefixes`): file events under it are
+    /// dropped in the kernel, before the per-container rate limit.
+    pub scratch_prefixes: Vec<String>,
 }
 
 impl SensorOptions {
@@ -198,19 +276,46 @@ impl SensorOptions {
             btf_path: None,
             emit_all_execs: false,
             file_events_per_sec: 100,
+            wake_interval_ms: c.wake_interval_ms,
             network: c.network,
             files: c.files,
             mappings: c.mappings,
+            scratch_prefixes: Vec::new(),
         }
     }
 }
+
+/// The scratch_prefixes LPM trie's entries for `prefixes` (struct
+/// dw_prefix_key): each directory as "dir/" (what is under it) and "dir\0"
+/// (itself), as `under()` in classify/file.rs matches. Prefixes too long
+/// for the key, or past the map's size, are returned apart: userspace
+/// still judges them, the kernel just cannot drop them early.
+pub fn scratch_prefix_entries(prefixes: &[String]) -> (Vec<(u32, [u8; PREFIX_LEN])>, Vec<&str>) {
+    let (mut entries, mut userspace_only) = (Vec::new(), Vec::new());
+    for p in prefixes {
+        let dir = p.trim_end_matches('/').as_bytes();
+        if dir.len() + 1 > PREFIX_LEN || entries.len() + 2 > abi::DW_PREFIX_MAX as usize {
+            userspace_only.push(p.as_str());
+            continue;
+        }
+        for end in [b'/', 0] {
+            let mut data = [0u8; PREFIX_LEN];
+            data[..dir.len()].copy_from_slice(dir);
+            data[dir.len()] = end;
+            entries.push(((dir.len() as u32 + 1) * 8, data));
+        }
+    }
+    (entries, userspace_only)
+}
+
+const PREFIX_LEN: usize = abi::DW_PREFIX_LEN as usize;
 
 impl Sensor {
     /// Loads and attaches the sensor; `names` fills the kernel's name filter.
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
         check_object(OBJECT)?;
         let btf_path = opts.btf_path.clone().unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
-        preflight::check(&btf_path, opts.network || opts.mappings)?;
+        preflight::check(&btf_path, opts.network || opts.files || opts.mappings)?;
         let (host_mntns, source) = preflight::host_mntns()?;
         if source != "/proc/1/ns/mnt" {
             let why = std::fs::read_link("/proc/1/ns/mnt").err().map(|e| e.to_string()).unwrap_or_default();
@@ -220,6 +325,7 @@ impl Sensor {
             );
         }
         let emit_all: u8 = opts.emit_all_execs.into();
+        let wake_gap_ns = opts.wake_interval_ms * 1_000_000;
         let seed = protect::random_seed();
         // EbpfLoader::new parses the kernel's BTF itself: drop that copy before
         // parsing the one we keep (for the tp_btf programs), so the agent's
@@ -235,6 +341,7 @@ impl Sensor {
             .override_global("emit_all_execs", &emit_all, true)
             .override_global("file_events_per_sec", &opts.file_events_per_sec, true)
             .override_global("protect_seed", &seed, true)
+            .override_global("wake_gap_ns", &wake_gap_ns, true)
             .map_max_entries("events", opts.ringbuf_bytes)
             .load(OBJECT)?;
 
@@ -250,21 +357,31 @@ impl Sensor {
                 .insert(key, class, 0)
                 .map_err(|e| BpfError::Map { map: "exec_names", reason: format!("insert {name:?}: {e}") })?;
         }
+        let (entries, userspace_only) = scratch_prefix_entries(&opts.scratch_prefixes);
+        let mut scratch: LpmTrie<_, [u8; PREFIX_LEN], u8> = LpmTrie::try_from(
+            ebpf.map_mut("scratch_prefixes")
+                .ok_or(BpfError::Map { map: "scratch_prefixes", reason: "missing".into() })?,
+        )
+        .map_err(|e| BpfError::Map { map: "scratch_prefixes", reason: e.to_string() })?;
+        for (bits, data) in &entries {
+            scratch
+                .insert(&Key::new(*bits, *data), 1, 0)
+                .map_err(|e| BpfError::Map { map: "scratch_prefixes", reason: e.to_string() })?;
+        }
+        if !userspace_only.is_empty() {
+            tracing::info!(
+                prefixes = ?userspace_only,
+                "these rules.file.ignore_prefixes are judged in userspace only (longer than {} bytes, or past {} prefixes)",
+                PREFIX_LEN - 1,
+                abi::DW_PREFIX_MAX / 2
+            );
+        }
         let by_inode = seed_preexisting(&mut ebpf, host_mntns)?;
 
         let mut attached = 0;
         // Sensors switched off are neither loaded nor attached: no syscall hook,
         // no slow syscall path for the node.
-        let wanted = |program: &str| {
-            if SYSCALL_PROGRAMS.iter().any(|(p, _)| *p == program) {
-                opts.network
-            } else if program == "dw_sys_exit" {
-                opts.files
-            } else {
-                true
-            }
-        };
-        for (program, tracepoint) in PROGRAMS.into_iter().filter(|(p, _)| wanted(p)) {
+        for (program, tracepoint) in PROGRAMS {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
                 .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
@@ -278,7 +395,7 @@ impl Sensor {
             prog.attach().map_err(|source| BpfError::Attach { program, tracepoint, source })?;
             attached += 1;
         }
-        for (program, tracepoints) in SYSCALL_PROGRAMS.into_iter().filter(|(p, _)| wanted(p)) {
+        for (program, tracepoints) in SYSCALL_PROGRAMS.into_iter().filter(|_| opts.network) {
             let tracepoint = tracepoints[0];
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -296,6 +413,10 @@ impl Sensor {
             attached += 1;
         }
 
+        if opts.files {
+            attach_file_program(&mut ebpf)?;
+            attached += 1;
+        }
         for (program, tracepoint) in MAPPING_PROGRAMS.into_iter().filter(|_| opts.mappings) {
             match attach_syscall(&mut ebpf, program, tracepoint) {
                 Ok(()) => attached += 1,
@@ -388,6 +509,34 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &'static str, tracepoint: &'static s
         .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint, source: e })?;
     prog.load().map_err(|e| BpfError::Rejected { program, tracepoint, reason: verifier_reason(&e) })?;
     prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach { program, tracepoint, source })?;
+    Ok(())
+}
+
+/// Loads the file sensor's program and attaches it to each of its syscall
+/// tracepoints this kernel has (tracefs lists them); at least the opens must
+/// attach, or the sensor would be silently blind.
+fn attach_file_program(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    let (program, tracepoints) = FILE_PROGRAM;
+    let first = tracepoints[0];
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
+        .try_into()
+        .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint: first, source: e })?;
+    prog.load().map_err(|e| BpfError::Rejected { program, tracepoint: first, reason: verifier_reason(&e) })?;
+    let mut missing = Vec::new();
+    for tracepoint in tracepoints.iter().copied() {
+        if let Err(source) = prog.attach("syscalls", tracepoint) {
+            if matches!(tracepoint, "sys_exit_open" | "sys_exit_openat") {
+                return Err(BpfError::Attach { program, tracepoint, source });
+            }
+            tracing::debug!(tracepoint, error = %source, "file sensor tracepoint not attached");
+            missing.push(tracepoint);
+        }
+    }
+    if !missing.is_empty() {
+        tracing::info!(?missing, "this kernel lacks these syscall tracepoints; the file sensor judges the others");
+    }
     Ok(())
 }
 

@@ -15,7 +15,7 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// `tracefs`: syscall tracepoints are attached (mapping and network sensors).
+/// `tracefs`: syscall tracepoints are attached (file, mapping and network sensors).
 pub fn check(btf: &Path, tracefs: bool) -> Result<(), BpfError> {
     if std::env::consts::ARCH != "x86_64" {
         return Err(BpfError::UnsupportedArch(std::env::consts::ARCH));

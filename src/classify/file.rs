@@ -34,7 +34,13 @@ impl FileJudge {
             return Err(NoFinding::RuleDisabled);
         }
         let path = ev.path.as_str();
-        if path.is_empty() || self.rule.ignore_prefixes.iter().any(|p| under(path, p)) {
+        let scratch = |p: &str| self.rule.ignore_prefixes.iter().any(|x| under(p, x));
+        // A rename or hard link out of scratch space (/tmp/x -> /usr/bin/x)
+        // changes the filesystem where it lands. (The kernel applies the
+        // same test first: ebpf/helpers/fileops.h scratch_path.)
+        let lands_outside =
+            matches!(ev.op, FileOp::Rename | FileOp::Link) && ev.target.as_deref().is_some_and(|t| !scratch(t));
+        if path.is_empty() || (scratch(path) && !lands_outside) {
             return Err(NoFinding::ScratchPath);
         }
         Ok(())
@@ -127,5 +133,48 @@ mod tests {
         assert!(under("/tmp", "/tmp/"));
         assert!(!under("/tmpfoo", "/tmp/"));
         assert!(under("/var/lib/dpkg/status", "/var/lib/dpkg/"));
+    }
+
+    fn event(op: FileOp, path: &str, target: Option<&str>) -> FileEvent {
+        FileEvent {
+            proc: crate::event::Process {
+                ktime_ns: 0,
+                tgid: 1,
+                ppid: 1,
+                uid: 0,
+                mntns_id: 1,
+                origin: Default::default(),
+                comm: "x".into(),
+                cgroup_path: String::new(),
+                comm_escaped: false,
+                cgroup_path_escaped: false,
+            },
+            op,
+            path: path.into(),
+            target: target.map(Into::into),
+            source: ExeSource::Unknown,
+            mode: 0,
+            owner: None,
+            path_truncated: false,
+            target_truncated: false,
+            path_escaped: false,
+            target_escaped: false,
+        }
+    }
+
+    /// Scratch space is judged by where a change lands: a rename or link out
+    /// of /tmp is drift, one into /tmp from /tmp is not; a symlink's target
+    /// is only its content.
+    #[test]
+    fn renames_out_of_scratch_space_are_judged() {
+        let judge = FileJudge::new(&crate::config::Config::default().rules.file);
+        let scratch = |e: &FileEvent| judge.prejudge(e).is_err();
+        assert!(scratch(&event(FileOp::Write, "/tmp/x", None)));
+        assert!(!scratch(&event(FileOp::Write, "/usr/bin/x", None)));
+        assert!(!scratch(&event(FileOp::Rename, "/tmp/x", Some("/usr/bin/x"))));
+        assert!(!scratch(&event(FileOp::Link, "/tmp/x", Some("/etc/cron.d/x"))));
+        assert!(scratch(&event(FileOp::Rename, "/tmp/x", Some("/tmp/y"))));
+        assert!(scratch(&event(FileOp::Symlink, "/tmp/l", Some("/usr/bin/x"))));
+        assert!(!scratch(&event(FileOp::Rename, "/usr/bin/x", Some("/tmp/x"))));
     }
 }

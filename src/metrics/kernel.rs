@@ -171,6 +171,12 @@ impl Collector for KernelCollector {
         )?;
         counter(
             &mut enc,
+            "kernel_file_scratch_filtered",
+            "File events on scratch paths (rules.file.ignore_prefixes) dropped in the kernel, before the rate limit.",
+            &[("kind", "file", c(abi::DW_KSTAT_FILE_SCRATCH))],
+        )?;
+        counter(
+            &mut enc,
             "kernel_exec_mappings",
             "Files container processes mapped executable (mmap, mprotect), by in-kernel verdict: image_filtered \
              (image files, dropped), drift (judged not from the image), folded (drift already sent for the same \
