@@ -3,6 +3,10 @@
 //!
 //!   cargo bench --bench pipeline            (DW_BENCH_N=200000 events per sample)
 //!
+//! `cargo test` runs it too, without `--bench`, as a smoke run of 200 events
+//! per sample (a debug build timing 200,000 was ten minutes of CI for numbers
+//! nobody reads).
+//!
 //! Stages (each includes the ones before it):
 //! - `decode`: ring-buffer record -> `Event` (reader thread);
 //! - `classify_no_finding`: + enrich (container id from the cgroup path) +
@@ -173,7 +177,9 @@ fn run(
 }
 
 fn main() {
-    let n: usize = std::env::var("DW_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let n: usize =
+        std::env::var("DW_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(if measuring { 200_000 } else { 200 });
     let true_rec = exec_record("true", "/usr/bin/true", b"/bin/true\0", abi::DW_SRC_IMAGE, 0);
     let sh_rec = exec_record(
         "sh",
