@@ -281,8 +281,9 @@ agent_ticks() { sed 's/.*) //' "/proc/${1:-$agent_pid}/stat" | awk '{ print $12 
 latency_json() {
   local -A a=() b=()
   local le v
-  while read -r le v; do a[$le]=$v; done < <(sed -n 's/^driftwatch_detection_latency_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' "$1")
-  while read -r le v; do b[$le]=$v; done < <(sed -n 's/^driftwatch_detection_latency_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' "$2")
+  buckets() { sed -n 's/^driftwatch_detection_latency_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' "$1"; }
+  while read -r le v; do a[$le]=$v; done < <(buckets "$1")
+  while read -r le v; do b[$le]=$v; done < <(buckets "$2")
   local out="" sep=""
   for le in "${!b[@]}"; do
     out+="$sep\"$le\":$(awk -v x="${b[$le]}" -v y="${a[$le]:-0}" 'BEGIN { printf "%d", x - y }')"

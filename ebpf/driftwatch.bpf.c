@@ -333,10 +333,11 @@ int dw_bind(struct dw_sys_enter *ctx)
 }
 
 /* File drift, seen at syscall exit. One program, attached to the classic
- * tracepoint of each syscall it judges (src/bpf/mod.rs FILE_TRACEPOINTS): the
+ * tracepoint of each syscall it judges (src/bpf/mod.rs FILE_PROGRAM): the
  * kernel checks a syscall's bit before any BPF runs, so the node's other
- * syscalls pay only the traced path, never this program (a raw sys_exit
- * program ran for every syscall: a getppid loop lost 39%).
+ * syscalls pay only the traced path, never this program (as one program on
+ * the raw sys_exit it ran for every syscall: a getppid loop at 0.50 of its
+ * speed, 0.76 now, README "Benchmark").
  * - a write open: the returned descriptor names the real file (symlinks
  *   resolved) and FMODE_WRITE says the intent; reads return at once.
  * - operations on names (unlink, rename, chmod, chown, link, symlink, mkdir,

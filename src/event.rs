@@ -150,6 +150,26 @@ pub struct Process {
     pub cgroup_path_escaped: bool,
 }
 
+#[cfg(test)]
+impl Process {
+    /// The container process unit tests judge: tgid 10 (parent 9) as root in
+    /// mount namespace 5, from the container's own tree.
+    pub fn for_test(comm: &str, cgroup_path: &str) -> Self {
+        Self {
+            ktime_ns: 1,
+            tgid: 10,
+            ppid: 9,
+            uid: 0,
+            mntns_id: 5,
+            origin: Origin::default(),
+            comm: comm.into(),
+            cgroup_path: cgroup_path.into(),
+            comm_escaped: false,
+            cgroup_path_escaped: false,
+        }
+    }
+}
+
 /// A process executed a new image inside a container (`DW_KIND_EXEC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecEvent {

@@ -380,7 +380,8 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 		return;
 	}
 	task_cgroup_names(t, e->cgroup);
-	/* Judged in userspace against scratch paths and the image: no wakeup. */
+	/* Judged in userspace against the image (and scratch prefixes the trie
+	 * could not hold): not drift yet, so no wakeup of its own. */
 	emit_submit(e, DW_KIND_FILE, false);
 }
 

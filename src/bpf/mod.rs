@@ -396,13 +396,7 @@ impl Sensor {
             attached += 1;
         }
         for (program, tracepoints) in SYSCALL_PROGRAMS.into_iter().filter(|_| opts.network) {
-            let tracepoint = tracepoints[0];
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
-                .try_into()
-                .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint, source: e })?;
-            prog.load().map_err(|e| BpfError::Rejected { program, tracepoint, reason: verifier_reason(&e) })?;
+            let prog = load_syscall_program(&mut ebpf, program, tracepoints[0])?;
             for tracepoint in tracepoints.iter().copied() {
                 prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach {
                     program,
@@ -500,14 +494,25 @@ impl Sensor {
     }
 }
 
-/// Loads `program` and attaches it to the syscall tracepoint `tracepoint`.
-fn attach_syscall(ebpf: &mut Ebpf, program: &'static str, tracepoint: &'static str) -> Result<(), BpfError> {
+/// Loads the syscall-tracepoint program `program` (`tracepoint`: the one its
+/// errors name).
+fn load_syscall_program<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    tracepoint: &'static str,
+) -> Result<&'a mut TracePoint, BpfError> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
         .try_into()
         .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint, source: e })?;
     prog.load().map_err(|e| BpfError::Rejected { program, tracepoint, reason: verifier_reason(&e) })?;
+    Ok(prog)
+}
+
+/// Loads `program` and attaches it to the syscall tracepoint `tracepoint`.
+fn attach_syscall(ebpf: &mut Ebpf, program: &'static str, tracepoint: &'static str) -> Result<(), BpfError> {
+    let prog = load_syscall_program(ebpf, program, tracepoint)?;
     prog.attach("syscalls", tracepoint).map_err(|source| BpfError::Attach { program, tracepoint, source })?;
     Ok(())
 }
@@ -517,13 +522,7 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &'static str, tracepoint: &'static s
 /// attach, or the sensor would be silently blind.
 fn attach_file_program(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     let (program, tracepoints) = FILE_PROGRAM;
-    let first = tracepoints[0];
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or(BpfError::Map { map: "programs", reason: format!("{program} missing from object") })?
-        .try_into()
-        .map_err(|e: ProgramError| BpfError::Attach { program, tracepoint: first, source: e })?;
-    prog.load().map_err(|e| BpfError::Rejected { program, tracepoint: first, reason: verifier_reason(&e) })?;
+    let prog = load_syscall_program(ebpf, program, tracepoints[0])?;
     let mut missing = Vec::new();
     for tracepoint in tracepoints.iter().copied() {
         if let Err(source) = prog.attach("syscalls", tracepoint) {

@@ -137,18 +137,7 @@ mod tests {
 
     fn event(op: FileOp, path: &str, target: Option<&str>) -> FileEvent {
         FileEvent {
-            proc: crate::event::Process {
-                ktime_ns: 0,
-                tgid: 1,
-                ppid: 1,
-                uid: 0,
-                mntns_id: 1,
-                origin: Default::default(),
-                comm: "x".into(),
-                cgroup_path: String::new(),
-                comm_escaped: false,
-                cgroup_path_escaped: false,
-            },
+            proc: crate::event::Process::for_test("x", ""),
             op,
             path: path.into(),
             target: target.map(Into::into),

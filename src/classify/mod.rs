@@ -404,18 +404,7 @@ mod tests {
 
     fn ev(comm: &str, args: &[&str], src: ExeSource, flags: u32) -> ExecEvent {
         ExecEvent {
-            proc: Process {
-                ktime_ns: 1,
-                tgid: 10,
-                ppid: 9,
-                uid: 0,
-                mntns_id: 5,
-                origin: Default::default(),
-                comm: comm.into(),
-                cgroup_path: format!("k8s.io/{ID}"),
-                comm_escaped: false,
-                cgroup_path_escaped: false,
-            },
+            proc: Process::for_test(comm, &format!("k8s.io/{ID}")),
             gid: 0,
             flags: ExecFlags(flags),
             exe_source: src,

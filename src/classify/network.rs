@@ -117,18 +117,7 @@ mod tests {
 
     fn listen(comm: &str, port: u16, origin: Origin) -> NetEvent {
         NetEvent {
-            proc: Process {
-                ktime_ns: 1,
-                tgid: 10,
-                ppid: 9,
-                uid: 0,
-                mntns_id: 5,
-                origin,
-                comm: comm.into(),
-                cgroup_path: format!("k8s.io/{ID}"),
-                comm_escaped: false,
-                cgroup_path_escaped: false,
-            },
+            proc: Process { origin, ..Process::for_test(comm, &format!("k8s.io/{ID}")) },
             op: NetOp::Listen,
             transport: Transport::Tcp,
             addr: "0.0.0.0".parse().unwrap(),
