@@ -43,6 +43,8 @@ pub enum AgentError {
     Thread { name: &'static str, source: std::io::Error },
     #[error("{0}")]
     Sink(String),
+    #[error("cannot write findings to stdout: {0}")]
+    Stdout(std::io::Error),
     #[error("{0}")]
     Config(String),
 }
@@ -71,7 +73,7 @@ pub fn run_blocking(cfg: Config, opts: Options) -> Result<(), AgentError> {
     let telemetry = rt.block_on(async { crate::telemetry::init(Some(&cfg)) });
     let result = rt.block_on(run(cfg, opts, CancellationToken::new()));
     drop(telemetry);
-    // A blocked stdout write may still hold a thread: do not wait for it.
+    // Do not wait long for tasks still running (a blocking look at a stuck filesystem).
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }
@@ -130,8 +132,8 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     // Sinks, each behind its own bounded queue.
     let cap = cfg.pipeline.queue_capacity;
     let mut fanout = Fanout::default();
-    let stdout_sink = json::StdoutSink::start_on(cfg.outputs.stdout.format, cap, STDOUT_QUEUE, &mut fanout, &metrics)
-        .map_err(|source| AgentError::Thread { name: "dw-stdout", source })?;
+    let stdout_sink = json::Stdout::start_on(cfg.outputs.stdout.format, cap, STDOUT_QUEUE, &mut fanout, &metrics)
+        .map_err(AgentError::Stdout)?;
     let net_sinks = crate::sink::NetworkSinks::start(&cfg, &metrics, &mut fanout).map_err(AgentError::Sink)?;
 
     // What is known per container: the runtime, the API, /proc.
@@ -200,15 +202,29 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     });
     pipeline.persist_baselines(cancel.clone());
 
-    // Bounded in events (not batches); drift has its own lane and goes first.
-    let (ev_tx, ev_rx) = bpf::queue::channel(cap);
+    // One thread from the ring buffer to the sinks' queues (src/bpf/reader.rs);
+    // its events queue is bounded in events, drift shed last.
     let stop = Arc::new(AtomicBool::new(false));
     let reader_alive = Arc::new(AtomicBool::new(false));
     let ring = sensor.take_ring().expect("ring buffer is taken once");
     let interval = Duration::from_millis(cfg.sensor.drain_interval_ms);
-    let reader = bpf::reader::spawn(ring, interval, ev_tx, metrics.clone(), stop.clone(), reader_alive.clone())
-        .map_err(|source| AgentError::Thread { name: "dw-ringbuf", source })?;
-    let pipeline_task = tokio::spawn(pipeline.clone().run(ev_rx));
+    let (p, out) = (pipeline.clone(), stdout_sink.clone());
+    let rt = tokio::runtime::Handle::current();
+    let reader = bpf::reader::spawn(
+        ring,
+        interval,
+        cap,
+        // A batch's findings go to stdout in one write, at its end.
+        move |batch| {
+            let _one_write = out.batch();
+            batch.into_iter().for_each(|ev| p.handle(ev));
+        },
+        rt,
+        metrics.clone(),
+        stop.clone(),
+        reader_alive.clone(),
+    )
+    .map_err(|source| AgentError::Thread { name: "dw-ringbuf", source })?;
 
     health.watch(reader_alive, registry.clone(), stdout_sink.progress(), queues);
     tracing::info!(
@@ -231,14 +247,14 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     // Everything in order: the reader stops, the pipeline drains (findings
     // waiting for metadata included), baselines are saved, the sinks flush.
     let orderly = async {
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        let _ = pipeline_task.await; // ends when the reader drops its sender
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await; // handles what it queued
+        pipeline.drain().await;
         pipeline.save_baselines();
         if let Err(e) = gate.learned().save() {
             tracing::warn!("learned baselines: {e}");
         }
         drop(pipeline);
-        let _ = tokio::task::spawn_blocking(move || stdout_sink.join()).await;
+        stdout_sink.finish().await;
         net_sinks.shutdown(&cfg).await; // bounded final flush of OTLP / Alertmanager
     };
     let cut = tokio::select! {

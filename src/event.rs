@@ -301,11 +301,16 @@ impl Event {
 
     /// Metric label of the kind (one of [`Self::KINDS`]).
     pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// Index of the kind in [`Self::KINDS`].
+    pub fn kind_index(&self) -> usize {
         match self {
-            Self::Exec(_) => "exec",
-            Self::Net(_) => "net",
-            Self::File(_) => "file",
-            Self::Map(_) => "map",
+            Self::Exec(_) => 0,
+            Self::Net(_) => 1,
+            Self::File(_) => 2,
+            Self::Map(_) => 3,
         }
     }
 

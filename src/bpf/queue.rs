@@ -1,10 +1,10 @@
-//! The events queue between the ring-buffer reader and the pipeline: bounded
-//! in **events** (not batches), and drift is never dropped while anything
-//! else waits.
+//! The events queue between draining the ring buffer and handling what was
+//! drained (both on the events thread, `super::reader`): bounded in
+//! **events** (not batches), and drift is never dropped while anything else
+//! waits.
 //!
-//! The reader still hands over batches (one per drain, so the pipeline does
-//! not wake per record), but a batch is only a unit of hand-over: capacity is
-//! counted in events. Bounding batches instead made the real buffer depend on
+//! Drains are appended as batches, but a batch is only a unit of hand-over:
+//! capacity is counted in events. Bounding batches instead made the real buffer depend on
 //! how full they were, and in a drift storm, where every drift exec forces a
 //! reader wakeup, a batch holds about one event: 32 batches were ~32 events.
 //!
@@ -15,9 +15,9 @@
 //! arriving drift event ([`is_drift`]) takes the place of the newest queued
 //! non-drift event; drift is dropped only when the queue holds nothing but
 //! drift. (Handing drift over first bought nothing: the queue is bounded, so
-//! the wait behind it is too, and it put findings out of time order.) The reader
-//! never blocks (a stalled pipeline must not back up into the kernel), so
-//! what does not fit is dropped here and reported to the caller by kind.
+//! the wait behind it is too, and it put findings out of time order.) Pushing
+//! never blocks (slow handling must not back up into the kernel), so what does
+//! not fit is dropped here and reported to the caller by kind.
 
 use crate::event::{Event, ExeSource};
 use std::{
@@ -25,7 +25,6 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
-use tokio::sync::Notify;
 
 /// Most events kept in one queued batch: small arrivals are appended to the
 /// lane's last batch up to this size (a storm of one-event batches then
@@ -64,16 +63,6 @@ pub fn is_drift(ev: &Event) -> bool {
         || e.script.as_ref().is_some_and(|(_, src)| *src == ExeSource::Unknown || src.is_drift())
 }
 
-/// Index of an event's kind in [`Event::KINDS`].
-fn kind_index(ev: &Event) -> usize {
-    match ev {
-        Event::Exec(_) => 0,
-        Event::Net(_) => 1,
-        Event::File(_) => 2,
-        Event::Map(_) => 3,
-    }
-}
-
 /// Events dropped, by kind (in [`Event::KINDS`] order) and lane.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
@@ -83,7 +72,7 @@ pub struct Dropped {
 
 impl Dropped {
     fn add(&mut self, ev: &Event, drift: bool) {
-        self.counts[kind_index(ev)][drift as usize] += 1;
+        self.counts[ev.kind_index()][drift as usize] += 1;
     }
 
     pub fn total(&self) -> u64 {
@@ -197,7 +186,6 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
-    ready: Notify,
 }
 
 impl Shared {
@@ -208,7 +196,7 @@ impl Shared {
 
 /// A queue of at most `capacity` events (at least 1).
 pub fn channel(capacity: usize) -> (Sender, Receiver) {
-    let shared = Arc::new(Shared { state: Mutex::default(), capacity: capacity.max(1), ready: Notify::new() });
+    let shared = Arc::new(Shared { state: Mutex::default(), capacity: capacity.max(1) });
     (Sender { shared: shared.clone() }, Receiver { shared })
 }
 
@@ -229,11 +217,6 @@ impl Sender {
         }
         st.make_room(&mut batch, self.shared.capacity, &mut dropped);
         st.append(batch);
-        let queued = st.events > 0;
-        drop(st);
-        if queued {
-            self.shared.ready.notify_one();
-        }
         dropped
     }
 
@@ -251,7 +234,6 @@ impl Sender {
 impl Drop for Sender {
     fn drop(&mut self) {
         self.shared.lock().sender_gone = true;
-        self.shared.ready.notify_one();
     }
 }
 
@@ -261,24 +243,6 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// The next batch, in arrival order; None once the reader is gone and
-    /// the queue is empty.
-    pub async fn recv(&mut self) -> Option<Vec<Event>> {
-        loop {
-            match self.try_recv() {
-                Ok(b) => {
-                    // Like tokio's own channels: a consumer that always finds
-                    // work still yields now and then, so tasks it spawned
-                    // (metadata waits, image comparisons) get their turn.
-                    tokio::task::coop::consume_budget().await;
-                    return Some(b);
-                }
-                Err(true) => return None,
-                Err(false) => self.shared.ready.notified().await,
-            }
-        }
-    }
-
     /// The next batch at once; `Err(closed)` when empty.
     pub fn try_recv(&mut self) -> Result<Vec<Event>, bool> {
         let mut st = self.shared.lock();
@@ -500,44 +464,6 @@ mod tests {
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.push(vec![drift(1), net(2)]).total(), 2);
-    }
-
-    #[tokio::test]
-    async fn recv_waits_for_a_push_and_ends_with_the_sender() {
-        let (tx, mut rx) = channel(8);
-        let h = tokio::spawn(async move {
-            let mut got = Vec::new();
-            while let Some(b) = rx.recv().await {
-                got.extend(tgids(&b));
-            }
-            got
-        });
-        for i in 0..5 {
-            tx.push(vec![net(i)]);
-            tokio::task::yield_now().await;
-        }
-        drop(tx);
-        assert_eq!(h.await.unwrap(), vec![0, 1, 2, 3, 4]);
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_consumer_that_always_finds_work_still_lets_other_tasks_run() {
-        let (tx, mut rx) = channel(1 << 16);
-        // 160 full batches: more than tokio's budget of 128 per turn.
-        for i in 0..160 * BATCH as u32 {
-            tx.push(vec![net(i)]);
-        }
-        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let r = ran.clone();
-        tokio::spawn(async move { r.store(true, std::sync::atomic::Ordering::SeqCst) });
-        let mut seen_before = 0;
-        while let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(1), rx.recv()).await {
-            if !ran.load(std::sync::atomic::Ordering::SeqCst) {
-                seen_before += b.len();
-            }
-        }
-        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(seen_before < 160 * BATCH, "the spawned task ran only once the queue was empty");
     }
 
     #[test]

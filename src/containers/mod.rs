@@ -252,6 +252,27 @@ impl Registry {
         }
     }
 
+    /// What [`Self::resolve`] would answer for `id` without waiting: the
+    /// registry's metadata, the runtime's "not known" (a container started by
+    /// `ctr`, not the kubelet), or a runtime that was never reachable. None:
+    /// ask. Lets a finding go out at once instead of waiting in a task for an
+    /// answer that is known (counted as `resolve` counts it).
+    pub fn settled(&self, id: &str) -> Option<Lookup> {
+        if let Some(e) = self.get(id) {
+            match e.meta_state(Instant::now(), self.cfg.grace) {
+                MetaState::Found(m) => return Some(Lookup::Found(m)),
+                MetaState::NotFound => {
+                    self.cri_metrics.lookup(true);
+                    return Some(Lookup::NotFound);
+                }
+                MetaState::Unknown => {}
+            }
+        }
+        let reason = self.cri.as_ref()?.never_up()?;
+        self.cri_metrics.lookup(false);
+        Some(Lookup::Unavailable(reason))
+    }
+
     /// Runtime metadata of `id`: from the registry, else from the runtime, in
     /// one fetch shared by concurrent callers, awaited at most `max_wait` (the
     /// fetch goes on and fills the registry after a caller gave up).

@@ -81,6 +81,13 @@ async fn resolve_caches_coalesces_and_remembers_not_found() {
     assert_eq!(f.status_calls(), 2);
     let (hits, misses) = cri_metrics.lookups();
     assert_eq!((hits, misses), (2, 11), "ten concurrent misses, one hit, one miss and one remembered NotFound");
+    // Known answers without waiting (a finding goes out at once, no task):
+    // metadata, the remembered NotFound (counted as a hit, as resolve counts
+    // it); a container never asked about is not settled.
+    assert_eq!(r.settled(&cid(1)), Some(results[0].clone()));
+    assert_eq!(r.settled(&cid(9)), Some(Lookup::NotFound));
+    assert_eq!(r.settled(&cid(7)), None);
+    assert_eq!(cri_metrics.lookups(), (3, 11));
 
     // A slow runtime: the caller's wait is bounded; the fetch fills the registry later.
     f.add_container(&cid(2), &sid(1), "sidecar");
@@ -104,6 +111,8 @@ async fn a_runtime_never_reached_answers_at_once() {
     let t0 = Instant::now();
     assert_eq!(r.resolve(&cid(1), Duration::from_secs(10)).await, Lookup::Unavailable("no_socket"));
     assert!(t0.elapsed() < Duration::from_millis(50));
+    // Known without a task: the pipeline sends the finding out at once.
+    assert_eq!(r.settled(&cid(1)), Some(Lookup::Unavailable("no_socket")));
     // Node-only: no runtime at all.
     assert_eq!(
         registry(None, RegistryConfig::default()).resolve(&cid(1), Duration::from_secs(1)).await,

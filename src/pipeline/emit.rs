@@ -163,10 +163,14 @@ impl Emitter {
             self.incomplete(t, f, "no_runtime");
             return;
         }
-        if let Some(meta) = self.registry.cached(&f.container_id) {
-            apply_metadata(&mut f, &meta);
-            self.emit(t, f);
-            return;
+        match self.registry.settled(&f.container_id) {
+            Some(Lookup::Found(meta)) => {
+                apply_metadata(&mut f, &meta);
+                return self.emit(t, f);
+            }
+            Some(Lookup::NotFound) => return self.incomplete(t, f, "not_found"),
+            Some(Lookup::Unavailable(reason)) => return self.incomplete(t, f, reason),
+            None => {}
         }
         let Some(slot) = self.wait_slot() else {
             self.incomplete(t, f, "backlog");

@@ -22,7 +22,7 @@ pub use policy::{Gate, PolicyGate};
 pub use redact::{Redaction, redact_finding};
 
 use crate::{
-    bpf::{DriftMarks, NotContainer, queue},
+    bpf::{DriftMarks, NotContainer},
     classify::{Classifier, file::FileJudge, network::NetworkJudge},
     containers::Registry,
     enrich::{
@@ -257,9 +257,9 @@ impl Pipeline {
     /// runtime cannot say in time.
     fn handle_net(self: &Arc<Self>, ev: &NetEvent) {
         let Some(c) = self.container(&ev.proc) else { return };
-        let cached = self.d.registry.cached(&c.id);
-        if cached.is_some() || self.d.registry.cri().is_none() {
-            return self.judge_net(ev, &c, cached.map(Lookup::Found), None);
+        let settled = self.d.registry.settled(&c.id);
+        if settled.is_some() || self.d.registry.cri().is_none() {
+            return self.judge_net(ev, &c, settled, None);
         }
         let Some(slot) = self.d.emitter.wait_slot() else {
             return self.judge_net(ev, &c, Some(Lookup::Unavailable("backlog")), None);
@@ -300,15 +300,9 @@ impl Pipeline {
         }
     }
 
-    /// Runs until the reader closes its end; then lets findings still waiting
-    /// for metadata go out. The queue hands events over in the order the
-    /// reader read them (`bpf::queue`).
-    pub async fn run(self: Arc<Self>, mut rx: queue::Receiver) {
-        while let Some(batch) = rx.recv().await {
-            for ev in batch {
-                self.handle(ev);
-            }
-        }
+    /// Lets findings still waiting for metadata go out (at shutdown, once
+    /// the events thread, which calls [`Self::handle`], has ended).
+    pub async fn drain(&self) {
         self.d.emitter.drain().await;
     }
 

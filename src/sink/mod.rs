@@ -23,12 +23,15 @@ use tokio::sync::mpsc;
 enum Feed {
     Findings(mpsc::Sender<Arc<Finding>>),
     Falco(mpsc::Sender<Bytes>),
+    /// Written by the caller (`json::Stdout`), no queue of its own to wake.
+    Stdout(Arc<json::Stdout>),
 }
 
 /// [`Feed`] without keeping the queue open.
 enum WeakFeed {
     Findings(mpsc::WeakSender<Arc<Finding>>),
     Falco(mpsc::WeakSender<Bytes>),
+    Stdout(std::sync::Weak<json::Stdout>),
 }
 
 /// One sink's queue: its name, its sender, and how many findings it took.
@@ -56,6 +59,12 @@ impl Fanout {
         self.register(queue, Feed::Falco(tx), metrics)
     }
 
+    /// Registers the stdout sink; `sent` counts what it took.
+    pub fn add_stdout(&mut self, queue: &'static str, s: Arc<json::Stdout>, sent: Arc<AtomicU64>, metrics: &Metrics) {
+        metrics.pipeline.declare_queue(queue);
+        self.sinks.push(Queue { name: queue, tx: Feed::Stdout(s), sent });
+    }
+
     fn register(&mut self, queue: &'static str, tx: Feed, metrics: &Metrics) -> Arc<AtomicU64> {
         metrics.pipeline.declare_queue(queue);
         let sent = Arc::new(AtomicU64::new(0));
@@ -71,6 +80,7 @@ impl Fanout {
                 .map(|q| match &q.tx {
                     Feed::Findings(tx) => (q.name, WeakFeed::Findings(tx.downgrade()), tx.max_capacity()),
                     Feed::Falco(tx) => (q.name, WeakFeed::Falco(tx.downgrade()), tx.max_capacity()),
+                    Feed::Stdout(s) => (q.name, WeakFeed::Stdout(Arc::downgrade(s)), s.depth().1),
                 })
                 .collect(),
         )
@@ -83,6 +93,7 @@ impl Fanout {
             let taken = match &q.tx {
                 Feed::Findings(tx) => tx.try_send(f.clone()).is_ok(),
                 Feed::Falco(tx) => tx.try_send(falco.get_or_insert_with(|| falco::render(&f)).clone()).is_ok(),
+                Feed::Stdout(s) => s.offer(&f, &mut falco),
             };
             if taken {
                 q.sent.fetch_add(1, Ordering::Relaxed);
@@ -105,6 +116,7 @@ impl QueueProbe {
                 let free = match weak {
                     WeakFeed::Findings(w) => w.upgrade().map(|tx| tx.capacity()),
                     WeakFeed::Falco(w) => w.upgrade().map(|tx| tx.capacity()),
+                    WeakFeed::Stdout(w) => w.upgrade().map(|s| s.depth()).map(|(depth, cap)| cap - depth),
                 };
                 (*name, free.map_or(0, |free| cap - free), *cap)
             })
