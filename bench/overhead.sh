@@ -80,6 +80,8 @@ die() { log "error: $*"; exit 1; }
 ctr_() { ctr --address "$SOCK" -n "$NS" --timeout 60s "$@"; }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (loads eBPF, enters container namespaces)"
+# The peer runs under Debian's bpftrace, which the test setup does not install.
+command -v bpftrace >/dev/null || apt-get install -y -q bpftrace >&2 || die "cannot install bpftrace"
 for tool in ctr runc gcc curl python3 bpftrace; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
