@@ -395,6 +395,12 @@ impl Sensor {
             prog.attach().map_err(|source| BpfError::Attach { program, tracepoint, source })?;
             attached += 1;
         }
+        // The parsed BTF (~11 MB) is needed no more: free it before the ring
+        // buffer is mapped (its pages count in RSS from the mmap on), so the
+        // agent's peak holds one of the two, not both.
+        drop(loader);
+        drop(btf);
+        crate::heap::trim();
         for (program, tracepoints) in SYSCALL_PROGRAMS.into_iter().filter(|_| opts.network) {
             let prog = load_syscall_program(&mut ebpf, program, tracepoints[0])?;
             for tracepoint in tracepoints.iter().copied() {
