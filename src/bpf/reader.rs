@@ -30,8 +30,11 @@ use std::{
 /// Queue name used in `driftwatch_userspace_drops_total`.
 pub const QUEUE: &str = "events";
 
-/// Most events handled between two drains of the ring buffer.
+/// Most events decoded into one queued batch.
 pub const BATCH: usize = queue::BATCH;
+
+/// Most events judged between two drains of the ring buffer.
+const CHUNK: usize = 32;
 
 /// At most one log line about dropped events this often (the first at once).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -64,7 +67,17 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         while !stop.load(Ordering::Relaxed) {
             drain(&mut ring, &tx, &metrics, &mut log);
             match rx.try_recv() {
-                Ok(batch) => handle(batch),
+                Ok(mut batch) => {
+                    // Drain between small chunks: while this thread judges, the
+                    // kernel's ring buffer only waits for one chunk (a CPU-starved
+                    // storm otherwise overflowed it with drift execs). What is
+                    // drained meanwhile queues behind the rest of this batch.
+                    while !batch.is_empty() {
+                        let rest = if batch.len() > CHUNK { batch.split_off(CHUNK) } else { Vec::new() };
+                        handle(std::mem::replace(&mut batch, rest));
+                        drain(&mut ring, &tx, &metrics, &mut log);
+                    }
+                }
                 Err(_) => {
                     // Nothing queued: sleep until the kernel wakes us or the timer.
                     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };

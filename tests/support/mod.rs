@@ -746,9 +746,14 @@ static SENTINEL_SEQ: AtomicU64 = AtomicU64::new(0);
 /// sentinel would return before anything new was judged.
 pub fn settle(agent: &agent::Agent, c: &Container) {
     // A sentinel is not drift: a full events queue sheds it first (counted in
-    // events_dropped_total{kind="exec",drift="false"}). Then another is sent;
-    // any later sentinel proves the same.
-    let shed = || agent.metric("driftwatch_events_dropped_total{kind=\"exec\",drift=\"false\"}").unwrap_or(0.0);
+    // events_dropped_total{kind="exec",drift="false"}), and a kernel ring
+    // buffer still full of a storm drops it (kernel_ringbuf_drops_total{kind=
+    // "exec"}: seen after an 8,000-exec storm starved the agent of CPU). Then
+    // another is sent; any later sentinel proves the same.
+    let shed = || {
+        agent.metric("driftwatch_events_dropped_total{kind=\"exec\",drift=\"false\"}").unwrap_or(0.0)
+            + agent.metric("driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}").unwrap_or(0.0)
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut markers = Vec::new();
     'sent: loop {
