@@ -214,7 +214,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         ring,
         interval,
         cap,
-        // A batch's findings go to stdout in one write, at its end.
+        // A chunk's findings go to stdout in one write, at its end.
         move |batch| {
             let _one_write = out.batch();
             batch.into_iter().for_each(|ev| p.handle(ev));

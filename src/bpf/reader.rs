@@ -8,8 +8,8 @@
 //! switches per drain with a tokio task in between). Between the drain and
 //! the handling sits the events queue (`super::queue`: bounded in events,
 //! drift shed last): the ring buffer is drained again after every handled
-//! batch, so a slow stretch of handling backs up into the queue, where it is
-//! bounded and counted, not into the kernel.
+//! chunk ([`CHUNK`] events), so a slow stretch of handling backs up into the
+//! queue, where it is bounded and counted, not into the kernel.
 
 use super::queue::{self, DropLog, Dropped};
 use crate::{
@@ -40,10 +40,11 @@ const CHUNK: usize = 32;
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the events thread: `handle` gets every decoded event, in ring-buffer
-/// order, a batch (at most [`BATCH`]) at a time, on this thread, inside `rt`
-/// (so it may spawn tokio tasks for what has to wait). `capacity`: events the queue holds at most. `alive` is
-/// cleared when the thread ends, for whatever reason (stop requested,
-/// panic). At stop, what is queued is handled before the thread ends.
+/// order, at most [`CHUNK`] at a time, on this thread, inside `rt` (so it may
+/// spawn tokio tasks for what has to wait). `capacity`: events the queue
+/// holds at most. `alive` is cleared when the thread ends, for whatever
+/// reason (stop requested, panic). At stop, what is queued is handled before
+/// the thread ends.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
     mut ring: RingBuf<MapData>,
@@ -73,8 +74,7 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                     // storm otherwise overflowed it with drift execs). What is
                     // drained meanwhile queues behind the rest of this batch.
                     while !batch.is_empty() {
-                        let rest = if batch.len() > CHUNK { batch.split_off(CHUNK) } else { Vec::new() };
-                        handle(std::mem::replace(&mut batch, rest));
+                        handle(next_chunk(&mut batch));
                         drain(&mut ring, &tx, &metrics, &mut log);
                     }
                 }
@@ -86,10 +86,18 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                 }
             }
         }
-        while let Ok(batch) = rx.try_recv() {
-            handle(batch);
+        while let Ok(mut batch) = rx.try_recv() {
+            while !batch.is_empty() {
+                handle(next_chunk(&mut batch));
+            }
         }
     })
+}
+
+/// The first [`CHUNK`] events of `batch`, leaving the rest in it.
+fn next_chunk(batch: &mut Vec<Event>) -> Vec<Event> {
+    let rest = if batch.len() > CHUNK { batch.split_off(CHUNK) } else { Vec::new() };
+    std::mem::replace(batch, rest)
 }
 
 /// Moves every record the ring buffer holds into the queue, decoded.

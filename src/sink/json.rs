@@ -3,7 +3,7 @@
 //!
 //! Written by whoever hands the finding over, without a thread of its own:
 //! the events thread (`crate::bpf::reader`) writes all the findings of a
-//! batch in one `write` at its end. A hand-over to a writer thread cost a
+//! chunk of events in one `write` at its end. A hand-over to a writer thread cost a
 //! wakeup per batch, and on a VM a wakeup costs more than the batch (about
 //! 40% of the agent's CPU in a shell storm went to waking that thread and
 //! to its side of the switch).
@@ -150,16 +150,13 @@ impl Stdout {
         if p.ends.len() >= self.cap {
             return false;
         }
-        let start = p.buf.len();
         match self.format {
-            OutputFormat::Json => {
-                if serde_json::to_writer(&mut p.buf, f).is_err() {
-                    p.buf.truncate(start);
-                }
+            OutputFormat::Json => append_line(&mut p.buf, f),
+            OutputFormat::Falco => {
+                p.buf.extend_from_slice(falco.get_or_insert_with(|| super::falco::render(f)));
+                p.buf.push(b'\n');
             }
-            OutputFormat::Falco => p.buf.extend_from_slice(falco.get_or_insert_with(|| super::falco::render(f))),
         }
-        p.buf.push(b'\n');
         let end = p.buf.len();
         p.ends.push_back(end);
         if p.batching == 0 {
@@ -169,7 +166,7 @@ impl Stdout {
     }
 
     /// Holds the writes of the findings offered until the guard drops, then
-    /// writes them at once (one `write` for a batch of events).
+    /// writes them at once (one `write` for a chunk of events).
     pub fn batch(&self) -> Batch<'_> {
         crate::locks::lock(&self.pending).batching += 1;
         Batch(self)
@@ -319,16 +316,22 @@ fn dup1() -> std::io::Result<OwnedFd> {
     if fd < 0 { Err(std::io::Error::last_os_error()) } else { Ok(unsafe { OwnedFd::from_raw_fd(fd) }) }
 }
 
-/// One finding as a JSON line (what the stdout sink writes per finding).
-/// Serializes into `buf`, reused from finding to finding (no `String` per
-/// finding), then writes it: the same bytes as [`Finding::to_json`] plus the
-/// newline, and never half an object in `out`, even if serializing failed.
-pub fn write_line(out: &mut impl Write, f: &Finding, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    buf.clear();
+/// Appends one finding as a JSON line to `buf` (what the stdout sink writes
+/// per finding): the same bytes as [`Finding::to_json`] plus the newline, and
+/// never half an object, even if serializing failed (then the line is empty).
+fn append_line(buf: &mut Vec<u8>, f: &Finding) {
+    let start = buf.len();
     if serde_json::to_writer(&mut *buf, f).is_err() {
-        buf.clear();
+        buf.truncate(start);
     }
     buf.push(b'\n');
+}
+
+/// One finding as a JSON line, written to `out` ([`append_line`] into `buf`,
+/// reused from finding to finding: no `String` per finding).
+pub fn write_line(out: &mut impl Write, f: &Finding, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    append_line(buf, f);
     out.write_all(buf)
 }
 
