@@ -82,6 +82,10 @@ fn exec_record(comm: &str, path: &str, args: &[u8], exe_source: u32, name_class:
 
 /// Runs `f` over `n` events several times; returns the median ns/event.
 fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
+    // DW_BENCH_ONLY=<stage>: that stage alone (to profile it with perf).
+    if std::env::var("DW_BENCH_ONLY").is_ok_and(|only| only != name) {
+        return 0.0;
+    }
     f(n / 10); // warm-up (series created, buffers grown)
     let mut samples: Vec<f64> = (0..7)
         .map(|_| {

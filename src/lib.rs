@@ -6,6 +6,7 @@
 //! [`classify`] (rules -> findings, pure) -> [`pipeline`] (runs those stages,
 //! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
 //! every stage counts into, [`server`] serves it, [`agent`] wires everything.
+//! [`json_line`] writes findings as JSON (serde_json's bytes, faster).
 //! [`escape`] turns the kernel's byte names into text without losing a byte.
 //! [`policy`] (pure) decides what is approved and each container's mode.
 //! [`redact`] (pure) replaces secrets in findings before any sink sees them.
@@ -26,6 +27,7 @@ pub mod escape;
 pub mod event;
 pub mod health;
 pub mod heap;
+pub mod json_line;
 mod locks;
 pub mod metrics;
 pub mod node;

@@ -37,9 +37,9 @@ fn startup_series() -> Vec<String> {
     m.sinks.declare_sink("stdout");
     m.admin.declare();
     let labels = ContainerFindingLabels {
-        namespace: "n".into(),
-        workload: "w".into(),
-        container: "c".into(),
+        namespace: "n",
+        workload: "w",
+        container: "c",
         kind: "binary",
         rule: "r",
         severity: "critical",

@@ -379,7 +379,7 @@ pub struct ConfigFacts {
 impl Finding {
     /// One JSON line (no trailing newline).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        crate::json_line::to_string(self).unwrap_or_default()
     }
 
     /// The exec facts, for exec findings.

@@ -79,27 +79,9 @@ pub enum Change {
 /// Changes waiting for slow consumers; beyond it they lag and resynchronise.
 const CHANGES: usize = 4096;
 
-/// Container ids are random hex the runtime chose: a multiply-rotate hash
-/// over 8-byte words (FxHash's) spreads them as well as SipHash, at a tenth
-/// of the cost on the per-event lookup.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Ids<V> = HashMap<String, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// Container ids are random hex the runtime chose: FxHash spreads them as
+/// well as SipHash, at a tenth of the cost on the per-event lookup.
+type Ids<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
 
 pub struct Registry {
     me: Weak<Registry>,
@@ -256,7 +238,8 @@ impl Registry {
     /// registry's metadata, the runtime's "not known" (a container started by
     /// `ctr`, not the kubelet), or a runtime that was never reachable. None:
     /// ask. Lets a finding go out at once instead of waiting in a task for an
-    /// answer that is known (counted as `resolve` counts it).
+    /// answer that is known. Counted as `resolve` counts it, except a Found
+    /// (a cache read, as [`Self::cached`], counted by `resolve` only).
     pub fn settled(&self, id: &str) -> Option<Lookup> {
         if let Some(e) = self.get(id) {
             match e.meta_state(Instant::now(), self.cfg.grace) {
@@ -277,25 +260,15 @@ impl Registry {
     /// one fetch shared by concurrent callers, awaited at most `max_wait` (the
     /// fetch goes on and fills the registry after a caller gave up).
     pub async fn resolve(&self, id: &str, max_wait: Duration) -> Lookup {
-        if let Some(e) = self.get(id) {
-            match e.meta_state(Instant::now(), self.cfg.grace) {
-                MetaState::Found(m) => {
-                    self.cri_metrics.lookup(true);
-                    return Lookup::Found(m);
-                }
-                MetaState::NotFound => {
-                    self.cri_metrics.lookup(true);
-                    return Lookup::NotFound;
-                }
-                MetaState::Unknown => {}
+        if let Some(known) = self.settled(id) {
+            // `settled` leaves a Found hit to its caller (the cache path of a finding does not count one).
+            if matches!(known, Lookup::Found(_)) {
+                self.cri_metrics.lookup(true);
             }
+            return known;
         }
         self.cri_metrics.lookup(false);
         let Some(cri) = self.cri.clone() else { return Lookup::Unavailable("no_endpoint") };
-        // A runtime that was never reachable will not be within max_wait either.
-        if let Some(reason) = cri.never_up() {
-            return Lookup::Unavailable(reason);
-        }
         let mut rx = self.start_fetch(cri, id);
         match tokio::time::timeout(max_wait, rx.wait_for(Option::is_some)).await {
             Ok(Ok(v)) => v.clone().unwrap_or(Lookup::Unavailable("rpc")),

@@ -15,14 +15,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ContainerFindingLabels {
-    pub namespace: String,
-    pub workload: String,
-    pub container: String,
+/// What a finding's per-container series is made from; borrowed from the
+/// finding (nothing is copied for a repeat finding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerFindingLabels<'a> {
+    pub namespace: &'a str,
+    pub workload: &'a str,
+    pub container: &'a str,
     pub kind: &'static str,
     pub rule: &'static str,
     pub severity: &'static str,
+}
+
+/// A finding series' handle, by the labels and pod it was made from.
+struct HotSeries {
+    namespace: String,
+    workload: String,
+    container: String,
+    pod: String,
+    kind: &'static str,
+    rule: &'static str,
+    severity: &'static str,
+    counter: Counter,
+}
+
+impl HotSeries {
+    fn is(&self, l: &ContainerFindingLabels, pod: &str) -> bool {
+        // The fixed labels are the catalog's own &'static strs: the same
+        // pointer almost always, the text compared only when not.
+        let same = |a: &'static str, b: &'static str| std::ptr::eq(a, b) || a == b;
+        same(self.rule, l.rule)
+            && same(self.kind, l.kind)
+            && same(self.severity, l.severity)
+            && self.namespace == l.namespace
+            && self.workload == l.workload
+            && self.container == l.container
+            && self.pod == pod
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,7 +85,7 @@ struct Tracked {
     /// vectors (most of the per-finding metrics cost). The handles stay valid:
     /// a series is removed from the family only with the last `Tracked` that
     /// holds it (`expire`), and `set_labels` clears them.
-    hot: Vec<(ContainerFindingLabels, String, Counter)>,
+    hot: Vec<HotSeries>,
     /// Writable-rootfs posture series and whether this container is writable.
     writable: Option<(Labels, bool)>,
     gone_since: Option<Instant>,
@@ -74,7 +103,8 @@ pub struct ContainerSeries {
     writable: Family<Labels, Gauge>,
     /// Which of namespace, workload, container, pod label the series (in that order).
     label_names: RwLock<Vec<&'static str>>,
-    state: Mutex<HashMap<String, Tracked>>,
+    /// By container id (FxHash: looked up once per finding).
+    state: Mutex<HashMap<String, Tracked, rustc_hash::FxBuildHasher>>,
     /// How long series outlive their container (one or two scrapes' worth, so
     /// the last increment is seen).
     pub linger: Duration,
@@ -105,7 +135,7 @@ impl ContainerSeries {
             drifted,
             writable,
             label_names: RwLock::new(vec!["namespace", "workload", "container"]),
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(HashMap::default()),
             linger: Duration::from_secs(120),
         }
     }
@@ -149,17 +179,16 @@ impl ContainerSeries {
     pub fn finding_in_pod(&self, container_id: &str, pod: &str, labels: ContainerFindingLabels) {
         let Ok(mut st) = self.state.lock() else { return };
         if let Some(t) = st.get_mut(container_id)
-            && let Some((_, _, c)) = t.hot.iter().find(|(l, p, _)| *l == labels && p == pod)
+            && let Some(h) = t.hot.iter().find(|h| h.is(&labels, pod))
         {
             // Seen before: the drifted gauge and both sets already have it.
-            c.inc();
+            h.counter.inc();
             return;
         }
-        let key = labels.clone();
         let who = ContainerIdentity {
-            namespace: labels.namespace,
-            workload: labels.workload,
-            container: labels.container,
+            namespace: labels.namespace.to_string(),
+            workload: labels.workload.to_string(),
+            container: labels.container.to_string(),
             pod: pod.to_string(),
         };
         let mut d = self.labels(&who);
@@ -175,7 +204,16 @@ impl ContainerSeries {
             self.drifted.get_or_create(&d).inc();
         }
         t.findings.insert(l);
-        t.hot.push((key, pod.to_string(), counter));
+        t.hot.push(HotSeries {
+            namespace: who.namespace,
+            workload: who.workload,
+            container: who.container,
+            pod: who.pod,
+            kind: labels.kind,
+            rule: labels.rule,
+            severity: labels.severity,
+            counter,
+        });
     }
 
     /// Records a live container's root-filesystem posture
@@ -196,7 +234,7 @@ impl ContainerSeries {
 
     /// The posture series of `l`: 1 if any live container with it is writable,
     /// 0 if all are read-only, removed when none is left.
-    fn recompute_writable(&self, st: &HashMap<String, Tracked>, l: &Labels) {
+    fn recompute_writable(&self, st: &HashMap<String, Tracked, rustc_hash::FxBuildHasher>, l: &Labels) {
         let live: Vec<bool> = st
             .values()
             .filter(|t| t.gone_since.is_none())
@@ -268,11 +306,11 @@ impl ContainerSeries {
 mod tests {
     use super::*;
 
-    fn labels(ns: &str, kind: &'static str) -> ContainerFindingLabels {
+    fn labels<'a>(ns: &'a str, kind: &'static str) -> ContainerFindingLabels<'a> {
         ContainerFindingLabels {
-            namespace: ns.into(),
-            workload: "checkout".into(),
-            container: "api".into(),
+            namespace: ns,
+            workload: "checkout",
+            container: "api",
             kind,
             rule: "r",
             severity: "critical",
@@ -293,6 +331,8 @@ mod tests {
         c.finding("a", labels("shop", "binary"));
         c.finding("a", labels("shop", "binary"));
         c.finding("b", labels("shop", "binary"));
+        // A repeat finding reuses its series handle (the per-finding fast path).
+        assert_eq!(c.state.lock().unwrap()["a"].hot.len(), 1);
         let t = text(&r);
         assert!(t.contains("driftwatch_drifted_containers{namespace=\"shop\",workload=\"checkout\",container=\"api\",kind=\"binary\"} 2"), "{t}");
         assert!(t.contains("driftwatch_container_findings_total{namespace=\"shop\",workload=\"checkout\",container=\"api\",kind=\"binary\",rule=\"r\",severity=\"critical\"} 3"), "{t}");

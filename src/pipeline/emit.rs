@@ -233,7 +233,9 @@ impl Emitter {
         let latency = (f.kind != crate::classify::Kind::Config)
             .then(|| crate::clock::BootClock::since_ns(f.ktime_ns) as f64 / 1e9);
         self.metrics.pipeline.finding(&labels, latency);
-        let label = |v: &Option<String>| v.clone().unwrap_or_default();
+        fn label(v: &Option<String>) -> &str {
+            v.as_deref().unwrap_or_default()
+        }
         self.metrics.containers.finding_in_pod(
             &f.container_id,
             f.k8s.pod_name.as_deref().unwrap_or_default(),

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Per-key sequence numbers and the values waiting for their turn.
 pub struct Order<T> {
-    lanes: HashMap<Box<str>, Lane<T>>,
+    /// By container id (FxHash: see `containers::Ids`).
+    lanes: HashMap<Box<str>, Lane<T>, rustc_hash::FxBuildHasher>,
     held: usize,
 }
 
@@ -29,7 +30,7 @@ struct Lane<T> {
 
 impl<T> Default for Order<T> {
     fn default() -> Self {
-        Self { lanes: HashMap::new(), held: 0 }
+        Self { lanes: HashMap::default(), held: 0 }
     }
 }
 

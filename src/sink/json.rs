@@ -321,7 +321,7 @@ fn dup1() -> std::io::Result<OwnedFd> {
 /// never half an object, even if serializing failed (then the line is empty).
 fn append_line(buf: &mut Vec<u8>, f: &Finding) {
     let start = buf.len();
-    if serde_json::to_writer(&mut *buf, f).is_err() {
+    if crate::json_line::append(buf, f).is_err() {
         buf.truncate(start);
     }
     buf.push(b'\n');
