@@ -1,5 +1,6 @@
 //! Loading, attaching and feeding the eBPF sensor (ebpf/driftwatch.bpf.c).
 
+pub mod btf_min;
 pub mod preflight;
 pub mod protect;
 pub mod quarantine;
@@ -144,6 +145,18 @@ mod tests {
         assert_eq!(e.kind(), "stub_object");
         assert!(e.to_string().contains("DRIFTWATCH_BPF_STUB=1"), "{e}");
         assert!(super::check_object(b"\x7fELF").is_ok());
+    }
+
+    /// The loader thread cannot open the kernel BTF (so aya does not parse
+    /// it); the rest of the process still can open files afterwards.
+    #[test]
+    fn the_loader_thread_opens_no_files_and_no_other_thread_is_affected() {
+        let probe =
+            || (std::fs::File::open("/proc/self/status").map_err(|e| e.kind()).err(), std::env::current_dir().is_ok());
+        let on_thread = super::without_opening_files(probe).expect("seccomp filter installs without privileges");
+        assert_eq!(on_thread, (Some(std::io::ErrorKind::NotFound), true), "open fails, other syscalls do not");
+        assert!(std::fs::File::open("/proc/self/status").is_ok(), "this thread still opens files");
+        assert!(std::thread::spawn(|| std::fs::File::open("/proc/self/status").is_ok()).join().unwrap());
     }
 }
 
@@ -310,6 +323,70 @@ pub fn scratch_prefix_entries(prefixes: &[String]) -> (Vec<(u32, [u8; PREFIX_LEN
 
 const PREFIX_LEN: usize = abi::DW_PREFIX_LEN as usize;
 
+/// The kernel's BTF for loading the sensor, cut down to what the sensor
+/// reads from it (`btf_min`: ~17 -> ~6 MB while parsed); the full BTF when it
+/// cannot be cut (said in the log).
+fn kernel_btf(path: &std::path::Path) -> Result<Btf, BpfError> {
+    let raw = std::fs::read(path).map_err(|e| BpfError::NoBtf(format!("{}: {e}", path.display())))?;
+    let tracepoints: Vec<String> = PROGRAMS.iter().map(|(_, tp)| format!("btf_trace_{tp}")).collect();
+    match btf_min::minimal(&raw, OBJECT, &tracepoints) {
+        Ok(min) => {
+            drop(raw);
+            Ok(Btf::parse(&min, aya::Endianness::default())?)
+        }
+        Err(e) => {
+            tracing::info!(btf = %path.display(), "using the whole kernel BTF (more memory while loading): {e}");
+            Ok(Btf::parse(&raw, aya::Endianness::default())?)
+        }
+    }
+}
+
+/// An `EbpfLoader` that has not parsed the kernel's BTF. aya's
+/// `EbpfLoader::new` parses /sys/kernel/btf/vmlinux at once (~17 MB, most of
+/// the agent's startup peak) even when the caller then gives its own BTF or
+/// none: built where opening files fails, it starts without. Where that cannot
+/// be arranged, the loader is built as usual and its BTF dropped.
+pub(crate) fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let mut loader = without_opening_files(EbpfLoader::new).unwrap_or_else(|| {
+        tracing::debug!("cannot build the eBPF loader without the kernel BTF; building it with");
+        EbpfLoader::new()
+    });
+    loader.btf(None);
+    loader
+}
+
+/// Runs `f` on a thread of its own whose `open`/`openat` calls fail with
+/// ENOENT (a seccomp filter: per thread, needs no capability, gone with the
+/// thread); `None` when the filter cannot be installed.
+fn without_opening_files<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, sock_filter};
+    let stmt = |code: u32, k: u32| sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt, jf, k };
+    const ARCH_X86_64: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+    let enoent = libc::SECCOMP_RET_ERRNO | libc::ENOENT as u32;
+    // seccomp_data: nr at offset 0, arch at 4.
+    let filter = [
+        stmt(BPF_LD | BPF_W | BPF_ABS, 4),
+        jeq(ARCH_X86_64, 0, 3),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
+        jeq(libc::SYS_openat as u32, 2, 0),
+        jeq(libc::SYS_open as u32, 1, 0),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+        stmt(BPF_RET | BPF_K, enoent),
+    ];
+    let thread = std::thread::Builder::new().name("dw-loader".into()).spawn(move || {
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+        // SAFETY: both prctls act on this thread only (no TSYNC); the filter
+        // outlives the call, which copies it.
+        let filtered = unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                && libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) == 0
+        };
+        filtered.then(f)
+    });
+    thread.ok()?.join().ok().flatten()
+}
+
 impl Sensor {
     /// Loads and attaches the sensor; `names` fills the kernel's name filter.
     pub fn load(opts: &SensorOptions, names: &HashMap<String, u32>) -> Result<Self, BpfError> {
@@ -327,14 +404,10 @@ impl Sensor {
         let emit_all: u8 = opts.emit_all_execs.into();
         let wake_gap_ns = opts.wake_interval_ms * 1_000_000;
         let seed = protect::random_seed();
-        // EbpfLoader::new parses the kernel's BTF itself: drop that copy before
-        // parsing the one we keep (for the tp_btf programs), so the agent's
-        // peak memory holds one parsed BTF, not two.
         #[allow(clippy::needless_late_init)] // declared first: it must outlive the loader that borrows it
         let btf;
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        btf = Btf::parse_file(&btf_path, aya::Endianness::default())?;
+        let mut loader = loader_without_kernel_btf();
+        btf = kernel_btf(&btf_path)?;
         let mut ebpf = loader
             .btf(Some(&btf))
             .override_global("host_mntns", &host_mntns, true)
@@ -395,9 +468,9 @@ impl Sensor {
             prog.attach().map_err(|source| BpfError::Attach { program, tracepoint, source })?;
             attached += 1;
         }
-        // The parsed BTF (~11 MB) is needed no more: free it before the ring
-        // buffer is mapped (its pages count in RSS from the mmap on), so the
-        // agent's peak holds one of the two, not both.
+        // The parsed BTF is needed no more: free it before the ring buffer is
+        // mapped (its pages count in RSS from the mmap on), so the agent's
+        // peak holds one of the two, not both.
         drop(loader);
         drop(btf);
         crate::heap::trim();

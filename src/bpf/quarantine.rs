@@ -11,7 +11,7 @@
 
 use crate::abi;
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, MapData, MapInfo, MapType, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, links::FdLink},
 };
@@ -130,7 +130,8 @@ impl QuarantineBpf {
         }
         check_pinned(pin_dir)?;
         let paths: Vec<(&str, PathBuf)> = MAPS.iter().map(|m| (*m, pin_dir.join(m))).collect();
-        let mut loader = EbpfLoader::new();
+        // No CO-RE in this object: it needs no kernel BTF (and parsing it is ~17 MB).
+        let mut loader = super::loader_without_kernel_btf();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
