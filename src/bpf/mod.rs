@@ -470,10 +470,13 @@ impl Sensor {
         }
         // The parsed BTF is needed no more: free it before the ring buffer is
         // mapped (its pages count in RSS from the mmap on), so the agent's
-        // peak holds one of the two, not both.
+        // peak holds one of the two, not both. The same for the code that
+        // parsed the configuration and loaded the programs.
         drop(loader);
         drop(btf);
         crate::heap::trim();
+        let released = crate::heap::release_code();
+        tracing::debug!(bytes = released, "startup code released");
         for (program, tracepoints) in SYSCALL_PROGRAMS.into_iter().filter(|_| opts.network) {
             let prog = load_syscall_program(&mut ebpf, program, tracepoints[0])?;
             for tracepoint in tracepoints.iter().copied() {
