@@ -70,9 +70,10 @@ impl NodeView {
 }
 
 impl evidence::Collect for NodeView {
+    // The pid was live when the capture was asked for; the bundle is built
+    // later, when a short-lived process (often the finding's) may be gone.
     fn diff(&self, id: &str, pid: u32, hash_limit: u64) -> Result<Value, String> {
-        let pid = if pid == 0 { live_pid(&self.registry, id, 0) } else { pid };
-        self.diff_value(id, pid, hash_limit)
+        self.diff_value(id, live_pid(&self.registry, id, pid), hash_limit)
     }
 
     fn processes(&self, id: &str) -> Result<Value, String> {
@@ -80,8 +81,8 @@ impl evidence::Collect for NodeView {
         serde_json::to_value(list).map_err(|e| e.to_string())
     }
 
-    fn upper_dir(&self, pid: u32) -> Option<PathBuf> {
-        crate::enrich::overlay::container_fs_of(pid)?.overlay.map(|o| o.upper)
+    fn upper_dir(&self, id: &str, pid: u32) -> Option<PathBuf> {
+        crate::enrich::overlay::container_fs_of(live_pid(&self.registry, id, pid))?.overlay.map(|o| o.upper)
     }
 }
 

@@ -96,17 +96,20 @@ pub fn pod_siblings(registry: &Registry, id: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// A live process of container `id`: `hint` (the finding's process) when it
-/// still is one, else the registry's last scan, else a `/proc` walk; 0: none.
+/// A live process of container `id`: the registry's last scan (usually its
+/// first process, which lives as long as the container) when it still is
+/// one, else `hint` (the finding's process, often gone a moment later: a
+/// quarantine or capture that used it raced its exit), else a `/proc` walk;
+/// 0: none.
 pub fn live_pid(registry: &Registry, id: &str, hint: u32) -> u32 {
     let ours = |pid: u32| pid != 0 && crate::procfs::container_of(pid).is_some_and(|c| c == id);
-    if ours(hint) {
-        return hint;
-    }
     if let Some(c) = registry.get(id)
         && ours(c.scanned_pid())
     {
         return c.scanned_pid();
+    }
+    if ours(hint) {
+        return hint;
     }
     crate::procfs::live_pid_of(id).unwrap_or(0)
 }

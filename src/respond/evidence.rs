@@ -35,7 +35,7 @@ pub trait Collect: Send + Sync + 'static {
     /// Its process list (the `driftwatch ps` JSON).
     fn processes(&self, container_id: &str) -> Result<Value, String>;
     /// The overlay upper directory, to copy changed executables from.
-    fn upper_dir(&self, pid: u32) -> Option<PathBuf>;
+    fn upper_dir(&self, container_id: &str, pid: u32) -> Option<PathBuf>;
 }
 
 /// How one capture ended (`driftwatch_evidence_bundles_total{result}`).
@@ -315,7 +315,7 @@ fn build(cfg: &config::Capture, collect: &dyn Collect, job: &Job) -> io::Result<
     // a large one cannot crowd out the rest.
     let mut skipped: Vec<Value> = Vec::new();
     let mut copied = 0usize;
-    if let (Some(d), Some(upper)) = (&diff_value, collect.upper_dir(job.pid)) {
+    if let (Some(d), Some(upper)) = (&diff_value, collect.upper_dir(&job.container_id, job.pid)) {
         let mut exes: Vec<(u64, String)> = d["changes"]
             .as_array()
             .into_iter()

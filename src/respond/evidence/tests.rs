@@ -29,7 +29,7 @@ impl Collect for Fixed {
     fn processes(&self, id: &str) -> Result<Value, String> {
         Ok(json!({"container.id": id, "processes": [{"process.pid": 1}]}))
     }
-    fn upper_dir(&self, _pid: u32) -> Option<PathBuf> {
+    fn upper_dir(&self, _id: &str, _pid: u32) -> Option<PathBuf> {
         Some(self.upper.clone())
     }
 }
@@ -170,7 +170,7 @@ fn a_full_queue_drops_and_counts_instead_of_blocking() {
         fn processes(&self, _: &str) -> Result<Value, String> {
             Err("slow".into())
         }
-        fn upper_dir(&self, _: u32) -> Option<PathBuf> {
+        fn upper_dir(&self, _: &str, _: u32) -> Option<PathBuf> {
             None
         }
     }
@@ -209,7 +209,7 @@ fn a_full_disk_is_a_counted_failure_and_leaves_no_partial_bundle() {
         fn processes(&self, _: &str) -> Result<Value, String> {
             Ok(json!({}))
         }
-        fn upper_dir(&self, _: u32) -> Option<PathBuf> {
+        fn upper_dir(&self, _: &str, _: u32) -> Option<PathBuf> {
             None
         }
     }
