@@ -1,7 +1,7 @@
 //! The kernel's BTF cut down to what loading the sensor reads from it.
 //!
 //! aya parses every type of the BTF it is given: the kernel's is 5.5 MB and
-//! ~130,000 types, about 17 MB of the agent's memory while parsed (most of
+//! ~130,000 types, about 15 MB of the agent's memory while parsed (most of
 //! its startup peak). Loading the sensor reads few of them: the structs its
 //! CO-RE relocations walk and the `btf_trace_*` typedefs of its `tp_btf`
 //! programs. [`minimal`] keeps those and everything they reach without going
@@ -286,7 +286,7 @@ mod tests {
     }
 
     fn extra() -> Vec<String> {
-        super::super::PROGRAMS.iter().map(|(_, tp)| format!("btf_trace_{tp}")).collect()
+        super::super::tp_btf_typedefs()
     }
 
     /// The cut keeps every id, every kept type's bytes and names, and is much smaller.

@@ -323,13 +323,17 @@ pub fn scratch_prefix_entries(prefixes: &[String]) -> (Vec<(u32, [u8; PREFIX_LEN
 
 const PREFIX_LEN: usize = abi::DW_PREFIX_LEN as usize;
 
+/// The typedefs the kernel attaches each `tp_btf` program by (`btf_trace_<tracepoint>`).
+fn tp_btf_typedefs() -> Vec<String> {
+    PROGRAMS.iter().map(|(_, tp)| format!("btf_trace_{tp}")).collect()
+}
+
 /// The kernel's BTF for loading the sensor, cut down to what the sensor
-/// reads from it (`btf_min`: ~17 -> ~6 MB while parsed); the full BTF when it
-/// cannot be cut (said in the log).
+/// reads from it (`btf_min`; the whole one, ~15 MB while parsed, was most of
+/// the agent's startup peak); the full BTF when it cannot be cut (said in the log).
 fn kernel_btf(path: &std::path::Path) -> Result<Btf, BpfError> {
     let raw = std::fs::read(path).map_err(|e| BpfError::NoBtf(format!("{}: {e}", path.display())))?;
-    let tracepoints: Vec<String> = PROGRAMS.iter().map(|(_, tp)| format!("btf_trace_{tp}")).collect();
-    match btf_min::minimal(&raw, OBJECT, &tracepoints) {
+    match btf_min::minimal(&raw, OBJECT, &tp_btf_typedefs()) {
         Ok(min) => {
             drop(raw);
             Ok(Btf::parse(&min, aya::Endianness::default())?)
@@ -342,7 +346,7 @@ fn kernel_btf(path: &std::path::Path) -> Result<Btf, BpfError> {
 }
 
 /// An `EbpfLoader` that has not parsed the kernel's BTF. aya's
-/// `EbpfLoader::new` parses /sys/kernel/btf/vmlinux at once (~17 MB, most of
+/// `EbpfLoader::new` parses /sys/kernel/btf/vmlinux at once (~15 MB, most of
 /// the agent's startup peak) even when the caller then gives its own BTF or
 /// none: built where opening files fails, it starts without. Where that cannot
 /// be arranged, the loader is built as usual and its BTF dropped.

@@ -130,7 +130,7 @@ impl QuarantineBpf {
         }
         check_pinned(pin_dir)?;
         let paths: Vec<(&str, PathBuf)> = MAPS.iter().map(|m| (*m, pin_dir.join(m))).collect();
-        // No CO-RE in this object: it needs no kernel BTF (and parsing it is ~17 MB).
+        // No CO-RE in this object: it needs no kernel BTF (and parsing it is ~15 MB).
         let mut loader = super::loader_without_kernel_btf();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
