@@ -87,9 +87,19 @@ pub fn oldest_by_mntns() -> HashMap<u32, u32> {
 }
 
 /// One live pid of `container_id`: the scan, stopped at the first match
-/// (for a container the periodic scan has not seen yet).
+/// (for a container the periodic scan has not seen yet). In pid order, so
+/// usually its oldest process, the one that lives as long as it does.
 pub fn live_pid_of(container_id: &str) -> Option<u32> {
-    pids().find(|&pid| container_of(pid).is_some_and(|id| id == container_id))
+    pids().find(|&pid| container_of(pid).is_some_and(|id| id == container_id) && runs(pid))
+}
+
+/// Whether `pid` exists and is not a zombie: a zombie still shows its
+/// cgroup in `/proc` but has no namespaces or mounts left to act on.
+pub fn runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the comm's closing parenthesis and a space.
+    let state = stat.iter().rposition(|&b| b == b')').and_then(|i| stat.get(i + 2));
+    matches!(state, Some(s) if !matches!(s, b'Z' | b'X' | b'x'))
 }
 
 /// The executable of `pid` as its own mount namespace names it (None when
@@ -114,5 +124,23 @@ mod tests {
         // This test's process is younger than pid 1 of its namespace's oldest.
         let oldest = super::oldest_by_mntns()[&me];
         assert!(super::start_time(oldest) <= super::start_time(std::process::id()));
+    }
+
+    #[test]
+    fn a_zombie_does_not_run() {
+        assert!(super::runs(std::process::id()));
+        assert!(!super::runs(0) && !super::runs(u32::MAX));
+        let child = std::process::Command::new("/bin/true").spawn().expect("spawn /bin/true");
+        // Not waited for: once it exits it stays a zombie until reaped.
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::runs(pid) {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} never became a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a zombie keeps its /proc entry");
+        assert!(state.contains(") Z "), "{state}");
+        let mut child = child;
+        child.wait().expect("reap");
     }
 }

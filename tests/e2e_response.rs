@@ -156,7 +156,7 @@ fn an_isolate_finding_captures_evidence_and_quarantines_its_container_until_rele
             && f["process.executable.path"] == "/tmp/true"
     });
     assert_eq!(f["playbook_step"], "isolate", "{f:#}");
-    assert_eq!(f["driftwatch.action"], "quarantined", "{f:#}");
+    assert_eq!(f["driftwatch.action"], "quarantined", "{f:#}\nagent stderr:\n{}", agent.stderr());
     let bundle = PathBuf::from(f["driftwatch.evidence.path"].as_str().expect("evidence path"));
     assert!(bundle.starts_with(&evidence) && bundle.to_str().unwrap().ends_with(".tar.gz"), "{bundle:?}");
 

@@ -46,7 +46,7 @@ impl NodeView {
     }
 
     fn pid(&self, id: &str) -> Result<u32, ApiError> {
-        match live_pid(&self.registry, id, 0) {
+        match live_pid(&self.registry, id) {
             0 => Err(ApiError::not_found(format!("container {id} has no running process on this node"))),
             pid => Ok(pid),
         }
@@ -70,10 +70,8 @@ impl NodeView {
 }
 
 impl evidence::Collect for NodeView {
-    // The pid was live when the capture was asked for; the bundle is built
-    // later, when a short-lived process (often the finding's) may be gone.
-    fn diff(&self, id: &str, pid: u32, hash_limit: u64) -> Result<Value, String> {
-        self.diff_value(id, live_pid(&self.registry, id, pid), hash_limit)
+    fn diff(&self, id: &str, hash_limit: u64) -> Result<Value, String> {
+        self.diff_value(id, live_pid(&self.registry, id), hash_limit)
     }
 
     fn processes(&self, id: &str) -> Result<Value, String> {
@@ -81,8 +79,8 @@ impl evidence::Collect for NodeView {
         serde_json::to_value(list).map_err(|e| e.to_string())
     }
 
-    fn upper_dir(&self, id: &str, pid: u32) -> Option<PathBuf> {
-        crate::enrich::overlay::container_fs_of(live_pid(&self.registry, id, pid))?.overlay.map(|o| o.upper)
+    fn upper_dir(&self, id: &str) -> Option<PathBuf> {
+        crate::enrich::overlay::container_fs_of(live_pid(&self.registry, id))?.overlay.map(|o| o.upper)
     }
 }
 
@@ -170,8 +168,8 @@ impl Backend for NodeView {
             ));
         };
         let id = self.resolve(id)?;
-        let pid = self.pid(&id)?;
-        let got = c.capture_now(self, &id, pid, self.facts(&id));
+        self.pid(&id)?;
+        let got = c.capture_now(self, &id, self.facts(&id));
         let body = json!({
             "container.id": id,
             "driftwatch.evidence.path": got.path.display().to_string(),

@@ -7,7 +7,10 @@
 use crate::{
     classify::{Finding, KILLED, KILLED_QUARANTINED, QUARANTINED},
     containers::Registry,
-    respond::{evidence::Capture, quarantine::Quarantine},
+    respond::{
+        evidence::Capture,
+        quarantine::{Quarantine, QuarantineError},
+    },
 };
 use std::sync::Arc;
 
@@ -28,9 +31,8 @@ impl Responder {
         if !wants_q && !wants_c {
             return;
         }
-        let hint = f.process.as_ref().map_or(0, |p| p.pid);
-        let pid = live_pid(&self.registry, &f.container_id, hint);
         if wants_q && let Some(q) = &self.quarantine {
+            let pid = live_pid(&self.registry, &f.container_id);
             let reason = format!("{} ({})", f.rule, step);
             let attrs = match serde_json::to_value(&f.k8s) {
                 Ok(serde_json::Value::Object(m)) => m,
@@ -59,7 +61,7 @@ impl Responder {
                 v["container.runtime.name"] = f.container_runtime.into();
                 v
             };
-            f.evidence_path = c.request(&f.container_id, pid, line, facts).map(|p| p.display().to_string());
+            f.evidence_path = c.request(&f.container_id, line, facts).map(|p| p.display().to_string());
         }
     }
 }
@@ -89,7 +91,7 @@ pub fn pod_siblings(registry: &Registry, id: &str) -> Vec<(String, u32)> {
         .iter()
         .filter(|c| c.id != id)
         .filter(|c| registry.cached(&c.id).is_some_and(|m| m.sandbox_id == sandbox && m.is_pod_container()))
-        .filter_map(|c| match live_pid(registry, &c.id, 0) {
+        .filter_map(|c| match live_pid(registry, &c.id) {
             0 => None,
             pid => Some((c.id.clone(), pid)),
         })
@@ -97,19 +99,17 @@ pub fn pod_siblings(registry: &Registry, id: &str) -> Vec<(String, u32)> {
 }
 
 /// A live process of container `id`: the registry's last scan (usually its
-/// first process, which lives as long as the container) when it still is
-/// one, else `hint` (the finding's process, often gone a moment later: a
-/// quarantine or capture that used it raced its exit), else a `/proc` walk;
-/// 0: none.
-pub fn live_pid(registry: &Registry, id: &str, hint: u32) -> u32 {
-    let ours = |pid: u32| pid != 0 && crate::procfs::container_of(pid).is_some_and(|c| c == id);
-    if let Some(c) = registry.get(id)
-        && ours(c.scanned_pid())
-    {
-        return c.scanned_pid();
-    }
-    if ours(hint) {
-        return hint;
+/// first process, which lives as long as the container) when it still runs,
+/// else the first in a `/proc` walk (pid order: usually the oldest); 0: none.
+/// Never the finding's own process: it is often a command that exits a
+/// moment later (a quarantine or capture that used it raced its exit, and a
+/// zombie has no namespaces left to tell a pod's network from the host's).
+pub fn live_pid(registry: &Registry, id: &str) -> u32 {
+    if let Some(c) = registry.get(id) {
+        let pid = c.scanned_pid();
+        if pid != 0 && crate::procfs::container_of(pid).is_some_and(|c| c == id) && crate::procfs::runs(pid) {
+            return pid;
+        }
     }
     crate::procfs::live_pid_of(id).unwrap_or(0)
 }
@@ -199,7 +199,14 @@ impl QuarantineCtl {
             if pid == 0 {
                 return Err(format!("container {id} has no running process: nothing to find its cgroup by"));
             }
-            q.apply(id, pid, reason).map_err(|e| e.to_string())
+            match q.apply(id, pid, reason) {
+                // The process exited under us: once more with one that runs now.
+                Err(QuarantineError::NoProcess { .. }) if let Some(again) = crate::procfs::live_pid_of(id) => {
+                    q.apply(id, again, reason)
+                }
+                r => r,
+            }
+            .map_err(|e| e.to_string())
         });
         match result {
             Ok(a) => {
@@ -375,7 +382,7 @@ impl QuarantineCtl {
             if self.is_quarantined(&c.id) {
                 continue;
             }
-            let pid = live_pid(registry, &c.id, 0);
+            let pid = live_pid(registry, &c.id);
             if pid != 0 {
                 let mut attrs = serde_json::Map::new();
                 attrs.insert("k8s.namespace.name".into(), meta.namespace.clone().into());

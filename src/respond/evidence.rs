@@ -29,13 +29,15 @@ const MAX_WINDOWS: usize = 4096;
 
 /// What a bundle is made of; the agent's implementation reads the node
 /// (`respond::NodeView`), tests may hand in fixed trees.
+/// Each call finds a live process of the container itself: a bundle is
+/// built after the finding, when the process that asked may be gone.
 pub trait Collect: Send + Sync + 'static {
     /// The container's diff against its image (the `driftwatch diff` JSON).
-    fn diff(&self, container_id: &str, pid: u32, hash_limit: u64) -> Result<Value, String>;
+    fn diff(&self, container_id: &str, hash_limit: u64) -> Result<Value, String>;
     /// Its process list (the `driftwatch ps` JSON).
     fn processes(&self, container_id: &str) -> Result<Value, String>;
     /// The overlay upper directory, to copy changed executables from.
-    fn upper_dir(&self, container_id: &str, pid: u32) -> Option<PathBuf>;
+    fn upper_dir(&self, container_id: &str) -> Option<PathBuf>;
 }
 
 /// How one capture ended (`driftwatch_evidence_bundles_total{result}`).
@@ -78,7 +80,6 @@ type Findings = Arc<Mutex<Vec<String>>>;
 
 struct Job {
     container_id: String,
-    pid: u32,
     path: PathBuf,
     findings: Findings,
     /// Pod and image facts for the manifest.
@@ -125,15 +126,9 @@ impl Capture {
 
     /// Names the bundle that holds (or will hold) `finding_json` for
     /// `container_id`, queueing its capture when the container has none in
-    /// this window. `pid`: a live process of the container. `None` when the
+    /// this window. `None` when the
     /// request was dropped (queue full).
-    pub fn request(
-        &self,
-        container_id: &str,
-        pid: u32,
-        finding_json: String,
-        facts: impl FnOnce() -> Value,
-    ) -> Option<PathBuf> {
+    pub fn request(&self, container_id: &str, finding_json: String, facts: impl FnOnce() -> Value) -> Option<PathBuf> {
         let now = unix_secs(SystemTime::now());
         let index = now / self.cfg.window_s.max(1);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,7 +140,6 @@ impl Capture {
         let findings: Findings = Arc::new(Mutex::new(vec![finding_json]));
         let job = Job {
             container_id: container_id.to_string(),
-            pid,
             path: path.clone(),
             findings: findings.clone(),
             facts: facts(),
@@ -178,7 +172,7 @@ impl Capture {
 
     /// Captures now, outside any window (the admin API's
     /// `POST /v1/containers/{id}/evidence`); waits for the bundle.
-    pub fn capture_now(&self, collect: &dyn Collect, container_id: &str, pid: u32, facts: Value) -> Captured {
+    pub fn capture_now(&self, collect: &dyn Collect, container_id: &str, facts: Value) -> Captured {
         let first = bundle_path(Path::new(&self.cfg.dir), container_id, unix_secs(SystemTime::now()));
         // A window's bundle may already have this second's name.
         let path = (0..)
@@ -187,7 +181,7 @@ impl Capture {
             )
             .find(|p| !p.exists() && !tmp_path(p).exists())
             .unwrap_or(first);
-        let job = Job { container_id: container_id.to_string(), pid, path, findings: Default::default(), facts };
+        let job = Job { container_id: container_id.to_string(), path, findings: Default::default(), facts };
         let c = write_job(&self.cfg, collect, &job);
         (self.report)(&c);
         c
@@ -295,7 +289,7 @@ fn build(cfg: &config::Capture, collect: &dyn Collect, job: &Job) -> io::Result<
     let mut errors: Vec<String> = Vec::new();
     let mut index: Vec<Value> = Vec::new();
 
-    let diff = collect.diff(&job.container_id, job.pid, cfg.hash_limit_bytes);
+    let diff = collect.diff(&job.container_id, cfg.hash_limit_bytes);
     let diff_value = diff.as_ref().map_err(|e| errors.push(format!("diff: {e}"))).ok().cloned();
     if let Some(d) = &diff_value {
         add_json(&mut tar, "diff.json", d, mtime, &mut index)?;
@@ -315,7 +309,7 @@ fn build(cfg: &config::Capture, collect: &dyn Collect, job: &Job) -> io::Result<
     // a large one cannot crowd out the rest.
     let mut skipped: Vec<Value> = Vec::new();
     let mut copied = 0usize;
-    if let (Some(d), Some(upper)) = (&diff_value, collect.upper_dir(&job.container_id, job.pid)) {
+    if let (Some(d), Some(upper)) = (&diff_value, collect.upper_dir(&job.container_id)) {
         let mut exes: Vec<(u64, String)> = d["changes"]
             .as_array()
             .into_iter()

@@ -133,7 +133,7 @@ impl Quarantine {
             .metadata()
             .map_err(|e| QuarantineError::Cgroup { pid, reason: format!("{}: {e}", cgroup.dir.display()) })?
             .ino();
-        let netns = netns_of(pid);
+        let netns = netns_of(pid)?;
         let link_dir = self.pin_dir.join(container_id);
         let mut bpf = self.bpf.lock().map_err(|_| QuarantineError::Poisoned)?;
         if let Some(e) = bpf.entry(cgroup_id).filter(|e| c_str(&e.container_id) == container_id)
@@ -430,7 +430,16 @@ fn cgroup_dir(mounts: &[(String, PathBuf)], path: &str) -> Result<PathBuf, Strin
 
 /// Whether `pid` shares the node's network namespace. Unknown counts as
 /// the node's: then loopback is cut too, the safe side.
-fn netns_of(pid: u32) -> Netns {
+fn netns_of(pid: u32) -> Result<Netns, QuarantineError> {
+    let own = match std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+        Ok(m) => Some(m.ino()),
+        // Exited (a zombie has no namespaces): not evidence of the host's.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(QuarantineError::NoProcess { pid, reason: format!("/proc/{pid}/ns/net: {e} (it exited)") });
+        }
+        // Unreadable (no CAP_SYS_PTRACE): judged as the host's, as before.
+        Err(_) => None,
+    };
     let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
     // The node's: init's, or kthreadd's (kernel threads live in the initial
     // namespace) where pid 1 is hidden; both need hostPID and CAP_SYS_PTRACE.
@@ -438,10 +447,10 @@ fn netns_of(pid: u32) -> Netns {
         let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
         kthreadd.then(|| ino("/proc/2/ns/net")).flatten()
     });
-    match (ino(&format!("/proc/{pid}/ns/net")), host) {
+    Ok(match (own, host) {
         (Some(a), Some(h)) if a != h => Netns::Pod,
         _ => Netns::Host,
-    }
+    })
 }
 
 /// Removes a container's link pins (which detaches them) and its directory.
@@ -602,6 +611,22 @@ mod tests {
         assert_eq!(c_str(&f), "abcd\u{e9}");
         put_c_str(&mut f, "");
         assert_eq!(c_str(&f), "");
+    }
+
+    #[test]
+    fn an_exited_process_is_no_process_not_the_host_network() {
+        assert!(netns_of(std::process::id()).is_ok());
+        let mut child = std::process::Command::new("/bin/true").spawn().expect("spawn /bin/true");
+        let pid = child.id();
+        // Not reaped yet: a zombie, whose /proc entry and cgroup remain.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while crate::procfs::runs(pid) {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let got = netns_of(pid);
+        child.wait().expect("reap");
+        assert!(matches!(got, Err(QuarantineError::NoProcess { pid: p, .. }) if p == pid), "{got:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ struct Fixed {
 }
 
 impl Collect for Fixed {
-    fn diff(&self, id: &str, _pid: u32, _limit: u64) -> Result<Value, String> {
+    fn diff(&self, id: &str, _limit: u64) -> Result<Value, String> {
         Ok(json!({
             "container.id": id,
             "changes": [
@@ -29,7 +29,7 @@ impl Collect for Fixed {
     fn processes(&self, id: &str) -> Result<Value, String> {
         Ok(json!({"container.id": id, "processes": [{"process.pid": 1}]}))
     }
-    fn upper_dir(&self, _id: &str, _pid: u32) -> Option<PathBuf> {
+    fn upper_dir(&self, _id: &str) -> Option<PathBuf> {
         Some(self.upper.clone())
     }
 }
@@ -89,14 +89,14 @@ fn a_bundle_holds_the_diff_the_processes_the_findings_and_the_dropped_executable
     let c = Capture::start(cfg(&dir), fixed("bundle"), report);
     assert!(c.wants("isolate") && !c.wants("detect"));
     let id = "a".repeat(64);
-    let p1 = c.request(&id, 42, r#"{"rule":"one"}"#.into(), || json!({"k8s.pod.name": "p"})).unwrap();
+    let p1 = c.request(&id, r#"{"rule":"one"}"#.into(), || json!({"k8s.pod.name": "p"})).unwrap();
     wait_for(&seen, 1);
     let got = seen.lock().unwrap()[0].clone();
     assert_eq!(got.outcome, Outcome::Written, "{:?}", got.error);
     assert_eq!(got.path, p1);
     assert!(p1.file_name().unwrap().to_str().unwrap().ends_with("-aaaaaaaaaaaa.tar.gz"), "{p1:?}");
     // Same window: the same bundle is named, no second capture.
-    let p2 = c.request(&id, 42, r#"{"rule":"two"}"#.into(), || json!({})).unwrap();
+    let p2 = c.request(&id, r#"{"rule":"two"}"#.into(), || json!({})).unwrap();
     assert_eq!(p1, p2);
 
     let e = entries(&p1);
@@ -152,7 +152,7 @@ fn an_unwritable_directory_is_a_counted_failure_naming_it() {
     let dir = base.join("file/evidence");
     let (report, seen) = collecting();
     let c = Capture::start(cfg(&dir), fixed("unwritable"), report);
-    c.request("b", 1, "{}".into(), || json!({})).unwrap();
+    c.request("b", "{}".into(), || json!({})).unwrap();
     wait_for(&seen, 1);
     let got = seen.lock().unwrap()[0].clone();
     assert_eq!(got.outcome, Outcome::Failed);
@@ -163,14 +163,14 @@ fn an_unwritable_directory_is_a_counted_failure_naming_it() {
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
     struct Slow;
     impl Collect for Slow {
-        fn diff(&self, _: &str, _: u32, _: u64) -> Result<Value, String> {
+        fn diff(&self, _: &str, _: u64) -> Result<Value, String> {
             std::thread::sleep(Duration::from_millis(200));
             Err("slow".into())
         }
         fn processes(&self, _: &str) -> Result<Value, String> {
             Err("slow".into())
         }
-        fn upper_dir(&self, _: &str, _: u32) -> Option<PathBuf> {
+        fn upper_dir(&self, _: &str) -> Option<PathBuf> {
             None
         }
     }
@@ -179,7 +179,7 @@ fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let c = Capture::start(cfg(&dir), Arc::new(Slow), report);
     let start = std::time::Instant::now();
     let answered: usize =
-        (0..QUEUE + 10).filter_map(|i| c.request(&format!("{i:x}"), 1, "{}".into(), || json!({}))).count();
+        (0..QUEUE + 10).filter_map(|i| c.request(&format!("{i:x}"), "{}".into(), || json!({}))).count();
     assert!(start.elapsed() < Duration::from_millis(150), "request must not wait for the worker");
     assert!(answered < QUEUE + 10);
     let dropped = seen.lock().unwrap().iter().filter(|c| c.outcome == Outcome::Dropped).count();
@@ -200,7 +200,7 @@ fn a_full_disk_is_a_counted_failure_and_leaves_no_partial_bundle() {
     }
     struct Big;
     impl Collect for Big {
-        fn diff(&self, id: &str, _: u32, _: u64) -> Result<Value, String> {
+        fn diff(&self, id: &str, _: u64) -> Result<Value, String> {
             // Incompressible, larger than the 16 KiB disk.
             let noise: Vec<String> =
                 (0..4000u64).map(|i| format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
@@ -209,13 +209,13 @@ fn a_full_disk_is_a_counted_failure_and_leaves_no_partial_bundle() {
         fn processes(&self, _: &str) -> Result<Value, String> {
             Ok(json!({}))
         }
-        fn upper_dir(&self, _: &str, _: u32) -> Option<PathBuf> {
+        fn upper_dir(&self, _: &str) -> Option<PathBuf> {
             None
         }
     }
     let (report, seen) = collecting();
     let c = Capture::start(cfg(&dir), Arc::new(Big), report);
-    let got = c.capture_now(&Big, "c", 1, json!({}));
+    let got = c.capture_now(&Big, "c", json!({}));
     let left = fs::read_dir(&dir).unwrap().count();
     let _ = std::process::Command::new("umount").arg(&dir).status();
     assert_eq!(got.outcome, Outcome::Failed);
