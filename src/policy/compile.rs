@@ -168,7 +168,8 @@ pub struct Matcher {
     pub namespace: Option<Pattern>,
     pub workload: Option<Pattern>,
     pub workload_kind: Option<Pattern>,
-    pub pod_labels: Vec<(String, Pattern)>,
+    /// (label, the same as a finding's key `k8s.pod.label.<label>`, pattern).
+    pub pod_labels: Vec<(String, String, Pattern)>,
     pub container: Option<Pattern>,
     pub image: Option<Pattern>,
     pub kind: Option<&'static str>,
@@ -206,7 +207,7 @@ fn compile_match(m: &Match, at: &[PathSeg]) -> Result<Matcher, PolicyError> {
     for (k, v) in &m.pod_labels {
         let p = Pattern::new(v, false)
             .map_err(|e| err(field("pod_labels").into_iter().chain([PathSeg::Key(k.clone())]).collect(), e))?;
-        out.pod_labels.push((k.clone(), p));
+        out.pod_labels.push((k.clone(), format!("k8s.pod.label.{k}"), p));
     }
     if let Some(image) = &m.image {
         // A literal name is normalised; a glob is matched against normalised names.

@@ -35,9 +35,10 @@ pub struct Scope<'a> {
 }
 
 impl<'a> Scope<'a> {
-    fn label(&self, k: &str) -> Option<&'a str> {
+    /// Label `k` (`prefixed`: the same as a finding's key, made once).
+    fn label(&self, k: &str, prefixed: &str) -> Option<&'a str> {
         let labels = self.pod_labels?;
-        if self.labels_prefixed { labels.get(&format!("k8s.pod.label.{k}")) } else { labels.get(k) }.map(String::as_str)
+        labels.get(if self.labels_prefixed { prefixed } else { k }).map(String::as_str)
     }
 
     /// The scope of a finding's container, from its keys.
@@ -111,21 +112,25 @@ impl Matcher {
             && opt(&self.workload_kind, c.workload_kind)
             && opt(&self.container, c.container)
             && opt(&self.image, c.image)
-            && self.pod_labels.iter().all(|(k, p)| c.label(k).is_some_and(|v| p.matches(v)))
+            && self.pod_labels.iter().all(|(k, pk, p)| c.label(k, pk).is_some_and(|v| p.matches(v)))
     }
 
     /// Every given key matches the finding.
     pub fn matches(&self, c: &Scope, s: &Subject) -> bool {
         let opt =
             |p: &Option<compile::Pattern>, v: Option<&str>| p.as_ref().is_none_or(|p| v.is_some_and(|v| p.matches(v)));
+        // Cheapest first (all must hold, so the order changes only the cost):
+        // approvals are tried one by one for every finding, and most are for
+        // other workloads, which the short scope values rule out before a
+        // glob runs over a command line.
         self.kind.is_none_or(|k| k == s.kind)
             && opt(&self.rule, Some(s.rule))
+            && self.matches_scope(c)
             && opt(&self.executable, s.executable)
             && opt(&self.parent_executable, s.parent_executable)
-            && opt(&self.command_args, s.command_line.as_deref())
-            && self.file_path.as_ref().is_none_or(|p| s.file_paths.iter().any(|f| p.matches(f)))
             && self.endpoint.as_ref().is_none_or(|e| s.endpoint.is_some_and(|(ip, port)| e.matches(ip, port)))
-            && self.matches_scope(c)
+            && self.file_path.as_ref().is_none_or(|p| s.file_paths.iter().any(|f| p.matches(f)))
+            && opt(&self.command_args, s.command_line.as_deref())
     }
 
     /// Keys that only a finding's process answers (for lazy /proc lookups).
