@@ -63,12 +63,17 @@ pub fn scan(with_mntns: bool) -> Snapshot {
     snap
 }
 
-/// The start time of `pid` (clock ticks after boot, field 22 of its stat).
-fn start_time(pid: u32) -> Option<u64> {
+/// Field `n` (1-based, `n >= 3`) of `/proc/<pid>/stat`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     // After the comm's closing parenthesis (a comm may hold any byte): field 3 on.
     let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
-    std::str::from_utf8(rest).ok()?.split_whitespace().nth(19)?.parse().ok()
+    std::str::from_utf8(rest).ok()?.split_whitespace().nth(n - 3).map(str::to_string)
+}
+
+/// The start time of `pid` (clock ticks after boot, field 22 of its stat).
+fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)?.parse().ok()
 }
 
 /// Mount namespace inode -> its oldest live process (the container's main
@@ -90,16 +95,31 @@ pub fn oldest_by_mntns() -> HashMap<u32, u32> {
 /// (for a container the periodic scan has not seen yet). In pid order, so
 /// usually its oldest process, the one that lives as long as it does.
 pub fn live_pid_of(container_id: &str) -> Option<u32> {
-    pids().find(|&pid| container_of(pid).is_some_and(|id| id == container_id) && runs(pid))
+    pids().find(|&pid| runs_in(pid, container_id))
+}
+
+/// Whether `pid` runs (see [`runs`]) in container `container_id`.
+pub fn runs_in(pid: u32, container_id: &str) -> bool {
+    pid != 0 && container_of(pid).is_some_and(|id| id == container_id) && runs(pid)
 }
 
 /// Whether `pid` exists and is not a zombie: a zombie still shows its
 /// cgroup in `/proc` but has no namespaces or mounts left to act on.
 pub fn runs(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { return false };
-    // The state follows the comm's closing parenthesis and a space.
-    let state = stat.iter().rposition(|&b| b == b')').and_then(|i| stat.get(i + 2));
-    matches!(state, Some(s) if !matches!(s, b'Z' | b'X' | b'x'))
+    // Field 3, the state.
+    stat_field(pid, 3).is_some_and(|s| !matches!(s.as_str(), "Z" | "X" | "x"))
+}
+
+/// A child that has exited and is not reaped: a zombie (the caller reaps it).
+#[cfg(test)]
+pub fn spawn_zombie() -> std::process::Child {
+    let child = std::process::Command::new("/bin/true").spawn().expect("spawn /bin/true");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while runs(child.id()) {
+        assert!(std::time::Instant::now() < deadline, "pid {} never exited", child.id());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
 }
 
 /// The executable of `pid` as its own mount namespace names it (None when
@@ -130,17 +150,13 @@ mod tests {
     fn a_zombie_does_not_run() {
         assert!(super::runs(std::process::id()));
         assert!(!super::runs(0) && !super::runs(u32::MAX));
-        let child = std::process::Command::new("/bin/true").spawn().expect("spawn /bin/true");
-        // Not waited for: once it exits it stays a zombie until reaped.
+        let mut child = super::spawn_zombie();
         let pid = child.id();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while super::runs(pid) {
-            assert!(std::time::Instant::now() < deadline, "pid {pid} never became a zombie");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a zombie keeps its /proc entry");
         assert!(state.contains(") Z "), "{state}");
-        let mut child = child;
+        // Its cgroup is still shown: only `runs` tells it from a live process.
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("a zombie's cgroup");
+        assert!(cgroup.contains("0::"), "{cgroup}");
         child.wait().expect("reap");
     }
 }

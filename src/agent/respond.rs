@@ -168,6 +168,7 @@ impl Backend for NodeView {
             ));
         };
         let id = self.resolve(id)?;
+        // A container with no process left is a 404, not a bundle of errors.
         self.pid(&id)?;
         let got = c.capture_now(self, &id, self.facts(&id));
         let body = json!({

@@ -105,11 +105,9 @@ pub fn pod_siblings(registry: &Registry, id: &str) -> Vec<(String, u32)> {
 /// moment later (a quarantine or capture that used it raced its exit, and a
 /// zombie has no namespaces left to tell a pod's network from the host's).
 pub fn live_pid(registry: &Registry, id: &str) -> u32 {
-    if let Some(c) = registry.get(id) {
-        let pid = c.scanned_pid();
-        if pid != 0 && crate::procfs::container_of(pid).is_some_and(|c| c == id) && crate::procfs::runs(pid) {
-            return pid;
-        }
+    let scanned = registry.get(id).map_or(0, |c| c.scanned_pid());
+    if crate::procfs::runs_in(scanned, id) {
+        return scanned;
     }
     crate::procfs::live_pid_of(id).unwrap_or(0)
 }

@@ -29,6 +29,7 @@ const MAX_WINDOWS: usize = 4096;
 
 /// What a bundle is made of; the agent's implementation reads the node
 /// (`respond::NodeView`), tests may hand in fixed trees.
+///
 /// Each call finds a live process of the container itself: a bundle is
 /// built after the finding, when the process that asked may be gone.
 pub trait Collect: Send + Sync + 'static {
@@ -126,8 +127,7 @@ impl Capture {
 
     /// Names the bundle that holds (or will hold) `finding_json` for
     /// `container_id`, queueing its capture when the container has none in
-    /// this window. `None` when the
-    /// request was dropped (queue full).
+    /// this window. `None` when the request was dropped (queue full).
     pub fn request(&self, container_id: &str, finding_json: String, facts: impl FnOnce() -> Value) -> Option<PathBuf> {
         let now = unix_secs(SystemTime::now());
         let index = now / self.cfg.window_s.max(1);

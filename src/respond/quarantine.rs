@@ -616,14 +616,9 @@ mod tests {
     #[test]
     fn an_exited_process_is_no_process_not_the_host_network() {
         assert!(netns_of(std::process::id()).is_ok());
-        let mut child = std::process::Command::new("/bin/true").spawn().expect("spawn /bin/true");
-        let pid = child.id();
         // Not reaped yet: a zombie, whose /proc entry and cgroup remain.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while crate::procfs::runs(pid) {
-            assert!(std::time::Instant::now() < deadline, "pid {pid} never exited");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut child = crate::procfs::spawn_zombie();
+        let pid = child.id();
         let got = netns_of(pid);
         child.wait().expect("reap");
         assert!(matches!(got, Err(QuarantineError::NoProcess { pid: p, .. }) if p == pid), "{got:?}");
