@@ -23,7 +23,8 @@
 //!
 //! Node-only mode (no runtime): the finding goes out with
 //! `driftwatch.metadata.complete: false`, without waiting. Plain `std::time`
-//! loops; the median of several samples is printed.
+//! loops; the median of several samples is printed, and the heap allocations
+//! per event (a counting global allocator).
 
 use driftwatch::{
     abi,
@@ -35,10 +36,44 @@ use driftwatch::{
     pipeline::{Deps, Emitter, Pipeline, PolicyGate, Redaction},
     sink::{Fanout, json},
 };
-use std::{hint::black_box, io::Write, mem::size_of, sync::Arc, time::Instant};
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    hint::black_box,
+    io::Write,
+    mem::size_of,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Instant,
+};
 use tokio::sync::mpsc;
 
 const ID: &str = "3f1c0e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+/// Heap allocations (and reallocations) since start: a cost per event that,
+/// unlike time, does not move with the host's noise.
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+struct Counting;
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 const BATCH: usize = 256; // as the reader: one Vec of events per drain
 
 fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
@@ -87,6 +122,9 @@ fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
         return 0.0;
     }
     f(n / 10); // warm-up (series created, buffers grown)
+    let before = ALLOCS.load(Relaxed);
+    f(n);
+    let allocs = (ALLOCS.load(Relaxed) - before) as f64 / n as f64;
     let mut samples: Vec<f64> = (0..7)
         .map(|_| {
             let t = Instant::now();
@@ -96,7 +134,11 @@ fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
         .collect();
     samples.sort_by(f64::total_cmp);
     let med = samples[samples.len() / 2];
-    println!("{name:<22} {med:>8.0} ns/event   (min {:.0}, max {:.0})", samples[0], samples[samples.len() - 1]);
+    println!(
+        "{name:<27} {med:>8.0} ns/event   (min {:.0}, max {:.0})   {allocs:>5.1} allocs/event",
+        samples[0],
+        samples[samples.len() - 1]
+    );
     med
 }
 

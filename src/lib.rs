@@ -7,6 +7,7 @@
 //! emits) -> [`sink`] (stdout JSON, OTLP, Alertmanager); [`metrics`] is a leaf
 //! every stage counts into, [`server`] serves it, [`agent`] wires everything.
 //! [`json_line`] writes findings as JSON (serde_json's bytes, faster).
+//! [`id`] holds container ids and pod uids without allocating.
 //! [`escape`] turns the kernel's byte names into text without losing a byte.
 //! [`policy`] (pure) decides what is approved and each container's mode.
 //! [`redact`] (pure) replaces secrets in findings before any sink sees them.
@@ -27,6 +28,7 @@ pub mod escape;
 pub mod event;
 pub mod health;
 pub mod heap;
+pub mod id;
 pub mod json_line;
 mod locks;
 pub mod metrics;

@@ -39,7 +39,7 @@ pub fn container_of(pid: u32) -> Option<String> {
     // Bytes, not `read_to_string`: a cgroup name that is not UTF-8 (a process
     // may create one below its container's) must not hide the container.
     let text = crate::escape::lossless_vec(std::fs::read(format!("/proc/{pid}/cgroup")).ok()?).0;
-    crate::enrich::cgroup::container_from_proc_cgroup(&text).map(|c| c.id)
+    crate::enrich::cgroup::container_from_proc_cgroup(&text).map(|c| c.id.to_string())
 }
 
 /// Scans `/proc`; `with_mntns` also reads every process's mount namespace.

@@ -180,7 +180,7 @@ impl Registry {
     /// [`Self::observe`] for a caller that does not need the entry (yet):
     /// the per-event hot path, with no reference count touched.
     pub fn note(&self, c: &ContainerRef) {
-        if !read(&self.entries).contains_key(&c.id) {
+        if !read(&self.entries).contains_key(c.id.as_str()) {
             self.add_observed(c);
         }
     }

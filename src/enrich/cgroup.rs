@@ -2,7 +2,7 @@
 //!
 //! The kernel probe only knows a task's cgroup, so this is how exec/open events
 //! get attributed to a container. Everything here is pure string handling on
-//! borrowed input; the only allocations are the returned id and pod uid.
+//! borrowed input, without allocating (the id and pod uid are held inline: `crate::id`).
 //!
 //! Rules (cgroup v1 and v2 paths look the same, so both are handled alike):
 //! - Components are examined from the leaf upwards and the innermost one that
@@ -16,6 +16,8 @@
 //! - conmon scopes (`crio-conmon-<id>`, `libpod-conmon-<id>`) are the runtime's
 //!   monitor process, not the container: they yield `None` instead of being
 //!   attributed to an enclosing container.
+
+use crate::id::Id;
 
 /// Which runtime/driver layout the id was recognised in (used as a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +61,12 @@ impl CgroupLayout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRef {
     /// Full container id: 64 lowercase hex characters.
-    pub id: String,
+    pub id: Id,
     /// Layout the id was found in.
     pub layout: CgroupLayout,
     /// Kubernetes pod uid from the parent `pod<uid>` / `kubepods-...-pod<uid>.slice`
     /// component, normalised to dashes (systemd slices use underscores).
-    pub pod_uid: Option<String>,
+    pub pod_uid: Option<Id>,
 }
 
 impl ContainerRef {
@@ -132,7 +134,7 @@ pub fn container_from_cgroup_path(path: &str) -> Option<ContainerRef> {
         } else {
             CgroupLayout::ContainerdCgroupfs
         });
-        return Some(ContainerRef { id: id.to_owned(), layout, pod_uid });
+        return Some(ContainerRef { id: Id::new(id)?, layout, pod_uid });
     }
     None
 }
@@ -207,7 +209,7 @@ fn is_container_id(s: &str) -> bool {
 }
 
 /// Pod uid from `pod<uid>` (cgroupfs) or `kubepods[-<qos>]-pod<uid>.slice` (systemd).
-fn pod_uid_from_component(comp: &str) -> Option<String> {
+fn pod_uid_from_component(comp: &str) -> Option<Id> {
     let raw = match comp.strip_suffix(".slice") {
         Some(slice) => {
             if !slice.starts_with("kubepods") {
@@ -219,7 +221,7 @@ fn pod_uid_from_component(comp: &str) -> Option<String> {
         }
         None => comp.strip_prefix("pod")?,
     };
-    is_pod_uid(raw).then(|| raw.replace('_', "-"))
+    if is_pod_uid(raw) { Id::replaced(raw, b'_', b'-') } else { None }
 }
 
 /// A UUID (36 chars, dashes or underscores) or a 32-hex static-pod config hash.
@@ -640,10 +642,7 @@ mod tests {
              0::/\n"
         );
         let got = container_from_proc_cgroup(&text);
-        assert_eq!(
-            got,
-            Some(ContainerRef { id: ID.to_owned(), layout: CgroupLayout::ContainerdCgroupfs, pod_uid: None })
-        );
+        assert_eq!(got, Some(ContainerRef { id: ID.into(), layout: CgroupLayout::ContainerdCgroupfs, pod_uid: None }));
     }
 
     #[test]

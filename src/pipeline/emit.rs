@@ -56,7 +56,7 @@ pub struct Emitter {
 /// behind it go on.
 pub struct Ticket {
     emitter: Arc<Emitter>,
-    container: Box<str>,
+    container: crate::id::Id,
     seq: u64,
     settled: bool,
 }
@@ -107,13 +107,14 @@ impl Emitter {
     /// The next place in `container`'s order: take it while handling the
     /// event, before anything that may wait.
     pub fn ticket(self: &Arc<Self>, container: &str) -> Ticket {
+        let container = crate::id::Id::key(container);
         let seq = crate::locks::lock(&self.order).ticket(container);
-        Ticket { emitter: self.clone(), container: container.into(), seq, settled: false }
+        Ticket { emitter: self.clone(), container, seq, settled: false }
     }
 
     /// Sends what is due under the lock: two tasks releasing findings of one
     /// container must not interleave their sends. Sending never blocks.
-    fn settle(&self, container: &str, seq: u64, f: Option<Finding>) {
+    fn settle(&self, container: &crate::id::Id, seq: u64, f: Option<Finding>) {
         let mut order = crate::locks::lock(&self.order);
         order.settle(container, seq, f, |f| self.fanout.send(f, &self.metrics));
         self.metrics.pipeline.findings_held.set(order.held() as i64);

@@ -10,12 +10,13 @@
 //! front of a held finding is bounded (metadata wait, blocking-step limit),
 //! so holds are too; a lane is forgotten as soon as it has nothing open.
 
+use crate::id::Id;
 use std::collections::{BTreeMap, HashMap};
 
 /// Per-key sequence numbers and the values waiting for their turn.
 pub struct Order<T> {
     /// By container id (FxHash: see `containers::Ids`).
-    lanes: HashMap<Box<str>, Lane<T>, rustc_hash::FxBuildHasher>,
+    lanes: HashMap<Id, Lane<T>, rustc_hash::FxBuildHasher>,
     held: usize,
 }
 
@@ -36,18 +37,15 @@ impl<T> Default for Order<T> {
 
 impl<T> Order<T> {
     /// The next ticket of `key`.
-    pub fn ticket(&mut self, key: &str) -> u64 {
-        let lane = match self.lanes.get_mut(key) {
-            Some(l) => l,
-            None => self.lanes.entry(key.into()).or_insert(Lane { issued: 0, next: 0, held: BTreeMap::new() }),
-        };
+    pub fn ticket(&mut self, key: Id) -> u64 {
+        let lane = self.lanes.entry(key).or_insert(Lane { issued: 0, next: 0, held: BTreeMap::new() });
         lane.issued += 1;
         lane.issued - 1
     }
 
     /// Settles ticket `seq` of `key` with `value` (None: given up) and hands
     /// `out` every value now due, in ticket order.
-    pub fn settle(&mut self, key: &str, seq: u64, value: Option<T>, mut out: impl FnMut(T)) {
+    pub fn settle(&mut self, key: &Id, seq: u64, value: Option<T>, mut out: impl FnMut(T)) {
         let Some(lane) = self.lanes.get_mut(key) else {
             // Not issued here (cannot happen): never lose the value.
             value.into_iter().for_each(out);
@@ -88,25 +86,25 @@ mod tests {
 
     fn settle(o: &mut Order<&'static str>, key: &str, seq: u64, v: Option<&'static str>) -> Vec<&'static str> {
         let mut got = Vec::new();
-        o.settle(key, seq, v, |x| got.push(x));
+        o.settle(&Id::from(key), seq, v, |x| got.push(x));
         got
     }
 
     #[test]
     fn in_turn_goes_at_once_and_the_lane_is_forgotten() {
         let mut o = Order::default();
-        let t = o.ticket("c1");
+        let t = o.ticket("c1".into());
         assert_eq!(settle(&mut o, "c1", t, Some("a")), ["a"]);
         assert_eq!((o.open(), o.held()), (0, 0));
         // A new lane starts over.
-        assert_eq!(o.ticket("c1"), 0);
+        assert_eq!(o.ticket("c1".into()), 0);
     }
 
     #[test]
     fn a_later_finding_waits_for_the_earlier_one() {
         let mut o = Order::default();
-        let (a, b, c) = (o.ticket("c1"), o.ticket("c1"), o.ticket("c1"));
-        let other = o.ticket("c2");
+        let (a, b, c) = (o.ticket("c1".into()), o.ticket("c1".into()), o.ticket("c1".into()));
+        let other = o.ticket("c2".into());
         assert!(settle(&mut o, "c1", c, Some("c")).is_empty());
         assert!(settle(&mut o, "c1", b, Some("b")).is_empty());
         // Another container is not held by c1's.
@@ -119,7 +117,7 @@ mod tests {
     #[test]
     fn a_ticket_given_up_releases_those_behind_it() {
         let mut o = Order::default();
-        let (a, b, c) = (o.ticket("c1"), o.ticket("c1"), o.ticket("c1"));
+        let (a, b, c) = (o.ticket("c1".into()), o.ticket("c1".into()), o.ticket("c1".into()));
         assert!(settle(&mut o, "c1", b, Some("b")).is_empty());
         assert_eq!(settle(&mut o, "c1", a, None), ["b"]);
         // c is still open: the lane stays until it settles.
@@ -149,11 +147,11 @@ mod tests {
         for p in perms((0..5).collect()) {
             let mut o: Order<u64> = Order::default();
             (0..5).for_each(|_| {
-                o.ticket("k");
+                o.ticket("k".into());
             });
             let mut got = Vec::new();
             for seq in &p {
-                o.settle("k", *seq, Some(*seq), |x| got.push(x));
+                o.settle(&"k".into(), *seq, Some(*seq), |x| got.push(x));
             }
             assert_eq!(got, (0..5).collect::<Vec<_>>(), "settled in order {p:?}");
             assert_eq!((o.open(), o.held()), (0, 0));

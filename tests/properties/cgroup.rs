@@ -188,7 +188,7 @@ proptest! {
     )) {
         if let Some(c) = container_from_cgroup_path(&s) {
             prop_assert!(c.id.len() == 64 && c.id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-            prop_assert!(s.contains(&c.id));
+            prop_assert!(s.contains(c.id.as_str()));
             prop_assert_eq!(c.short_id(), &c.id[..12]);
             if let Some(uid) = &c.pod_uid {
                 prop_assert!(s.contains(uid.as_str()) || s.contains(&uid.replace('-', "_")), "{}", uid);
@@ -206,7 +206,7 @@ proptest! {
         let c = c.ok_or_else(|| TestCaseError::fail(format!("no container in {:?}", shape.path)))?;
         prop_assert_eq!(&c.id, &shape.id, "{}", shape.path);
         prop_assert_eq!(c.layout, shape.layout, "{}", shape.path);
-        prop_assert_eq!(c.pod_uid, shape.pod_uid, "{}", shape.path);
+        prop_assert_eq!(c.pod_uid.map(|u| u.to_string()), shape.pod_uid, "{}", shape.path);
     }
 
     /// The kernel sends only the last levels of a path: any tail that still
@@ -221,7 +221,7 @@ proptest! {
         let c = c.ok_or_else(|| TestCaseError::fail(format!("no container in {tail:?}")))?;
         prop_assert_eq!(&c.id, &shape.id, "{}", tail);
         if keep > shape.depth_from_leaf + 1 {
-            prop_assert_eq!(c.pod_uid, shape.pod_uid, "{}", tail);
+            prop_assert_eq!(c.pod_uid.map(|u| u.to_string()), shape.pod_uid, "{}", tail);
             prop_assert_eq!(c.layout, shape.layout, "{}", tail);
         }
     }
@@ -277,6 +277,6 @@ proptest! {
             .and_then(|(_, id)| id.clone())
             .or_else(|| v1.iter().find(|(_, ctl, (_, id))| ctl.contains(&"memory") && id.is_some()).and_then(|(_, _, (_, id))| id.clone()))
             .or_else(|| v1.iter().find_map(|(_, _, (_, id))| id.clone()));
-        prop_assert_eq!(container_from_proc_cgroup(&text).map(|c| c.id), want, "{}", text);
+        prop_assert_eq!(container_from_proc_cgroup(&text).map(|c| c.id.to_string()), want, "{}", text);
     }
 }

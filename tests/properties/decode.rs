@@ -710,6 +710,6 @@ proptest! {
         }
         let Ok(Event::Exec(e)) = decode_guarded(&bytes_of(&r)) else { return Err(TestCaseError::fail("decode")) };
         let c = container_from_cgroup_path(&e.proc.cgroup_path);
-        prop_assert_eq!(c.map(|c| c.id), Some(shape.id.clone()), "{}", e.proc.cgroup_path);
+        prop_assert_eq!(c.map(|c| c.id.to_string()), Some(shape.id.clone()), "{}", e.proc.cgroup_path);
     }
 }
