@@ -223,7 +223,8 @@ impl super::Classifier {
         if !risky.is_empty() {
             msg.push_str(&format!(" (code injection: {})", risky.join(", ")));
         }
-        let mut f = self.exec_finding(ev, c, &rules::ENVIRONMENT_CHANGED, msg);
+        // A copy: the shell or package-manager rule may still take the event.
+        let mut f = self.exec_finding(&mut ev.clone(), c, &rules::ENVIRONMENT_CHANGED, msg);
         if !risky.is_empty() {
             f.severity = crate::config::Severity::Critical;
         }

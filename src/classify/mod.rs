@@ -223,8 +223,11 @@ impl Classifier {
     }
 
     /// Judges one exec. One exec yields at most one finding: binary drift
-    /// outranks a package manager, which outranks a shell.
-    pub fn exec(&self, ev: &ExecEvent, c: &ContainerRef) -> Result<Finding, NoFinding> {
+    /// outranks a package manager, which outranks a shell. The event is
+    /// spent: its text (path, arguments, names, cgroup path) moves into the
+    /// finding instead of being copied.
+    pub fn exec(&self, mut ev: ExecEvent, c: &ContainerRef) -> Result<Finding, NoFinding> {
+        let ev = &mut ev;
         // The container's own entrypoint starting is not drift.
         if ev.flags.entrypoint() {
             return Err(NoFinding::Entrypoint);
@@ -274,7 +277,7 @@ impl Classifier {
     }
 
     /// What the executed program's name says (shell, package manager), then lineage.
-    fn by_name(&self, ev: &ExecEvent, c: &ContainerRef, mut disabled: bool) -> Result<Finding, NoFinding> {
+    fn by_name(&self, ev: &mut ExecEvent, c: &ContainerRef, mut disabled: bool) -> Result<Finding, NoFinding> {
         match self.names.classify(&ev.proc.comm, &ev.args) {
             Some(NameMatch::Package { name }) => {
                 if self.names.is_package(&ev.parent_comm) {
@@ -328,7 +331,7 @@ impl Classifier {
         Err(if disabled { NoFinding::RuleDisabled } else { NoFinding::NotDrift })
     }
 
-    fn binary(&self, ev: &ExecEvent, c: &ContainerRef) -> Finding {
+    fn binary(&self, ev: &mut ExecEvent, c: &ContainerRef) -> Finding {
         // The script is what was dropped when the interpreter is from the image.
         let (src, script, path) = match &ev.script {
             Some((p, s)) if s.is_drift() && !ev.exe_source.is_drift() => (*s, true, p.as_str()),
@@ -358,8 +361,9 @@ impl Classifier {
         self.exec_finding(ev, c, rule, msg)
     }
 
-    /// A finding about an exec: every process and exec key from the event.
-    fn exec_finding(&self, ev: &ExecEvent, c: &ContainerRef, rule: &Rule, message: String) -> Finding {
+    /// A finding about an exec: every process and exec key from the event,
+    /// whose text is taken (left empty), not copied.
+    fn exec_finding(&self, ev: &mut ExecEvent, c: &ContainerRef, rule: &Rule, message: String) -> Finding {
         let detail = Detail::Exec(ExecFacts {
             exe_source: ev.exe_source.as_str(),
             exe_inode: ev.ino,
@@ -370,15 +374,19 @@ impl Classifier {
         });
         let mut f = self.finding(rule, c.into(), ev.proc.ktime_ns, message, detail);
         f.action = ev.flags.killed().then_some(KILLED);
+        // Taken before `process_facts`/`record_facts` copy what is left.
+        let (exe_name, cgroup_path) = (std::mem::take(&mut ev.proc.comm), std::mem::take(&mut ev.proc.cgroup_path));
         f.process = Some(ProcessFacts {
-            exe_path: ev.path.clone(),
-            command_args: ev.args.clone(),
+            exe_path: std::mem::take(&mut ev.path),
+            command_args: std::mem::take(&mut ev.args),
             gid: ev.gid,
             interactive: ev.flags.tty(),
-            parent_name: ev.parent_comm.clone(),
+            parent_name: std::mem::take(&mut ev.parent_comm),
+            exe_name,
             ..process_facts(&ev.proc)
         });
         f.record = Some(RecordFacts {
+            cgroup_path,
             path_truncated: ev.flags.path_truncated(),
             args_truncated: ev.flags.args_truncated(),
             path_escaped: ev.path_escaped,
@@ -439,7 +447,7 @@ mod tests {
             (ExeSource::Volume, "exec_from_volume"),
         ];
         for (src, rule) in cases {
-            let f = cl().exec(&ev("x", &["x"], src, abi::DW_EXEC_DRIFT), &c()).unwrap();
+            let f = cl().exec(ev("x", &["x"], src, abi::DW_EXEC_DRIFT), &c()).unwrap();
             assert_eq!((f.kind, f.rule), (Kind::Binary, rule));
             assert_eq!(f.severity, crate::config::Severity::Critical);
             assert_eq!(f.playbook_step, PlaybookStep::Isolate);
@@ -450,18 +458,18 @@ mod tests {
     #[test]
     fn a_killed_exec_says_so_and_others_say_nothing() {
         let flags = abi::DW_EXEC_DRIFT | abi::DW_EXEC_KILLED;
-        let f = cl().exec(&ev("x", &["x"], ExeSource::UpperLayer, flags), &c()).unwrap();
+        let f = cl().exec(ev("x", &["x"], ExeSource::UpperLayer, flags), &c()).unwrap();
         assert_eq!(f.action, Some("killed"));
         assert!(f.message.ends_with("killed before its first instruction (protect mode)"), "{}", f.message);
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v["driftwatch.action"], "killed");
-        let f = cl().exec(&ev("x", &["x"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
+        let f = cl().exec(ev("x", &["x"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
         assert!(serde_json::to_value(&f).unwrap().get("driftwatch.action").is_none());
     }
 
     #[test]
     fn dropped_shell_is_binary_drift_not_shell() {
-        let f = cl().exec(&ev("sh", &["sh"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
+        let f = cl().exec(ev("sh", &["sh"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
         assert_eq!(f.kind, Kind::Binary);
     }
 
@@ -470,7 +478,7 @@ mod tests {
         let mut e =
             ev("run.sh", &["/bin/sh", "/tmp/run.sh"], ExeSource::Image, abi::DW_EXEC_DRIFT | abi::DW_EXEC_SCRIPT);
         e.script = Some(("/tmp/run.sh".into(), ExeSource::UpperLayer));
-        let f = cl().exec(&e, &c()).unwrap();
+        let f = cl().exec(e, &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Binary, "exec_new_script"));
         assert_eq!(f.exec().and_then(|e| e.script_path.as_deref()), Some("/tmp/run.sh"));
     }
@@ -479,40 +487,40 @@ mod tests {
     fn entrypoint_is_never_a_finding() {
         for (comm, src, fl) in [("sh", ExeSource::Image, 0), ("x", ExeSource::Tmpfs, abi::DW_EXEC_DRIFT)] {
             let e = ev(comm, &[comm], src, fl | abi::DW_EXEC_ENTRYPOINT);
-            assert_eq!(cl().exec(&e, &c()).unwrap_err(), NoFinding::Entrypoint);
+            assert_eq!(cl().exec(e, &c()).unwrap_err(), NoFinding::Entrypoint);
         }
     }
 
     #[test]
     fn shells_and_subshells() {
-        let f = cl().exec(&ev("sh", &["sh", "-c", "id"], ExeSource::Image, 0), &c()).unwrap();
+        let f = cl().exec(ev("sh", &["sh", "-c", "id"], ExeSource::Image, 0), &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Shell, "shell_in_container"));
         assert_eq!(f.parent_name(), "runc:[2:INIT]");
         assert!(!f.process.as_ref().unwrap().interactive);
-        let f = cl().exec(&ev("bash", &["bash"], ExeSource::Image, abi::DW_EXEC_TTY), &c()).unwrap();
+        let f = cl().exec(ev("bash", &["bash"], ExeSource::Image, abi::DW_EXEC_TTY), &c()).unwrap();
         assert_eq!(f.rule, "terminal_shell_in_container");
         assert!(f.process.as_ref().unwrap().interactive);
         let mut sub = ev("sh", &["sh"], ExeSource::Image, 0);
         sub.parent_comm = "bash".into();
-        assert_eq!(cl().exec(&sub, &c()).unwrap_err(), NoFinding::Subshell);
+        assert_eq!(cl().exec(sub, &c()).unwrap_err(), NoFinding::Subshell);
     }
 
     #[test]
     fn package_managers() {
-        let f = cl().exec(&ev("apt-get", &["apt-get", "install", "curl"], ExeSource::Image, 0), &c()).unwrap();
+        let f = cl().exec(ev("apt-get", &["apt-get", "install", "curl"], ExeSource::Image, 0), &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Package, "package_manager_exec"));
         assert_eq!(f.exec().and_then(|e| e.package_manager.as_deref()), Some("apt-get"));
-        let f = cl().exec(&ev("sh", &["sh", "/usr/bin/pip", "install", "x"], ExeSource::Image, 0), &c()).unwrap();
+        let f = cl().exec(ev("sh", &["sh", "/usr/bin/pip", "install", "x"], ExeSource::Image, 0), &c()).unwrap();
         assert_eq!(f.kind, Kind::Package);
         let mut nested = ev("dpkg", &["dpkg", "-i"], ExeSource::Image, 0);
         nested.parent_comm = "apt-get".into();
-        assert_eq!(cl().exec(&nested, &c()).unwrap_err(), NoFinding::NestedPackageManager);
+        assert_eq!(cl().exec(nested, &c()).unwrap_err(), NoFinding::NestedPackageManager);
     }
 
     #[test]
     fn image_binaries_are_quiet_and_lineage_is_reported() {
-        assert_eq!(cl().exec(&ev("ls", &["ls"], ExeSource::Image, 0), &c()).unwrap_err(), NoFinding::NotDrift);
-        let f = cl().exec(&ev("ls", &["ls"], ExeSource::Image, abi::DW_EXEC_ANCESTOR_DRIFT), &c()).unwrap();
+        assert_eq!(cl().exec(ev("ls", &["ls"], ExeSource::Image, 0), &c()).unwrap_err(), NoFinding::NotDrift);
+        let f = cl().exec(ev("ls", &["ls"], ExeSource::Image, abi::DW_EXEC_ANCESTOR_DRIFT), &c()).unwrap();
         assert_eq!((f.kind, f.rule), (Kind::Binary, "exec_by_drifted_process"));
         assert!(f.exec().unwrap().drifted_ancestor);
     }
@@ -522,12 +530,12 @@ mod tests {
         let mut cfg = Config::default();
         cfg.rules.shell.enabled = false;
         let e = ev("sh", &["sh"], ExeSource::Image, 0);
-        assert_eq!(Classifier::new(&cfg).exec(&e, &c()).unwrap_err(), NoFinding::RuleDisabled);
+        assert_eq!(Classifier::new(&cfg).exec(e, &c()).unwrap_err(), NoFinding::RuleDisabled);
     }
 
     #[test]
     fn json_contract() {
-        let f = cl().exec(&ev("x", &["x", "-v"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
+        let f = cl().exec(ev("x", &["x", "-v"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), &c()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
         for key in [
             "time",

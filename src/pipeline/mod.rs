@@ -173,17 +173,20 @@ impl Pipeline {
                     }
                     ev.script = Some(script);
                 }
-                me.judge_exec(&ev, &c, Some(ticket));
+                me.judge_exec(ev, &c, Some(ticket));
             });
             return;
         }
-        self.judge_exec(&ev, &c, None);
+        self.judge_exec(ev, &c, None);
     }
 
     /// Classifies an exec of a container and hands its finding on.
     /// `ticket`: the exec's place, when it was taken before a wait.
-    fn judge_exec(self: &Arc<Self>, ev: &ExecEvent, c: &ContainerRef, ticket: Option<Ticket>) {
+    fn judge_exec(self: &Arc<Self>, ev: ExecEvent, c: &ContainerRef, ticket: Option<Ticket>) {
         let metrics = &self.d.emitter.metrics().pipeline;
+        // A killed exec's finding is the evidence of the kill: it always goes out.
+        let (killed, ino, pid, escaped) = (ev.flags.killed(), ev.ino, ev.proc.tgid, ev.path_escaped);
+        // The event's text moves into the finding.
         let mut f = match self.d.classifier.exec(ev, c) {
             Ok(f) => f,
             Err(reason) => return metrics.no_finding(reason.as_str()),
@@ -195,9 +198,8 @@ impl Pipeline {
         // An upper-layer image binary may only have been chmod'ed or touched:
         // compare it with the image, once per file, off the async workers.
         let entry = self.d.registry.observe(c);
-        // A killed exec's finding is the evidence of the kill: it always goes out.
-        let killed = ev.flags.killed();
-        if let Some(origin) = entry.copy_up(&ev.path, ev.ino) {
+        // The executed path (the event's, moved into the finding).
+        if let Some(origin) = entry.copy_up(f.process.as_ref().map_or("", |p| &p.exe_path), ino) {
             if origin == CopyUp::ImageFileUnchanged && !killed {
                 return metrics.no_finding(crate::classify::NoFinding::MetadataOnlyCopyUp.as_str());
             }
@@ -209,7 +211,7 @@ impl Pipeline {
         let Some(slot) = self.d.emitter.wait_slot() else {
             return self.d.emitter.enrich(t, f);
         };
-        let (me, path, ino, pid, escaped) = (self.clone(), ev.path.clone(), ev.ino, ev.proc.tgid, ev.path_escaped);
+        let (me, path) = (self.clone(), f.process.as_ref().map(|p| p.exe_path.clone()).unwrap_or_default());
         tokio::spawn(async move {
             let _slot = slot;
             let judged = entry.clone();
