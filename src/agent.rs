@@ -207,12 +207,15 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let stop = Arc::new(AtomicBool::new(false));
     let reader_alive = Arc::new(AtomicBool::new(false));
     let ring = sensor.take_ring().expect("ring buffer is taken once");
-    let interval = Duration::from_millis(cfg.sensor.drain_interval_ms);
+    let wait = bpf::reader::Wait {
+        backstop: Duration::from_millis(cfg.sensor.drain_interval_ms),
+        after_records: Duration::from_millis(cfg.sensor.wake_interval_ms),
+    };
     let (p, out) = (pipeline.clone(), stdout_sink.clone());
     let rt = tokio::runtime::Handle::current();
     let reader = bpf::reader::spawn(
         ring,
-        interval,
+        wait,
         cap,
         // A chunk's findings go to stdout in one write, at its end.
         move |batch| {

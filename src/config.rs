@@ -158,7 +158,8 @@ pub struct Sensor {
     pub ringbuf_bytes: u32,
     pub drain_interval_ms: u64,
     /// Records other than drift wake the reader at most this often (in the
-    /// kernel): the bound on a finding's wait; 0: only the drain timer.
+    /// kernel), and the reader looks again this long after a look that read
+    /// records: the bound on a finding's wait; 0: only the drain timer.
     pub wake_interval_ms: u64,
     /// Network drift sensor (connect/listen/bind syscall tracepoints).
     pub network: bool,

@@ -324,3 +324,38 @@ fn file_names_that_are_not_utf8_are_escaped_and_marked() {
     assert!(!serde_json::to_string(&f).unwrap().contains('\u{fffd}'), "nothing replaced: {f:#?}");
     assert!(agent.bad_stdout_lines().is_empty(), "{:?}", agent.bad_stdout_lines());
 }
+
+/// The kernel wakes the reader at most once per `sensor.wake_interval_ms`,
+/// so the last records of a burst (within that interval of its wakeup) wake
+/// nobody; the reader looks again one wake interval after reading records
+/// instead of waiting for its drain timer. With the timer at 1 s, the tail of
+/// each of three bursts is out well before it (before the fix it waited for
+/// the timer: 1.0 s after the burst, measured).
+#[test]
+fn the_end_of_a_burst_does_not_wait_for_the_drain_timer() {
+    if !support::privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dw-file-burst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, "sensor:\n  drain_interval_ms: 1000\n  wake_interval_ms: 10\n").unwrap();
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    for burst in 0..3 {
+        c.exec_ok(&["/bin/sh", "-c", &format!("for i in 1 2 3 4 5 6 7 8; do echo x > /root/b{burst}-$i; done")]);
+        let done = std::time::Instant::now();
+        let tail = format!("/root/b{burst}-8");
+        let deadline = done + std::time::Duration::from_secs(10);
+        while !files(&agent, &c).iter().any(|f| f["file.path"] == tail.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "no finding for {tail}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let waited = done.elapsed();
+        assert!(
+            waited < std::time::Duration::from_millis(400),
+            "burst {burst}: its last write was reported {waited:?} after the burst (drain timer: 1 s)"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -39,6 +39,16 @@ const CHUNK: usize = 32;
 /// At most one log line about dropped events this often (the first at once).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// When the events thread looks at the ring buffer without being woken.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// With nothing read at the last look (`sensor.drain_interval_ms`).
+    pub backstop: Duration,
+    /// After a look that read records (`sensor.wake_interval_ms`; zero:
+    /// the backstop).
+    pub after_records: Duration,
+}
+
 /// Starts the events thread: `handle` gets every decoded event, in ring-buffer
 /// order, at most [`CHUNK`] at a time, on this thread, inside `rt` (so it may
 /// spawn tokio tasks for what has to wait). `capacity`: events the queue
@@ -48,7 +58,7 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 #[allow(clippy::too_many_arguments)]
 pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
     mut ring: RingBuf<MapData>,
-    interval: Duration,
+    wait: Wait,
     capacity: usize,
     mut handle: H,
     rt: tokio::runtime::Handle,
@@ -64,11 +74,15 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         let (tx, mut rx) = queue::channel(capacity);
         let mut log = DropLog::new(DROP_LOG_EVERY);
         let fd = ring.as_raw_fd();
-        let timeout = interval.as_millis().clamp(1, 1000) as i32;
+        let backstop = wait.backstop.as_millis().clamp(1, 1000) as i32;
+        let after_records = wait.after_records.as_millis().min(1000) as i32;
+        // Whether the last wakeup found records.
+        let mut busy = false;
         while !stop.load(Ordering::Relaxed) {
-            drain(&mut ring, &tx, &metrics, &mut log);
+            busy |= drain(&mut ring, &tx, &metrics, &mut log) > 0;
             match rx.try_recv() {
                 Ok(mut batch) => {
+                    busy = true;
                     // Drain between small chunks: while this thread judges, the
                     // kernel's ring buffer only waits for one chunk (a CPU-starved
                     // storm otherwise overflowed it with drift execs). What is
@@ -80,6 +94,13 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                 }
                 Err(_) => {
                     // Nothing queued: sleep until the kernel wakes us or the timer.
+                    // The kernel wakes the reader at most once per wake
+                    // interval, so the last records of a burst (submitted
+                    // within the interval of its wakeup) wake nobody: after
+                    // records, look again one interval later, not at the
+                    // backstop timer. An idle node keeps the backstop.
+                    let timeout = if busy && after_records > 0 { after_records } else { backstop };
+                    busy = false;
                     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
                     // SAFETY: one valid pollfd; the fd lives as long as `ring`.
                     let _ = unsafe { libc::poll(&mut pfd, 1, timeout) };
@@ -101,10 +122,13 @@ fn next_chunk(batch: &mut Vec<Event>) -> Vec<Event> {
 }
 
 /// Moves every record the ring buffer holds into the queue, decoded.
-fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) {
+/// Returns how many records it read.
+fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) -> usize {
     let mut batch = Vec::new();
     let mut per_kind = [0u64; Event::KINDS.len()];
+    let mut read = 0;
     while let Some(item) = ring.next() {
+        read += 1;
         match event::decode(&item) {
             Ok(ev) => {
                 per_kind[ev.kind_index()] += 1;
@@ -131,6 +155,7 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
     if !batch.is_empty() {
         send(tx, batch, metrics, log);
     }
+    read
 }
 
 /// Clears the reader's liveness flag however the thread ends.
