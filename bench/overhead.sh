@@ -27,7 +27,7 @@
 # Each round runs every mode of a workload back to back, the mode order rotating from
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
 # agent/baseline medians; per-round ratios are shown as a range. Agent runs also record
-# the agent's CPU (/proc/<pid>/stat, until it has drained), kernel events, drops
+# the agent's CPU (ns from /proc/<pid>/task/*/schedstat, until it has drained), kernel events, drops
 # (ring buffer + userspace queues) and findings (metric and lines on its stdout, a file).
 #
 # Prints a table on stdout and writes JSON (summary + raw runs) to --out
@@ -279,6 +279,12 @@ delta() { echo $(($(msum "$2" "$3") - $(msum "$1" "$3"))); }
 # Fields counted after "comm)".
 agent_ticks() { sed 's/.*) //' "/proc/${1:-$agent_pid}/stat" | awk '{ print $12 + $13 }'; }
 
+# CPU in nanoseconds of pid $1's live threads (the scheduler's own sum_exec_runtime
+# from /proc/<pid>/task/*/schedstat): the ticks above are 10 ms, as much as a whole
+# storm costs a quiet agent. A thread that exits between two readings takes its
+# share with it, so both are recorded and the ticks bound it from above.
+agent_ns() { cat /proc/"${1:-$agent_pid}"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+
 # The detection-latency histogram's bucket counts added from scrape $1 to $2, as JSON.
 latency_json() {
   local -A a=() b=()
@@ -329,17 +335,20 @@ measure() {
   fi
   if [[ $mode == peer ]]; then
     start_peer
-    local p0 p1 phwm pcpu
+    local p0 p1 n0 n1 phwm pcpu ptick
     p0=$(agent_ticks "$peer_pid")
+    n0=$(agent_ns "$peer_pid")
     res=$(run_workload "$w" "$n")
     read -r secs wcpu <<<"$res"
     sleep 0.2 # let it print what is buffered
     p1=$(agent_ticks "$peer_pid")
+    n1=$(agent_ns "$peer_pid")
     phwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$peer_pid/status")
     stop_peer
-    pcpu=$(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
-    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"peer_lines":%d}\n' \
-      "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$pcpu" "$phwm" "$(grep -c -e '^exec ' -e '^open ' "$peer_out" || true)" >>"$runs"
+    ptick=$(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
+    pcpu=$(awk -v t=$((n1 - n0)) 'BEGIN { printf "%.6f", t / 1e9 }')
+    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"peer_lines":%d}\n' \
+      "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$pcpu" "$ptick" "$phwm" "$(grep -c -e '^exec ' -e '^open ' "$peer_out" || true)" >>"$runs"
     log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), bpftrace cpu ${pcpu}s"
     return
   fi
@@ -349,19 +358,22 @@ measure() {
   agent_bin=$bin
   [[ $mode == compare ]] && agent_bin=$compare_bin
   start_agent "${flags[@]}"
-  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 f0 f1 hwm cpu
+  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 hwm cpu tick
   scrape "$m0"
   f0=$(wc -l <"$findings")
   t0=$(agent_ticks)
+  n0=$(agent_ns)
   res=$(run_workload "$w" "$n")
   read -r secs wcpu <<<"$res"
   drain "$m0"
   t1=$(agent_ticks)
+  n1=$(agent_ns)
   scrape "$m1"
   f1=$(wc -l <"$findings")
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
   stop_agent
-  cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
+  tick=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
+  cpu=$(awk -v t=$((n1 - n0)) 'BEGIN { printf "%.6f", t / 1e9 }')
   local -A c=(
     [kernel_events]='^driftwatch_kernel_events_total'
     [kernel_ringbuf_drops]='^driftwatch_kernel_ringbuf_drops_total'
@@ -378,8 +390,8 @@ measure() {
     [map_image_filtered]='^driftwatch_kernel_exec_mappings_total\{verdict="image_filtered"'
   )
   local json k
-  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
-    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$hwm" $((f1 - f0)))
+  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
+    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)))
   for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
   json+=",\"latency_buckets\":$(latency_json "$m0" "$m1")"
   echo "$json}" >>"$runs"

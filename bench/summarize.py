@@ -118,8 +118,10 @@ def summarise(runs):
             s["throughput_ratio"] = base_med / med if med else None
             ev = sum(r.get("kernel_events", 0) for r in rs)
             cpu = sum(r["agent_cpu_s"] for r in rs)
-            # Below ~1000 events the tick-granular CPU figure says nothing per event.
+            # Below ~1000 events a per-event figure is mostly the agent's idle timers.
             s["agent_cpu_s_per_1m_kernel_events"] = cpu / ev * 1e6 if ev >= 1000 * len(rs) else None
+            fi = sum(r.get("findings", 0) for r in rs)
+            s["agent_cpu_s_per_1m_findings"] = cpu / fi * 1e6 if fi >= 1000 * len(rs) else None
             s["agent_vmhwm_kb_max"] = max(r["agent_vmhwm_kb"] for r in rs)
             out.append(s)
     return out
@@ -132,7 +134,7 @@ def fmt(v, spec):
 def table(summary):
     head = (
         f"{'workload':<20} {'mode':<8} {'n':>8} {'base s':>8} {'agent s':>8} {'ratio':>6} {'per-round':>13} {'cpu ratio':>9} "
-        f"{'+us/op':>7} {'k.events':>9} {'drops':>5} {'findings':>8} {'cpu s':>6} {'cpu s/1M ev':>11}"
+        f"{'+us/op':>7} {'k.events':>9} {'drops':>5} {'findings':>8} {'cpu s':>6} {'cpu s/1M ev':>11} {'cpu s/1M f':>10}"
     )
     lines = [head, "-" * len(head)]
     for s in summary:
@@ -142,8 +144,8 @@ def table(summary):
             f"{s['workload']:<20} {s['mode']:<8} {s['n']:>8} {fmt(s['baseline_median_s'], '.3f'):>8} "
             f"{fmt(s['agent_median_s'], '.3f'):>8} {fmt(s['overhead_ratio'], '.3f'):>6} {rng:>13} {fmt(s['workload_cpu_ratio'], '.3f'):>9} "
             f"{fmt(s['added_us_per_op'], '.2f'):>7} {fmt(s['kernel_events_median'], '.0f'):>9} "
-            f"{s['drops_total']:>5} {fmt(s['findings_median'], '.0f'):>8} {fmt(s['agent_cpu_s_median'], '.2f'):>6} "
-            f"{fmt(s['agent_cpu_s_per_1m_kernel_events'], '.1f'):>11}"
+            f"{s['drops_total']:>5} {fmt(s['findings_median'], '.0f'):>8} {fmt(s['agent_cpu_s_median'], '.3f'):>6} "
+            f"{fmt(s['agent_cpu_s_per_1m_kernel_events'], '.1f'):>11} {fmt(s.get('agent_cpu_s_per_1m_findings'), '.1f'):>10}"
         )
     return "\n".join(lines)
 
@@ -206,8 +208,9 @@ def main():
         "\nratio = median(agent)/median(baseline) wall time; per-round = min-max of same-round agent/baseline;"
         "\ncpu ratio = same for the workload's own CPU time (user+sys, incl. eBPF programs in its context);"
         "\n+us/op = added wall time per iteration; k.events = kernel ring-buffer records per run (median);"
-        "\ndrops = kernel ringbuf + userspace queue drops summed over runs; cpu s = agent utime+stime per run"
-        "\n(median, incl. draining after the workload); cpu s/1M ev = agent CPU per 1M kernel events."
+        "\ndrops = kernel ringbuf + userspace queue drops summed over runs; cpu s = agent CPU per run"
+        "\n(ns, summed over its threads' schedstat; median, incl. draining after the workload);"
+        "\ncpu s/1M ev = agent CPU per 1M kernel events; cpu s/1M f = per 1M findings (runs with findings)."
     )
     print("\nthroughput with / without (issue 15's goals; peer = bench/peer.bt under bpftrace, same rounds;"
           "\np50/p99 = kernel event to finding, driftwatch_detection_latency_seconds, runs with findings only;"

@@ -223,6 +223,8 @@ fn run(
 }
 
 fn main() {
+    // The agent's allocator settings (src/heap.rs), as in `driftwatch run`.
+    driftwatch::heap::tune();
     let measuring = std::env::args().any(|a| a == "--bench");
     let n: usize =
         std::env::var("DW_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(if measuring { 200_000 } else { 200 });

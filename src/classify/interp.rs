@@ -71,9 +71,7 @@ const LUA: Family = Family {
     file_option: None,
 };
 
-fn basename(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
-}
+use crate::event::basename;
 
 fn family(name: &str, tables: &NameTables) -> Option<&'static Family> {
     let starts = |p: &str| name.starts_with(p);

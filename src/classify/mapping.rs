@@ -14,9 +14,7 @@ use crate::{
     event::{ExeSource, MapEvent},
 };
 
-fn basename(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
-}
+use crate::event::basename;
 
 /// The dynamic loader run as a program: glibc `ld-linux-x86-64.so.2`,
 /// `ld-linux-aarch64.so.1`, `ld.so`; musl `ld-musl-x86_64.so.1`.

@@ -2,7 +2,8 @@
 //! interpreters. Also exported to the kernel's `exec_names` filter map.
 
 use crate::{abi, config::Rules};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::HashMap;
 
 /// What an exec is, judged by its name and arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,17 +14,19 @@ pub enum NameMatch {
     Package { name: String },
 }
 
+/// FxHash: every exec is looked up several times, and the tables are fixed
+/// when the config loads, so names chosen inside a container can only be
+/// looked up, never fill a bucket (SipHash was 5% of a shell finding's
+/// instructions).
 #[derive(Debug, Clone, Default)]
 pub struct NameTables {
-    shells: HashSet<String>,
-    packages: HashSet<String>,
-    subcommands: HashMap<String, HashSet<String>>,
-    interpreters: HashSet<String>,
+    shells: FxHashSet<String>,
+    packages: FxHashSet<String>,
+    subcommands: FxHashMap<String, FxHashSet<String>>,
+    interpreters: FxHashSet<String>,
 }
 
-fn basename(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
-}
+use crate::event::basename;
 
 /// The comm the kernel would record for a name (TASK_COMM_LEN - 1 bytes).
 fn comm_of(name: &str) -> &str {
@@ -36,7 +39,7 @@ fn comm_of(name: &str) -> &str {
 
 impl NameTables {
     pub fn from_rules(r: &Rules) -> Self {
-        let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
+        let set = |v: &Vec<String>| v.iter().cloned().collect::<FxHashSet<_>>();
         Self {
             shells: set(&r.shell.names),
             packages: set(&r.package.names),

@@ -116,7 +116,7 @@ enum Component<'a> {
 #[must_use]
 pub fn container_from_cgroup_path(path: &str) -> Option<ContainerRef> {
     // Walk from the leaf upwards without collecting, so deep paths cost no allocation.
-    let mut comps = path.rsplit('/').filter(|c| !c.is_empty());
+    let mut comps = crate::event::components_rev(path);
     while let Some(comp) = comps.next() {
         let (id, layout) = match classify(comp) {
             Component::Other => continue,
