@@ -20,6 +20,17 @@
 
 use std::{borrow::Cow, fmt::Write as _, path::Path};
 
+/// The longest prefix of `s` of at most `max` bytes that ends at a
+/// character boundary: text cut to a field or a message without splitting a
+/// character.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// `bytes` as text, and whether it had to be escaped.
 pub fn lossless(bytes: &[u8]) -> (String, bool) {
     match std::str::from_utf8(bytes) {
@@ -110,6 +121,15 @@ pub fn path(text: &str, escaped: bool) -> Cow<'_, Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        assert_eq!(cut("aé", 2), "a", "é is two bytes: not split");
+        assert_eq!(cut("aé", 3), "aé");
+        assert_eq!(cut("", 0), "");
+    }
 
     #[test]
     fn the_issue_names_differ_and_say_so() {

@@ -30,11 +30,7 @@ impl Id {
     /// makes longer ids; one that did would share its key with ids of the
     /// same 64-byte prefix.
     pub fn key(s: &str) -> Self {
-        let mut end = s.len().min(Self::MAX);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        Self::new(&s[..end]).expect("cut to MAX bytes")
+        Self::new(crate::escape::cut(s, Self::MAX)).expect("cut to MAX bytes")
     }
 
     /// `s` with every `from` byte replaced by `to` (both ASCII), e.g. a

@@ -52,11 +52,7 @@ fn quote(s: &str) -> String {
     if s.len() <= QUOTE_MAX {
         return format!("{s:?}");
     }
-    let mut end = QUOTE_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &s[..end], s.len())
+    format!("{:?}... ({} bytes)", crate::escape::cut(s, QUOTE_MAX), s.len())
 }
 
 /// A container id or unique prefix: 1-64 lower-case hex characters.

@@ -5,6 +5,7 @@
 //! script. Inline code (`-c`, `-e`, `python -m`) is not a file: none.
 
 use super::names::NameTables;
+use crate::event::basename;
 
 /// How an interpreter family reads its command line.
 struct Family {
@@ -70,8 +71,6 @@ const LUA: Family = Family {
     long_with_value: &[],
     file_option: None,
 };
-
-use crate::event::basename;
 
 fn family(name: &str, tables: &NameTables) -> Option<&'static Family> {
     let starts = |p: &str| name.starts_with(p);

@@ -11,10 +11,8 @@ use super::{
 };
 use crate::{
     enrich::ContainerRef,
-    event::{ExeSource, MapEvent},
+    event::{ExeSource, MapEvent, basename},
 };
-
-use crate::event::basename;
 
 /// The dynamic loader run as a program: glibc `ld-linux-x86-64.so.2`,
 /// `ld-linux-aarch64.so.1`, `ld.so`; musl `ld-musl-x86_64.so.1`.

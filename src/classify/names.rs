@@ -1,7 +1,7 @@
 //! Program-name tables compiled from the config: shells, package managers,
 //! interpreters. Also exported to the kernel's `exec_names` filter map.
 
-use crate::{abi, config::Rules};
+use crate::{abi, config::Rules, event::basename};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::HashMap;
 
@@ -26,15 +26,9 @@ pub struct NameTables {
     interpreters: FxHashSet<String>,
 }
 
-use crate::event::basename;
-
 /// The comm the kernel would record for a name (TASK_COMM_LEN - 1 bytes).
 fn comm_of(name: &str) -> &str {
-    let mut end = name.len().min(crate::config::COMM_MAX);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
+    crate::escape::cut(name, crate::config::COMM_MAX)
 }
 
 impl NameTables {

@@ -53,11 +53,7 @@ pub struct ImageRefError {
 
 impl ImageRefError {
     fn new(input: &str, reason: impl Into<String>) -> Self {
-        let mut end = input.len().min(300);
-        while !input.is_char_boundary(end) {
-            end -= 1;
-        }
-        ImageRefError { input: input[..end].to_owned(), reason: reason.into() }
+        ImageRefError { input: crate::escape::cut(input, 300).to_owned(), reason: reason.into() }
     }
 }
 

@@ -481,11 +481,8 @@ fn path_truncated(e: &Entry) -> bool {
 
 /// `s` into a NUL-terminated field, cut at a character boundary if too long.
 fn put_c_str(field: &mut [c_char], s: &str) {
-    let mut n = s.len().min(field.len().saturating_sub(1));
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    for (d, b) in field.iter_mut().zip(s.as_bytes()[..n].iter().chain(std::iter::repeat(&0))) {
+    let s = crate::escape::cut(s, field.len().saturating_sub(1));
+    for (d, b) in field.iter_mut().zip(s.as_bytes().iter().chain(std::iter::repeat(&0))) {
         *d = *b as c_char;
     }
 }
