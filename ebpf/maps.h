@@ -235,8 +235,13 @@ struct exec_verdict {
 struct dw_scratch {
 	char buf[DW_SCRATCH_LEN * 2];
 	struct exec_verdict v;
+	/* DW_ENV_LD_* found by the environment scan (helpers/env.h): in map
+	 * memory for the same reason as the verdict. */
+	u32 env_bits;
 	char env[DW_ENV_SCAN];
-	/* Twice the name: a masked offset plus a masked length stays inside. */
+	/* Twice the name: a masked offset plus a masked length stays inside.
+	 * It also follows env, so a 16-byte read at a masked env offset stays
+	 * inside the value (helpers/env.h). */
 	char name[DW_NAME_SCAN * 2];
 	struct dw_prefix_key prefix; /* a scratch_prefixes lookup */
 };
