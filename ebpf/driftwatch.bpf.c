@@ -268,19 +268,33 @@ int BPF_PROG(dw_exit, struct task_struct *task)
 	return 0;
 }
 
+/* Every syscall program is on a syscall's exit tracepoint, none on an entry
+ * one: with any sys_enter_* tracepoint enabled, every syscall of the node
+ * (getppid included) also pays the entry side's dispatch, about an eighth of
+ * the syscall tax (README "Benchmark", "Exits only"). The arguments
+ * are still in the saved user registers at exit. */
+static __always_inline struct pt_regs *syscall_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
 /* Network drift: classic syscall tracepoints fire only for these syscalls, so
- * nothing else pays for them (a raw sys_enter hook would tax every syscall). */
-SEC("tracepoint/syscalls/sys_enter_connect")
-int dw_connect(struct dw_sys_enter *ctx)
+ * nothing else pays for them (a raw sys_exit hook would tax every syscall).
+ * Seen at exit, whatever the result, like an attempt at entry: a blocking
+ * connect is reported once it completes or fails. */
+SEC("tracepoint/syscalls/sys_exit_connect")
+int dw_connect(struct dw_sys_exit *ctx)
 {
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);
 	if (!t)
 		return 0;
+	struct pt_regs *regs = syscall_regs();
+	u64 fd = regs->di, uaddr = regs->si, len = regs->dx;
 	struct dw_net_key k = {.op = DW_NET_CONNECT};
-	if (!read_user_sockaddr((const void *)ctx->args[1], ctx->args[2], &k))
+	if (!read_user_sockaddr((const void *)uaddr, len, &k))
 		return 0;
-	struct socket *sock = fd_socket(t, ctx->args[0]);
+	struct socket *sock = fd_socket(t, fd);
 	k.sock_type = sock ? BPF_CORE_READ(sock, type) : 0;
 	if (k.sock_type != DW_SOCK_STREAM && k.sock_type != DW_SOCK_DGRAM)
 		return 0;
@@ -288,14 +302,14 @@ int dw_connect(struct dw_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_listen")
-int dw_listen(struct dw_sys_enter *ctx)
+SEC("tracepoint/syscalls/sys_exit_listen")
+int dw_listen(struct dw_sys_exit *ctx)
 {
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);
 	if (!t)
 		return 0;
-	struct socket *sock = fd_socket(t, ctx->args[0]);
+	struct socket *sock = fd_socket(t, syscall_regs()->di);
 	if (!sock)
 		return 0;
 	struct sock *sk = BPF_CORE_READ(sock, sk);
@@ -314,19 +328,21 @@ int dw_listen(struct dw_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_bind")
-int dw_bind(struct dw_sys_enter *ctx)
+SEC("tracepoint/syscalls/sys_exit_bind")
+int dw_bind(struct dw_sys_exit *ctx)
 {
 	u64 ns_id;
 	struct task_struct *t = container_task(&ns_id);
 	if (!t)
 		return 0;
+	struct pt_regs *regs = syscall_regs();
+	u64 fd = regs->di, uaddr = regs->si, len = regs->dx;
 	/* A UDP socket "listens" by binding; TCP binds are reported at listen(). */
-	struct socket *sock = fd_socket(t, ctx->args[0]);
+	struct socket *sock = fd_socket(t, fd);
 	if (!sock || BPF_CORE_READ(sock, type) != DW_SOCK_DGRAM)
 		return 0;
 	struct dw_net_key k = {.op = DW_NET_BIND_UDP, .sock_type = DW_SOCK_DGRAM};
-	if (!read_user_sockaddr((const void *)ctx->args[1], ctx->args[2], &k) || k.port == 0)
+	if (!read_user_sockaddr((const void *)uaddr, len, &k) || k.port == 0)
 		return 0;
 	emit_net(t, ns_id, &k);
 	return 0;
@@ -352,7 +368,7 @@ int dw_file_exit(struct dw_sys_exit *ctx)
 		return 0;
 	/* __syscall_nr is an int in the tracepoint's record. */
 	unsigned long nr = (unsigned int)ctx->id;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs = syscall_regs();
 	bool open = nr == DW_NR_OPENAT || nr == DW_NR_OPEN || nr == DW_NR_CREAT || nr == DW_NR_OPENAT2;
 	/* Protect mode: a pending #! script is judged when its interpreter opens it. */
 	if (open && scripts_pending)
@@ -398,12 +414,16 @@ int dw_file_exit(struct dw_sys_exit *ctx)
 }
 
 /* Executable mappings (helpers/mapping.h): classic syscall tracepoints, so
- * only mmap and mprotect pay; PROT_EXEC of a file is the first test. */
-SEC("tracepoint/syscalls/sys_enter_mmap")
-int dw_mmap_enter(struct dw_sys_enter *ctx)
+ * only mmap and mprotect pay; PROT_EXEC of a file is the first test. Judged at
+ * exit, once the syscall succeeded, before the mapped code can run. */
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int dw_mmap_exit(struct dw_sys_exit *ctx)
 {
-	u32 prot = ctx->args[2];
-	int fd = (int)ctx->args[4];
+	if (ctx->ret < 0) /* -errno, else the mapping's address */
+		return 0;
+	struct pt_regs *regs = syscall_regs();
+	u32 prot = regs->dx;
+	int fd = (int)regs->r8;
 	if (!(prot & DW_PROT_EXEC) || fd < 0) /* anonymous executable memory (JIT) is not a file */
 		return 0;
 	u64 ns_id;
@@ -414,14 +434,18 @@ int dw_mmap_enter(struct dw_sys_enter *ctx)
 	if (!f)
 		return 0;
 	struct path p = BPF_CORE_READ(f, f_path);
-	map_judge(t, &p, prot, 0);
+	map_judge(t, ns_id, &p, prot, 0);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mprotect")
-int dw_mprotect_enter(struct dw_sys_enter *ctx)
+SEC("tracepoint/syscalls/sys_exit_mprotect")
+int dw_mprotect_exit(struct dw_sys_exit *ctx)
 {
-	u32 prot = ctx->args[2];
+	if (ctx->ret < 0)
+		return 0;
+	struct pt_regs *regs = syscall_regs();
+	u32 prot = regs->dx;
+	u64 addr = regs->di;
 	if (!(prot & DW_PROT_EXEC))
 		return 0;
 	u64 ns_id;
@@ -429,21 +453,7 @@ int dw_mprotect_enter(struct dw_sys_enter *ctx)
 	if (!t)
 		return 0;
 	struct path p;
-	if (vma_path_at(t, ctx->args[0], &p))
-		map_judge(t, &p, prot, DW_MAP_MPROTECT);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_mmap")
-int dw_mmap_exit(struct dw_sys_exit *ctx)
-{
-	map_exit(ctx->ret);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_mprotect")
-int dw_mprotect_exit(struct dw_sys_exit *ctx)
-{
-	map_exit(ctx->ret);
+	if (vma_path_at(t, addr, &p))
+		map_judge(t, ns_id, &p, prot, DW_MAP_MPROTECT);
 	return 0;
 }

@@ -166,26 +166,6 @@ struct {
 	__type(value, struct dw_rate);
 } file_rate SEC(".maps");
 
-/* Executable mappings of drift, judged at syscall entry and sent at its
- * exit once the syscall succeeded: by thread (pid_tgid). Image files never
- * get an entry. */
-struct dw_map_pending {
-	u64 mnt; /* struct vfsmount * and struct dentry * of the mapped file, */
-	u64 dentry; /* held by the mapping once it exists */
-	u64 ino;
-	u32 source;
-	u32 magic;
-	u32 prot;
-	u32 flags; /* DW_MAP_MPROTECT */
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, u64);
-	__type(value, struct dw_map_pending);
-} map_pending SEC(".maps");
-u32 maps_pending = 0; /* entries of map_pending: syscall exits skip the lookup while 0 */
-
 /* Executable mappings already reported, per container and inode: a library
  * mapped by a thousand processes is one event. A kill is not folded into a
  * mapping reported alive (nor the reverse). */

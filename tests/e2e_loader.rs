@@ -288,7 +288,7 @@ fn mapping_programs_cost_per_call_is_printed() {
     let agent = Agent::start(&[]);
     let c = support::containerd().run(RunSpec::sleeper());
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
-    let progs = ["dw_mmap_enter", "dw_mmap_exit", "dw_mprotect_enter", "dw_mprotect_exit"];
+    let progs = ["dw_mmap_exit", "dw_mprotect_exit"];
     let before: Vec<_> = progs.iter().map(|p| prog_stats(&agent, p)).collect();
     let sent0 = agent.metric("driftwatch_kernel_events_total{kind=\"map\"}").unwrap_or(0.0);
     let script = "i=0; while [ $i -lt 500 ]; do /usr/bin/hello-dyn >/dev/null; i=$((i+1)); done; echo done";

@@ -7,10 +7,10 @@
  * libraries, dlopen()ed plugins, or a main program (`ld.so /tmp/payload`).
  * mprotect() can add PROT_EXEC to a file mapping later.
  *
- * Judged at syscall entry (the descriptor, or the mapping mprotect names, is
- * at hand there), sent at syscall exit once the syscall succeeded. Only
- * drift costs a map entry; image files return after the layer check.
- * Anonymous executable memory (JIT) has no file and is not judged. */
+ * Judged and sent at syscall exit, once the syscall succeeded (the
+ * descriptor mmap was given, or the mapping mprotect named, is still there):
+ * image files return after the layer check. Anonymous executable memory
+ * (JIT) has no file and is not judged. */
 #ifndef DRIFTWATCH_MAPPING_H
 #define DRIFTWATCH_MAPPING_H
 
@@ -24,35 +24,6 @@
 #include "protect.h"
 
 #define DW_PROT_EXEC 0x4
-
-/* Judges the file at `p`, about to be mapped executable by the current
- * (container) thread `t`; drift waits for the syscall's exit in map_pending. */
-static __always_inline void map_judge(struct task_struct *t, struct path *p, u32 prot, u32 flags)
-{
-	kstat_inc(DW_KSTAT_MAP_EXEC);
-	struct vfsmount *root_mnt = BPF_CORE_READ(t, fs, root.mnt);
-	bool overlay_root = (u32)BPF_CORE_READ(root_mnt, mnt_sb, s_magic) == OVERLAYFS_SUPER_MAGIC;
-	u32 magic, nlink;
-	u64 ino;
-	struct inode *inode = BPF_CORE_READ(p, dentry, d_inode);
-	u32 src = inode_source(inode, p->mnt, p->dentry, root_mnt, overlay_root, &magic, &nlink, &ino);
-	if (!source_is_drift(src)) {
-		kstat_inc(DW_KSTAT_MAP_FILTERED);
-		return;
-	}
-	struct dw_map_pending pend = {.mnt = (u64)p->mnt,
-				      .dentry = (u64)p->dentry,
-				      .ino = ino,
-				      .source = src,
-				      .magic = magic,
-				      .prot = prot,
-				      .flags = flags};
-	u64 id = bpf_get_current_pid_tgid();
-	if (!bpf_map_update_elem(&map_pending, &id, &pend, BPF_NOEXIST))
-		__sync_fetch_and_add(&maps_pending, 1);
-	else if (bpf_map_update_elem(&map_pending, &id, &pend, BPF_EXIST))
-		kstat_inc(DW_KSTAT_MAP_LOST);
-}
 
 /* mprotect(): the file of the mapping at `addr`, through bpf_find_vma (the
  * maple tree cannot be walked by hand within the verifier's limits). */
@@ -125,36 +96,30 @@ static __always_inline bool protect_map(struct task_struct *t, u64 ns_id, u32 tg
 	return true;
 }
 
-/* Syscall exit: a pending drifted mapping whose syscall succeeded is killed
- * (protect mode) and sent, once per (container, inode). */
-static __always_inline void map_exit(long ret)
+/* The file at `p`, just mapped executable by the current (container) thread
+ * `t`: drift is killed (protect mode) and sent, once per (container, inode). */
+static __always_inline void map_judge(struct task_struct *t, u64 ns_id, struct path *p, u32 prot, u32 flags)
 {
-	/* Every mmap of the node ends here: a plain load while nothing is pending. */
-	if (!maps_pending)
+	kstat_inc(DW_KSTAT_MAP_EXEC);
+	struct vfsmount *root_mnt = BPF_CORE_READ(t, fs, root.mnt);
+	bool overlay_root = (u32)BPF_CORE_READ(root_mnt, mnt_sb, s_magic) == OVERLAYFS_SUPER_MAGIC;
+	u32 magic, nlink;
+	u64 ino;
+	struct inode *inode = BPF_CORE_READ(p, dentry, d_inode);
+	u32 source = inode_source(inode, p->mnt, p->dentry, root_mnt, overlay_root, &magic, &nlink, &ino);
+	if (!source_is_drift(source)) {
+		kstat_inc(DW_KSTAT_MAP_FILTERED);
 		return;
-	u64 id = bpf_get_current_pid_tgid();
-	struct dw_map_pending *pp = bpf_map_lookup_elem(&map_pending, &id);
-	if (!pp)
-		return;
-	struct dw_map_pending pend = *pp;
-	if (!bpf_map_delete_elem(&map_pending, &id))
-		__sync_fetch_and_add(&maps_pending, (u32)-1); /* XADD: no fetch needed */
-	if (ret < 0) /* mmap: -errno, else an address; mprotect: 0 */
-		return;
-	u64 ns_id;
-	struct task_struct *t = container_task(&ns_id);
-	if (!t)
-		return;
+	}
 	u32 zero = 0;
 	struct dw_scratch *scr = bpf_map_lookup_elem(&scratch, &zero);
 	if (!scr)
 		return;
-	u32 tgid = id >> 32;
-	u32 flags = pend.flags;
-	if (protect_map(t, ns_id, tgid, pend.source, scr))
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (protect_map(t, ns_id, tgid, source, scr))
 		flags |= DW_MAP_KILLED;
 
-	struct dw_map_key k = {.mntns_id = ns_id, .ino = pend.ino, .killed = flags & DW_MAP_KILLED};
+	struct dw_map_key k = {.mntns_id = ns_id, .ino = ino, .killed = flags & DW_MAP_KILLED};
 	if (bpf_map_lookup_elem(&map_seen, &k)) {
 		kstat_inc(DW_KSTAT_MAP_FOLDED);
 		return;
@@ -167,21 +132,20 @@ static __always_inline void map_exit(long ret)
 		return;
 	emit_header(&e->hdr, DW_KIND_MAP, sizeof(*e), bpf_ktime_get_boot_ns());
 	e->mntns_id = ns_id;
-	e->ino = pend.ino;
+	e->ino = ino;
 	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	e->uid = (u32)bpf_get_current_uid_gid();
-	e->source = pend.source;
-	e->prot = pend.prot;
-	e->fs_magic = pend.magic;
+	e->source = source;
+	e->prot = prot;
+	e->fs_magic = magic;
 	e->origin = task_origin(t, ns_id);
 	e->_reserved = 0;
 	e->_pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
 	struct path root = BPF_CORE_READ(t, fs, root);
-	struct path fpath = {.mnt = (struct vfsmount *)pend.mnt, .dentry = (struct dentry *)pend.dentry};
 	u32 trunc = 0;
-	e->path_len = resolve_path(&fpath, &root, e->path, DW_PATH_LEN, &trunc);
+	e->path_len = resolve_path(p, &root, e->path, DW_PATH_LEN, &trunc);
 	if (trunc)
 		flags |= DW_MAP_PATH_TRUNC;
 	e->exe_len = 0;

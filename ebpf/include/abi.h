@@ -282,7 +282,7 @@ enum dw_kstat {
 	DW_KSTAT_MAP_EXEC = 15, /* executable file mappings by container processes, judged */
 	DW_KSTAT_MAP_FILTERED = 16, /* ... of image files (or unknown layer): dropped in the kernel */
 	DW_KSTAT_MAP_FOLDED = 17, /* ... of drift folded into one already sent (same container and inode) */
-	DW_KSTAT_MAP_LOST = 18, /* ... whose syscall exit found no pending verdict (table full) */
+	DW_KSTAT_MAP_LOST = 18, /* kept for the metric's series: always 0 since mappings are judged at exit only */
 	DW_KSTAT_FILE_SCRATCH = 19, /* file events on scratch paths (rules.file.ignore_prefixes), dropped */
 	DW_KSTAT_MAX = 24,
 };

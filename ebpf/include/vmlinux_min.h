@@ -199,6 +199,7 @@ struct vm_area_struct {
 /* x86_64: the syscall number of the current syscall. */
 struct pt_regs {
 	unsigned long r10;
+	unsigned long r8;
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;
@@ -234,14 +235,9 @@ struct task_struct {
 
 #pragma clang attribute pop
 
-/* Context of the syscalls:sys_enter_* tracepoints (the tracepoint format:
- * 8 bytes of common fields, the syscall number, six arguments). */
-struct dw_sys_enter {
-	u64 common;
-	long id;
-	unsigned long args[6];
-};
-
+/* Context of the syscalls:sys_exit_* tracepoints (the tracepoint format:
+ * 8 bytes of common fields, the syscall number, its result). No program is
+ * on a sys_enter_* tracepoint (ebpf/driftwatch.bpf.c, syscall_regs). */
 struct dw_sys_exit {
 	u64 common;
 	long id;
