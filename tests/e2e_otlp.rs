@@ -159,8 +159,10 @@ fn http_protobuf_receiver_gets_finding_configured_by_otel_env() {
     );
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    // The finding's evidence event (default response) may be exported first.
     let r = rx.wait_for("the memfd finding", Duration::from_secs(20), |r| {
         r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+            && r.record.event_name != "driftwatch.evidence.captured"
     });
     assert_eq!(r.record.event_name, "driftwatch.drift.binary");
     assert_eq!(r.record.severity_number, 18);
@@ -387,8 +389,10 @@ fn http_protobuf_over_mutual_tls_configured_by_otel_env() {
     );
     let c = support::containerd().run(RunSpec::sleeper());
     c.exec_ok(&["/usr/bin/memexec", "/bin/busybox", "true"]);
+    // The finding's evidence event (default response) may be exported first.
     let r = rx.wait_for("the memfd finding over TLS", Duration::from_secs(20), |r| {
         r.attrs.get("container.id") == Some(&Value::from(c.id.as_str()))
+            && r.record.event_name != "driftwatch.evidence.captured"
     });
     assert_eq!(r.record.event_name, "driftwatch.drift.binary");
     assert_eq!(r.attrs["rule"], "exec_fileless_memfd");
