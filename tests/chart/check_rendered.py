@@ -111,11 +111,13 @@ def response(name):
 # The probes' own listener (health.port, config health_addr); health.enabled=false: none,
 # the probes go to the metrics port.
 HEALTH = {"health-off": None}
-# sensors.network / sensors.files -> the config's sensor.network / sensor.files.
-SENSORS = {"files-off": (True, False), "network-off": (False, True), "no-syscall-sensors": (False, False)}
+# sensors.network / sensors.files / sensors.mappings -> the config's sensor.*.
+SENSORS = {"files-off": (True, False, True), "network-off": (False, True, True), "no-syscall-sensors": (False, False, False)}
 for name in STATE:
-    net, files = SENSORS.get(name, (True, True))
-    tracefs = net  # the file sensor is a BTF tracepoint: no tracefs
+    net, files, mappings = SENSORS.get(name, (True, True, True))
+    # All three are on syscall tracepoints, named in tracefs: the agent's preflight
+    # refuses to start without it while any is on.
+    tracefs = net or files or mappings
     d = load(name)
     ds = one(d, "DaemonSet")
     check(ds is not None, f"{name}: one DaemonSet")
@@ -149,9 +151,9 @@ for name in STATE:
         check(mounts["/sys/kernel/tracing"].get("readOnly"), f"{name}: tracefs read-only")
         check(vols[mounts["/sys/kernel/tracing"]["name"]]["hostPath"].get("type") == "Directory", f"{name}: tracefs must exist on the host (type Directory)")
     else:
-        # No network sensor (the only syscall tracepoints): the agent needs no tracefs, and nodes without it must not block the pod.
+        # No syscall sensor: the agent needs no tracefs, and nodes without it must not block the pod.
         check("/sys/kernel/tracing" not in mounts and not any("tracing" in v.get("hostPath", {}).get("path", "") for v in vols.values()),
-              f"{name}: no tracefs volume with sensors.network off")
+              f"{name}: no tracefs volume with every syscall sensor off")
     # hostPID gives the agent the host's /proc: no host /proc mount (nothing reads /host/proc).
     check("/host/proc" not in mounts and not any(v.get("hostPath", {}).get("path") == "/proc" for v in vols.values()), f"{name}: no host /proc mount")
     # Network baselines: a writable hostPath at the config's rules.network.state_dir, or none.
@@ -262,8 +264,9 @@ for name in STATE:
     check(cfg["metrics_addr"] == "0.0.0.0:8789", f"{name}: metrics_addr")
     check(cfg.get("health_addr") == (f"0.0.0.0:{health}" if health else None), f"{name}: health_addr follows health.*: {cfg.get('health_addr')}")
     check(cfg.get("kubernetes", {}).get("enabled") is api, f"{name}: kubernetes.enabled follows kubernetesApi.enabled ({api}): {cfg.get('kubernetes')}")
-    check(cfg.get("sensor", {}).get("network") is net and cfg.get("sensor", {}).get("files") is files,
-          f"{name}: sensor.network / sensor.files follow sensors.* ({net}, {files}): {cfg.get('sensor')}")
+    sensor = cfg.get("sensor", {})
+    check(sensor.get("network") is net and sensor.get("files") is files and sensor.get("mappings") is mappings,
+          f"{name}: sensor.network / sensor.files / sensor.mappings follow sensors.* ({net}, {files}, {mappings}): {sensor}")
     check(cfg.get("rules", {}).get("network", {}).get("state_dir") == ("/var/lib/driftwatch" if STATE[name] else ""), f"{name}: rules.network.state_dir matches the state mount: {cfg.get('rules')}")
     # admin_addr: the socket in the mounted directory (root on the node reaches it at the
     # same path), or "" (off); response.capture.dir is the evidence mount; pin_dir is on

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Helm chart tests (run by scripts/test.sh; needs scripts/install-chart-tools.sh):
 #   helm lint --strict        default (least privilege), privileged, all-features,
-#                             no-state (baselines in memory), files-off (network sensor only),
-#                             network-off (file sensor only: no tracefs) and no-syscall-sensors
-#                             (network and file sensors off), health-off (probes on the
+#                             no-state (baselines in memory), files-off (no file sensor),
+#                             network-off (file and mapping sensors: tracefs still mounted) and
+#                             no-syscall-sensors (network, file and mapping sensors off: no tracefs), health-off (probes on the
 #                             metrics port), quarantine-on (least privilege and privileged),
 #                             investigate-off (no admin socket, no evidence) and respond-on
 #                             (the responder, ci/respond-values.yaml) values
@@ -53,7 +53,7 @@ declare -A sets=(
   [no-state]="--set hostPaths.state="
   [files-off]="--set sensors.files=false"
   [network-off]="--set sensors.network=false"
-  [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false"
+  [no-syscall-sensors]="--set sensors.network=false --set sensors.files=false --set sensors.mappings=false"
   [health-off]="--set health.enabled=false"
   [alertmanager-basic-auth]="--set alertmanager.url=https://alertmanager.monitoring:9093 --set alertmanager.basicAuth.username=driftwatch --set alertmanager.basicAuth.passwordSecret.name=am-basic --set alertmanager.tls.serverName=alertmanager.monitoring.svc"
   [quarantine-on]="--set response.quarantine.enabled=true --set response.quarantine.allow={10.96.0.10/32:53} --set response.quarantine.modes={protect}"
@@ -87,7 +87,7 @@ done
 
 # The values schema (and the chart's own check of health.port) rejects what the agent cannot use.
 # Secrets never inline: there is no value for a token, password or header secret, only Secret names.
-for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc hostPaths.bpffs=/sys/fs/bpf hostPaths.btf=sys/kernel/btf kubernetesApi.enabled=auto sensors.network=yes sensors.tracefs=false \
+for bad in securityContext.mode=root metrics.port=0 bogus=1 otlp.protocol=udp hostPaths.state=var/lib hostPaths.proc=/proc hostPaths.bpffs=/sys/fs/bpf hostPaths.btf=sys/kernel/btf kubernetesApi.enabled=auto sensors.network=yes sensors.mappings=yes sensors.tracefs=false \
     health.port=8789 health.port=0 health.enabled=yes health.path=/healthz \
     'alertmanager.urls={ftp://am:9093}' alertmanager.bearerTokenSecret.token=abc alertmanager.basicAuth.password=pw \
     alertmanager.headers.Authorization=Bearer otlp.headers.authorization=x otlp.tls.ca=pem alertmanager.tls.caSecret=Bad_Name \

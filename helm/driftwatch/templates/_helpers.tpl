@@ -53,7 +53,7 @@ app.kubernetes.io/component: agent
 {{- $_ := set $cfg "cluster_name" .Values.clusterName -}}
 {{- end -}}
 {{- $sensors := .Values.sensors | default dict -}}
-{{- $_ := set $cfg "sensor" (dict "network" (ternary $sensors.network true (hasKey $sensors "network")) "files" (ternary $sensors.files true (hasKey $sensors "files"))) -}}
+{{- $_ := set $cfg "sensor" (dict "network" (ternary $sensors.network true (hasKey $sensors "network")) "files" (ternary $sensors.files true (hasKey $sensors "files")) "mappings" (ternary $sensors.mappings true (hasKey $sensors "mappings"))) -}}
 {{- $_ := set $cfg "rules" (dict "network" (dict "state_dir" (ternary "/var/lib/driftwatch" "" (not (empty .Values.hostPaths.state))))) -}}
 {{- $am := dict "runbook_base_url" (include "driftwatch.runbookBaseUrl" .) -}}
 {{- $amv := .Values.alertmanager -}}
@@ -126,11 +126,12 @@ app.kubernetes.io/component: agent
 {{- toYaml $cfg -}}
 {{- end -}}
 
-{{/* "true" when a syscall-tracepoint sensor (network, files) is on in the rendered
-config (config: may override sensors:): only then does the agent need tracefs. */}}
+{{/* "true" when a syscall-tracepoint sensor (network, files, mappings) is on in the
+rendered config (config: may override sensors:): only then does the agent need tracefs
+(its preflight refuses to start without it). */}}
 {{- define "driftwatch.needsTracefs" -}}
 {{- $sensor := (include "driftwatch.config" . | fromYaml).sensor | default dict -}}
-{{- if ne (toString $sensor.network) "false" -}}true{{- end -}}
+{{- if or (ne (toString $sensor.network) "false") (ne (toString $sensor.files) "false") (ne (toString $sensor.mappings) "false") -}}true{{- end -}}
 {{- end -}}
 
 {{/* The port of the rendered config's health_addr (config: may override health:), or ""
