@@ -8,8 +8,8 @@
  * 64-bit words, not byte by byte, and the bits found go to map memory, not
  * the stack. Byte-wise compares with the bits on the stack made the verifier
  * walk 422k instructions of the exec program and take ~700 MB of kernel
- * memory (charged to the agent's cgroup) for ~3 s at every start; now 66k
- * and ~70 MB (6.18). */
+ * memory (charged to the agent's cgroup) for ~3 s at every start; now 50k
+ * and 56 MB (6.18, bench/verifier.sh). */
 #ifndef DRIFTWATCH_ENV_H
 #define DRIFTWATCH_ENV_H
 
