@@ -2,7 +2,7 @@
 //! that is not from the image with `PROT_EXEC` (the dynamic loader mapping a
 //! dropped library or program, a `dlopen`, an `mprotect`).
 
-use super::{CgroupLevels, DecodeError, ExeSource, Process, c_str_len, process, read_pod, split_args};
+use super::{CgroupLevels, DecodeError, ExeSource, Process, c_str_len, process, split_args, view_pod};
 use crate::abi;
 
 /// A drifted executable mapping; the kernel sends each (container, inode) once.
@@ -33,7 +33,7 @@ pub struct MapEvent {
 }
 
 pub(super) fn decode_map(buf: &[u8]) -> Result<MapEvent, DecodeError> {
-    let r: abi::dw_map = read_pod(buf, "map record")?;
+    let r = view_pod::<abi::dw_map>(buf, "map record")?;
     let source = ExeSource::from_raw(r.source)?;
     let cgroup: &CgroupLevels = &r.cgroup;
     let flag = |bit: u32| r.flags & bit != 0;

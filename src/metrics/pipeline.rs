@@ -140,7 +140,9 @@ impl PipelineMetrics {
             "Findings in which a redaction pattern replaced a secret before any sink, by pattern",
             redactions.clone(),
         );
-        let latency = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+        let latency = Histogram::new([
+            0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         r.register(
             "detection_latency_seconds",
             "Time from the kernel event to the finding being emitted",
