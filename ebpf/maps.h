@@ -99,6 +99,15 @@ u32 scripts_pending = 0;
 /* When a record that did not ask for it last woke the reader (emit_submit;
  * racy across CPUs on purpose: a lost update costs one extra wakeup). */
 u64 last_wake_ns = 0;
+/* When the events thread last looked (struct dw_reader): written by the agent
+ * through an mmap, read by emit_submit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, u32);
+	__type(value, struct dw_reader);
+} reader SEC(".maps");
 
 /* Scripts killed at that open, for the finding's `driftwatch.action`. */
 struct {

@@ -215,6 +215,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let rt = tokio::runtime::Handle::current();
     let reader = bpf::reader::spawn(
         ring,
+        sensor.take_look(),
         wait,
         cap,
         // A chunk's findings go to stdout in one write, at its end.

@@ -46,7 +46,11 @@ static __always_inline void *emit_reserve(u32 kind, u64 size)
 /* Submit; drift wakes the reader at once, the rest at most once per
  * wake_gap_ns (sensor.wake_interval_ms): a storm costs at most that many
  * wakeups (a wakeup per record cost a shell storm 19%), and no finding waits
- * for the reader's drain timer. */
+ * for the reader's drain timer. A look of the reader's own (its timer, after
+ * a look that read records) counts as a wakeup: records within a gap of it
+ * wait for its next look, at most one gap later, instead of waking it again
+ * just after it went back to sleep. Signed differences: the agent's clock
+ * read may be a little ahead of this CPU's. */
 static __always_inline void emit_submit(void *rec, u32 kind, bool wake)
 {
 	struct dw_kstats *s = kstats_get();
@@ -54,7 +58,10 @@ static __always_inline void emit_submit(void *rec, u32 kind, bool wake)
 		s->submitted[kind]++;
 	if (!wake && wake_gap_ns) {
 		u64 now = bpf_ktime_get_boot_ns();
-		if (now - last_wake_ns >= wake_gap_ns) {
+		u32 zero = 0;
+		struct dw_reader *r = bpf_map_lookup_elem(&reader, &zero);
+		u64 look = r ? *(volatile u64 *)&r->look_ns : 0;
+		if ((s64)(now - last_wake_ns) >= (s64)wake_gap_ns && (s64)(now - look) >= (s64)wake_gap_ns) {
 			last_wake_ns = now;
 			wake = true;
 		}

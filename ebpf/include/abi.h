@@ -293,6 +293,14 @@ struct dw_kstats {
 	dw_u64 counters[DW_KSTAT_MAX];
 };
 
+/* The events thread's side of the wake gate (map `reader`, one entry, mmapped
+ * by the agent and written at each look at the ring buffer): records within
+ * wake_gap_ns of a look do not force a wakeup, the reader's own timer looks
+ * again one gap after it (one wakeup per gap in a storm, not up to two). */
+struct dw_reader {
+	dw_u64 look_ns; /* CLOCK_BOOTTIME ns (bpf_ktime_get_boot_ns) */
+};
+
 /* Lineage entry, per tgid, kernel only (the map is read for diagnostics). */
 struct dw_proc {
 	dw_u32 ppid;

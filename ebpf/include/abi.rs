@@ -555,6 +555,19 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct dw_reader {
+    pub look_ns: dw_u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of dw_reader"][::std::mem::size_of::<dw_reader>() - 8usize];
+    ["Alignment of dw_reader"][::std::mem::align_of::<dw_reader>() - 8usize];
+    [
+        "Offset of field: dw_reader::look_ns",
+    ][::std::mem::offset_of!(dw_reader, look_ns) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct dw_proc {
     pub ppid: dw_u32,
     pub flags: dw_u32,

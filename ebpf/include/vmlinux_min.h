@@ -18,6 +18,7 @@ typedef __u16 u16;
 typedef __u32 u32;
 typedef __u64 u64;
 typedef __s32 s32;
+typedef __s64 s64;
 typedef int pid_t;
 typedef _Bool bool;
 #define true 1

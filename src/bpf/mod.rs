@@ -1,6 +1,7 @@
 //! Loading, attaching and feeding the eBPF sensor (ebpf/driftwatch.bpf.c).
 
 pub mod btf_min;
+pub mod look;
 pub mod preflight;
 pub mod protect;
 pub mod quarantine;
@@ -270,6 +271,7 @@ pub struct Sensor {
     /// Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
+    look: Option<look::Look>,
     kstats: Option<PerCpuArray<MapData, abi::dw_kstats>>,
     preexisting: Option<Preexisting>,
     not_container: Option<NotContainer>,
@@ -531,6 +533,9 @@ impl Sensor {
             ebpf.take_map("events").ok_or(BpfError::Map { map: "events", reason: "missing".into() })?,
         )
         .map_err(|e| BpfError::Map { map: "events", reason: e.to_string() })?;
+        let look =
+            look::Look::new(ebpf.take_map("reader").ok_or(BpfError::Map { map: "reader", reason: "missing".into() })?)
+                .map_err(|reason| BpfError::Map { map: "reader", reason })?;
         let kstats = PerCpuArray::try_from(
             ebpf.take_map("kstats").ok_or(BpfError::Map { map: "kstats", reason: "missing".into() })?,
         )
@@ -558,6 +563,7 @@ impl Sensor {
         Ok(Self {
             _ebpf: ebpf,
             ring: Some(ring),
+            look: Some(look),
             kstats: Some(kstats),
             // Only the inode-number fallback needs pruning.
             preexisting: by_inode.then_some(Preexisting { map: pre }),
@@ -572,6 +578,11 @@ impl Sensor {
     /// The ring buffer, for the reader thread (once).
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
         self.ring.take()
+    }
+
+    /// The reader's side of the wake gate, for the reader thread (once).
+    pub fn take_look(&mut self) -> Option<look::Look> {
+        self.look.take()
     }
 
     /// The preexisting-namespace table, for the pruning task (once).

@@ -11,7 +11,10 @@
 //! chunk ([`CHUNK`] events), so a slow stretch of handling backs up into the
 //! queue, where it is bounded and counted, not into the kernel.
 
-use super::queue::{self, DropLog, Dropped};
+use super::{
+    look::{self, Look},
+    queue::{self, DropLog, Dropped},
+};
 use crate::{
     event::{self, Event},
     metrics::Metrics,
@@ -57,13 +60,15 @@ pub struct Wait {
 
 /// Starts the events thread: `handle` gets every decoded event, in ring-buffer
 /// order, at most [`CHUNK`] at a time, on this thread, inside `rt` (so it may
-/// spawn tokio tasks for what has to wait). `capacity`: events the queue
+/// spawn tokio tasks for what has to wait). `look`: where it tells the
+/// kernel's wake gate when it looked (`super::look`). `capacity`: events the queue
 /// holds at most. `alive` is cleared when the thread ends, for whatever
 /// reason (stop requested, panic). At stop, what is queued is handled before
 /// the thread ends.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
     mut ring: RingBuf<MapData>,
+    look: Option<Look>,
     wait: Wait,
     capacity: usize,
     mut handle: H,
@@ -79,11 +84,11 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         let _rt = rt.enter();
         let (tx, mut rx) = queue::channel(capacity);
         let mut log = DropLog::new(DROP_LOG_EVERY);
-        let fd = ring.as_raw_fd();
-        let backstop = wait.backstop.as_millis().clamp(1, 1000) as i32;
-        let after_records = wait.after_records.as_millis().min(1000) as i32;
-        // Whether the last wakeup found records.
-        let mut busy = false;
+        let backstop = Duration::from_millis(wait.backstop.as_millis().clamp(1, 1000) as u64);
+        let gap = wait.after_records.min(Duration::from_secs(1));
+        let look = look.filter(|_| !gap.is_zero());
+        // Whether the last wakeup found records, and when it began.
+        let (mut busy, mut looked) = (false, look::boot_ns());
         while !stop.load(Ordering::Relaxed) {
             busy |= drain(&mut ring, &tx, &metrics, &mut log) > 0;
             match rx.try_recv() {
@@ -103,13 +108,24 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                     // The kernel wakes the reader at most once per wake
                     // interval, so the last records of a burst (submitted
                     // within the interval of its wakeup) wake nobody: after
-                    // records, look again one interval later, not at the
-                    // backstop timer. An idle node keeps the backstop.
-                    let timeout = if busy && after_records > 0 { after_records } else { backstop };
+                    // records, look again one interval after this look began
+                    // (the kernel holds its wakeups until then: `look`), not
+                    // at the backstop timer. An idle node keeps the backstop,
+                    // and withdraws the look so that the next record wakes it.
+                    let timeout = if busy && !gap.is_zero() {
+                        Duration::from_nanos((looked + gap.as_nanos() as u64).saturating_sub(look::boot_ns()))
+                    } else {
+                        if let Some(l) = &look {
+                            l.set(0);
+                        }
+                        backstop
+                    };
                     busy = false;
-                    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                    // SAFETY: one valid pollfd; the fd lives as long as `ring`.
-                    let _ = unsafe { libc::poll(&mut pfd, 1, timeout) };
+                    metrics.pipeline.reader_woke(sleep_on(ring.as_raw_fd(), timeout));
+                    looked = look::boot_ns();
+                    if let Some(l) = &look {
+                        l.set(looked);
+                    }
                 }
             }
         }
@@ -119,6 +135,17 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
             }
         }
     })
+}
+
+/// Waits until the ring buffer has records, the kernel wakes it, or `timeout`
+/// passes (nanosecond precision: the look cadence is one wake interval).
+/// True when it returned with records to read, false at the timeout.
+fn sleep_on(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: one valid pollfd and timespec for the call; the fd lives as
+    // long as the ring buffer, which outlives the call.
+    (unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) }) > 0
 }
 
 /// The first [`CHUNK`] events of `batch`, leaving the rest in it.

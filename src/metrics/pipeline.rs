@@ -59,6 +59,11 @@ pub(super) struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
     queue: &'static str,
 }
@@ -93,6 +98,8 @@ pub struct PipelineMetrics {
     event_drops: Family<DropLabels, Counter>,
     redactions: Family<PatternLabel, Counter>,
     latency: Histogram,
+    /// The events thread's wakeups: [records, timeout].
+    reader_wakeups: [Counter; 2],
     /// Findings held for pod metadata or an image comparison.
     pub findings_waiting: Gauge,
     /// Findings ready but held behind an earlier one of their container.
@@ -148,6 +155,13 @@ impl PipelineMetrics {
             "Time from the kernel event to the finding being emitted",
             latency.clone(),
         );
+        let wakeups = Family::<CauseLabel, Counter>::default();
+        r.register(
+            "reader_wakeups",
+            "Times the events thread woke from its sleep on the ring buffer, by cause: records (the kernel woke it, or records were waiting) or timeout (its own timer); each costs a context switch",
+            wakeups.clone(),
+        );
+        let reader_wakeups = ["records", "timeout"].map(|cause| wakeups.get_or_create(&CauseLabel { cause }).clone());
         let findings_waiting = Gauge::default();
         r.register(
             "findings_waiting",
@@ -170,6 +184,7 @@ impl PipelineMetrics {
             event_drops,
             redactions,
             latency,
+            reader_wakeups,
             findings_waiting,
             findings_held,
         }
@@ -207,6 +222,11 @@ impl PipelineMetrics {
         if let Some(s) = latency_s {
             self.latency.observe(s);
         }
+    }
+
+    /// The events thread woke: with records to read, or at its timeout.
+    pub fn reader_woke(&self, records: bool) {
+        self.reader_wakeups[usize::from(!records)].inc();
     }
 
     pub fn events(&self, kind: &'static str, n: u64) {
