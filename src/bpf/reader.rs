@@ -89,6 +89,7 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         let look = look.filter(|_| !gap.is_zero());
         // Whether the last wakeup found records, and when it began.
         let (mut busy, mut looked) = (false, look::boot_ns());
+        let gap_ns = gap.as_nanos() as u64;
         while !stop.load(Ordering::Relaxed) {
             busy |= drain(&mut ring, &tx, &metrics, &mut log) > 0;
             match rx.try_recv() {
@@ -112,17 +113,28 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                     // (the kernel holds its wakeups until then: `look`), not
                     // at the backstop timer. An idle node keeps the backstop,
                     // and withdraws the look so that the next record wakes it.
-                    let timeout = if busy && !gap.is_zero() {
-                        Duration::from_nanos((looked + gap.as_nanos() as u64).saturating_sub(look::boot_ns()))
-                    } else {
-                        if let Some(l) = &look {
-                            l.set(0);
+                    let due = (busy && gap_ns > 0).then_some(looked + gap_ns);
+                    let timeout = match due {
+                        Some(due) => Duration::from_nanos(due.saturating_sub(look::boot_ns())),
+                        None => {
+                            if let Some(l) = &look {
+                                l.set(0);
+                            }
+                            backstop
                         }
-                        backstop
                     };
                     busy = false;
                     metrics.pipeline.reader_woke(sleep_on(ring.as_raw_fd(), timeout));
-                    looked = look::boot_ns();
+                    // A look its timer began counts from when it was due, not
+                    // from when the switch back in let it run (~0.1-0.2 ms
+                    // here): the cadence stays one interval, not an interval
+                    // plus the switch. A look that ran late (a long batch, a
+                    // starved CPU) counts from now.
+                    let now = look::boot_ns();
+                    looked = match due {
+                        Some(due) if now >= due && now - due < gap_ns / 4 => due,
+                        _ => now,
+                    };
                     if let Some(l) = &look {
                         l.set(looked);
                     }
