@@ -9,6 +9,11 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+/// CLOCK_BOOTTIME now, in ns: the clock of the kernel's `bpf_ktime_get_boot_ns`.
+pub fn boot_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME).max(0) as u64
+}
+
 /// Converts boot-time nanoseconds to wall-clock time. The offset is taken once;
 /// it only moves when the wall clock is stepped, which is rare and harmless here.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +72,12 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_clock_moves_forward() {
+        let (a, b) = (boot_ns(), boot_ns());
+        assert!(a > 0 && b >= a);
+    }
 
     #[test]
     fn boot_zero_is_in_the_past() {

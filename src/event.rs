@@ -352,11 +352,17 @@ impl DecodeError {
     }
 }
 
-/// Copies a POD struct out of a byte slice after checking its length.
-fn read_pod<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
+/// Checks that `buf` holds a whole `T`.
+fn long_enough<T>(buf: &[u8], what: &'static str) -> Result<(), DecodeError> {
     if buf.len() < size_of::<T>() {
         return Err(DecodeError::Truncated { what, need: size_of::<T>(), got: buf.len() });
     }
+    Ok(())
+}
+
+/// Copies a POD struct out of a byte slice after checking its length.
+fn read_pod<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    long_enough::<T>(buf, what)?;
     // SAFETY: length checked above; T is a bindgen POD of integers and byte
     // arrays (any bit pattern valid); read_unaligned tolerates any alignment.
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
@@ -369,12 +375,10 @@ fn read_pod<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
 /// buffer records are 8-byte aligned; a buffer that is not aligned for `T`
 /// (a test's) is copied instead.
 fn view_pod<'a, T: Copy>(buf: &'a [u8], what: &'static str) -> Result<std::borrow::Cow<'a, T>, DecodeError> {
-    if buf.len() < size_of::<T>() {
-        return Err(DecodeError::Truncated { what, need: size_of::<T>(), got: buf.len() });
-    }
     if buf.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
         return read_pod(buf, what).map(std::borrow::Cow::Owned);
     }
+    long_enough::<T>(buf, what)?;
     // SAFETY: length and alignment checked above; T is a bindgen POD of
     // integers and byte arrays (any bit pattern valid); the reference
     // borrows `buf`, so it cannot outlive the record.

@@ -102,18 +102,21 @@ fn cpu_s(pid: u32) -> f64 {
     (t(11) + t(12)) / 100.0
 }
 
+/// A file of the agent's thread named `comm` (`/proc/<pid>/task/<tid>/<file>`).
+fn thread_file(pid: u32, comm: &str, file: &str) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten().find_map(|t| {
+        let p = t.path();
+        let named = std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == comm);
+        named.then(|| std::fs::read_to_string(p.join(file)).unwrap_or_default())
+    })
+}
+
 /// Time the agent's thread named `comm` spent runnable but waiting for a
 /// CPU, in seconds (schedstat's run delay).
 fn run_delay_s(pid: u32, comm: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return f64::NAN };
-    for t in tasks.flatten() {
-        let p = t.path();
-        if std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == comm) {
-            let st = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
-            return st.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |ns| ns / 1e9);
-        }
-    }
-    f64::NAN
+    thread_file(pid, comm, "schedstat")
+        .and_then(|st| st.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map_or(f64::NAN, |ns| ns / 1e9)
 }
 
 /// The storms of this file run one at a time: each test's agent sees every
@@ -253,19 +256,11 @@ fn drift_storm_loses_no_drift_exec() {
 
 /// The events thread's context switches so far (voluntary: it slept).
 fn reader_switches(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return f64::NAN };
-    for t in tasks.flatten() {
-        let p = t.path();
-        if std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "dw-ringbuf") {
-            let st = std::fs::read_to_string(p.join("status")).unwrap_or_default();
-            return st
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(f64::NAN);
-        }
-    }
-    f64::NAN
+    thread_file(pid, "dw-ringbuf", "status")
+        .and_then(|st| {
+            st.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// A storm of findings that are not drift (shells: the kernel wakes the

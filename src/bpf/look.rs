@@ -54,19 +54,13 @@ impl Look {
         Ok(Self { at, len, _map: data })
     }
 
-    /// Says the reader looked at `boot_ns` (CLOCK_BOOTTIME): records
+    /// Says the reader looked at `boot_ns` (`crate::clock::boot_ns`): records
     /// submitted within a wake interval of it do not wake the reader. Zero:
     /// no look promised, the next record past the gate wakes it.
     pub fn set(&self, boot_ns: u64) {
         // SAFETY: `at` points at dw_reader.look_ns (offset 0 of element 0),
         // 8-byte aligned (page-aligned mapping), valid while `self` lives.
         unsafe { AtomicU64::from_ptr(self.at.as_ptr()) }.store(boot_ns, Ordering::Relaxed);
-    }
-
-    /// What was last set (tests).
-    pub fn get(&self) -> u64 {
-        // SAFETY: as in `set`.
-        unsafe { AtomicU64::from_ptr(self.at.as_ptr()) }.load(Ordering::Relaxed)
     }
 }
 
@@ -75,14 +69,6 @@ impl Drop for Look {
         // SAFETY: the mapping made in `new`, of `len` bytes, unmapped once.
         unsafe { libc::munmap(self.at.as_ptr().cast(), self.len) };
     }
-}
-
-/// CLOCK_BOOTTIME in ns, the clock of `bpf_ktime_get_boot_ns`.
-pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]
@@ -95,11 +81,5 @@ mod tests {
         assert_eq!(size_of::<crate::abi::dw_reader>(), 8);
         assert_eq!(align_of::<crate::abi::dw_reader>(), 8);
         assert_eq!(offset_of!(crate::abi::dw_reader, look_ns), 0);
-    }
-
-    #[test]
-    fn boot_clock_moves_forward() {
-        let (a, b) = (super::boot_ns(), super::boot_ns());
-        assert!(a > 0 && b >= a);
     }
 }

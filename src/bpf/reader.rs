@@ -12,10 +12,11 @@
 //! queue, where it is bounded and counted, not into the kernel.
 
 use super::{
-    look::{self, Look},
+    look::Look,
     queue::{self, DropLog, Dropped},
 };
 use crate::{
+    clock::boot_ns,
     event::{self, Event},
     metrics::Metrics,
 };
@@ -85,11 +86,10 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         let (tx, mut rx) = queue::channel(capacity);
         let mut log = DropLog::new(DROP_LOG_EVERY);
         let backstop = Duration::from_millis(wait.backstop.as_millis().clamp(1, 1000) as u64);
-        let gap = wait.after_records.min(Duration::from_secs(1));
-        let look = look.filter(|_| !gap.is_zero());
+        let gap_ns = wait.after_records.min(Duration::from_secs(1)).as_nanos() as u64;
+        let look = look.filter(|_| gap_ns > 0);
         // Whether the last wakeup found records, and when it began.
-        let (mut busy, mut looked) = (false, look::boot_ns());
-        let gap_ns = gap.as_nanos() as u64;
+        let (mut busy, mut looked) = (false, boot_ns());
         while !stop.load(Ordering::Relaxed) {
             busy |= drain(&mut ring, &tx, &metrics, &mut log) > 0;
             match rx.try_recv() {
@@ -115,7 +115,7 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                     // and withdraws the look so that the next record wakes it.
                     let due = (busy && gap_ns > 0).then_some(looked + gap_ns);
                     let timeout = match due {
-                        Some(due) => Duration::from_nanos(due.saturating_sub(look::boot_ns())),
+                        Some(due) => Duration::from_nanos(due.saturating_sub(boot_ns())),
                         None => {
                             if let Some(l) = &look {
                                 l.set(0);
@@ -130,7 +130,7 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                     // here): the cadence stays one interval, not an interval
                     // plus the switch. A look that ran late (a long batch, a
                     // starved CPU) counts from now.
-                    let now = look::boot_ns();
+                    let now = boot_ns();
                     looked = match due {
                         Some(due) if now >= due && now - due < gap_ns / 4 => due,
                         _ => now,
