@@ -78,7 +78,7 @@ fn is_zero(v: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     /// RFC 3339 with nanoseconds, from the kernel timestamp of the event.
-    pub time: String,
+    pub time: crate::clock::Rfc3339,
     pub kind: Kind,
     pub rule: &'static str,
     pub severity: Severity,

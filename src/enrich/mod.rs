@@ -17,6 +17,7 @@ pub mod cri;
 pub mod environ;
 pub mod image;
 pub mod kube;
+pub mod memo;
 pub mod overlay;
 pub mod workload;
 
@@ -56,7 +57,15 @@ impl CgroupLayout {
 
 /// The container of a process, from the cgroup path the kernel captured.
 pub fn container_of(p: &Process) -> Result<ContainerRef, EnrichError> {
-    if let Some(c) = cgroup::container_from_cgroup_path(&p.cgroup_path) {
+    container_of_with(p, cgroup::container_from_cgroup_path)
+}
+
+/// [`container_of`] with the path parsed by `from_path` (the pipeline's memo).
+pub fn container_of_with(
+    p: &Process,
+    from_path: impl FnOnce(&str) -> Option<ContainerRef>,
+) -> Result<ContainerRef, EnrichError> {
+    if let Some(c) = from_path(&p.cgroup_path) {
         return Ok(c);
     }
     // The kernel keeps only the last few path components; a deeper layout may

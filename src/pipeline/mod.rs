@@ -79,11 +79,13 @@ pub struct Deps {
 
 pub struct Pipeline {
     d: Deps,
+    /// Containers by cgroup path (the events thread is its only user).
+    memo: std::sync::Mutex<enrich::memo::ContainerMemo>,
 }
 
 impl Pipeline {
     pub fn new(deps: Deps) -> Arc<Self> {
-        Arc::new(Self { d: deps })
+        Arc::new(Self { d: deps, memo: Default::default() })
     }
 
     /// Judges one event; findings go to every sink's queue.
@@ -109,7 +111,8 @@ impl Pipeline {
     /// The container of an event's process, noted in the registry; a
     /// namespace found not to be a container is handed to the kernel filter.
     fn container(&self, p: &Process) -> Option<ContainerRef> {
-        match enrich::container_of(p) {
+        let from_path = |path: &str| crate::locks::lock(&self.memo).container(path);
+        match enrich::container_of_with(p, from_path) {
             Ok(c) => {
                 self.d.registry.note(&c);
                 Some(c)

@@ -390,7 +390,7 @@ pub fn list_with(container_id: &str, known: &dyn Fn(u32) -> Option<Origin>) -> R
             parent_pid: r.stat.ppid,
             uid: r.uid,
             user_name: users.name(r.pid, r.uid),
-            start_time: crate::clock::rfc3339(clock.wall(ticks_ns)),
+            start_time: crate::clock::rfc3339(clock.wall(ticks_ns)).to_string(),
             // readlink gave text already (lossy); an exe whose name is not
             // UTF-8 is marked so its replacement characters are not trusted.
             exe_path_escaped: shown.contains('\u{fffd}'),

@@ -448,7 +448,7 @@ fn ingest(
         key,
         Group {
             labels,
-            first_time: f.time.clone(),
+            first_time: f.time.to_string(),
             latest: f,
             count: 1,
             last_seen: now,

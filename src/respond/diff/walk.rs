@@ -542,7 +542,8 @@ impl Walk<'_> {
                     i128::from(meta.mtime) * 1_000_000_000 + i128::from(meta.mtime_nsec),
                 )
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-            ),
+            )
+            .to_string(),
             executable,
             sha256: shown.facts.and_then(|f| f.sha256).map(|d| content::hex(&d)),
             link_target,

@@ -10,7 +10,7 @@ fn finding(rule: &rules::Rule, detail: Detail) -> Finding {
     let c = Classifier::new(&crate::config::Config::default());
     let mut f =
         c.finding(rule, Subject { id: ID, runtime: "containerd", pod_uid: Some("uid-1") }, 1, "m".into(), detail);
-    f.time = "2026-01-02T03:04:05.000000006Z".into();
+    f.time = "2026-01-02T03:04:05.000000006Z".parse().expect("an RFC 3339 time");
     f.k8s.namespace = Some("shop".into());
     f.k8s.pod_name = Some("web-1".into());
     f.k8s.container_name = Some("api".into());

@@ -1,0 +1,71 @@
+//! The last containers found by cgroup path. Parsing a path (component
+//! splits, id and pod-uid checks) was ~1,700 instructions an event, and a
+//! node's events come from a handful of cgroups at a time: a hit is a hash
+//! and a compare. Direct-mapped and fixed in size ([`SLOTS`] paths), so it
+//! needs no eviction and no size metric; only paths that name a container are
+//! kept (the rest fall back to `/proc`, which can change).
+
+use super::{ContainerRef, cgroup::container_from_cgroup_path};
+use std::hash::{BuildHasher, Hasher};
+
+/// Paths remembered at most.
+pub const SLOTS: usize = 16;
+
+#[derive(Default)]
+pub struct ContainerMemo {
+    slots: [Option<(String, ContainerRef)>; SLOTS],
+}
+
+impl ContainerMemo {
+    /// [`container_from_cgroup_path`] of `path`, remembered.
+    pub fn container(&mut self, path: &str) -> Option<ContainerRef> {
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write(path.as_bytes());
+        let slot = &mut self.slots[h.finish() as usize % SLOTS];
+        if let Some((p, c)) = slot
+            && p == path
+        {
+            return Some(c.clone());
+        }
+        let c = container_from_cgroup_path(path)?;
+        match slot {
+            // Reuses the key's allocation.
+            Some((p, old)) => {
+                p.clear();
+                p.push_str(path);
+                *old = c.clone();
+            }
+            None => *slot = Some((path.to_owned(), c.clone())),
+        }
+        Some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn remembers_what_the_parser_says_for_every_path() {
+        let mut m = ContainerMemo::default();
+        let paths: Vec<String> = (0..3 * SLOTS)
+            .map(|i| {
+                format!(
+                    "kubepods-besteffort-pod{i:08}_0000_0000_0000_000000000000.slice/cri-containerd-{}{i:04x}.scope",
+                    &A[..60]
+                )
+            })
+            .chain(["user.slice/session-1.scope".to_string(), format!("docker/{A}"), String::new()])
+            .collect();
+        // Twice over, so that hits, misses and replaced slots all answer.
+        for _ in 0..2 {
+            for p in &paths {
+                assert_eq!(m.container(p), container_from_cgroup_path(p), "{p}");
+            }
+        }
+        assert!(m.container(&paths[0]).is_some_and(|c| c.pod_uid.is_some()));
+        assert_eq!(m.container("user.slice/session-1.scope"), None);
+    }
+}
