@@ -259,7 +259,7 @@ pub struct ExecFacts {
     #[serde(rename = "driftwatch.lineage.drifted_ancestor")]
     pub drifted_ancestor: bool,
     #[serde(rename = "driftwatch.shell.name", skip_serializing_if = "Option::is_none")]
-    pub shell: Option<String>,
+    pub shell: Option<Arc<str>>,
     #[serde(rename = "driftwatch.package.manager", skip_serializing_if = "Option::is_none")]
     pub package_manager: Option<String>,
     /// Dynamic-loader variables a process started with that the container's

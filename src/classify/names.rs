@@ -3,13 +3,15 @@
 
 use crate::{abi, config::Rules, event::basename};
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 /// What an exec is, judged by its name and arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameMatch {
     /// A shell; `via` names the wrapper (busybox) when there was one.
-    Shell { name: String },
+    /// The table's own name when the comm is one (shared, not copied: a
+    /// storm's shells allocate nothing for it).
+    Shell { name: Arc<str> },
     /// A package manager; `name` is the manager ("pip", "apt-get", "go install").
     Package { name: String },
 }
@@ -20,7 +22,7 @@ pub enum NameMatch {
 /// instructions).
 #[derive(Debug, Clone, Default)]
 pub struct NameTables {
-    shells: FxHashSet<String>,
+    shells: FxHashSet<Arc<str>>,
     packages: FxHashSet<String>,
     subcommands: FxHashMap<String, FxHashSet<String>>,
     interpreters: FxHashSet<String>,
@@ -35,7 +37,7 @@ impl NameTables {
     pub fn from_rules(r: &Rules) -> Self {
         let set = |v: &Vec<String>| v.iter().cloned().collect::<FxHashSet<_>>();
         Self {
-            shells: set(&r.shell.names),
+            shells: r.shell.names.iter().map(|n| Arc::from(n.as_str())).collect(),
             packages: set(&r.package.names),
             subcommands: r.package.subcommands.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect(),
             interpreters: set(&r.interpreters),
@@ -78,15 +80,17 @@ impl NameTables {
         if let Some(pkg) = self.package_in(comm, args) {
             return Some(NameMatch::Package { name: pkg });
         }
-        if self.is_shell(comm) {
-            return Some(NameMatch::Shell { name: comm.to_string() });
+        if let Some(name) = self.shells.get(basename(comm)) {
+            // A comm with a `/` in it (prctl) keeps its whole text.
+            let name = if name.len() == comm.len() { name.clone() } else { Arc::from(comm) };
+            return Some(NameMatch::Shell { name });
         }
         // busybox acting as a shell: "busybox sh", "busybox ash -c ...".
         if comm == "busybox"
             && let Some(applet) = args.get(1)
             && self.is_shell(applet)
         {
-            return Some(NameMatch::Shell { name: format!("busybox {}", basename(applet)) });
+            return Some(NameMatch::Shell { name: Arc::from(format!("busybox {}", basename(applet))) });
         }
         None
     }
@@ -175,6 +179,13 @@ mod tests {
         assert_eq!(t.classify("busybox", &a(&["busybox", "ls"])), None);
         assert_eq!(t.classify("ls", &a(&["ls", "-l"])), None);
         assert_eq!(t.classify("shx", &a(&["shx"])), None);
+        // The table's name is shared, not copied; a comm with a `/` keeps its text.
+        let name = |comm: &str| match t.classify(comm, &a(&[comm])) {
+            Some(NameMatch::Shell { name }) => name,
+            other => panic!("{comm}: {other:?}"),
+        };
+        assert!(Arc::ptr_eq(&name("bash"), &name("bash")));
+        assert_eq!(&*name("x/bash"), "x/bash");
     }
 
     #[test]
