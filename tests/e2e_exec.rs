@@ -442,6 +442,9 @@ fn metrics_and_health_endpoints() {
     assert_eq!(v("driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}"), 0.0);
     assert_eq!(v("driftwatch_userspace_drops_total{queue=\"events\"}"), 0.0);
     assert!(v("driftwatch_events_total{kind=\"exec\"}") >= 1.0);
+    // The container's cgroup path is remembered (bounded: enrich::memo::SLOTS).
+    let paths = v("driftwatch_cache_entries{cache=\"container_paths\"}");
+    assert!((1.0..=16.0).contains(&paths), "{paths}");
     assert_eq!(v("driftwatch_bpf_programs_attached"), 9.0);
     assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
     assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");

@@ -2,8 +2,9 @@
 //! splits, id and pod-uid checks) was ~1,700 instructions an event, and a
 //! node's events come from a handful of cgroups at a time: a hit is a hash
 //! and a compare. Direct-mapped and fixed in size ([`SLOTS`] paths), so it
-//! needs no eviction and no size metric; only paths that name a container are
-//! kept (the rest fall back to `/proc`, which can change).
+//! needs no eviction (its fill is exported as
+//! `driftwatch_cache_entries{cache="container_paths"}`); only paths that name
+//! a container are kept (the rest fall back to `/proc`, which can change).
 
 use super::{ContainerRef, cgroup::container_from_cgroup_path};
 use std::hash::{BuildHasher, Hasher};
@@ -11,12 +12,25 @@ use std::hash::{BuildHasher, Hasher};
 /// Paths remembered at most.
 pub const SLOTS: usize = 16;
 
+/// Its `cache` label in `driftwatch_cache_entries`.
+pub const CACHE: &str = "container_paths";
+
 #[derive(Default)]
 pub struct ContainerMemo {
     slots: [Option<(String, ContainerRef)>; SLOTS],
+    filled: usize,
 }
 
 impl ContainerMemo {
+    /// Slots in use.
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
     /// [`container_from_cgroup_path`] of `path`, remembered.
     pub fn container(&mut self, path: &str) -> Option<ContainerRef> {
         let mut h = rustc_hash::FxBuildHasher.build_hasher();
@@ -35,7 +49,10 @@ impl ContainerMemo {
                 p.push_str(path);
                 *old = c.clone();
             }
-            None => *slot = Some((path.to_owned(), c.clone())),
+            None => {
+                *slot = Some((path.to_owned(), c.clone()));
+                self.filled += 1;
+            }
         }
         Some(c)
     }
@@ -66,6 +83,14 @@ mod tests {
             }
         }
         assert!(m.container(&paths[0]).is_some_and(|c| c.pod_uid.is_some()));
+        // 49 container paths hashed over 16 slots: most in use, never more;
+        // hits and replacements do not count again.
+        let filled = m.len();
+        assert!((SLOTS / 2..=SLOTS).contains(&filled), "{filled}");
+        for p in &paths {
+            m.container(p);
+        }
+        assert_eq!(m.len(), filled);
         assert_eq!(m.container("user.slice/session-1.scope"), None);
     }
 }

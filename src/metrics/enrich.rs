@@ -154,7 +154,7 @@ impl RegistryMetrics {
         );
         r.register(
             "cache_entries",
-            "Entries of the agent's bounded caches, by cache (copy_up verdicts, container filesystems, kubernetes pod owners)",
+            "Entries of the agent's bounded caches, by cache (copy_up verdicts, container filesystems, kubernetes pod owners, container cgroup paths, ...)",
             m.entries.clone(),
         );
         r.register(
@@ -170,7 +170,7 @@ impl RegistryMetrics {
         m
     }
 
-    /// Sets the size of one cache (`copy_up`, `filesystem`, `kube_owners`).
+    /// Sets the size of one cache (`copy_up`, `filesystem`, `kube_owners`, `container_paths`, ...).
     pub fn cache_entries(&self, cache: &'static str, n: usize) {
         self.entries.get_or_create(&CacheLabel { cache }).set(n as i64);
     }

@@ -111,7 +111,15 @@ impl Pipeline {
     /// The container of an event's process, noted in the registry; a
     /// namespace found not to be a container is handed to the kernel filter.
     fn container(&self, p: &Process) -> Option<ContainerRef> {
-        let from_path = |path: &str| crate::locks::lock(&self.memo).container(path);
+        let from_path = |path: &str| {
+            let mut memo = crate::locks::lock(&self.memo);
+            let filled = memo.len();
+            let c = memo.container(path);
+            if memo.len() != filled {
+                self.d.emitter.metrics().registry_stats.cache_entries(enrich::memo::CACHE, memo.len());
+            }
+            c
+        };
         match enrich::container_of_with(p, from_path) {
             Ok(c) => {
                 self.d.registry.note(&c);
