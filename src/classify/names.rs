@@ -45,7 +45,12 @@ impl NameTables {
     }
 
     pub fn is_shell(&self, name: &str) -> bool {
-        self.shells.contains(basename(name))
+        self.shell(name).is_some()
+    }
+
+    /// The table's entry for a shell named `name` (by its basename).
+    fn shell(&self, name: &str) -> Option<&Arc<str>> {
+        self.shells.get(basename(name))
     }
 
     /// A configured interpreter (`rules.interpreters`).
@@ -80,7 +85,7 @@ impl NameTables {
         if let Some(pkg) = self.package_in(comm, args) {
             return Some(NameMatch::Package { name: pkg });
         }
-        if let Some(name) = self.shells.get(basename(comm)) {
+        if let Some(name) = self.shell(comm) {
             // A comm with a `/` in it (prctl) keeps its whole text.
             let name = if name.len() == comm.len() { name.clone() } else { Arc::from(comm) };
             return Some(NameMatch::Shell { name });
