@@ -46,6 +46,11 @@ const CHUNK: usize = 32;
 /// consolidates its fast bins: 4% of the events thread's CPU in a shell storm.
 const FIRST_ROOM: usize = 16;
 
+/// The shortest sleep worth taking: the default timer slack of a thread
+/// (`PR_GET_TIMERSLACK`, 50 µs). A shorter one may end before the thread is
+/// switched out, and the look it waits for is that close anyway.
+const MIN_SLEEP: Duration = Duration::from_micros(50);
+
 /// At most one log line about dropped events this often (the first at once).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -123,8 +128,27 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
                             backstop
                         }
                     };
-                    busy = false;
-                    metrics.pipeline.reader_woke(sleep_on(ring.as_raw_fd(), timeout));
+                    let was_busy = std::mem::replace(&mut busy, false);
+                    // A look due within the kernel's timer slack (or already
+                    // due: the batch ran past it on a starved CPU) is taken at
+                    // once: such a ppoll returns without sleeping (its timer
+                    // fires before the switch), and is no wakeup.
+                    if timeout > MIN_SLEEP {
+                        let records = sleep_on(ring.as_raw_fd(), timeout);
+                        // The kernel calls a ring buffer readable as soon as a
+                        // record is reserved, before its program has written
+                        // and committed it: ppoll then returns at once, and
+                        // again, until the writer (on another CPU) is done.
+                        // Nothing to read yet is no look: the cadence and the
+                        // look the kernel holds wakeups for stay as they were,
+                        // and the return is not counted as a wakeup.
+                        if records && drain(&mut ring, &tx, &metrics, &mut log) == 0 {
+                            busy = was_busy;
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        metrics.pipeline.reader_woke(records);
+                    }
                     // A look its timer began counts from when it was due, not
                     // from when the switch back in let it run (~0.1-0.2 ms
                     // here): the cadence stays one interval, not an interval
