@@ -23,7 +23,10 @@
 # bench/peer.bt under Debian's bpftrace instead: an exec + write-open watcher, the peer
 # the agent is compared with in the same run; its CPU and RSS are reported as the agent's),
 # compare (with --compare-bin: another driftwatch binary, e.g. the previous revision's,
-# default flags, in the same rounds: an A/B of a change).
+# default flags, in the same rounds: an A/B of a change), floor (shell storm only, no agent:
+# bench/wakefloor sleeps on a timer every sensor.wake_interval_ms beside the storm; its CPU
+# per wakeup, times the agent's wakeups, is what the agent's wakeups alone cost, the floor
+# under its CPU per finding at that cadence).
 # Each round runs every mode of a workload back to back, the mode order rotating from
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
 # agent/baseline medians; per-round ratios are shown as a range. Agent runs also record
@@ -115,7 +118,7 @@ if [[ ! -x $bin ]]; then
   (cd "$REPO" && cargo build --release) >&2
 fi
 # Static, so the same binary runs on the host and inside a busybox container.
-for prog in execstorm openstorm netstorm getppidstorm; do
+for prog in execstorm openstorm netstorm getppidstorm wakefloor; do
   gcc -O2 -static -Wall -o "$work/$prog" "$HERE/$prog.c"
 done
 
@@ -244,6 +247,9 @@ stop_agent() {
 
 peer_pid=
 peer_out=$work/peer.out
+# The agent's look cadence while findings keep coming (its default config).
+wake_ms=$("$bin" default-config | awk '$1 == "wake_interval_ms:" { print $2; exit }')
+[[ $wake_ms =~ ^[0-9]+$ && $wake_ms -gt 0 ]] || die "no sensor.wake_interval_ms in $bin default-config"
 start_peer() {
   : >"$peer_out"
   bpftrace "$HERE/peer.bt" >"$peer_out" 2>&1 &
@@ -284,6 +290,8 @@ agent_ticks() { sed 's/.*) //' "/proc/${1:-$agent_pid}/stat" | awk '{ print $12 
 # storm costs a quiet agent. A thread that exits between two readings takes its
 # share with it, so both are recorded and the ticks bound it from above.
 agent_ns() { cat /proc/"${1:-$agent_pid}"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# Seconds, from nanoseconds $1 (a difference of two agent_ns readings).
+ns_to_s() { awk -v t="$1" 'BEGIN { printf "%.6f", t / 1e9 }'; }
 
 # The detection-latency histogram's bucket counts added from scrape $1 to $2, as JSON.
 latency_json() {
@@ -346,10 +354,34 @@ measure() {
     phwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$peer_pid/status")
     stop_peer
     ptick=$(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
-    pcpu=$(awk -v t=$((n1 - n0)) 'BEGIN { printf "%.6f", t / 1e9 }')
+    pcpu=$(ns_to_s $((n1 - n0)))
     printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"peer_lines":%d}\n' \
       "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$pcpu" "$ptick" "$phwm" "$(grep -c -e '^exec ' -e '^open ' "$peer_out" || true)" >>"$runs"
     log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), bpftrace cpu ${pcpu}s"
+    return
+  fi
+  if [[ $mode == floor ]]; then
+    local floor_out=$work/floor.out fpid n0 n1 w0 w1 fhwm
+    : >"$floor_out"
+    "$work/wakefloor" "$wake_ms" >"$floor_out" &
+    fpid=$!
+    sleep 0.2 # past its exec
+    # Its wakeups and CPU over the same window: SIGUSR1 makes it print its count.
+    n0=$(agent_ns "$fpid")
+    kill -USR1 "$fpid"
+    res=$(run_workload "$w" "$n")
+    read -r secs wcpu <<<"$res"
+    n1=$(agent_ns "$fpid")
+    kill -USR1 "$fpid"
+    sleep 0.1
+    fhwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$fpid/status")
+    kill -TERM "$fpid"
+    wait "$fpid" || die "wakefloor failed"
+    { read -r w0 && read -r w1; } <"$floor_out" || die "wakefloor did not report"
+    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"floor_wakeups":%d}\n' \
+      "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$(ns_to_s $((n1 - n0)))" "$fhwm" \
+      $((w1 - w0)) >>"$runs"
+    log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), $((w1 - w0)) timer wakeups every ${wake_ms} ms"
     return
   fi
   local flags=()
@@ -373,7 +405,7 @@ measure() {
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
   stop_agent
   tick=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
-  cpu=$(awk -v t=$((n1 - n0)) 'BEGIN { printf "%.6f", t / 1e9 }')
+  cpu=$(ns_to_s $((n1 - n0)))
   local -A c=(
     [kernel_events]='^driftwatch_kernel_events_total'
     [kernel_ringbuf_drops]='^driftwatch_kernel_ringbuf_drops_total'
@@ -388,6 +420,7 @@ measure() {
     [file_folded]='^driftwatch_kernel_file_folded_total'
     [file_rate_limited]='^driftwatch_kernel_file_rate_limited_total'
     [map_image_filtered]='^driftwatch_kernel_exec_mappings_total\{verdict="image_filtered"'
+    [reader_wakeups]='^driftwatch_reader_wakeups_total'
   )
   local json k
   json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
@@ -409,7 +442,7 @@ declare -A size=([container_exec_true]=$n_cexec [container_exec_sh]=$n_cexec [co
   [host_net]=$n_net [container_read]=$n_open [container_write]=$n_net [container_write_tmp]=$n_net
   [host_open_read]=$n_open [host_exec_true]=$n_hexec [host_getppid]=$n_sys)
 declare -A modes=([container_exec_true]="baseline agent peer exec_only emit_all"
-  [container_exec_sh]="baseline agent peer emit_all" [container_exec_dyn]="baseline agent peer"
+  [container_exec_sh]="baseline agent peer emit_all floor" [container_exec_dyn]="baseline agent peer"
   [container_net]="baseline agent" [host_net]="baseline agent"
   [container_read]="baseline agent peer exec_only" [container_write]="baseline agent peer"
   [container_write_tmp]="baseline agent peer" [host_getppid]="baseline agent peer exec_only"

@@ -44,7 +44,7 @@ COUNTERS = [
     "userspace_drops_findings", "events_decoded", "findings", "findings_lines",
     "host_filtered", "container_filtered", "container_sent", "net_folded", "file_folded",
     "map_image_filtered",
-    "file_rate_limited",
+    "file_rate_limited", "reader_wakeups", "floor_wakeups",
 ]
 
 
@@ -123,8 +123,27 @@ def summarise(runs):
             fi = sum(r.get("findings", 0) for r in rs)
             s["agent_cpu_s_per_1m_findings"] = cpu / fi * 1e6 if fi >= 1000 * len(rs) else None
             s["agent_vmhwm_kb_max"] = max(r["agent_vmhwm_kb"] for r in rs)
+            if mode == "floor":
+                woke = sum(r.get("floor_wakeups", 0) for r in rs)
+                s["floor_us_per_wakeup"] = cpu / woke * 1e6 if woke else None
             out.append(s)
+    wake_floor(out)
     return out
+
+
+def wake_floor(summary):
+    """The floor under the agent's CPU per finding at its look cadence: its own
+    wakeups (driftwatch_reader_wakeups_total) times what a bare timer wakeup
+    cost beside the same storm (mode floor, bench/wakefloor)."""
+    floor = {s["workload"]: s.get("floor_us_per_wakeup") for s in summary if s["mode"] == "floor"}
+    for s in summary:
+        us = floor.get(s["workload"])
+        if s["mode"] == "floor" or us is None or not s.get("findings_median"):
+            continue
+        wakeups, findings = s["reader_wakeups_median"], s["findings_median"]
+        s["floor_us_per_wakeup"] = us
+        s["wake_floor_s_per_1m_findings"] = us * wakeups / findings if wakeups else None
+        s["findings_per_wakeup"] = findings / wakeups if wakeups else None
 
 
 def fmt(v, spec):
@@ -216,6 +235,15 @@ def main():
           "\np50/p99 = kernel event to finding, driftwatch_detection_latency_seconds, runs with findings only;"
           "\ncompare = --compare-bin's binary, same rounds):")
     print(goals_table(summary))
+    floors = [s for s in summary if s.get("wake_floor_s_per_1m_findings") is not None]
+    if floors:
+        print("\nwake floor (mode floor: bench/wakefloor wakes on a timer at the agent's wake interval beside the"
+              "\nsame storm, no agent; its CPU per wakeup times the agent's reader wakeups = what the agent's"
+              "\nwakeups alone cost per 1M findings, whatever it does when awake):")
+        for s in floors:
+            print(f"{s['workload']:<20} {s['mode']:<8} {s['floor_us_per_wakeup']:6.1f} us a wakeup, {s['findings_per_wakeup']:5.1f} findings a wakeup: "
+                  f"floor {s['wake_floor_s_per_1m_findings']:5.2f} s per 1M findings of the agent's "
+                  f"{fmt(s.get('agent_cpu_s_per_1m_findings'), '.2f')}")
     print(f"JSON: {a.out}")
     bad = [s for s in summary if s["mode"] == "agent" and s["drops_total"]]
     for s in bad:

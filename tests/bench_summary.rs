@@ -1,0 +1,64 @@
+//! The benchmark's summary (bench/summarize.py) on made-up runs: the figures
+//! the README quotes from it, computed as documented. No agent, no kernel:
+//! only the arithmetic between the runs bench/overhead.sh records and the
+//! table it prints, which a slip would silently skew.
+
+use std::{path::Path, process::Command};
+
+/// One run as bench/overhead.sh records it: `cpu` is the agent's (or, in
+/// mode floor, bench/wakefloor's) CPU in seconds.
+fn run_json(workload: &str, mode: &str, round: u32, cpu: f64, extra: &str) -> String {
+    format!(
+        r#"{{"workload":"{workload}","mode":"{mode}","round":{round},"n":5000,"seconds":3.0,"workload_cpu_s":2.9,"agent_cpu_s":{cpu},"agent_vmhwm_kb":22000{extra}}}"#
+    )
+}
+
+/// The wake floor: a bare timer wakeup's CPU (mode floor) times the agent's
+/// reader wakeups, per 1M findings.
+#[test]
+fn the_wake_floor_is_cpu_per_floor_wakeup_times_agent_wakeups_per_finding() {
+    let dir = std::env::temp_dir().join(format!("dw-bench-summary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut runs = Vec::new();
+    for round in 0..2 {
+        runs.push(
+            r#"{"workload":"container_exec_sh","mode":"baseline","round":R,"n":5000,"seconds":2.5,"workload_cpu_s":2.4}"#
+                .replace('R', &round.to_string()),
+        );
+        // 4,000 findings a run (per-1M figures need 1,000), 400 wakeups: 10 a wakeup.
+        runs.push(run_json(
+            "container_exec_sh",
+            "agent",
+            round,
+            0.05,
+            r#","findings":4000,"findings_lines":4000,"reader_wakeups":400"#,
+        ));
+        // 0.006 s over 300 wakeups: 20 us a wakeup.
+        runs.push(run_json("container_exec_sh", "floor", round, 0.006, r#","floor_wakeups":300"#));
+    }
+    let runs_path = dir.join("runs.jsonl");
+    std::fs::write(&runs_path, runs.join("\n") + "\n").unwrap();
+    let out_path = dir.join("summary.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/summarize.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--runs", runs_path.to_str().unwrap(), "--out", out_path.to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "summarize.py failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let rows = summary["summary"].as_array().unwrap();
+    let row = |mode: &str| rows.iter().find(|s| s["mode"] == mode).unwrap_or_else(|| panic!("no {mode} row"));
+    let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9 * want.max(1.0);
+    assert!(close(&row("floor")["floor_us_per_wakeup"], 20.0), "{}", row("floor"));
+    let agent = row("agent");
+    assert!(close(&agent["findings_per_wakeup"], 10.0), "{agent}");
+    // 20 us x 400 wakeups / 4,000 findings = 2 us a finding = 2 s per 1M.
+    assert!(close(&agent["wake_floor_s_per_1m_findings"], 2.0), "{agent}");
+    // 0.05 s / 4,000 findings = 12.5 s per 1M: the agent's own total beside it.
+    assert!(close(&agent["agent_cpu_s_per_1m_findings"], 12.5), "{agent}");
+    assert!(stdout.contains("20.0 us a wakeup") && stdout.contains("floor  2.00 s per 1M findings"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
