@@ -290,6 +290,8 @@ agent_ticks() { sed 's/.*) //' "/proc/${1:-$agent_pid}/stat" | awk '{ print $12 
 # storm costs a quiet agent. A thread that exits between two readings takes its
 # share with it, so both are recorded and the ticks bound it from above.
 agent_ns() { cat /proc/"${1:-$agent_pid}"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# Write syscalls so far of pid $1's live threads (syscw: stdout's writes, a scrape's reply).
+agent_writes() { cat /proc/"${1:-$agent_pid}"/task/*/io 2>/dev/null | awk '$1 == "syscw:" { s += $2 } END { printf "%d\n", s }'; }
 # Seconds, from nanoseconds $1 (a difference of two agent_ns readings).
 ns_to_s() { awk -v t="$1" 'BEGIN { printf "%.6f", t / 1e9 }'; }
 
@@ -390,16 +392,18 @@ measure() {
   agent_bin=$bin
   [[ $mode == compare ]] && agent_bin=$compare_bin
   start_agent "${flags[@]}"
-  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 hwm cpu tick
+  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 hwm cpu tick y0 y1
   scrape "$m0"
   f0=$(wc -l <"$findings")
   t0=$(agent_ticks)
   n0=$(agent_ns)
+  y0=$(agent_writes)
   res=$(run_workload "$w" "$n")
   read -r secs wcpu <<<"$res"
   drain "$m0"
   t1=$(agent_ticks)
   n1=$(agent_ns)
+  y1=$(agent_writes)
   scrape "$m1"
   f1=$(wc -l <"$findings")
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
@@ -423,8 +427,8 @@ measure() {
     [reader_wakeups]='^driftwatch_reader_wakeups_total'
   )
   local json k
-  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d' \
-    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)))
+  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d,"agent_write_syscalls":%d' \
+    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)) $((y1 - y0)))
   for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
   json+=",\"latency_buckets\":$(latency_json "$m0" "$m1")"
   echo "$json}" >>"$runs"

@@ -44,7 +44,7 @@ COUNTERS = [
     "userspace_drops_findings", "events_decoded", "findings", "findings_lines",
     "host_filtered", "container_filtered", "container_sent", "net_folded", "file_folded",
     "map_image_filtered",
-    "file_rate_limited", "reader_wakeups", "floor_wakeups",
+    "file_rate_limited", "reader_wakeups", "floor_wakeups", "agent_write_syscalls",
 ]
 
 
@@ -105,6 +105,8 @@ def summarise(runs):
             }
             for c in COUNTERS:
                 s[c + "_median"] = median([r.get(c, 0) for r in rs])
+            if not any("agent_write_syscalls" in r for r in rs):
+                s["agent_write_syscalls_median"] = None  # runs of a bench before it was counted
             s["drops_total"] = sum(
                 r.get("kernel_ringbuf_drops", 0) + r.get("userspace_drops_events", 0)
                 + r.get("userspace_drops_findings", 0) for r in rs
@@ -144,6 +146,8 @@ def wake_floor(summary):
         s["floor_us_per_wakeup"] = us
         s["wake_floor_s_per_1m_findings"] = us * wakeups / findings if wakeups else None
         s["findings_per_wakeup"] = findings / wakeups if wakeups else None
+        writes = s.get("agent_write_syscalls_median")
+        s["writes_per_wakeup"] = writes / wakeups if wakeups and writes is not None else None
 
 
 def fmt(v, spec):
@@ -241,7 +245,8 @@ def main():
               "\nsame storm, no agent; its CPU per wakeup times the agent's reader wakeups = what the agent's"
               "\nwakeups alone cost per 1M findings, whatever it does when awake):")
         for s in floors:
-            print(f"{s['workload']:<20} {s['mode']:<8} {s['floor_us_per_wakeup']:6.1f} us a wakeup, {s['findings_per_wakeup']:5.1f} findings a wakeup: "
+            print(f"{s['workload']:<20} {s['mode']:<8} {s['floor_us_per_wakeup']:6.1f} us a wakeup, {s['findings_per_wakeup']:5.1f} findings "
+                  f"and {fmt(s.get('writes_per_wakeup'), '.2f')} write syscalls a wakeup: "
                   f"floor {s['wake_floor_s_per_1m_findings']:5.2f} s per 1M findings of the agent's "
                   f"{fmt(s.get('agent_cpu_s_per_1m_findings'), '.2f')}")
     print(f"JSON: {a.out}")

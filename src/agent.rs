@@ -78,6 +78,38 @@ pub fn run_blocking(cfg: Config, opts: Options) -> Result<(), AgentError> {
     result
 }
 
+/// Chunks of events whose findings may wait for one write: at most 256
+/// events, well under a millisecond of judging, so a look that never ends (a
+/// storm that keeps the ring buffer full) still writes its findings promptly.
+const HOLD_CHUNKS: usize = 8;
+
+/// The events thread's handler: judges each event, and writes a look's
+/// findings to stdout in one `write` when the look ends (a look that read
+/// records while it judged used to write once per chunk: ~1.35 writes a
+/// look in a shell storm).
+struct EventsHandler {
+    pipeline: Arc<crate::pipeline::Pipeline>,
+    stdout: Arc<crate::sink::json::Stdout>,
+    held: Option<crate::sink::json::Batch>,
+    chunks: usize,
+}
+
+impl bpf::reader::Handler for EventsHandler {
+    fn handle(&mut self, chunk: Vec<crate::event::Event>) {
+        self.held.get_or_insert_with(|| self.stdout.batch());
+        chunk.into_iter().for_each(|ev| self.pipeline.handle(ev));
+        self.chunks += 1;
+        if self.chunks >= HOLD_CHUNKS {
+            self.idle();
+        }
+    }
+
+    fn idle(&mut self) {
+        self.held = None; // the batch's one write
+        self.chunks = 0;
+    }
+}
+
 /// Trims the heap now and then, so a storm's queues do not stay resident.
 async fn trim_heap(cancel: CancellationToken) {
     let mut tick = tokio::time::interval(crate::heap::TRIM_EVERY);
@@ -218,11 +250,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
         sensor.take_look(),
         wait,
         cap,
-        // A chunk's findings go to stdout in one write, at its end.
-        move |batch| {
-            let _one_write = out.batch();
-            batch.into_iter().for_each(|ev| p.handle(ev));
-        },
+        EventsHandler { pipeline: p, stdout: out, held: None, chunks: 0 },
         rt,
         metrics.clone(),
         stop.clone(),

@@ -25,13 +25,14 @@ fn the_wake_floor_is_cpu_per_floor_wakeup_times_agent_wakeups_per_finding() {
             r#"{"workload":"container_exec_sh","mode":"baseline","round":R,"n":5000,"seconds":2.5,"workload_cpu_s":2.4}"#
                 .replace('R', &round.to_string()),
         );
-        // 4,000 findings a run (per-1M figures need 1,000), 400 wakeups: 10 a wakeup.
+        // 4,000 findings a run (per-1M figures need 1,000), 400 wakeups: 10 a
+        // wakeup; 440 write syscalls: 1.1 a wakeup.
         runs.push(run_json(
             "container_exec_sh",
             "agent",
             round,
             0.05,
-            r#","findings":4000,"findings_lines":4000,"reader_wakeups":400"#,
+            r#","findings":4000,"findings_lines":4000,"reader_wakeups":400,"agent_write_syscalls":440"#,
         ));
         // 0.006 s over 300 wakeups: 20 us a wakeup.
         runs.push(run_json("container_exec_sh", "floor", round, 0.006, r#","floor_wakeups":300"#));
@@ -55,10 +56,16 @@ fn the_wake_floor_is_cpu_per_floor_wakeup_times_agent_wakeups_per_finding() {
     assert!(close(&row("floor")["floor_us_per_wakeup"], 20.0), "{}", row("floor"));
     let agent = row("agent");
     assert!(close(&agent["findings_per_wakeup"], 10.0), "{agent}");
+    assert!(close(&agent["writes_per_wakeup"], 1.1), "{agent}");
     // 20 us x 400 wakeups / 4,000 findings = 2 us a finding = 2 s per 1M.
     assert!(close(&agent["wake_floor_s_per_1m_findings"], 2.0), "{agent}");
     // 0.05 s / 4,000 findings = 12.5 s per 1M: the agent's own total beside it.
     assert!(close(&agent["agent_cpu_s_per_1m_findings"], 12.5), "{agent}");
-    assert!(stdout.contains("20.0 us a wakeup") && stdout.contains("floor  2.00 s per 1M findings"), "{stdout}");
+    assert!(
+        stdout.contains("20.0 us a wakeup")
+            && stdout.contains("1.10 write syscalls a wakeup")
+            && stdout.contains("floor  2.00 s per 1M findings"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

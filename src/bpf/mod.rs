@@ -1,6 +1,7 @@
 //! Loading, attaching and feeding the eBPF sensor (ebpf/driftwatch.bpf.c).
 
 pub mod btf_min;
+pub mod cadence;
 pub mod look;
 pub mod preflight;
 pub mod protect;

@@ -12,6 +12,7 @@
 //! queue, where it is bounded and counted, not into the kernel.
 
 use super::{
+    cadence::Cadence,
     look::Look,
     queue::{self, DropLog, Dropped},
 };
@@ -46,11 +47,6 @@ const CHUNK: usize = 32;
 /// consolidates its fast bins: 4% of the events thread's CPU in a shell storm.
 const FIRST_ROOM: usize = 16;
 
-/// The shortest sleep worth taking: the default timer slack of a thread
-/// (`PR_GET_TIMERSLACK`, 50 µs). A shorter one may end before the thread is
-/// switched out, and the look it waits for is that close anyway.
-const MIN_SLEEP: Duration = Duration::from_micros(50);
-
 /// At most one log line about dropped events this often (the first at once).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -64,7 +60,16 @@ pub struct Wait {
     pub after_records: Duration,
 }
 
-/// Starts the events thread: `handle` gets every decoded event, in ring-buffer
+/// What the events thread hands its decoded events to, on its own thread.
+pub trait Handler: Send + 'static {
+    /// Judges a chunk of events (at most [`CHUNK`]), in ring-buffer order.
+    fn handle(&mut self, chunk: Vec<Event>);
+    /// Nothing is left to handle: the thread is about to sleep (or to end).
+    /// What the handler held back for this look (a write) goes out now.
+    fn idle(&mut self) {}
+}
+
+/// Starts the events thread: `handler` gets every decoded event, in ring-buffer
 /// order, at most [`CHUNK`] at a time, on this thread, inside `rt` (so it may
 /// spawn tokio tasks for what has to wait). `look`: where it tells the
 /// kernel's wake gate when it looked (`super::look`). `capacity`: events the queue
@@ -72,12 +77,12 @@ pub struct Wait {
 /// reason (stop requested, panic). At stop, what is queued is handled before
 /// the thread ends.
 #[allow(clippy::too_many_arguments)]
-pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
+pub fn spawn<H: Handler>(
     mut ring: RingBuf<MapData>,
     look: Option<Look>,
     wait: Wait,
     capacity: usize,
-    mut handle: H,
+    mut handler: H,
     rt: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -93,72 +98,63 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         let backstop = Duration::from_millis(wait.backstop.as_millis().clamp(1, 1000) as u64);
         let gap_ns = wait.after_records.min(Duration::from_secs(1)).as_nanos() as u64;
         let look = look.filter(|_| gap_ns > 0);
-        // Whether the last wakeup found records, and when it began.
-        let (mut busy, mut looked) = (false, boot_ns());
+        let mut cadence = Cadence::new(gap_ns, backstop, boot_ns());
         while !stop.load(Ordering::Relaxed) {
-            busy |= drain(&mut ring, &tx, &metrics, &mut log) > 0;
+            if drain(&mut ring, &tx, &metrics, &mut log).read > 0 {
+                cadence.read_records();
+            }
             match rx.try_recv() {
                 Ok(mut batch) => {
-                    busy = true;
+                    cadence.read_records();
                     // Drain between small chunks: while this thread judges, the
                     // kernel's ring buffer only waits for one chunk (a CPU-starved
                     // storm otherwise overflowed it with drift execs). What is
                     // drained meanwhile queues behind the rest of this batch.
                     while !batch.is_empty() {
-                        handle(next_chunk(&mut batch));
+                        handler.handle(next_chunk(&mut batch));
                         drain(&mut ring, &tx, &metrics, &mut log);
                     }
                 }
                 Err(_) => {
-                    // Nothing queued: sleep until the kernel wakes us or the timer.
-                    // The kernel wakes the reader at most once per wake
-                    // interval, so the last records of a burst (submitted
-                    // within the interval of its wakeup) wake nobody: after
-                    // records, look again one interval after this look began
-                    // (the kernel holds its wakeups until then: `look`), not
-                    // at the backstop timer. An idle node keeps the backstop,
-                    // and withdraws the look so that the next record wakes it.
-                    let due = (busy && gap_ns > 0).then_some(looked + gap_ns);
-                    let timeout = match due {
-                        Some(due) => Duration::from_nanos(due.saturating_sub(boot_ns())),
-                        None => {
-                            if let Some(l) = &look {
-                                l.set(0);
-                            }
-                            backstop
-                        }
-                    };
-                    let was_busy = std::mem::replace(&mut busy, false);
-                    // A look due within the kernel's timer slack (or already
-                    // due: the batch ran past it on a starved CPU) is taken at
-                    // once: such a ppoll returns without sleeping (its timer
-                    // fires before the switch), and is no wakeup.
-                    if timeout > MIN_SLEEP {
+                    // Nothing queued: the look ends with the handler's write.
+                    // Records that came during it are drained (a ring buffer
+                    // with records would end the sleep at once). Those the
+                    // kernel woke us for (drift) are judged now (another
+                    // write); the rest waits in
+                    // the queue for the next look, as records that come after
+                    // the sleep began do (the kernel holds their wakeup until
+                    // then), so that a look is one write.
+                    handler.idle();
+                    let late = drain(&mut ring, &tx, &metrics, &mut log);
+                    if late.read > 0 {
+                        cadence.read_records();
+                    }
+                    if late.urgent {
+                        continue;
+                    }
+                    // Sleep until the kernel wakes us or the cadence's timer
+                    // (`super::cadence`).
+                    let plan = cadence.plan(boot_ns());
+                    if plan.withdraw
+                        && let Some(l) = &look
+                    {
+                        l.set(0);
+                    }
+                    if let Some(timeout) = plan.sleep {
                         let records = sleep_on(ring.as_raw_fd(), timeout);
                         // The kernel calls a ring buffer readable as soon as a
                         // record is reserved, before its program has written
                         // and committed it: ppoll then returns at once, and
                         // again, until the writer (on another CPU) is done.
-                        // Nothing to read yet is no look: the cadence and the
-                        // look the kernel holds wakeups for stay as they were,
-                        // and the return is not counted as a wakeup.
-                        if records && drain(&mut ring, &tx, &metrics, &mut log) == 0 {
-                            busy = was_busy;
+                        // Such a return is not counted as a wakeup.
+                        if records && drain(&mut ring, &tx, &metrics, &mut log).read == 0 {
+                            cadence.nothing_yet(&plan);
                             std::hint::spin_loop();
                             continue;
                         }
                         metrics.pipeline.reader_woke(records);
                     }
-                    // A look its timer began counts from when it was due, not
-                    // from when the switch back in let it run (~0.1-0.2 ms
-                    // here): the cadence stays one interval, not an interval
-                    // plus the switch. A look that ran late (a long batch, a
-                    // starved CPU) counts from now.
-                    let now = boot_ns();
-                    looked = match due {
-                        Some(due) if now >= due && now - due < gap_ns / 4 => due,
-                        _ => now,
-                    };
+                    let looked = cadence.look(&plan, boot_ns());
                     if let Some(l) = &look {
                         l.set(looked);
                     }
@@ -167,9 +163,10 @@ pub fn spawn<H: FnMut(Vec<Event>) + Send + 'static>(
         }
         while let Ok(mut batch) = rx.try_recv() {
             while !batch.is_empty() {
-                handle(next_chunk(&mut batch));
+                handler.handle(next_chunk(&mut batch));
             }
         }
+        handler.idle();
     })
 }
 
@@ -190,17 +187,25 @@ fn next_chunk(batch: &mut Vec<Event>) -> Vec<Event> {
     std::mem::replace(batch, rest)
 }
 
+/// What a drain read.
+struct Drained {
+    /// Records read (decodable or not).
+    read: usize,
+    /// Whether the kernel forced a wakeup for any ([`forced_wakeup`]).
+    urgent: bool,
+}
+
 /// Moves every record the ring buffer holds into the queue, decoded.
-/// Returns how many records it read.
-fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) -> usize {
+fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) -> Drained {
     let mut batch = Vec::new();
     let mut per_kind = [0u64; Event::KINDS.len()];
-    let mut read = 0;
+    let (mut read, mut urgent) = (0, false);
     while let Some(item) = ring.next() {
         read += 1;
         match event::decode(&item) {
             Ok(ev) => {
                 per_kind[ev.kind_index()] += 1;
+                urgent = urgent || forced_wakeup(&ev);
                 if batch.capacity() == 0 {
                     batch.reserve_exact(FIRST_ROOM);
                 }
@@ -224,7 +229,18 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
     if !batch.is_empty() {
         send(tx, batch, metrics, log);
     }
-    read
+    Drained { read, urgent }
+}
+
+/// Whether the kernel forced a wakeup for this record (`emit_submit`'s
+/// `wake` in `ebpf/helpers/emit.h`): an exec it judged drift, a container's
+/// entrypoint, an executable mapping (sent only when drift).
+fn forced_wakeup(ev: &Event) -> bool {
+    match ev {
+        Event::Exec(e) => e.flags.drift() || e.flags.entrypoint(),
+        Event::Map(_) => true,
+        Event::Net(_) | Event::File(_) => false,
+    }
 }
 
 /// Clears the reader's liveness flag however the thread ends.

@@ -3,7 +3,7 @@
 //!
 //! Written by whoever hands the finding over, without a thread of its own:
 //! the events thread (`crate::bpf::reader`) writes all the findings of a
-//! chunk of events in one `write` at its end. A hand-over to a writer thread cost a
+//! look at the ring buffer in one `write` when the look ends. A hand-over to a writer thread cost a
 //! wakeup per batch, and on a VM a wakeup costs more than the batch (about
 //! 40% of the agent's CPU in a shell storm went to waking that thread and
 //! to its side of the switch).
@@ -66,6 +66,9 @@ impl Progress {
         self.done.fetch_add(n, Ordering::SeqCst);
     }
 }
+
+/// Bytes a batch holds back at most before it writes (a pipe's default size).
+const FLUSH_BYTES: usize = 64 << 10;
 
 /// How stdout is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,7 @@ impl Stdout {
         if p.ends.len() >= self.cap {
             return false;
         }
+        let before = p.buf.len();
         match self.format {
             OutputFormat::Json => append_line(&mut p.buf, f),
             OutputFormat::Falco => {
@@ -159,17 +163,24 @@ impl Stdout {
         }
         let end = p.buf.len();
         p.ends.push_back(end);
-        if p.batching == 0 {
+        // A batch holds its lines back, but not past a pipe's default size or
+        // half the cap: a long batch neither grows the buffer nor makes the
+        // cap refuse findings. Only the line that crosses a bound writes (a
+        // full pipe then leaves the rest to the late writer, not to a
+        // retried write per finding).
+        let crossed = (before < FLUSH_BYTES && end >= FLUSH_BYTES) || p.ends.len() == self.cap.div_ceil(2);
+        if p.batching == 0 || crossed {
             self.write_pending(&mut p);
         }
         true
     }
 
     /// Holds the writes of the findings offered until the guard drops, then
-    /// writes them at once (one `write` for a chunk of events).
-    pub fn batch(&self) -> Batch<'_> {
+    /// writes them at once (one `write` for all the findings of a look at the
+    /// ring buffer: `crate::agent`'s handler of the events thread).
+    pub fn batch(self: &Arc<Self>) -> Batch {
         crate::locks::lock(&self.pending).batching += 1;
-        Batch(self)
+        Batch(self.clone())
     }
 
     /// Writes what is pending, as far as stdout takes it without blocking.
@@ -268,9 +279,9 @@ impl Stdout {
 }
 
 /// An open batch of [`Stdout::batch`].
-pub struct Batch<'a>(&'a Stdout);
+pub struct Batch(Arc<Stdout>);
 
-impl Drop for Batch<'_> {
+impl Drop for Batch {
     fn drop(&mut self) {
         let mut p = crate::locks::lock(&self.0.pending);
         p.batching -= 1;
@@ -422,6 +433,50 @@ mod tests {
         let text = reader.join().unwrap();
         assert_eq!(numbers(&text), (0..(written + 200) as u64).collect::<Vec<_>>());
         assert_eq!(s.depth().0, 0);
+    }
+
+    #[test]
+    fn a_batch_writes_early_at_half_the_cap_and_at_a_pipes_size() {
+        let (mut rd, wr) = pipe();
+        let (s, fanout, m) = sink(wr, Kind::NonBlocking, 10);
+        let mut buf = vec![0u8; 1 << 20];
+        {
+            let _b = s.batch();
+            (0..4).for_each(|n| fanout.send(finding(n), &m));
+            assert_eq!(s.depth().0, 4, "held");
+            fanout.send(finding(4), &m);
+            assert_eq!(s.depth().0, 0, "half the cap (5 of 10) written at once: the cap never refuses a batch");
+            let n = rd.read(&mut buf).unwrap();
+            assert_eq!(numbers(std::str::from_utf8(&buf[..n]).unwrap()), (0..5).collect::<Vec<_>>());
+            (5..8).for_each(|n| fanout.send(finding(n), &m));
+            assert_eq!(s.depth().0, 3);
+        }
+        let n = rd.read(&mut buf).unwrap();
+        assert_eq!(numbers(std::str::from_utf8(&buf[..n]).unwrap()), (5..8).collect::<Vec<_>>());
+
+        let (mut rd, wr) = pipe();
+        // SAFETY: fcntl on a pipe fd we own: room for the whole batch.
+        assert!(unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) } > 0);
+        let (s, fanout, m) = sink(wr, Kind::NonBlocking, 100_000);
+        // How many lines it takes to reach 64 KiB.
+        let (mut fit, mut bytes) = (0, 0usize);
+        while bytes < FLUSH_BYTES {
+            let mut l = Vec::new();
+            append_line(&mut l, &finding(fit));
+            bytes += l.len();
+            fit += 1;
+        }
+        let _b = s.batch();
+        (0..fit - 1).for_each(|n| fanout.send(finding(n), &m));
+        assert_eq!(s.depth().0, fit - 1, "held below the pipe's size");
+        fanout.send(finding(fit - 1), &m);
+        assert_eq!(s.depth().0, 0, "written once the batch reaches 64 KiB");
+        let mut got = Vec::new();
+        while got.len() < FLUSH_BYTES {
+            let n = rd.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(numbers(std::str::from_utf8(&got).unwrap()), (0..fit as u64).collect::<Vec<_>>());
     }
 
     #[test]
