@@ -3,6 +3,9 @@
 //!
 //!   cargo bench --bench pipeline            (DW_BENCH_N=200000 events per sample)
 //!
+//! Records are decoded `DW_BENCH_BATCH` at a time (default 256, a full drain)
+//! before they are judged, as the reader does.
+//!
 //! `cargo test` runs it too, without `--bench`, as a smoke run of 200 events
 //! per sample (a debug build timing 200,000 was ten minutes of CI for numbers
 //! nobody reads).
@@ -75,6 +78,16 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const BATCH: usize = 256; // as the reader: one Vec of events per drain
+
+/// Events decoded before they are judged: [`BATCH`], or `DW_BENCH_BATCH`
+/// (a storm's look reads ~16: fewer of a drain's allocations outlive glibc's
+/// per-thread cache).
+fn batch_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("DW_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(BATCH)
+    })
+}
 
 fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
     for (d, b) in dst.iter_mut().zip(s) {
@@ -202,8 +215,8 @@ fn run(
 ) {
     let mut left = n;
     while left > 0 {
-        let k = left.min(BATCH);
-        let mut batch = Vec::with_capacity(BATCH);
+        let k = left.min(batch_size());
+        let mut batch = Vec::with_capacity(k);
         for i in 0..k {
             batch.push(event::decode(&records[i % records.len()]).expect("valid record"));
         }
