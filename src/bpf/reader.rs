@@ -120,10 +120,10 @@ pub fn spawn<H: Handler>(
                     // Records that came during it are drained (a ring buffer
                     // with records would end the sleep at once). Those the
                     // kernel woke us for (drift) are judged now (another
-                    // write); the rest waits in
-                    // the queue for the next look, as records that come after
-                    // the sleep began do (the kernel holds their wakeup until
-                    // then), so that a look is one write.
+                    // write); the rest waits in the queue for the next look,
+                    // as records that come after the sleep began do (the
+                    // kernel holds their wakeup until then), so that a look
+                    // is one write.
                     handler.idle();
                     let late = drain(&mut ring, &tx, &metrics, &mut log);
                     if late.read > 0 {

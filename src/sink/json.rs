@@ -3,10 +3,10 @@
 //!
 //! Written by whoever hands the finding over, without a thread of its own:
 //! the events thread (`crate::bpf::reader`) writes all the findings of a
-//! look at the ring buffer in one `write` when the look ends. A hand-over to a writer thread cost a
-//! wakeup per batch, and on a VM a wakeup costs more than the batch (about
-//! 40% of the agent's CPU in a shell storm went to waking that thread and
-//! to its side of the switch).
+//! look at the ring buffer in one `write` when the look ends. A hand-over to
+//! a writer thread cost a wakeup per batch, and on a VM a wakeup costs more
+//! than the batch (about 40% of the agent's CPU in a shell storm went to
+//! waking that thread and to its side of the switch).
 //!
 //! Never blocking: a pipe or a terminal is written through the agent's own
 //! open file description of it (reopened from `/proc/self/fd/1`, so
