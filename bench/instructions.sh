@@ -20,7 +20,7 @@ command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind (apt-g
 N1=${DW_INSN_N1:-1000}
 N2=${DW_INSN_N2:-5000}
 stages=("$@")
-[[ ${#stages[@]} -gt 0 ]] || stages=(decode classify_no_finding shell_finding_json shell_finding_100_approvals json_line_only)
+[[ ${#stages[@]} -gt 0 ]] || stages=(decode classify_no_finding shell_finding_json shell_finding_pod shell_finding_100_approvals json_line_only)
 
 bin=$(cargo bench --bench pipeline --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys

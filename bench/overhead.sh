@@ -31,7 +31,10 @@
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
 # agent/baseline medians; per-round ratios are shown as a range. Agent runs also record
 # the agent's CPU (ns from /proc/<pid>/task/*/schedstat, until it has drained), kernel events, drops
-# (ring buffer + userspace queues) and findings (metric and lines on its stdout, a file).
+# (ring buffer + userspace queues) and findings (metric and lines on its stdout). The agent's
+# stdout is a pipe that a separate process (cat) copies to a file, as containerd's shim copies a
+# pod's stdout to its log file: the agent pays for writing into a pipe, the copier for the log
+# file (its CPU is recorded too, as stdout_reader_cpu_s).
 #
 # Prints a table on stdout and writes JSON (summary + raw runs) to --out
 # (default /tmp/driftwatch-bench.json). Exits 1 if the agent dropped anything at
@@ -91,7 +94,10 @@ done
 
 work=$(mktemp -d /tmp/driftwatch-bench.XXXXXX)
 runs=$work/runs.jsonl
-findings=$work/findings.jsonl # agent stdout: a file, so a full pipe can never stall it
+findings=$work/findings.jsonl # agent stdout, as copied from its pipe by $stdout_reader_pid
+stdout_fifo=$work/stdout.fifo
+mkfifo "$stdout_fifo"
+stdout_reader_pid=
 agent_log=$work/agent.log
 agent_pid=
 cid=
@@ -218,7 +224,10 @@ if curl -s -o /dev/null --max-time 2 "$url/metrics"; then
 fi
 
 start_agent() { # $@: extra flags; $agent_bin: the binary (default --bin)
-  "${agent_bin:-$bin}" run --metrics-addr "127.0.0.1:$port" "$@" >>"$findings" 2>>"$agent_log" &
+  # The shim's part: copy the pipe to the log file until the agent closes it.
+  cat "$stdout_fifo" >>"$findings" &
+  stdout_reader_pid=$!
+  "${agent_bin:-$bin}" run --metrics-addr "127.0.0.1:$port" "$@" >"$stdout_fifo" 2>>"$agent_log" &
   agent_pid=$!
   local i
   for ((i = 0; i < 300; i++)); do
@@ -243,6 +252,9 @@ stop_agent() {
   kill -KILL "$agent_pid" 2>/dev/null || true
   wait "$agent_pid" 2>/dev/null || true
   agent_pid=
+  # The pipe's last writer is gone: the copier reads what is left and exits.
+  wait "$stdout_reader_pid" 2>/dev/null || true
+  stdout_reader_pid=
 }
 
 peer_pid=
@@ -392,22 +404,24 @@ measure() {
   agent_bin=$bin
   [[ $mode == compare ]] && agent_bin=$compare_bin
   start_agent "${flags[@]}"
-  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 hwm cpu tick y0 y1
+  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 hwm cpu tick y0 y1 r0 r1
   scrape "$m0"
   f0=$(wc -l <"$findings")
   t0=$(agent_ticks)
   n0=$(agent_ns)
   y0=$(agent_writes)
+  r0=$(agent_ns "$stdout_reader_pid")
   res=$(run_workload "$w" "$n")
   read -r secs wcpu <<<"$res"
   drain "$m0"
   t1=$(agent_ticks)
   n1=$(agent_ns)
   y1=$(agent_writes)
+  r1=$(agent_ns "$stdout_reader_pid")
   scrape "$m1"
-  f1=$(wc -l <"$findings")
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
   stop_agent
+  f1=$(wc -l <"$findings") # after the copier has read the pipe to its end
   tick=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
   cpu=$(ns_to_s $((n1 - n0)))
   local -A c=(
@@ -427,8 +441,8 @@ measure() {
     [reader_wakeups]='^driftwatch_reader_wakeups_total'
   )
   local json k
-  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d,"agent_write_syscalls":%d' \
-    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)) $((y1 - y0)))
+  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d,"agent_write_syscalls":%d,"stdout_reader_cpu_s":%s' \
+    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)) $((y1 - y0)) "$(ns_to_s $((r1 - r0)))")
   for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
   json+=",\"latency_buckets\":$(latency_json "$m0" "$m1")"
   echo "$json}" >>"$runs"

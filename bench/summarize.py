@@ -45,6 +45,7 @@ COUNTERS = [
     "host_filtered", "container_filtered", "container_sent", "net_folded", "file_folded",
     "map_image_filtered",
     "file_rate_limited", "reader_wakeups", "floor_wakeups", "agent_write_syscalls",
+    "stdout_reader_cpu_s",
 ]
 
 
@@ -124,6 +125,11 @@ def summarise(runs):
             s["agent_cpu_s_per_1m_kernel_events"] = cpu / ev * 1e6 if ev >= 1000 * len(rs) else None
             fi = sum(r.get("findings", 0) for r in rs)
             s["agent_cpu_s_per_1m_findings"] = cpu / fi * 1e6 if fi >= 1000 * len(rs) else None
+            # What copying the agent's stdout to a file costs its reader (containerd's shim in a pod).
+            copier = [r["stdout_reader_cpu_s"] for r in rs if "stdout_reader_cpu_s" in r]
+            s["stdout_reader_cpu_s_per_1m_findings"] = (
+                sum(copier) / fi * 1e6 if copier and len(copier) == len(rs) and fi >= 1000 * len(rs) else None
+            )
             s["agent_vmhwm_kb_max"] = max(r["agent_vmhwm_kb"] for r in rs)
             if mode == "floor":
                 woke = sum(r.get("floor_wakeups", 0) for r in rs)
@@ -249,6 +255,12 @@ def main():
                   f"and {fmt(s.get('writes_per_wakeup'), '.2f')} write syscalls a wakeup: "
                   f"floor {s['wake_floor_s_per_1m_findings']:5.2f} s per 1M findings of the agent's "
                   f"{fmt(s.get('agent_cpu_s_per_1m_findings'), '.2f')}")
+    copiers = [s for s in summary if s.get("stdout_reader_cpu_s_per_1m_findings") is not None]
+    if copiers:
+        print("\nthe agent's stdout is a pipe; a copier (cat, as containerd's shim for a pod) writes it to a file:")
+        for s in copiers:
+            print(f"{s['workload']:<20} {s['mode']:<8} copier {s['stdout_reader_cpu_s_per_1m_findings']:5.2f} s per 1M findings "
+                  f"(agent {fmt(s.get('agent_cpu_s_per_1m_findings'), '.2f')})")
     print(f"JSON: {a.out}")
     bad = [s for s in summary if s["mode"] == "agent" and s["drops_total"]]
     for s in bad:

@@ -20,12 +20,15 @@
 //!   per-container series, the fan-out queue, and the JSON line the stdout
 //!   sink writes (to `io::sink()`), as in `container_exec_sh`;
 //! - `shell_finding_no_gate`: the same without the policy gate (A/B);
+//! - `shell_finding_pod`: the same for a kubelet pod's container: the
+//!   registry knows its metadata (pod, workload, image, labels), which every
+//!   finding carries;
 //! - `shell_finding_100_approvals`: the same through a policy of 100
 //!   approvals none of which matches (each is checked), against the default
 //!   empty policy of `shell_finding_json` (the agent always has a policy gate).
 //!
-//! Node-only mode (no runtime): the finding goes out with
-//! `driftwatch.metadata.complete: false`, without waiting. Plain `std::time`
+//! Node-only mode (no runtime) except in `shell_finding_pod`: the finding goes
+//! out with `driftwatch.metadata.complete: false`, without waiting. Plain `std::time`
 //! loops; the median of several samples is printed, and the heap allocations
 //! per event (a counting global allocator).
 
@@ -34,6 +37,7 @@ use driftwatch::{
     classify::Classifier,
     config::Config,
     containers::{Registry, RegistryConfig},
+    enrich::cri::ContainerMeta,
     event,
     metrics::{FindingLabels, Metrics},
     pipeline::{Deps, Emitter, Pipeline, PolicyGate, Redaction},
@@ -156,12 +160,35 @@ fn measure(name: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
 }
 
 fn pipeline(policy: &str) -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
-    pipeline_with(Some(policy))
+    pipeline_with(Some(policy), None)
+}
+
+/// What a kubelet's containerd says of the bench's container: a Deployment's
+/// pod, as in the golden findings.
+fn pod_meta() -> ContainerMeta {
+    let labels = [("app", "checkout"), ("pod-template-hash", "7d9f8b6c5d"), ("team", "shop")];
+    ContainerMeta {
+        container_id: ID.into(),
+        container_name: "api".into(),
+        pod_name: "checkout-7d9f8b6c5d-x2k4q".into(),
+        namespace: "shop".into(),
+        pod_uid: "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+        sandbox_id: "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d".into(),
+        image: "registry.example.com/shop/api:v2".into(),
+        image_ref:
+            "registry.example.com/shop/api@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+                .into(),
+        pod_labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        pod_annotations: Default::default(),
+        runtime: "containerd".into(),
+    }
 }
 
 /// `None`: no policy gate at all (the agent before policies), for the A/B.
+/// `meta`: the registry knows the container (a pod's), else it has no runtime.
 fn pipeline_with(
     policy: Option<&str>,
+    meta: Option<ContainerMeta>,
 ) -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
     let mut cfg = Config::from_yaml(policy.unwrap_or_default(), "bench.yaml").expect("bench policy");
     cfg.runtime.enabled = false;
@@ -177,6 +204,9 @@ fn pipeline_with(
     fanout.add("findings_stdout", tx, &metrics);
     let registry =
         Registry::new(RegistryConfig::default(), None, None, metrics.registry_stats.clone(), metrics.cri.clone());
+    if let Some(m) = meta {
+        registry.remember(m);
+    }
     // As the agent: every finding redacted (the default policy) before the fan-out.
     let redaction = cfg.redaction.redactor().expect("valid").map(|r| Redaction::new(r, &metrics));
     let compiled = driftwatch::policy::compile::compile(&cfg.policy).expect("bench policy compiles");
@@ -268,11 +298,15 @@ fn main() {
     let recs = [sh_rec.clone()];
     measure("shell_finding_json", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
 
-    let (p, mut rx, m) = pipeline_with(None);
+    let (p, mut rx, m) = pipeline_with(None, None);
     measure("shell_finding_no_gate", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
     // Again with the gate: the stages alternate, so a drift of the host shows.
     let (p, mut rx, m) = pipeline("");
     measure("shell_finding_json", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+
+    // A kubelet pod's container: its metadata copied into every finding.
+    let (p, mut rx, m) = pipeline_with(Some(""), Some(pod_meta()));
+    measure("shell_finding_pod", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
 
     let approvals: String = (0..100)
         .map(|i| {

@@ -297,7 +297,7 @@ mod tests {
         let i = mounted_config_changed("api", &vol(), &a, &b).unwrap();
         let cl = Classifier::new(&crate::config::Config::default());
         let mut f = cl.config_finding(Subject { id: "c1", runtime: "containerd", pod_uid: None }, i);
-        f.k8s.namespace = Some("payments".into());
+        f.k8s_mut().namespace = Some("payments".into());
         let policy = |yaml: &str| Policy::new(compile(&serde_yaml_ng::from_str(yaml).unwrap()).unwrap());
         for m in ["rule: mounted_config_changed, namespace: payments", "kind: config, rule: 'mounted_config_*'"] {
             let p = policy(&format!("approvals: [{{name: rotation, reason: r, match: {{{m}}}}}]"));

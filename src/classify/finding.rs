@@ -95,8 +95,9 @@ pub struct Finding {
     #[serde(rename = "k8s.node.name")]
     pub node_name: Arc<str>,
     /// Pod, workload and image, from the runtime and the Kubernetes API.
+    /// Shared by the findings of a container (`pipeline::pod_facts`).
     #[serde(flatten)]
-    pub k8s: PodFacts,
+    pub k8s: Arc<PodFacts>,
     /// The process; `None` for configuration drift about a container.
     #[serde(flatten)]
     pub process: Option<ProcessFacts>,
@@ -377,6 +378,11 @@ pub struct ConfigFacts {
 }
 
 impl Finding {
+    /// The pod facts to change: this finding's own copy when they are shared.
+    pub fn k8s_mut(&mut self) -> &mut PodFacts {
+        Arc::make_mut(&mut self.k8s)
+    }
+
     /// One JSON line (no trailing newline).
     pub fn to_json(&self) -> String {
         crate::json_line::to_string(self).unwrap_or_default()

@@ -186,7 +186,7 @@ impl Classifier {
             container_id: c.id.to_string(),
             container_runtime: c.runtime,
             node_name: self.node.clone(),
-            k8s: PodFacts { pod_uid: c.pod_uid.map(str::to_string), ..Default::default() },
+            k8s: std::sync::Arc::new(PodFacts { pod_uid: c.pod_uid.map(str::to_string), ..Default::default() }),
             process: None,
             detail,
             record: None,

@@ -168,6 +168,15 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Keeps `meta` as if the runtime had listed its container (running):
+    /// for runs without a runtime to ask (benchmarks, tests).
+    pub fn remember(&self, meta: ContainerMeta) {
+        let now = Instant::now();
+        let (e, _) = self.entry(&meta.container_id, now);
+        e.saw_event(now);
+        e.store_meta(Arc::new(meta), now);
+    }
+
     /// The container of a kernel event: a known one costs a read lock; a new
     /// one is added (it runs: it just did something).
     pub fn observe(&self, c: &ContainerRef) -> Arc<Container> {

@@ -268,11 +268,12 @@ impl ConfigDrift {
         match &meta {
             Some(m) => apply_metadata(&mut f, m),
             None => {
-                f.k8s.namespace = Some(ev.pod.namespace.clone());
-                f.k8s.pod_name = Some(ev.pod.name.clone());
-                f.k8s.pod_uid = Some(ev.pod.uid.clone()).filter(|u| !u.is_empty());
-                f.k8s.container_name = Some(ev.spec.name.clone());
-                f.k8s.metadata_complete = true;
+                let k = f.k8s_mut();
+                k.namespace = Some(ev.pod.namespace.clone());
+                k.pod_name = Some(ev.pod.name.clone());
+                k.pod_uid = Some(ev.pod.uid.clone()).filter(|u| !u.is_empty());
+                k.container_name = Some(ev.spec.name.clone());
+                k.metadata_complete = true;
             }
         }
         self.report_once(format!("pod:{}/{}", ev.pod.uid, ev.spec.name), f);

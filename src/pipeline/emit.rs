@@ -6,17 +6,14 @@
 
 use super::{
     order::Order,
+    pod_facts::{PodFactsMemo, pod_facts},
     policy::{Gate, PolicyGate},
     redact::Redaction,
 };
 use crate::{
     classify::Finding,
     containers::{Change, Registry},
-    enrich::{
-        cri::{ContainerMeta, Lookup},
-        image::{ImageRef, digest_of_image_ref},
-        workload,
-    },
+    enrich::cri::{ContainerMeta, Lookup},
     metrics::{ContainerFindingLabels, FindingLabels, Metrics},
     sink::Fanout,
 };
@@ -48,6 +45,8 @@ pub struct Emitter {
     policy: Option<Arc<PolicyGate>>,
     /// Evidence capture and quarantine (src/pipeline/respond.rs).
     responder: Option<Arc<super::respond::Responder>>,
+    /// Each container's pod facts, shared by its findings.
+    facts: PodFactsMemo,
 }
 
 /// A finding's place in its container's order ([`super::order`]), taken
@@ -101,6 +100,7 @@ impl Emitter {
             order: Default::default(),
             policy: None,
             responder: None,
+            facts: PodFactsMemo::default(),
         }
     }
 
@@ -159,19 +159,16 @@ impl Emitter {
     }
 
     /// Adds pod metadata (waiting a bounded time for the runtime) and emits.
-    pub fn enrich(self: &Arc<Self>, t: Ticket, mut f: Finding) {
-        if self.registry.cri().is_none() {
-            self.incomplete(t, f, "no_runtime");
-            return;
-        }
+    pub fn enrich(self: &Arc<Self>, t: Ticket, f: Finding) {
         match self.registry.settled(&f.container_id) {
-            Some(Lookup::Found(meta)) => {
-                apply_metadata(&mut f, &meta);
-                return self.emit(t, f);
-            }
+            Some(Lookup::Found(meta)) => return self.found(t, f, &meta),
             Some(Lookup::NotFound) => return self.incomplete(t, f, "not_found"),
             Some(Lookup::Unavailable(reason)) => return self.incomplete(t, f, reason),
             None => {}
+        }
+        if self.registry.cri().is_none() {
+            self.incomplete(t, f, "no_runtime");
+            return;
         }
         let Some(slot) = self.wait_slot() else {
             self.incomplete(t, f, "backlog");
@@ -181,22 +178,32 @@ impl Emitter {
         tokio::spawn(async move {
             let _slot = slot;
             match me.registry.resolve(&f.container_id, me.metadata_wait).await {
-                Lookup::Found(meta) => {
-                    apply_metadata(&mut f, &meta);
-                    me.emit(t, f);
-                }
+                Lookup::Found(meta) => me.found(t, f, &meta),
                 Lookup::NotFound => me.incomplete(t, f, "not_found"),
                 Lookup::Unavailable(reason) => me.incomplete(t, f, reason),
             }
         });
     }
 
-    /// Emits without metadata, saying why.
+    /// Emits with the container's metadata (`f` as the classifier made it:
+    /// its pod facts hold at most the cgroup's pod uid).
+    pub fn found(&self, t: Ticket, mut f: Finding, meta: &Arc<ContainerMeta>) {
+        let api_workload = (!meta.namespace.is_empty() && !meta.pod_name.is_empty())
+            .then(|| self.registry.workload(&meta.namespace, &meta.pod_name))
+            .flatten();
+        f.k8s = self.facts.found(&f.container_id, meta, f.k8s.pod_uid.as_deref(), api_workload, |id| {
+            self.registry.get(id).is_some_and(|c| c.is_running())
+        });
+        self.emit_with(t, f, true);
+    }
+
+    /// Emits without metadata, saying why (`f` as the classifier made it).
     pub fn incomplete(&self, t: Ticket, mut f: Finding, reason: &'static str) {
         self.metrics.pipeline.enrich_failure(reason);
-        f.k8s.metadata_complete = false;
-        f.k8s.metadata_missing = Some(reason);
-        self.emit(t, f);
+        f.k8s = self.facts.missing(&f.container_id, reason, f.k8s.pod_uid.as_deref(), |id| {
+            self.registry.get(id).is_some_and(|c| c.is_running())
+        });
+        self.emit_with(t, f, true);
     }
 
     /// The workload of a finding: the owner the Kubernetes API resolved
@@ -207,16 +214,24 @@ impl Emitter {
         if let (Some(ns), Some(pod)) = (&f.k8s.namespace, &f.k8s.pod_name)
             && let Some((kind, name)) = self.registry.workload(ns, pod)
         {
-            f.k8s.workload_kind = Some(kind);
-            f.k8s.workload_name = Some(name);
+            let k = f.k8s_mut();
+            k.workload_kind = Some(kind);
+            k.workload_name = Some(name);
         }
     }
 
     /// Redacts a finding, counts it and hands it to the sinks: the one place
     /// findings leave the pipeline, so no sink sees a secret it carried; in
     /// its container's order (`t`).
-    pub fn emit(&self, t: Ticket, mut f: Finding) {
-        self.apply_workload(&mut f);
+    pub fn emit(&self, t: Ticket, f: Finding) {
+        self.emit_with(t, f, false);
+    }
+
+    /// [`Self::emit`]; `workload_known`: the facts already hold the API's owner.
+    fn emit_with(&self, t: Ticket, mut f: Finding, workload_known: bool) {
+        if !workload_known {
+            self.apply_workload(&mut f);
+        }
         // Approvals see what the kernel saw (before redaction).
         if let Some(p) = &self.policy
             && p.judge(&mut f) == Gate::Hold
@@ -257,31 +272,7 @@ impl Emitter {
 /// workload set here is the label heuristic; [`Emitter::emit`] replaces it
 /// with the API's owner when the Kubernetes API knows the pod.
 pub fn apply_metadata(f: &mut Finding, m: &ContainerMeta) {
-    let k = &mut f.k8s;
-    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    k.namespace = some(&m.namespace);
-    k.pod_name = some(&m.pod_name);
-    k.pod_uid = some(&m.pod_uid).or(k.pod_uid.take());
-    k.container_name = some(&m.container_name);
-    if !m.pod_name.is_empty() {
-        let w = workload::from_pod(&m.pod_name, &m.pod_labels);
-        k.workload_kind = Some(w.kind);
-        k.workload_name = Some(w.name);
-    }
-    if let Ok(r) = ImageRef::parse(&m.image) {
-        k.image_name = Some(r.name());
-        k.image_tags = Some(r.tags());
-        k.image_repo_digests = r.repo_digest().map(|d| vec![d]);
-    }
-    if let Some(d) = digest_of_image_ref(&m.image_ref) {
-        k.image_id = Some(d.to_string());
-        if m.image_ref.contains('@') {
-            k.image_repo_digests = Some(vec![m.image_ref.clone()]);
-        }
-    }
-    k.pod_labels = m.pod_labels.iter().map(|(k, v)| (format!("k8s.pod.label.{k}"), v.clone())).collect();
-    k.metadata_complete = true;
-    k.metadata_missing = None;
+    f.k8s = Arc::new(pod_facts(m, f.k8s.pod_uid.as_deref(), None));
 }
 
 /// How often gone containers' series are retired.

@@ -12,6 +12,7 @@ pub mod config_drift;
 pub mod config_watch;
 pub mod emit;
 mod order;
+pub mod pod_facts;
 pub mod policy;
 pub mod protect;
 pub mod redact;
@@ -297,16 +298,13 @@ impl Pipeline {
             _ => policy::container_key(&c.id),
         };
         let emitter = &self.d.emitter;
-        let mut f = match judge.judge(&self.d.classifier, ev, c, &key) {
+        let f = match judge.judge(&self.d.classifier, ev, c, &key) {
             Ok(f) => f,
             Err(reason) => return emitter.metrics().pipeline.no_finding(reason.as_str()),
         };
         let t = ticket.unwrap_or_else(|| emitter.ticket(&c.id));
         match meta {
-            Some(Lookup::Found(m)) => {
-                apply_metadata(&mut f, &m);
-                emitter.emit(t, f);
-            }
+            Some(Lookup::Found(m)) => emitter.found(t, f, &m),
             Some(Lookup::NotFound) => emitter.incomplete(t, f, "not_found"),
             Some(Lookup::Unavailable(reason)) => emitter.incomplete(t, f, reason),
             None => emitter.incomplete(t, f, "no_runtime"),

@@ -110,12 +110,12 @@ fn finding_of(kind: crate::classify::Kind, rule: &'static str) -> crate::classif
         crate::classify::Detail::Exec(Default::default()),
     );
     assert_eq!(f.kind, kind);
-    f.k8s.namespace = Some("web".into());
-    f.k8s.workload_name = Some("nginx".into());
-    f.k8s.workload_kind = Some("Deployment");
-    f.k8s.container_name = Some("reloader".into());
-    f.k8s.image_name = Some("docker.io/library/nginx".into());
-    f.k8s.pod_labels.insert("k8s.pod.label.app".into(), "nginx".into());
+    f.k8s_mut().namespace = Some("web".into());
+    f.k8s_mut().workload_name = Some("nginx".into());
+    f.k8s_mut().workload_kind = Some("Deployment");
+    f.k8s_mut().container_name = Some("reloader".into());
+    f.k8s_mut().image_name = Some("docker.io/library/nginx".into());
+    f.k8s_mut().pod_labels.insert("k8s.pod.label.app".into(), "nginx".into());
     f.process = Some(crate::classify::ProcessFacts {
         exe_path: "/usr/bin/inotifyd".into(),
         parent_name: "sh".into(),
@@ -192,7 +192,7 @@ fn each_key_alone_and_combined() {
 fn missing_facts_never_match_and_expiry_applies() {
     use crate::classify::Kind;
     let mut f = finding_of(Kind::Binary, "exec_new_binary");
-    f.k8s.namespace = None;
+    f.k8s_mut().namespace = None;
     let p = Policy::new(compiled("approvals: [{name: a, reason: r, match: {namespace: '*'}}]"));
     assert_eq!(p.approve(&Scope::of(&f), &Subject::of(&f, None, None), 0), None, "no namespace known");
     let p = Policy::new(compiled("approvals: [{name: a, reason: r, match: {kind: binary}, expires: 2027-01-31}]"));

@@ -234,8 +234,8 @@ fn exec_case(j: &Judges, e: Exec, with_meta: bool, post: impl FnOnce(&mut driftw
     if with_meta {
         apply_metadata(&mut f, &meta());
     } else {
-        f.k8s.metadata_complete = false;
-        f.k8s.metadata_missing = Some("no_runtime");
+        f.k8s_mut().metadata_complete = false;
+        f.k8s_mut().metadata_missing = Some("no_runtime");
     }
     json(&f)
 }
@@ -616,11 +616,11 @@ pub fn all() -> Vec<(String, String)> {
     // An ephemeral container the runtime does not know yet: the pod's facts come from the API.
     let issue = config_drift::ephemeral_added("checkout-7d9f8b6c5d-x2k4q", "debugger-x7", "busybox:1.36", Some("api"));
     let mut f = j.cl.config_finding(Subject { id: "", runtime: "cri", pod_uid: None }, issue);
-    f.k8s.namespace = Some("shop".into());
-    f.k8s.pod_name = Some("checkout-7d9f8b6c5d-x2k4q".into());
-    f.k8s.pod_uid = Some(POD_UID.into());
-    f.k8s.container_name = Some("debugger-x7".into());
-    f.k8s.metadata_complete = true;
+    f.k8s_mut().namespace = Some("shop".into());
+    f.k8s_mut().pod_name = Some("checkout-7d9f8b6c5d-x2k4q".into());
+    f.k8s_mut().pod_uid = Some(POD_UID.into());
+    f.k8s_mut().container_name = Some("debugger-x7".into());
+    f.k8s_mut().metadata_complete = true;
     v.push(("ephemeral_container_added", json(&f)));
     // Issue 16: configuration changed under a running container.
     v.push((

@@ -11,12 +11,12 @@ fn finding(rule: &rules::Rule, detail: Detail) -> Finding {
     let mut f =
         c.finding(rule, Subject { id: ID, runtime: "containerd", pod_uid: Some("uid-1") }, 1, "m".into(), detail);
     f.time = "2026-01-02T03:04:05.000000006Z".parse().expect("an RFC 3339 time");
-    f.k8s.namespace = Some("shop".into());
-    f.k8s.pod_name = Some("web-1".into());
-    f.k8s.container_name = Some("api".into());
-    f.k8s.image_name = Some("registry.example.com/shop/api".into());
-    f.k8s.image_tags = Some(vec!["v2".into()]);
-    f.k8s.image_repo_digests = Some(vec!["registry.example.com/shop/api@sha256:11".into()]);
+    f.k8s_mut().namespace = Some("shop".into());
+    f.k8s_mut().pod_name = Some("web-1".into());
+    f.k8s_mut().container_name = Some("api".into());
+    f.k8s_mut().image_name = Some("registry.example.com/shop/api".into());
+    f.k8s_mut().image_tags = Some(vec!["v2".into()]);
+    f.k8s_mut().image_repo_digests = Some(vec!["registry.example.com/shop/api@sha256:11".into()]);
     f.process = Some(ProcessFacts {
         pid: 42,
         parent_pid: 41,

@@ -150,8 +150,8 @@ mod tests {
         let subject = crate::classify::Subject { id: "abc", runtime: "containerd", pod_uid: None };
         let detail = crate::classify::Detail::Exec(Default::default());
         let mut f = c.finding(&rules::SHELL_IN_CONTAINER, subject, 1, "m".into(), detail);
-        f.k8s.workload_kind = Some("StatefulSet");
-        f.k8s.workload_name = Some("db".into());
+        f.k8s_mut().workload_kind = Some("StatefulSet");
+        f.k8s_mut().workload_name = Some("db".into());
         let r = super::super::RecordBuilder::new("https://runbooks.example/").record(&f).expect("a record");
         let attrs: HashMap<String, V> = r.attributes_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let s = |v: &str| V::String(v.to_string().into());
