@@ -97,7 +97,7 @@ pub struct Finding {
     /// Pod, workload and image, from the runtime and the Kubernetes API.
     /// Shared by the findings of a container (`pipeline::pod_facts`).
     #[serde(flatten)]
-    pub k8s: Arc<PodFacts>,
+    pub k8s: Arc<SharedPodFacts>,
     /// The process; `None` for configuration drift about a container.
     #[serde(flatten)]
     pub process: Option<ProcessFacts>,
@@ -162,6 +162,48 @@ pub struct PodFacts {
     /// Why metadata is missing (metric label of `driftwatch_enrich_failures_total`).
     #[serde(rename = "driftwatch.metadata.missing_reason", skip_serializing_if = "Option::is_none")]
     pub metadata_missing: Option<&'static str>,
+}
+
+/// A container's pod facts as its findings share them, with their JSON
+/// entries written once for every line after the first: ~1 KB of a pod's
+/// finding that is the same in each (`json_line::serialize_entries`).
+#[derive(Debug, Default)]
+pub struct SharedPodFacts {
+    facts: PodFacts,
+    json: std::sync::OnceLock<Option<Box<str>>>,
+}
+
+impl From<PodFacts> for SharedPodFacts {
+    fn from(facts: PodFacts) -> Self {
+        Self { facts, json: Default::default() }
+    }
+}
+
+/// A copy is made to be changed: without the JSON of the original.
+impl Clone for SharedPodFacts {
+    fn clone(&self) -> Self {
+        self.facts.clone().into()
+    }
+}
+
+impl PartialEq for SharedPodFacts {
+    fn eq(&self, o: &Self) -> bool {
+        self.facts == o.facts
+    }
+}
+
+impl std::ops::Deref for SharedPodFacts {
+    type Target = PodFacts;
+    fn deref(&self) -> &PodFacts {
+        &self.facts
+    }
+}
+
+impl Serialize for SharedPodFacts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let entries = || self.json.get_or_init(|| crate::json_line::entries_of(&self.facts)).as_deref();
+        crate::json_line::serialize_entries(s, entries, &self.facts)
+    }
 }
 
 /// The process that drifted. For network and file events (no exec) the exec
@@ -380,7 +422,9 @@ pub struct ConfigFacts {
 impl Finding {
     /// The pod facts to change: this finding's own copy when they are shared.
     pub fn k8s_mut(&mut self) -> &mut PodFacts {
-        Arc::make_mut(&mut self.k8s)
+        let shared = Arc::make_mut(&mut self.k8s);
+        shared.json.take();
+        &mut shared.facts
     }
 
     /// One JSON line (no trailing newline).

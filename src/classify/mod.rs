@@ -19,7 +19,9 @@ pub mod network;
 pub mod rules;
 pub mod tags;
 
-pub use finding::{Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts};
+pub use finding::{
+    Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts, SharedPodFacts,
+};
 pub use names::{NameMatch, NameTables};
 pub use rules::Rule;
 
@@ -186,7 +188,7 @@ impl Classifier {
             container_id: c.id.to_string(),
             container_runtime: c.runtime,
             node_name: self.node.clone(),
-            k8s: std::sync::Arc::new(PodFacts { pod_uid: c.pod_uid.map(str::to_string), ..Default::default() }),
+            k8s: std::sync::Arc::new(PodFacts { pod_uid: c.pod_uid.map(str::to_string), ..Default::default() }.into()),
             process: None,
             detail,
             record: None,

@@ -272,7 +272,7 @@ impl Emitter {
 /// workload set here is the label heuristic; [`Emitter::emit`] replaces it
 /// with the API's owner when the Kubernetes API knows the pod.
 pub fn apply_metadata(f: &mut Finding, m: &ContainerMeta) {
-    f.k8s = Arc::new(pod_facts(m, f.k8s.pod_uid.as_deref(), None));
+    f.k8s = Arc::new(pod_facts(m, f.k8s.pod_uid.as_deref(), None).into());
 }
 
 /// How often gone containers' series are retired.

@@ -10,7 +10,7 @@
 //! without metadata share one entry per reason the same way.
 
 use crate::{
-    classify::PodFacts,
+    classify::{PodFacts, SharedPodFacts},
     enrich::{
         cri::ContainerMeta,
         image::{ImageRef, digest_of_image_ref},
@@ -35,7 +35,7 @@ enum Inputs {
 
 #[derive(Default)]
 pub struct PodFactsMemo {
-    by_container: Mutex<HashMap<String, (Inputs, Arc<PodFacts>)>>,
+    by_container: Mutex<HashMap<String, (Inputs, Arc<SharedPodFacts>)>>,
 }
 
 impl PodFactsMemo {
@@ -50,7 +50,7 @@ impl PodFactsMemo {
         fallback_uid: Option<&str>,
         api_workload: Option<WorkloadRef>,
         running: impl Fn(&str) -> bool,
-    ) -> Arc<PodFacts> {
+    ) -> Arc<SharedPodFacts> {
         let fallback_uid = meta.pod_uid.is_empty().then_some(fallback_uid).flatten();
         let same = |known: &Inputs, _: &PodFacts| match known {
             // Pointer first: the registry keeps one Arc per metadata version.
@@ -73,7 +73,7 @@ impl PodFactsMemo {
         reason: &'static str,
         fallback_uid: Option<&str>,
         running: impl Fn(&str) -> bool,
-    ) -> Arc<PodFacts> {
+    ) -> Arc<SharedPodFacts> {
         let same = |known: &Inputs, f: &PodFacts| {
             matches!(known, Inputs::Missing)
                 && f.metadata_missing == Some(reason)
@@ -90,7 +90,7 @@ impl PodFactsMemo {
         same: impl Fn(&Inputs, &PodFacts) -> bool,
         running: impl Fn(&str) -> bool,
         build: impl FnOnce() -> (Inputs, PodFacts),
-    ) -> Arc<PodFacts> {
+    ) -> Arc<SharedPodFacts> {
         let mut memo = lock(&self.by_container);
         if let Some((known, facts)) = memo.get(id)
             && same(known, facts)
@@ -98,7 +98,7 @@ impl PodFactsMemo {
             return facts.clone();
         }
         let (inputs, facts) = build();
-        let facts = Arc::new(facts);
+        let facts = Arc::new(SharedPodFacts::from(facts));
         if memo.len() >= MAX_CONTAINERS && !memo.contains_key(id) {
             memo.retain(|id, _| running(id));
             if memo.len() >= MAX_CONTAINERS {
