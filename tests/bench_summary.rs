@@ -26,13 +26,13 @@ fn the_wake_floor_is_cpu_per_floor_wakeup_times_agent_wakeups_per_finding() {
                 .replace('R', &round.to_string()),
         );
         // 4,000 findings a run (per-1M figures need 1,000), 400 wakeups: 10 a
-        // wakeup; 440 write syscalls: 1.1 a wakeup.
+        // wakeup; 440 write syscalls: 1.1 a wakeup; the stdout copier 0.012 s.
         runs.push(run_json(
             "container_exec_sh",
             "agent",
             round,
             0.05,
-            r#","findings":4000,"findings_lines":4000,"reader_wakeups":400,"agent_write_syscalls":440"#,
+            r#","findings":4000,"findings_lines":4000,"reader_wakeups":400,"agent_write_syscalls":440,"stdout_reader_cpu_s":0.012"#,
         ));
         // 0.006 s over 300 wakeups: 20 us a wakeup.
         runs.push(run_json("container_exec_sh", "floor", round, 0.006, r#","floor_wakeups":300"#));
@@ -61,10 +61,13 @@ fn the_wake_floor_is_cpu_per_floor_wakeup_times_agent_wakeups_per_finding() {
     assert!(close(&agent["wake_floor_s_per_1m_findings"], 2.0), "{agent}");
     // 0.05 s / 4,000 findings = 12.5 s per 1M: the agent's own total beside it.
     assert!(close(&agent["agent_cpu_s_per_1m_findings"], 12.5), "{agent}");
+    // 0.012 s / 4,000 findings = 3 s per 1M for the process that copies the agent's stdout.
+    assert!(close(&agent["stdout_reader_cpu_s_per_1m_findings"], 3.0), "{agent}");
     assert!(
         stdout.contains("20.0 us a wakeup")
             && stdout.contains("1.10 write syscalls a wakeup")
-            && stdout.contains("floor  2.00 s per 1M findings"),
+            && stdout.contains("floor  2.00 s per 1M findings")
+            && stdout.contains("copier  3.00 s per 1M findings (agent 12.50)"),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
