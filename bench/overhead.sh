@@ -47,7 +47,6 @@ REPO=$(dirname "$HERE")
 SOCK=/run/driftwatch-test/containerd.sock
 NS=k8s.io
 IMAGE=${DRIFTWATCH_BENCH_IMAGE:-localhost/driftwatch-test:1} # the test image (tests/image/build.sh)
-RUNC_ROOT=/run/containerd/runc/$NS
 
 quick=0
 out=/tmp/driftwatch-bench.json
@@ -88,7 +87,7 @@ ctr_() { ctr --address "$SOCK" -n "$NS" --timeout 60s "$@"; }
 [[ $(id -u) -eq 0 ]] || die "run as root (loads eBPF, enters container namespaces)"
 # The peer runs under Debian's bpftrace, which the test setup does not install.
 command -v bpftrace >/dev/null || apt-get install -y -q bpftrace >&2 || die "cannot install bpftrace"
-for tool in ctr runc gcc curl python3 bpftrace; do
+for tool in ctr gcc curl python3 bpftrace; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 
@@ -100,18 +99,17 @@ mkfifo "$stdout_fifo"
 stdout_reader_pid=
 agent_log=$work/agent.log
 agent_pid=
+peer_pid=
 cid=
+sandbox=
+pod_bin=
 
 cleanup() {
   local rc=$?
   set +e
   [[ -n $agent_pid ]] && stop_agent
   [[ -n $peer_pid ]] && stop_peer
-  if [[ -n $cid ]]; then
-    ctr_ tasks kill --signal SIGKILL "$cid" >/dev/null 2>&1
-    ctr_ tasks delete --force "$cid" >/dev/null 2>&1
-    ctr_ containers delete "$cid" >/dev/null 2>&1
-  fi
+  [[ -n $sandbox ]] && "$pod_bin" down "$SOCK" "$sandbox" >&2
   if ((keep)); then log "kept $work"; else rm -rf "$work"; fi
   exit "$rc"
 }
@@ -123,6 +121,8 @@ if [[ ! -x $bin ]]; then
   log "building $bin"
   (cd "$REPO" && cargo build --release) >&2
 fi
+(cd "$REPO" && cargo build --release --example bench-pod -q) >&2
+pod_bin=$REPO/target/release/examples/bench-pod
 # Static, so the same binary runs on the host and inside a busybox container.
 for prog in execstorm openstorm netstorm getppidstorm wakefloor; do
   gcc -O2 -static -Wall -o "$work/$prog" "$HERE/$prog.c"
@@ -136,13 +136,15 @@ if ! ctr --address "$SOCK" --connect-timeout 3s version >/dev/null 2>&1 \
   log "private containerd or $IMAGE missing: starting it through the smoke test"
   (cd "$REPO" && DRIFTWATCH_PRIVILEGED_TESTS=1 cargo test --test containerd_smoke) >&2
 fi
-cid=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') # 64 hex, like a CRI container id
-# execstorm's children run with its fixed environment (PATH only): the container's
-# PATH must be the same, or every exec is environment drift (environment_changed,
-# DW_EXEC_ENV_CHANGED) and reaches userspace instead of being filtered in the kernel.
-ctr_ run -d --label driftwatch-bench=1 --env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$IMAGE" "$cid" /bin/sleep 3600 >/dev/null
-cpid=$(runc --root "$RUNC_ROOT" state "$cid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
-log "container ${cid:0:12} init pid $cpid"
+# A pod made through CRI as a kubelet makes it (bench/pod.rs: namespace, a
+# Deployment's pod name and labels), so the agent, pointed at this runtime, puts the
+# pod's metadata in every finding as on a node. Its container runs with PATH only, as
+# execstorm's children do: any other PATH makes every exec environment drift
+# (environment_changed, DW_EXEC_ENV_CHANGED), sent to userspace instead of filtered.
+read -r sandbox cid cpid < <("$pod_bin" up "$SOCK" "$IMAGE" "$(cat /proc/sys/kernel/random/uuid)") ||
+  die "bench-pod could not start the bench's pod"
+[[ -n $cpid ]] || die "bench-pod could not start the bench's pod"
+log "pod bench/storm-7d9f8b6c5d-x2k4q: container ${cid:0:12} init pid $cpid"
 
 # cgroup.procs files of every hierarchy pid $1 belongs to (v1, v2 or hybrid).
 cgroup_procs_files() {
@@ -227,7 +229,8 @@ start_agent() { # $@: extra flags; $agent_bin: the binary (default --bin)
   # The shim's part: copy the pipe to the log file until the agent closes it.
   cat "$stdout_fifo" >>"$findings" &
   stdout_reader_pid=$!
-  "${agent_bin:-$bin}" run --metrics-addr "127.0.0.1:$port" "$@" >"$stdout_fifo" 2>>"$agent_log" &
+  "${agent_bin:-$bin}" run --metrics-addr "127.0.0.1:$port" --runtime-endpoint "unix://$SOCK" "$@" \
+    >"$stdout_fifo" 2>>"$agent_log" &
   agent_pid=$!
   local i
   for ((i = 0; i < 300; i++)); do
@@ -257,7 +260,6 @@ stop_agent() {
   stdout_reader_pid=
 }
 
-peer_pid=
 peer_out=$work/peer.out
 # The agent's look cadence while findings keep coming (its default config).
 wake_ms=$("$bin" default-config | awk '$1 == "wake_interval_ms:" { print $2; exit }')
