@@ -6,7 +6,7 @@
 
 use super::{
     order::Order,
-    pod_facts::{PodFactsMemo, pod_facts},
+    pod_facts::{PodFactsMemo, pod_facts, runtime_name},
     policy::{Gate, PolicyGate},
     redact::Redaction,
 };
@@ -188,6 +188,7 @@ impl Emitter {
     /// Emits with the container's metadata (`f` as the classifier made it:
     /// its pod facts hold at most the cgroup's pod uid).
     pub fn found(&self, t: Ticket, mut f: Finding, meta: &Arc<ContainerMeta>) {
+        f.container_runtime = runtime_name(f.container_runtime, meta);
         let api_workload = (!meta.namespace.is_empty() && !meta.pod_name.is_empty())
             .then(|| self.registry.workload(&meta.namespace, &meta.pod_name))
             .flatten();
@@ -272,6 +273,7 @@ impl Emitter {
 /// workload set here is the label heuristic; [`Emitter::emit`] replaces it
 /// with the API's owner when the Kubernetes API knows the pod.
 pub fn apply_metadata(f: &mut Finding, m: &ContainerMeta) {
+    f.container_runtime = runtime_name(f.container_runtime, m);
     f.k8s = Arc::new(pod_facts(m, f.k8s.pod_uid.as_deref(), None).into());
 }
 

@@ -156,6 +156,16 @@ pub fn pod_facts(m: &ContainerMeta, fallback_uid: Option<&str>, api_workload: Op
     k
 }
 
+/// `container.runtime.name` once the runtime answered for the container: the
+/// kubelet's cgroupfs layout (`kubepods/<qos>/pod<uid>/<id>`) does not say which
+/// runtime made it (`cri`), the runtime that knows the container does.
+pub fn runtime_name(from_cgroup: &'static str, m: &ContainerMeta) -> &'static str {
+    match (from_cgroup, m.runtime_name()) {
+        ("cri", answered) => answered,
+        (layout, _) => layout,
+    }
+}
+
 /// The facts of a finding without metadata: only the cgroup's pod uid.
 fn missing_facts(reason: &'static str, pod_uid: Option<String>) -> PodFacts {
     PodFacts { pod_uid, metadata_complete: false, metadata_missing: Some(reason), ..Default::default() }
@@ -238,6 +248,15 @@ mod tests {
         assert_eq!(memo.missing("c1", "timeout", Some("u9"), |_| true).metadata_missing, Some("timeout"));
         // Metadata that arrives later replaces the entry.
         assert!(memo.found("c1", &Arc::new(meta("p")), Some("u9"), None, |_| true).metadata_complete);
+    }
+
+    #[test]
+    fn the_runtime_that_answered_names_a_container_the_cgroup_layout_does_not() {
+        let m = meta("p");
+        assert_eq!(runtime_name("cri", &m), "containerd");
+        assert_eq!(runtime_name("cri-o", &m), "cri-o", "a layout that names its runtime is kept");
+        let unnamed = ContainerMeta { runtime: String::new(), ..m };
+        assert_eq!(runtime_name("cri", &unnamed), "cri");
     }
 
     #[test]
