@@ -36,6 +36,8 @@ fn pod_drift_is_fully_enriched() {
         agent.wait_for("enriched binary finding", |f| f["container.id"] == api.id.as_str() && f["kind"] == "binary");
     assert_eq!(f["rule"], "exec_new_binary");
     assert_eq!(f["driftwatch.metadata.complete"], true, "{f:#}");
+    // The kubelet's cgroupfs layout (kubepods/<qos>/pod<uid>/<id>) names no runtime: the one that answered does.
+    assert_eq!(f["container.runtime.name"], "containerd", "{f:#}");
     assert_eq!(f["k8s.namespace.name"], "payments");
     assert_eq!(f["k8s.pod.name"], "checkout-7d9f8b6c5d-x2k4q");
     assert_eq!(f["k8s.pod.uid"], uid.as_str());

@@ -192,19 +192,20 @@ impl Emitter {
         let api_workload = (!meta.namespace.is_empty() && !meta.pod_name.is_empty())
             .then(|| self.registry.workload(&meta.namespace, &meta.pod_name))
             .flatten();
-        f.k8s = self.facts.found(&f.container_id, meta, f.k8s.pod_uid.as_deref(), api_workload, |id| {
-            self.registry.get(id).is_some_and(|c| c.is_running())
-        });
+        f.k8s = self.facts.found(&f.container_id, meta, f.k8s.pod_uid.as_deref(), api_workload, |id| self.running(id));
         self.emit_with(t, f, true);
     }
 
     /// Emits without metadata, saying why (`f` as the classifier made it).
     pub fn incomplete(&self, t: Ticket, mut f: Finding, reason: &'static str) {
         self.metrics.pipeline.enrich_failure(reason);
-        f.k8s = self.facts.missing(&f.container_id, reason, f.k8s.pod_uid.as_deref(), |id| {
-            self.registry.get(id).is_some_and(|c| c.is_running())
-        });
+        f.k8s = self.facts.missing(&f.container_id, reason, f.k8s.pod_uid.as_deref(), |id| self.running(id));
         self.emit_with(t, f, true);
+    }
+
+    /// Whether container `id` still runs (the pod facts memo keeps those when full).
+    fn running(&self, id: &str) -> bool {
+        self.registry.get(id).is_some_and(|c| c.is_running())
     }
 
     /// The workload of a finding: the owner the Kubernetes API resolved

@@ -120,8 +120,9 @@ impl PodFactsMemo {
 }
 
 /// What the runtime knows about a container as a finding's facts. The
-/// workload is the API's owner when it resolved one (`api_workload`), else
-/// the heuristic from the pod's name and controller labels (node only).
+/// workload is the API's owner when it resolved one for the pod
+/// (`api_workload`, looked up by namespace and pod name: only for a pod's
+/// container), else the heuristic from the pod's name and controller labels.
 pub fn pod_facts(m: &ContainerMeta, fallback_uid: Option<&str>, api_workload: Option<WorkloadRef>) -> PodFacts {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let mut k = PodFacts {
@@ -137,7 +138,7 @@ pub fn pod_facts(m: &ContainerMeta, fallback_uid: Option<&str>, api_workload: Op
         k.workload_kind = Some(w.kind);
         k.workload_name = Some(w.name);
     }
-    if let Some((kind, name)) = api_workload.filter(|_| k.namespace.is_some() && k.pod_name.is_some()) {
+    if let Some((kind, name)) = api_workload {
         k.workload_kind = Some(kind);
         k.workload_name = Some(name);
     }
