@@ -39,6 +39,14 @@ pub fn lossless(bytes: &[u8]) -> (String, bool) {
     }
 }
 
+/// Like [`lossless`], as inline-when-short text (`crate::event::Text`).
+pub fn lossless_text(bytes: &[u8]) -> (compact_str::CompactString, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.into(), false),
+        Err(_) => (escaped(bytes).into(), true),
+    }
+}
+
 /// Like [`lossless`], reusing the allocation of valid UTF-8.
 pub fn lossless_vec(bytes: Vec<u8>) -> (String, bool) {
     match String::from_utf8(bytes) {

@@ -13,6 +13,10 @@ pub use map::MapEvent;
 pub(crate) use map::tests as map_tests;
 
 use crate::{abi, escape};
+/// A name or argument of an exec: stored inline up to 24 bytes (a comm, most
+/// arguments and many executable paths), so decoding an event does not
+/// allocate once per name. Derefs to `str`; serializes as a string.
+pub use compact_str::CompactString as Text;
 use std::mem::size_of;
 
 /// Where an executed file came from (mirrors `enum dw_exe_source`).
@@ -141,10 +145,11 @@ pub struct Process {
     pub mntns_id: u64,
     /// The container's own process tree or an exec session (decided in the kernel).
     pub origin: Origin,
-    /// Task name (15 bytes at most).
-    pub comm: String,
-    /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>").
-    pub cgroup_path: String,
+    /// Task name (15 bytes at most: stored inline).
+    pub comm: Text,
+    /// Cgroup path tail as the kernel saw it, root first ("k8s.io/<id>"):
+    /// shared by the events of a cgroup.
+    pub cgroup_path: std::sync::Arc<str>,
     /// `comm` was not UTF-8 and is escaped (`crate::escape`).
     pub comm_escaped: bool,
     pub cgroup_path_escaped: bool,
@@ -182,9 +187,9 @@ pub struct ExecEvent {
     pub ino: u64,
     /// `DW_ENV_*`: dynamic-loader variables in the new image's environment.
     pub env_loader: u16,
-    pub parent_comm: String,
-    pub path: String,
-    pub args: Vec<String>,
+    pub parent_comm: Text,
+    pub path: Text,
+    pub args: Vec<Text>,
     /// Names that were not UTF-8 and are escaped (`crate::escape`); one flag
     /// for all of `args`, each escaped once one must be.
     pub parent_comm_escaped: bool,
@@ -391,9 +396,16 @@ fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
 }
 
 /// A NUL-terminated name from a fixed buffer, and whether it is escaped.
-fn c_str(raw: &[std::ffi::c_char]) -> (String, bool) {
+fn c_str(raw: &[std::ffi::c_char]) -> (Text, bool) {
     let b = c_bytes(raw);
-    escape::lossless(until_nul(b))
+    escape::lossless_text(until_nul(b))
+}
+
+/// [`c_str_len`] as a `String`: a file's path, usually longer than inline text.
+fn c_string_len(raw: &[std::ffi::c_char], len: u16) -> (String, bool) {
+    let b = c_bytes(raw);
+    let len = (len as usize).min(b.len());
+    escape::lossless(until_nul(&b[..len]))
 }
 
 /// `b` up to its first NUL (all of it without one). memchr, not a byte loop:
@@ -404,17 +416,17 @@ fn until_nul(b: &[u8]) -> &[u8] {
 }
 
 /// A name of `len` bytes from a fixed buffer (len clamped to the buffer).
-fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> (String, bool) {
+fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> (Text, bool) {
     let b = c_bytes(raw);
     let len = (len as usize).min(b.len());
-    escape::lossless(until_nul(&b[..len]))
+    escape::lossless_text(until_nul(&b[..len]))
 }
 
 /// argv as the kernel copied it: each argument ends with a NUL (empty ones
 /// too: `sh -c '' x` is not `sh -c x`); bytes after the last NUL are an
 /// argument cut short. One validation of the whole buffer: NUL is ASCII, so
 /// it is UTF-8 exactly when every argument is.
-fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<String>, bool) {
+fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<Text>, bool) {
     let b = c_bytes(raw);
     let b = match b.get(..len as usize) {
         Some(b) => b,
@@ -428,8 +440,8 @@ fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<String>, bool) {
     let b = b.strip_suffix(&[0]).unwrap_or(b);
     match std::str::from_utf8(b) {
         // memchr, not `str::split(char)` (its char searcher: ~190 instructions a call).
-        Ok(s) => (split_nul(s).map(str::to_owned).collect(), false),
-        Err(_) => (b.split(|&c| c == 0).map(escape::escaped).collect(), true),
+        Ok(s) => (split_nul(s).map(Text::from).collect(), false),
+        Err(_) => (b.split(|&c| c == 0).map(|a| escape::escaped(a).into()).collect(), true),
     }
 }
 
@@ -467,19 +479,47 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
+/// Slots of [`cgroup_path`]'s cache of the paths it decoded last.
+const CGROUP_SLOTS: usize = 16;
+
+/// The decoding thread's buffer for a cgroup path being assembled, and its
+/// cache of the paths decoded last (round-robin, [`CGROUP_SLOTS`] of them).
+#[derive(Default)]
+struct CgroupPaths {
+    buf: Vec<u8>,
+    slots: [Option<std::sync::Arc<str>>; CGROUP_SLOTS],
+    next: usize,
+}
+
+thread_local! {
+    static CGROUP_PATHS: std::cell::RefCell<CgroupPaths> = std::cell::RefCell::default();
+}
+
 /// Cgroup path components, leaf first in the record, as a path root first,
-/// and whether it is escaped. Built in one allocation (the bytes become the
-/// `String` when they are UTF-8), not a `String` per component.
-fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) -> (String, bool) {
-    let names = levels.iter().map(|level| until_nul(c_bytes(level)));
-    let mut path = Vec::with_capacity(names.clone().map(|n| n.len() + 1).sum());
-    for name in names.rev().filter(|n| !n.is_empty()) {
-        if !path.is_empty() {
-            path.push(b'/');
+/// and whether it is escaped. A node's events come from a handful of cgroups
+/// at a time: a path decoded lately is shared, not allocated again (~100
+/// bytes an event). Only UTF-8 paths are cached, so a hit is never escaped.
+fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) -> (std::sync::Arc<str>, bool) {
+    CGROUP_PATHS.with_borrow_mut(|c| {
+        c.buf.clear();
+        let names = levels.iter().map(|level| until_nul(c_bytes(level)));
+        for name in names.rev().filter(|n| !n.is_empty()) {
+            if !c.buf.is_empty() {
+                c.buf.push(b'/');
+            }
+            c.buf.extend_from_slice(name);
         }
-        path.extend_from_slice(name);
-    }
-    escape::lossless_vec(path)
+        if let Some(hit) = c.slots.iter().flatten().find(|p| p.as_bytes() == c.buf) {
+            return (hit.clone(), false);
+        }
+        let (text, escaped) = escape::lossless(&c.buf);
+        let path: std::sync::Arc<str> = text.into();
+        if !escaped {
+            c.slots[c.next] = Some(path.clone());
+            c.next = (c.next + 1) % CGROUP_SLOTS;
+        }
+        (path, escaped)
+    })
 }
 
 /// A name given as `dir/` (mkdir -p, rmdir dir/) is the same path as `dir`.
@@ -580,8 +620,8 @@ fn decode_file(buf: &[u8]) -> Result<FileEvent, DecodeError> {
         other => return Err(DecodeError::BadValue { field: "op", value: other as u64 }),
     };
     let target =
-        matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink).then(|| c_str_len(&r.path2, r.path2_len));
-    let (path, path_escaped) = without_trailing_slash(c_str_len(&r.path, r.path_len));
+        matches!(op, FileOp::Rename | FileOp::Link | FileOp::Symlink).then(|| c_string_len(&r.path2, r.path2_len));
+    let (path, path_escaped) = without_trailing_slash(c_string_len(&r.path, r.path_len));
     Ok(FileEvent {
         proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, &r.cgroup, r.origin)?,
         op,
@@ -629,7 +669,7 @@ fn decode_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
     let r = view_pod::<abi::dw_exec>(buf, "exec record")?;
     let flags = ExecFlags(r.flags);
     let (script, script_escaped) = if flags.script() {
-        let (path, escaped) = c_str_len(&r.script, r.script_len);
+        let (path, escaped) = c_string_len(&r.script, r.script_len);
         (Some((clean_script_path(path), ExeSource::from_raw(r.script_source)?)), escaped)
     } else {
         (None, false)
@@ -714,13 +754,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cgroup_paths_decoded_lately_are_shared_and_the_cache_stays_fixed() {
+        let path_of = |leaf: &[u8]| {
+            let rec = exec_record(|r| {
+                r.cgroup[0] = [0; abi::DW_CGROUP_NAME_LEN as usize];
+                put(&mut r.cgroup[0], leaf);
+            });
+            let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
+            (e.proc.cgroup_path, e.proc.cgroup_path_escaped)
+        };
+        let (a, _) = path_of(b"aaaa");
+        let (b, _) = path_of(b"aaaa");
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "the second event shares the first one's path");
+        assert_eq!(&*a, "k8s.io/aaaa");
+        // A path that is not UTF-8 is escaped anew each time, never cached.
+        let (e1, esc1) = path_of(b"bad\xfe\xff");
+        let (e2, esc2) = path_of(b"bad\xfe\xff");
+        assert!(esc1 && esc2 && e1 == e2 && !std::sync::Arc::ptr_eq(&e1, &e2), "{e1}");
+        // More paths than slots: the oldest are replaced, the count stays fixed.
+        for i in 0..CGROUP_SLOTS {
+            path_of(format!("other{i}").as_bytes());
+        }
+        let (c, _) = path_of(b"aaaa");
+        assert!(!std::sync::Arc::ptr_eq(&a, &c) && a == c, "replaced, then decoded again");
+        CGROUP_PATHS.with_borrow(|p| assert_eq!(p.slots.iter().flatten().count(), CGROUP_SLOTS));
+    }
+
+    #[test]
     fn decodes_exec() {
         let Event::Exec(e) = decode(&exec_record(|_| {})).unwrap() else { panic!("not exec") };
         assert_eq!(e.proc.tgid, 42);
         assert_eq!(e.proc.ppid, 7);
         assert_eq!(e.path, "/tmp/x");
         assert_eq!(e.args, vec!["/tmp/x", "-v"]);
-        assert_eq!(e.proc.cgroup_path, "k8s.io/0123");
+        assert_eq!(&*e.proc.cgroup_path, "k8s.io/0123");
         assert_eq!(e.exe_source, ExeSource::UpperLayer);
         assert!(e.flags.drift());
         assert_eq!(e.proc.comm, "x");
@@ -832,7 +899,7 @@ pub(crate) mod tests {
         assert_eq!(a.args, vec!["/root/bad\\xff\\xfe", "a\\\\b"]);
         assert_eq!(escape::raw(&a.args[1], a.args_escaped).as_ref(), b"a\\b");
         // A valid cgroup name with a literal "\xff" is left as it is.
-        assert_eq!((a.proc.cgroup_path.as_str(), a.proc.cgroup_path_escaped), ("k8s.io/0123\\xff", false));
+        assert_eq!((&*a.proc.cgroup_path, a.proc.cgroup_path_escaped), ("k8s.io/0123\\xff", false));
 
         let mut r = abi::dw_file::default();
         r.hdr.kind = abi::DW_KIND_FILE as u16;

@@ -20,6 +20,7 @@
 //! is anything located, allocated or rewritten. The command line is joined in
 //! a per-thread buffer, reused.
 
+use crate::event::Text;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use std::cell::RefCell;
 
@@ -425,14 +426,15 @@ impl Redactor {
         spans
     }
 
-    /// Redacts one text; what matched, or nothing (and no allocation).
-    pub fn redact_text(&self, s: &mut String) -> Hits {
+    /// Redacts one text (a `String` or inline `Text`); what matched, or
+    /// nothing (and no allocation).
+    pub fn redact_text<S: std::ops::Deref<Target = str> + From<String>>(&self, s: &mut S) -> Hits {
         if !self.set.is_match(s) {
             return Hits::default();
         }
         let (hits, spans) = merge(self.find(s, true, false));
         if !hits.is_empty() {
-            *s = rewrite(s, 0, s.len(), &spans);
+            *s = rewrite(s, 0, s.len(), &spans).into();
         }
         hits
     }
@@ -440,7 +442,7 @@ impl Redactor {
     /// Redacts a command line (`truncated`: the kernel cut its end). Matched as
     /// one string, arguments joined by single spaces; each argument keeps what
     /// no span covers. None when nothing matched (and no allocation).
-    pub fn redact_args(&self, args: &mut [String], truncated: bool) -> Option<ArgsRedaction> {
+    pub fn redact_args(&self, args: &mut [Text], truncated: bool) -> Option<ArgsRedaction> {
         if args.is_empty() {
             return None;
         }
@@ -473,7 +475,7 @@ impl Redactor {
             for (a, &(start, end)) in args.iter_mut().zip(&bounds) {
                 let mine: Vec<Span> = spans.iter().filter(|s| s.start < end && s.end > start).copied().collect();
                 if !mine.is_empty() {
-                    *a = rewrite(&joined, start, end, &mine);
+                    *a = rewrite(&joined, start, end, &mine).into();
                 }
             }
             let after = args.join(" ");

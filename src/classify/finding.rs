@@ -8,7 +8,7 @@
 //! flattened, so the JSON is one flat object; the key order is pinned by the
 //! golden files in `tests/golden/findings/`.
 
-use crate::config::Severity;
+use crate::{config::Severity, event::Text};
 use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -214,12 +214,12 @@ pub struct ProcessFacts {
     pub pid: u32,
     #[serde(rename = "process.parent_pid")]
     pub parent_pid: u32,
-    #[serde(rename = "process.executable.path", skip_serializing_if = "String::is_empty")]
-    pub exe_path: String,
-    #[serde(rename = "process.executable.name", skip_serializing_if = "String::is_empty")]
-    pub exe_name: String,
+    #[serde(rename = "process.executable.path", skip_serializing_if = "Text::is_empty")]
+    pub exe_path: Text,
+    #[serde(rename = "process.executable.name", skip_serializing_if = "Text::is_empty")]
+    pub exe_name: Text,
     #[serde(rename = "process.command_args", skip_serializing_if = "Vec::is_empty")]
-    pub command_args: Vec<String>,
+    pub command_args: Vec<Text>,
     #[serde(rename = "process.user.id")]
     pub uid: u32,
     #[serde(rename = "process.group.id")]
@@ -227,8 +227,8 @@ pub struct ProcessFacts {
     /// Has a controlling terminal (OTel `process.interactive`).
     #[serde(rename = "process.interactive")]
     pub interactive: bool,
-    #[serde(rename = "driftwatch.process.parent.name", skip_serializing_if = "String::is_empty")]
-    pub parent_name: String,
+    #[serde(rename = "driftwatch.process.parent.name", skip_serializing_if = "Text::is_empty")]
+    pub parent_name: Text,
     /// `container` (the container's own process tree, descended from its
     /// init) or `exec_session` (kubectl exec, CRI ExecSync, runc exec,
     /// nsenter, and what they started).
@@ -241,7 +241,7 @@ pub struct ProcessFacts {
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct RecordFacts {
     #[serde(rename = "driftwatch.cgroup.path")]
-    pub cgroup_path: String,
+    pub cgroup_path: Arc<str>,
     /// The executable's path was cut (exec findings; file findings say it
     /// with `driftwatch.file.path_truncated`).
     #[serde(rename = "driftwatch.exe.path_truncated", skip_serializing_if = "is_false")]
@@ -458,7 +458,7 @@ impl Finding {
     }
 
     /// The command line, or nothing.
-    pub fn command_args(&self) -> &[String] {
+    pub fn command_args(&self) -> &[Text] {
         self.process.as_ref().map_or(&[], |p| p.command_args.as_slice())
     }
 

@@ -5,7 +5,7 @@
 //! script. Inline code (`-c`, `-e`, `python -m`) is not a file: none.
 
 use super::names::NameTables;
-use crate::event::basename;
+use crate::event::{Text, basename};
 
 /// How an interpreter family reads its command line.
 struct Family {
@@ -94,12 +94,12 @@ fn family(name: &str, tables: &NameTables) -> Option<&'static Family> {
 }
 
 /// The script operand of `args` (argv, the interpreter first) per `f`.
-fn operand<'a>(f: &Family, args: &'a [String]) -> Option<&'a str> {
+fn operand<'a>(f: &Family, args: &'a [Text]) -> Option<&'a str> {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].as_str();
         if a == "--" {
-            return args.get(i + 1).map(String::as_str).filter(|s| *s != "-");
+            return args.get(i + 1).map(Text::as_str).filter(|s| *s != "-");
         }
         if a == "-" {
             return None; // stdin
@@ -124,7 +124,7 @@ fn operand<'a>(f: &Family, args: &'a [String]) -> Option<&'a str> {
             }
             if f.file_option == Some(c) {
                 let rest = &cluster[at + c.len_utf8()..];
-                return if rest.is_empty() { args.get(i + 1).map(String::as_str) } else { Some(rest) };
+                return if rest.is_empty() { args.get(i + 1).map(Text::as_str) } else { Some(rest) };
             }
             if f.with_value.contains(&c) {
                 skip_next = cluster[at + c.len_utf8()..].is_empty();
@@ -137,13 +137,13 @@ fn operand<'a>(f: &Family, args: &'a [String]) -> Option<&'a str> {
 }
 
 /// `java [options] -jar FILE`: the archive is the program.
-fn java_jar(args: &[String]) -> Option<&str> {
+fn java_jar(args: &[Text]) -> Option<&str> {
     let at = args.iter().position(|a| a == "-jar")?;
-    args.get(at + 1).map(String::as_str)
+    args.get(at + 1).map(Text::as_str)
 }
 
 /// `env [-i] [-u NAME] [NAME=VALUE]... program args...`: the program's argv.
-fn env_program(args: &[String]) -> Option<&[String]> {
+fn env_program(args: &[Text]) -> Option<&[Text]> {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].as_str();
@@ -162,11 +162,11 @@ fn env_program(args: &[String]) -> Option<&[String]> {
 /// file, as named on its command line (maybe relative to its cwd). None for
 /// inline code, stdin, a module, or a program that is not a known
 /// interpreter (the configured `rules.interpreters` and shells).
-pub fn script_operand<'a>(tables: &NameTables, comm: &str, args: &'a [String]) -> Option<&'a str> {
+pub fn script_operand<'a>(tables: &NameTables, comm: &str, args: &'a [Text]) -> Option<&'a str> {
     script_operand_at(tables, comm, args, 0)
 }
 
-fn script_operand_at<'a>(tables: &NameTables, comm: &str, args: &'a [String], depth: u8) -> Option<&'a str> {
+fn script_operand_at<'a>(tables: &NameTables, comm: &str, args: &'a [Text], depth: u8) -> Option<&'a str> {
     // argv[0] names the program better than comm (cut at 15 bytes); a `#!`
     // script's comm is its own name, and the kernel judged those already.
     let name = args.first().map_or(comm, |a| basename(a));
@@ -199,7 +199,7 @@ mod tests {
 
     fn op(args: &[&str]) -> Option<String> {
         let t = NameTables::from_rules(&Config::default().rules);
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let args: Vec<Text> = args.iter().map(|&s| Text::from(s)).collect();
         script_operand(&t, basename(&args[0]), &args).map(str::to_string)
     }
 

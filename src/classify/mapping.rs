@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     enrich::ContainerRef,
-    event::{ExeSource, MapEvent, basename},
+    event::{ExeSource, MapEvent, Text, basename},
 };
 
 /// The dynamic loader run as a program: glibc `ld-linux-x86-64.so.2`,
@@ -33,12 +33,12 @@ const LOADER_VALUED: [&str; 7] = [
 ];
 
 /// The program a loader command line runs: its first operand.
-pub fn loader_program(args: &[String]) -> Option<&str> {
+pub fn loader_program(args: &[Text]) -> Option<&str> {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].as_str();
         if a == "--" {
-            return args.get(i + 1).map(String::as_str);
+            return args.get(i + 1).map(Text::as_str);
         }
         if !a.starts_with("--") {
             return Some(a);
@@ -151,7 +151,7 @@ mod tests {
         };
         e.exe = exe.into();
         e.path = path.into();
-        e.args = args.iter().map(|s| s.to_string()).collect();
+        e.args = args.iter().map(|&s| Text::from(s)).collect();
         *e
     }
 

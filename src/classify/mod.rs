@@ -105,6 +105,11 @@ pub struct Classifier {
     names: NameTables,
     clock: BootClock,
     node: std::sync::Arc<str>,
+    /// The pod facts a new finding starts with (only the pod uid of its
+    /// cgroup) last made, shared by the next finding from the same pod: the
+    /// emitter replaces them with the runtime's, so making them anew was two
+    /// allocations a finding thrown away.
+    start_facts: std::sync::Mutex<std::sync::Arc<SharedPodFacts>>,
 }
 
 /// Names of the `DW_ENV_*` loader variables in `bits`.
@@ -157,7 +162,19 @@ impl Classifier {
             names: NameTables::from_rules(&cfg.rules),
             clock: BootClock::new(),
             node: crate::node::name().into(),
+            start_facts: Default::default(),
         }
+    }
+
+    /// The pod facts a finding about a container of pod `pod_uid` starts with.
+    fn start_facts(&self, pod_uid: Option<&str>) -> std::sync::Arc<SharedPodFacts> {
+        let Ok(mut last) = self.start_facts.lock() else {
+            return std::sync::Arc::new(PodFacts { pod_uid: pod_uid.map(str::to_string), ..Default::default() }.into());
+        };
+        if last.pod_uid.as_deref() != pod_uid {
+            *last = std::sync::Arc::new(PodFacts { pod_uid: pod_uid.map(str::to_string), ..Default::default() }.into());
+        }
+        last.clone()
     }
 
     /// Every rule this classifier can emit, with its configured severity
@@ -188,7 +205,7 @@ impl Classifier {
             container_id: c.id.to_string(),
             container_runtime: c.runtime,
             node_name: self.node.clone(),
-            k8s: std::sync::Arc::new(PodFacts { pod_uid: c.pod_uid.map(str::to_string), ..Default::default() }.into()),
+            k8s: self.start_facts(c.pod_uid),
             process: None,
             detail,
             record: None,
@@ -432,8 +449,8 @@ mod tests {
             ino: 77,
             env_loader: 0,
             parent_comm: "runc:[2:INIT]".into(),
-            path: format!("/bin/{comm}"),
-            args: args.iter().map(|s| s.to_string()).collect(),
+            path: format!("/bin/{comm}").into(),
+            args: args.iter().map(|&s| s.into()).collect(),
             parent_comm_escaped: false,
             path_escaped: false,
             args_escaped: false,
@@ -447,6 +464,24 @@ mod tests {
 
     fn cl() -> Classifier {
         Classifier::new(&Config::default())
+    }
+
+    #[test]
+    fn findings_of_one_pod_start_from_shared_pod_facts() {
+        let cl = cl();
+        let pod = |uid: Option<&str>| ContainerRef { pod_uid: uid.map(|u| u.into()), ..c() };
+        let uid = "0c2a3d5e-1111-2222-3333-444455556666";
+        let judge = |c: &ContainerRef| cl.exec(ev("x", &["x"], ExeSource::UpperLayer, abi::DW_EXEC_DRIFT), c).unwrap();
+        let (a, b) = (judge(&pod(Some(uid))), judge(&pod(Some(uid))));
+        assert!(std::sync::Arc::ptr_eq(&a.k8s, &b.k8s));
+        assert_eq!(a.k8s.pod_uid.as_deref(), Some(uid));
+        let other = judge(&pod(Some("9f")));
+        assert_eq!(other.k8s.pod_uid.as_deref(), Some("9f"), "another pod's uid, never the last one's");
+        assert_eq!(judge(&pod(None)).k8s.pod_uid, None);
+        // A private copy to edit leaves the shared facts alone.
+        let mut c = judge(&pod(Some(uid)));
+        c.k8s_mut().namespace = Some("edited".into());
+        assert_eq!((a.k8s.namespace.as_deref(), judge(&pod(Some(uid))).k8s.namespace.as_deref()), (None, None));
     }
 
     #[test]

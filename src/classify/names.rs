@@ -1,7 +1,11 @@
 //! Program-name tables compiled from the config: shells, package managers,
 //! interpreters. Also exported to the kernel's `exec_names` filter map.
 
-use crate::{abi, config::Rules, event::basename};
+use crate::{
+    abi,
+    config::Rules,
+    event::{Text, basename},
+};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::{collections::HashMap, sync::Arc};
 
@@ -81,7 +85,7 @@ impl NameTables {
     /// Classifies an exec by the kernel's comm (the basename of the executed
     /// path, or of the script for `#!` scripts) and its argv. Package managers
     /// win over shells: `sh /usr/bin/apt-get` is package drift.
-    pub fn classify(&self, comm: &str, args: &[String]) -> Option<NameMatch> {
+    pub fn classify(&self, comm: &str, args: &[Text]) -> Option<NameMatch> {
         if let Some(pkg) = self.package_in(comm, args) {
             return Some(NameMatch::Package { name: pkg });
         }
@@ -102,7 +106,7 @@ impl NameTables {
 
     /// `name` is a package manager run with `rest` as its arguments: always
     /// for plain managers, only with a listed subcommand for the others.
-    fn manager(&self, name: &str, rest: &[String]) -> Option<String> {
+    fn manager(&self, name: &str, rest: &[Text]) -> Option<String> {
         if self.packages.contains(name) {
             return Some(name.to_string());
         }
@@ -111,7 +115,7 @@ impl NameTables {
         subs.contains(sub.as_str()).then(|| format!("{name} {sub}"))
     }
 
-    fn package_in(&self, comm: &str, args: &[String]) -> Option<String> {
+    fn package_in(&self, comm: &str, args: &[Text]) -> Option<String> {
         let name = basename(comm);
         if self.packages.contains(name) || self.subcommands.contains_key(name) {
             // A `#!` script run directly (`pip install x`, pip being a Python
@@ -167,8 +171,8 @@ mod tests {
         NameTables::from_rules(&Config::default().rules)
     }
 
-    fn a(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn a(v: &[&str]) -> Vec<Text> {
+        v.iter().map(|&s| Text::from(s)).collect()
     }
 
     #[test]

@@ -75,5 +75,5 @@ pub fn container_of_with(
     {
         return Ok(c);
     }
-    Err(EnrichError::NotContainer { pid: p.tgid, path: p.cgroup_path.clone() })
+    Err(EnrichError::NotContainer { pid: p.tgid, path: p.cgroup_path.to_string() })
 }

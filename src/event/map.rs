@@ -2,7 +2,7 @@
 //! that is not from the image with `PROT_EXEC` (the dynamic loader mapping a
 //! dropped library or program, a `dlopen`, an `mprotect`).
 
-use super::{CgroupLevels, DecodeError, ExeSource, Process, c_str_len, process, split_args, view_pod};
+use super::{CgroupLevels, DecodeError, ExeSource, Process, c_str_len, c_string_len, process, split_args, view_pod};
 use crate::abi;
 
 /// A drifted executable mapping; the kernel sends each (container, inode) once.
@@ -21,8 +21,8 @@ pub struct MapEvent {
     /// The mapped file, as the container sees it.
     pub path: String,
     /// The mapping process's executable (the loader for `ld.so /tmp/payload`).
-    pub exe: String,
-    pub args: Vec<String>,
+    pub exe: super::Text,
+    pub args: Vec<super::Text>,
     pub path_truncated: bool,
     pub exe_truncated: bool,
     pub args_truncated: bool,
@@ -37,7 +37,7 @@ pub(super) fn decode_map(buf: &[u8]) -> Result<MapEvent, DecodeError> {
     let source = ExeSource::from_raw(r.source)?;
     let cgroup: &CgroupLevels = &r.cgroup;
     let flag = |bit: u32| r.flags & bit != 0;
-    let ((path, path_escaped), (exe, exe_escaped)) = (c_str_len(&r.path, r.path_len), c_str_len(&r.exe, r.exe_len));
+    let ((path, path_escaped), (exe, exe_escaped)) = (c_string_len(&r.path, r.path_len), c_str_len(&r.exe, r.exe_len));
     let (args, args_escaped) = split_args(&r.args, r.args_len);
     Ok(MapEvent {
         proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, cgroup, r.origin)?,
@@ -103,7 +103,7 @@ pub(crate) mod tests {
         assert_eq!((e.path.as_str(), e.exe.as_str()), ("/tmp/evil.so", "/usr/bin/true"));
         assert_eq!(e.args, vec!["/bin/true"]);
         assert_eq!(e.source, ExeSource::UpperLayer);
-        assert_eq!(e.proc.cgroup_path, "k8s.io/0123");
+        assert_eq!(&*e.proc.cgroup_path, "k8s.io/0123");
         assert!(!e.mprotect && !e.killed && !e.path_truncated);
         let flags = abi::DW_MAP_MPROTECT | abi::DW_MAP_KILLED | abi::DW_MAP_EXE_TRUNC;
         let Event::Map(e) = decode(&map_record(|r| r.flags = flags)).unwrap() else { panic!("not map") };

@@ -15,8 +15,8 @@ fn text(r: &Redactor, s: &str) -> String {
     s
 }
 
-fn args(r: &Redactor, a: &[&str], truncated: bool) -> Vec<String> {
-    let mut v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+fn args(r: &Redactor, a: &[&str], truncated: bool) -> Vec<Text> {
+    let mut v: Vec<Text> = a.iter().map(|&s| s.into()).collect();
     r.redact_args(&mut v, truncated);
     v
 }
@@ -343,7 +343,7 @@ fn nothing_to_redact_touches_nothing() {
     let ptr = s.as_ptr();
     assert!(r.redact_text(&mut s).is_empty());
     assert_eq!(s.as_ptr(), ptr, "the string was not rebuilt");
-    let mut a: Vec<String> = ["apt-get", "install", "-y", "curl"].iter().map(|s| s.to_string()).collect();
+    let mut a: Vec<Text> = ["apt-get", "install", "-y", "curl"].iter().map(|&s| s.into()).collect();
     let ptrs: Vec<*const u8> = a.iter().map(|s| s.as_ptr()).collect();
     assert_eq!(r.redact_args(&mut a, false), None);
     assert_eq!(a.iter().map(|s| s.as_ptr()).collect::<Vec<_>>(), ptrs);
@@ -353,7 +353,7 @@ fn nothing_to_redact_touches_nothing() {
 #[test]
 fn args_redaction_rewrites_text_that_quotes_the_command_line() {
     let r = all();
-    let mut a: Vec<String> = ["pip", "install", "--password", "hunter 2", "x"].iter().map(|s| s.to_string()).collect();
+    let mut a: Vec<Text> = ["pip", "install", "--password", "hunter 2", "x"].iter().map(|&s| s.into()).collect();
     let red = r.redact_args(&mut a, false).expect("redacted");
     assert_eq!(red.before, "pip install --password hunter 2 x");
     assert_eq!(red.after, "pip install --password [REDACTED] x");

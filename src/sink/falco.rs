@@ -133,7 +133,7 @@ fn unix_ns(t: &str) -> Option<u64> {
 }
 
 /// Falco's `proc.cmdline`: the process name, then the arguments after argv[0].
-struct Cmdline<'a>(&'a str, &'a [String]);
+struct Cmdline<'a>(&'a str, &'a [crate::event::Text]);
 
 impl Display for Cmdline<'_> {
     fn fmt(&self, w: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -429,7 +429,7 @@ fn check_process(
 ) -> Result<(), TestCaseError> {
     same_name(&p.comm, p.comm_escaped, &str_bytes(comm, None), "comm")?;
     if let Some(want) = cgroup_path(cg) {
-        prop_assert_eq!(&p.cgroup_path, &want);
+        prop_assert_eq!(&*p.cgroup_path, want.as_str());
     }
     Ok(())
 }
