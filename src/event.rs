@@ -403,9 +403,7 @@ fn c_str(raw: &[std::ffi::c_char]) -> (Text, bool) {
 
 /// [`c_str_len`] as a `String`: a file's path, usually longer than inline text.
 fn c_string_len(raw: &[std::ffi::c_char], len: u16) -> (String, bool) {
-    let b = c_bytes(raw);
-    let len = (len as usize).min(b.len());
-    escape::lossless(until_nul(&b[..len]))
+    escape::lossless(name_of_len(raw, len))
 }
 
 /// `b` up to its first NUL (all of it without one). memchr, not a byte loop:
@@ -417,9 +415,13 @@ fn until_nul(b: &[u8]) -> &[u8] {
 
 /// A name of `len` bytes from a fixed buffer (len clamped to the buffer).
 fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> (Text, bool) {
+    escape::lossless_text(name_of_len(raw, len))
+}
+
+/// The bytes of a name of `len` bytes in a fixed buffer, up to a NUL.
+fn name_of_len(raw: &[std::ffi::c_char], len: u16) -> &[u8] {
     let b = c_bytes(raw);
-    let len = (len as usize).min(b.len());
-    escape::lossless_text(until_nul(&b[..len]))
+    until_nul(&b[..(len as usize).min(b.len())])
 }
 
 /// argv as the kernel copied it: each argument ends with a NUL (empty ones

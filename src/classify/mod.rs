@@ -168,11 +168,11 @@ impl Classifier {
 
     /// The pod facts a finding about a container of pod `pod_uid` starts with.
     fn start_facts(&self, pod_uid: Option<&str>) -> std::sync::Arc<SharedPodFacts> {
-        let Ok(mut last) = self.start_facts.lock() else {
-            return std::sync::Arc::new(PodFacts { pod_uid: pod_uid.map(str::to_string), ..Default::default() }.into());
-        };
+        let fresh =
+            || std::sync::Arc::new(PodFacts { pod_uid: pod_uid.map(str::to_string), ..Default::default() }.into());
+        let Ok(mut last) = self.start_facts.lock() else { return fresh() };
         if last.pod_uid.as_deref() != pod_uid {
-            *last = std::sync::Arc::new(PodFacts { pod_uid: pod_uid.map(str::to_string), ..Default::default() }.into());
+            *last = fresh();
         }
         last.clone()
     }
