@@ -31,16 +31,9 @@ pub fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// `bytes` as text, and whether it had to be escaped.
-pub fn lossless(bytes: &[u8]) -> (String, bool) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_owned(), false),
-        Err(_) => (escaped(bytes), true),
-    }
-}
-
-/// Like [`lossless`], as inline-when-short text (`crate::event::Text`).
-pub fn lossless_text(bytes: &[u8]) -> (compact_str::CompactString, bool) {
+/// `bytes` as text, and whether it had to be escaped: a `String`, inline
+/// text (`crate::event::Text`) or a shared `Arc<str>`, as the caller keeps it.
+pub fn lossless<T: for<'a> From<&'a str> + From<String>>(bytes: &[u8]) -> (T, bool) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.into(), false),
         Err(_) => (escaped(bytes).into(), true),
@@ -141,8 +134,8 @@ mod tests {
 
     #[test]
     fn the_issue_names_differ_and_say_so() {
-        let (a, ea) = lossless(b"bad\xff\xfe");
-        let (b, eb) = lossless(b"bad\xfe\xff");
+        let (a, ea) = lossless::<String>(b"bad\xff\xfe");
+        let (b, eb) = lossless::<String>(b"bad\xfe\xff");
         assert_eq!((a.as_str(), ea), ("bad\\xff\\xfe", true));
         assert_eq!((b.as_str(), eb), ("bad\\xfe\\xff", true));
         assert_ne!(a, b);
@@ -151,7 +144,7 @@ mod tests {
     #[test]
     fn valid_utf8_is_untouched() {
         for s in ["", "/usr/bin/python3", "/tmp/caf\u{e9}", "\u{1f600}", "C:\\x41\\", "a\\\\b", "tab\there"] {
-            assert_eq!(lossless(s.as_bytes()), (s.to_string(), false), "{s:?}");
+            assert_eq!(lossless::<String>(s.as_bytes()), (s.to_string(), false), "{s:?}");
             assert_eq!(lossless_vec(s.as_bytes().to_vec()), (s.to_string(), false), "{s:?}");
         }
         // The fast path keeps the allocation it was given.
@@ -163,12 +156,12 @@ mod tests {
     #[test]
     fn backslashes_of_escaped_names_are_escaped() {
         // A literal "\xff" (4 characters) next to a real 0xff byte: both stay apart.
-        let (t, e) = lossless(b"lit\\xff raw\xff");
+        let (t, e) = lossless::<String>(b"lit\\xff raw\xff");
         assert!(e);
         assert_eq!(t, "lit\\\\xff raw\\xff");
         assert_eq!(unescape(&t).unwrap(), b"lit\\xff raw\xff");
         // A cut multi-byte character (the kernel's 15-byte comm) is escaped bytes.
-        assert_eq!(lossless("ab\u{e9}".as_bytes().split_last().unwrap().1).0, "ab\\xc3");
+        assert_eq!(lossless::<String>("ab\u{e9}".as_bytes().split_last().unwrap().1).0, "ab\\xc3");
     }
 
     #[test]
@@ -206,7 +199,7 @@ mod tests {
                     if r % 3 == 0 { r as u8 >> 1 } else { pool[(r >> 8) as usize % pool.len()] }
                 })
                 .collect();
-            let (text, esc) = lossless(&bytes);
+            let (text, esc) = lossless::<String>(&bytes);
             assert_eq!(esc, std::str::from_utf8(&bytes).is_err(), "{bytes:x?}");
             assert_eq!(raw(&text, esc).as_ref(), &bytes[..], "{bytes:x?} -> {text}");
             assert_eq!(escaped(&bytes).is_empty(), bytes.is_empty());

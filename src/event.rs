@@ -398,7 +398,7 @@ fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
 /// A NUL-terminated name from a fixed buffer, and whether it is escaped.
 fn c_str(raw: &[std::ffi::c_char]) -> (Text, bool) {
     let b = c_bytes(raw);
-    escape::lossless_text(until_nul(b))
+    escape::lossless(until_nul(b))
 }
 
 /// [`c_str_len`] as a `String`: a file's path, usually longer than inline text.
@@ -415,7 +415,7 @@ fn until_nul(b: &[u8]) -> &[u8] {
 
 /// A name of `len` bytes from a fixed buffer (len clamped to the buffer).
 fn c_str_len(raw: &[std::ffi::c_char], len: u16) -> (Text, bool) {
-    escape::lossless_text(name_of_len(raw, len))
+    escape::lossless(name_of_len(raw, len))
 }
 
 /// The bytes of a name of `len` bytes in a fixed buffer, up to a NUL.
@@ -514,8 +514,7 @@ fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) 
         if let Some(hit) = c.slots.iter().flatten().find(|p| p.as_bytes() == c.buf) {
             return (hit.clone(), false);
         }
-        let (text, escaped) = escape::lossless(&c.buf);
-        let path: std::sync::Arc<str> = text.into();
+        let (path, escaped): (std::sync::Arc<str>, bool) = escape::lossless(&c.buf);
         if !escaped {
             c.slots[c.next] = Some(path.clone());
             c.next = (c.next + 1) % CGROUP_SLOTS;
