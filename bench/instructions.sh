@@ -22,12 +22,9 @@ N2=${DW_INSN_N2:-5000}
 stages=("$@")
 [[ ${#stages[@]} -gt 0 ]] || stages=(decode classify_no_finding shell_finding_json shell_finding_pod shell_finding_100_approvals json_line_only)
 
-bin=$(cargo bench --bench pipeline --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "pipeline" and m.get("executable"):
-        print(m["executable"])')
+# shellcheck source=bench/pipeline-bin.sh
+. bench/pipeline-bin.sh
+bin=$(pipeline_bench_bin)
 [[ -x $bin ]] || { echo "instructions.sh: bench binary not built" >&2; exit 1; }
 
 # Prints "<instructions> <times the stage ran>" for stage $1 at N=$2.

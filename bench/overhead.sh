@@ -24,9 +24,11 @@
 # the agent is compared with in the same run; its CPU and RSS are reported as the agent's),
 # compare (with --compare-bin: another driftwatch binary, e.g. the previous revision's,
 # default flags, in the same rounds: an A/B of a change), floor (shell storm only, no agent:
-# bench/wakefloor sleeps on a timer every sensor.wake_interval_ms beside the storm; its CPU
-# per wakeup, times the agent's wakeups, is what the agent's wakeups alone cost, the floor
-# under its CPU per finding at that cadence).
+# bench/wakefloor sleeps on a timer every sensor.wake_interval_ms beside the storm and each
+# time it wakes writes 32 KiB, about one storm look of findings, to a pipe copied by cat as
+# the agent's stdout is; its CPU per wakeup times the agent's wakeups, plus its CPU per byte
+# written times the bytes the agent wrote, is what waking up and writing the same lines
+# alone cost: the floor under the agent's CPU per finding at that cadence).
 # Each round runs every mode of a workload back to back, the mode order rotating from
 # round to round, so slow drifts of a noisy host hit all modes alike. Ratios are
 # agent/baseline medians; per-round ratios are shown as a range. Agent runs also record
@@ -264,6 +266,10 @@ peer_out=$work/peer.out
 # The agent's look cadence while findings keep coming (its default config).
 wake_ms=$("$bin" default-config | awk '$1 == "wake_interval_ms:" { print $2; exit }')
 [[ $wake_ms =~ ^[0-9]+$ && $wake_ms -gt 0 ]] || die "no sensor.wake_interval_ms in $bin default-config"
+# What the floor writes each wakeup: about one storm look of the agent's (~14 shell
+# findings of ~1.9 KB in one write). The summary scales its cost per byte to the
+# bytes the agent wrote.
+floor_bytes=32768
 start_peer() {
   : >"$peer_out"
   bpftrace "$HERE/peer.bt" >"$peer_out" 2>&1 &
@@ -377,12 +383,18 @@ measure() {
     return
   fi
   if [[ $mode == floor ]]; then
-    local floor_out=$work/floor.out fpid n0 n1 w0 w1 fhwm
+    # Its stdout is a pipe copied by cat, as the agent's: each wakeup writes
+    # $floor_bytes there, about what a storm look of the agent writes.
+    local floor_out=$work/floor.out floor_fifo=$work/floor.fifo fpid cpid n0 n1 w0 w1 fhwm
+    local wn0 wn1 b0 b1
     : >"$floor_out"
-    "$work/wakefloor" "$wake_ms" >"$floor_out" &
+    rm -f "$floor_fifo" && mkfifo "$floor_fifo"
+    cat "$floor_fifo" >"$work/floor.lines" &
+    cpid=$!
+    "$work/wakefloor" "$wake_ms" "$floor_bytes" >"$floor_fifo" 2>"$floor_out" &
     fpid=$!
     sleep 0.2 # past its exec
-    # Its wakeups and CPU over the same window: SIGUSR1 makes it print its count.
+    # Its wakeups and CPU over the same window: SIGUSR1 makes it print its counts.
     n0=$(agent_ns "$fpid")
     kill -USR1 "$fpid"
     res=$(run_workload "$w" "$n")
@@ -393,11 +405,13 @@ measure() {
     fhwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$fpid/status")
     kill -TERM "$fpid"
     wait "$fpid" || die "wakefloor failed"
-    { read -r w0 && read -r w1; } <"$floor_out" || die "wakefloor did not report"
-    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"floor_wakeups":%d}\n' \
+    wait "$cpid" || true
+    rm -f "$work/floor.lines"
+    { read -r w0 wn0 b0 && read -r w1 wn1 b1; } <"$floor_out" || die "wakefloor did not report"
+    printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_vmhwm_kb":%d,"floor_wakeups":%d,"floor_write_cpu_s":%s,"floor_bytes":%d}\n' \
       "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$(ns_to_s $((n1 - n0)))" "$fhwm" \
-      $((w1 - w0)) >>"$runs"
-    log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), $((w1 - w0)) timer wakeups every ${wake_ms} ms"
+      $((w1 - w0)) "$(ns_to_s $((wn1 - wn0)))" $((b1 - b0)) >>"$runs"
+    log "round $round $w $mode: ${secs}s (workload cpu ${wcpu}s), $((w1 - w0)) timer wakeups every ${wake_ms} ms, $((b1 - b0)) bytes written"
     return
   fi
   local flags=()
@@ -406,9 +420,10 @@ measure() {
   agent_bin=$bin
   [[ $mode == compare ]] && agent_bin=$compare_bin
   start_agent "${flags[@]}"
-  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 hwm cpu tick y0 y1 r0 r1
+  local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 fb0 fb1 hwm cpu tick y0 y1 r0 r1
   scrape "$m0"
   f0=$(wc -l <"$findings")
+  fb0=$(stat -c %s "$findings")
   t0=$(agent_ticks)
   n0=$(agent_ns)
   y0=$(agent_writes)
@@ -424,6 +439,7 @@ measure() {
   hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
   stop_agent
   f1=$(wc -l <"$findings") # after the copier has read the pipe to its end
+  fb1=$(stat -c %s "$findings")
   tick=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
   cpu=$(ns_to_s $((n1 - n0)))
   local -A c=(
@@ -443,8 +459,8 @@ measure() {
     [reader_wakeups]='^driftwatch_reader_wakeups_total'
   )
   local json k
-  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d,"agent_write_syscalls":%d,"stdout_reader_cpu_s":%s' \
-    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)) $((y1 - y0)) "$(ns_to_s $((r1 - r0)))")
+  json=$(printf '{"workload":"%s","mode":"%s","round":%d,"n":%d,"seconds":%s,"workload_cpu_s":%s,"agent_cpu_s":%s,"agent_cpu_ticks_s":%s,"agent_vmhwm_kb":%d,"findings_lines":%d,"findings_bytes":%d,"agent_write_syscalls":%d,"stdout_reader_cpu_s":%s' \
+    "$w" "$mode" "$round" "$n" "$secs" "$wcpu" "$cpu" "$tick" "$hwm" $((f1 - f0)) $((fb1 - fb0)) $((y1 - y0)) "$(ns_to_s $((r1 - r0)))")
   for k in "${!c[@]}"; do json+=",\"$k\":$(delta "$m0" "$m1" "${c[$k]}")"; done
   json+=",\"latency_buckets\":$(latency_json "$m0" "$m1")"
   echo "$json}" >>"$runs"
@@ -486,4 +502,4 @@ done
 
 # --- 4. report --------------------------------------------------------------------
 python3 "$HERE/summarize.py" --runs "$runs" --out "$out" --quick "$quick" \
-  --agent-version "$("$bin" --version 2>/dev/null || echo unknown)"
+  --agent-version "$("$bin" --version 2>/dev/null || echo unknown)" --wake-ms "$wake_ms"

@@ -45,8 +45,11 @@ COUNTERS = [
     "host_filtered", "container_filtered", "container_sent", "net_folded", "file_folded",
     "map_image_filtered",
     "file_rate_limited", "reader_wakeups", "floor_wakeups", "agent_write_syscalls",
-    "stdout_reader_cpu_s",
+    "stdout_reader_cpu_s", "findings_bytes", "floor_write_cpu_s", "floor_bytes",
 ]
+# Issue 15's latency goal (kernel event -> finding, p99): no look cadence can be
+# longer than this and meet it, so it bounds how few wakeups any reader can have.
+LATENCY_GOAL_MS = 20
 
 
 def median(xs):
@@ -69,7 +72,7 @@ def quantile(q, buckets):
     return None
 
 
-def summarise(runs):
+def summarise(runs, wake_ms=None):
     by = {}
     for r in runs:
         by.setdefault(r["workload"], {}).setdefault(r["mode"], []).append(r)
@@ -133,27 +136,61 @@ def summarise(runs):
             s["agent_vmhwm_kb_max"] = max(r["agent_vmhwm_kb"] for r in rs)
             if mode == "floor":
                 woke = sum(r.get("floor_wakeups", 0) for r in rs)
-                s["floor_us_per_wakeup"] = cpu / woke * 1e6 if woke else None
+                wrote = sum(r.get("floor_write_cpu_s", 0) for r in rs)
+                nbytes = sum(r.get("floor_bytes", 0) for r in rs)
+                # The wakeup alone: its CPU less what its writes took.
+                s["floor_us_per_wakeup"] = (cpu - wrote) / woke * 1e6 if woke else None
+                s["floor_write_ns_per_byte"] = wrote / nbytes * 1e9 if nbytes else None
             out.append(s)
-    wake_floor(out)
+    wake_floor(out, wake_ms)
     return out
 
 
-def wake_floor(summary):
-    """The floor under the agent's CPU per finding at its look cadence: its own
-    wakeups (driftwatch_reader_wakeups_total) times what a bare timer wakeup
-    cost beside the same storm (mode floor, bench/wakefloor)."""
-    floor = {s["workload"]: s.get("floor_us_per_wakeup") for s in summary if s["mode"] == "floor"}
+def wake_floor(summary, wake_ms=None):
+    """The floor under the agent's CPU per finding at its look cadence, from what
+    a process that does nothing else cost beside the same storm (mode floor,
+    bench/wakefloor): the agent's own wakeups (driftwatch_reader_wakeups_total)
+    times a bare timer wakeup, plus the bytes the agent wrote to its stdout pipe
+    times a byte written the same way (one write a wakeup, to a pipe copied by
+    cat). With wake_ms, also that floor at the longest cadence the latency goal
+    allows: the wakeups scale with the interval, the bytes do not."""
+    floor = {s["workload"]: s for s in summary if s["mode"] == "floor"}
+    # Runs whose events are judged but make no finding (e.g. --emit-all-execs of image
+    # binaries): the wakeups are their floor too, at the one floor run's cost (the shell
+    # storm's: same host, same rounds; no lines written).
+    any_floor = next((f for f in floor.values() if f.get("floor_us_per_wakeup") is not None), None)
     for s in summary:
-        us = floor.get(s["workload"])
-        if s["mode"] == "floor" or us is None or not s.get("findings_median"):
+        if s["mode"] == "floor" or any_floor is None or s.get("findings_median") or not s.get("reader_wakeups_median"):
             continue
+        if s.get("agent_cpu_s_per_1m_kernel_events") is None:
+            continue
+        events = s["events_decoded_median"] or s["kernel_events_median"]
+        if events:
+            s["wake_floor_s_per_1m_kernel_events"] = any_floor["floor_us_per_wakeup"] * s["reader_wakeups_median"] / events
+            s["events_per_wakeup"] = events / s["reader_wakeups_median"]
+    for s in summary:
+        f = floor.get(s["workload"])
+        if s["mode"] == "floor" or f is None or f.get("floor_us_per_wakeup") is None or not s.get("findings_median"):
+            continue
+        us = f["floor_us_per_wakeup"]
         wakeups, findings = s["reader_wakeups_median"], s["findings_median"]
         s["floor_us_per_wakeup"] = us
         s["wake_floor_s_per_1m_findings"] = us * wakeups / findings if wakeups else None
         s["findings_per_wakeup"] = findings / wakeups if wakeups else None
         writes = s.get("agent_write_syscalls_median")
         s["writes_per_wakeup"] = writes / wakeups if wakeups and writes is not None else None
+        per_byte, nbytes = f.get("floor_write_ns_per_byte"), s.get("findings_bytes_median")
+        if per_byte is None or not nbytes or s["wake_floor_s_per_1m_findings"] is None:
+            continue
+        s["floor_write_ns_per_byte"] = per_byte
+        s["bytes_per_finding"] = nbytes / findings
+        s["output_floor_s_per_1m_findings"] = per_byte * nbytes / findings / 1e3
+        s["floor_s_per_1m_findings"] = s["wake_floor_s_per_1m_findings"] + s["output_floor_s_per_1m_findings"]
+        if wake_ms:
+            s["floor_s_per_1m_findings_at_latency_goal"] = (
+                s["wake_floor_s_per_1m_findings"] * min(1.0, wake_ms / LATENCY_GOAL_MS)
+                + s["output_floor_s_per_1m_findings"]
+            )
 
 
 def fmt(v, spec):
@@ -214,16 +251,18 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", default="0")
     ap.add_argument("--agent-version", default="unknown")
+    ap.add_argument("--wake-ms", type=int, default=None, help="the agent's sensor.wake_interval_ms")
     a = ap.parse_args()
     with open(a.runs) as f:
         runs = [json.loads(line) for line in f if line.strip()]
-    summary = summarise(runs)
+    summary = summarise(runs, a.wake_ms)
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
         "quick": a.quick == "1",
         "agent_version": a.agent_version,
+        "wake_interval_ms": a.wake_ms,
         "workloads": WORKLOAD_DOC,
     }
     with open(a.out, "w") as f:
@@ -247,14 +286,28 @@ def main():
     print(goals_table(summary))
     floors = [s for s in summary if s.get("wake_floor_s_per_1m_findings") is not None]
     if floors:
-        print("\nwake floor (mode floor: bench/wakefloor wakes on a timer at the agent's wake interval beside the"
-              "\nsame storm, no agent; its CPU per wakeup times the agent's reader wakeups = what the agent's"
-              "\nwakeups alone cost per 1M findings, whatever it does when awake):")
+        print("\nfloor (mode floor: bench/wakefloor wakes on a timer at the agent's wake interval beside the"
+              "\nsame storm, no agent, and writes to a pipe copied by cat in one write a wakeup; its CPU per"
+              "\nwakeup times the agent's reader wakeups, plus its CPU per byte written times the bytes the"
+              "\nagent wrote = what waking up and writing the same lines alone cost per 1M findings):")
         for s in floors:
             print(f"{s['workload']:<20} {s['mode']:<8} {s['floor_us_per_wakeup']:6.1f} us a wakeup, {s['findings_per_wakeup']:5.1f} findings "
                   f"and {fmt(s.get('writes_per_wakeup'), '.2f')} write syscalls a wakeup: "
-                  f"floor {s['wake_floor_s_per_1m_findings']:5.2f} s per 1M findings of the agent's "
+                  f"wake floor {s['wake_floor_s_per_1m_findings']:5.2f} s per 1M findings of the agent's "
                   f"{fmt(s.get('agent_cpu_s_per_1m_findings'), '.2f')}")
+            if s.get("floor_s_per_1m_findings") is not None:
+                line = (f"{'':<29} {s['floor_write_ns_per_byte']:.2f} ns a byte written, {s['bytes_per_finding']:.0f} bytes a finding: "
+                        f"output {s['output_floor_s_per_1m_findings']:.2f} s; floor {s['floor_s_per_1m_findings']:.2f} s per 1M findings")
+                if s.get("floor_s_per_1m_findings_at_latency_goal") is not None:
+                    line += f" ({s['floor_s_per_1m_findings_at_latency_goal']:.2f} s at one look every {LATENCY_GOAL_MS} ms)"
+                print(line)
+    quiet = [s for s in summary if s.get("wake_floor_s_per_1m_kernel_events") is not None]
+    if quiet:
+        print("\nevents judged without a finding: the wakeups at the floor run's cost are their floor:")
+        for s in quiet:
+            print(f"{s['workload']:<20} {s['mode']:<8} {s['events_per_wakeup']:5.1f} events a wakeup: "
+                  f"wake floor {s['wake_floor_s_per_1m_kernel_events']:5.2f} s per 1M events of the agent's "
+                  f"{fmt(s.get('agent_cpu_s_per_1m_kernel_events'), '.2f')}")
     copiers = [s for s in summary if s.get("stdout_reader_cpu_s_per_1m_findings") is not None]
     if copiers:
         print("\nthe agent's stdout is a pipe; a copier (cat, as containerd's shim for a pod) writes it to a file:")
