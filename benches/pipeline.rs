@@ -25,7 +25,11 @@
 //!   finding carries;
 //! - `shell_finding_100_approvals`: the same through a policy of 100
 //!   approvals none of which matches (each is checked), against the default
-//!   empty policy of `shell_finding_json` (the agent always has a policy gate).
+//!   empty policy of `shell_finding_json` (the agent always has a policy gate);
+//! - `net_loopback_pod`: a listener on the pod's loopback (no finding:
+//!   `rules.network.ignore_loopback`), as `bench/overhead.sh`'s `container_net`;
+//! - `net_expected_pod`: a listener on all addresses that the workload's
+//!   baseline already holds (no finding): the baseline's key and lookup.
 //!
 //! Node-only mode (no runtime) except in `shell_finding_pod`: the finding goes
 //! out with `driftwatch.metadata.complete: false`, without waiting. Plain `std::time`
@@ -102,13 +106,7 @@ fn put(dst: &mut [std::ffi::c_char], s: &[u8]) {
 /// An exec record as the kernel writes it (same construction as the tests in
 /// src/event.rs), in a kubelet + containerd (systemd driver) pod cgroup.
 fn exec_record(comm: &str, path: &str, args: &[u8], exe_source: u32, name_class: u32) -> Vec<u8> {
-    let mut r = abi::dw_exec::default();
-    r.hdr.kind = abi::DW_KIND_EXEC as u16;
-    r.hdr.size = size_of::<abi::dw_exec>() as u16;
-    r.hdr.tgid = 41_234;
-    r.hdr.pid = 41_234;
-    r.hdr.cgroup_id = 9_876;
-    r.ppid = 41_200;
+    let mut r = abi::dw_exec { hdr: header::<abi::dw_exec>(abi::DW_KIND_EXEC), ppid: 41_200, ..Default::default() };
     r.exe_source = exe_source;
     r.name_class = name_class;
     r.mntns = 4_026_532_999;
@@ -121,15 +119,51 @@ fn exec_record(comm: &str, path: &str, args: &[u8], exe_source: u32, name_class:
     r.path_len = path.len() as u16;
     put(&mut r.args, args);
     r.args_len = args.len() as u16;
-    let scope = format!("cri-containerd-{ID}.scope");
-    put(&mut r.cgroup[0], scope.as_bytes());
-    put(&mut r.cgroup[1], b"kubepods-besteffort-pod5f0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice");
-    put(&mut r.cgroup[2], b"kubepods-besteffort.slice");
-    put(&mut r.cgroup[3], b"kubepods.slice");
-    let mut v = vec![0u8; size_of::<abi::dw_exec>()];
-    // SAFETY: writing a POD into a buffer of exactly its size.
-    unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<abi::dw_exec>(), r) };
+    put_cgroup(&mut r.cgroup);
+    bytes_of(r)
+}
+
+/// A listen record of the pod's container, on `addr` (IPv4) port 8080.
+fn listen_record(addr: [u8; 4]) -> Vec<u8> {
+    let mut r = abi::dw_net { hdr: header::<abi::dw_net>(abi::DW_KIND_NET), ppid: 41_200, ..Default::default() };
+    r.mntns_id = 77;
+    r.op = abi::DW_NET_LISTEN as u16;
+    r.family = 2; // AF_INET
+    r.sock_type = 1; // SOCK_STREAM
+    r.port = 8080;
+    r.addr[..4].copy_from_slice(&addr);
+    put(&mut r.comm, b"nginx");
+    put_cgroup(&mut r.cgroup);
+    bytes_of(r)
+}
+
+/// The header of a `T` record of kind `kind` from the bench's process.
+fn header<T>(kind: abi::dw_kind) -> abi::dw_header {
+    abi::dw_header {
+        kind: kind as u16,
+        size: size_of::<T>() as u16,
+        tgid: 41_234,
+        pid: 41_234,
+        cgroup_id: 9_876,
+        ..Default::default()
+    }
+}
+
+/// A record's bytes, as the ring buffer holds them.
+fn bytes_of<T: Copy>(r: T) -> Vec<u8> {
+    let mut v = vec![0u8; size_of::<T>()];
+    // SAFETY: writing a plain-data record into a buffer of exactly its size.
+    unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<T>(), r) };
     v
+}
+
+/// The pod's cgroup (kubelet + containerd, systemd driver), leaf first.
+fn put_cgroup(levels: &mut [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]; 4]) {
+    let scope = format!("cri-containerd-{ID}.scope");
+    put(&mut levels[0], scope.as_bytes());
+    put(&mut levels[1], b"kubepods-besteffort-pod5f0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice");
+    put(&mut levels[2], b"kubepods-besteffort.slice");
+    put(&mut levels[3], b"kubepods.slice");
 }
 
 /// Runs `f` over `n` events several times; returns the median ns/event.
@@ -192,6 +226,9 @@ fn pipeline_with(
 ) -> (Arc<Pipeline>, mpsc::Receiver<Arc<driftwatch::classify::Finding>>, Arc<Metrics>) {
     let mut cfg = Config::from_yaml(policy.unwrap_or_default(), "bench.yaml").expect("bench policy");
     cfg.runtime.enabled = false;
+    // Baselines in memory only; a port the defaults allow would end before the baseline.
+    cfg.rules.network.state_dir.clear();
+    cfg.rules.network.allowed_ports.clear();
     let classifier = Arc::new(Classifier::new(&cfg));
     let metrics = Arc::new(Metrics::new());
     metrics.pipeline.declare_findings(classifier.catalog().into_iter().map(|(r, s)| FindingLabels {
@@ -223,7 +260,7 @@ fn pipeline_with(
         classifier,
         emitter,
         registry,
-        network: None,
+        network: Some(Arc::new(driftwatch::classify::network::NetworkJudge::new(&cfg.rules.network).0)),
         file: None,
         not_container: None,
         drift_marks: None,
@@ -250,7 +287,13 @@ fn run(
         for i in 0..k {
             batch.push(event::decode(&records[i % records.len()]).expect("valid record"));
         }
-        m.pipeline.events("exec", k as u64);
+        let kind = match &batch[0] {
+            event::Event::Exec(_) => "exec",
+            event::Event::Net(_) => "net",
+            event::Event::File(_) => "file",
+            event::Event::Map(_) => "map",
+        };
+        m.pipeline.events(kind, k as u64);
         for ev in batch {
             p.handle(ev);
         }
@@ -317,6 +360,14 @@ fn main() {
         .collect();
     let (p, mut rx, m) = pipeline(&format!("policy:\n  approvals:\n{approvals}"));
     measure("shell_finding_100_approvals", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+
+    // Network endpoints of a kubelet pod's container, judged without a finding.
+    let (p, mut rx, m) = pipeline_with(Some(""), Some(pod_meta()));
+    let recs = [listen_record([127, 0, 0, 1])];
+    measure("net_loopback_pod", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+    let recs = [listen_record([0, 0, 0, 0])];
+    measure("net_expected_pod", n, |n| run(&recs, n, &p, &mut rx, &m, &mut out, &mut jbuf));
+    assert!(rx.try_recv().is_err(), "loopback and a learned endpoint are no finding");
 
     // The JSON line alone, for reference.
     let (p, mut rx, _) = pipeline("");

@@ -40,14 +40,9 @@ impl NetworkJudge {
         (Self { rule: rule.clone(), baselines: Mutex::new(b) }, err)
     }
 
-    /// Judges one endpoint of a container whose workload is `workload`.
-    pub fn judge(
-        &self,
-        cl: &Classifier,
-        ev: &NetEvent,
-        c: &ContainerRef,
-        workload: &str,
-    ) -> Result<Finding, NoFinding> {
+    /// What the event alone decides (rule off, loopback, an allowed port):
+    /// before the workload's baseline key is built or its runtime waited for.
+    pub fn prejudge(&self, ev: &NetEvent) -> Result<(), NoFinding> {
         if !self.rule.enabled {
             return Err(NoFinding::RuleDisabled);
         }
@@ -57,6 +52,18 @@ impl NetworkJudge {
         if self.rule.allowed_ports.contains(&ev.port) {
             return Err(NoFinding::Allowed);
         }
+        Ok(())
+    }
+
+    /// Judges one endpoint of a container whose workload is `workload`.
+    pub fn judge(
+        &self,
+        cl: &Classifier,
+        ev: &NetEvent,
+        c: &ContainerRef,
+        workload: &str,
+    ) -> Result<Finding, NoFinding> {
+        self.prejudge(ev)?;
         let ep = Endpoint::new(ev.op, ev.transport, ev.addr, ev.port, &ev.proc.comm);
         // Exec sessions are never learned, even inside the learning window.
         let learn = ev.proc.origin == Origin::Container;
@@ -123,6 +130,30 @@ mod tests {
             addr: "0.0.0.0".parse().unwrap(),
             port,
         }
+    }
+
+    /// Loopback, an allowed port and a disabled rule are decided from the
+    /// event alone (the pipeline then neither builds the workload's key nor
+    /// waits for the runtime); anything else goes on to the baseline.
+    #[test]
+    fn the_event_alone_decides_loopback_allowed_ports_and_a_disabled_rule() {
+        let mut cfg = Config::default();
+        cfg.rules.network.state_dir.clear();
+        cfg.rules.network.ignore_loopback = true;
+        cfg.rules.network.allowed_ports = vec![53];
+        let (judge, _) = NetworkJudge::new(&cfg.rules.network);
+        let at = |addr: &str, port| NetEvent { addr: addr.parse().unwrap(), ..listen("nc", port, Origin::Container) };
+        assert_eq!(judge.prejudge(&at("127.0.0.1", 8080)), Err(NoFinding::Loopback));
+        assert_eq!(judge.prejudge(&at("::1", 8080)), Err(NoFinding::Loopback));
+        assert_eq!(judge.prejudge(&at("10.0.0.7", 53)), Err(NoFinding::Allowed));
+        assert_eq!(judge.prejudge(&at("10.0.0.7", 8080)), Ok(()));
+        assert_eq!(judge.prejudge(&at("0.0.0.0", 8080)), Ok(()));
+        cfg.rules.network.ignore_loopback = false;
+        let (judge, _) = NetworkJudge::new(&cfg.rules.network);
+        assert_eq!(judge.prejudge(&at("127.0.0.1", 8080)), Ok(()));
+        cfg.rules.network.enabled = false;
+        let (judge, _) = NetworkJudge::new(&cfg.rules.network);
+        assert_eq!(judge.prejudge(&at("10.0.0.7", 8080)), Err(NoFinding::RuleDisabled));
     }
 
     /// Issue 11: inside the learning window the container's own listener is

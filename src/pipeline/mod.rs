@@ -11,6 +11,7 @@
 pub mod config_drift;
 pub mod config_watch;
 pub mod emit;
+mod net_keys;
 mod order;
 pub mod pod_facts;
 pub mod policy;
@@ -30,7 +31,6 @@ use crate::{
         self, ContainerRef,
         cri::Lookup,
         overlay::{self, CopyUp},
-        workload,
     },
     event::{Event, ExeSource, ExecEvent, FileEvent, NetEvent, Process},
 };
@@ -82,11 +82,13 @@ pub struct Pipeline {
     d: Deps,
     /// Containers by cgroup path (the events thread is its only user).
     memo: std::sync::Mutex<enrich::memo::ContainerMemo>,
+    /// Network baseline keys by container metadata.
+    net_keys: std::sync::Mutex<net_keys::NetKeys>,
 }
 
 impl Pipeline {
     pub fn new(deps: Deps) -> Arc<Self> {
-        Arc::new(Self { d: deps, memo: Default::default() })
+        Arc::new(Self { d: deps, memo: Default::default(), net_keys: Default::default() })
     }
 
     /// Judges one event; findings go to every sink's queue.
@@ -270,7 +272,12 @@ impl Pipeline {
     /// exec findings: judged under the container's own key only when the
     /// runtime cannot say in time.
     fn handle_net(self: &Arc<Self>, ev: &NetEvent) {
+        let Some(judge) = &self.d.network else { return };
         let Some(c) = self.container(&ev.proc) else { return };
+        // Loopback and allowed ports need neither the workload nor a wait for it.
+        if let Err(reason) = judge.prejudge(ev) {
+            return self.d.emitter.metrics().pipeline.no_finding(reason.as_str());
+        }
         let settled = self.d.registry.settled(&c.id);
         if settled.is_some() || self.d.registry.cri().is_none() {
             return self.judge_net(ev, &c, settled, None);
@@ -290,12 +297,17 @@ impl Pipeline {
     /// Judges an endpoint with what the runtime said of its container (None: no runtime).
     fn judge_net(&self, ev: &NetEvent, c: &ContainerRef, meta: Option<Lookup>, ticket: Option<Ticket>) {
         let Some(judge) = &self.d.network else { return };
-        let key = match &meta {
+        let key: Arc<str> = match &meta {
             Some(Lookup::Found(m)) if !m.pod_name.is_empty() => {
-                let w = workload::from_pod(&m.pod_name, &m.pod_labels);
-                policy::baseline_key(&m.namespace, w.kind, &w.name, &m.container_name)
+                let mut keys = crate::locks::lock(&self.net_keys);
+                let filled = keys.len();
+                let key = keys.key(m);
+                if keys.len() != filled {
+                    self.d.emitter.metrics().registry_stats.cache_entries(net_keys::CACHE, keys.len());
+                }
+                key
             }
-            _ => policy::container_key(&c.id),
+            _ => policy::container_key(&c.id).into(),
         };
         let emitter = &self.d.emitter;
         let f = match judge.judge(&self.d.classifier, ev, c, &key) {
