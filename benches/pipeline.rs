@@ -287,13 +287,7 @@ fn run(
         for i in 0..k {
             batch.push(event::decode(&records[i % records.len()]).expect("valid record"));
         }
-        let kind = match &batch[0] {
-            event::Event::Exec(_) => "exec",
-            event::Event::Net(_) => "net",
-            event::Event::File(_) => "file",
-            event::Event::Map(_) => "map",
-        };
-        m.pipeline.events(kind, k as u64);
+        m.pipeline.events(batch[0].kind(), k as u64);
         for ev in batch {
             p.handle(ev);
         }

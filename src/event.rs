@@ -485,12 +485,11 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 const CGROUP_SLOTS: usize = 16;
 
 /// The decoding thread's buffer for a cgroup path being assembled, and its
-/// cache of the paths decoded last (round-robin, [`CGROUP_SLOTS`] of them).
+/// cache of the paths decoded last ([`CGROUP_SLOTS`] of them).
 #[derive(Default)]
 struct CgroupPaths {
     buf: Vec<u8>,
-    slots: [Option<std::sync::Arc<str>>; CGROUP_SLOTS],
-    next: usize,
+    slots: crate::recent::Recent<std::sync::Arc<str>, CGROUP_SLOTS>,
 }
 
 thread_local! {
@@ -511,13 +510,12 @@ fn cgroup_path(levels: &[[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]]) 
             }
             c.buf.extend_from_slice(name);
         }
-        if let Some(hit) = c.slots.iter().flatten().find(|p| p.as_bytes() == c.buf) {
+        if let Some(hit) = c.slots.find(|p| p.as_bytes() == c.buf) {
             return (hit.clone(), false);
         }
         let (path, escaped): (std::sync::Arc<str>, bool) = escape::lossless(&c.buf);
         if !escaped {
-            c.slots[c.next] = Some(path.clone());
-            c.next = (c.next + 1) % CGROUP_SLOTS;
+            c.slots.push(path.clone());
         }
         (path, escaped)
     })
@@ -778,7 +776,7 @@ pub(crate) mod tests {
         }
         let (c, _) = path_of(b"aaaa");
         assert!(!std::sync::Arc::ptr_eq(&a, &c) && a == c, "replaced, then decoded again");
-        CGROUP_PATHS.with_borrow(|p| assert_eq!(p.slots.iter().flatten().count(), CGROUP_SLOTS));
+        CGROUP_PATHS.with_borrow(|p| assert_eq!(p.slots.len(), CGROUP_SLOTS));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod node;
 pub mod pipeline;
 pub mod policy;
 pub mod procfs;
+pub mod recent;
 pub mod redact;
 pub mod reload;
 pub mod respond;

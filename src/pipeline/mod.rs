@@ -111,18 +111,29 @@ impl Pipeline {
         }
     }
 
+    /// `f` on one of the pipeline's caches, whose size (`len`) is exported as
+    /// `driftwatch_cache_entries{cache}` when `f` changed it.
+    fn with_cache<C, R>(
+        &self,
+        cache: &std::sync::Mutex<C>,
+        name: &'static str,
+        len: impl Fn(&C) -> usize,
+        f: impl FnOnce(&mut C) -> R,
+    ) -> R {
+        let mut c = crate::locks::lock(cache);
+        let filled = len(&c);
+        let r = f(&mut c);
+        if len(&c) != filled {
+            self.d.emitter.metrics().registry_stats.cache_entries(name, len(&c));
+        }
+        r
+    }
+
     /// The container of an event's process, noted in the registry; a
     /// namespace found not to be a container is handed to the kernel filter.
     fn container(&self, p: &Process) -> Option<ContainerRef> {
-        let from_path = |path: &str| {
-            let mut memo = crate::locks::lock(&self.memo);
-            let filled = memo.len();
-            let c = memo.container(path);
-            if memo.len() != filled {
-                self.d.emitter.metrics().registry_stats.cache_entries(enrich::memo::CACHE, memo.len());
-            }
-            c
-        };
+        let from_path =
+            |path: &str| self.with_cache(&self.memo, enrich::memo::CACHE, |m| m.len(), |m| m.container(path));
         match enrich::container_of_with(p, from_path) {
             Ok(c) => {
                 self.d.registry.note(&c);
@@ -299,13 +310,7 @@ impl Pipeline {
         let Some(judge) = &self.d.network else { return };
         let key: Arc<str> = match &meta {
             Some(Lookup::Found(m)) if !m.pod_name.is_empty() => {
-                let mut keys = crate::locks::lock(&self.net_keys);
-                let filled = keys.len();
-                let key = keys.key(m);
-                if keys.len() != filled {
-                    self.d.emitter.metrics().registry_stats.cache_entries(net_keys::CACHE, keys.len());
-                }
-                key
+                self.with_cache(&self.net_keys, net_keys::CACHE, |k| k.len(), |k| k.key(m))
             }
             _ => policy::container_key(&c.id).into(),
         };

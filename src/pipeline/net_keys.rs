@@ -5,10 +5,13 @@
 //! endpoints come from a handful of containers at a time. Keyed by the
 //! metadata's own `Arc` (the registry hands out the same one until the
 //! runtime says something new, which then misses), fixed in size ([`SLOTS`],
-//! round-robin) and exported as `driftwatch_cache_entries{cache="network_keys"}`.
+//! the oldest replaced first) and exported as `driftwatch_cache_entries{cache="network_keys"}`.
 
 use super::policy;
-use crate::enrich::{cri::ContainerMeta, workload};
+use crate::{
+    enrich::{cri::ContainerMeta, workload},
+    recent::Recent,
+};
 use std::sync::Arc;
 
 /// Containers remembered at most.
@@ -19,30 +22,24 @@ pub const CACHE: &str = "network_keys";
 
 #[derive(Default)]
 pub struct NetKeys {
-    slots: [Option<(Arc<ContainerMeta>, Arc<str>)>; SLOTS],
-    next: usize,
-    filled: usize,
+    slots: Recent<(Arc<ContainerMeta>, Arc<str>), SLOTS>,
 }
 
 impl NetKeys {
     /// Slots in use.
     pub fn len(&self) -> usize {
-        self.filled
+        self.slots.len()
     }
 
     /// The baseline key of a pod's container (`m.pod_name` not empty).
     pub fn key(&mut self, m: &Arc<ContainerMeta>) -> Arc<str> {
-        if let Some((_, k)) = self.slots.iter().flatten().find(|(held, _)| Arc::ptr_eq(held, m)) {
+        if let Some((_, k)) = self.slots.find(|(held, _)| Arc::ptr_eq(held, m)) {
             return k.clone();
         }
         let w = workload::from_pod(&m.pod_name, &m.pod_labels);
         let key: Arc<str> = policy::baseline_key(&m.namespace, w.kind, &w.name, &m.container_name).into();
-        if self.slots[self.next].is_none() {
-            self.filled += 1;
-        }
         // Holding the metadata keeps its address from being reused by another.
-        self.slots[self.next] = Some((m.clone(), key.clone()));
-        self.next = (self.next + 1) % SLOTS;
+        self.slots.push((m.clone(), key.clone()));
         key
     }
 }
