@@ -94,9 +94,9 @@ struct EventsHandler {
 }
 
 impl bpf::reader::Handler for EventsHandler {
-    fn handle(&mut self, chunk: Vec<crate::event::Event>) {
+    fn handle(&mut self, chunk: &mut dyn Iterator<Item = crate::event::Event>) {
         self.held.get_or_insert_with(|| self.stdout.batch());
-        chunk.into_iter().for_each(|ev| self.pipeline.handle(ev));
+        chunk.for_each(|ev| self.pipeline.handle(ev));
         self.chunks += 1;
         if self.chunks >= HOLD_CHUNKS {
             self.idle();

@@ -17,6 +17,10 @@ use crate::{abi, escape};
 /// arguments and many executable paths), so decoding an event does not
 /// allocate once per name. Derefs to `str`; serializes as a string.
 pub use compact_str::CompactString as Text;
+
+/// A command line's arguments: the first four inline (a shell's `sh -c CMD`,
+/// most package-manager runs), so an exec costs no heap allocation for them.
+pub type Args = smallvec::SmallVec<[Text; 4]>;
 use std::mem::size_of;
 
 /// Where an executed file came from (mirrors `enum dw_exe_source`).
@@ -189,7 +193,7 @@ pub struct ExecEvent {
     pub env_loader: u16,
     pub parent_comm: Text,
     pub path: Text,
-    pub args: Vec<Text>,
+    pub args: Args,
     /// Names that were not UTF-8 and are escaped (`crate::escape`); one flag
     /// for all of `args`, each escaped once one must be.
     pub parent_comm_escaped: bool,
@@ -291,13 +295,17 @@ pub struct FileEvent {
     pub target_escaped: bool,
 }
 
-/// Every kind of record the agent understands.
+/// Every kind of record the agent understands. Not boxed: a box was a heap
+/// allocation per event, and an event moves only a few times (into a batch,
+/// out to the pipeline), where copying a few hundred bytes costs less than
+/// `malloc` and `free`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
-    Exec(Box<ExecEvent>),
-    Net(Box<NetEvent>),
-    File(Box<FileEvent>),
-    Map(Box<MapEvent>),
+    Exec(ExecEvent),
+    Net(NetEvent),
+    File(FileEvent),
+    Map(MapEvent),
 }
 
 impl Event {
@@ -428,7 +436,7 @@ fn name_of_len(raw: &[std::ffi::c_char], len: u16) -> &[u8] {
 /// too: `sh -c '' x` is not `sh -c x`); bytes after the last NUL are an
 /// argument cut short. One validation of the whole buffer: NUL is ASCII, so
 /// it is UTF-8 exactly when every argument is.
-fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<Text>, bool) {
+fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Args, bool) {
     let b = c_bytes(raw);
     let b = match b.get(..len as usize) {
         Some(b) => b,
@@ -437,7 +445,7 @@ fn split_args(raw: &[std::ffi::c_char], len: u16) -> (Vec<Text>, bool) {
         None => &b[..b.iter().rposition(|&c| c != 0).map_or(0, |i| (i + 2).min(b.len()))],
     };
     if b.is_empty() {
-        return (Vec::new(), false);
+        return (Args::new(), false);
     }
     let b = b.strip_suffix(&[0]).unwrap_or(b);
     match std::str::from_utf8(b) {
@@ -473,10 +481,10 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError::BadSize { declared: hdr.size, got: buf.len() });
     }
     match hdr.kind as u32 {
-        abi::DW_KIND_EXEC => decode_exec(&buf[..hdr.size as usize]).map(|e| Event::Exec(Box::new(e))),
-        abi::DW_KIND_NET => decode_net(&buf[..hdr.size as usize]).map(|e| Event::Net(Box::new(e))),
-        abi::DW_KIND_FILE => decode_file(&buf[..hdr.size as usize]).map(|e| Event::File(Box::new(e))),
-        abi::DW_KIND_MAP => map::decode_map(&buf[..hdr.size as usize]).map(|e| Event::Map(Box::new(e))),
+        abi::DW_KIND_EXEC => decode_exec(&buf[..hdr.size as usize]).map(Event::Exec),
+        abi::DW_KIND_NET => decode_net(&buf[..hdr.size as usize]).map(Event::Net),
+        abi::DW_KIND_FILE => decode_file(&buf[..hdr.size as usize]).map(Event::File),
+        abi::DW_KIND_MAP => map::decode_map(&buf[..hdr.size as usize]).map(Event::Map),
         _ => Err(DecodeError::UnknownKind(hdr.kind)),
     }
 }
@@ -785,7 +793,7 @@ pub(crate) mod tests {
         assert_eq!(e.proc.tgid, 42);
         assert_eq!(e.proc.ppid, 7);
         assert_eq!(e.path, "/tmp/x");
-        assert_eq!(e.args, vec!["/tmp/x", "-v"]);
+        assert_eq!(e.args.as_slice(), ["/tmp/x", "-v"]);
         assert_eq!(&*e.proc.cgroup_path, "k8s.io/0123");
         assert_eq!(e.exe_source, ExeSource::UpperLayer);
         assert!(e.flags.drift());
@@ -840,7 +848,7 @@ pub(crate) mod tests {
             r.args_len = 12;
         });
         let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
-        assert_eq!(e.args, vec!["sh", "-c", "", "evil"]);
+        assert_eq!(e.args.as_slice(), ["sh", "-c", "", "evil"]);
         for (bytes, want) in [
             (&b""[..], &[][..]),
             (b"\0", &[""]),
@@ -854,7 +862,7 @@ pub(crate) mod tests {
                 r.args_len = bytes.len() as u16;
             });
             let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
-            assert_eq!(e.args, want, "{bytes:?}");
+            assert_eq!(e.args.as_slice(), want, "{bytes:?}");
         }
     }
 
@@ -867,7 +875,7 @@ pub(crate) mod tests {
         });
         let Event::Exec(e) = decode(&rec).unwrap() else { panic!("not exec") };
         assert_eq!(e.path, "/tmp/x");
-        assert_eq!(e.args, vec!["/tmp/x", "-v"]);
+        assert_eq!(e.args.as_slice(), ["/tmp/x", "-v"]);
         assert_eq!((e.proc.comm.as_str(), e.proc.comm_escaped), ("\\xff\\xfea", true));
         assert!(!e.path_escaped && !e.args_escaped && !e.parent_comm_escaped && !e.proc.cgroup_path_escaped);
     }
@@ -895,7 +903,7 @@ pub(crate) mod tests {
         assert_eq!((a.proc.comm.as_str(), b.proc.comm.as_str()), ("bad\\xff\\xfe", "bad\\xfe\\xff"));
         assert!(a.path_escaped && a.proc.comm_escaped && a.args_escaped && !a.parent_comm_escaped);
         // Every argument is in the escaped form once one must be: "a\b" -> "a\\b".
-        assert_eq!(a.args, vec!["/root/bad\\xff\\xfe", "a\\\\b"]);
+        assert_eq!(a.args.as_slice(), ["/root/bad\\xff\\xfe", "a\\\\b"]);
         assert_eq!(escape::raw(&a.args[1], a.args_escaped).as_ref(), b"a\\b");
         // A valid cgroup name with a literal "\xff" is left as it is.
         assert_eq!((&*a.proc.cgroup_path, a.proc.cgroup_path_escaped), ("k8s.io/0123\\xff", false));
@@ -1036,5 +1044,17 @@ pub(crate) mod tests {
         {
             assert_eq!(clean_script_path(given.to_string()), clean);
         }
+    }
+}
+#[cfg(test)]
+mod size {
+    /// Events are held inline in the reader's batches and the events queue
+    /// (`bpf::queue`): a field that grows the largest kind grows every event,
+    /// whatever its kind. Arguments past the fourth, paths and script names
+    /// are on the heap.
+    #[test]
+    fn an_event_stays_small() {
+        assert!(size_of::<super::Event>() <= 288, "Event is {} bytes", size_of::<super::Event>());
+        assert_eq!(size_of::<super::Event>(), size_of::<super::ExecEvent>(), "an exec is the largest kind");
     }
 }

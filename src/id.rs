@@ -113,6 +113,13 @@ impl fmt::Display for Id {
     }
 }
 
+/// As the `str` (a finding's `container.id`).
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// For tests and literals: an id longer than [`Id::MAX`] is a bug at the call site.
 impl From<&str> for Id {
     fn from(s: &str) -> Self {

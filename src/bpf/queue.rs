@@ -138,17 +138,34 @@ struct State {
     events: usize,
     sender_gone: bool,
     receiver_gone: bool,
+    /// Emptied batches, for the reader's next drains ([`Sender::batch`]).
+    spare: Vec<Vec<Event>>,
 }
+
+/// Emptied batches kept for reuse. Events are held inline (~280 bytes), so a
+/// drain's batch is a few KiB, a request that takes glibc's slow path (which
+/// first consolidates its fast bins) if made afresh at every look.
+const SPARE_BATCHES: usize = 2;
 
 impl State {
     fn append(&mut self, mut evs: Vec<Event>) {
         if evs.is_empty() {
-            return;
+            return self.keep(evs);
         }
         self.events += evs.len();
         match self.batches.back_mut() {
-            Some(last) if last.len() + evs.len() <= BATCH => last.append(&mut evs),
+            Some(last) if last.len() + evs.len() <= BATCH => {
+                last.append(&mut evs);
+                self.keep(evs);
+            }
             _ => self.batches.push_back(evs),
+        }
+    }
+
+    /// Keeps an emptied batch for reuse, up to [`SPARE_BATCHES`] of them.
+    fn keep(&mut self, evs: Vec<Event>) {
+        if evs.is_empty() && evs.capacity() > 0 && evs.capacity() <= BATCH && self.spare.len() < SPARE_BATCHES {
+            self.spare.push(evs);
         }
     }
 
@@ -220,6 +237,11 @@ impl Sender {
         dropped
     }
 
+    /// An empty batch to fill: a spare one when there is one.
+    pub fn batch(&self) -> Vec<Event> {
+        self.shared.lock().spare.pop().unwrap_or_default()
+    }
+
     /// Events the queue holds at most.
     pub fn capacity(&self) -> usize {
         self.shared.capacity
@@ -247,6 +269,12 @@ impl Receiver {
     pub fn try_recv(&mut self) -> Result<Vec<Event>, bool> {
         let mut st = self.shared.lock();
         st.pop().ok_or(st.sender_gone)
+    }
+
+    /// Gives back a batch whose events were all taken, for reuse.
+    pub fn recycle(&mut self, mut batch: Vec<Event>) {
+        batch.clear();
+        self.shared.lock().keep(batch);
     }
 
     /// Events queued now: (drift, other). Walks the queue: for tests and
@@ -323,7 +351,7 @@ mod tests {
     }
 
     fn exec(tgid: u32, flags: u32, src: ExeSource, script: Option<ExeSource>) -> Event {
-        Event::Exec(Box::new(ExecEvent {
+        Event::Exec(ExecEvent {
             proc: proc(tgid),
             gid: 0,
             flags: ExecFlags(flags),
@@ -333,12 +361,12 @@ mod tests {
             env_loader: 0,
             parent_comm: "sh".into(),
             path: "/bin/x".into(),
-            args: vec![],
+            args: Default::default(),
             parent_comm_escaped: false,
             path_escaped: false,
             args_escaped: false,
             script_escaped: false,
-        }))
+        })
     }
 
     fn drift(tgid: u32) -> Event {
@@ -350,17 +378,17 @@ mod tests {
     }
 
     fn net(tgid: u32) -> Event {
-        Event::Net(Box::new(NetEvent {
+        Event::Net(NetEvent {
             proc: proc(tgid),
             op: NetOp::Connect,
             transport: Transport::Tcp,
             addr: [10, 0, 0, 1].into(),
             port: 443,
-        }))
+        })
     }
 
     fn file(tgid: u32) -> Event {
-        Event::File(Box::new(FileEvent {
+        Event::File(FileEvent {
             proc: proc(tgid),
             op: FileOp::Write,
             path: "/etc/x".into(),
@@ -372,7 +400,40 @@ mod tests {
             target_truncated: false,
             path_escaped: false,
             target_escaped: false,
-        }))
+        })
+    }
+
+    #[test]
+    fn emptied_batches_are_reused_a_bounded_number() {
+        let (tx, mut rx) = channel(1000);
+        let fresh = tx.batch();
+        assert_eq!(fresh.capacity(), 0, "nothing to reuse yet");
+        let mut a = Vec::with_capacity(16);
+        a.extend([shell(1), shell(2)]);
+        let a_buf = a.as_ptr();
+        tx.push(a);
+        // A small arrival is appended to the queued batch: its own is kept.
+        let mut b = Vec::with_capacity(16);
+        b.push(shell(3));
+        let b_buf = b.as_ptr();
+        tx.push(b);
+        let got = tx.batch();
+        assert_eq!((got.as_ptr(), got.len(), got.capacity()), (b_buf, 0, 16), "the merged arrival's batch");
+        let batch = rx.try_recv().unwrap();
+        assert_eq!(tgids(&batch), [1, 2, 3]);
+        rx.recycle(batch);
+        let again = tx.batch();
+        assert_eq!(again.as_ptr(), a_buf, "a handled batch comes back empty, for the next drain");
+        for _ in 0..SPARE_BATCHES + 3 {
+            rx.recycle(Vec::with_capacity(8));
+        }
+        let kept = (0..SPARE_BATCHES + 3).filter(|_| tx.batch().capacity() > 0).count();
+        assert_eq!(kept, SPARE_BATCHES, "at most SPARE_BATCHES kept");
+        rx.recycle(Vec::with_capacity(BATCH * 2));
+        assert_eq!(tx.batch().capacity(), 0, "an outgrown batch is freed");
+        // An empty push (a drain that read nothing) gives its batch back too.
+        tx.push(Vec::with_capacity(4));
+        assert_eq!(tx.batch().capacity(), 4);
     }
 
     fn tgids(b: &[Event]) -> Vec<u32> {

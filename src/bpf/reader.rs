@@ -41,10 +41,12 @@ pub const BATCH: usize = queue::BATCH;
 /// Most events judged between two drains of the ring buffer.
 const CHUNK: usize = 32;
 
-/// Room a drain's batch starts with; it grows (doubling) up to [`BATCH`]. A
-/// drain usually reads a handful of records, and reserving all of [`BATCH`]
-/// (4 KiB) took glibc's large-request path on every wakeup, which first
-/// consolidates its fast bins: 4% of the events thread's CPU in a shell storm.
+/// Room a new batch starts with; it grows (doubling) up to [`BATCH`]. A
+/// drain usually reads a handful of records, and a large request at every
+/// wakeup takes glibc's slow path, which first consolidates its fast bins (4%
+/// of the events thread's CPU in a shell storm, when every drain reserved all
+/// of [`BATCH`]). Batches are reused (`queue::Sender::batch`), so this is
+/// paid once, not per look.
 const FIRST_ROOM: usize = 16;
 
 /// At most one log line about dropped events this often (the first at once).
@@ -62,8 +64,10 @@ pub struct Wait {
 
 /// What the events thread hands its decoded events to, on its own thread.
 pub trait Handler: Send + 'static {
-    /// Judges a chunk of events (at most [`CHUNK`]), in ring-buffer order.
-    fn handle(&mut self, chunk: Vec<Event>);
+    /// Judges a chunk of events (at most [`CHUNK`]), in ring-buffer order,
+    /// taking every one of them. They are moved out of the look's batch, which
+    /// is then reused (`queue::Receiver::recycle`).
+    fn handle(&mut self, chunk: &mut dyn Iterator<Item = Event>);
     /// Nothing is left to handle: the thread is about to sleep (or to end).
     /// What the handler held back for this look (a write) goes out now.
     fn idle(&mut self) {}
@@ -110,10 +114,13 @@ pub fn spawn<H: Handler>(
                     // kernel's ring buffer only waits for one chunk (a CPU-starved
                     // storm otherwise overflowed it with drift execs). What is
                     // drained meanwhile queues behind the rest of this batch.
-                    while !batch.is_empty() {
-                        handler.handle(next_chunk(&mut batch));
+                    let mut events = batch.drain(..);
+                    while events.len() > 0 {
+                        handler.handle(&mut events.by_ref().take(CHUNK));
                         drain(&mut ring, &tx, &metrics, &mut log);
                     }
+                    drop(events);
+                    rx.recycle(batch);
                 }
                 Err(_) => {
                     // Nothing queued: the look ends with the handler's write.
@@ -162,8 +169,9 @@ pub fn spawn<H: Handler>(
             }
         }
         while let Ok(mut batch) = rx.try_recv() {
-            while !batch.is_empty() {
-                handler.handle(next_chunk(&mut batch));
+            let mut events = batch.drain(..);
+            while events.len() > 0 {
+                handler.handle(&mut events.by_ref().take(CHUNK));
             }
         }
         handler.idle();
@@ -181,12 +189,6 @@ fn sleep_on(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
     (unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) }) > 0
 }
 
-/// The first [`CHUNK`] events of `batch`, leaving the rest in it.
-fn next_chunk(batch: &mut Vec<Event>) -> Vec<Event> {
-    let rest = if batch.len() > CHUNK { batch.split_off(CHUNK) } else { Vec::new() };
-    std::mem::replace(batch, rest)
-}
-
 /// What a drain read.
 struct Drained {
     /// Records read (decodable or not).
@@ -197,7 +199,7 @@ struct Drained {
 
 /// Moves every record the ring buffer holds into the queue, decoded.
 fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) -> Drained {
-    let mut batch = Vec::new();
+    let mut batch = tx.batch();
     let mut per_kind = [0u64; Event::KINDS.len()];
     let (mut read, mut urgent) = (0, false);
     while let Some(item) = ring.next() {
@@ -218,7 +220,8 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
         }
         drop(item);
         if batch.len() == BATCH {
-            send(tx, std::mem::take(&mut batch), metrics, log);
+            let full = std::mem::replace(&mut batch, tx.batch());
+            send(tx, full, metrics, log);
         }
     }
     for (kind, n) in Event::KINDS.iter().zip(per_kind) {
@@ -226,9 +229,8 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
             metrics.pipeline.events(kind, n);
         }
     }
-    if !batch.is_empty() {
-        send(tx, batch, metrics, log);
-    }
+    // Empty, it goes back to the spares.
+    send(tx, batch, metrics, log);
     Drained { read, urgent }
 }
 

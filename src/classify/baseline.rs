@@ -22,13 +22,15 @@ pub struct Endpoint {
     pub transport: Transport,
     pub addr: Option<IpAddr>,
     pub port: u16,
-    pub program: String,
+    /// The task name (15 bytes at most: inline, no heap allocation per event
+    /// judged).
+    pub program: crate::event::Text,
 }
 
 impl Endpoint {
     pub fn new(op: NetOp, transport: Transport, addr: IpAddr, port: u16, program: &str) -> Self {
         let listen = !matches!(op, NetOp::Connect);
-        Self { listen, transport, addr: (!listen).then_some(addr), port, program: program.to_string() }
+        Self { listen, transport, addr: (!listen).then_some(addr), port, program: program.into() }
     }
 }
 

@@ -8,7 +8,10 @@
 //! flattened, so the JSON is one flat object; the key order is pinned by the
 //! golden files in `tests/golden/findings/`.
 
-use crate::{config::Severity, event::Text};
+use crate::{
+    config::Severity,
+    event::{Args, Text},
+};
 use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -86,9 +89,11 @@ pub struct Finding {
     /// The rule's ATT&CK and compliance tags (`classify::tags`).
     #[serde(rename = "driftwatch.tags")]
     pub tags: &'static [&'static str],
-    pub message: String,
+    /// In a reused buffer (`classify::message`).
+    pub message: super::message::Message,
+    /// Held inline (64 bytes: every runtime's ids), not on the heap.
     #[serde(rename = "container.id")]
-    pub container_id: String,
+    pub container_id: crate::id::Id,
     #[serde(rename = "container.runtime.name")]
     pub container_runtime: &'static str,
     /// The node this agent runs on (`NODE_NAME`, else the hostname).
@@ -218,8 +223,8 @@ pub struct ProcessFacts {
     pub exe_path: Text,
     #[serde(rename = "process.executable.name", skip_serializing_if = "Text::is_empty")]
     pub exe_name: Text,
-    #[serde(rename = "process.command_args", skip_serializing_if = "Vec::is_empty")]
-    pub command_args: Vec<Text>,
+    #[serde(rename = "process.command_args", skip_serializing_if = "Args::is_empty")]
+    pub command_args: Args,
     #[serde(rename = "process.user.id")]
     pub uid: u32,
     #[serde(rename = "process.group.id")]

@@ -152,7 +152,7 @@ mod tests {
         e.exe = exe.into();
         e.path = path.into();
         e.args = args.iter().map(|&s| Text::from(s)).collect();
-        *e
+        e
     }
 
     fn judge(e: &MapEvent) -> Result<Finding, NoFinding> {

@@ -14,6 +14,7 @@ pub mod file;
 pub mod finding;
 pub mod interp;
 pub mod mapping;
+pub mod message;
 pub mod names;
 pub mod network;
 pub mod rules;
@@ -22,6 +23,7 @@ pub mod tags;
 pub use finding::{
     Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts, SharedPodFacts,
 };
+pub use message::Message;
 pub use names::{NameMatch, NameTables};
 pub use rules::Rule;
 
@@ -193,7 +195,14 @@ impl Classifier {
 
     /// A finding of `rule` about container `c` at kernel time `ktime_ns`:
     /// the common part; the caller adds the process and the record.
-    pub fn finding(&self, rule: &Rule, c: Subject<'_>, ktime_ns: u64, message: String, detail: Detail) -> Finding {
+    pub fn finding(
+        &self,
+        rule: &Rule,
+        c: Subject<'_>,
+        ktime_ns: u64,
+        message: impl Into<Message>,
+        detail: Detail,
+    ) -> Finding {
         Finding {
             time: rfc3339(self.clock.wall(ktime_ns)),
             kind: rule.kind,
@@ -201,8 +210,8 @@ impl Classifier {
             severity: rule.severity(&self.rules),
             playbook_step: rule.step,
             tags: tags::of(rule.name),
-            message,
-            container_id: c.id.to_string(),
+            message: message.into(),
+            container_id: crate::id::Id::key(c.id),
             container_runtime: c.runtime,
             node_name: self.node.clone(),
             k8s: self.start_facts(c.pod_uid),
@@ -223,7 +232,7 @@ impl Classifier {
         rule: &Rule,
         c: &ContainerRef,
         p: &Process,
-        message: String,
+        message: impl Into<Message>,
         detail: Detail,
     ) -> Finding {
         let mut f = self.finding(rule, c.into(), p.ktime_ns, message, detail);
@@ -303,8 +312,14 @@ impl Classifier {
                     return Err(NoFinding::NestedPackageManager);
                 }
                 if self.rules.package.enabled {
-                    let msg =
-                        format!("package manager {name} ran in container {}: {}", c.short_id(), ev.args.join(" "));
+                    let mut msg =
+                        Message::concat(&["package manager ", &name, " ran in container ", c.short_id(), ": "]);
+                    for (i, a) in ev.args.iter().enumerate() {
+                        if i > 0 {
+                            msg.push(' ');
+                        }
+                        msg.push_str(a);
+                    }
                     let mut f = self.exec_finding(ev, c, &rules::PACKAGE_MANAGER_EXEC, msg);
                     if let Some(e) = f.exec_mut() {
                         e.package_manager = Some(name);
@@ -324,9 +339,9 @@ impl Classifier {
                         (&rules::SHELL_IN_CONTAINER, "a shell")
                     };
                     let parent = if ev.parent_comm.is_empty() { "?" } else { &ev.parent_comm };
-                    // `[&str]::concat`: one allocation of the right size, without
-                    // `format!`'s machinery (~1,000 instructions a finding).
-                    let msg = [
+                    // Without `format!`'s machinery (~1,000 instructions a
+                    // finding), into a reused buffer (`message`).
+                    let msg = Message::concat(&[
                         what,
                         " (",
                         &name,
@@ -337,8 +352,7 @@ impl Classifier {
                         " (pid ",
                         itoa::Buffer::new().format(ev.proc.ppid),
                         ")",
-                    ]
-                    .concat();
+                    ]);
                     let mut f = self.exec_finding(ev, c, rule, msg);
                     if let Some(e) = f.exec_mut() {
                         e.shell = Some(name);
@@ -350,11 +364,12 @@ impl Classifier {
             None => {}
         }
         if ev.flags.ancestor_drift() && self.rules.binary.enabled {
-            let msg = format!(
-                "{} was executed in container {} by a process descending from a drifted binary",
-                ev.path,
-                c.short_id()
-            );
+            let msg = Message::concat(&[
+                &ev.path,
+                " was executed in container ",
+                c.short_id(),
+                " by a process descending from a drifted binary",
+            ]);
             return Ok(self.exec_finding(ev, c, &rules::EXEC_BY_DRIFTED_PROCESS, msg));
         }
         Err(if disabled { NoFinding::RuleDisabled } else { NoFinding::NotDrift })
@@ -383,7 +398,7 @@ impl Classifier {
             _ => "not part of the image",
         };
         let what = if script { "script" } else { "binary" };
-        let mut msg = ["container ", c.short_id(), " executed ", what, " ", path, ": ", why].concat();
+        let mut msg = Message::concat(&["container ", c.short_id(), " executed ", what, " ", path, ": ", why]);
         if ev.flags.killed() {
             msg.push_str("; killed before its first instruction (protect mode)");
         }
@@ -392,7 +407,7 @@ impl Classifier {
 
     /// A finding about an exec: every process and exec key from the event,
     /// whose text is taken (left empty), not copied.
-    fn exec_finding(&self, ev: &mut ExecEvent, c: &ContainerRef, rule: &Rule, message: String) -> Finding {
+    fn exec_finding(&self, ev: &mut ExecEvent, c: &ContainerRef, rule: &Rule, message: impl Into<Message>) -> Finding {
         let detail = Detail::Exec(ExecFacts {
             exe_source: ev.exe_source.as_str(),
             exe_inode: ev.ino,

@@ -22,7 +22,7 @@ pub struct MapEvent {
     pub path: String,
     /// The mapping process's executable (the loader for `ld.so /tmp/payload`).
     pub exe: super::Text,
-    pub args: Vec<super::Text>,
+    pub args: super::Args,
     pub path_truncated: bool,
     pub exe_truncated: bool,
     pub args_truncated: bool,
@@ -101,7 +101,7 @@ pub(crate) mod tests {
         let Event::Map(e) = decode(&map_record(|_| {})).unwrap() else { panic!("not map") };
         assert_eq!((e.proc.tgid, e.proc.ppid, e.ino, e.prot), (42, 7, 99, 5));
         assert_eq!((e.path.as_str(), e.exe.as_str()), ("/tmp/evil.so", "/usr/bin/true"));
-        assert_eq!(e.args, vec!["/bin/true"]);
+        assert_eq!(e.args.as_slice(), ["/bin/true"]);
         assert_eq!(e.source, ExeSource::UpperLayer);
         assert_eq!(&*e.proc.cgroup_path, "k8s.io/0123");
         assert!(!e.mprotect && !e.killed && !e.path_truncated);

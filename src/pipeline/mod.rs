@@ -94,7 +94,7 @@ impl Pipeline {
     /// Judges one event; findings go to every sink's queue.
     pub fn handle(self: &Arc<Self>, ev: Event) {
         match ev {
-            Event::Exec(ev) => self.handle_exec(*ev),
+            Event::Exec(ev) => self.handle_exec(ev),
             Event::Net(ev) if self.d.network.is_some() => self.handle_net(&ev),
             Event::File(ev) if self.d.file.is_some() => self.handle_file(&ev),
             Event::Net(_) | Event::File(_) => {}

@@ -109,12 +109,14 @@ impl PolicyGate {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 match policy.approve(&Scope::of(f), &subject, now) {
                     Some(name) => Some(name.to_string()),
-                    None => {
+                    // The key and signature only when something reads them.
+                    None if learning || check_learned => {
                         let (key, sig) = (workload_key(f), signature(&subject));
                         let known = check_learned && self.learned.knows(&key, &sig);
                         learned_sig = Some((key, sig));
                         known.then(|| "learned".to_string())
                     }
+                    None => None,
                 }
             }
             None => None,
@@ -157,7 +159,7 @@ impl PolicyGate {
             && f.kind != crate::classify::Kind::Binary
             && !p.command_args.is_empty()
         {
-            return me.exec_commands.iter().find(|(_, cmd)| *cmd == p.command_args).map(|(why, _)| *why);
+            return me.exec_commands.iter().find(|(_, cmd)| *cmd == p.command_args.as_slice()).map(|(why, _)| *why);
         }
         if let crate::classify::Detail::File(d) = &f.detail
             && me.init

@@ -54,7 +54,7 @@ pub fn redact_finding(r: &Redactor, f: &mut Finding) -> Hits {
         }
         hits |= r.redact_text(&mut p.exe_path);
     }
-    hits |= r.redact_text(&mut f.message);
+    hits |= r.redact_text(&mut *f.message);
     match &mut f.detail {
         Detail::Exec(e) => {
             if let Some(s) = e.script_path.as_mut() {

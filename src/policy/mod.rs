@@ -64,7 +64,12 @@ pub struct Subject<'a> {
     pub executable: Option<&'a str>,
     /// The parent's executable path, or its name.
     pub parent_executable: Option<&'a str>,
+    /// The command line as given; else joined from `args` when an approval
+    /// first asks ([`Self::command_line`]): most findings are ruled out by
+    /// cheaper keys, and the join was a heap allocation per finding.
     pub command_line: Option<String>,
+    pub args: &'a [crate::event::Text],
+    joined: std::cell::OnceCell<String>,
     pub file_paths: Vec<&'a str>,
     pub endpoint: Option<(Option<IpAddr>, u16)>,
 }
@@ -80,7 +85,7 @@ impl<'a> Subject<'a> {
             rule: f.rule,
             executable: p.and_then(|p| nonempty(&p.exe_path)).or(exe),
             parent_executable: parent_exe.or_else(|| p.and_then(|p| nonempty(&p.parent_name))),
-            command_line: p.filter(|p| !p.command_args.is_empty()).map(|p| p.command_args.join(" ")),
+            args: p.map_or(&[], |p| p.command_args.as_slice()),
             ..Default::default()
         };
         match &f.detail {
@@ -99,6 +104,16 @@ impl<'a> Subject<'a> {
             Detail::Config(_) => {}
         }
         s
+    }
+}
+
+impl Subject<'_> {
+    /// The arguments joined by spaces (None without any).
+    pub fn command_line(&self) -> Option<&str> {
+        if let Some(c) = &self.command_line {
+            return Some(c);
+        }
+        (!self.args.is_empty()).then(|| self.joined.get_or_init(|| self.args.join(" ")).as_str())
     }
 }
 
@@ -130,7 +145,7 @@ impl Matcher {
             && opt(&self.parent_executable, s.parent_executable)
             && self.endpoint.as_ref().is_none_or(|e| s.endpoint.is_some_and(|(ip, port)| e.matches(ip, port)))
             && self.file_path.as_ref().is_none_or(|p| s.file_paths.iter().any(|f| p.matches(f)))
-            && opt(&self.command_args, s.command_line.as_deref())
+            && opt(&self.command_args, s.command_line())
     }
 
     /// Keys that only a finding's process answers (for lazy /proc lookups).

@@ -106,7 +106,7 @@ fn finding_of(kind: crate::classify::Kind, rule: &'static str) -> crate::classif
         r,
         crate::classify::Subject { id: "abc", runtime: "containerd", pod_uid: None },
         1,
-        "m".into(),
+        "m",
         crate::classify::Detail::Exec(Default::default()),
     );
     assert_eq!(f.kind, kind);
@@ -119,7 +119,7 @@ fn finding_of(kind: crate::classify::Kind, rule: &'static str) -> crate::classif
     f.process = Some(crate::classify::ProcessFacts {
         exe_path: "/usr/bin/inotifyd".into(),
         parent_name: "sh".into(),
-        command_args: vec!["inotifyd".into(), "--reload".into()],
+        command_args: vec!["inotifyd".into(), "--reload".into()].into(),
         ..Default::default()
     });
     f

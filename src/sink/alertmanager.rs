@@ -415,7 +415,7 @@ fn ingest(
     let Ok(Value::Object(json)) = serde_json::to_value(&*f) else { return };
     let labels = labels(&json, &render.node);
     let key: GroupKey =
-        (labels.get("alertname").cloned().unwrap_or_default(), f.container_id.clone(), f.rule.to_string());
+        (labels.get("alertname").cloned().unwrap_or_default(), f.container_id.to_string(), f.rule.to_string());
     let now = Instant::now();
     if let Some(g) = groups.get_mut(&key) {
         g.count += 1;

@@ -48,6 +48,11 @@ impl Progress {
         Self { sent, done: Arc::new(AtomicU64::new(0)), last_ms: Arc::new(AtomicU64::new(0)), epoch: Instant::now() }
     }
 
+    /// Findings taken so far.
+    pub fn taken(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
     /// Findings taken and not written yet.
     pub fn pending(&self) -> u64 {
         self.sent.load(Ordering::SeqCst).saturating_sub(self.done.load(Ordering::SeqCst))
@@ -121,6 +126,24 @@ impl Stdout {
         fanout.add_stdout(queue, me.clone(), sent, metrics);
         me.clone().spawn_late_writer()?;
         Ok(me)
+    }
+
+    /// The sink on a file whose writes never block (a regular file,
+    /// `/dev/null`) instead of stdout: the agent's own path from a finding to
+    /// its write, for the pipeline bench and tests.
+    pub fn on_file(
+        file: std::fs::File,
+        format: OutputFormat,
+        cap: usize,
+        queue: &'static str,
+        fanout: &mut super::Fanout,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Self> {
+        metrics.sinks.declare_sink("stdout");
+        let sent = Arc::new(AtomicU64::new(0));
+        let me = Arc::new(Self::new(file.into(), Kind::Plain, format, cap, sent.clone(), metrics.clone()));
+        fanout.add_stdout(queue, me.clone(), sent, metrics);
+        me
     }
 
     fn new(fd: OwnedFd, kind: Kind, format: OutputFormat, cap: usize, sent: Arc<AtomicU64>, m: Arc<Metrics>) -> Self {

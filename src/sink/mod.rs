@@ -87,13 +87,25 @@ impl Fanout {
     }
 
     pub fn send(&self, f: Finding, metrics: &Metrics) {
-        let f = Arc::new(f);
+        // One `Arc` for the sinks with a queue of their own; stdout (written
+        // here) takes a borrow, so with stdout alone a finding costs no
+        // allocation to hand over.
+        if self.sinks.iter().any(|q| matches!(q.tx, Feed::Findings(_))) {
+            let f = Arc::new(f);
+            self.offer(&f, Some(&f), metrics);
+        } else {
+            self.offer(&f, None, metrics);
+        }
+    }
+
+    /// Offers `f` to every sink; `shared`: `f` for the queued sinks.
+    fn offer(&self, f: &Finding, shared: Option<&Arc<Finding>>, metrics: &Metrics) {
         let mut falco: Option<Bytes> = None;
         for q in &self.sinks {
             let taken = match &q.tx {
-                Feed::Findings(tx) => tx.try_send(f.clone()).is_ok(),
-                Feed::Falco(tx) => tx.try_send(falco.get_or_insert_with(|| falco::render(&f)).clone()).is_ok(),
-                Feed::Stdout(s) => s.offer(&f, &mut falco),
+                Feed::Findings(tx) => shared.is_some_and(|s| tx.try_send(s.clone()).is_ok()),
+                Feed::Falco(tx) => tx.try_send(falco.get_or_insert_with(|| falco::render(f)).clone()).is_ok(),
+                Feed::Stdout(s) => s.offer(f, &mut falco),
             };
             if taken {
                 q.sent.fetch_add(1, Ordering::Relaxed);

@@ -423,7 +423,7 @@ impl RecordBuilder {
         r.set_severity_text(f.severity.as_str());
         r.set_timestamp(SystemTime::from(self.clock.wall(f.ktime_ns)));
         r.set_observed_timestamp(SystemTime::now());
-        r.set_body(AnyValue::String(f.message.clone().into()));
+        r.set_body(AnyValue::String(f.message.to_string().into()));
         r.add_attributes(self.rules.attributes(f));
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(f) {
             for (k, v) in m {

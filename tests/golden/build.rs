@@ -229,7 +229,7 @@ fn json(f: &driftwatch::classify::Finding) -> String {
 fn exec_case(j: &Judges, e: Exec, with_meta: bool, post: impl FnOnce(&mut driftwatch::classify::Finding)) -> String {
     let Event::Exec(ev) = event::decode(&exec_record(&e)).expect("decode") else { panic!("not exec") };
     let c = enrich::container_of(&ev.proc).expect("container");
-    let mut f = j.cl.exec(*ev, &c).expect("a finding");
+    let mut f = j.cl.exec(ev, &c).expect("a finding");
     post(&mut f);
     if with_meta {
         apply_metadata(&mut f, &meta());

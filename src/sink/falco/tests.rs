@@ -8,8 +8,7 @@ const ID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1
 
 fn finding(rule: &rules::Rule, detail: Detail) -> Finding {
     let c = Classifier::new(&crate::config::Config::default());
-    let mut f =
-        c.finding(rule, Subject { id: ID, runtime: "containerd", pod_uid: Some("uid-1") }, 1, "m".into(), detail);
+    let mut f = c.finding(rule, Subject { id: ID, runtime: "containerd", pod_uid: Some("uid-1") }, 1, "m", detail);
     f.time = "2026-01-02T03:04:05.000000006Z".parse().expect("an RFC 3339 time");
     f.k8s_mut().namespace = Some("shop".into());
     f.k8s_mut().pod_name = Some("web-1".into());
@@ -22,7 +21,7 @@ fn finding(rule: &rules::Rule, detail: Detail) -> Finding {
         parent_pid: 41,
         exe_path: "/tmp/xmrig".into(),
         exe_name: "xmrig".into(),
-        command_args: vec!["/tmp/xmrig".into(), "-o".into(), "pool \"x\"".into()],
+        command_args: vec!["/tmp/xmrig".into(), "-o".into(), "pool \"x\"".into()].into(),
         uid: 1000,
         gid: 1001,
         parent_name: "sh".into(),

@@ -149,7 +149,7 @@ mod tests {
         let c = crate::classify::Classifier::new(&crate::config::Config::default());
         let subject = crate::classify::Subject { id: "abc", runtime: "containerd", pod_uid: None };
         let detail = crate::classify::Detail::Exec(Default::default());
-        let mut f = c.finding(&rules::SHELL_IN_CONTAINER, subject, 1, "m".into(), detail);
+        let mut f = c.finding(&rules::SHELL_IN_CONTAINER, subject, 1, "m", detail);
         f.k8s_mut().workload_kind = Some("StatefulSet");
         f.k8s_mut().workload_name = Some("db".into());
         let r = super::super::RecordBuilder::new("https://runbooks.example/").record(&f).expect("a record");
