@@ -18,6 +18,8 @@ pub mod policy;
 pub mod protect;
 pub mod redact;
 pub mod respond;
+#[cfg(test)]
+mod tests;
 
 pub use emit::{Emitter, Ticket, apply_metadata};
 pub use policy::{Gate, PolicyGate};

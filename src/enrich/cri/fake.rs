@@ -251,6 +251,20 @@ pub async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The usual runtime of these tests: pod `sid(1)` ("checkout-7d9f") with
+/// its container `cid(1)` ("api"), served on `cri.sock` in a fresh
+/// directory. Returns (directory, socket, runtime, what stops it).
+pub async fn serve_one_pod(tag: &str) -> (PathBuf, PathBuf, Fake, CancellationToken) {
+    let d = tmpdir(tag);
+    let sock = d.join("cri.sock");
+    let stop = CancellationToken::new();
+    let f = Fake::new("containerd");
+    f.add_pod(&sid(1), "checkout-7d9f");
+    f.add_container(&cid(1), &sid(1), "api");
+    f.serve(&sock, stop.clone()).await;
+    (d, sock, f, stop)
+}
+
 pub fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dw-cri-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

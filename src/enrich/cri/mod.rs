@@ -605,13 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn fetch_lists_and_reconnects() {
-        let d = tmpdir("client");
-        let sock = d.join("cri.sock");
-        let stop = CancellationToken::new();
-        let f = Fake::new("containerd");
-        f.add_pod(&sid(1), "checkout-7d9f");
-        f.add_container(&cid(1), &sid(1), "api");
-        f.serve(&sock, stop.clone()).await;
+        let (d, sock, f, stop) = serve_one_pod("client").await;
         let cancel = CancellationToken::new();
         let metrics = CriMetrics::default();
         let cri = Cri::spawn(cfg(&sock), metrics.clone(), cancel.clone());
