@@ -18,8 +18,6 @@ pub mod policy;
 pub mod protect;
 pub mod redact;
 pub mod respond;
-#[cfg(test)]
-mod tests;
 
 pub use emit::{Emitter, Ticket, apply_metadata};
 pub use policy::{Gate, PolicyGate};
@@ -363,3 +361,6 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
