@@ -26,6 +26,8 @@
 //! - `shell_finding_pod`: the same for a kubelet pod's container: the
 //!   registry knows its metadata (pod, workload, image, labels), which every
 //!   finding carries;
+//! - `package_finding_pod`: `apt-get install -y curl` in the same pod (a
+//!   `package_manager_exec` finding, its command line in the message);
 //! - `shell_finding_100_approvals`: the same through a policy of 100
 //!   approvals none of which matches (each is checked), against the default
 //!   empty policy of `shell_finding_json` (the agent always has a policy gate);
@@ -367,6 +369,20 @@ fn main() {
     // A kubelet pod's container: its metadata copied into every finding.
     let mut b = pipeline_with(Some(""), Some(pod_meta()));
     measure("shell_finding_pod", n, |n| run(&recs, n, &mut b));
+
+    // A package manager run in the pod (its command line in the message).
+    let mut b = pipeline_with(Some(""), Some(pod_meta()));
+    let apt = exec_record(
+        "apt-get",
+        "/usr/bin/apt-get",
+        b"apt-get\0install\0-y\0curl\0",
+        abi::DW_SRC_IMAGE,
+        abi::DW_NAME_PACKAGE,
+    );
+    let apt = [apt];
+    if measure("package_finding_pod", n, |n| run(&apt, n, &mut b)) > 0.0 {
+        assert!(b.out.progress().taken() > 0, "a package manager run is a finding");
+    }
 
     let approvals: String = (0..100)
         .map(|i| {

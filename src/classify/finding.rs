@@ -309,7 +309,7 @@ pub struct ExecFacts {
     #[serde(rename = "driftwatch.shell.name", skip_serializing_if = "Option::is_none")]
     pub shell: Option<Arc<str>>,
     #[serde(rename = "driftwatch.package.manager", skip_serializing_if = "Option::is_none")]
-    pub package_manager: Option<String>,
+    pub package_manager: Option<Text>,
     /// Dynamic-loader variables a process started with that the container's
     /// main process did not have (environment drift).
     #[serde(rename = "driftwatch.env.loader_vars", skip_serializing_if = "Option::is_none")]

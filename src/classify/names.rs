@@ -16,8 +16,9 @@ pub enum NameMatch {
     /// The table's own name when the comm is one (shared, not copied: a
     /// storm's shells allocate nothing for it).
     Shell { name: Arc<str> },
-    /// A package manager; `name` is the manager ("pip", "apt-get", "go install").
-    Package { name: String },
+    /// A package manager; `name` is the manager ("pip", "apt-get", "go install"):
+    /// inline text, no heap allocation for the names the tables know.
+    Package { name: Text },
 }
 
 /// FxHash: every exec is looked up several times, and the tables are fixed
@@ -106,16 +107,16 @@ impl NameTables {
 
     /// `name` is a package manager run with `rest` as its arguments: always
     /// for plain managers, only with a listed subcommand for the others.
-    fn manager(&self, name: &str, rest: &[Text]) -> Option<String> {
+    fn manager(&self, name: &str, rest: &[Text]) -> Option<Text> {
         if self.packages.contains(name) {
-            return Some(name.to_string());
+            return Some(name.into());
         }
         let subs = self.subcommands.get(name)?;
         let sub = rest.iter().find(|a| !a.starts_with('-'))?;
-        subs.contains(sub.as_str()).then(|| format!("{name} {sub}"))
+        subs.contains(sub.as_str()).then(|| compact_str::format_compact!("{name} {sub}"))
     }
 
-    fn package_in(&self, comm: &str, args: &[Text]) -> Option<String> {
+    fn package_in(&self, comm: &str, args: &[Text]) -> Option<Text> {
         let name = basename(comm);
         if self.packages.contains(name) || self.subcommands.contains_key(name) {
             // A `#!` script run directly (`pip install x`, pip being a Python
@@ -205,7 +206,7 @@ mod tests {
             assert_eq!(t.classify(p, &a(&[p])), Some(NameMatch::Package { name: p.into() }), "{p}");
         }
         for p in ["pip", "pip3", "npm", "yarn", "gem", "conda"] {
-            let want = Some(NameMatch::Package { name: format!("{p} install") });
+            let want = Some(NameMatch::Package { name: format!("{p} install").into() });
             assert_eq!(t.classify(p, &a(&[p, "install", "x"])), want, "{p}");
         }
         // Running an app through a package manager is not package drift.
