@@ -199,7 +199,7 @@ struct Drained {
 
 /// Moves every record the ring buffer holds into the queue, decoded.
 fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) -> Drained {
-    let mut batch = tx.batch();
+    let mut batch = Vec::new();
     let mut per_kind = [0u64; Event::KINDS.len()];
     let (mut read, mut urgent) = (0, false);
     while let Some(item) = ring.next() {
@@ -208,8 +208,12 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
             Ok(ev) => {
                 per_kind[ev.kind_index()] += 1;
                 urgent = urgent || forced_wakeup(&ev);
+                // A spare batch, taken only once there is a record for it.
                 if batch.capacity() == 0 {
-                    batch.reserve_exact(FIRST_ROOM);
+                    batch = tx.batch();
+                    if batch.capacity() == 0 {
+                        batch.reserve_exact(FIRST_ROOM);
+                    }
                 }
                 batch.push(ev);
             }
@@ -220,8 +224,7 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
         }
         drop(item);
         if batch.len() == BATCH {
-            let full = std::mem::replace(&mut batch, tx.batch());
-            send(tx, full, metrics, log);
+            send(tx, std::mem::take(&mut batch), metrics, log);
         }
     }
     for (kind, n) in Event::KINDS.iter().zip(per_kind) {
@@ -229,8 +232,9 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
             metrics.pipeline.events(kind, n);
         }
     }
-    // Empty, it goes back to the spares.
-    send(tx, batch, metrics, log);
+    if !batch.is_empty() {
+        send(tx, batch, metrics, log);
+    }
     Drained { read, urgent }
 }
 

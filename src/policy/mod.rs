@@ -64,10 +64,9 @@ pub struct Subject<'a> {
     pub executable: Option<&'a str>,
     /// The parent's executable path, or its name.
     pub parent_executable: Option<&'a str>,
-    /// The command line as given; else joined from `args` when an approval
-    /// first asks ([`Self::command_line`]): most findings are ruled out by
-    /// cheaper keys, and the join was a heap allocation per finding.
-    pub command_line: Option<String>,
+    /// The command line, joined by spaces only when an approval first asks
+    /// ([`Self::command_line`]): most findings are ruled out by cheaper keys,
+    /// and the join was a heap allocation per finding.
     pub args: &'a [crate::event::Text],
     joined: std::cell::OnceCell<String>,
     pub file_paths: Vec<&'a str>,
@@ -110,9 +109,6 @@ impl<'a> Subject<'a> {
 impl Subject<'_> {
     /// The arguments joined by spaces (None without any).
     pub fn command_line(&self) -> Option<&str> {
-        if let Some(c) = &self.command_line {
-            return Some(c);
-        }
         (!self.args.is_empty()).then(|| self.joined.get_or_init(|| self.args.join(" ")).as_str())
     }
 }

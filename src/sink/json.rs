@@ -119,11 +119,8 @@ impl Stdout {
         fanout: &mut super::Fanout,
         metrics: &Arc<Metrics>,
     ) -> std::io::Result<Arc<Self>> {
-        metrics.sinks.declare_sink("stdout");
         let (fd, kind) = open_stdout()?;
-        let sent = Arc::new(AtomicU64::new(0));
-        let me = Arc::new(Self::new(fd, kind, format, cap, sent.clone(), metrics.clone()));
-        fanout.add_stdout(queue, me.clone(), sent, metrics);
+        let me = Self::registered(fd, kind, format, cap, queue, fanout, metrics);
         me.clone().spawn_late_writer()?;
         Ok(me)
     }
@@ -139,9 +136,22 @@ impl Stdout {
         fanout: &mut super::Fanout,
         metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
+        Self::registered(file.into(), Kind::Plain, format, cap, queue, fanout, metrics)
+    }
+
+    /// The sink on `fd`, declared in the metrics and registered with `fanout` as `queue`.
+    fn registered(
+        fd: OwnedFd,
+        kind: Kind,
+        format: OutputFormat,
+        cap: usize,
+        queue: &'static str,
+        fanout: &mut super::Fanout,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Self> {
         metrics.sinks.declare_sink("stdout");
         let sent = Arc::new(AtomicU64::new(0));
-        let me = Arc::new(Self::new(file.into(), Kind::Plain, format, cap, sent.clone(), metrics.clone()));
+        let me = Arc::new(Self::new(fd, kind, format, cap, sent.clone(), metrics.clone()));
         fanout.add_stdout(queue, me.clone(), sent, metrics);
         me
     }
@@ -405,9 +415,7 @@ mod tests {
     fn sink(fd: OwnedFd, kind: Kind, cap: usize) -> (Arc<Stdout>, super::super::Fanout, Arc<Metrics>) {
         let m = Arc::new(Metrics::new());
         let mut fanout = super::super::Fanout::default();
-        let sent = Arc::new(AtomicU64::new(0));
-        let s = Arc::new(Stdout::new(fd, kind, OutputFormat::Json, cap, sent.clone(), m.clone()));
-        fanout.add_stdout("findings_stdout", s.clone(), sent, &m);
+        let s = Stdout::registered(fd, kind, OutputFormat::Json, cap, "findings_stdout", &mut fanout, &m);
         (s, fanout, m)
     }
 
