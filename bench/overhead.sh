@@ -23,7 +23,8 @@
 # bench/peer.bt under Debian's bpftrace instead: an exec + write-open watcher, the peer
 # the agent is compared with in the same run; its CPU and RSS are reported as the agent's),
 # compare (with --compare-bin: another driftwatch binary, e.g. the previous revision's,
-# default flags, in the same rounds: an A/B of a change), floor (shell storm only, no agent:
+# default flags, in the same rounds: an A/B of a change; compare_emit_all: the same with
+# --emit-all-execs, on the workloads that run emit_all), floor (shell storm only, no agent:
 # bench/wakefloor sleeps on a timer every sensor.wake_interval_ms beside the storm and each
 # time it wakes writes 32 KiB, about one storm look of findings, to a pipe copied by cat as
 # the agent's stdout is; its CPU per wakeup times the agent's wakeups, plus its CPU per byte
@@ -37,6 +38,9 @@
 # stdout is a pipe that a separate process (cat) copies to a file, as containerd's shim copies a
 # pod's stdout to its log file: the agent pays for writing into a pipe, the copier for the log
 # file (its CPU is recorded too, as stdout_reader_cpu_s).
+#
+# DW_BENCH_PERF=DIR: also record the agent with `perf record --call-graph dwarf` over each agent-mode
+# run's workload window (DIR/<workload>-<mode>-<round>.data), to see where its CPU goes.
 #
 # Prints a table on stdout and writes JSON (summary + raw runs) to --out
 # (default /tmp/driftwatch-bench.json). Exits 1 if the agent dropped anything at
@@ -415,10 +419,10 @@ measure() {
     return
   fi
   local flags=()
-  [[ $mode == emit_all ]] && flags=(--emit-all-execs)
+  [[ $mode == emit_all || $mode == compare_emit_all ]] && flags=(--emit-all-execs)
   [[ $mode == exec_only ]] && flags=(--config "$exec_only_cfg")
   agent_bin=$bin
-  [[ $mode == compare ]] && agent_bin=$compare_bin
+  [[ $mode == compare || $mode == compare_emit_all ]] && agent_bin=$compare_bin
   start_agent "${flags[@]}"
   local m0=$work/m0.prom m1=$work/m1.prom t0 t1 n0 n1 f0 f1 fb0 fb1 hwm cpu tick y0 y1 r0 r1
   scrape "$m0"
@@ -428,9 +432,19 @@ measure() {
   n0=$(agent_ns)
   y0=$(agent_writes)
   r0=$(agent_ns "$stdout_reader_pid")
+  local perf_pid=
+  if [[ -n ${DW_BENCH_PERF:-} ]]; then
+    mkdir -p "$DW_BENCH_PERF"
+    perf record -q --call-graph dwarf,16384 -F 10000 -e cpu-clock -p "$agent_pid" -o "$DW_BENCH_PERF/$w-$mode-$round.data" 2>/dev/null &
+    perf_pid=$!
+  fi
   res=$(run_workload "$w" "$n")
   read -r secs wcpu <<<"$res"
   drain "$m0"
+  if [[ -n $perf_pid ]]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+  fi
   t1=$(agent_ticks)
   n1=$(agent_ns)
   y1=$(agent_writes)
@@ -485,7 +499,11 @@ declare -A modes=([container_exec_true]="baseline agent peer exec_only emit_all"
   [host_open_read]="baseline agent peer exec_only" [host_exec_true]="baseline agent peer")
 if [[ -n $compare_bin ]]; then
   [[ -x $compare_bin ]] || die "--compare-bin $compare_bin is not an executable"
-  for w in "${!modes[@]}"; do modes[$w]+=" compare"; done
+  for w in "${!modes[@]}"; do
+    modes[$w]+=" compare"
+    # The other binary with --emit-all-execs too, where this one runs with it.
+    [[ " ${modes[$w]} " == *" emit_all "* ]] && modes[$w]+=" compare_emit_all"
+  done
 fi
 
 log "warm-up (page cache, first-exec costs)"

@@ -143,7 +143,33 @@ def summarise(runs, wake_ms=None):
                 s["floor_write_ns_per_byte"] = wrote / nbytes * 1e9 if nbytes else None
             out.append(s)
     wake_floor(out, wake_ms)
+    above_idle(out, runs)
     return out
+
+
+def above_idle(summary, runs):
+    """The agent's CPU per event less what it spends with no event at all: its
+    timers (the drain backstop, the runtime's /proc scan, metrics) run whether
+    events come or not. The idle rate is the agent's CPU per second in the runs
+    of this bench that sent it no kernel event (default flags on a workload
+    the kernel filters, e.g. container_exec_true), over the same rounds; each
+    run with events is charged that rate for its length."""
+    idle = [r for r in runs if r.get("mode") in ("agent", "exec_only") and "kernel_events" in r
+            and r.get("kernel_events", 0) == 0 and not r.get("findings")]
+    secs = sum(r["seconds"] for r in idle)
+    if len(idle) < 2 or secs <= 0:
+        return
+    rate = sum(r["agent_cpu_s"] for r in idle) / secs
+    for s in summary:
+        s["agent_idle_cpu_ms_per_s"] = rate * 1e3
+        rs = [r for r in runs if r.get("workload") == s["workload"] and r.get("mode") == s["mode"]]
+        busy = sum(r["agent_cpu_s"] - rate * r["seconds"] for r in rs if "agent_cpu_s" in r)
+        if s.get("agent_cpu_s_per_1m_kernel_events") is not None:
+            ev = sum(r.get("kernel_events", 0) for r in rs)
+            s["agent_cpu_s_per_1m_kernel_events_above_idle"] = max(busy, 0) / ev * 1e6
+        if s.get("agent_cpu_s_per_1m_findings") is not None:
+            fi = sum(r.get("findings", 0) for r in rs)
+            s["agent_cpu_s_per_1m_findings_above_idle"] = max(busy, 0) / fi * 1e6
 
 
 def wake_floor(summary, wake_ms=None):
@@ -301,6 +327,9 @@ def main():
                 if s.get("floor_s_per_1m_findings_at_latency_goal") is not None:
                     line += f" ({s['floor_s_per_1m_findings_at_latency_goal']:.2f} s at one look every {LATENCY_GOAL_MS} ms)"
                 print(line)
+            if s.get("agent_cpu_s_per_1m_findings_above_idle") is not None:
+                print(f"{'':<29} the agent above its idle CPU ({s['agent_idle_cpu_ms_per_s']:.2f} ms a second with no event): "
+                      f"{s['agent_cpu_s_per_1m_findings_above_idle']:.2f} s per 1M findings")
     quiet = [s for s in summary if s.get("wake_floor_s_per_1m_kernel_events") is not None]
     if quiet:
         print("\nevents judged without a finding: the wakeups at the floor run's cost are their floor:")
@@ -308,6 +337,9 @@ def main():
             print(f"{s['workload']:<20} {s['mode']:<8} {s['events_per_wakeup']:5.1f} events a wakeup: "
                   f"wake floor {s['wake_floor_s_per_1m_kernel_events']:5.2f} s per 1M events of the agent's "
                   f"{fmt(s.get('agent_cpu_s_per_1m_kernel_events'), '.2f')}")
+            if s.get("agent_cpu_s_per_1m_kernel_events_above_idle") is not None:
+                print(f"{'':<29} above its idle CPU ({s['agent_idle_cpu_ms_per_s']:.2f} ms a second with no event, "
+                      f"same rounds): {s['agent_cpu_s_per_1m_kernel_events_above_idle']:.2f} s per 1M events")
     copiers = [s for s in summary if s.get("stdout_reader_cpu_s_per_1m_findings") is not None]
     if copiers:
         print("\nthe agent's stdout is a pipe; a copier (cat, as containerd's shim for a pod) writes it to a file:")

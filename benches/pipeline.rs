@@ -126,6 +126,7 @@ fn exec_record(comm: &str, path: &str, args: &[u8], exe_source: u32, name_class:
     put(&mut r.args, args);
     r.args_len = args.len() as u16;
     put_cgroup(&mut r.cgroup);
+    r.cgroup_key = CGROUP_KEY;
     bytes_of(r)
 }
 
@@ -140,6 +141,7 @@ fn listen_record(addr: [u8; 4]) -> Vec<u8> {
     r.addr[..4].copy_from_slice(&addr);
     put(&mut r.comm, b"nginx");
     put_cgroup(&mut r.cgroup);
+    r.cgroup_key = CGROUP_KEY;
     bytes_of(r)
 }
 
@@ -164,6 +166,10 @@ fn bytes_of<T: Copy>(r: T) -> Vec<u8> {
 }
 
 /// The pod's cgroup (kubelet + containerd, systemd driver), leaf first.
+/// The kernel's key for that cgroup (`cgroup_key`: a kernfs node id, top bit
+/// for the v1 memory hierarchy, as on the test machines).
+const CGROUP_KEY: u64 = (1 << 63) | 0x1_0000_2a2a;
+
 fn put_cgroup(levels: &mut [[std::ffi::c_char; abi::DW_CGROUP_NAME_LEN as usize]; 4]) {
     let scope = format!("cri-containerd-{ID}.scope");
     put(&mut levels[0], scope.as_bytes());

@@ -216,15 +216,21 @@ int BPF_PROG(dw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	if (args_trunc)
 		vp->flags |= DW_EXEC_ARGS_TRUNC;
 
-	task_cgroup_names(task, e->cgroup);
+	e->cgroup_key = task_cgroup_names(task, e->cgroup);
+	if (!interesting)
+		vp->flags |= DW_EXEC_UNFILTERED;
 	e->flags = vp->flags;
 	e->origin = (entry.flags & DW_PROC_EXEC_SESSION) ? DW_ORIGIN_EXEC_SESSION : DW_ORIGIN_CONTAINER;
 	e->_reserved = 0;
 
 	/* Only binary drift and entrypoints (one per container: protect mode is
 	 * armed from it) wake the reader at once: a shell storm must not cost one
-	 * wakeup per exec; everything else waits for the drain timer. */
-	emit_submit(e, DW_KIND_EXEC, vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT));
+	 * wakeup per exec; the rest of what the filter keeps is gated; what only
+	 * emit_all_execs sends waits for the drain timer. */
+	enum dw_wake how = (vp->flags & (DW_EXEC_DRIFT | DW_EXEC_ENTRYPOINT)) ? DW_WAKE_NOW
+			   : interesting					 ? DW_WAKE_GATED
+									 : DW_WAKE_LAZY;
+	emit_submit(e, DW_KIND_EXEC, how);
 	return 0;
 }
 

@@ -50,7 +50,8 @@ mod layout {
         assert_eq!(offset_of!(dw_exec, cgroup), 128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN) as usize);
         let origin = 128 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_ARGS_LEN + DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize;
         assert_eq!(offset_of!(dw_exec, origin), origin);
-        assert_eq!(size_of::<dw_exec>(), origin + 8);
+        assert_eq!(offset_of!(dw_exec, cgroup_key), origin + 8);
+        assert_eq!(size_of::<dw_exec>(), origin + 16);
         // The kernel stores the record size in a u16.
         const { assert!(size_of::<dw_exec>() < u16::MAX as usize) };
     }
@@ -66,7 +67,8 @@ mod layout {
         assert_eq!(offset_of!(dw_net, comm), 72);
         assert_eq!(offset_of!(dw_net, cgroup), 88);
         assert_eq!(offset_of!(dw_net, origin), 88 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
-        assert_eq!(size_of::<dw_net>(), 96 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
+        assert_eq!(offset_of!(dw_net, cgroup_key), 96 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
+        assert_eq!(size_of::<dw_net>(), 104 + (DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize);
         assert_eq!(DW_KIND_NET, 2);
     }
 
@@ -84,7 +86,8 @@ mod layout {
         assert_eq!(offset_of!(dw_file, cgroup), 96 + (DW_PATH_LEN + DW_SCRIPT_LEN) as usize);
         let origin = 96 + (DW_PATH_LEN + DW_SCRIPT_LEN + DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize;
         assert_eq!(offset_of!(dw_file, origin), origin);
-        assert_eq!(size_of::<dw_file>(), origin + 8);
+        assert_eq!(offset_of!(dw_file, cgroup_key), origin + 8);
+        assert_eq!(size_of::<dw_file>(), origin + 16);
         assert_eq!(DW_KIND_FILE, 3);
     }
 
@@ -106,7 +109,8 @@ mod layout {
         assert_eq!(offset_of!(dw_map, cgroup), 96 + (2 * DW_PATH_LEN + DW_ARGS_LEN) as usize);
         let origin = 96 + (2 * DW_PATH_LEN + DW_ARGS_LEN + DW_CGROUP_LEVELS * DW_CGROUP_NAME_LEN) as usize;
         assert_eq!(offset_of!(dw_map, origin), origin);
-        assert_eq!(size_of::<dw_map>(), origin + 8);
+        assert_eq!(offset_of!(dw_map, cgroup_key), origin + 8);
+        assert_eq!(size_of::<dw_map>(), origin + 16);
         const { assert!(size_of::<dw_map>() < u16::MAX as usize) };
         assert_eq!(DW_KIND_MAP, 4);
         assert_eq!((DW_MAP_MPROTECT, DW_MAP_KILLED), (1, 2));
@@ -162,6 +166,6 @@ mod layout {
         assert_eq!(DW_EXEC_ENTRYPOINT, 2);
         assert_eq!((DW_ORIGIN_CONTAINER, DW_ORIGIN_EXEC_SESSION), (0, 1));
         assert_eq!(DW_PROC_EXEC_SESSION, 4);
-        assert_eq!(DW_ABI_VERSION, 3);
+        assert_eq!(DW_ABI_VERSION, 4);
     }
 }

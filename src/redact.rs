@@ -208,6 +208,52 @@ pub struct Redactor {
     set: RegexSet,
     /// Rules that apply to the end of a cut command line only.
     tail: Vec<Rule>,
+    /// Texts `set` did not match lately.
+    clean: Clean,
+}
+
+/// Texts kept at most by [`Clean`], and the longest kept.
+const CLEAN_SLOTS: usize = 32;
+const CLEAN_MAX_LEN: usize = 1024;
+
+/// Texts the set did not match lately, kept whole (a hit is equal bytes, so
+/// nothing that may hold a secret is skipped). A storm of findings repeats
+/// its texts (`sh -c ...`, `/bin/sh`, the message about the same container):
+/// the set's automaton over each of them was a twelfth of the events thread's
+/// CPU in a shell storm; a hit is a hash and a compare. Only the thread that
+/// takes the lock uses it: another runs the set (no waiting on the hot path).
+#[derive(Default)]
+struct Clean(std::sync::Mutex<crate::recent::Recent<(u64, Box<str>), CLEAN_SLOTS>>);
+
+impl std::fmt::Debug for Clean {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clean")
+    }
+}
+
+impl Clean {
+    fn hash(text: &str) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(text)
+    }
+
+    /// Whether `text` was found clean lately.
+    fn holds(&self, text: &str) -> bool {
+        if text.len() > CLEAN_MAX_LEN {
+            return false;
+        }
+        let h = Self::hash(text);
+        self.0.try_lock().is_ok_and(|kept| kept.find(|(k, t)| *k == h && **t == *text).is_some())
+    }
+
+    /// `text` was found clean.
+    fn keep(&self, text: &str) {
+        if text.len() <= CLEAN_MAX_LEN
+            && let Ok(mut kept) = self.0.try_lock()
+        {
+            kept.push((Self::hash(text), text.into()));
+        }
+    }
 }
 
 /// A command line that was redacted: which labels, and the line before and
@@ -401,12 +447,25 @@ impl Redactor {
             .dfa_size_limit(4 * DFA_LIMIT)
             .build()
             .map_err(|e| err(SpecField::Patterns, format!("together {}", describe(&e))))?;
-        Ok(Redactor { labels, rules, set, tail })
+        Ok(Redactor { labels, rules, set, tail, clean: Clean::default() })
     }
 
     /// The `pattern` label of each index of [`Hits`].
     pub fn labels(&self) -> &[String] {
         &self.labels
+    }
+
+    /// Whether any rule of the set matches `text` (remembered for texts it
+    /// did not match: [`Clean`]).
+    fn set_matches(&self, text: &str) -> bool {
+        if self.clean.holds(text) {
+            return false;
+        }
+        let matched = self.set.is_match(text);
+        if !matched {
+            self.clean.keep(text);
+        }
+        matched
     }
 
     /// Every span the rules replace in `text`: those the set says match
@@ -429,7 +488,7 @@ impl Redactor {
     /// Redacts one text (a `String` or inline `Text`); what matched, or
     /// nothing (and no allocation).
     pub fn redact_text<S: std::ops::Deref<Target = str> + From<String>>(&self, s: &mut S) -> Hits {
-        if !self.set.is_match(s) {
+        if !self.set_matches(s) {
             return Hits::default();
         }
         let (hits, spans) = merge(self.find(s, true, false));
@@ -455,7 +514,7 @@ impl Redactor {
                 }
                 joined.push_str(a);
             }
-            let main = self.set.is_match(&joined);
+            let main = self.set_matches(&joined);
             let tail = truncated && self.tail.iter().any(|r| r.regex.is_match(&joined));
             if !main && !tail {
                 return None;

@@ -52,6 +52,15 @@ fn the_floor_is_cpu_per_floor_wakeup_and_byte_times_the_agents_wakeups_and_bytes
         ));
         // Judged without a finding: 5,000 events over 250 wakeups (20 a wakeup), 0.02 s.
         runs.push(baseline_json("container_exec_true", round));
+        // The same workload with default flags: the kernel filters every exec,
+        // no event: 0.003 s over the run's 3 s = the agent's idle 1 ms a second.
+        runs.push(run_json(
+            "container_exec_true",
+            "agent",
+            round,
+            0.003,
+            r#","kernel_events":0,"events_decoded":0,"findings":0,"reader_wakeups":60"#,
+        ));
         runs.push(run_json(
             "container_exec_true",
             "emit_all",
@@ -78,12 +87,18 @@ fn the_floor_is_cpu_per_floor_wakeup_and_byte_times_the_agents_wakeups_and_bytes
     let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9 * want.max(1.0);
     assert!(close(&row("floor")["floor_us_per_wakeup"], 20.0), "{}", row("floor"));
     assert!(close(&row("floor")["floor_write_ns_per_byte"], 0.5), "{}", row("floor"));
-    let agent = row("agent");
+    let agent = rows.iter().find(|s| s["mode"] == "agent" && s["workload"] == "container_exec_sh").unwrap();
     // The floor of events judged without a finding: 20 us x 250 wakeups / 5,000
     // events = 1 s per 1M events, against the agent's 0.02 s / 5,000 = 4 s.
     let quiet = row("emit_all");
     assert!(close(&quiet["wake_floor_s_per_1m_kernel_events"], 1.0), "{quiet}");
     assert!(close(&quiet["agent_cpu_s_per_1m_kernel_events"], 4.0), "{quiet}");
+    // Above the agent's idle CPU (1 ms a second, from the runs without an
+    // event, charged for each run's 3 s): (0.02 - 0.003) / 5,000 = 3.4 s per
+    // 1M events; the shell storm's (0.05 - 0.003) / 4,000 = 11.75 s per 1M findings.
+    assert!(close(&quiet["agent_idle_cpu_ms_per_s"], 1.0), "{quiet}");
+    assert!(close(&quiet["agent_cpu_s_per_1m_kernel_events_above_idle"], 3.4), "{quiet}");
+    assert!(close(&agent["agent_cpu_s_per_1m_findings_above_idle"], 11.75), "{agent}");
     assert!(close(&agent["findings_per_wakeup"], 10.0), "{agent}");
     assert!(close(&agent["writes_per_wakeup"], 1.1), "{agent}");
     // 20 us x 400 wakeups / 4,000 findings = 2 us a finding = 2 s per 1M.
@@ -103,7 +118,9 @@ fn the_floor_is_cpu_per_floor_wakeup_and_byte_times_the_agents_wakeups_and_bytes
             && stdout.contains("wake floor  2.00 s per 1M findings")
             && stdout.contains("0.50 ns a byte written, 2000 bytes a finding: output 1.00 s; floor 3.00 s per 1M findings (2.00 s at one look every 20 ms)")
             && stdout.contains("copier  3.00 s per 1M findings (agent 12.50)")
-            && stdout.contains("20.0 events a wakeup: wake floor  1.00 s per 1M events of the agent's 4.00"),
+            && stdout.contains("20.0 events a wakeup: wake floor  1.00 s per 1M events of the agent's 4.00")
+            && stdout.contains("above its idle CPU (1.00 ms a second with no event, same rounds): 3.40 s per 1M events")
+            && stdout.contains("the agent above its idle CPU (1.00 ms a second with no event): 11.75 s per 1M findings"),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);

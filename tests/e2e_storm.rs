@@ -329,3 +329,82 @@ fn a_shell_storm_wakes_the_reader_about_once_per_wake_interval() {
     // A finding line is ~1.1 KB: at most one write more per 58 findings a look.
     assert!(writes <= 1.1 * woke + shells as f64 / 58.0 + 10.0, "{summary}");
 }
+
+/// What only `--emit-all-execs` sends (execs the kernel's filter found
+/// nothing in: `DW_EXEC_UNFILTERED`) wakes nobody: the reader reads it at its
+/// drain timer (`sensor.drain_interval_ms`, 50 ms by default), not once per
+/// wake interval (10 ms) as records that may be findings. A shell loop runs
+/// the image's `/bin/true` (not a dropped program's children: those are
+/// children of drift, which the filter keeps). Measured here, 3,000 execs:
+/// one wakeup per 10 ms of loop before, one per 50 ms after. Every exec is
+/// still read.
+#[test]
+fn unfiltered_execs_are_read_at_the_drain_timer_not_the_wake_interval() {
+    if !support::privileged() {
+        return;
+    }
+    let _one = one_storm();
+    const EXECS: usize = 3000;
+    const DRAIN_MS: f64 = 50.0; // the default sensor.drain_interval_ms
+    let agent = Agent::start(&["--emit-all-execs"]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    support::settle(&agent, &c);
+
+    let wakeups = || {
+        metric(&agent, "driftwatch_reader_wakeups_total{cause=\"records\"}")
+            + metric(&agent, "driftwatch_reader_wakeups_total{cause=\"timeout\"}")
+    };
+    let decoded = || metric(&agent, "driftwatch_events_total{kind=\"exec\"}");
+    let (w0, d0, t0) = (wakeups(), decoded(), Instant::now());
+    c.exec_ok(&["/bin/sh", "-c", &format!("i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done")]);
+    let loop_s = t0.elapsed().as_secs_f64();
+    let woke = wakeups() - w0;
+    // Read at the next drain at the latest.
+    thread::sleep(Duration::from_millis(3 * DRAIN_MS as u64));
+    let read = decoded() - d0;
+    let shed = metric(&agent, "driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}");
+    let drains = loop_s * 1000.0 / DRAIN_MS;
+    let summary = format!(
+        "{EXECS} image execs in {loop_s:.2}s = {drains:.0} drain intervals ({:.0} wake intervals); \
+         reader wakeups {woke}; execs decoded {read}, dropped by the kernel {shed}",
+        drains * 5.0
+    );
+    eprintln!("{summary}");
+    // The loop's execs and the shell's own (a finding: gated).
+    assert!(read + shed >= EXECS as f64, "{summary}");
+    assert!(woke <= 1.2 * drains + 10.0, "{summary}");
+}
+
+/// A ring buffer half full wakes the reader, whatever it holds: a storm of
+/// records that wake nobody (here `--emit-all-execs`' execs, with a 256 KiB
+/// ring of about 130 exec records drained once a second) is read before
+/// the kernel has to drop it. Without that wakeup most of the 1,500 execs
+/// were dropped (`e2e_exec`'s overflow test keeps that case: with
+/// `wake_interval_ms: 0` records never wake the reader).
+#[test]
+fn a_half_full_ring_buffer_wakes_the_reader() {
+    if !support::privileged() {
+        return;
+    }
+    let _one = one_storm();
+    const EXECS: usize = 1500;
+    let dir = std::env::temp_dir().join(format!("dw-halffull-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny.yaml");
+    std::fs::write(&cfg, "sensor:\n  ringbuf_bytes: 262144\n  drain_interval_ms: 1000\n").unwrap();
+    let agent = Agent::start(&["--config", cfg.to_str().unwrap(), "--emit-all-execs"]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    support::settle(&agent, &c);
+    let sent = || metric(&agent, "driftwatch_kernel_execs_total{verdict=\"container_sent\"}");
+    let dropped = || metric(&agent, "driftwatch_kernel_ringbuf_drops_total{kind=\"exec\"}");
+    let (s0, x0) = (sent(), dropped());
+    c.exec_ok(&["/bin/sh", "-c", &format!("i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done")]);
+    thread::sleep(Duration::from_millis(1200)); // > one drain period
+    let (sent, dropped) = (sent() - s0, dropped() - x0);
+    let summary = format!("{EXECS} execs into a 256 KiB ring drained once a second: sent {sent}, dropped {dropped}");
+    eprintln!("{summary}");
+    assert!(sent >= EXECS as f64, "{summary}");
+    // A CPU-starved reader may still lose a few; without the wakeup ~90% were.
+    assert!(dropped < 0.1 * sent, "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -379,10 +379,10 @@ static __always_inline void file_event(struct task_struct *t, u64 ns_id, u16 op,
 		bpf_ringbuf_discard(e, 0);
 		return;
 	}
-	task_cgroup_names(t, e->cgroup);
+	e->cgroup_key = task_cgroup_names(t, e->cgroup);
 	/* Judged in userspace against the image (and scratch prefixes the trie
 	 * could not hold): not drift yet, so no wakeup of its own. */
-	emit_submit(e, DW_KIND_FILE, false);
+	emit_submit(e, DW_KIND_FILE, DW_WAKE_GATED);
 }
 
 #endif

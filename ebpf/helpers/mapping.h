@@ -164,9 +164,9 @@ static __always_inline void map_judge(struct task_struct *t, u64 ns_id, struct p
 	if (flags & (DW_MAP_PATH_TRUNC | DW_MAP_EXE_TRUNC))
 		kstat_inc(DW_KSTAT_PATH_TRUNCATED);
 	e->flags = flags;
-	task_cgroup_names(t, e->cgroup);
+	e->cgroup_key = task_cgroup_names(t, e->cgroup);
 	/* Binary drift: wake the reader at once, like a drifted exec. */
-	emit_submit(e, DW_KIND_MAP, true);
+	emit_submit(e, DW_KIND_MAP, DW_WAKE_NOW);
 }
 
 #endif

@@ -75,9 +75,9 @@ static __always_inline void emit_net(struct task_struct *t, u64 ns_id, struct dw
 	__builtin_memcpy(e->addr, k->addr, sizeof(e->addr));
 	__builtin_memcpy(e->comm, k->comm, sizeof(e->comm));
 	e->origin = k->origin;
-	task_cgroup_names(t, e->cgroup);
+	e->cgroup_key = task_cgroup_names(t, e->cgroup);
 	/* Network drift is judged against a baseline in userspace: no wakeup. */
-	emit_submit(e, DW_KIND_NET, false);
+	emit_submit(e, DW_KIND_NET, DW_WAKE_GATED);
 }
 
 /* Reads a sockaddr_in / sockaddr_in6 from user memory into the key. */

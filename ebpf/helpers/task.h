@@ -44,27 +44,34 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
  * v1 hierarchy (hybrid nodes put containers there), else the v2 cgroup. On a
  * v2 node where memory is not delegated down to the container, the memory
  * css is an ancestor's: the v2 cgroup is the right one there too. */
-static __always_inline struct cgroup *task_cgroup(struct task_struct *t)
+static __always_inline struct cgroup *task_cgroup(struct task_struct *t, bool *v1)
 {
 	struct cgroup *dfl = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+	*v1 = false;
 	if (bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
 		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
 		if (id >= 0 && id < 12) {
 			struct cgroup *mem = BPF_CORE_READ(t, cgroups, subsys[id], cgroup);
-			if (mem && dfl && BPF_CORE_READ(mem, root) != BPF_CORE_READ(dfl, root))
+			if (mem && dfl && BPF_CORE_READ(mem, root) != BPF_CORE_READ(dfl, root)) {
+				*v1 = true;
 				return mem;
+			}
 		}
 	}
 	return dfl;
 }
 
 /* Copy the last DW_CGROUP_LEVELS names of the task's cgroup path, leaf first.
- * Container ids live in the last one or two components for every runtime. */
-static __always_inline void task_cgroup_names(struct task_struct *t,
-					      char out[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN])
+ * Container ids live in the last one or two components for every runtime.
+ * Returns the cgroup's key (dw_exec.cgroup_key). */
+static __always_inline u64 task_cgroup_names(struct task_struct *t, char out[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN])
 {
-	struct cgroup *cg = task_cgroup(t);
+	bool v1;
+	struct cgroup *cg = task_cgroup(t, &v1);
 	struct kernfs_node *kn = cg ? BPF_CORE_READ(cg, kn) : NULL;
+	u64 key = kn ? BPF_CORE_READ(kn, id) : 0;
+	if (key && v1)
+		key |= 1ull << 63;
 #pragma unroll
 	for (int i = 0; i < DW_CGROUP_LEVELS; i++) {
 		if (!kn)
@@ -76,6 +83,7 @@ static __always_inline void task_cgroup_names(struct task_struct *t,
 		bpf_probe_read_kernel_str(out[i], DW_CGROUP_NAME_LEN, name);
 		kn = parent;
 	}
+	return key;
 }
 
 /* Hide a value from the compiler so masks are really emitted (the verifier

@@ -25,7 +25,7 @@ typedef uint32_t dw_u32;
 typedef uint64_t dw_u64;
 #endif
 
-#define DW_ABI_VERSION 3
+#define DW_ABI_VERSION 4
 
 /* Record kinds (dw_header.kind). 0 is never valid. */
 enum dw_kind {
@@ -74,6 +74,7 @@ enum dw_origin {
 #define DW_EXEC_OVERLAY_ROOT (1u << 7) /* container root is overlayfs */
 #define DW_EXEC_KILLED (1u << 8) /* protect mode sent SIGKILL before the new image ran */
 #define DW_EXEC_ENV_DRIFT (1u << 9) /* loader variables the main process did not start with */
+#define DW_EXEC_UNFILTERED (1u << 10) /* sent only because emit_all_execs is on: the kernel's filter found nothing in it, and it wakes nobody */
 #define DW_EXEC_ENV_CHANGED (1u << 15) /* a variable added or changed against the entrypoint's (issue 16) */
 
 /* Dynamic-loader variables in an environment (dw_exec.env_loader). */
@@ -162,6 +163,10 @@ struct dw_exec {
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
 	dw_u32 origin; /* enum dw_origin */
 	dw_u32 _reserved;
+	/* The cgroup whose path cgroup[] names: its kernfs node id (never reused
+	 * in a boot), top bit set on the v1 memory hierarchy (another id space);
+	 * 0: none. Equal keys name equal paths, so the reader decodes a path once. */
+	dw_u64 cgroup_key;
 };
 
 /* dw_net.op */
@@ -185,6 +190,10 @@ struct dw_net {
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
 	dw_u32 origin; /* enum dw_origin */
 	dw_u32 _reserved;
+	/* The cgroup whose path cgroup[] names: its kernfs node id (never reused
+	 * in a boot), top bit set on the v1 memory hierarchy (another id space);
+	 * 0: none. Equal keys name equal paths, so the reader decodes a path once. */
+	dw_u64 cgroup_key;
 };
 
 /* dw_file.op */
@@ -225,6 +234,10 @@ struct dw_file {
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
 	dw_u32 origin; /* enum dw_origin */
 	dw_u32 _reserved;
+	/* The cgroup whose path cgroup[] names: its kernfs node id (never reused
+	 * in a boot), top bit set on the v1 memory hierarchy (another id space);
+	 * 0: none. Equal keys name equal paths, so the reader decodes a path once. */
+	dw_u64 cgroup_key;
 };
 
 /* dw_map.flags */
@@ -260,6 +273,10 @@ struct dw_map {
 	char cgroup[DW_CGROUP_LEVELS][DW_CGROUP_NAME_LEN];
 	dw_u32 origin; /* enum dw_origin */
 	dw_u32 _reserved;
+	/* The cgroup whose path cgroup[] names: its kernfs node id (never reused
+	 * in a boot), top bit set on the v1 memory hierarchy (another id space);
+	 * 0: none. Equal keys name equal paths, so the reader decodes a path once. */
+	dw_u64 cgroup_key;
 };
 
 /* Kernel-side counters, one per CPU (summed by userspace). */

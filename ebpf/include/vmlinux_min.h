@@ -139,6 +139,7 @@ struct fs_struct {
 struct kernfs_node {
 	struct kernfs_node *__parent; /* named parent before 6.15 */
 	const char *name;
+	u64 id; /* a u64 since 5.5 */
 };
 
 struct kernfs_node___old {

@@ -104,12 +104,14 @@ pub fn spawn<H: Handler>(
         let look = look.filter(|_| gap_ns > 0);
         let mut cadence = Cadence::new(gap_ns, backstop, boot_ns());
         while !stop.load(Ordering::Relaxed) {
-            if drain(&mut ring, &tx, &metrics, &mut log).read > 0 {
+            if drain(&mut ring, &tx, &metrics, &mut log).timely {
                 cadence.read_records();
             }
             match rx.try_recv() {
                 Ok(mut batch) => {
-                    cadence.read_records();
+                    if batch.iter().any(timely) {
+                        cadence.read_records();
+                    }
                     // Drain between small chunks: while this thread judges, the
                     // kernel's ring buffer only waits for one chunk (a CPU-starved
                     // storm otherwise overflowed it with drift execs). What is
@@ -133,7 +135,7 @@ pub fn spawn<H: Handler>(
                     // is one write.
                     handler.idle();
                     let late = drain(&mut ring, &tx, &metrics, &mut log);
-                    if late.read > 0 {
+                    if late.timely {
                         cadence.read_records();
                     }
                     if late.urgent {
@@ -195,19 +197,23 @@ struct Drained {
     read: usize,
     /// Whether the kernel forced a wakeup for any ([`forced_wakeup`]).
     urgent: bool,
+    /// Whether any is [`timely`]: the cadence looks again one wake interval
+    /// later only after those.
+    timely: bool,
 }
 
 /// Moves every record the ring buffer holds into the queue, decoded.
 fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log: &mut DropLog) -> Drained {
     let mut batch = Vec::new();
     let mut per_kind = [0u64; Event::KINDS.len()];
-    let (mut read, mut urgent) = (0, false);
+    let (mut read, mut urgent, mut any_timely) = (0, false, false);
     while let Some(item) = ring.next() {
         read += 1;
         match event::decode(&item) {
             Ok(ev) => {
                 per_kind[ev.kind_index()] += 1;
                 urgent = urgent || forced_wakeup(&ev);
+                any_timely = any_timely || timely(&ev);
                 // A spare batch, taken only once there is a record for it.
                 if batch.capacity() == 0 {
                     batch = tx.batch();
@@ -235,7 +241,16 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
     if !batch.is_empty() {
         send(tx, batch, metrics, log);
     }
-    Drained { read, urgent }
+    Drained { read, urgent, timely: any_timely }
+}
+
+/// Whether a record keeps the look cadence going: all but the execs only
+/// `--emit-all-execs` sends (`DW_EXEC_UNFILTERED`, which the kernel lets
+/// wait for the drain timer: `DW_WAKE_LAZY` in ebpf/helpers/emit.h). A stream
+/// of those alone is read once per `sensor.drain_interval_ms` (or when the
+/// ring buffer is half full), not once per wake interval.
+fn timely(ev: &Event) -> bool {
+    !matches!(ev, Event::Exec(e) if e.flags.unfiltered())
 }
 
 /// Whether the kernel forced a wakeup for this record (`emit_submit`'s

@@ -75,7 +75,8 @@ enum Cmd {
         /// Kernel BTF file, for kernels without /sys/kernel/btf/vmlinux (e.g. from BTFHub).
         #[arg(long, env = "DRIFTWATCH_BTF")]
         btf: Option<PathBuf>,
-        /// Send every container exec to userspace, not only suspicious ones (for benchmarks and debugging).
+        /// Send every container exec to userspace, not only suspicious ones (for benchmarks and debugging);
+        /// those the kernel would have filtered are read at the drain timer (sensor.drain_interval_ms).
         #[arg(long, hide = true)]
         emit_all_execs: bool,
     },

@@ -40,7 +40,7 @@ pub(super) fn decode_map(buf: &[u8]) -> Result<MapEvent, DecodeError> {
     let ((path, path_escaped), (exe, exe_escaped)) = (c_string_len(&r.path, r.path_len), c_str_len(&r.exe, r.exe_len));
     let (args, args_escaped) = split_args(&r.args, r.args_len);
     Ok(MapEvent {
-        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, cgroup, r.origin)?,
+        proc: process(&r.hdr, r.ppid, r.uid, r.mntns_id, &r.comm, (cgroup, r.cgroup_key), r.origin)?,
         source,
         ino: r.ino,
         prot: r.prot,
