@@ -515,6 +515,15 @@ thread_local! {
     static CGROUP_PATHS: std::cell::RefCell<CgroupPaths> = std::cell::RefCell::default();
 }
 
+/// Its `cache` label in `driftwatch_cache_entries`: the cgroup paths the
+/// events thread decoded last ([`CGROUP_SLOTS`] at most).
+pub const CGROUP_PATHS_CACHE: &str = "cgroup_paths";
+
+/// Paths this thread's decoder holds ([`CGROUP_PATHS_CACHE`]).
+pub fn cgroup_paths_cached() -> usize {
+    CGROUP_PATHS.with_borrow(|c| c.slots.len())
+}
+
 /// Cgroup path components, leaf first in the record, as a path root first,
 /// and whether it is escaped. A node's events come from a handful of cgroups
 /// at a time: a path decoded lately is shared, not allocated again (~100

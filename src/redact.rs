@@ -246,6 +246,11 @@ impl Clean {
         self.0.try_lock().is_ok_and(|kept| kept.find(|(k, t)| *k == h && **t == *text).is_some())
     }
 
+    /// Texts kept.
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |kept| kept.len())
+    }
+
     /// `text` was found clean.
     fn keep(&self, text: &str) {
         if text.len() <= CLEAN_MAX_LEN
@@ -453,6 +458,11 @@ impl Redactor {
     /// The `pattern` label of each index of [`Hits`].
     pub fn labels(&self) -> &[String] {
         &self.labels
+    }
+
+    /// Texts remembered as clean ([`CLEAN_SLOTS`] at most).
+    pub fn clean_entries(&self) -> usize {
+        self.clean.len()
     }
 
     /// Whether any rule of the set matches `text` (remembered for texts it

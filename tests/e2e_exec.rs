@@ -445,6 +445,12 @@ fn metrics_and_health_endpoints() {
     // The container's cgroup path is remembered (bounded: enrich::memo::SLOTS).
     let paths = v("driftwatch_cache_entries{cache=\"container_paths\"}");
     assert!((1.0..=16.0).contains(&paths), "{paths}");
+    // So are the decoded cgroup paths (event::CGROUP_SLOTS) and the texts the
+    // redaction patterns found clean (a finding's command line, path, message: 32 at most).
+    let decoded = v("driftwatch_cache_entries{cache=\"cgroup_paths\"}");
+    assert!((1.0..=16.0).contains(&decoded), "{decoded}");
+    let clean = v("driftwatch_cache_entries{cache=\"redaction_clean\"}");
+    assert!((1.0..=32.0).contains(&clean), "{clean}");
     assert_eq!(v("driftwatch_bpf_programs_attached"), 9.0);
     assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
     assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");

@@ -103,6 +103,7 @@ pub fn spawn<H: Handler>(
         let gap_ns = wait.after_records.min(Duration::from_secs(1)).as_nanos() as u64;
         let look = look.filter(|_| gap_ns > 0);
         let mut cadence = Cadence::new(gap_ns, backstop, boot_ns());
+        let cgroup_paths = metrics.registry_stats.cache_gauge(event::CGROUP_PATHS_CACHE);
         while !stop.load(Ordering::Relaxed) {
             if drain(&mut ring, &tx, &metrics, &mut log).timely {
                 cadence.read_records();
@@ -134,6 +135,7 @@ pub fn spawn<H: Handler>(
                     // kernel holds their wakeup until then), so that a look
                     // is one write.
                     handler.idle();
+                    cgroup_paths.set(event::cgroup_paths_cached() as i64);
                     let late = drain(&mut ring, &tx, &metrics, &mut log);
                     if late.timely {
                         cadence.read_records();

@@ -16,19 +16,25 @@ use crate::{
     metrics::Metrics,
     redact::{Hits, Redactor},
 };
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+
+/// Its `cache` label in `driftwatch_cache_entries`: the texts the patterns
+/// did not match lately (`redact::Redactor`, 32 at most).
+pub const CACHE: &str = "redaction_clean";
 
 /// The compiled policy and one counter per pattern.
 pub struct Redaction {
     redactor: Redactor,
     counters: Vec<Counter>,
+    /// `driftwatch_cache_entries{cache="redaction_clean"}`.
+    clean: Gauge,
 }
 
 impl Redaction {
     /// Creates every pattern's series at 0 (alerts see the first redaction).
     pub fn new(redactor: Redactor, metrics: &Metrics) -> Self {
         let counters = redactor.labels().iter().map(|l| metrics.pipeline.redaction_counter(l)).collect();
-        Self { redactor, counters }
+        Self { redactor, counters, clean: metrics.registry_stats.cache_gauge(CACHE) }
     }
 
     /// Redacts `f` in place and counts it once per pattern that replaced something.
@@ -36,6 +42,7 @@ impl Redaction {
         for i in redact_finding(&self.redactor, f).iter() {
             self.counters[i].inc();
         }
+        self.clean.set(self.redactor.clean_entries() as i64);
     }
 }
 
