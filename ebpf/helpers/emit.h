@@ -68,18 +68,21 @@ static __always_inline void emit_submit(void *rec, u32 kind, enum dw_wake how)
 		s->submitted[kind]++;
 	bool wake = how == DW_WAKE_NOW;
 	if (!wake && wake_gap_ns) {
-		u64 now = bpf_ktime_get_boot_ns();
 		if (how == DW_WAKE_GATED) {
+			u64 now = bpf_ktime_get_boot_ns();
 			u32 zero = 0;
 			struct dw_reader *r = bpf_map_lookup_elem(&reader, &zero);
 			u64 look = r ? *(volatile u64 *)&r->look_ns : 0;
 			wake = (s64)(now - last_wake_ns) >= (s64)wake_gap_ns && (s64)(now - look) >= (s64)wake_gap_ns;
+			if (wake)
+				last_wake_ns = now;
 		}
+		/* Not counted in last_wake_ns: a reader woken for lazy records
+		 * alone goes back to sleep without a look due, and the next gated
+		 * record must still wake it at once. */
 		if (!wake)
 			wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
 			       bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2;
-		if (wake)
-			last_wake_ns = now;
 	}
 	bpf_ringbuf_submit(rec, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
