@@ -26,6 +26,8 @@
 //! - `shell_finding_pod`: the same for a kubelet pod's container: the
 //!   registry knows its metadata (pod, workload, image, labels), which every
 //!   finding carries;
+//! - `shell_finding_pod_varied`: 64 shells with different command lines
+//!   (`sh -c 'echo N'`), more than the redaction memo's 32: each misses it;
 //! - `package_finding_pod`: `apt-get install -y curl` in the same pod (a
 //!   `package_manager_exec` finding, its command line in the message);
 //! - `shell_finding_100_approvals`: the same through a policy of 100
@@ -375,6 +377,18 @@ fn main() {
     // A kubelet pod's container: its metadata copied into every finding.
     let mut b = pipeline_with(Some(""), Some(pod_meta()));
     measure("shell_finding_pod", n, |n| run(&recs, n, &mut b));
+
+    // Shells whose command lines differ (64 of them, more than the redaction
+    // memo keeps): each is judged by the patterns, and takes the oldest
+    // memo entry's place and buffer.
+    let mut b = pipeline_with(Some(""), Some(pod_meta()));
+    let varied: Vec<Vec<u8>> = (0..64)
+        .map(|i| {
+            let args = format!("/bin/sh\0-c\0echo {i}\0");
+            exec_record("sh", "/usr/bin/dash", args.as_bytes(), abi::DW_SRC_IMAGE, abi::DW_NAME_SHELL)
+        })
+        .collect();
+    measure("shell_finding_pod_varied", n, |n| run(&varied, n, &mut b));
 
     // A package manager run in the pod (its command line in the message).
     let mut b = pipeline_with(Some(""), Some(pod_meta()));

@@ -30,6 +30,17 @@ impl<T, const N: usize> Recent<T, N> {
         self.next = (self.next + 1) % N;
     }
 
+    /// Keeps the value `fill` makes out of the one it replaces (None while
+    /// fewer than `N` are kept): a caller reuses that value's allocation.
+    pub fn push_reusing(&mut self, fill: impl FnOnce(Option<T>) -> T) {
+        let old = self.slots[self.next].take();
+        if old.is_none() {
+            self.filled += 1;
+        }
+        self.slots[self.next] = Some(fill(old));
+        self.next = (self.next + 1) % N;
+    }
+
     /// Values kept (`N` at most).
     pub fn len(&self) -> usize {
         self.filled
@@ -57,5 +68,23 @@ mod tests {
         assert!((2..5).all(|v| r.find(|&x| x == v) == Some(&v)));
         r.push(5);
         assert!(r.find(|&x| x == 2).is_none() && r.find(|&x| x == 5).is_some() && r.len() == 3);
+    }
+
+    #[test]
+    fn push_reusing_hands_over_the_value_it_replaces() {
+        let mut r = Recent::<String, 2>::default();
+        let mut given = Vec::new();
+        for v in ["a", "b", "c", "d"] {
+            r.push_reusing(|old| {
+                given.push(old.clone());
+                let mut s = old.unwrap_or_default();
+                s.clear();
+                s.push_str(v);
+                s
+            });
+        }
+        assert_eq!(given, [None, None, Some("a".to_string()), Some("b".to_string())]);
+        assert_eq!(r.len(), 2);
+        assert!(r.find(|s| s == "c").is_some() && r.find(|s| s == "d").is_some() && r.find(|s| s == "a").is_none());
     }
 }
