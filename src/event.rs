@@ -21,6 +21,17 @@ pub use compact_str::CompactString as Text;
 /// A command line's arguments: the first four inline (a shell's `sh -c CMD`,
 /// most package-manager runs), so an exec costs no heap allocation for them.
 pub type Args = smallvec::SmallVec<[Text; 4]>;
+
+/// Appends `args` joined by single spaces (as `ps` prints a command line) to
+/// `out`, a buffer the caller reuses: `[Text]::join` allocates a new one.
+pub fn push_command_line(out: &mut String, args: &[Text]) {
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(a);
+    }
+}
 use std::mem::size_of;
 
 /// Where an executed file came from (mirrors `enum dw_exe_source`).

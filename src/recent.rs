@@ -23,11 +23,7 @@ impl<T, const N: usize> Recent<T, N> {
 
     /// Keeps `v`, in place of the oldest once `N` are kept.
     pub fn push(&mut self, v: T) {
-        if self.slots[self.next].is_none() {
-            self.filled += 1;
-        }
-        self.slots[self.next] = Some(v);
-        self.next = (self.next + 1) % N;
+        self.push_reusing(|_| v);
     }
 
     /// Keeps the value `fill` makes out of the one it replaces (None while

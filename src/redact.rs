@@ -239,13 +239,14 @@ impl Clean {
         rustc_hash::FxBuildHasher.hash_one(text)
     }
 
-    /// Whether `text` was found clean lately.
-    fn holds(&self, text: &str) -> bool {
-        if text.len() > CLEAN_MAX_LEN {
-            return false;
-        }
-        let h = Self::hash(text);
-        self.0.try_lock().is_ok_and(|kept| kept.find(|(k, t)| *k == h && **t == *text).is_some())
+    /// The key `text` is kept under; None for a text too long to keep.
+    fn key(text: &str) -> Option<u64> {
+        (text.len() <= CLEAN_MAX_LEN).then(|| Self::hash(text))
+    }
+
+    /// Whether `text` (whose [`Self::key`] is `h`) was found clean lately.
+    fn holds(&self, text: &str, h: u64) -> bool {
+        self.0.try_lock().is_ok_and(|kept| kept.find(|(k, t)| *k == h && t == text).is_some())
     }
 
     /// Texts kept.
@@ -253,17 +254,15 @@ impl Clean {
         self.0.lock().map_or(0, |kept| kept.len())
     }
 
-    /// `text` was found clean.
-    fn keep(&self, text: &str) {
-        if text.len() <= CLEAN_MAX_LEN
-            && let Ok(mut kept) = self.0.try_lock()
-        {
+    /// `text` (whose [`Self::key`] is `h`) was found clean.
+    fn keep(&self, text: &str, h: u64) {
+        if let Ok(mut kept) = self.0.try_lock() {
             kept.push_reusing(|old| {
                 // Room for a little more: texts of a storm differ by a few bytes.
                 let mut buf = old.map_or_else(|| String::with_capacity(text.len().max(120)), |(_, b)| b);
                 buf.clear();
                 buf.push_str(text);
-                (Self::hash(text), buf)
+                (h, buf)
             });
         }
     }
@@ -476,12 +475,13 @@ impl Redactor {
     /// Whether any rule of the set matches `text` (remembered for texts it
     /// did not match: [`Clean`]).
     fn set_matches(&self, text: &str) -> bool {
-        if self.clean.holds(text) {
+        let key = Clean::key(text);
+        if key.is_some_and(|h| self.clean.holds(text, h)) {
             return false;
         }
         let matched = self.set.is_match(text);
-        if !matched {
-            self.clean.keep(text);
+        if !matched && let Some(h) = key {
+            self.clean.keep(text, h);
         }
         matched
     }
@@ -526,12 +526,7 @@ impl Redactor {
         JOINED.with(|buf| {
             let mut joined = buf.borrow_mut();
             joined.clear();
-            for (i, a) in args.iter().enumerate() {
-                if i > 0 {
-                    joined.push(' ');
-                }
-                joined.push_str(a);
-            }
+            crate::event::push_command_line(&mut joined, args);
             let main = self.set_matches(&joined);
             let tail = truncated && self.tail.iter().any(|r| r.regex.is_match(&joined));
             if !main && !tail {

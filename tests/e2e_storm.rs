@@ -261,6 +261,12 @@ fn reader_counter(pid: u32, file: &str, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The events thread's wakeups so far (`driftwatch_reader_wakeups_total`, both causes).
+fn reader_wakeups(agent: &Agent) -> f64 {
+    metric(agent, "driftwatch_reader_wakeups_total{cause=\"records\"}")
+        + metric(agent, "driftwatch_reader_wakeups_total{cause=\"timeout\"}")
+}
+
 /// The events thread's context switches so far (voluntary: it slept).
 fn reader_switches(pid: u32) -> f64 {
     reader_counter(pid, "status", "voluntary_ctxt_switches")
@@ -297,10 +303,7 @@ fn a_shell_storm_wakes_the_reader_about_once_per_wake_interval() {
     let _ = std::fs::remove_file(&execstorm);
     support::settle(&agent, &c);
 
-    let wakeups = || {
-        metric(&agent, "driftwatch_reader_wakeups_total{cause=\"records\"}")
-            + metric(&agent, "driftwatch_reader_wakeups_total{cause=\"timeout\"}")
-    };
+    let wakeups = || reader_wakeups(&agent);
     let (w0, s0, y0, t0) = (wakeups(), reader_switches(agent.pid()), reader_writes(agent.pid()), Instant::now());
     c.exec_ok(&["/tmp/execstorm", &SHELLS.to_string(), "/bin/sh", "-c", ":"]);
     let storm_s = t0.elapsed().as_secs_f64();
@@ -350,10 +353,7 @@ fn unfiltered_execs_are_read_at_the_drain_timer_not_the_wake_interval() {
     let c = support::containerd().run(RunSpec::sleeper());
     support::settle(&agent, &c);
 
-    let wakeups = || {
-        metric(&agent, "driftwatch_reader_wakeups_total{cause=\"records\"}")
-            + metric(&agent, "driftwatch_reader_wakeups_total{cause=\"timeout\"}")
-    };
+    let wakeups = || reader_wakeups(&agent);
     let decoded = || metric(&agent, "driftwatch_events_total{kind=\"exec\"}");
     let (w0, d0, t0) = (wakeups(), decoded(), Instant::now());
     c.exec_ok(&["/bin/sh", "-c", &format!("i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done")]);

@@ -314,12 +314,7 @@ impl Classifier {
                 if self.rules.package.enabled {
                     let mut msg =
                         Message::concat(&["package manager ", &name, " ran in container ", c.short_id(), ": "]);
-                    for (i, a) in ev.args.iter().enumerate() {
-                        if i > 0 {
-                            msg.push(' ');
-                        }
-                        msg.push_str(a);
-                    }
+                    crate::event::push_command_line(&mut msg, &ev.args);
                     let mut f = self.exec_finding(ev, c, &rules::PACKAGE_MANAGER_EXEC, msg);
                     if let Some(e) = f.exec_mut() {
                         e.package_manager = Some(name);
