@@ -52,7 +52,7 @@ use driftwatch::{
     containers::{Registry, RegistryConfig},
     enrich::cri::ContainerMeta,
     event,
-    metrics::{FindingLabels, Metrics},
+    metrics::Metrics,
     pipeline::{Deps, Emitter, Pipeline, PolicyGate, Redaction},
     sink::{Fanout, json},
 };
@@ -274,11 +274,8 @@ fn pipeline_to(
     cfg.rules.network.allowed_ports.clear();
     let classifier = Arc::new(Classifier::new(&cfg));
     let metrics = Arc::new(Metrics::new());
-    metrics.pipeline.declare_findings(classifier.catalog().into_iter().map(|(r, s)| FindingLabels {
-        kind: r.kind.as_str(),
-        rule: r.name,
-        severity: s.as_str(),
-    }));
+    // Every series and handle the agent declares at start (pre-resolved counters).
+    driftwatch::agent::declare_series(&metrics, &classifier, &cfg);
     let mut fanout = Fanout::default();
     sinks(&mut fanout, &metrics);
     let registry =

@@ -7,6 +7,10 @@
 //! escape (nearly all of them) is checked 8 bytes per step and copied once.
 //! Every serde type maps to the JSON serde_json writes for it (tests compare
 //! the two on the golden findings and on every escape class).
+//!
+//! A finding's line is written by hand (`classify::finding::json`) with this
+//! module's string writer; this module writes the parts that keep serde (pod
+//! facts once a container, configuration findings, other records).
 
 use serde::ser::{self, Serialize};
 use std::fmt;
@@ -32,48 +36,33 @@ impl ser::Error for Error {
 
 /// Appends `v` as compact JSON to `out`. On error `out` may hold part of it.
 pub fn append<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), Error> {
-    let outer = WRITING.replace(true);
-    let r = v.serialize(&mut Writer { out, raw: false });
-    WRITING.set(outer);
-    r
+    v.serialize(&mut Writer { out })
 }
 
-thread_local! {
-    /// This module's writer is serializing on this thread ([`append`]).
-    static WRITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The key of an entry whose value is other entries, written before
-/// ([`entries_of`]) and now copied as they are. No key of a finding can
-/// equal it (a NUL is in no Kubernetes label key and no static key).
-const RAW_ENTRIES_KEY: &str = "\0json_line.raw_entries\0";
-/// [`RAW_ENTRIES_KEY`] as [`write_str`] writes it.
-const RAW_ENTRIES_QUOTED: &[u8] = b"\"\\u0000json_line.raw_entries\\u0000\"";
-
-/// `v`'s JSON object without its braces (`"a":1,"b":2`), to be written again
-/// by [`serialize_entries`]; None when `v` is not an object.
+/// `v`'s JSON object without its braces (`"a":1,"b":2`), to be copied into
+/// others (`classify::finding::SharedPodFacts`); None when `v` is not an object.
 pub fn entries_of<T: Serialize + ?Sized>(v: &T) -> Option<Box<str>> {
     let s = to_string(v).ok()?;
     Some(s.strip_prefix('{')?.strip_suffix('}')?.into())
 }
 
-/// Serializes `v` (a struct or map, also flattened into another) from its
-/// entries written before: copied as they are when this module's writer is
-/// at work on this thread, else `v` is serialized as usual.
-pub fn serialize_entries<'e, S: ser::Serializer, T: Serialize + ?Sized>(
-    s: S,
-    entries: impl FnOnce() -> Option<&'e str>,
-    v: &T,
-) -> Result<S::Ok, S::Error> {
-    use ser::SerializeMap;
-    if WRITING.get()
-        && let Some(entries) = entries().filter(|e| !e.is_empty())
-    {
-        let mut m = s.serialize_map(Some(1))?;
-        m.serialize_entry(RAW_ENTRIES_KEY, entries)?;
-        return m.end();
+/// Appends `v`'s JSON entries after a comma (`,"a":1,"b":2`), as serde
+/// writes a struct flattened into another after its first key; nothing when
+/// `v` is an empty object. An error if `v` is not an object.
+pub fn append_entries<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), Error> {
+    let start = out.len();
+    append(out, v)?;
+    if out.len() < start + 2 || out[start] != b'{' || out.last() != Some(&b'}') {
+        out.truncate(start);
+        return Err(Error("flattened entries must be an object".into()));
     }
-    v.serialize(s)
+    out.pop();
+    if out.len() == start + 1 {
+        out.truncate(start);
+    } else {
+        out[start] = b',';
+    }
+    Ok(())
 }
 
 /// `v` as a compact JSON string.
@@ -174,7 +163,7 @@ fn any_escape_words(b: &[u8]) -> bool {
 }
 
 /// Writes `s` quoted and escaped as serde_json does (`\u00XX` in lower-case hex).
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     if any_escape(bytes) {
         out.push(b'"');
@@ -217,8 +206,6 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
-    /// The next string is JSON entries to copy as they are ([`RAW_ENTRIES_KEY`]).
-    raw: bool,
 }
 
 impl Writer<'_> {
@@ -324,11 +311,7 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
         Ok(())
     }
     fn serialize_str(self, v: &str) -> Result<(), Error> {
-        if std::mem::take(&mut self.raw) {
-            self.out.extend_from_slice(v.as_bytes());
-        } else {
-            write_str(self.out, v);
-        }
+        write_str(self.out, v);
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
@@ -467,18 +450,10 @@ impl ser::SerializeMap for Compound<'_, '_> {
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<(), Error> {
         self.comma();
-        let at = self.w.out.len();
-        k.serialize(MapKey { w: &mut *self.w })?;
-        if self.w.out.len() - at == RAW_ENTRIES_QUOTED.len() && self.w.out[at..] == *RAW_ENTRIES_QUOTED {
-            self.w.out.truncate(at);
-            self.w.raw = true;
-        }
-        Ok(())
+        k.serialize(MapKey { w: &mut *self.w })
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        if !self.w.raw {
-            self.w.out.push(b':');
-        }
+        self.w.out.push(b':');
         v.serialize(&mut *self.w)
     }
     fn end(self) -> Result<(), Error> {
@@ -794,72 +769,5 @@ mod tests {
             n += 1;
         }
         assert!(n > 10, "{n} golden findings");
-    }
-
-    /// A struct whose entries are written once and copied after, as
-    /// `classify::SharedPodFacts`.
-    struct Cached {
-        inner: BTreeMap<String, String>,
-        json: std::sync::OnceLock<Option<Box<str>>>,
-        built: std::cell::Cell<u32>,
-    }
-
-    impl Cached {
-        fn new(kv: &[(&str, &str)]) -> Cached {
-            let inner = kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            Cached { inner, json: Default::default(), built: Default::default() }
-        }
-    }
-
-    impl Serialize for Cached {
-        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let entries = || {
-                self.json
-                    .get_or_init(|| {
-                        self.built.set(self.built.get() + 1);
-                        entries_of(&self.inner)
-                    })
-                    .as_deref()
-            };
-            serialize_entries(s, entries, &self.inner)
-        }
-    }
-
-    #[derive(Serialize)]
-    struct Outer<'a> {
-        first: u8,
-        #[serde(flatten)]
-        cached: &'a Cached,
-        #[serde(flatten)]
-        more: BTreeMap<&'static str, &'static str>,
-        last: &'static str,
-    }
-
-    #[derive(Serialize)]
-    struct Leading<'a> {
-        #[serde(flatten)]
-        cached: &'a Cached,
-        after: bool,
-    }
-
-    #[test]
-    fn entries_written_once_are_copied_as_serde_json_writes_them() {
-        let c = Cached::new(&[("k8s.pod.name", "web-1"), ("q\"uote", "a\nb"), ("\u{0}nul key", "é")]);
-        for _ in 0..3 {
-            same(&Outer { first: 1, cached: &c, more: [("m", "n")].into(), last: "z" });
-            same(&Leading { cached: &c, after: true });
-            same(&c);
-            same(&vec![&c, &c]);
-        }
-        assert_eq!(c.built.get(), 1, "the entries are written once");
-        // Empty: nothing to copy, and no stray comma.
-        let empty = Cached::new(&[]);
-        same(&Outer { first: 1, cached: &empty, more: BTreeMap::new(), last: "z" });
-        same(&Leading { cached: &empty, after: false });
-        same(&empty);
-        // Other serializers never see the copy's key.
-        let v = serde_json::to_value(Outer { first: 1, cached: &c, more: BTreeMap::new(), last: "z" }).expect("json");
-        assert_eq!(v["k8s.pod.name"], "web-1");
-        assert!(v.as_object().expect("object").keys().all(|k| !k.contains("raw_entries")));
     }
 }

@@ -15,6 +15,8 @@ use crate::{
 use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc};
 
+mod json;
+
 /// Drift kind (the `kind` key and metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -171,7 +173,7 @@ pub struct PodFacts {
 
 /// A container's pod facts as its findings share them, with their JSON
 /// entries written once for every line after the first: ~1 KB of a pod's
-/// finding that is the same in each (`json_line::serialize_entries`).
+/// finding that is the same in each, copied by `Finding::write_json`.
 #[derive(Debug, Default)]
 pub struct SharedPodFacts {
     facts: PodFacts,
@@ -204,10 +206,17 @@ impl std::ops::Deref for SharedPodFacts {
     }
 }
 
+impl SharedPodFacts {
+    /// The facts' JSON entries (`"k":v,...`), written on first use; None
+    /// when they cannot be written.
+    pub(crate) fn json_entries(&self) -> Option<&str> {
+        self.json.get_or_init(|| crate::json_line::entries_of(&self.facts)).as_deref()
+    }
+}
+
 impl Serialize for SharedPodFacts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let entries = || self.json.get_or_init(|| crate::json_line::entries_of(&self.facts)).as_deref();
-        crate::json_line::serialize_entries(s, entries, &self.facts)
+        self.facts.serialize(s)
     }
 }
 
@@ -434,7 +443,12 @@ impl Finding {
 
     /// One JSON line (no trailing newline).
     pub fn to_json(&self) -> String {
-        crate::json_line::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(2048);
+        if self.write_json(&mut out).is_err() {
+            return String::new();
+        }
+        // Only UTF-8 was written: &str copied whole or cut at ASCII bytes.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The exec facts, for exec findings.

@@ -365,7 +365,7 @@ fn dup1() -> std::io::Result<OwnedFd> {
 /// never half an object, even if serializing failed (then the line is empty).
 fn append_line(buf: &mut Vec<u8>, f: &Finding) {
     let start = buf.len();
-    if crate::json_line::append(buf, f).is_err() {
+    if f.write_json(buf).is_err() {
         buf.truncate(start);
     }
     buf.push(b'\n');
