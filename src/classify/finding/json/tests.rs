@@ -5,7 +5,7 @@ use crate::{
         change_facts::{ChangeFacts, EnvFacts},
         rules,
     },
-    config::Config,
+    config::{Config, Severity},
     event::Origin,
 };
 
@@ -173,6 +173,15 @@ fn finding(g: &mut Gen, c: &Classifier) -> Finding {
     let rule = &rules::ALL[(g.next() % rules::ALL.len() as u64) as usize];
     let s = Subject { id: ID, runtime: "containerd", pod_uid: None };
     let mut f = c.finding(rule, s, g.num(), g.string(), detail(g));
+    // What a rule decides, also in combinations no rule has (the header
+    // cache is keyed by all of it).
+    if g.bool() {
+        f.rule = g.text();
+        f.severity = [Severity::Critical, Severity::Warning, Severity::Info][(g.next() % 3) as usize];
+        f.kind = [Kind::Binary, Kind::Shell, Kind::Package, Kind::Network, Kind::File, Kind::Config][(g.next() % 6) as usize];
+        f.playbook_step = [PlaybookStep::Detect, PlaybookStep::Remediate][(g.next() % 2) as usize];
+        f.tags = [&TEXTS[..], &TEXTS[3..5], &[]][(g.next() % 3) as usize];
+    }
     *f.k8s_mut() = pod(g);
     f.process = g.opt(process);
     f.record = g.opt(record);
@@ -219,6 +228,18 @@ fn findings_of_every_kind_and_key_are_written_as_serde_json_writes_them() {
     assert!(written.len() > 50, "{} keys", written.len());
     for k in written {
         assert!(keys.contains(k), "no generated finding had {k}");
+    }
+}
+
+#[test]
+fn more_rule_headers_than_a_thread_keeps_are_written_fresh() {
+    let c = Classifier::new(&Config::default());
+    let s = Subject { id: ID, runtime: "containerd", pod_uid: None };
+    for i in 0..(super::HEADERS_MAX as u64 + 20) {
+        let mut f = c.finding(&rules::SHELL_IN_CONTAINER, s, i, "m", Detail::Exec(Default::default()));
+        f.rule = Box::leak(format!("rule_{i}\"").into_boxed_str());
+        same(&f, i);
+        same(&f, i);
     }
 }
 
