@@ -240,6 +240,7 @@ pub async fn run(cfg: Config, opts: Options, cancel: CancellationToken) -> Resul
     let ring = sensor.take_ring().expect("ring buffer is taken once");
     let wait = bpf::reader::Wait {
         backstop: Duration::from_millis(cfg.sensor.drain_interval_ms),
+        idle_backstop: Duration::from_millis(cfg.sensor.idle_drain_interval_ms),
         after_records: Duration::from_millis(cfg.sensor.wake_interval_ms),
     };
     let (p, out) = (pipeline.clone(), stdout_sink.clone());

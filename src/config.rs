@@ -148,6 +148,10 @@ pub struct Runtime {
     pub unready_after_s: u64,
 }
 
+fn default_idle_drain_interval_ms() -> u64 {
+    1000
+}
+
 fn default_unready_after_s() -> u64 {
     120
 }
@@ -157,6 +161,12 @@ fn default_unready_after_s() -> u64 {
 pub struct Sensor {
     pub ringbuf_bytes: u32,
     pub drain_interval_ms: u64,
+    /// An idle reader's backstop grows from `drain_interval_ms` (doubling at
+    /// each look that reads nothing) up to this: a record that may be a
+    /// finding wakes it anyway; what waits for the timer (`--emit-all-execs`'
+    /// extras) waits up to this long after a quiet spell.
+    #[serde(default = "default_idle_drain_interval_ms")]
+    pub idle_drain_interval_ms: u64,
     /// Records other than drift wake the reader at most this often (in the
     /// kernel), and the reader looks again this long after a look that read
     /// records: the bound on a finding's wait; 0: only the drain timer.
@@ -706,6 +716,13 @@ impl Config {
             return Err(invalid(
                 &path!["sensor", "drain_interval_ms"],
                 format!("{} must be between 1 and 1000", self.sensor.drain_interval_ms),
+            ));
+        }
+        let (drain, idle) = (self.sensor.drain_interval_ms, self.sensor.idle_drain_interval_ms);
+        if !(drain..=1000).contains(&idle) {
+            return Err(invalid(
+                &path!["sensor", "idle_drain_interval_ms"],
+                format!("{idle} must be between sensor.drain_interval_ms ({drain}) and 1000"),
             ));
         }
         if self.sensor.wake_interval_ms > 1000 {
@@ -1284,6 +1301,20 @@ mod tests {
         assert!(e.starts_with("config p.yaml line 2: field `alertmanager.timeout_ms`: "), "{e}");
         let e = err("rules:\n  package:\n    subcommands:\n      go: [install]\n      pip/3: [install]\n");
         assert!(e.starts_with("config p.yaml line 5: field `rules.package.subcommands.pip/3`: "), "{e}");
+    }
+
+    #[test]
+    fn the_idle_drain_interval_is_at_least_the_drain_interval() {
+        let e = err("sensor:\n  drain_interval_ms: 200\n  idle_drain_interval_ms: 100\n");
+        assert!(
+            e.starts_with("config p.yaml line 3: field `sensor.idle_drain_interval_ms`: 100 must be between sensor.drain_interval_ms (200) and 1000"),
+            "{e}"
+        );
+        assert!(err("sensor:\n  idle_drain_interval_ms: 5000\n").contains("5000 must be between"));
+        let c = Config::from_yaml("sensor:\n  drain_interval_ms: 200\n", "p.yaml").expect("valid");
+        assert_eq!(c.sensor.idle_drain_interval_ms, 1000, "the default");
+        let c = Config::from_yaml("sensor:\n  idle_drain_interval_ms: 50\n", "p.yaml").expect("no back-off");
+        assert_eq!(c.sensor.idle_drain_interval_ms, c.sensor.drain_interval_ms);
     }
 
     #[test]

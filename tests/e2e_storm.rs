@@ -375,6 +375,43 @@ fn unfiltered_execs_are_read_at_the_drain_timer_not_the_wake_interval() {
     assert!(woke <= 1.2 * drains + 10.0, "{summary}");
 }
 
+/// An idle reader backs off: its backstop doubles at each look that reads
+/// nothing, up to `sensor.idle_drain_interval_ms` (1 s by default), so an
+/// idle node's agent wakes about once a second instead of once per drain
+/// interval (20 times). Records that may be findings wake it at once anyway,
+/// and what waits for the timer (`--emit-all-execs`' image execs) is still
+/// read, within the idle interval. Measured here: 4.0 s idle, 5 wakeups
+/// (80 with the back-off taken out).
+#[test]
+fn an_idle_reader_backs_off_to_the_idle_drain_interval() {
+    if !support::privileged() {
+        return;
+    }
+    let _one = one_storm();
+    let agent = Agent::start(&["--emit-all-execs"]);
+    let c = support::containerd().run(RunSpec::sleeper());
+    support::settle(&agent, &c);
+    // Backed off by now: 50 + 100 + ... + 800 ms of empty looks.
+    thread::sleep(Duration::from_millis(2000));
+    let wakeups = || reader_wakeups(&agent);
+    let (w0, t0) = (wakeups(), Instant::now());
+    thread::sleep(Duration::from_millis(4000));
+    let (woke, idle_s) = (wakeups() - w0, t0.elapsed().as_secs_f64());
+    let summary =
+        format!("idle {idle_s:.1}s: {woke} reader wakeups (the 50 ms drain timer alone: {:.0})", idle_s * 20.0);
+    eprintln!("{summary}");
+    assert!(woke <= 2.0 * idle_s + 4.0, "{summary}");
+    // An exec in the container after the quiet spell is read.
+    let decoded = || metric(&agent, "driftwatch_events_total{kind=\"exec\"}");
+    let (d0, t0) = (decoded(), Instant::now());
+    c.exec_ok(&["/bin/true"]);
+    while decoded() <= d0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "an exec after an idle spell was never read");
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("read {:.0} ms after the exec began", t0.elapsed().as_secs_f64() * 1000.0);
+}
+
 /// A ring buffer half full wakes the reader, whatever it holds: a storm of
 /// records that wake nobody (here `--emit-all-execs`' execs, with a 256 KiB
 /// ring of about 130 exec records drained once a second) is read before

@@ -8,6 +8,10 @@
 //! - After a look that read nothing, the reader sleeps until the backstop
 //!   timer or the kernel's next forced wakeup, and withdraws its look so that
 //!   the next record wakes it at once.
+//! - The backstop doubles at each look that read nothing, up to the idle
+//!   backstop (`sensor.idle_drain_interval_ms`); any record read brings it
+//!   back. Only records nobody waits for (`--emit-all-execs`' extras) wait for
+//!   it; an idle agent wakes ~once a second instead of 20 times.
 //! - A look due within the timer slack, or already past, is taken at once:
 //!   such a sleep returns without the thread being switched out.
 //! - A return with only records still being written (reserved, not
@@ -26,7 +30,13 @@ pub struct Cadence {
     /// One wake interval; 0: no cadence (every sleep is the backstop).
     gap_ns: u64,
     backstop: Duration,
-    /// Whether the current look has read records so far.
+    /// The longest an idle reader's backstop grows to.
+    idle_backstop: Duration,
+    /// The backstop the next idle sleep takes.
+    sleeping: Duration,
+    /// Whether the current look has read any record so far.
+    read_any: bool,
+    /// Whether the current look has read records that may be findings so far.
     busy: bool,
     /// When the current look began.
     looked: u64,
@@ -42,27 +52,68 @@ pub struct Plan {
     /// When the next look is due by the cadence (None: idle).
     due: Option<u64>,
     was_busy: bool,
+    /// The backstop and `read_any` before this plan, for [`Cadence::nothing_yet`].
+    was_sleeping: Duration,
+    had_read: bool,
 }
 
 impl Cadence {
     pub fn new(gap_ns: u64, backstop: Duration, now: u64) -> Self {
-        Self { gap_ns, backstop, busy: false, looked: now }
+        Self {
+            gap_ns,
+            backstop,
+            idle_backstop: backstop,
+            sleeping: backstop,
+            read_any: false,
+            busy: false,
+            looked: now,
+        }
     }
 
-    /// The current look read records.
+    /// Lets the backstop grow to `idle` (at least the backstop) while nothing is read.
+    pub fn idle_up_to(mut self, idle: Duration) -> Self {
+        self.idle_backstop = idle.max(self.backstop);
+        self
+    }
+
+    /// The current look read records that may be findings.
     pub fn read_records(&mut self) {
+        self.read_any = true;
         self.busy = true;
+    }
+
+    /// A drain read `read` records, `timely` if any may be a finding.
+    pub fn drained(&mut self, read: usize, timely: bool) {
+        self.read_any |= read > 0;
+        if timely {
+            self.read_records();
+        }
     }
 
     /// Ends the current look (nothing is left to handle): what to wait for.
     pub fn plan(&mut self, now: u64) -> Plan {
         let due = (self.busy && self.gap_ns > 0).then_some(self.looked + self.gap_ns);
-        let timeout = due.map_or(self.backstop, |due| Duration::from_nanos(due.saturating_sub(now)));
+        let was_sleeping = self.sleeping;
+        let had_read = std::mem::replace(&mut self.read_any, false);
+        if had_read {
+            self.sleeping = self.backstop;
+        }
+        let timeout = match due {
+            Some(due) => Duration::from_nanos(due.saturating_sub(now)),
+            None => {
+                // This sleep's backstop; the next empty look's is twice it.
+                let sleep = self.sleeping;
+                self.sleeping = (sleep * 2).min(self.idle_backstop);
+                sleep
+            }
+        };
         Plan {
             sleep: (timeout > MIN_SLEEP).then_some(timeout),
             withdraw: due.is_none(),
             due,
             was_busy: std::mem::replace(&mut self.busy, false),
+            was_sleeping,
+            had_read,
         }
     }
 
@@ -71,6 +122,8 @@ impl Cadence {
     /// look began. The cadence and the kernel's held look stay as they were.
     pub fn nothing_yet(&mut self, plan: &Plan) {
         self.busy = plan.was_busy;
+        self.sleeping = plan.was_sleeping;
+        self.read_any = plan.had_read;
     }
 
     /// A look begins at `now` after `plan`; returns the time it counts from
@@ -170,6 +223,51 @@ mod tests {
         c.nothing_yet(&p);
         let again = c.plan(1_004 * MS);
         assert_eq!((again.sleep, again.withdraw), (Some(BACKSTOP), true));
+    }
+
+    #[test]
+    fn an_idle_reader_backs_off_to_the_idle_backstop_and_any_record_brings_it_back() {
+        const IDLE: Duration = Duration::from_millis(1000);
+        let mut c = cadence().idle_up_to(IDLE);
+        let mut now = 1_000 * MS;
+        let mut sleeps = vec![];
+        for _ in 0..6 {
+            let p = c.plan(now);
+            assert!(p.withdraw, "idle: the next record that may be a finding wakes it");
+            sleeps.push(p.sleep.unwrap().as_millis());
+            now += p.sleep.unwrap().as_nanos() as u64;
+            c.look(&p, now);
+        }
+        assert_eq!(sleeps, [100, 200, 400, 800, 1000, 1000]);
+        // Records nobody waits for (not timely) are read: the backstop is short again.
+        c.drained(3, false);
+        let p = c.plan(now);
+        assert_eq!((p.sleep, p.withdraw), (Some(BACKSTOP), true));
+        c.look(&p, now + 100 * MS);
+        assert_eq!(c.plan(now + 100 * MS).sleep, Some(2 * BACKSTOP), "then it grows again");
+        // After a storm of findings, the first empty look sleeps the short backstop.
+        let mut c = cadence().idle_up_to(IDLE);
+        for _ in 0..5 {
+            c.plan(now);
+        }
+        c.drained(5, true);
+        let p = c.plan(now);
+        assert!(p.due.is_some());
+        c.look(&p, now + 10 * MS);
+        assert_eq!(c.plan(now + 10 * MS).sleep, Some(BACKSTOP));
+        // A return with only records being written changes nothing.
+        let mut c = cadence().idle_up_to(IDLE);
+        let p = c.plan(now);
+        c.nothing_yet(&p);
+        assert_eq!(c.plan(now).sleep, p.sleep);
+    }
+
+    #[test]
+    fn without_an_idle_backstop_the_backstop_never_grows() {
+        let mut c = cadence();
+        for _ in 0..5 {
+            assert_eq!(c.plan(5 * MS).sleep, Some(BACKSTOP));
+        }
     }
 
     #[test]

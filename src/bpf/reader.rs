@@ -57,6 +57,9 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 pub struct Wait {
     /// With nothing read at the last look (`sensor.drain_interval_ms`).
     pub backstop: Duration,
+    /// What the backstop grows to while nothing is read
+    /// (`sensor.idle_drain_interval_ms`); only with the kernel's wake gate.
+    pub idle_backstop: Duration,
     /// After a look that read records (`sensor.wake_interval_ms`; zero:
     /// the backstop).
     pub after_records: Duration,
@@ -102,12 +105,14 @@ pub fn spawn<H: Handler>(
         let backstop = Duration::from_millis(wait.backstop.as_millis().clamp(1, 1000) as u64);
         let gap_ns = wait.after_records.min(Duration::from_secs(1)).as_nanos() as u64;
         let look = look.filter(|_| gap_ns > 0);
-        let mut cadence = Cadence::new(gap_ns, backstop, boot_ns());
+        // Without the gate's look (or with records that never wake the
+        // reader) the backstop is how records are read: it never grows.
+        let idle = if look.is_some() { wait.idle_backstop.clamp(backstop, Duration::from_secs(1)) } else { backstop };
+        let mut cadence = Cadence::new(gap_ns, backstop, boot_ns()).idle_up_to(idle);
         let cgroup_paths = metrics.registry_stats.cache_gauge(event::CGROUP_PATHS_CACHE);
         while !stop.load(Ordering::Relaxed) {
-            if drain(&mut ring, &tx, &metrics, &mut log).timely {
-                cadence.read_records();
-            }
+            let d = drain(&mut ring, &tx, &metrics, &mut log);
+            cadence.drained(d.read, d.timely);
             match rx.try_recv() {
                 Ok(mut batch) => {
                     if batch.iter().any(timely) {
@@ -120,7 +125,8 @@ pub fn spawn<H: Handler>(
                     let mut events = batch.drain(..);
                     while events.len() > 0 {
                         handler.handle(&mut events.by_ref().take(CHUNK));
-                        drain(&mut ring, &tx, &metrics, &mut log);
+                        let d = drain(&mut ring, &tx, &metrics, &mut log);
+                        cadence.drained(d.read, d.timely);
                     }
                     drop(events);
                     rx.recycle(batch);
@@ -137,9 +143,7 @@ pub fn spawn<H: Handler>(
                     handler.idle();
                     cgroup_paths.set(event::cgroup_paths_cached() as i64);
                     let late = drain(&mut ring, &tx, &metrics, &mut log);
-                    if late.timely {
-                        cadence.read_records();
-                    }
+                    cadence.drained(late.read, late.timely);
                     if late.urgent {
                         continue;
                     }
@@ -158,10 +162,14 @@ pub fn spawn<H: Handler>(
                         // and committed it: ppoll then returns at once, and
                         // again, until the writer (on another CPU) is done.
                         // Such a return is not counted as a wakeup.
-                        if records && drain(&mut ring, &tx, &metrics, &mut log).read == 0 {
-                            cadence.nothing_yet(&plan);
-                            std::hint::spin_loop();
-                            continue;
+                        if records {
+                            let d = drain(&mut ring, &tx, &metrics, &mut log);
+                            if d.read == 0 {
+                                cadence.nothing_yet(&plan);
+                                std::hint::spin_loop();
+                                continue;
+                            }
+                            cadence.drained(d.read, d.timely);
                         }
                         metrics.pipeline.reader_woke(records);
                     }

@@ -178,9 +178,10 @@ fn finding(g: &mut Gen, c: &Classifier) -> Finding {
     if g.bool() {
         f.rule = g.text();
         f.severity = [Severity::Critical, Severity::Warning, Severity::Info][(g.next() % 3) as usize];
-        f.kind = [Kind::Binary, Kind::Shell, Kind::Package, Kind::Network, Kind::File, Kind::Config][(g.next() % 6) as usize];
+        f.kind = [Kind::Binary, Kind::Shell, Kind::Package, Kind::Network, Kind::File, Kind::Config]
+            [(g.next() % 6) as usize];
         f.playbook_step = [PlaybookStep::Detect, PlaybookStep::Remediate][(g.next() % 2) as usize];
-        f.tags = [&TEXTS[..], &TEXTS[3..5], &[]][(g.next() % 3) as usize];
+        f.tags = [TEXTS, &TEXTS[3..5], &[]][(g.next() % 3) as usize];
     }
     *f.k8s_mut() = pod(g);
     f.process = g.opt(process);
