@@ -451,6 +451,9 @@ fn metrics_and_health_endpoints() {
     assert!((1.0..=16.0).contains(&decoded), "{decoded}");
     let clean = v("driftwatch_cache_entries{cache=\"redaction_clean\"}");
     assert!((1.0..=32.0).contains(&clean), "{clean}");
+    // And the rule headers of the findings' JSON lines (128 at most a writing thread).
+    let headers = v("driftwatch_cache_entries{cache=\"finding_headers\"}");
+    assert!((1.0..=4.0 * 128.0).contains(&headers), "{headers}");
     assert_eq!(v("driftwatch_bpf_programs_attached"), 9.0);
     assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
     assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");

@@ -17,6 +17,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 mod json;
 
+pub use json::{HEADERS_CACHE, headers_cached};
+
 /// Drift kind (the `kind` key and metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -104,6 +104,8 @@ pub struct Stdout {
     pending: Mutex<Pending>,
     progress: Progress,
     metrics: Arc<Metrics>,
+    /// `driftwatch_cache_entries{cache="finding_headers"}`, set at each write.
+    headers: prometheus_client::metrics::gauge::Gauge,
     /// Wakes the task that writes once the pipe has room.
     blocked: Notify,
 }
@@ -164,6 +166,7 @@ impl Stdout {
             cap: cap.max(1),
             pending: Mutex::default(),
             progress: Progress::new(sent),
+            headers: m.registry_stats.cache_gauge(crate::classify::finding::HEADERS_CACHE),
             metrics: m,
             blocked: Notify::new(),
         }
@@ -257,6 +260,7 @@ impl Stdout {
             p.buf = Vec::new(); // a stall's backlog does not stay resident
         }
         if written + lost > 0 {
+            self.headers.set(crate::classify::finding::headers_cached() as i64);
             self.progress.finished((written + lost) as u64);
             self.metrics.sinks.sink_results("stdout", true, written as u64);
             self.metrics.sinks.sink_results("stdout", false, lost as u64);

@@ -16,6 +16,8 @@
 //! (written once per container and copied, `SharedPodFacts`) keep serde.
 
 use super::{Detail, ExecFacts, FileFacts, Finding, Kind, NetworkFacts, PlaybookStep, ProcessFacts, RecordFacts};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::{
     classify::change_facts::EnvFacts,
     config::Severity,
@@ -171,8 +173,29 @@ const HEADERS_MAX: usize = 128;
 /// are two entries with the same bytes.
 type HeaderKey = (Kind, usize, usize, Severity, PlaybookStep, usize, usize);
 
+/// The headers a thread keeps; counted in [`HEADERS_HELD`] while it lives.
+#[derive(Default)]
+struct Headers(rustc_hash::FxHashMap<HeaderKey, Box<[u8]>>);
+
+impl Drop for Headers {
+    fn drop(&mut self) {
+        HEADERS_HELD.fetch_sub(self.0.len(), Ordering::Relaxed);
+    }
+}
+
+/// Headers kept by every thread (`driftwatch_cache_entries{cache="finding_headers"}`).
+static HEADERS_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Its `cache` label in `driftwatch_cache_entries`.
+pub const HEADERS_CACHE: &str = "finding_headers";
+
+/// Rule headers kept by every thread ([`HEADERS_CACHE`]).
+pub fn headers_cached() -> usize {
+    HEADERS_HELD.load(Ordering::Relaxed)
+}
+
 thread_local! {
-    static HEADERS: std::cell::RefCell<rustc_hash::FxHashMap<HeaderKey, Box<[u8]>>> = Default::default();
+    static HEADERS: std::cell::RefCell<Headers> = Default::default();
 }
 
 impl RuleHeader<'_> {
@@ -185,17 +208,18 @@ impl RuleHeader<'_> {
         let key = self.key();
         let copied = HEADERS.with(|h| {
             let mut h = h.try_borrow_mut().ok()?;
-            if let Some(bytes) = h.get(&key) {
+            if let Some(bytes) = h.0.get(&key) {
                 out.extend_from_slice(bytes);
                 return Some(());
             }
-            if h.len() >= HEADERS_MAX {
+            if h.0.len() >= HEADERS_MAX {
                 return None;
             }
             let mut bytes = Vec::with_capacity(256);
             self.write_fresh(&mut bytes);
             out.extend_from_slice(&bytes);
-            h.insert(key, bytes.into_boxed_slice());
+            h.0.insert(key, bytes.into_boxed_slice());
+            HEADERS_HELD.fetch_add(1, Ordering::Relaxed);
             Some(())
         });
         if copied.is_none() {
