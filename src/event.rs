@@ -13,6 +13,8 @@ pub use map::MapEvent;
 pub(crate) use map::tests as map_tests;
 
 use crate::{abi, escape};
+use std::mem::size_of;
+
 /// A name or argument of an exec: stored inline up to 24 bytes (a comm, most
 /// arguments and many executable paths), so decoding an event does not
 /// allocate once per name. Derefs to `str`; serializes as a string.
@@ -32,7 +34,6 @@ pub fn push_command_line(out: &mut String, args: &[Text]) {
         out.push_str(a);
     }
 }
-use std::mem::size_of;
 
 /// Where an executed file came from (mirrors `enum dw_exe_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -42,8 +42,11 @@ pub fn append<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), Err
 /// `v`'s JSON object without its braces (`"a":1,"b":2`), to be copied into
 /// others (`classify::finding::SharedPodFacts`); None when `v` is not an object.
 pub fn entries_of<T: Serialize + ?Sized>(v: &T) -> Option<Box<str>> {
-    let s = to_string(v).ok()?;
-    Some(s.strip_prefix('{')?.strip_suffix('}')?.into())
+    let mut out = Vec::with_capacity(256);
+    append_entries(&mut out, v).ok()?;
+    // Only UTF-8 was written: &str copied whole or cut at ASCII bytes.
+    let s = String::from_utf8(out).ok()?;
+    Some(s.strip_prefix(',').unwrap_or_default().into())
 }
 
 /// Appends `v`'s JSON entries after a comma (`,"a":1,"b":2`), as serde

@@ -223,9 +223,13 @@ const CLEAN_MAX_LEN: usize = 1024;
 /// shell storm; a hit is a hash and a compare. A new text takes the place
 /// (and the buffer) of the oldest: no allocation once the buffers have grown.
 /// Only the thread that takes the lock uses it: another runs the set (no
-/// waiting on the hot path).
+/// waiting on the hot path, the gauge's count included).
 #[derive(Default)]
-struct Clean(std::sync::Mutex<crate::recent::Recent<(u64, String), CLEAN_SLOTS>>);
+struct Clean {
+    kept: std::sync::Mutex<crate::recent::Recent<(u64, String), CLEAN_SLOTS>>,
+    /// `kept`'s length, read without the lock.
+    len: std::sync::atomic::AtomicUsize,
+}
 
 impl std::fmt::Debug for Clean {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,17 +250,17 @@ impl Clean {
 
     /// Whether `text` (whose [`Self::key`] is `h`) was found clean lately.
     fn holds(&self, text: &str, h: u64) -> bool {
-        self.0.try_lock().is_ok_and(|kept| kept.find(|(k, t)| *k == h && t == text).is_some())
+        self.kept.try_lock().is_ok_and(|kept| kept.find(|(k, t)| *k == h && t == text).is_some())
     }
 
     /// Texts kept.
     fn len(&self) -> usize {
-        self.0.lock().map_or(0, |kept| kept.len())
+        self.len.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `text` (whose [`Self::key`] is `h`) was found clean.
     fn keep(&self, text: &str, h: u64) {
-        if let Ok(mut kept) = self.0.try_lock() {
+        if let Ok(mut kept) = self.kept.try_lock() {
             kept.push_reusing(|old| {
                 // Room for a little more: texts of a storm differ by a few bytes.
                 let mut buf = old.map_or_else(|| String::with_capacity(text.len().max(120)), |(_, b)| b);
@@ -264,6 +268,7 @@ impl Clean {
                 buf.push_str(text);
                 (h, buf)
             });
+            self.len.store(kept.len(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -107,7 +107,7 @@ pub fn spawn<H: Handler>(
         let look = look.filter(|_| gap_ns > 0);
         // Without the gate's look (or with records that never wake the
         // reader) the backstop is how records are read: it never grows.
-        let idle = if look.is_some() { wait.idle_backstop.clamp(backstop, Duration::from_secs(1)) } else { backstop };
+        let idle = if look.is_some() { wait.idle_backstop.min(Duration::from_secs(1)) } else { backstop };
         let mut cadence = Cadence::new(gap_ns, backstop, boot_ns()).idle_up_to(idle);
         let cgroup_paths = metrics.registry_stats.cache_gauge(event::CGROUP_PATHS_CACHE);
         while !stop.load(Ordering::Relaxed) {

@@ -412,6 +412,7 @@ fn texts_found_clean_lately_are_remembered_exactly() {
         text(&r, &format!("ls /{i}"));
     }
     assert!(!held(&r, clean));
+    assert_eq!(r.clean_entries(), CLEAN_SLOTS, "the gauge's count, read without the lock");
     let long = "x".repeat(CLEAN_MAX_LEN + 1);
     assert_eq!(text(&r, &long), long);
     assert!(!held(&r, &long));
