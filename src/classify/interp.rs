@@ -72,9 +72,10 @@ const LUA: Family = Family {
     file_option: None,
 };
 
-fn family(name: &str, tables: &NameTables) -> Option<&'static Family> {
+/// `shell`: the tables name it a shell.
+fn family(name: &str, shell: bool) -> Option<&'static Family> {
     let starts = |p: &str| name.starts_with(p);
-    Some(if tables.is_shell(name) {
+    Some(if shell {
         &SHELL
     } else if starts("python") || starts("pypy") {
         &PYTHON
@@ -170,7 +171,8 @@ fn script_operand_at<'a>(tables: &NameTables, comm: &str, args: &'a [Text], dept
     // argv[0] names the program better than comm (cut at 15 bytes); a `#!`
     // script's comm is its own name, and the kernel judged those already.
     let name = args.first().map_or(comm, |a| basename(a));
-    if depth > 2 || !(tables.is_interpreter(name) || tables.is_shell(name)) {
+    let kind = tables.kind(name);
+    if depth > 2 || !(kind.interpreter() || kind.shell()) {
         return None;
     }
     let script = match name {
@@ -187,7 +189,7 @@ fn script_operand_at<'a>(tables: &NameTables, comm: &str, args: &'a [Text], dept
             return script_operand_at(tables, basename(&rest[0]), rest, depth + 1);
         }
         "java" => java_jar(args),
-        _ => operand(family(name, tables)?, args),
+        _ => operand(family(name, kind.shell())?, args),
     }?;
     (!script.is_empty()).then_some(script)
 }

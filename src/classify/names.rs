@@ -21,16 +21,52 @@ pub enum NameMatch {
     Package { name: Text },
 }
 
-/// FxHash: every exec is looked up several times, and the tables are fixed
-/// when the config loads, so names chosen inside a container can only be
-/// looked up, never fill a bucket (SipHash was 5% of a shell finding's
-/// instructions).
+/// What a program name is in the tables, all at once: an exec's names were
+/// looked up in four sets, up to eight times an exec (~80 instructions
+/// each); one lookup now answers every question about a name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameKind(u8);
+
+impl NameKind {
+    const SHELL: u8 = 1;
+    const PACKAGE: u8 = 2;
+    /// A package manager only with a listed subcommand (`go install`).
+    const SUBCOMMANDS: u8 = 4;
+    const INTERPRETER: u8 = 8;
+
+    pub fn shell(self) -> bool {
+        self.0 & Self::SHELL != 0
+    }
+
+    pub fn interpreter(self) -> bool {
+        self.0 & Self::INTERPRETER != 0
+    }
+
+    fn package(self) -> bool {
+        self.0 & Self::PACKAGE != 0
+    }
+
+    fn manager(self) -> bool {
+        self.0 & (Self::PACKAGE | Self::SUBCOMMANDS) != 0
+    }
+}
+
+/// A name's kind, and the table's own text of it when it is a shell (shared
+/// into findings, never copied).
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    kind: NameKind,
+    shell: Option<Arc<str>>,
+}
+
+/// FxHash: every exec is looked up, and the tables are fixed when the config
+/// loads, so names chosen inside a container can only be looked up, never
+/// fill a bucket (SipHash was 5% of a shell finding's instructions).
 #[derive(Debug, Clone, Default)]
 pub struct NameTables {
-    shells: FxHashSet<Arc<str>>,
-    packages: FxHashSet<String>,
+    /// Every configured name: shells, package managers, interpreters.
+    names: FxHashMap<Box<str>, Entry>,
     subcommands: FxHashMap<String, FxHashSet<String>>,
-    interpreters: FxHashSet<String>,
 }
 
 /// The comm the kernel would record for a name (TASK_COMM_LEN - 1 bytes).
@@ -40,45 +76,56 @@ fn comm_of(name: &str) -> &str {
 
 impl NameTables {
     pub fn from_rules(r: &Rules) -> Self {
-        let set = |v: &Vec<String>| v.iter().cloned().collect::<FxHashSet<_>>();
+        let mut names: FxHashMap<Box<str>, Entry> = FxHashMap::default();
+        let mut add = |n: &str, bit: u8| names.entry(n.into()).or_default().kind.0 |= bit;
+        r.package.names.iter().for_each(|n| add(n, NameKind::PACKAGE));
+        r.package.subcommands.keys().for_each(|n| add(n, NameKind::SUBCOMMANDS));
+        r.interpreters.iter().for_each(|n| add(n, NameKind::INTERPRETER));
+        for n in &r.shell.names {
+            let e = names.entry(n.as_str().into()).or_default();
+            e.kind.0 |= NameKind::SHELL;
+            e.shell = Some(Arc::from(n.as_str()));
+        }
         Self {
-            shells: r.shell.names.iter().map(|n| Arc::from(n.as_str())).collect(),
-            packages: set(&r.package.names),
+            names,
             subcommands: r.package.subcommands.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect(),
-            interpreters: set(&r.interpreters),
         }
     }
 
-    pub fn is_shell(&self, name: &str) -> bool {
-        self.shell(name).is_some()
+    /// What `name` (by its basename) is in the tables.
+    pub fn kind(&self, name: &str) -> NameKind {
+        self.names.get(basename(name)).map(|e| e.kind).unwrap_or_default()
     }
 
-    /// The table's entry for a shell named `name` (by its basename).
-    fn shell(&self, name: &str) -> Option<&Arc<str>> {
-        self.shells.get(basename(name))
+    pub fn is_shell(&self, name: &str) -> bool {
+        self.kind(name).shell()
     }
 
     /// A configured interpreter (`rules.interpreters`).
     pub fn is_interpreter(&self, name: &str) -> bool {
-        self.interpreters.contains(basename(name))
+        self.kind(name).interpreter()
     }
 
     pub fn is_package(&self, name: &str) -> bool {
-        self.packages.contains(basename(name))
+        self.kind(name).package()
     }
 
     /// Entries for the kernel filter map: comm -> DW_NAME_* bits.
     pub fn kernel_entries(&self) -> HashMap<String, u32> {
         let mut m: HashMap<String, u32> = HashMap::new();
-        for s in &self.shells {
-            // A shell can also run a package-manager script: "sh /usr/bin/apt-get".
-            *m.entry(comm_of(s).to_string()).or_default() |= abi::DW_NAME_SHELL | abi::DW_NAME_INTERPRETER;
-        }
-        for p in &self.packages {
-            *m.entry(comm_of(p).to_string()).or_default() |= abi::DW_NAME_PACKAGE;
-        }
-        for i in self.interpreters.iter().chain(self.subcommands.keys()) {
-            *m.entry(comm_of(i).to_string()).or_default() |= abi::DW_NAME_INTERPRETER;
+        for (name, e) in &self.names {
+            let mut bits = 0;
+            if e.kind.shell() {
+                // A shell can also run a package-manager script: "sh /usr/bin/apt-get".
+                bits |= abi::DW_NAME_SHELL | abi::DW_NAME_INTERPRETER;
+            }
+            if e.kind.package() {
+                bits |= abi::DW_NAME_PACKAGE;
+            }
+            if e.kind.interpreter() || e.kind.0 & NameKind::SUBCOMMANDS != 0 {
+                bits |= abi::DW_NAME_INTERPRETER;
+            }
+            *m.entry(comm_of(name).to_string()).or_default() |= bits;
         }
         m
     }
@@ -87,12 +134,14 @@ impl NameTables {
     /// path, or of the script for `#!` scripts) and its argv. Package managers
     /// win over shells: `sh /usr/bin/apt-get` is package drift.
     pub fn classify(&self, comm: &str, args: &[Text]) -> Option<NameMatch> {
-        if let Some(pkg) = self.package_in(comm, args) {
+        let name = basename(comm);
+        let entry = self.names.get(name);
+        if let Some(pkg) = self.package_in(name, entry.map(|e| e.kind).unwrap_or_default(), args) {
             return Some(NameMatch::Package { name: pkg });
         }
-        if let Some(name) = self.shell(comm) {
+        if let Some(shell) = entry.and_then(|e| e.shell.as_ref()) {
             // A comm with a `/` in it (prctl) keeps its whole text.
-            let name = if name.len() == comm.len() { name.clone() } else { Arc::from(comm) };
+            let name = if shell.len() == comm.len() { shell.clone() } else { Arc::from(comm) };
             return Some(NameMatch::Shell { name });
         }
         // busybox acting as a shell: "busybox sh", "busybox ash -c ...".
@@ -108,7 +157,8 @@ impl NameTables {
     /// `name` is a package manager run with `rest` as its arguments: always
     /// for plain managers, only with a listed subcommand for the others.
     fn manager(&self, name: &str, rest: &[Text]) -> Option<Text> {
-        if self.packages.contains(name) {
+        let kind = self.names.get(name)?.kind;
+        if kind.package() {
             return Some(name.into());
         }
         let subs = self.subcommands.get(name)?;
@@ -116,9 +166,9 @@ impl NameTables {
         subs.contains(sub.as_str()).then(|| compact_str::format_compact!("{name} {sub}"))
     }
 
-    fn package_in(&self, comm: &str, args: &[Text]) -> Option<Text> {
-        let name = basename(comm);
-        if self.packages.contains(name) || self.subcommands.contains_key(name) {
+    /// The package manager `name` (a basename, of kind `kind`) runs with `args`, if any.
+    fn package_in(&self, name: &str, kind: NameKind, args: &[Text]) -> Option<Text> {
+        if kind.manager() {
             // A `#!` script run directly (`pip install x`, pip being a Python
             // script) reaches us with the interpreter's argv, `[python3,
             // /usr/bin/pip, install, x]`: its own arguments follow its path.
@@ -129,7 +179,7 @@ impl NameTables {
             };
             return self.manager(name, rest);
         }
-        if !(self.interpreters.contains(name) || self.shells.contains(name)) {
+        if !(kind.interpreter() || kind.shell()) {
             return None;
         }
         // Interpreter: "-m pip" names a module; otherwise the first operand is
@@ -155,7 +205,7 @@ impl NameTables {
             }
             if name == "busybox" || name == "env" {
                 // "busybox sh /usr/bin/pip": look one level further.
-                return self.package_in(script, &args[i..]);
+                return self.package_in(script, self.kind(script), &args[i..]);
             }
             return None;
         }

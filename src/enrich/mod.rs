@@ -57,13 +57,13 @@ impl CgroupLayout {
 
 /// The container of a process, from the cgroup path the kernel captured.
 pub fn container_of(p: &Process) -> Result<ContainerRef, EnrichError> {
-    container_of_with(p, cgroup::container_from_cgroup_path)
+    container_of_with(p, |path| cgroup::container_from_cgroup_path(path))
 }
 
 /// [`container_of`] with the path parsed by `from_path` (the pipeline's memo).
 pub fn container_of_with(
     p: &Process,
-    from_path: impl FnOnce(&str) -> Option<ContainerRef>,
+    from_path: impl FnOnce(&std::sync::Arc<str>) -> Option<ContainerRef>,
 ) -> Result<ContainerRef, EnrichError> {
     if let Some(c) = from_path(&p.cgroup_path) {
         return Ok(c);

@@ -75,6 +75,17 @@ impl Drop for Ticket {
     }
 }
 
+/// What a finding's emitter already found of its container, so that it is
+/// not looked up again.
+enum Known<'a> {
+    /// Nothing: the registry is asked, and the API for the workload.
+    Nothing,
+    /// The runtime's metadata (the pod facts hold the API's workload).
+    Meta(&'a ContainerMeta),
+    /// The registry has no metadata (the pod facts say why).
+    NoMeta,
+}
+
 /// A finding's place among the bounded number that may wait; counted in the
 /// `findings_waiting` gauge while held.
 pub struct WaitSlot {
@@ -193,14 +204,14 @@ impl Emitter {
             .then(|| self.registry.workload(&meta.namespace, &meta.pod_name))
             .flatten();
         f.k8s = self.facts.found(&f.container_id, meta, f.k8s.pod_uid.as_deref(), api_workload, |id| self.running(id));
-        self.emit_with(t, f, true);
+        self.emit_with(t, f, Known::Meta(meta));
     }
 
     /// Emits without metadata, saying why (`f` as the classifier made it).
     pub fn incomplete(&self, t: Ticket, mut f: Finding, reason: &'static str) {
         self.metrics.pipeline.enrich_failure(reason);
         f.k8s = self.facts.missing(&f.container_id, reason, f.k8s.pod_uid.as_deref(), |id| self.running(id));
-        self.emit_with(t, f, true);
+        self.emit_with(t, f, Known::NoMeta);
     }
 
     /// Whether container `id` still runs (the pod facts memo keeps those when full).
@@ -226,19 +237,24 @@ impl Emitter {
     /// findings leave the pipeline, so no sink sees a secret it carried; in
     /// its container's order (`t`).
     pub fn emit(&self, t: Ticket, f: Finding) {
-        self.emit_with(t, f, false);
+        self.emit_with(t, f, Known::Nothing);
     }
 
-    /// [`Self::emit`]; `workload_known`: the facts already hold the API's owner.
-    fn emit_with(&self, t: Ticket, mut f: Finding, workload_known: bool) {
-        if !workload_known {
+    /// [`Self::emit`] with what the caller already knows of the container.
+    fn emit_with(&self, t: Ticket, mut f: Finding, known: Known<'_>) {
+        if let Known::Nothing = known {
             self.apply_workload(&mut f);
         }
         // Approvals see what the kernel saw (before redaction).
-        if let Some(p) = &self.policy
-            && p.judge(&mut f) == Gate::Hold
-        {
-            return t.settle(None);
+        if let Some(p) = &self.policy {
+            let gate = match known {
+                Known::Nothing => p.judge(&mut f),
+                Known::Meta(m) => p.judge_with(&mut f, Some(m)),
+                Known::NoMeta => p.judge_with(&mut f, None),
+            };
+            if gate == Gate::Hold {
+                return t.settle(None);
+            }
         }
         if let Some(r) = &self.redaction {
             r.apply(&mut f);

@@ -133,7 +133,7 @@ impl Pipeline {
     /// namespace found not to be a container is handed to the kernel filter.
     fn container(&self, p: &Process) -> Option<ContainerRef> {
         let from_path =
-            |path: &str| self.with_cache(&self.memo, enrich::memo::CACHE, |m| m.len(), |m| m.container(path));
+            |path: &Arc<str>| self.with_cache(&self.memo, enrich::memo::CACHE, |m| m.len(), |m| m.container(path));
         match enrich::container_of_with(p, from_path) {
             Ok(c) => {
                 self.d.registry.note(&c);
