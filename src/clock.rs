@@ -37,6 +37,27 @@ impl BootClock {
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
+    /// [`rfc3339`] of [`Self::wall`]`(boot_ns)`. A finding's time: a storm's
+    /// findings share their second, so its date and time of day are kept
+    /// (per thread) and only the nine fractional digits are written (the
+    /// calendar arithmetic was ~550 instructions a finding).
+    pub fn rfc3339(&self, boot_ns: u64) -> Rfc3339 {
+        thread_local! {
+            static LAST: std::cell::Cell<(i64, Rfc3339)> = const { std::cell::Cell::new((i64::MIN, Rfc3339(*b"0000-00-00T00:00:00.000000000Z"))) };
+        }
+        // Nanoseconds since the epoch fit an i64 until 2262.
+        let Ok(ns) = i64::try_from(self.offset_ns + boot_ns as i128) else { return rfc3339(self.wall(boot_ns)) };
+        let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+        let (last_secs, mut t) = LAST.get();
+        if secs != last_secs {
+            t = rfc3339(self.wall(boot_ns));
+            LAST.set((secs, t));
+            return t;
+        }
+        put_digits(&mut t.0[20..29], nanos);
+        t
+    }
+
     /// Nanoseconds elapsed since a kernel timestamp.
     pub fn since_ns(boot_ns: u64) -> u64 {
         (clock_ns(libc::CLOCK_BOOTTIME) - boot_ns as i128).max(0) as u64
@@ -52,20 +73,22 @@ pub fn rfc3339(t: OffsetDateTime) -> Rfc3339 {
     // rather than print a malformed date.
     let year = t.year().clamp(0, 9999) as u32;
     let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    let mut put = |at: usize, width: usize, mut v: u32| {
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, u8::from(t.month()).into());
-    put(8, 2, t.day().into());
-    put(11, 2, t.hour().into());
-    put(14, 2, t.minute().into());
-    put(17, 2, t.second().into());
-    put(20, 9, t.nanosecond());
+    put_digits(&mut b[0..4], year);
+    put_digits(&mut b[5..7], u8::from(t.month()).into());
+    put_digits(&mut b[8..10], t.day().into());
+    put_digits(&mut b[11..13], t.hour().into());
+    put_digits(&mut b[14..16], t.minute().into());
+    put_digits(&mut b[17..19], t.second().into());
+    put_digits(&mut b[20..29], t.nanosecond());
     Rfc3339(b)
+}
+
+/// `v`'s last `to.len()` decimal digits, zero-padded, into `to`.
+fn put_digits(to: &mut [u8], mut v: u32) {
+    for d in to.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// A time as [`rfc3339`] writes it, held inline: a finding's `time` without
@@ -133,6 +156,20 @@ mod tests {
     fn boot_clock_moves_forward() {
         let (a, b) = (boot_ns(), boot_ns());
         assert!(a > 0 && b >= a);
+    }
+
+    #[test]
+    fn a_findings_time_is_written_as_from_the_calendar() {
+        let c = BootClock::new();
+        // Within a second, across seconds, days and years, and back again.
+        let day = 86_400_000_000_000u64;
+        let start = 3 * day - 1_500;
+        for step in [1u64, 999, 333_333_333, 1_000_000_000, day / 3, 365 * day + 7] {
+            for i in 0..12u64 {
+                let ns = start + (i % 7) * step + i;
+                assert_eq!(c.rfc3339(ns), rfc3339(c.wall(ns)), "{ns}");
+            }
+        }
     }
 
     #[test]

@@ -454,6 +454,10 @@ fn metrics_and_health_endpoints() {
     // And the rule headers of the findings' JSON lines (128 at most a writing thread).
     let headers = v("driftwatch_cache_entries{cache=\"finding_headers\"}");
     assert!((1.0..=4.0 * 128.0).contains(&headers), "{headers}");
+    // And the findings' spare boxes (16 at most a thread; none yet is possible
+    // when the write came before the finding's box was dropped).
+    let boxes = v("driftwatch_cache_entries{cache=\"finding_boxes\"}");
+    assert!((0.0..=4.0 * 16.0).contains(&boxes), "{boxes}");
     assert_eq!(v("driftwatch_bpf_programs_attached"), 9.0);
     assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
     assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");

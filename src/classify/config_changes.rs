@@ -195,7 +195,7 @@ impl super::Classifier {
         &self,
         ev: &crate::event::ExecEvent,
         c: &crate::enrich::ContainerRef,
-    ) -> Option<super::Finding> {
+    ) -> Option<super::Boxed> {
         use crate::enrich::environ;
         let pid = ev.proc.tgid;
         let names = environ::environ(pid)

@@ -4,7 +4,7 @@
 
 use super::{
     Classifier, NoFinding,
-    finding::{Detail, FileFacts, Finding},
+    finding::{Boxed, Detail, FileFacts},
     rules,
 };
 use crate::{
@@ -53,7 +53,7 @@ impl FileJudge {
         ev: &FileEvent,
         c: &ContainerRef,
         fs: &ContainerFs,
-    ) -> Result<Finding, NoFinding> {
+    ) -> Result<Boxed, NoFinding> {
         self.prejudge(ev)?;
         let path = ev.path.as_str();
         // Mounts and layers are looked up by the kernel's bytes.

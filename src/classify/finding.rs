@@ -15,8 +15,10 @@ use crate::{
 use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc};
 
+mod boxed;
 mod json;
 
+pub use boxed::{Boxed, POOL_CACHE, pooled};
 pub use json::{HEADERS_CACHE, headers_cached};
 
 /// Drift kind (the `kind` key and metric label).

@@ -21,7 +21,7 @@ pub mod rules;
 pub mod tags;
 
 pub use finding::{
-    Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts, SharedPodFacts,
+    Boxed, Detail, ExecFacts, Finding, Kind, PlaybookStep, PodFacts, ProcessFacts, RecordFacts, SharedPodFacts,
 };
 pub use message::Message;
 pub use names::{NameMatch, NameTables};
@@ -204,7 +204,7 @@ impl Classifier {
         detail: Detail,
     ) -> Finding {
         Finding {
-            time: rfc3339(self.clock.wall(ktime_ns)),
+            time: self.clock.rfc3339(ktime_ns),
             kind: rule.kind,
             rule: rule.name,
             severity: rule.severity(&self.rules),
@@ -234,8 +234,8 @@ impl Classifier {
         p: &Process,
         message: impl Into<Message>,
         detail: Detail,
-    ) -> Finding {
-        let mut f = self.finding(rule, c.into(), p.ktime_ns, message, detail);
+    ) -> Boxed {
+        let mut f = Boxed::new(self.finding(rule, c.into(), p.ktime_ns, message, detail));
         f.process = Some(process_facts(p));
         f.record = Some(record_facts(p));
         f
@@ -254,7 +254,7 @@ impl Classifier {
     /// outranks a package manager, which outranks a shell. The event is
     /// spent: its text (path, arguments, names, cgroup path) moves into the
     /// finding instead of being copied.
-    pub fn exec(&self, mut ev: ExecEvent, c: &ContainerRef) -> Result<Finding, NoFinding> {
+    pub fn exec(&self, mut ev: ExecEvent, c: &ContainerRef) -> Result<Boxed, NoFinding> {
         let ev = &mut ev;
         // The container's own entrypoint starting is not drift.
         if ev.flags.entrypoint() {
@@ -305,7 +305,7 @@ impl Classifier {
     }
 
     /// What the executed program's name says (shell, package manager), then lineage.
-    fn by_name(&self, ev: &mut ExecEvent, c: &ContainerRef, mut disabled: bool) -> Result<Finding, NoFinding> {
+    fn by_name(&self, ev: &mut ExecEvent, c: &ContainerRef, mut disabled: bool) -> Result<Boxed, NoFinding> {
         match self.names.classify(&ev.proc.comm, &ev.args) {
             Some(NameMatch::Package { name }) => {
                 if self.names.is_package(&ev.parent_comm) {
@@ -370,7 +370,7 @@ impl Classifier {
         Err(if disabled { NoFinding::RuleDisabled } else { NoFinding::NotDrift })
     }
 
-    fn binary(&self, ev: &mut ExecEvent, c: &ContainerRef) -> Finding {
+    fn binary(&self, ev: &mut ExecEvent, c: &ContainerRef) -> Boxed {
         // The script is what was dropped when the interpreter is from the image.
         let (src, script, path) = match &ev.script {
             Some((p, s)) if s.is_drift() && !ev.exe_source.is_drift() => (*s, true, p.as_str()),
@@ -402,7 +402,7 @@ impl Classifier {
 
     /// A finding about an exec: every process and exec key from the event,
     /// whose text is taken (left empty), not copied.
-    fn exec_finding(&self, ev: &mut ExecEvent, c: &ContainerRef, rule: &Rule, message: impl Into<Message>) -> Finding {
+    fn exec_finding(&self, ev: &mut ExecEvent, c: &ContainerRef, rule: &Rule, message: impl Into<Message>) -> Boxed {
         let detail = Detail::Exec(ExecFacts {
             exe_source: ev.exe_source.as_str(),
             exe_inode: ev.ino,
@@ -411,7 +411,8 @@ impl Classifier {
             drifted_ancestor: ev.flags.ancestor_drift(),
             ..Default::default()
         });
-        let mut f = self.finding(rule, c.into(), ev.proc.ktime_ns, message, detail);
+        // Boxed from here on: handed over by pointer (`finding::boxed`).
+        let mut f = Boxed::new(self.finding(rule, c.into(), ev.proc.ktime_ns, message, detail));
         f.action = ev.flags.killed().then_some(KILLED);
         // Taken before `process_facts`/`record_facts` copy what is left.
         let (exe_name, cgroup_path) = (std::mem::take(&mut ev.proc.comm), std::mem::take(&mut ev.proc.cgroup_path));

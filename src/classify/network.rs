@@ -4,7 +4,7 @@
 use super::{
     Classifier, NoFinding,
     baseline::{BaselineError, Baselines, Endpoint, Verdict},
-    finding::{Detail, Finding, NetworkFacts},
+    finding::{Boxed, Detail, NetworkFacts},
     rules,
 };
 use crate::{
@@ -56,13 +56,7 @@ impl NetworkJudge {
     }
 
     /// Judges one endpoint of a container whose workload is `workload`.
-    pub fn judge(
-        &self,
-        cl: &Classifier,
-        ev: &NetEvent,
-        c: &ContainerRef,
-        workload: &str,
-    ) -> Result<Finding, NoFinding> {
+    pub fn judge(&self, cl: &Classifier, ev: &NetEvent, c: &ContainerRef, workload: &str) -> Result<Boxed, NoFinding> {
         self.prejudge(ev)?;
         let ep = Endpoint::new(ev.op, ev.transport, ev.addr, ev.port, &ev.proc.comm);
         // Exec sessions are never learned, even inside the learning window.

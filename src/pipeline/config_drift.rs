@@ -101,7 +101,7 @@ impl ConfigDrift {
         if self.memory.reported.insert((subject, f.rule.to_string())) {
             self.dirty = true;
             let t = self.emitter.ticket(&f.container_id);
-            self.emitter.emit(t, f);
+            self.emitter.emit(t, f.into());
         } else {
             self.emitter.metrics().pipeline.no_finding(crate::classify::NoFinding::AlreadyReported.as_str());
         }

@@ -309,6 +309,6 @@ impl ConfigWatch {
         let mut f = self.classifier.config_finding(subject, issue);
         apply_metadata(&mut f, meta);
         let t = self.emitter.ticket(&meta.container_id);
-        self.emitter.emit(t, f);
+        self.emitter.emit(t, f.into());
     }
 }

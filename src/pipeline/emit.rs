@@ -11,7 +11,7 @@ use super::{
     redact::Redaction,
 };
 use crate::{
-    classify::Finding,
+    classify::{Finding, finding::Boxed},
     containers::{Change, Registry},
     enrich::cri::{ContainerMeta, Lookup},
     metrics::{ContainerFindingLabels, FindingLabels, Metrics},
@@ -40,7 +40,7 @@ pub struct Emitter {
     /// Secrets replaced before the fan-out; None: redaction is off.
     redaction: Option<Redaction>,
     /// Each container's findings in ticket (event) order.
-    order: std::sync::Mutex<Order<Finding>>,
+    order: std::sync::Mutex<Order<Boxed>>,
     /// Approvals and learn mode; None: every finding goes out.
     policy: Option<Arc<PolicyGate>>,
     /// Evidence capture and quarantine (src/pipeline/respond.rs).
@@ -61,7 +61,7 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    fn settle(mut self, f: Option<Finding>) {
+    fn settle(mut self, f: Option<Boxed>) {
         self.settled = true;
         self.emitter.settle(&self.container, self.seq, f);
     }
@@ -125,7 +125,7 @@ impl Emitter {
 
     /// Sends what is due under the lock: two tasks releasing findings of one
     /// container must not interleave their sends. Sending never blocks.
-    fn settle(&self, container: &crate::id::Id, seq: u64, f: Option<Finding>) {
+    fn settle(&self, container: &crate::id::Id, seq: u64, f: Option<Boxed>) {
         let mut order = crate::locks::lock(&self.order);
         order.settle(container, seq, f, |f| self.fanout.send(f, &self.metrics));
         self.metrics.pipeline.findings_held.set(order.held() as i64);
@@ -170,7 +170,7 @@ impl Emitter {
     }
 
     /// Adds pod metadata (waiting a bounded time for the runtime) and emits.
-    pub fn enrich(self: &Arc<Self>, t: Ticket, f: Finding) {
+    pub fn enrich(self: &Arc<Self>, t: Ticket, f: Boxed) {
         match self.registry.settled(&f.container_id) {
             Some(Lookup::Found(meta)) => return self.found(t, f, &meta),
             Some(Lookup::NotFound) => return self.incomplete(t, f, "not_found"),
@@ -198,7 +198,7 @@ impl Emitter {
 
     /// Emits with the container's metadata (`f` as the classifier made it:
     /// its pod facts hold at most the cgroup's pod uid).
-    pub fn found(&self, t: Ticket, mut f: Finding, meta: &Arc<ContainerMeta>) {
+    pub fn found(&self, t: Ticket, mut f: Boxed, meta: &Arc<ContainerMeta>) {
         f.container_runtime = runtime_name(f.container_runtime, meta);
         let api_workload = (!meta.namespace.is_empty() && !meta.pod_name.is_empty())
             .then(|| self.registry.workload(&meta.namespace, &meta.pod_name))
@@ -208,7 +208,7 @@ impl Emitter {
     }
 
     /// Emits without metadata, saying why (`f` as the classifier made it).
-    pub fn incomplete(&self, t: Ticket, mut f: Finding, reason: &'static str) {
+    pub fn incomplete(&self, t: Ticket, mut f: Boxed, reason: &'static str) {
         self.metrics.pipeline.enrich_failure(reason);
         f.k8s = self.facts.missing(&f.container_id, reason, f.k8s.pod_uid.as_deref(), |id| self.running(id));
         self.emit_with(t, f, Known::NoMeta);
@@ -236,12 +236,12 @@ impl Emitter {
     /// Redacts a finding, counts it and hands it to the sinks: the one place
     /// findings leave the pipeline, so no sink sees a secret it carried; in
     /// its container's order (`t`).
-    pub fn emit(&self, t: Ticket, f: Finding) {
+    pub fn emit(&self, t: Ticket, f: Boxed) {
         self.emit_with(t, f, Known::Nothing);
     }
 
     /// [`Self::emit`] with what the caller already knows of the container.
-    fn emit_with(&self, t: Ticket, mut f: Finding, known: Known<'_>) {
+    fn emit_with(&self, t: Ticket, mut f: Boxed, known: Known<'_>) {
         if let Known::Nothing = known {
             self.apply_workload(&mut f);
         }

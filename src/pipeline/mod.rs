@@ -106,7 +106,7 @@ impl Pipeline {
     fn handle_map(&self, ev: &crate::event::MapEvent) {
         let Some(c) = self.container(&ev.proc) else { return };
         match self.d.classifier.mapping(ev, &c) {
-            Ok(f) => self.d.emitter.enrich(self.d.emitter.ticket(&c.id), f),
+            Ok(f) => self.d.emitter.enrich(self.d.emitter.ticket(&c.id), f.into()),
             Err(reason) => self.d.emitter.metrics().pipeline.no_finding(reason.as_str()),
         }
     }

@@ -106,6 +106,8 @@ pub struct Stdout {
     metrics: Arc<Metrics>,
     /// `driftwatch_cache_entries{cache="finding_headers"}`, set at each write.
     headers: prometheus_client::metrics::gauge::Gauge,
+    /// `driftwatch_cache_entries{cache="finding_boxes"}`, set at each write.
+    boxes: prometheus_client::metrics::gauge::Gauge,
     /// Wakes the task that writes once the pipe has room.
     blocked: Notify,
 }
@@ -167,6 +169,7 @@ impl Stdout {
             pending: Mutex::default(),
             progress: Progress::new(sent),
             headers: m.registry_stats.cache_gauge(crate::classify::finding::HEADERS_CACHE),
+            boxes: m.registry_stats.cache_gauge(crate::classify::finding::POOL_CACHE),
             metrics: m,
             blocked: Notify::new(),
         }
@@ -261,6 +264,7 @@ impl Stdout {
         }
         if written + lost > 0 {
             self.headers.set(crate::classify::finding::headers_cached() as i64);
+            self.boxes.set(crate::classify::finding::pooled() as i64);
             self.progress.finished((written + lost) as u64);
             self.metrics.sinks.sink_results("stdout", true, written as u64);
             self.metrics.sinks.sink_results("stdout", false, lost as u64);
@@ -447,7 +451,7 @@ mod tests {
         // 300 findings into a 64 KiB pipe nobody reads: none blocks; the
         // pipe takes some, 200 wait, the rest are refused and counted.
         for n in 0..300 {
-            fanout.send(finding(n), &m);
+            fanout.send(finding(n).into(), &m);
         }
         let (depth, cap) = s.depth();
         assert_eq!((depth, cap), (200, 200));
@@ -477,13 +481,13 @@ mod tests {
         let mut buf = vec![0u8; 1 << 20];
         {
             let _b = s.batch();
-            (0..4).for_each(|n| fanout.send(finding(n), &m));
+            (0..4).for_each(|n| fanout.send(finding(n).into(), &m));
             assert_eq!(s.depth().0, 4, "held");
-            fanout.send(finding(4), &m);
+            fanout.send(finding(4).into(), &m);
             assert_eq!(s.depth().0, 0, "half the cap (5 of 10) written at once: the cap never refuses a batch");
             let n = rd.read(&mut buf).unwrap();
             assert_eq!(numbers(std::str::from_utf8(&buf[..n]).unwrap()), (0..5).collect::<Vec<_>>());
-            (5..8).for_each(|n| fanout.send(finding(n), &m));
+            (5..8).for_each(|n| fanout.send(finding(n).into(), &m));
             assert_eq!(s.depth().0, 3);
         }
         let n = rd.read(&mut buf).unwrap();
@@ -502,9 +506,9 @@ mod tests {
             fit += 1;
         }
         let _b = s.batch();
-        (0..fit - 1).for_each(|n| fanout.send(finding(n), &m));
+        (0..fit - 1).for_each(|n| fanout.send(finding(n).into(), &m));
         assert_eq!(s.depth().0, fit - 1, "held below the pipe's size");
-        fanout.send(finding(fit - 1), &m);
+        fanout.send(finding(fit - 1).into(), &m);
         assert_eq!(s.depth().0, 0, "written once the batch reaches 64 KiB");
         let mut got = Vec::new();
         while got.len() < FLUSH_BYTES {
@@ -521,7 +525,7 @@ mod tests {
         {
             let _b = s.batch();
             for n in 0..3 {
-                fanout.send(finding(n), &m);
+                fanout.send(finding(n).into(), &m);
             }
             assert_eq!(s.depth().0, 3, "held until the batch ends");
         }
@@ -530,7 +534,7 @@ mod tests {
         let n = rd.read(&mut buf).unwrap();
         assert_eq!(numbers(std::str::from_utf8(&buf[..n]).unwrap()), vec![0, 1, 2], "one write, three lines");
         drop(rd);
-        fanout.send(finding(3), &m);
+        fanout.send(finding(3).into(), &m);
         assert_eq!(s.depth().0, 0, "a broken pipe's lines are not kept");
         assert_eq!(s.progress().pending(), 0);
         let writes = |r: &str| metric(&m, &format!("driftwatch_sink_writes_total{{sink=\"stdout\",result=\"{r}\"}}"));

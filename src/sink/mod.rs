@@ -10,7 +10,10 @@ mod http;
 pub mod json;
 pub mod otlp;
 
-use crate::{classify::Finding, metrics::Metrics};
+use crate::{
+    classify::{Finding, finding::Boxed},
+    metrics::Metrics,
+};
 use bytes::Bytes;
 use std::sync::{
     Arc,
@@ -86,12 +89,12 @@ impl Fanout {
         )
     }
 
-    pub fn send(&self, f: Finding, metrics: &Metrics) {
+    pub fn send(&self, f: Boxed, metrics: &Metrics) {
         // One `Arc` for the sinks with a queue of their own; stdout (written
         // here) takes a borrow, so with stdout alone a finding costs no
         // allocation to hand over.
         if self.sinks.iter().any(|q| matches!(q.tx, Feed::Findings(_))) {
-            let f = Arc::new(f);
+            let f = Arc::new(f.into_inner());
             self.offer(&f, Some(&f), metrics);
         } else {
             self.offer(&f, None, metrics);
