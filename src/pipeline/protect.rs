@@ -24,7 +24,7 @@ use crate::{
     },
 };
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -48,22 +48,16 @@ pub struct Protector {
     registry: Arc<Registry>,
     wait: Duration,
     /// Mount namespace id -> its container id and main process, once
-    /// decided (armed or not).
-    decided: Mutex<HashMap<u64, (String, u32)>>,
+    /// decided (armed or not). Looked up at every exec: FxHash, the kernel's
+    /// never-reused ids are not chosen by a container.
+    decided: Mutex<rustc_hash::FxHashMap<u64, (String, u32)>>,
     /// (approval, container) pairs already warned about.
     warned: Mutex<HashSet<(String, String)>>,
 }
 
 impl Protector {
     pub fn new(maps: ProtectMaps, gate: Arc<PolicyGate>, registry: Arc<Registry>, wait: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            maps,
-            gate,
-            registry,
-            wait,
-            decided: Mutex::new(HashMap::new()),
-            warned: Mutex::new(HashSet::new()),
-        })
+        Arc::new(Self { maps, gate, registry, wait, decided: Mutex::default(), warned: Mutex::new(HashSet::new()) })
     }
 
     /// Called for every exec event of a container: the first of each mount

@@ -55,7 +55,8 @@ impl Responder {
             }
         }
         if wants_c && let Some(c) = &self.capture {
-            let line = serde_json::to_string(&*f).unwrap_or_default();
+            // The line only when the bundle keeps it (a storm's later findings are not).
+            let line = || f.to_json();
             let facts = || {
                 let mut v = serde_json::to_value(&f.k8s).unwrap_or_default();
                 v["container.runtime.name"] = f.container_runtime.into();

@@ -76,8 +76,40 @@ pub struct Captured {
     pub took: Duration,
 }
 
+/// Findings a bundle carries at most: the first of its window. Every
+/// finding still goes to every sink; the bundle is the container's state.
+pub const MAX_BUNDLE_FINDINGS: usize = 256;
+
 /// Findings of one window, shared with the job until it is written.
-type Findings = Arc<Mutex<Vec<String>>>;
+type Findings = Arc<Mutex<Held>>;
+
+/// A window's finding lines until its job takes them.
+#[derive(Default)]
+struct Held {
+    lines: Vec<String>,
+    /// The job took the lines (the bundle is written or being written):
+    /// later findings are not in it, and are not kept (a drift storm's
+    /// findings were kept for the rest of the window, unbounded).
+    taken: bool,
+    /// Findings past [`MAX_BUNDLE_FINDINGS`] before the job took them
+    /// (`manifest.json`'s `findings_omitted`).
+    omitted: u64,
+}
+
+impl Held {
+    /// Keeps the line `line` makes, if the bundle will still hold it (the
+    /// line is made only then).
+    fn keep(&mut self, line: impl FnOnce() -> String) {
+        if self.taken {
+            return;
+        }
+        if self.lines.len() >= MAX_BUNDLE_FINDINGS {
+            self.omitted += 1;
+            return;
+        }
+        self.lines.push(line());
+    }
+}
 
 struct Job {
     container_id: String,
@@ -91,7 +123,7 @@ struct Window {
     index: u64,
     path: PathBuf,
     findings: Findings,
-    /// The worker took the findings: later ones are not in the bundle.
+    /// Order of creation: the oldest window goes first when full.
     seq: u64,
 }
 
@@ -125,19 +157,27 @@ impl Capture {
         self.cfg.on_steps.iter().any(|s| s == step)
     }
 
-    /// Names the bundle that holds (or will hold) `finding_json` for
-    /// `container_id`, queueing its capture when the container has none in
-    /// this window. `None` when the request was dropped (queue full).
-    pub fn request(&self, container_id: &str, finding_json: String, facts: impl FnOnce() -> Value) -> Option<PathBuf> {
+    /// Names the bundle that holds (or will hold) the finding whose line
+    /// `finding_json` makes, for `container_id`, queueing its capture when
+    /// the container has none in this window. The line is made only when
+    /// the bundle will hold it (the first [`MAX_BUNDLE_FINDINGS`] of the
+    /// window, before the bundle is written). `None` when the request was
+    /// dropped (queue full).
+    pub fn request(
+        &self,
+        container_id: &str,
+        finding_json: impl FnOnce() -> String,
+        facts: impl FnOnce() -> Value,
+    ) -> Option<PathBuf> {
         let now = unix_secs(SystemTime::now());
         let index = now / self.cfg.window_s.max(1);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = windows.get(container_id).filter(|w| w.index == index) {
-            w.findings.lock().unwrap_or_else(|p| p.into_inner()).push(finding_json);
+            w.findings.lock().unwrap_or_else(|p| p.into_inner()).keep(finding_json);
             return Some(w.path.clone());
         }
         let path = bundle_path(Path::new(&self.cfg.dir), container_id, now);
-        let findings: Findings = Arc::new(Mutex::new(vec![finding_json]));
+        let findings: Findings = Arc::new(Mutex::new(Held { lines: vec![finding_json()], ..Default::default() }));
         let job = Job {
             container_id: container_id.to_string(),
             path: path.clone(),
@@ -185,6 +225,13 @@ impl Capture {
         let c = write_job(&self.cfg, collect, &job);
         (self.report)(&c);
         c
+    }
+
+    /// Finding lines `container_id`'s window keeps now (tests: none once its bundle is written).
+    #[cfg(test)]
+    fn held(&self, container_id: &str) -> usize {
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.get(container_id).map_or(0, |w| w.findings.lock().unwrap_or_else(|p| p.into_inner()).lines.len())
     }
 
     /// Forgets a container's window (it is gone).
@@ -298,7 +345,11 @@ fn build(cfg: &config::Capture, collect: &dyn Collect, job: &Job) -> io::Result<
         Ok(p) => add_json(&mut tar, "processes.json", &p, mtime, &mut index)?,
         Err(e) => errors.push(format!("processes: {e}")),
     }
-    let findings = std::mem::take(&mut *job.findings.lock().unwrap_or_else(|p| p.into_inner()));
+    let (findings, omitted) = {
+        let mut held = job.findings.lock().unwrap_or_else(|p| p.into_inner());
+        held.taken = true;
+        (std::mem::take(&mut held.lines), held.omitted)
+    };
     let mut lines = findings.join("\n");
     if !lines.is_empty() {
         lines.push('\n');
@@ -351,6 +402,7 @@ fn build(cfg: &config::Capture, collect: &dyn Collect, job: &Job) -> io::Result<
         "driftwatch.version": env!("CARGO_PKG_VERSION"),
         "files": index,
         "skipped": skipped,
+        "findings_omitted": omitted,
         "errors": errors,
     });
     add_json(&mut tar, "manifest.json", &manifest, mtime, &mut Vec::new())?;

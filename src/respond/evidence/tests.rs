@@ -89,14 +89,14 @@ fn a_bundle_holds_the_diff_the_processes_the_findings_and_the_dropped_executable
     let c = Capture::start(cfg(&dir), fixed("bundle"), report);
     assert!(c.wants("isolate") && !c.wants("detect"));
     let id = "a".repeat(64);
-    let p1 = c.request(&id, r#"{"rule":"one"}"#.into(), || json!({"k8s.pod.name": "p"})).unwrap();
+    let p1 = c.request(&id, || r#"{"rule":"one"}"#.into(), || json!({"k8s.pod.name": "p"})).unwrap();
     wait_for(&seen, 1);
     let got = seen.lock().unwrap()[0].clone();
     assert_eq!(got.outcome, Outcome::Written, "{:?}", got.error);
     assert_eq!(got.path, p1);
     assert!(p1.file_name().unwrap().to_str().unwrap().ends_with("-aaaaaaaaaaaa.tar.gz"), "{p1:?}");
     // Same window: the same bundle is named, no second capture.
-    let p2 = c.request(&id, r#"{"rule":"two"}"#.into(), || json!({})).unwrap();
+    let p2 = c.request(&id, || r#"{"rule":"two"}"#.into(), || json!({})).unwrap();
     assert_eq!(p1, p2);
 
     let e = entries(&p1);
@@ -126,6 +126,40 @@ fn a_bundle_holds_the_diff_the_processes_the_findings_and_the_dropped_executable
     assert_eq!(names, ["diff.json", "processes.json", "findings.jsonl", "files/tmp/payload"]);
     let mode = fs::metadata(&p1).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    assert_eq!(m["findings_omitted"], 0);
+    // A drift storm after the bundle was written: its findings still name
+    // the bundle, but are neither kept nor even written out for it.
+    let made = std::cell::Cell::new(0);
+    for _ in 0..1000 {
+        let p = c
+            .request(
+                &id,
+                || {
+                    made.set(made.get() + 1);
+                    "{}".into()
+                },
+                || json!({}),
+            )
+            .unwrap();
+        assert_eq!(p, p1);
+    }
+    assert_eq!((made.get(), c.held(&id)), (0, 0));
+}
+
+#[test]
+fn a_window_keeps_at_most_max_bundle_findings() {
+    let mut held = Held::default();
+    let made = std::cell::Cell::new(0);
+    for i in 0..MAX_BUNDLE_FINDINGS + 7 {
+        held.keep(|| {
+            made.set(made.get() + 1);
+            format!("{{\"n\":{i}}}")
+        });
+    }
+    assert_eq!((held.lines.len(), held.omitted, made.get()), (MAX_BUNDLE_FINDINGS, 7, MAX_BUNDLE_FINDINGS));
+    held.taken = true;
+    held.keep(|| unreachable!("a taken window makes no line"));
+    assert_eq!(held.omitted, 7);
 }
 
 #[test]
@@ -152,7 +186,7 @@ fn an_unwritable_directory_is_a_counted_failure_naming_it() {
     let dir = base.join("file/evidence");
     let (report, seen) = collecting();
     let c = Capture::start(cfg(&dir), fixed("unwritable"), report);
-    c.request("b", "{}".into(), || json!({})).unwrap();
+    c.request("b", || "{}".into(), || json!({})).unwrap();
     wait_for(&seen, 1);
     let got = seen.lock().unwrap()[0].clone();
     assert_eq!(got.outcome, Outcome::Failed);
@@ -179,7 +213,7 @@ fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let c = Capture::start(cfg(&dir), Arc::new(Slow), report);
     let start = std::time::Instant::now();
     let answered: usize =
-        (0..QUEUE + 10).filter_map(|i| c.request(&format!("{i:x}"), "{}".into(), || json!({}))).count();
+        (0..QUEUE + 10).filter_map(|i| c.request(&format!("{i:x}"), || "{}".into(), || json!({}))).count();
     assert!(start.elapsed() < Duration::from_millis(150), "request must not wait for the worker");
     assert!(answered < QUEUE + 10);
     let dropped = seen.lock().unwrap().iter().filter(|c| c.outcome == Outcome::Dropped).count();
