@@ -241,6 +241,7 @@ impl Pod {
         })
         .unwrap_or_else(|e| panic!("StartContainer {id} ({name}): {e}"));
         let pid = container_pid(&self.socket, &id).unwrap_or_else(|e| panic!("pid of container {id}: {e}"));
+        super::wait_for_exec(pid, std::time::Instant::now() + std::time::Duration::from_secs(10));
         CriContainer { id, name: name.to_string(), pid, socket: self.socket.clone() }
     }
 

@@ -529,6 +529,10 @@ impl Containerd {
             match row {
                 Some((pid, status)) if status == "RUNNING" => {
                     c.pid = pid.parse().unwrap_or_else(|_| panic!("bad pid {pid:?} in:\n{listing}"));
+                    // RUNNING can be reported while runc's init has not yet
+                    // exec'd the entrypoint (its comm still `runc:[2:INIT]`):
+                    // a test reading the process would see runc, not the image.
+                    wait_for_exec(c.pid, deadline);
                     return c;
                 }
                 Some((_, status)) if status == "STOPPED" => panic!(
@@ -546,6 +550,17 @@ impl Containerd {
                 );
             }
             sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits until process `pid` is no longer runc's init (it exec'd the
+/// container's entrypoint, or exited), at most until `deadline`.
+fn wait_for_exec(pid: u32, deadline: Instant) {
+    while Instant::now() < deadline {
+        match fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(comm) if comm.starts_with("runc:") => sleep(Duration::from_millis(5)),
+            _ => return,
         }
     }
 }
