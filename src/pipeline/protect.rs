@@ -51,13 +51,24 @@ pub struct Protector {
     /// decided (armed or not). Looked up at every exec: FxHash, the kernel's
     /// never-reused ids are not chosen by a container.
     decided: Mutex<rustc_hash::FxHashMap<u64, (String, u32)>>,
+    /// The namespace an exec was last found decided in: a storm's execs come
+    /// from one container, and skip the lock (ids are never reused in a boot).
+    last_decided: std::sync::atomic::AtomicU64,
     /// (approval, container) pairs already warned about.
     warned: Mutex<HashSet<(String, String)>>,
 }
 
 impl Protector {
     pub fn new(maps: ProtectMaps, gate: Arc<PolicyGate>, registry: Arc<Registry>, wait: Duration) -> Arc<Self> {
-        Arc::new(Self { maps, gate, registry, wait, decided: Mutex::default(), warned: Mutex::new(HashSet::new()) })
+        Arc::new(Self {
+            maps,
+            gate,
+            registry,
+            wait,
+            decided: Mutex::default(),
+            last_decided: Default::default(),
+            warned: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Called for every exec event of a container: the first of each mount
@@ -90,8 +101,13 @@ impl Protector {
     /// revealed it, for the log.
     fn decide(self: &Arc<Self>, ns: u64, id: &str, main_tgid: u32, exec_ns: Option<u64>, again: bool) {
         if !again {
+            use std::sync::atomic::Ordering::Relaxed;
+            if ns != 0 && self.last_decided.load(Relaxed) == ns {
+                return;
+            }
             let mut d = lock(&self.decided);
             if d.contains_key(&ns) {
+                self.last_decided.store(ns, Relaxed);
                 return;
             }
             if d.len() >= MAX_DECIDED {
@@ -225,6 +241,11 @@ impl Protector {
                             });
                             ns
                         };
+                        // Decided again at its next exec, if it ever has one.
+                        let last = &self.last_decided;
+                        if gone.contains(&last.load(std::sync::atomic::Ordering::Relaxed)) {
+                            last.store(0, std::sync::atomic::Ordering::Relaxed);
+                        }
                         gone.into_iter().for_each(|n| self.maps.disarm(n));
                     }
                     Ok(Change::Added(c)) => self.on_added(&c.id, c.scanned_pid()),
