@@ -101,11 +101,6 @@ impl NameTables {
         self.kind(name).shell()
     }
 
-    /// A configured interpreter (`rules.interpreters`).
-    pub fn is_interpreter(&self, name: &str) -> bool {
-        self.kind(name).interpreter()
-    }
-
     pub fn is_package(&self, name: &str) -> bool {
         self.kind(name).package()
     }

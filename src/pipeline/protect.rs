@@ -25,7 +25,7 @@ use crate::{
 };
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::Duration,
 };
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,6 @@ impl Protector {
     /// revealed it, for the log.
     fn decide(self: &Arc<Self>, ns: u64, id: &str, main_tgid: u32, exec_ns: Option<u64>, again: bool) {
         if !again {
-            use std::sync::atomic::Ordering::Relaxed;
             if ns != 0 && self.last_decided.load(Relaxed) == ns {
                 return;
             }
@@ -243,8 +242,8 @@ impl Protector {
                         };
                         // Decided again at its next exec, if it ever has one.
                         let last = &self.last_decided;
-                        if gone.contains(&last.load(std::sync::atomic::Ordering::Relaxed)) {
-                            last.store(0, std::sync::atomic::Ordering::Relaxed);
+                        if gone.contains(&last.load(Relaxed)) {
+                            last.store(0, Relaxed);
                         }
                         gone.into_iter().for_each(|n| self.maps.disarm(n));
                     }

@@ -27,10 +27,20 @@ pub const POOL_CACHE: &str = "finding_boxes";
 /// Spare boxes of every thread, for the gauge.
 static POOLED: AtomicUsize = AtomicUsize::new(0);
 
+/// A thread's spare boxes; counted in [`POOLED`] while the thread lives (as
+/// the JSON writer's rule headers are in theirs).
+// The boxes themselves are the point: their allocations are what is kept.
+#[allow(clippy::vec_box)]
+struct Pool(Vec<Box<MaybeUninit<Finding>>>);
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        POOLED.fetch_sub(self.0.len(), Ordering::Relaxed);
+    }
+}
+
 thread_local! {
-    // The boxes themselves are the point: their allocations are what is kept.
-    #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<MaybeUninit<Finding>>>> = RefCell::new(Vec::with_capacity(POOL_MAX));
+    static POOL: RefCell<Pool> = RefCell::new(Pool(Vec::with_capacity(POOL_MAX)));
 }
 
 /// A finding on the heap (always initialised; see the module comment).
@@ -38,7 +48,7 @@ pub struct Boxed(ManuallyDrop<Box<MaybeUninit<Finding>>>);
 
 impl Boxed {
     pub fn new(f: Finding) -> Self {
-        let spare = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
+        let spare = POOL.try_with(|p| p.borrow_mut().0.pop()).ok().flatten();
         if spare.is_some() {
             POOLED.fetch_sub(1, Ordering::Relaxed);
         }
@@ -63,7 +73,7 @@ impl Boxed {
 /// `POOL_MAX`, or while the thread ends).
 fn recycle(b: Box<MaybeUninit<Finding>>) {
     let _ = POOL.try_with(|p| {
-        let mut p = p.borrow_mut();
+        let p = &mut p.borrow_mut().0;
         if p.len() < POOL_MAX {
             p.push(b);
             POOLED.fetch_add(1, Ordering::Relaxed);
@@ -79,7 +89,7 @@ pub fn pooled() -> usize {
 /// Spare boxes this thread keeps.
 #[cfg(test)]
 fn pooled_here() -> usize {
-    POOL.try_with(|p| p.borrow().len()).unwrap_or(0)
+    POOL.try_with(|p| p.borrow().0.len()).unwrap_or(0)
 }
 
 impl Drop for Boxed {
