@@ -39,6 +39,10 @@
 # pod's stdout to its log file: the agent pays for writing into a pipe, the copier for the log
 # file (its CPU is recorded too, as stdout_reader_cpu_s).
 #
+# DW_BENCH_PERF_STAT=DIR: also count the agent's software events per thread over each agent-mode
+# run's workload window (`perf stat --per-thread`: CPU, page faults, context switches, migrations;
+# DIR/<workload>-<mode>-<round>.txt): what a look costs besides its instructions.
+#
 # DW_BENCH_PERF=DIR: also record the agent with `perf record --call-graph dwarf` over each agent-mode
 # run's workload window (DIR/<workload>-<mode>-<round>.data), to see where its CPU goes.
 #
@@ -438,9 +442,20 @@ measure() {
     perf record -q --call-graph dwarf,16384 -F 10000 -e cpu-clock -p "$agent_pid" -o "$DW_BENCH_PERF/$w-$mode-$round.data" 2>/dev/null &
     perf_pid=$!
   fi
+  local stat_pid=
+  if [[ -n ${DW_BENCH_PERF_STAT:-} ]]; then
+    mkdir -p "$DW_BENCH_PERF_STAT"
+    perf stat --per-thread -e task-clock,page-faults,context-switches,cpu-migrations -p "$agent_pid" \
+      -o "$DW_BENCH_PERF_STAT/$w-$mode-$round.txt" 2>/dev/null &
+    stat_pid=$!
+  fi
   res=$(run_workload "$w" "$n")
   read -r secs wcpu <<<"$res"
   drain "$m0"
+  if [[ -n $stat_pid ]]; then
+    kill -INT "$stat_pid" 2>/dev/null || true
+    wait "$stat_pid" 2>/dev/null || true
+  fi
   if [[ -n $perf_pid ]]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true

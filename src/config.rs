@@ -162,9 +162,9 @@ pub struct Sensor {
     pub ringbuf_bytes: u32,
     pub drain_interval_ms: u64,
     /// An idle reader's backstop grows from `drain_interval_ms` (doubling at
-    /// each look that reads nothing) up to this: a record that may be a
-    /// finding wakes it anyway; what waits for the timer (`--emit-all-execs`'
-    /// extras) waits up to this long after a quiet spell.
+    /// each look that reads no record that may be a finding) up to this: such
+    /// a record wakes it anyway; what waits for the timer (`--emit-all-execs`'
+    /// extras) waits up to this long (or for the ring buffer half full).
     #[serde(default = "default_idle_drain_interval_ms")]
     pub idle_drain_interval_ms: u64,
     /// Records other than drift wake the reader at most this often (in the

@@ -302,8 +302,10 @@ async fn follow_containers(
             _ = tick.tick() => {
                 let (q, r) = (quarantine.clone(), registry.clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    let live = crate::procfs::scan(false).containers;
-                    q.prune(&|id| live.contains_key(id));
+                    // A full /proc scan (every process's cgroup), only once a
+                    // quarantine is there to prune: none is the usual case.
+                    let live = std::cell::OnceCell::new();
+                    q.prune(&|id| live.get_or_init(|| crate::procfs::scan(false).containers).contains_key(id));
                     // Metadata may come after Added: catch up here too.
                     q.follow_pods(&r);
                 })

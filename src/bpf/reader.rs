@@ -112,7 +112,7 @@ pub fn spawn<H: Handler>(
         let cgroup_paths = metrics.registry_stats.cache_gauge(event::CGROUP_PATHS_CACHE);
         while !stop.load(Ordering::Relaxed) {
             let d = drain(&mut ring, &tx, &metrics, &mut log);
-            cadence.drained(d.read, d.timely);
+            cadence.drained(d.timely);
             match rx.try_recv() {
                 Ok(mut batch) => {
                     if batch.iter().any(timely) {
@@ -126,7 +126,7 @@ pub fn spawn<H: Handler>(
                     while events.len() > 0 {
                         handler.handle(&mut events.by_ref().take(CHUNK));
                         let d = drain(&mut ring, &tx, &metrics, &mut log);
-                        cadence.drained(d.read, d.timely);
+                        cadence.drained(d.timely);
                     }
                     drop(events);
                     rx.recycle(batch);
@@ -143,7 +143,7 @@ pub fn spawn<H: Handler>(
                     handler.idle();
                     cgroup_paths.set(event::cgroup_paths_cached() as i64);
                     let late = drain(&mut ring, &tx, &metrics, &mut log);
-                    cadence.drained(late.read, late.timely);
+                    cadence.drained(late.timely);
                     if late.urgent {
                         continue;
                     }
@@ -169,7 +169,7 @@ pub fn spawn<H: Handler>(
                                 std::hint::spin_loop();
                                 continue;
                             }
-                            cadence.drained(d.read, d.timely);
+                            cadence.drained(d.timely);
                         }
                         metrics.pipeline.reader_woke(records);
                     }
@@ -256,9 +256,10 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &queue::Sender, metrics: &Metrics, log
 
 /// Whether a record keeps the look cadence going: all but the execs only
 /// `--emit-all-execs` sends (`DW_EXEC_UNFILTERED`, which the kernel lets
-/// wait for the drain timer: `DW_WAKE_LAZY` in ebpf/helpers/emit.h). A stream
-/// of those alone is read once per `sensor.drain_interval_ms` (or when the
-/// ring buffer is half full), not once per wake interval.
+/// wait for the reader's timer: `DW_WAKE_LAZY` in ebpf/helpers/emit.h). A
+/// stream of those alone is read at the idle timer (it backs off to
+/// `sensor.idle_drain_interval_ms`, 1 s) or when the ring buffer is half
+/// full, in large batches, not once per wake interval (`super::cadence`).
 fn timely(ev: &Event) -> bool {
     !matches!(ev, Event::Exec(e) if e.flags.unfiltered())
 }

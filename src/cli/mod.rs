@@ -76,7 +76,8 @@ enum Cmd {
         #[arg(long, env = "DRIFTWATCH_BTF")]
         btf: Option<PathBuf>,
         /// Send every container exec to userspace, not only suspicious ones (for benchmarks and debugging);
-        /// those the kernel would have filtered are read at the drain timer (sensor.drain_interval_ms).
+        /// those the kernel would have filtered wait for the reader's idle timer (up to
+        /// sensor.idle_drain_interval_ms) or a half-full ring buffer.
         #[arg(long, hide = true)]
         emit_all_execs: bool,
     },

@@ -76,6 +76,11 @@ pub enum Change {
     Gone(Arc<Container>),
 }
 
+/// How long the periodic scan trusts what it read about a live process
+/// (`procfs::Scanner`): a process that changed cgroup or mount namespace
+/// after it was read is seen within this.
+const SCAN_REREAD_AFTER: Duration = Duration::from_secs(60);
+
 /// Changes waiting for slow consumers; beyond it they lag and resynchronise.
 const CHANGES: usize = 4096;
 
@@ -95,6 +100,8 @@ pub struct Registry {
     inflight: Mutex<HashMap<String, watch::Receiver<Option<Lookup>>>>,
     /// When the last scan began: an event after it is running evidence.
     scan_started: Mutex<Instant>,
+    /// The periodic scan's memory of the processes it read (`procfs::Scanner`).
+    scanner: Arc<Mutex<procfs::Scanner>>,
     /// When the runtime last listed successfully.
     listed_at: Mutex<Option<Instant>>,
     /// Milliseconds since `epoch` of the loop's last round, for `/readyz`.
@@ -123,6 +130,7 @@ impl Registry {
             snapshots: watch::Sender::new(Arc::new(Snapshot::default())),
             inflight: Mutex::new(HashMap::new()),
             scan_started: Mutex::new(now),
+            scanner: Arc::new(Mutex::new(procfs::Scanner::new(SCAN_REREAD_AFTER))),
             listed_at: Mutex::new(None),
             heartbeat_ms: AtomicU64::new(0),
             epoch: now,
@@ -368,7 +376,16 @@ impl Registry {
         let started = Instant::now();
         *lock(&self.scan_started) = started;
         let with_mntns = self.snapshots.receiver_count() > 0;
-        let Ok(snap) = tokio::task::spawn_blocking(move || procfs::scan(with_mntns)).await else { return };
+        let scanner = self.scanner.clone();
+        let Ok((snap, known)) = tokio::task::spawn_blocking(move || {
+            let mut s = lock(&scanner);
+            (s.scan(with_mntns, Instant::now()), s.len())
+        })
+        .await
+        else {
+            return;
+        };
+        self.metrics.cache_entries(procfs::CACHE, known);
         self.apply_scan(snap, started, Instant::now());
     }
 
