@@ -458,6 +458,15 @@ fn metrics_and_health_endpoints() {
     // when the write came before the finding's box was dropped).
     let boxes = v("driftwatch_cache_entries{cache=\"finding_boxes\"}");
     assert!((0.0..=4.0 * 16.0).contains(&boxes), "{boxes}");
+    // And the processes the periodic /proc scan read (one per process on the
+    // node: it forgets the ended ones; other tests start and end processes meanwhile).
+    let procs = v("driftwatch_cache_entries{cache=\"proc_scan\"}");
+    let on_node = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|s| s.parse::<u32>().is_ok()))
+        .count() as f64;
+    assert!(procs >= 1.0 && procs <= 2.0 * on_node + 100.0, "{procs} known, {on_node} running");
     assert_eq!(v("driftwatch_bpf_programs_attached"), 9.0);
     assert!(body.contains("driftwatch_build_info{version=\""), "{body}");
     assert!(body.contains("driftwatch_detection_latency_seconds_bucket"), "{body}");
