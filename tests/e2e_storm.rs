@@ -349,7 +349,7 @@ fn a_shell_storm_wakes_the_reader_about_once_per_wake_interval() {
 /// `/bin/true` (not a dropped program's children: those are children of
 /// drift, which the filter keeps). Measured here, 3,000 execs: one wakeup per
 /// 10 ms of loop two revisions before, one per 50 ms the revision before,
-/// 8 in 1.6 s now. Every exec is still read, within the idle interval.
+/// 8 in 2.0 s now. Every exec is still read, within the idle interval.
 #[test]
 fn unfiltered_execs_wait_for_the_idle_timer_and_are_read_in_batches() {
     if !support::privileged() {
