@@ -23,9 +23,12 @@ pub struct Snapshot {
 
 /// Mount namespace inode number behind a `/proc/<pid>/ns/mnt` link.
 pub fn mntns_of(link: &str) -> Option<u32> {
-    let target = std::fs::read_link(link).ok()?;
-    let s = target.to_str()?;
-    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+    mntns_in(&std::fs::read_link(link).ok()?)
+}
+
+/// The inode number in a mount namespace link's target (`mnt:[4026531841]`).
+fn mntns_in(target: &std::path::Path) -> Option<u32> {
+    target.to_str()?.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// The pids in `/proc`.
@@ -89,7 +92,7 @@ struct Seen {
 pub struct Scanner {
     reread_after: Duration,
     seen: HashMap<u32, Seen>,
-    /// Processes read (cgroup) so far, for tests and the bench.
+    /// Processes read (cgroup) so far, for the tests.
     reads: u64,
 }
 
@@ -115,13 +118,10 @@ impl Scanner {
 
     /// One pass over `/proc`.
     pub fn scan(&mut self, with_mntns: bool, now: Instant) -> Snapshot {
-        let read_mntns = |pid: u32| {
-            let link = format!("/proc/{pid}/ns/mnt");
-            match std::fs::read_link(&link) {
-                Ok(_) => mntns_of(&link).map_or(MntNs::Unreadable, MntNs::Ns),
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => MntNs::Denied,
-                Err(_) => MntNs::Unreadable,
-            }
+        let read_mntns = |pid: u32| match std::fs::read_link(format!("/proc/{pid}/ns/mnt")) {
+            Ok(target) => mntns_in(&target).map_or(MntNs::Unreadable, MntNs::Ns),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => MntNs::Denied,
+            Err(_) => MntNs::Unreadable,
         };
         self.scan_from(proc_entries(), with_mntns, now, container_of, read_mntns)
     }
